@@ -1,0 +1,24 @@
+"""compile: torch.compile the model.
+
+TorchDynamo traces the model into a graph and Inductor generates fused kernels for it
+(layernorm, GELU, residual adds and softmax stop round-tripping through memory), and saves
+Python overhead per op. The cost is compile time in the first steps: it lands in the
+warm-up phase, timed and reported apart from the measured steps. The optimizer step is not
+compiled.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
+from utils import techniques as t  # noqa: E402
+from utils.train import main  # noqa: E402
+
+
+def setup(run):
+    t.strict_fp32(run)
+    t.adamw(run)
+    t.compile_model(run)
+
+
+if __name__ == "__main__":
+    main(setup)

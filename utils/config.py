@@ -1,0 +1,116 @@
+"""Make variables / command-line flags -> one validated RunConfig.
+
+Every script takes the same flags; each defaults to the environment variable Make exports
+(STEPS, WARMUP, MODEL, ...), so `make bf16 STEPS=20` and `python scripts/bf16.py --steps 20`
+are the same run. Bad input stops here, before the model is built or any file is touched.
+"""
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from utils import results
+from utils.model import PRESETS
+
+
+class ConfigError(ValueError):
+    """Bad input: reported as one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    technique: str
+    steps: int
+    warmup: int
+    model: str
+    batch: int
+    seq: int
+    device: str
+    data: str
+    seed: int
+    lr: float
+    results_file: str
+
+
+# flag -> (environment variable, default, help)
+FLAGS = {
+    "steps": ("STEPS", "50", "measured training steps"),
+    "warmup": ("WARMUP", "auto", "untimed-for-the-result warm-up steps (auto: 10 on CUDA, 3 on CPU)"),
+    "model": ("MODEL", "auto", f"preset: auto (gpt2 on CUDA, tiny on CPU) or {', '.join(PRESETS)}"),
+    "batch": ("BATCH", "auto", "sequences per step (auto: the preset's)"),
+    "seq": ("SEQ", "auto", "tokens per sequence (auto: the preset's)"),
+    "device": ("DEVICE", "auto", "auto, cpu or cuda"),
+    "data": ("DATA", "coinflip", "coinflip (seed 000's P(1)=2/3 flips) or a text file, read as bytes"),
+    "seed": ("SEED", "1337", "seed for weights and data"),
+    "lr": ("LR", "6e-4", "AdamW learning rate (Lion scales it, see scripts/lion.py)"),
+    "results_file": ("RESULTS_FILE", "results.csv", "CSV the rows are appended to"),
+}
+
+
+def _int(name, text, minimum):
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"{name} must be {kind}, got {text!r}")
+    return value
+
+
+def _auto(text, default):
+    return str(default) if text == "auto" else text
+
+
+def _device(text):
+    if text not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"DEVICE must be auto, cpu or cuda, got {text!r}")
+    if text == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"DEVICE=cuda but torch {torch.__version__} sees no CUDA GPU")
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return text
+
+
+def parse_args(technique, argv=None):
+    parser = argparse.ArgumentParser(prog=f"scripts/{technique}.py", description=f"train with '{technique}', append rows to a results CSV")
+    for flag, (env, default, text) in FLAGS.items():
+        parser.add_argument(f"--{flag.replace('_', '-')}", default=os.environ.get(env) or default, help=f"{text} [{env}, default {default}]")
+    return parser.parse_args(argv)
+
+
+def load(technique, argv=None):
+    args = parse_args(technique, argv)
+    device = _device(args.device)
+    model = ("gpt2" if device == "cuda" else "tiny") if args.model == "auto" else args.model
+    if model not in PRESETS:
+        raise ConfigError(f"unknown MODEL {model!r}; presets: {', '.join(PRESETS)}")
+    _, default_batch, default_seq = PRESETS[model]
+    if args.data != "coinflip" and not Path(args.data).is_file():
+        raise ConfigError(f"DATA={args.data!r} is neither 'coinflip' nor a readable file")
+    try:
+        lr = float(args.lr)
+    except ValueError:
+        lr = -1.0
+    if not lr > 0:
+        raise ConfigError(f"LR must be a positive number, got {args.lr!r}")
+    cfg = RunConfig(
+        technique=technique,
+        steps=_int("STEPS", args.steps, 1),
+        warmup=_int("WARMUP", _auto(args.warmup, 10 if device == "cuda" else 3), 0),
+        model=model,
+        batch=_int("BATCH", _auto(args.batch, default_batch), 1),
+        seq=_int("SEQ", _auto(args.seq, default_seq), 1),
+        device=device,
+        data=args.data,
+        seed=_int("SEED", args.seed, 0),
+        lr=lr,
+        results_file=args.results_file,
+    )
+    try:
+        results.check_appendable(cfg.results_file)
+    except results.ResultsFileError as err:
+        raise ConfigError(str(err)) from None
+    return cfg

@@ -1,0 +1,153 @@
+"""A nanoGPT-style GPT with pluggable attention and optional activation checkpointing.
+
+The model is the same for every technique; techniques only flip its switches
+(`attention`, `checkpoint_blocks`) or wrap it (autocast, compile).
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    n_layer: int
+    n_head: int
+    n_embd: int
+    vocab_size: int
+    block_size: int
+
+
+# presets: name -> (architecture, default batch, default seq). gpt2* follow nanoGPT
+# (vocab padded 50257 -> 50304 so the lm_head matmul tiles evenly).
+PRESETS = {
+    "tiny": (dict(n_layer=2, n_head=4, n_embd=128, vocab_size=256), 4, 128),
+    "small": (dict(n_layer=6, n_head=6, n_embd=384, vocab_size=256), 16, 256),
+    "gpt2": (dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50304), 16, 1024),
+    "gpt2-medium": (dict(n_layer=24, n_head=16, n_embd=1024, vocab_size=50304), 8, 1024),
+    "gpt2-large": (dict(n_layer=36, n_head=20, n_embd=1280, vocab_size=50304), 4, 1024),
+    "gpt2-xl": (dict(n_layer=48, n_head=25, n_embd=1600, vocab_size=50304), 4, 256),
+}
+
+
+def manual_attention(q, k, v):
+    # the textbook form: materialises the full (B, nh, T, T) score matrix
+    T = q.size(-2)
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, nh, T, T)
+    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    scores = scores.masked_fill(~causal, float("-inf"))
+    return F.softmax(scores, dim=-1) @ v  # (B, nh, T, hs)
+
+
+def sdpa_attention(q, k, v):
+    # pytorch picks a fused kernel (flash / efficient / cudnn / math) per call
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def flash_attn_attention(q, k, v):
+    from flash_attn import flash_attn_func  # the Dao-AILab package, CUDA + fp16/bf16 only
+
+    # flash_attn wants (B, T, nh, hs)
+    out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True)
+    return out.transpose(1, 2)
+
+
+ATTENTION = {"manual": manual_attention, "sdpa": sdpa_attention, "flash_attn": flash_attn_attention}
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.attention = "manual"
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, nh, T, hs)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = ATTENTION[self.attention](q, k, v)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+
+    def forward(self, x):
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.wte.weight = self.lm_head.weight  # weight tying, as in GPT-2
+        self.checkpoint_blocks = False
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # scaled residual init (GPT-2 paper)
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def set_attention(self, kind):
+        for block in self.blocks:
+            block.attn.attention = kind
+
+    @property
+    def attention(self):
+        return self.blocks[0].attn.attention
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())  # tied weights counted once
+
+    def forward(self, idx, targets):
+        B, T = idx.size()
+        pos = torch.arange(T, device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)  # (B, T, C)
+        for block in self.blocks:
+            if self.checkpoint_blocks and self.training:
+                # keep only the block's input; recompute its activations in backward
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+
+def build_model(preset, seq):
+    arch, _, _ = PRESETS[preset]
+    return GPT(GPTConfig(block_size=seq, **arch))

@@ -1,0 +1,137 @@
+"""results.csv: the schema (in one place), atomic appends, validated reads.
+
+The file is append-only. A run's rows are written in one locked write() at its end, so a
+run killed part-way adds nothing, two runs appending at once never interleave, and rows
+already in the file are never rewritten. A file whose header is not ours, or whose rows
+do not parse, is refused as it stands.
+"""
+import csv
+import fcntl
+import io
+import os
+import sys
+from pathlib import Path
+
+# column -> what it holds (README's column reference is checked against this by a test)
+COLUMNS = {
+    "run_id": "one id per script run; every row of the run carries it",
+    "timestamp_utc": "when the run started (ISO 8601, UTC)",
+    "technique": "the script that ran (baseline, bf16, ...)",
+    "status": "ok, skipped, oom or error",
+    "reason": "why, for any status but ok",
+    "phase": "warmup or measured; blank on a status-only row (skipped / oom / error)",
+    "step": "step index within its phase, from 0",
+    "step_ms": "time of one training step (forward, backward, optimizer) in ms: CUDA events on GPU, perf_counter on CPU",
+    "tokens_per_s": "batch x seq / step time",
+    "loss": "training loss of that step",
+    "peak_alloc_mib": "CUDA only: peak memory held by tensors during the phase, MiB",
+    "peak_reserved_mib": "CUDA only: peak memory reserved by PyTorch's caching allocator during the phase, MiB",
+    "peak_rss_mib": "the process's peak resident set size so far (host memory), MiB",
+    "model": "model preset (tiny, small, gpt2, ...)",
+    "n_params": "parameters in the model (tied embedding counted once)",
+    "batch": "sequences per step",
+    "seq": "tokens per sequence",
+    "data": "coinflip or the text file read",
+    "dtype": "compute precision that ran: fp32, tf32 or bf16-autocast",
+    "attention": "attention kernel that ran: manual, sdpa:flash, sdpa:efficient, sdpa:cudnn, sdpa:math or flash_attn",
+    "optimizer": "optimizer class that ran (module.Class)",
+    "fused": "whether the optimizer step ran as fused kernels",
+    "compiled": "whether the model ran under torch.compile",
+    "checkpointing": "whether each block's activations were recomputed in backward",
+    "lr": "learning rate the optimizer ran with",
+    "seed": "seed for weights and data",
+    "device": "GPU name, or CPU model with thread count",
+    "driver": "NVIDIA driver version (blank on CPU)",
+    "cuda": "CUDA version torch was built with (blank for a CPU build)",
+    "torch": "torch version",
+    "git_sha": "commit of this suite that ran (+dirty if it had local changes)",
+    "host": "machine name",
+}
+HEADER = ",".join(COLUMNS) + "\n"
+STATUSES = ("ok", "skipped", "oom", "error")
+
+
+class ResultsFileError(ValueError):
+    """A results file we must not append to or cannot read."""
+
+
+def _check_content(path, data):
+    """Raise ResultsFileError unless `data` is empty or a well-formed file of ours."""
+    if not data:
+        return
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ResultsFileError(f"{path} is not a text CSV; it was left unchanged: move it aside or set RESULTS_FILE") from None
+    lines = text.split("\n")
+    if lines[0] + "\n" != HEADER:
+        raise ResultsFileError(
+            f"{path} has a header that is not this suite's ({lines[0][:60]!r}...); it was left unchanged: move it aside or set RESULTS_FILE"
+        )
+    if not text.endswith("\n"):
+        raise ResultsFileError(f"{path} is corrupted: its last line is cut short; it was left unchanged: repair or move it aside")
+    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if len(row) != len(COLUMNS):
+            raise ResultsFileError(
+                f"{path} is corrupted at line {number}: {len(row)} fields, expected {len(COLUMNS)}; it was left unchanged: repair or move it aside"
+            )
+
+
+def check_appendable(path):
+    """Refuse, before any work is done, a file that append_rows would refuse."""
+    path = Path(path)
+    if path.exists():
+        _check_content(path, path.read_bytes())
+    elif not path.parent.is_dir():
+        raise ResultsFileError(f"RESULTS_FILE={path}: folder {path.parent} does not exist")
+
+
+def format_rows(rows):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n", extrasaction="raise")
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def append_rows(path, rows):
+    """Append rows (dicts keyed by COLUMNS) in one atomic, locked write."""
+    body = format_rows(rows).encode()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # note: held until close; other writers queue here
+        size = os.fstat(fd).st_size
+        _check_content(path, os.pread(fd, size, 0))
+        data = body if size else HEADER.encode() + body
+        # with O_APPEND one write() lands whole at the end of the file
+        if os.write(fd, data) != len(data):
+            raise OSError(f"short write to {path}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def init(path):
+    """Create the file with its header, or check an existing one; never changes rows."""
+    path = Path(path)
+    check_appendable(path)
+    if not path.exists() or path.stat().st_size == 0:
+        append_rows(path, [])
+
+
+def read(path):
+    """The results as a DataFrame, after the same checks as an append."""
+    import pandas as pd  # imported here: the training scripts never need pandas
+
+    path = Path(path)
+    if not path.exists():
+        raise ResultsFileError(f"{path} does not exist yet: run a technique first (make baseline)")
+    _check_content(path, path.read_bytes())
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+if __name__ == "__main__":  # make init_results: python -m utils.results init PATH
+    try:
+        init(sys.argv[2])
+    except ResultsFileError as err:
+        sys.exit(f"init_results: error: {err}")
+    print(f"init_results: {sys.argv[2]} is ready")

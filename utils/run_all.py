@@ -1,0 +1,62 @@
+"""`make all`: run techniques one after another, each in a fresh process, go on past any
+that fails, then print one line per technique and exit non-zero only if one failed.
+
+usage: python -m utils.run_all baseline tf32 bf16 ...   (settings come from the environment,
+as for the scripts: STEPS, MODEL, RESULTS_FILE, ...)
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from utils import config
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+FAILED = ("error", "oom")
+
+
+def run_one(name):
+    """Run scripts/<name>.py; return (status, one-line summary)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        summary_file = Path(tmp) / "summary.json"
+        proc = subprocess.run([sys.executable, str(SCRIPTS / f"{name}.py")], env={**os.environ, "SUMMARY_FILE": str(summary_file)})
+        if summary_file.exists():
+            summary = json.loads(summary_file.read_text())
+            if proc.returncode == 0 or summary["status"] in FAILED:
+                return summary["status"], summary["line"]
+        return "error", f"{name}: error: exited with status {proc.returncode}"
+
+
+def main(names):
+    unknown = [name for name in names if not (SCRIPTS / f"{name}.py").is_file()]
+    if unknown or not names:
+        known = sorted(p.stem for p in SCRIPTS.glob("*.py"))
+        print(f"all: error: unknown technique {' '.join(unknown) or '(none given)'}; known: {' '.join(known)}", file=sys.stderr)
+        return 2
+    try:
+        config.load("all", argv=[])  # one clear error for bad settings, not one per technique
+    except config.ConfigError as err:
+        print(f"all: error: {err}", file=sys.stderr)
+        return 2
+
+    outcomes = []
+    try:
+        for i, name in enumerate(names, 1):
+            print(f"\n=== [{i}/{len(names)}] {name}", flush=True)
+            outcomes.append(run_one(name))
+    except KeyboardInterrupt:
+        outcomes.append(("error", "interrupted: the technique running then wrote nothing"))
+
+    print("\n=== summary")
+    for status, line in outcomes:
+        print(f"  {status:<8} {line}")
+    failed = [line.split(":")[0] for status, line in outcomes if status in FAILED]
+    counts = {s: sum(1 for status, _ in outcomes if status == s) for s in ("ok", "skipped")}
+    print(f"all: {counts['ok']} ok, {counts['skipped']} skipped, {len(failed)} failed" + (f" ({' '.join(failed)})" if failed else ""))
+    return 1 if failed or len(outcomes) < len(names) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

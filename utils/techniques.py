@@ -1,0 +1,184 @@
+"""Techniques: small functions that change a Run, applied in one fixed order.
+
+    1. precision      strict_fp32, tf32, autocast_bf16
+    2. attention      flash_attention (the model starts with manual attention)
+    3. memory         checkpoint_blocks
+    4. optimizer      adamw, fused_adamw, adamw_8bit, lion
+    5. compile        compile_model
+
+Why this order: the attention kernel depends on the precision (flash kernels need half
+precision on CUDA); the optimizer is built once the model's structure is final; compile
+goes last so it traces the finished model. Applying a stage after a later one is refused,
+so any subset composes (see scripts/stack.py). A technique that cannot run on this machine
+raises Skip with a reason for the user; the run is then recorded as skipped, not failed.
+"""
+import importlib.util
+from dataclasses import dataclass, field
+
+import torch
+
+WEIGHT_DECAY = 0.1
+BETAS = (0.9, 0.95)
+STAGES = ("precision", "attention", "memory", "optimizer", "compile")
+
+
+class Skip(Exception):
+    """This technique cannot run here; str(self) tells the user why."""
+
+
+@dataclass
+class Run:
+    """The model and settings that the measuring loop will train, and what was applied."""
+
+    cfg: object  # utils.config.RunConfig
+    model: torch.nn.Module  # the GPT itself; attention probe and parameters live here
+    train_model: torch.nn.Module = None  # what the loop calls: the model, or its compiled form
+    optimizer: torch.optim.Optimizer = None
+    autocast_dtype: torch.dtype = None
+    dtype: str = "fp32"
+    lr: float = None
+    compiled: bool = False
+    applied: list = field(default_factory=list)  # stage names, in the order applied
+
+    def __post_init__(self):
+        self.train_model = self.model
+
+    def record(self):
+        """What will run, in results.csv's terms (the attention kernel is probed later)."""
+        opt = self.optimizer
+        return {
+            "dtype": self.dtype,
+            "optimizer": f"{'.'.join(type(opt).__module__.split('.')[:2])}.{type(opt).__name__}" if opt else "",
+            "fused": bool(opt and opt.defaults.get("fused")),
+            "compiled": self.compiled,
+            "checkpointing": self.model.checkpoint_blocks,
+            "lr": self.lr if opt else "",
+        }
+
+
+def _enter(run, stage):
+    if run.applied and STAGES.index(stage) < STAGES.index(run.applied[-1]):
+        raise ValueError(f"'{stage}' applied after '{run.applied[-1]}': techniques apply in the order {', '.join(STAGES)}")
+    run.applied.append(stage)
+
+
+def _on_cuda(run):
+    return run.cfg.device == "cuda"
+
+
+# 1. precision
+
+
+def strict_fp32(run):
+    _enter(run, "precision")
+    # fp32 means fp32: pytorch may otherwise run fp32 matmuls on TF32 tensor cores
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    run.dtype = "fp32"
+
+
+def tf32(run):
+    _enter(run, "precision")
+    if not _on_cuda(run):
+        raise Skip("TF32 is a CUDA tensor-core mode (Ampere and newer); a CPU runs fp32 matmuls as fp32, so there is nothing to measure")
+    major, minor = torch.cuda.get_device_capability()
+    if major < 8:
+        raise Skip(f"TF32 needs compute capability 8.0 (Ampere) or newer; this GPU is {major}.{minor}")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    run.dtype = "tf32"
+
+
+def autocast_bf16(run):
+    _enter(run, "precision")
+    if _on_cuda(run) and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise Skip("this GPU has no native bfloat16 (it needs compute capability 8.0 or newer)")
+    # weights, grads and optimizer state stay fp32; matmuls and activations run in bf16
+    run.autocast_dtype = torch.bfloat16
+    run.dtype = "bf16-autocast"
+
+
+# 2. attention
+
+
+def flash_attention(run):
+    _enter(run, "attention")
+    if _on_cuda(run) and run.autocast_dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError("flash attention kernels need fp16/bf16 on CUDA: apply autocast_bf16 before flash_attention")
+    # the flash-attn package when it can run (CUDA), else pytorch's SDPA, which dispatches
+    # to its own flash kernel where the shapes and dtype allow; the kernel that ran is probed
+    use_package = _on_cuda(run) and importlib.util.find_spec("flash_attn") is not None
+    run.model.set_attention("flash_attn" if use_package else "sdpa")
+
+
+# 3. memory
+
+
+def checkpoint_blocks(run):
+    _enter(run, "memory")
+    run.model.checkpoint_blocks = True
+
+
+# 4. optimizer
+
+
+def _param_groups(model):
+    # as nanoGPT: decay matrices and embeddings, not biases or layernorm gains
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": WEIGHT_DECAY},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def adamw(run):
+    _enter(run, "optimizer")
+    run.lr = run.cfg.lr
+    run.optimizer = torch.optim.AdamW(_param_groups(run.model), lr=run.lr, betas=BETAS)
+
+
+def fused_adamw(run):
+    _enter(run, "optimizer")
+    run.lr = run.cfg.lr
+    run.optimizer = torch.optim.AdamW(_param_groups(run.model), lr=run.lr, betas=BETAS, fused=True)
+
+
+def _bitsandbytes():
+    try:
+        import bitsandbytes
+    except ImportError as err:
+        raise Skip(f"bitsandbytes is not importable ({err}); pip install bitsandbytes==0.50.2") from None
+    return bitsandbytes
+
+
+def adamw_8bit(run):
+    _enter(run, "optimizer")
+    bnb = _bitsandbytes()
+    run.lr = run.cfg.lr
+    run.optimizer = bnb.optim.AdamW8bit(_param_groups(run.model), lr=run.lr, betas=BETAS)
+
+
+def lion(run, lr_scale, weight_decay_scale):
+    _enter(run, "optimizer")
+    try:
+        from bitsandbytes.optim import Lion
+    except ImportError:
+        try:
+            from lion_pytorch import Lion
+        except ImportError:
+            raise Skip("Lion needs bitsandbytes or lion-pytorch; pip install bitsandbytes==0.50.2") from None
+    run.lr = run.cfg.lr * lr_scale
+    groups = _param_groups(run.model)
+    for group in groups:
+        group["weight_decay"] *= weight_decay_scale
+    run.optimizer = Lion(groups, lr=run.lr, betas=(0.9, 0.99))  # the Lion paper's defaults
+
+
+# 5. compile
+
+
+def compile_model(run):
+    _enter(run, "compile")
+    # the first steps trace and compile; they fall in the warm-up, which is timed apart
+    run.train_model = torch.compile(run.model)
+    run.compiled = True

@@ -1,0 +1,122 @@
+"""What every technique script runs: config -> model -> the script's setup -> measuring
+loop -> rows appended to results.csv -> a one-line summary.
+
+Exit status: 0 ok or skipped, 1 error, 2 bad input, 3 out of memory, 130 interrupted.
+Nothing is written for bad input or an interrupted run; skipped / oom / error runs append
+one status row saying why, so results.csv shows what did not run as well as what did.
+"""
+import inspect
+import json
+import os
+import statistics
+import sys
+import traceback
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from utils import bench, config, data, env, results
+from utils.model import build_model
+from utils.techniques import Run, Skip
+
+EXIT_ERROR, EXIT_BAD_INPUT, EXIT_OOM, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def _first_line(err):
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def _is_oom(err):
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower() or "can't allocate memory" in str(err)
+
+
+def _step_rows(base, phase, tokens_per_step):
+    for step, (ms, loss) in enumerate(zip(phase.step_ms, phase.loss)):
+        yield {
+            **base,
+            "status": "ok",
+            "phase": phase.name,
+            "step": step,
+            "step_ms": round(ms, 4),
+            "tokens_per_s": round(tokens_per_step / (ms / 1e3), 1),
+            "loss": round(loss, 6),
+            "peak_alloc_mib": None if phase.peak_alloc_mib is None else round(phase.peak_alloc_mib, 1),
+            "peak_reserved_mib": None if phase.peak_reserved_mib is None else round(phase.peak_reserved_mib, 1),
+            "peak_rss_mib": round(phase.peak_rss_mib, 1),
+        }
+
+
+def summarize(name, cfg, warm, measured):
+    median_ms = statistics.median(measured.step_ms)
+    tokens = cfg.batch * cfg.seq / (median_ms / 1e3)
+    memory = f"peak {measured.peak_alloc_mib / 1024:.2f} GiB allocated" if measured.peak_alloc_mib is not None else f"peak RSS {measured.peak_rss_mib:.0f} MiB"
+    warm_text = f"; warm-up {len(warm.step_ms)} steps {sum(warm.step_ms) / 1e3:.1f} s (excluded)" if warm else ""
+    return (
+        f"{name}: ok, median {median_ms:.2f} ms/step over {cfg.steps} steps, {tokens / 1e3:.1f}k tokens/s, {memory}, "
+        f"loss {measured.loss[0]:.3f} -> {measured.loss[-1]:.3f}{warm_text}"
+    )
+
+
+def _report(status, line):
+    """Print the run's one-line outcome; `make all` also collects it through SUMMARY_FILE."""
+    print(line, file=sys.stdout if status in ("ok", "skipped") else sys.stderr, flush=True)
+    if os.environ.get("SUMMARY_FILE"):
+        Path(os.environ["SUMMARY_FILE"]).write_text(json.dumps({"status": status, "line": line}))
+
+
+def main(setup, name=None, argv=None):
+    """Run one technique: `setup(run)` applies it (see utils/techniques.py)."""
+    name = name or Path(inspect.getfile(setup)).stem
+    try:
+        cfg = config.load(name, argv)
+    except config.ConfigError as err:
+        _report("error", f"{name}: error: {err}")
+        sys.exit(EXIT_BAD_INPUT)
+
+    torch.manual_seed(cfg.seed)
+    base = {
+        "run_id": uuid.uuid4().hex[:12],
+        "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "technique": name,
+        "model": cfg.model,
+        "batch": cfg.batch,
+        "seq": cfg.seq,
+        "data": cfg.data,
+        "seed": cfg.seed,
+        **env.capture(cfg.device),
+    }
+    print(f"{name}: {cfg.model} on {base['device']}, B={cfg.batch} T={cfg.seq}, {cfg.warmup} warm-up + {cfg.steps} measured steps -> {cfg.results_file}", flush=True)
+
+    def record_status(status, reason, exit_code):
+        results.append_rows(cfg.results_file, [{**base, "status": status, "reason": reason}])
+        _report(status, f"{name}: {status}: {reason}")
+        sys.exit(exit_code)
+
+    try:
+        run = Run(cfg, build_model(cfg.model, cfg.seq).to(cfg.device))
+        base["n_params"] = run.model.num_params()
+        setup(run)
+        base.update(run.record(), attention=bench.attention_kernel(run))
+        warm, measured = bench.measure(run, data.batches(cfg), cfg.steps, cfg.warmup)
+    except Skip as why:
+        record_status("skipped", str(why), 0)
+    except KeyboardInterrupt:
+        _report("error", f"{name}: interrupted; nothing was written to {cfg.results_file}")
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as err:  # noqa: BLE001 - any failure becomes a status row, then exits non-zero
+        if _is_oom(err):
+            record_status("oom", f"out of memory at B={cfg.batch} T={cfg.seq}: {_first_line(err)}", EXIT_OOM)
+        traceback.print_exc()
+        record_status("error", f"{type(err).__name__}: {_first_line(err)}", EXIT_ERROR)
+
+    tokens_per_step = cfg.batch * cfg.seq
+    rows = [*(_step_rows(base, warm, tokens_per_step) if warm else []), *_step_rows(base, measured, tokens_per_step)]
+    try:
+        results.append_rows(cfg.results_file, rows)
+    except results.ResultsFileError as err:
+        _report("error", f"{name}: error: {err}")
+        sys.exit(EXIT_BAD_INPUT)
+    _report("ok", summarize(name, cfg, warm, measured))
