@@ -9,13 +9,16 @@ usage: python -m utils.plots [--results results.csv] [--out plots] [--prefix a10
 """
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter, ScalarFormatter  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from utils import results  # noqa: E402
@@ -54,7 +57,7 @@ def relative_windows(df, windows=10):
     """Median step time per (technique, step window), divided by the baseline's."""
     rows = measured(df).copy()
     size = max(1, -(-int(rows["step"].max() + 1) // windows))  # ceil: at most `windows` windows
-    rows["window"] = (rows["step"] // size) * size
+    rows["window"] = (rows["step"].astype(int) // size) * size
     table = rows.pivot_table(index="technique", columns="window", values="step_ms", aggfunc="median")
     if BASELINE not in table.index:
         return None
@@ -74,6 +77,8 @@ def plot_lines(df, path):
     times = measured(df)["step_ms"]
     if times.max() / times.min() > 20:  # one slow technique would flatten the rest
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
     ax.set(xlabel="measured step (warm-up excluded)", ylabel="step time (ms)", title=title(df, "Step time per step"))
     ax.legend(title="technique", bbox_to_anchor=(1.01, 1), loc="upper left")
     return _save(fig, path)
@@ -81,7 +86,11 @@ def plot_lines(df, path):
 
 def plot_heatmap(table, df, path):
     fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(table.columns) + 3), 0.55 * len(table) + 2))
-    sns.heatmap(table, annot=True, fmt=".2f", cmap="RdYlGn_r", center=1.0, cbar_kws={"label": "step time / baseline's (< 1 is faster)"}, ax=ax)
+    # colour on a log scale, centred on 1.0, so 2x slower and 2x faster look equally strong
+    log2 = np.log2(table)
+    limit = max(1.0, float(np.nanmax(np.abs(log2.values))))
+    sns.heatmap(log2, annot=table, fmt=".2f", cmap="RdYlGn_r", center=0, vmin=-limit, vmax=limit, ax=ax,
+                cbar_kws={"label": "step time / baseline's (< 1 is faster)", "format": FuncFormatter(lambda v, _: f"{2**v:.2g}")})
     ax.set(xlabel="measured steps (window)", ylabel="technique", title=title(df, "Step time relative to baseline, per window of steps"))
     return _save(fig, path)
 
@@ -96,10 +105,11 @@ def plot_speedups(speedup, df, path):
     for i, value in enumerate(speedup.values):
         ax.text(value, i, f" {value:.2f}×", va="center")
     for i, (name, row) in enumerate(not_run.iterrows(), start=len(speedup)):
-        ax.text(0.02, i, f"{row['status']}: {str(row['reason'])[:90]}", va="center", fontsize=8, color="gray")
+        reason = textwrap.shorten(f"{row['status']}: {row['reason']}", width=110)
+        ax.text(0.02, i, reason, va="center", fontsize=8, color="dimgray")
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_yticks(range(len(labels)), labels)
-    ax.invert_yaxis()
+    ax.set_ylim(len(labels) - 0.4, -0.6)  # top to bottom, as run
     ax.set_xlim(0, max(1.0, speedup.max()) * 1.18)
     ax.set(xlabel="speedup vs baseline (mean baseline step time / mean step time, ×)", ylabel="technique", title=title(df, "Mean speedup vs baseline"))
     return _save(fig, path)

@@ -1,0 +1,36 @@
+"""Shared helpers: a tiny CPU configuration, and ways to run scripts and make."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# small enough that a technique runs in a second or two on a CPU (compile: ~20 s)
+TINY = {"STEPS": "3", "WARMUP": "1", "MODEL": "tiny", "BATCH": "2", "SEQ": "16", "DEVICE": "cpu"}
+
+
+def tiny_env(results_file, **extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("SUMMARY_FILE", "TECHNIQUES", "PYTHON")}
+    return {**env, **TINY, "RESULTS_FILE": str(results_file), **extra}
+
+
+def run_script(name, results_file, **extra):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py")], env=tiny_env(results_file, **extra), capture_output=True, text=True, cwd=ROOT)
+
+
+def run_make(*args, results_file, **extra):
+    return subprocess.run(["make", "--no-print-directory", *args, f"PYTHON={sys.executable}"], env=tiny_env(results_file, **extra), capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.fixture
+def results_file(tmp_path):
+    return tmp_path / "results.csv"
+
+
+def pytest_configure(config):
+    # torch.jit deprecation noise from inside bitsandbytes' import, not from this suite
+    config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")

@@ -1,0 +1,77 @@
+"""Every technique end to end through `make all`, on a tiny CPU configuration."""
+import math
+
+import pytest
+
+from conftest import ROOT, TINY, run_make
+from utils import results
+
+TECHNIQUES = sorted(p.stem for p in (ROOT / "scripts").glob("*.py"))
+SKIPPED_ON_CPU = {"tf32"}  # a CUDA tensor-core mode
+
+
+@pytest.fixture(scope="module")
+def all_run(tmp_path_factory):
+    results_file = tmp_path_factory.mktemp("all") / "results.csv"
+    proc = run_make("all", f"TECHNIQUES={' '.join(TECHNIQUES)}", results_file=results_file)
+    return proc, results.read(results_file), results_file
+
+
+def test_make_all_succeeds_with_a_line_per_technique(all_run):
+    proc, _, _ = all_run
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = proc.stdout.split("=== summary")[1]
+    for name in TECHNIQUES:
+        assert f" {name}: " in summary
+    assert f"all: {len(TECHNIQUES) - len(SKIPPED_ON_CPU)} ok, {len(SKIPPED_ON_CPU)} skipped, 0 failed" in summary
+
+
+@pytest.mark.parametrize("name", TECHNIQUES)
+def test_each_technique_appends_well_formed_rows(all_run, name):
+    _, df, _ = all_run
+    rows = df[df["technique"] == name]
+    assert rows["run_id"].nunique() == 1
+    if name in SKIPPED_ON_CPU:
+        assert rows["status"].tolist() == ["skipped"] and "CUDA" in rows["reason"].iloc[0]
+        return
+    assert set(rows["status"]) == {"ok"}
+    assert rows["phase"].value_counts().to_dict() == {"measured": int(TINY["STEPS"]), "warmup": int(TINY["WARMUP"])}
+    measured = rows[rows["phase"] == "measured"]
+    assert measured["step"].tolist() == list(range(int(TINY["STEPS"])))
+    assert (measured["step_ms"] > 0).all() and measured["loss"].map(math.isfinite).all()
+    tokens = int(TINY["BATCH"]) * int(TINY["SEQ"])
+    assert measured["tokens_per_s"].to_numpy() == pytest.approx(tokens / (measured["step_ms"].to_numpy() / 1e3), rel=1e-3)
+    for column in ("model", "n_params", "dtype", "attention", "optimizer", "device", "torch", "git_sha", "host", "timestamp_utc"):
+        assert rows[column].notna().all(), column
+    assert (rows["peak_rss_mib"] > 0).all()
+
+
+WHAT_RAN = {  # technique -> columns that must say what actually ran
+    "baseline": {"dtype": "fp32", "attention": "manual", "optimizer": "torch.optim.AdamW", "fused": False, "compiled": False, "checkpointing": False},
+    "bf16": {"dtype": "bf16-autocast", "attention": "manual"},
+    "flash": {"dtype": "bf16-autocast", "attention": "sdpa:flash"},
+    "fused": {"optimizer": "torch.optim.AdamW", "fused": True},
+    "8bit": {"optimizer": "bitsandbytes.optim.AdamW8bit", "fused": False},
+    "lion": {"optimizer": "bitsandbytes.optim.Lion", "lr": 6e-4 / 3},
+    "checkpointing": {"checkpointing": True, "attention": "manual"},
+    "compile": {"compiled": True, "dtype": "fp32"},
+    "stack": {"dtype": "bf16-autocast", "attention": "sdpa:flash", "fused": True, "compiled": True},
+}
+
+
+@pytest.mark.parametrize("name", WHAT_RAN)
+def test_rows_record_what_actually_ran(all_run, name):
+    _, df, _ = all_run
+    row = df[df["technique"] == name].iloc[0]
+    for column, expected in WHAT_RAN[name].items():
+        assert row[column] == pytest.approx(expected) if isinstance(expected, float) else row[column] == expected, column
+
+
+def test_plots_from_the_run(all_run, tmp_path):
+    _, df, _ = all_run
+    from utils.plots import make_plots
+
+    source = tmp_path / "results.csv"
+    source.write_bytes(results.HEADER.encode() + results.format_rows(df.fillna("").to_dict("records")).encode())
+    paths, _ = make_plots(source, tmp_path / "plots", prefix="t_")
+    assert sorted(p.name for p in paths) == ["t_relative_heatmap.png", "t_speedup_bars.png", "t_steptime_lines.png"]
