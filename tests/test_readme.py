@@ -1,0 +1,23 @@
+"""The README documents what the code has: every column, technique and make variable."""
+import re
+
+from conftest import ROOT
+from utils import results
+
+README = (ROOT / "README.md").read_text()
+
+
+def test_every_column_is_in_the_column_reference():
+    documented = set(re.findall(r"^\| `(\w+)` \|", README, flags=re.M))
+    assert documented == set(results.COLUMNS)
+
+
+def test_every_technique_script_is_described():
+    for script in (ROOT / "scripts").glob("*.py"):
+        assert f"`{script.stem}`" in README, script.stem
+
+
+def test_every_make_variable_is_documented():
+    variables = set(re.findall(r"^([A-Z_]+) \?=", (ROOT / "Makefile").read_text(), flags=re.M))
+    for name in variables - {"VENV"}:
+        assert f"`{name}" in README, name
