@@ -100,7 +100,7 @@ def plot_speedups(speedup, df, path):
     not_run = not_run.drop(index=[t for t in not_run.index if t in speedup.index])
     labels = list(speedup.index) + list(not_run.index)
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(labels) + 2))
-    colors = ["#2a9d8f" if s >= 1 else "#e76f51" for s in speedup]
+    colors = ["gray" if name == BASELINE else "#2a9d8f" if s >= 1 else "#e76f51" for name, s in speedup.items()]
     ax.barh(range(len(speedup)), speedup.values, color=colors)
     for i, value in enumerate(speedup.values):
         ax.text(value, i, f" {value:.2f}×", va="center")
