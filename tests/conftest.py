@@ -14,7 +14,9 @@ TINY = {"STEPS": "3", "WARMUP": "1", "MODEL": "tiny", "BATCH": "2", "SEQ": "16",
 
 
 def tiny_env(results_file, **extra):
-    env = {k: v for k, v in os.environ.items() if k not in ("SUMMARY_FILE", "TECHNIQUES", "PYTHON")}
+    # a clean slate: not the variables of a `make test` that may be running these tests
+    inherited = ("SUMMARY_FILE", "TECHNIQUES", "PYTHON", "MAKELEVEL", "MAKEFLAGS", "MFLAGS", "PLOTSPREFIX", "PLOTS_DIR")
+    env = {k: v for k, v in os.environ.items() if k not in inherited}
     return {**env, **TINY, "RESULTS_FILE": str(results_file), **extra}
 
 
