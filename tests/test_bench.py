@@ -25,10 +25,10 @@ class Delayed(torch.nn.Module):
         return self.model(x, y)
 
 
-def _run():
+def _run(device="cpu"):
     torch.manual_seed(0)
-    cfg = RunConfig("test", 10, 2, "tiny", 2, 16, "cpu", "coinflip", 0, 1e-3, "unused.csv")
-    run = t.Run(cfg, build_model("tiny", cfg.seq))
+    cfg = RunConfig("test", 10, 2, "tiny", 2, 16, device, "coinflip", 0, 1e-3, "unused.csv")
+    run = t.Run(cfg, build_model("tiny", cfg.seq).to(device))
     t.strict_fp32(run)
     t.adamw(run)
     return run
