@@ -1,10 +1,11 @@
 # Training-optimization benchmarks: one target per technique, all, plots, test.
 # `make help` lists every target and variable with its default.
 
-TECHNIQUES ?= baseline tf32 bf16 compile flash fused 8bit lion checkpointing stack
+TECHNIQUES ?= baseline tf32 bf16 compile flash fused 8bit lion checkpointing stack sgd momentum adam adamw
 
 # run settings, read by every script (empty or auto: decided by the device / model preset)
 STEPS ?= 50
+REPEATS ?= 1
 WARMUP ?= auto
 MODEL ?= auto
 BATCH ?= auto
@@ -16,7 +17,14 @@ LR ?= 6e-4
 RESULTS_FILE ?= results.csv
 PLOTSPREFIX ?=
 PLOTS_DIR ?= plots
-export STEPS WARMUP MODEL BATCH SEQ DEVICE DATA SEED LR RESULTS_FILE
+DEVICE_FILTER ?=
+REPORT ?= REPORT.md
+BUDGET_GB ?=
+A ?= sgd
+B ?= adam
+TECHNIQUE ?= baseline
+PEAK_TFLOPS ?= table
+export STEPS REPEATS WARMUP MODEL BATCH SEQ DEVICE DATA SEED LR RESULTS_FILE PEAK_TFLOPS
 
 # PYTHON unset: bootstrap .venv from requirements.txt once, reuse it after.
 # PYTHON=python3: use that interpreter's packages as they are (e.g. a GPU box's torch).
@@ -26,7 +34,7 @@ PYTHON := $(VENV)/bin/python
 SETUP := $(VENV)/.installed
 endif
 
-.PHONY: all $(TECHNIQUES) plots reset clean init_results test help
+.PHONY: all $(TECHNIQUES) plots report compare profile reset clean init_results test help
 .DEFAULT_GOAL := help
 
 $(VENV)/.installed: requirements.txt
@@ -37,11 +45,25 @@ $(VENV)/.installed: requirements.txt
 all: $(SETUP)
 	@$(PYTHON) -m utils.run_all $(TECHNIQUES)
 
+# one run: the script itself; REPEATS=N: N runs through run_all
 $(TECHNIQUES): $(SETUP)
-	@$(PYTHON) scripts/$@.py
+	@$(if $(filter-out 1,$(REPEATS)),$(PYTHON) -m utils.run_all $@,$(PYTHON) scripts/$@.py)
+
+PLOT_FILES = $(PLOTS_DIR)/*.png $(PLOTS_DIR)/*profile_*.txt $(PLOTS_DIR)/*profile_*.csv
+PLOTS_ARGS = --results "$(RESULTS_FILE)" --out "$(PLOTS_DIR)" --prefix "$(PLOTSPREFIX)" --device-filter "$(DEVICE_FILTER)"
 
 plots: $(SETUP)
-	@$(PYTHON) -m utils.plots --results "$(RESULTS_FILE)" --out "$(PLOTS_DIR)" --prefix "$(PLOTSPREFIX)"
+	@$(PYTHON) -m utils.plots $(PLOTS_ARGS)
+
+compare: $(SETUP)
+	@$(PYTHON) -m utils.plots $(PLOTS_ARGS) --compare "$(A)" "$(B)"
+
+report: $(SETUP)
+	@$(PYTHON) -m utils.report --results "$(RESULTS_FILE)" --out "$(REPORT)" --plots-dir "$(PLOTS_DIR)" --prefix "$(PLOTSPREFIX)" \
+		--device-filter "$(DEVICE_FILTER)" --budget-gb "$(BUDGET_GB)" --peak-tflops "$(PEAK_TFLOPS)"
+
+profile: $(SETUP)
+	@$(PYTHON) -m utils.profile "$(TECHNIQUE)" --out "$(PLOTS_DIR)" --prefix "$(PLOTSPREFIX)"
 
 init_results: $(SETUP)
 	@$(PYTHON) -m utils.results init "$(RESULTS_FILE)"
@@ -52,11 +74,11 @@ reset:
 		backup="$(RESULTS_FILE).$$(date -u +%Y%m%dT%H%M%SZ).bak"; \
 		mv "$(RESULTS_FILE)" "$$backup" && echo "reset: $(RESULTS_FILE) moved to $$backup"; \
 	fi
-	@rm -f $(PLOTS_DIR)/*.png && echo "reset: removed $(PLOTS_DIR)/*.png"
+	@rm -f $(PLOT_FILES) && echo "reset: removed the plots and profiles in $(PLOTS_DIR)/"
 
 # generated files only: results.csv (your data) and .venv are kept
 clean:
-	rm -rf $(PLOTS_DIR)/*.png .pytest_cache
+	rm -rf $(PLOT_FILES) .pytest_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 test: $(SETUP)
@@ -69,7 +91,10 @@ help:
 	@echo "  <technique>    train with one technique, append rows to RESULTS_FILE:"
 	@echo "                 $(TECHNIQUES)"
 	@echo "  all            every technique in turn; goes on past failures, one summary line each"
-	@echo "  plots          line plot, heatmap and speedup bars into $(PLOTS_DIR)/ (named with PLOTSPREFIX)"
+	@echo "  plots          line, box, bootstrap, heatmap and speedup plots into $(PLOTS_DIR)/ (named with PLOTSPREFIX)"
+	@echo "  report         REPORT.md: per technique median, mean +- CI, tokens/s, MFU, memory, speedup +- CI; best bold"
+	@echo "  compare        histogram of step time A - B (default A=sgd B=adam) with its CI"
+	@echo "  profile        torch.profiler top operators of TECHNIQUE (default baseline): txt, csv, png"
 	@echo "  init_results   create RESULTS_FILE with its header (an existing one is only checked)"
 	@echo "  reset          back up RESULTS_FILE to RESULTS_FILE.<utc time>.bak, then remove it and the plots"
 	@echo "  clean          remove plots and caches (keeps results and .venv)"
@@ -78,6 +103,7 @@ help:
 	@echo
 	@echo "variables (default):"
 	@echo "  STEPS=50            measured steps per technique"
+	@echo "  REPEATS=1           runs per technique, each a fresh process, interleaved A B C A B C"
 	@echo "  WARMUP=auto         warm-up steps, timed apart: 10 on CUDA, 3 on CPU"
 	@echo "  MODEL=auto          gpt2 on CUDA, tiny on CPU; or small, gpt2-medium, gpt2-large, gpt2-xl"
 	@echo "  BATCH=auto          sequences per step (auto: the preset's: gpt2 16, tiny 4)"
@@ -86,9 +112,15 @@ help:
 	@echo "  DATA=coinflip       coin flips with P(1)=2/3, or a path to a text file (bytes)"
 	@echo "  SEED=1337           seed for weights and data"
 	@echo "  LR=6e-4             AdamW learning rate (lion uses LR/3)"
+	@echo "  PEAK_TFLOPS=table   dense peak TFLOP/s for MFU; table: by device and dtype (utils/mfu.py)"
 	@echo "  RESULTS_FILE=results.csv"
 	@echo "  PLOTSPREFIX=        prefix for plot file names, e.g. h100_"
 	@echo "  PLOTS_DIR=plots"
+	@echo "  DEVICE_FILTER=      plots / report: only devices whose name contains this (e.g. H100)"
+	@echo "  REPORT=REPORT.md    where make report writes"
+	@echo "  BUDGET_GB=          report: also recommend the fastest technique within this memory"
+	@echo "  A=sgd B=adam        make compare: the two techniques"
+	@echo "  TECHNIQUE=baseline  make profile: the technique"
 	@echo "  TECHNIQUES=...      what all runs, in order"
 	@echo "  PYTHON=             unset: make a .venv from requirements.txt; PYTHON=python3: use it as is"
 

@@ -36,3 +36,6 @@ def results_file(tmp_path):
 def pytest_configure(config):
     # torch.jit deprecation noise from inside bitsandbytes' import, not from this suite
     config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+    # seaborn 0.13 calling matplotlib 3.11 APIs it deprecates, not this suite
+    config.addinivalue_line("filterwarnings", "ignore:vert. bool was deprecated")
+    config.addinivalue_line("filterwarnings", "ignore:The set_bad function will be deprecated:PendingDeprecationWarning")

@@ -78,3 +78,18 @@ def test_attention_kernel_names_what_ran():
     assert bench.attention_kernel(run) == "manual"
     run.model.set_attention("sdpa")
     assert bench.attention_kernel(run).startswith("sdpa:")
+
+
+def test_phases_sum_to_the_step():
+    warm, measured = _measure(_run(), steps=5, warmup=1)
+    for phase in (warm, measured):
+        for total, *parts in zip(phase.step_ms, phase.forward_ms, phase.backward_ms, phase.optimizer_ms):
+            assert all(p > 0 for p in parts)
+            assert sum(parts) == pytest.approx(total, rel=1e-6)
+
+
+def test_a_delay_in_the_forward_pass_lands_in_the_forward_phase():
+    run = _run()
+    run.train_model = Delayed(run.model, 0.05, calls=set(range(2, 12)))
+    _, measured = _measure(run)
+    assert min(measured.forward_ms) >= 50 and max(measured.backward_ms) < 50

@@ -41,3 +41,12 @@ def test_init_results_and_reset_keep_a_backup(results_file, tmp_path):
     assert proc.returncode == 0, proc.stderr
     backups = list(tmp_path.glob("results.csv.*.bak"))
     assert not results_file.exists() and len(backups) == 1 and backups[0].read_bytes() == before
+
+
+def test_repeats_run_interleaved_and_are_labelled(results_file):
+    proc = run_make("all", "TECHNIQUES=baseline fused", "REPEATS=2", results_file=results_file, STEPS="2")
+    assert proc.returncode == 0, proc.stderr
+    runs = results.read(results_file).drop_duplicates("run_id")
+    assert list(zip(runs["technique"], runs["repeat"])) == [("baseline", 0), ("fused", 0), ("baseline", 1), ("fused", 1)]
+    proc = run_make("all", "REPEATS=0", results_file=results_file)
+    assert proc.returncode == 2 and "REPEATS must be a positive integer" in proc.stderr

@@ -1,56 +1,68 @@
-"""Plots and their numbers, from a synthetic results.csv with known answers."""
+"""Plots, from a synthetic results.csv with known answers."""
 import pytest
 
-from utils import plots, results
+from utils import plots, results, stats
 
 CONFIG = {"device": "Test GPU", "model": "tiny", "batch": 4, "seq": 128, "data": "coinflip", "n_params": 445952}
 
 
-def _rows(technique, step_ms, steps=20, status="ok", reason="", **extra):
-    base = {**dict.fromkeys(results.COLUMNS, ""), **CONFIG, "technique": technique, "run_id": technique, "timestamp_utc": "2026-11-23T00:00:00+00:00", **extra}
+def rows_of(technique, step_ms, steps=20, status="ok", reason="", run_id=None, **extra):
+    """Rows of one synthetic run: `step_ms` (a number or a list) per measured step."""
+    times = step_ms if isinstance(step_ms, list) else [step_ms] * steps
+    base = {**dict.fromkeys(results.COLUMNS, ""), **CONFIG, "technique": technique, "run_id": run_id or technique, "repeat": 0,
+            "timestamp_utc": "2026-11-23T00:00:00+00:00", **extra}
     if status != "ok":
         return [{**base, "status": status, "reason": reason}]
-    return [{**base, "status": "ok", "phase": "measured", "step": i, "step_ms": step_ms} for i in range(steps)] + [
+    return [{**base, "status": "ok", "phase": "measured", "step": i, "step_ms": ms, "tokens_per_s": 512 / (ms / 1e3)} for i, ms in enumerate(times)] + [
         {**base, "status": "ok", "phase": "warmup", "step": 0, "step_ms": 5000.0}  # a slow warm-up, never counted
     ]
 
 
 @pytest.fixture
 def synthetic(results_file):
-    rows = _rows("baseline", 20.0) + _rows("fast", 10.0) + _rows("slow", 40.0) + _rows("tf32", 0, status="skipped", reason="TF32 is a CUDA mode")
+    rows = rows_of("baseline", 20.0) + rows_of("fast", 10.0) + rows_of("slow", 40.0) + rows_of("tf32", 0, status="skipped", reason="TF32 is a CUDA mode")
     results.append_rows(results_file, rows)
     return results_file
 
 
-def test_speedup_is_baseline_over_technique(synthetic):
-    df, _ = plots.latest_config(results.read(synthetic))
-    assert plots.speedups(df).to_dict() == pytest.approx({"baseline": 1.0, "fast": 2.0, "slow": 0.5})
-
-
 def test_heatmap_values_are_relative_to_baseline_per_window(synthetic):
-    df, _ = plots.latest_config(results.read(synthetic))
+    df, _ = plots.select(synthetic)
     table = plots.relative_windows(df, windows=4)
     assert list(table.columns) == ["0-4", "5-9", "10-14", "15-19"]
     assert table.loc["fast"].tolist() == pytest.approx([0.5] * 4)
     assert table.loc["slow"].tolist() == pytest.approx([2.0] * 4)
 
 
-def test_all_three_plots_are_written_with_the_prefix(synthetic, tmp_path):
-    paths, notes = plots.make_plots(synthetic, tmp_path, prefix="a100_")
-    assert sorted(p.name for p in paths) == ["a100_relative_heatmap.png", "a100_speedup_bars.png", "a100_steptime_lines.png"]
+def test_all_plots_are_written_with_the_prefix(synthetic, tmp_path):
+    df, notes = plots.select(synthetic)
+    paths, more = plots.plots_for(df, tmp_path, prefix="a100_")
+    names = ["bootstrap_means", "relative_heatmap", "speedup_bars", "steptime_box", "steptime_lines"]
+    assert sorted(p.name for p in paths) == [f"a100_{n}.png" for n in names]
     assert all(p.read_bytes()[:4] == b"\x89PNG" and p.stat().st_size > 10_000 for p in paths)
-    assert notes == []
+    assert notes == more == []
 
 
 def test_another_configuration_is_not_mixed_in(synthetic):
     newer = {"timestamp_utc": "2026-11-24T00:00:00+00:00", "device": "Other GPU"}
-    results.append_rows(synthetic, [{**row, **newer} for row in _rows("baseline", 100.0) + _rows("fast", 25.0)])
-    df, note = plots.latest_config(results.read(synthetic))
-    assert set(df["device"]) == {"Other GPU"} and "1 other configuration" in note
-    assert plots.speedups(df).to_dict() == pytest.approx({"baseline": 1.0, "fast": 4.0})
+    results.append_rows(synthetic, [{**row, **newer} for row in rows_of("baseline", 100.0, run_id="b2") + rows_of("fast", 25.0, run_id="f2")])
+    df, notes = plots.select(synthetic)
+    assert set(df["device"]) == {"Other GPU"} and "1 other configuration" in notes[0]
+    assert stats.summary(df)["speedup"].to_dict() == pytest.approx({"baseline": 1.0, "fast": 4.0})
+    filtered, _ = plots.select(synthetic, device_filter="test gpu")  # case-insensitive substring
+    assert set(filtered["device"]) == {"Test GPU"}
 
 
-def test_without_a_baseline_only_the_line_plot_is_made(results_file, tmp_path):
-    results.append_rows(results_file, _rows("fast", 10.0))
-    paths, notes = plots.make_plots(results_file, tmp_path)
-    assert [p.name for p in paths] == ["steptime_lines.png"] and "make baseline" in notes[0]
+def test_without_a_baseline_only_the_baseline_free_plots_are_made(results_file, tmp_path):
+    results.append_rows(results_file, rows_of("fast", 10.0))
+    df, _ = plots.select(results_file)
+    paths, notes = plots.plots_for(df, tmp_path)
+    assert sorted(p.name for p in paths) == ["bootstrap_means.png", "steptime_box.png", "steptime_lines.png"] and "make baseline" in notes[0]
+
+
+def test_time_difference_pairs_steps_and_has_a_ci(results_file, tmp_path):
+    results.append_rows(results_file, rows_of("sgd", [10.0, 11.0, 12.0] * 10) + rows_of("adam", [12.0, 13.0, 14.0] * 10))
+    df, _ = plots.select(results_file)
+    path, mean, low, high = plots.plot_time_difference(df, "sgd", "adam", tmp_path / "d.png")
+    assert stats.time_differences(df, "sgd", "adam").tolist() == [-2.0] * 30
+    assert mean == pytest.approx(-2.0) and low == pytest.approx(-2.0) and high == pytest.approx(-2.0)
+    assert path.read_bytes()[:4] == b"\x89PNG"

@@ -71,3 +71,14 @@ def test_two_processes_appending_at_once_lose_no_row(results_file):
     df = results.read(results_file)  # raises on any interleaved or torn line
     assert df["technique"].value_counts().to_dict() == {"a": 180, "b": 180}
     assert results_file.read_text().count("run_id,") == 1
+
+
+def test_a_file_of_an_older_version_is_read_but_not_appended_to(results_file):
+    old_columns = [c for c in results.COLUMNS if c not in ("repeat", "mfu", "tflops")]
+    results_file.write_text(",".join(old_columns) + "\n" + ",".join("x" if c == "technique" else "" for c in old_columns) + "\n")
+    before = results_file.read_bytes()
+    df = results.read(results_file)
+    assert list(df.columns) == list(results.COLUMNS) and df["technique"].tolist() == ["x"] and df["mfu"].isna().all()
+    with pytest.raises(results.ResultsFileError, match="older version.*make reset"):
+        results.append_rows(results_file, _rows(1))
+    assert results_file.read_bytes() == before

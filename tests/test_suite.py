@@ -44,6 +44,9 @@ def test_each_technique_appends_well_formed_rows(all_run, name):
     for column in ("model", "n_params", "dtype", "attention", "optimizer", "device", "torch", "git_sha", "host", "timestamp_utc"):
         assert rows[column].notna().all(), column
     assert (rows["peak_rss_mib"] > 0).all()
+    phases = measured[["forward_ms", "backward_ms", "optimizer_ms"]].sum(axis=1).to_numpy()
+    assert phases == pytest.approx(measured["step_ms"].to_numpy(), abs=2e-4)  # rounding to 4 decimals
+    assert (measured["tflops"] > 0).all() and measured["mfu"].isna().all()  # a CPU has no peak in the table
 
 
 WHAT_RAN = {  # technique -> columns that must say what actually ran
@@ -56,6 +59,10 @@ WHAT_RAN = {  # technique -> columns that must say what actually ran
     "checkpointing": {"checkpointing": True, "attention": "manual"},
     "compile": {"compiled": True, "dtype": "fp32"},
     "stack": {"dtype": "bf16-autocast", "attention": "sdpa:flash", "fused": True, "compiled": True},
+    "sgd": {"optimizer": "torch.optim.SGD"},
+    "momentum": {"optimizer": "torch.optim.SGD"},
+    "adam": {"optimizer": "torch.optim.Adam"},
+    "adamw": {"optimizer": "torch.optim.AdamW", "fused": False},
 }
 
 
@@ -75,3 +82,25 @@ def test_plots_from_the_run(all_run, tmp_path):
     source.write_bytes(results.HEADER.encode() + results.format_rows(df.fillna("").to_dict("records")).encode())
     paths, _ = make_plots(source, tmp_path / "plots", prefix="t_")
     assert sorted(p.name for p in paths) == ["t_relative_heatmap.png", "t_speedup_bars.png", "t_steptime_lines.png"]
+
+
+def test_make_report_from_the_run(all_run, tmp_path):
+    _, _, results_file = all_run
+    proc = run_make("report", f"REPORT={tmp_path / 'REPORT.md'}", f"PLOTS_DIR={tmp_path}", results_file=results_file)
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "REPORT.md").read_text()
+    for name in TECHNIQUES:
+        assert f"| `{name}` |" in text
+    assert "no CUDA" in text and "**Fastest:**" in text
+
+
+def test_make_compare_and_profile(all_run, tmp_path):
+    _, _, results_file = all_run
+    proc = run_make("compare", "A=sgd", "B=adam", f"PLOTS_DIR={tmp_path}", results_file=results_file)
+    assert proc.returncode == 0, proc.stderr
+    assert "sgd - adam: mean" in proc.stdout and (tmp_path / "timediff_sgd_vs_adam.png").exists()
+    proc = run_make("profile", "TECHNIQUE=adam", f"PLOTS_DIR={tmp_path}", results_file=results_file)
+    assert proc.returncode == 0, proc.stderr
+    table = (tmp_path / "profile_adam.csv").read_text().splitlines()
+    assert table[0].startswith("operator,calls_per_step,self_cpu_ms_per_step") and len(table) > 10
+    assert (tmp_path / "profile_adam.png").exists() and "Self CPU time total" in (tmp_path / "profile_adam.txt").read_text()

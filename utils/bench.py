@@ -1,7 +1,8 @@
 """The measuring loop, written once: warm-up apart, honest step times, peak memory, and a
 record of which attention kernel actually ran.
 
-On CUDA each measured step sits between two CUDA events and nothing in the loop waits for
+On CUDA each measured step is bracketed by CUDA events (with two more between forward,
+backward and the optimizer step) and nothing in the loop waits for
 the GPU: no synchronize, no .item(). The host queues all steps, then one synchronize at the
 end reads every event. On a CPU the ops run synchronously, so perf_counter around a step is
 its time. Warm-up steps (kernel selection, allocator growth, torch.compile's tracing) are
@@ -30,6 +31,9 @@ SDPA_KERNELS = {
 class Phase:
     name: str  # "warmup" or "measured"
     step_ms: list
+    forward_ms: list
+    backward_ms: list
+    optimizer_ms: list
     loss: list
     peak_alloc_mib: float = None  # CUDA only
     peak_reserved_mib: float = None  # CUDA only
@@ -66,12 +70,16 @@ def _autocast(run):
     return torch.autocast(run.cfg.device, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-def train_step(run, x, y):
+def train_step(run, x, y, mark=lambda: None):
+    """One step; mark() is called as forward, backward and the optimizer step finish."""
     with _autocast(run):
         _, loss = run.train_model(x, y)
+    mark()
     loss.backward()
+    mark()
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
+    mark()
     return loss.detach()
 
 
@@ -80,39 +88,58 @@ def _peak_rss_mib():
     return rss / MIB if sys.platform == "darwin" else rss / 1024
 
 
-def _phase(name, step_ms, losses, cuda):
-    phase = Phase(name, step_ms, torch.stack(losses).float().cpu().tolist(), peak_rss_mib=_peak_rss_mib())
+class HostClock:
+    """perf_counter marks. With sync (CUDA warm-up only) each mark first waits for the GPU."""
+
+    def __init__(self, sync):
+        self.sync, self.marks = sync, []
+
+    def mark(self):
+        if self.sync:
+            torch.cuda.synchronize()
+        self.marks.append(time.perf_counter())
+
+    def offsets_ms(self):
+        return [(t - self.marks[0]) * 1e3 for t in self.marks]
+
+
+class EventClock:
+    """CUDA events recorded in the stream: marks cost no host sync."""
+
+    def __init__(self):
+        self.marks = []
+
+    def mark(self):
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        self.marks.append(event)
+
+    def offsets_ms(self):
+        torch.cuda.synchronize()  # note: the measured loop's only CPU-GPU sync point
+        return [self.marks[0].elapsed_time(event) for event in self.marks]
+
+
+def _timed_steps(run, batches, steps, clock, name, cuda):
+    losses = []
+    for _ in range(steps):
+        x, y = next(batches)  # outside the timed region
+        clock.mark()
+        losses.append(train_step(run, x, y, clock.mark))
+    t = clock.offsets_ms()  # four marks per step: start, forward, backward, optimizer done
+    marks = [t[i : i + 4] for i in range(0, len(t), 4)]
+    phase = Phase(
+        name,
+        step_ms=[m[3] - m[0] for m in marks],
+        forward_ms=[m[1] - m[0] for m in marks],
+        backward_ms=[m[2] - m[1] for m in marks],
+        optimizer_ms=[m[3] - m[2] for m in marks],
+        loss=torch.stack(losses).float().cpu().tolist(),
+        peak_rss_mib=_peak_rss_mib(),
+    )
     if cuda:
         phase.peak_alloc_mib = torch.cuda.max_memory_allocated() / MIB
         phase.peak_reserved_mib = torch.cuda.max_memory_reserved() / MIB
     return phase
-
-
-def _host_timed(run, batches, steps, cuda):
-    step_ms, losses = [], []
-    for _ in range(steps):
-        x, y = next(batches)
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        losses.append(train_step(run, x, y))
-        if cuda:
-            torch.cuda.synchronize()  # warm-up only: the step's time then includes its compile
-        step_ms.append((time.perf_counter() - start) * 1e3)
-    return step_ms, losses
-
-
-def _event_timed(run, batches, steps):
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(steps)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(steps)]
-    losses = []
-    for i in range(steps):
-        x, y = next(batches)
-        starts[i].record()
-        losses.append(train_step(run, x, y))
-        ends[i].record()
-    torch.cuda.synchronize()  # note: the loop's only CPU-GPU sync point
-    return [s.elapsed_time(e) for s, e in zip(starts, ends)], losses
 
 
 def measure(run, batches, steps, warmup):
@@ -123,11 +150,10 @@ def measure(run, batches, steps, warmup):
         torch.cuda.reset_peak_memory_stats()
     warm = None
     if warmup:
-        warm = _phase("warmup", *_host_timed(run, batches, warmup, cuda), cuda)
+        # warm-up may sync at every mark: its times then hold compile and autotuning
+        warm = _timed_steps(run, batches, warmup, HostClock(sync=cuda), "warmup", cuda)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()  # the measured phase's peak is its own
-        measured = _event_timed(run, batches, steps)
-    else:
-        measured = _host_timed(run, batches, steps, cuda=False)
-    return warm, _phase("measured", *measured, cuda)
+    clock = EventClock() if cuda else HostClock(sync=False)
+    return warm, _timed_steps(run, batches, steps, clock, "measured", cuda)

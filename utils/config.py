@@ -32,6 +32,8 @@ class RunConfig:
     seed: int
     lr: float
     results_file: str
+    repeat: int = 0
+    peak_tflops: float = None  # None: from the device table
 
 
 # flag -> (environment variable, default, help)
@@ -46,7 +48,13 @@ FLAGS = {
     "seed": ("SEED", "1337", "seed for weights and data"),
     "lr": ("LR", "6e-4", "AdamW learning rate (Lion scales it, see scripts/lion.py)"),
     "results_file": ("RESULTS_FILE", "results.csv", "CSV the rows are appended to"),
+    "repeat": ("REPEAT", "0", "repeat index written to the rows (make all REPEATS=N sets it)"),
+    "peak_tflops": ("PEAK_TFLOPS", "table", "dense peak TFLOP/s for MFU (table: from utils/mfu.py by device)"),
 }
+
+
+def positive_int(name, text):
+    return _int(name, text, 1)
 
 
 def _int(name, text, minimum):
@@ -57,6 +65,16 @@ def _int(name, text, minimum):
     if value is None or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ConfigError(f"{name} must be {kind}, got {text!r}")
+    return value
+
+
+def positive_float(name, text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{name} must be a positive number, got {text!r}")
     return value
 
 
@@ -81,7 +99,7 @@ def parse_args(technique, argv=None):
     return parser.parse_args(argv)
 
 
-def load(technique, argv=None):
+def load(technique, argv=None, check_results=True):
     args = parse_args(technique, argv)
     device = _device(args.device)
     model = ("gpt2" if device == "cuda" else "tiny") if args.model == "auto" else args.model
@@ -90,12 +108,6 @@ def load(technique, argv=None):
     _, default_batch, default_seq = PRESETS[model]
     if args.data != "coinflip" and not Path(args.data).is_file():
         raise ConfigError(f"DATA={args.data!r} is neither 'coinflip' nor a readable file")
-    try:
-        lr = float(args.lr)
-    except ValueError:
-        lr = -1.0
-    if not lr > 0:
-        raise ConfigError(f"LR must be a positive number, got {args.lr!r}")
     cfg = RunConfig(
         technique=technique,
         steps=_int("STEPS", args.steps, 1),
@@ -106,11 +118,14 @@ def load(technique, argv=None):
         device=device,
         data=args.data,
         seed=_int("SEED", args.seed, 0),
-        lr=lr,
+        lr=positive_float("LR", args.lr),
         results_file=args.results_file,
+        repeat=_int("REPEAT", args.repeat, 0),
+        peak_tflops=None if args.peak_tflops == "table" else positive_float("PEAK_TFLOPS", args.peak_tflops),
     )
     try:
-        results.check_appendable(cfg.results_file)
+        if check_results:
+            results.check_appendable(cfg.results_file)
     except results.ResultsFileError as err:
         raise ConfigError(str(err)) from None
     return cfg

@@ -1,11 +1,12 @@
-"""`make plots`: step time per step, a relative heatmap and speedup bars, from results.csv.
+"""`make plots` / `make compare`: charts from results.csv.
 
 Reads the CSV only (never the model or the loop), so a file from another machine plots
-here without a GPU. Only one configuration (device, model, batch, seq, data) is plotted at
-a time: a speedup is only meaningful against a baseline of the same configuration. By
-default that is the configuration of the newest run.
+here without a GPU. One configuration (device, model, batch, seq, data) is plotted at a
+time, since a speedup only means something against a baseline of the same configuration:
+the newest one, or the newest whose device matches DEVICE_FILTER.
 
-usage: python -m utils.plots [--results results.csv] [--out plots] [--prefix a100_]
+usage: python -m utils.plots [--results F] [--out DIR] [--prefix P] [--device-filter S]
+       python -m utils.plots --compare sgd adam ...
 """
 import argparse
 import sys
@@ -18,26 +19,11 @@ matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter, ScalarFormatter  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import FuncFormatter, ScalarFormatter  # noqa: E402
 
-from utils import results  # noqa: E402
-
-CONFIG = ["device", "model", "batch", "seq", "data"]
-BASELINE = "baseline"
-
-
-def latest_config(df):
-    """Rows of the newest run's configuration, and a note naming any others left out."""
-    newest = df.sort_values("timestamp_utc").iloc[-1]
-    same = (df[CONFIG] == newest[CONFIG]).all(axis=1)
-    others = df.loc[~same, CONFIG].drop_duplicates()
-    note = f"{len(others)} other configuration(s) in the file are not mixed in" if len(others) else ""
-    return df[same], note
-
-
-def measured(df):
-    return df[(df["status"] == "ok") & (df["phase"] == "measured")]
+from utils import results, stats  # noqa: E402
+from utils.stats import BASELINE, measured  # noqa: E402
 
 
 def technique_order(df):
@@ -45,12 +31,9 @@ def technique_order(df):
     return sorted(names, key=lambda name: name != BASELINE)  # baseline first, then as run
 
 
-def speedups(df):
-    """Mean baseline step time / mean step time, per technique (> 1 is faster)."""
-    means = measured(df).groupby("technique")["step_ms"].mean()
-    if BASELINE not in means:
-        return None
-    return (means[BASELINE] / means).reindex([t for t in technique_order(df) if t in means])
+def measured_order(df):
+    ran = set(measured(df)["technique"])
+    return [t for t in technique_order(df) if t in ran]
 
 
 def relative_windows(df, windows=10):
@@ -62,23 +45,26 @@ def relative_windows(df, windows=10):
     if BASELINE not in table.index:
         return None
     table.columns = [f"{start}-{start + size - 1}" for start in table.columns]
-    return (table / table.loc[BASELINE]).reindex([t for t in technique_order(df) if t in table.index])
+    return (table / table.loc[BASELINE]).reindex(measured_order(df))
 
 
 def title(df, what):
     row = df.iloc[-1]
-    params = f", {row['n_params'] / 1e6:.1f}M params" if pd.notna(row["n_params"]) else ""
-    return f"{what}\n{row['device']} · {row['model']}{params} · B={row['batch']} T={row['seq']} · {row['data']}"
+    params = f", {row['n_params'] / 1e6:.1f}M params" if row["n_params"] == row["n_params"] else ""
+    runs = df.groupby("technique")["run_id"].nunique().max()
+    return f"{what}\n{row['device']} · {row['model']}{params} · B={row['batch']} T={row['seq']} · {row['data']} · up to {runs} run(s) each"
+
+
+def _log_if_wide(ax, values, axis="y"):
+    if values.max() / values.min() > 20:  # one slow technique would flatten the rest
+        getattr(ax, f"set_{axis}scale")("log")
+        getattr(ax, f"{axis}axis").set_major_formatter(ScalarFormatter())
 
 
 def plot_lines(df, path):
     fig, ax = plt.subplots(figsize=(10, 5.5))
-    sns.lineplot(data=measured(df), x="step", y="step_ms", hue="technique", hue_order=[t for t in technique_order(df) if t in set(measured(df)["technique"])], estimator="median", errorbar=("pi", 50), ax=ax)
-    times = measured(df)["step_ms"]
-    if times.max() / times.min() > 20:  # one slow technique would flatten the rest
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(ScalarFormatter())
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
+    sns.lineplot(data=measured(df), x="step", y="step_ms", hue="technique", hue_order=measured_order(df), estimator="median", errorbar=("pi", 50), ax=ax)
+    _log_if_wide(ax, measured(df)["step_ms"])
     ax.set(xlabel="measured step (warm-up excluded)", ylabel="step time (ms)", title=title(df, "Step time per step"))
     ax.legend(title="technique", bbox_to_anchor=(1.01, 1), loc="upper left")
     return _save(fig, path)
@@ -95,24 +81,60 @@ def plot_heatmap(table, df, path):
     return _save(fig, path)
 
 
-def plot_speedups(speedup, df, path):
-    not_run = df[df["status"] != "ok"].drop_duplicates("technique", keep="last").set_index("technique")
-    not_run = not_run.drop(index=[t for t in not_run.index if t in speedup.index])
-    labels = list(speedup.index) + list(not_run.index)
+def plot_speedups(summary, df, path):
+    """Bars of the speedup with 95% bootstrap CI whiskers; techniques that did not run listed."""
+    ran = summary[summary["speedup"].notna()] if "speedup" in summary else summary.iloc[:0]
+    not_run = summary[summary["status"] != "ok"]
+    labels = list(ran.index) + list(not_run.index)
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(labels) + 2))
-    colors = ["gray" if name == BASELINE else "#2a9d8f" if s >= 1 else "#e76f51" for name, s in speedup.items()]
-    ax.barh(range(len(speedup)), speedup.values, color=colors)
-    for i, value in enumerate(speedup.values):
-        ax.text(value, i, f" {value:.2f}×", va="center")
-    for i, (name, row) in enumerate(not_run.iterrows(), start=len(speedup)):
-        reason = textwrap.shorten(f"{row['status']}: {row['reason']}", width=110)
-        ax.text(0.02, i, reason, va="center", fontsize=8, color="dimgray")
+    colors = ["gray" if v in ("baseline", "no detectable difference") else "#2a9d8f" if v == "faster" else "#e76f51" for v in ran["verdict"]]
+    errors = [ran["speedup"] - ran["speedup_lo"], ran["speedup_hi"] - ran["speedup"]]
+    ax.barh(range(len(ran)), ran["speedup"], xerr=errors, color=colors, capsize=3)
+    for i, (name, row) in enumerate(ran.iterrows()):
+        note = "" if row["verdict"] in ("faster", "slower", "baseline") else "  (no detectable difference)"
+        ax.text(row["speedup_hi"], i, f" {row['speedup']:.2f}× [{row['speedup_lo']:.2f}, {row['speedup_hi']:.2f}]{note}", va="center", fontsize=9)
+    for i, (name, row) in enumerate(not_run.iterrows(), start=len(ran)):
+        ax.text(0.02, i, textwrap.shorten(f"{row['status']}: {row['reason']}", width=110), va="center", fontsize=8, color="dimgray")
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_yticks(range(len(labels)), labels)
-    ax.set_ylim(len(labels) - 0.4, -0.6)  # top to bottom, as run
-    ax.set_xlim(0, max(1.0, speedup.max()) * 1.18)
-    ax.set(xlabel="speedup vs baseline (mean baseline step time / mean step time, ×)", ylabel="technique", title=title(df, "Mean speedup vs baseline"))
+    ax.set_ylim(len(labels) - 0.4, -0.6)  # top to bottom, as in the report
+    ax.set_xlim(0, max(1.0, ran["speedup_hi"].max() if len(ran) else 1.0) * 1.45)
+    ax.set(xlabel="speedup vs baseline: mean baseline step time / mean step time (×), 95% bootstrap CI", ylabel="technique", title=title(df, "Mean speedup vs baseline"))
     return _save(fig, path)
+
+
+def plot_box(df, path):
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(measured_order(df)) + 2))
+    sns.boxplot(data=measured(df), x="step_ms", y="technique", order=measured_order(df), hue="technique", legend=False, fliersize=2, ax=ax)
+    _log_if_wide(ax, measured(df)["step_ms"], axis="x")
+    ax.set(xlabel="step time (ms)", ylabel="technique", title=title(df, "Distribution of step times"))
+    return _save(fig, path)
+
+
+def plot_bootstrap(df, path):
+    """Bootstrap distributions of each technique's mean step time, overlaid (seed 000)."""
+    draws = pd.concat([pd.DataFrame({"technique": t, "mean_ms": stats.bootstrap(stats.runs_of(df, t))}) for t in measured_order(df)])
+    wide = draws["mean_ms"].max() / draws["mean_ms"].min() > 20
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    sns.histplot(data=draws, x="mean_ms", hue="technique", element="step", bins=120, log_scale=wide, alpha=0.4, ax=ax)
+    ax.set(xlabel="mean step time (ms), bootstrap resamples", ylabel=f"count of {stats.RESAMPLES} resamples", title=title(df, "Bootstrap distributions of the mean step time"))
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1))
+    return _save(fig, path)
+
+
+def plot_time_difference(df, a, b, path):
+    """Histogram of step time a - b, paired by (repeat, step): seed 000's SGD - Adam plot."""
+    diffs = stats.time_differences(df, a, b)
+    if not len(diffs):
+        raise results.ResultsFileError(f"no measured steps of both {a} and {b} in this configuration: run make {a} {b}")
+    low, high = stats.interval(stats.bootstrap([diffs]))
+    fig, ax = plt.subplots(figsize=(9, 5))
+    ax.hist(diffs, bins=40, color="#457b9d")
+    ax.axvline(0, color="black", linewidth=1)
+    ax.axvline(diffs.mean(), color="#e63946", linewidth=2, label=f"mean {diffs.mean():+.3f} ms, 95% CI [{low:+.3f}, {high:+.3f}]")
+    ax.set(xlabel=f"step time {a} − {b} (ms); < 0: {a} is faster", ylabel="steps", title=title(df, f"Step time difference, {a} − {b}"))
+    ax.legend()
+    return _save(fig, path), diffs.mean(), low, high
 
 
 def _save(fig, path):
@@ -122,21 +144,27 @@ def _save(fig, path):
     return path
 
 
-def make_plots(results_file, out_dir, prefix=""):
-    """Write the plots; return (paths written, notes for the user)."""
-    df, note = latest_config(results.read(results_file))
-    notes = [note] if note else []
+def plots_for(df, out_dir, prefix=""):
+    """Write the plots of one configuration; return (paths, notes)."""
     if measured(df).empty:
-        raise results.ResultsFileError(f"{results_file} holds no successful measured steps for its newest configuration")
+        raise results.ResultsFileError("no successful measured steps in this configuration")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [plot_lines(df, out / f"{prefix}steptime_lines.png")]
-    speedup, table = speedups(df), relative_windows(df)
-    if speedup is None:
-        notes.append("no ok baseline run in this configuration, so no heatmap or speedup bars: run make baseline")
-    else:
-        paths += [plot_heatmap(table, df, out / f"{prefix}relative_heatmap.png"), plot_speedups(speedup, df, out / f"{prefix}speedup_bars.png")]
-    return paths, notes
+    paths = [plot_lines(df, out / f"{prefix}steptime_lines.png"), plot_box(df, out / f"{prefix}steptime_box.png"), plot_bootstrap(df, out / f"{prefix}bootstrap_means.png")]
+    table = relative_windows(df)
+    if table is None:
+        return paths, ["no ok baseline run in this configuration, so no heatmap or speedup bars: run make baseline"]
+    paths += [plot_heatmap(table, df, out / f"{prefix}relative_heatmap.png"), plot_speedups(stats.summary(df), df, out / f"{prefix}speedup_bars.png")]
+    return paths, []
+
+
+def select(results_file, device_filter=""):
+    """The newest configuration's rows (matching device_filter), and a note on the others."""
+    configs = stats.configurations(results.read(results_file), device_filter)
+    if not configs:
+        raise results.ResultsFileError(f"{results_file} has no runs" + (f" on a device matching {device_filter!r}" if device_filter else ""))
+    others = len(configs) - 1
+    return configs[0][1], [f"plotting {configs[0][0]}; {others} other configuration(s) in the file are not mixed in"] if others else []
 
 
 def main(argv=None):
@@ -144,9 +172,21 @@ def main(argv=None):
     parser.add_argument("--results", default="results.csv")
     parser.add_argument("--out", default="plots")
     parser.add_argument("--prefix", default="")
+    parser.add_argument("--device-filter", default="")
+    parser.add_argument("--compare", nargs=2, metavar=("A", "B"), help="time-difference histogram of A - B")
     args = parser.parse_args(argv)
     try:
-        paths, notes = make_plots(args.results, args.out, args.prefix)
+        df, notes = select(args.results, args.device_filter)
+        if args.compare:
+            a, b = args.compare
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            path, mean, low, high = plot_time_difference(df, a, b, Path(args.out) / f"{args.prefix}timediff_{a}_vs_{b}.png")
+            paths = [path]
+            verdict = "no detectable difference" if low <= 0 <= high else f"{a if mean < 0 else b} is faster"
+            notes.append(f"{a} - {b}: mean {mean:+.3f} ms/step, 95% CI [{low:+.3f}, {high:+.3f}]: {verdict}")
+        else:
+            paths, more = plots_for(df, args.out, args.prefix)
+            notes += more
     except results.ResultsFileError as err:
         print(f"plots: error: {err}", file=sys.stderr)
         return 2

@@ -17,18 +17,26 @@ COLUMNS = {
     "run_id": "one id per script run; every row of the run carries it",
     "timestamp_utc": "when the run started (ISO 8601, UTC)",
     "technique": "the script that ran (baseline, bf16, ...)",
+    "repeat": "which repeat of the technique this run was (0, 1, ... with REPEATS=N)",
     "status": "ok, skipped, oom or error",
     "reason": "why, for any status but ok",
     "phase": "warmup or measured; blank on a status-only row (skipped / oom / error)",
     "step": "step index within its phase, from 0",
     "step_ms": "time of one training step (forward, backward, optimizer) in ms: CUDA events on GPU, perf_counter on CPU",
+    "forward_ms": "forward pass and loss, ms (part of step_ms)",
+    "backward_ms": "backward pass, ms (part of step_ms)",
+    "optimizer_ms": "optimizer step and zero_grad, ms (part of step_ms)",
     "tokens_per_s": "batch x seq / step time",
+    "tflops": "model TFLOP/s achieved: flops_per_token x tokens_per_s",
+    "mfu": "model FLOPs utilisation: tflops / peak_tflops (blank where the peak is unknown)",
     "loss": "training loss of that step",
     "peak_alloc_mib": "CUDA only: peak memory held by tensors during the phase, MiB",
     "peak_reserved_mib": "CUDA only: peak memory reserved by PyTorch's caching allocator during the phase, MiB",
     "peak_rss_mib": "the process's peak resident set size so far (host memory), MiB",
     "model": "model preset (tiny, small, gpt2, ...)",
     "n_params": "parameters in the model (tied embedding counted once)",
+    "flops_per_token": "model FLOPs per token for forward + backward: 6N + 12 x layers x width x seq (PaLM appendix B)",
+    "peak_tflops": "dense peak TFLOP/s of the device at this dtype (datasheet table or PEAK_TFLOPS); blank if unknown",
     "batch": "sequences per step",
     "seq": "tokens per sequence",
     "data": "coinflip or the text file read",
@@ -55,25 +63,33 @@ class ResultsFileError(ValueError):
     """A results file we must not append to or cannot read."""
 
 
-def _check_content(path, data):
-    """Raise ResultsFileError unless `data` is empty or a well-formed file of ours."""
+def _check_content(path, data, appending):
+    """Raise ResultsFileError unless `data` is empty or a well-formed file of ours. A file
+    written by an older version (a subset of today's columns) can be read, not appended to."""
     if not data:
         return
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ResultsFileError(f"{path} is not a text CSV; it was left unchanged: move it aside or set RESULTS_FILE") from None
-    lines = text.split("\n")
-    if lines[0] + "\n" != HEADER:
-        raise ResultsFileError(
-            f"{path} has a header that is not this suite's ({lines[0][:60]!r}...); it was left unchanged: move it aside or set RESULTS_FILE"
-        )
+    header = text.split("\n", 1)[0].split(",")
+    if header != list(COLUMNS):
+        if not set(header) < set(COLUMNS):
+            raise ResultsFileError(
+                f"{path} has a header that is not this suite's ({','.join(header)[:60]!r}...); it was left unchanged: move it aside or set RESULTS_FILE"
+            )
+        if appending:
+            missing = " ".join(c for c in COLUMNS if c not in header)
+            raise ResultsFileError(
+                f"{path} was written by an older version of this suite (no {missing}); it was left unchanged and still plots and reports: "
+                "start a new file with make reset (keeps a backup) or RESULTS_FILE=new.csv"
+            )
     if not text.endswith("\n"):
         raise ResultsFileError(f"{path} is corrupted: its last line is cut short; it was left unchanged: repair or move it aside")
     for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if len(row) != len(COLUMNS):
+        if len(row) != len(header):
             raise ResultsFileError(
-                f"{path} is corrupted at line {number}: {len(row)} fields, expected {len(COLUMNS)}; it was left unchanged: repair or move it aside"
+                f"{path} is corrupted at line {number}: {len(row)} fields, expected {len(header)}; it was left unchanged: repair or move it aside"
             )
 
 
@@ -81,7 +97,7 @@ def check_appendable(path):
     """Refuse, before any work is done, a file that append_rows would refuse."""
     path = Path(path)
     if path.exists():
-        _check_content(path, path.read_bytes())
+        _check_content(path, path.read_bytes(), appending=True)
     elif not path.parent.is_dir():
         raise ResultsFileError(f"RESULTS_FILE={path}: folder {path.parent} does not exist")
 
@@ -100,7 +116,7 @@ def append_rows(path, rows):
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # note: held until close; other writers queue here
         size = os.fstat(fd).st_size
-        _check_content(path, os.pread(fd, size, 0))
+        _check_content(path, os.pread(fd, size, 0), appending=True)
         data = body if size else HEADER.encode() + body
         # with O_APPEND one write() lands whole at the end of the file
         if os.write(fd, data) != len(data):
@@ -119,14 +135,15 @@ def init(path):
 
 
 def read(path):
-    """The results as a DataFrame, after the same checks as an append."""
+    """The results as a DataFrame with every current column (blank where an older file
+    lacks one), after the same checks as an append."""
     import pandas as pd  # imported here: the training scripts never need pandas
 
     path = Path(path)
     if not path.exists():
         raise ResultsFileError(f"{path} does not exist yet: run a technique first (make baseline)")
-    _check_content(path, path.read_bytes())
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    _check_content(path, path.read_bytes(), appending=False)
+    return pd.read_csv(path, keep_default_na=False, na_values=[""]).reindex(columns=list(COLUMNS))
 
 
 if __name__ == "__main__":  # make init_results: python -m utils.results init PATH

@@ -3,7 +3,7 @@
     1. precision      strict_fp32, tf32, autocast_bf16
     2. attention      flash_attention (the model starts with manual attention)
     3. memory         checkpoint_blocks
-    4. optimizer      adamw, fused_adamw, adamw_8bit, lion
+    4. optimizer      adamw, fused_adamw, adamw_8bit, lion, adam, sgd
     5. compile        compile_model
 
 Why this order: the attention kernel depends on the precision (flash kernels need half
@@ -135,6 +135,19 @@ def adamw(run):
     _enter(run, "optimizer")
     run.lr = run.cfg.lr
     run.optimizer = torch.optim.AdamW(_param_groups(run.model), lr=run.lr, betas=BETAS)
+
+
+def adam(run):
+    _enter(run, "optimizer")
+    run.lr = run.cfg.lr
+    # classic Adam: no decoupled weight decay (that is AdamW's change)
+    run.optimizer = torch.optim.Adam(run.model.parameters(), lr=run.lr, betas=BETAS)
+
+
+def sgd(run, momentum=0.0):
+    _enter(run, "optimizer")
+    run.lr = run.cfg.lr
+    run.optimizer = torch.optim.SGD(run.model.parameters(), lr=run.lr, momentum=momentum)
 
 
 def fused_adamw(run):

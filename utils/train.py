@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from utils import bench, config, data, env, results
+from utils import bench, config, data, env, mfu, results
 from utils.model import build_model
 from utils.techniques import Run, Skip
 
@@ -33,19 +33,31 @@ def _is_oom(err):
     return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower() or "can't allocate memory" in str(err)
 
 
+def _mib(value):
+    return None if value is None else round(value, 1)
+
+
 def _step_rows(base, phase, tokens_per_step):
-    for step, (ms, loss) in enumerate(zip(phase.step_ms, phase.loss)):
+    flops, peak = base["flops_per_token"], base["peak_tflops"]
+    for step, ms in enumerate(phase.step_ms):
+        tokens_per_s = tokens_per_step / (ms / 1e3)
+        tflops = flops * tokens_per_s / 1e12
         yield {
             **base,
             "status": "ok",
             "phase": phase.name,
             "step": step,
             "step_ms": round(ms, 4),
-            "tokens_per_s": round(tokens_per_step / (ms / 1e3), 1),
-            "loss": round(loss, 6),
-            "peak_alloc_mib": None if phase.peak_alloc_mib is None else round(phase.peak_alloc_mib, 1),
-            "peak_reserved_mib": None if phase.peak_reserved_mib is None else round(phase.peak_reserved_mib, 1),
-            "peak_rss_mib": round(phase.peak_rss_mib, 1),
+            "forward_ms": round(phase.forward_ms[step], 4),
+            "backward_ms": round(phase.backward_ms[step], 4),
+            "optimizer_ms": round(phase.optimizer_ms[step], 4),
+            "tokens_per_s": round(tokens_per_s, 1),
+            "tflops": round(tflops, 4),
+            "mfu": round(tflops / peak, 5) if peak else None,
+            "loss": round(phase.loss[step], 6),
+            "peak_alloc_mib": _mib(phase.peak_alloc_mib),
+            "peak_reserved_mib": _mib(phase.peak_reserved_mib),
+            "peak_rss_mib": _mib(phase.peak_rss_mib),
         }
 
 
@@ -53,9 +65,10 @@ def summarize(name, cfg, warm, measured):
     median_ms = statistics.median(measured.step_ms)
     tokens = cfg.batch * cfg.seq / (median_ms / 1e3)
     memory = f"peak {measured.peak_alloc_mib / 1024:.2f} GiB allocated" if measured.peak_alloc_mib is not None else f"peak RSS {measured.peak_rss_mib:.0f} MiB"
+    phases = f"fwd/bwd/opt {statistics.median(measured.forward_ms):.1f}/{statistics.median(measured.backward_ms):.1f}/{statistics.median(measured.optimizer_ms):.1f} ms"
     warm_text = f"; warm-up {len(warm.step_ms)} steps {sum(warm.step_ms) / 1e3:.1f} s (excluded)" if warm else ""
     return (
-        f"{name}: ok, median {median_ms:.2f} ms/step over {cfg.steps} steps, {tokens / 1e3:.1f}k tokens/s, {memory}, "
+        f"{name}: ok, median {median_ms:.2f} ms/step ({phases}) over {cfg.steps} steps, {tokens / 1e3:.1f}k tokens/s, {memory}, "
         f"loss {measured.loss[0]:.3f} -> {measured.loss[-1]:.3f}{warm_text}"
     )
 
@@ -67,6 +80,14 @@ def _report(status, line):
         Path(os.environ["SUMMARY_FILE"]).write_text(json.dumps({"status": status, "line": line}))
 
 
+def build_run(cfg, setup):
+    """The seeded model on its device with the technique applied (raises Skip if it can't)."""
+    torch.manual_seed(cfg.seed)
+    run = Run(cfg, build_model(cfg.model, cfg.seq).to(cfg.device))
+    setup(run)
+    return run
+
+
 def main(setup, name=None, argv=None):
     """Run one technique: `setup(run)` applies it (see utils/techniques.py)."""
     name = name or Path(inspect.getfile(setup)).stem
@@ -76,11 +97,11 @@ def main(setup, name=None, argv=None):
         _report("error", f"{name}: error: {err}")
         sys.exit(EXIT_BAD_INPUT)
 
-    torch.manual_seed(cfg.seed)
     base = {
         "run_id": uuid.uuid4().hex[:12],
         "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "technique": name,
+        "repeat": cfg.repeat,
         "model": cfg.model,
         "batch": cfg.batch,
         "seq": cfg.seq,
@@ -96,10 +117,12 @@ def main(setup, name=None, argv=None):
         sys.exit(exit_code)
 
     try:
-        run = Run(cfg, build_model(cfg.model, cfg.seq).to(cfg.device))
-        base["n_params"] = run.model.num_params()
-        setup(run)
+        run = build_run(cfg, setup)
+        gpt = run.model
+        base["n_params"] = gpt.num_params()
+        base["flops_per_token"] = mfu.flops_per_token(gpt.num_params() - gpt.wpe.weight.numel(), gpt.config.n_layer, gpt.config.n_embd, cfg.seq)
         base.update(run.record(), attention=bench.attention_kernel(run))
+        base["peak_tflops"] = mfu.peak_tflops(base["device"], run.dtype, override=cfg.peak_tflops)
         warm, measured = bench.measure(run, data.batches(cfg), cfg.steps, cfg.warmup)
     except Skip as why:
         record_status("skipped", str(why), 0)

@@ -1,0 +1,73 @@
+"""make report: the table's numbers, its bolding, its recommendations, several devices."""
+import pytest
+
+from conftest import run_make
+from test_plots import rows_of
+from test_stats import _noisy
+from utils import report, results
+
+
+def _row_of(text, technique):
+    return next(line for line in text.splitlines() if line.startswith(f"| `{technique}`"))
+
+
+def noisy(mean, seed):
+    return [float(v) for v in _noisy(mean, n=30, seed=seed)[0]]
+
+
+@pytest.fixture
+def synthetic(results_file):
+    rows = (
+        rows_of("baseline", noisy(20.0, 1), peak_alloc_mib=2048.0, peak_reserved_mib=3072.0, loss=0.7)
+        + rows_of("fast", noisy(10.0, 2), peak_alloc_mib=4096.0, peak_reserved_mib=5000.0, loss=0.9)
+        + rows_of("lean", noisy(30.0, 3), peak_alloc_mib=1024.0, peak_reserved_mib=1500.0, loss=0.8)
+        + rows_of("adamw", noisy(20.0, 4), peak_alloc_mib=2048.0, peak_reserved_mib=3072.0, loss=0.7)
+        + rows_of("tf32", 0, status="skipped", reason="TF32 needs Ampere")
+    )
+    results.append_rows(results_file, rows)
+    return results_file
+
+
+def test_table_bolds_the_best_of_each_column(synthetic, tmp_path):
+    text = report.build(synthetic, tmp_path / "REPORT.md", tmp_path / "plots")
+    fast, lean, base = _row_of(text, "fast"), _row_of(text, "lean"), _row_of(text, "baseline")
+    assert "**10." in fast.split("|")[3]  # median ms: fastest bold
+    assert "**1.00 / 1.46**" in lean  # least memory (allocated / reserved GiB)
+    assert "**0.700**" in base and "**0.700**" in _row_of(text, "adamw")  # tied best loss, both bold
+    assert fast.split("|")[10].strip().startswith("**2.0")  # speedup with its CI, bold
+    assert "no detectable difference" in _row_of(text, "adamw")  # A/A: CI holds 1.0
+    assert "skipped" in _row_of(text, "tf32") and "TF32 needs Ampere" in _row_of(text, "tf32")
+    assert (tmp_path / "REPORT.md").read_text() == text
+    assert "![speedup_bars](plots/speedup_bars.png)" in text
+
+
+def test_recommendations_with_a_budget(synthetic, tmp_path):
+    text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots", budget_gb=2.5)
+    assert "**Fastest:** `fast`" in text and "**Least memory:** `lean`" in text
+    assert "**Fastest within 2.5 GiB:** `baseline`" in text or "**Fastest within 2.5 GiB:** `adamw`" in text
+
+
+def test_mfu_is_blank_without_a_peak_and_set_by_peak_tflops(synthetic, tmp_path):
+    text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots")
+    assert _row_of(text, "fast").split("|")[7].strip() == "–"
+    results.append_rows(synthetic, [{**row, "tflops": 50.0} for row in rows_of("flops", 15.0)])
+    text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots", peak_tflops=100.0)
+    assert "50.0%" in _row_of(text, "flops")
+
+
+def test_several_devices_get_a_section_each_or_one_by_filter(synthetic, tmp_path):
+    other = {"device": "NVIDIA H100 80GB HBM3", "timestamp_utc": "2026-11-24T00:00:00+00:00"}
+    results.append_rows(synthetic, [{**row, **other} for row in rows_of("baseline", 5.0, run_id="h1") + rows_of("fast", 2.5, run_id="h2")])
+    text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots")
+    assert text.count("\n## ") == 2 and text.index("NVIDIA H100") < text.index("Test GPU")
+    assert (tmp_path / "plots" / "nvidia_h100_80gb_hbm3_tiny_b_4_t_128_coinflip_speedup_bars.png").exists()
+    filtered = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots", device_filter="H100")
+    assert filtered.count("\n## ") == 1 and "Test GPU" not in filtered
+
+
+def test_make_report_prints_the_table(synthetic, tmp_path):
+    proc = run_make("report", f"REPORT={tmp_path / 'R.md'}", f"PLOTS_DIR={tmp_path}", "BUDGET_GB=abc", results_file=synthetic)
+    assert proc.returncode == 2 and "BUDGET_GB" in proc.stderr
+    proc = run_make("report", f"REPORT={tmp_path / 'R.md'}", f"PLOTS_DIR={tmp_path}", results_file=synthetic)
+    assert proc.returncode == 0, proc.stderr
+    assert "| `fast` |" in proc.stdout and (tmp_path / "R.md").exists()

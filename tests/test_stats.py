@@ -1,0 +1,80 @@
+"""Statistics and MFU on synthetic data with known answers."""
+import numpy as np
+import pytest
+
+from test_plots import rows_of
+from utils import mfu, results, stats
+
+
+def _noisy(mean, n=50, runs=1, seed=0):
+    rng = np.random.default_rng(seed)
+    return [mean * (1 + 0.05 * rng.standard_normal(n)) for _ in range(runs)]
+
+
+def test_a_2x_slower_technique_has_a_ci_holding_2_and_not_1():
+    point, low, high = stats.ratio(_noisy(40.0, seed=1), _noisy(20.0, seed=2))
+    assert low < 2.0 < high and low > 1.0
+    assert point == pytest.approx(2.0, rel=0.05)
+    assert stats.verdict(1 / high, 1 / low) == "slower"
+
+
+def test_two_identical_techniques_have_a_ci_holding_1():
+    point, low, high = stats.ratio(_noisy(20.0, seed=3), _noisy(20.0, seed=4))
+    assert low < 1.0 < high
+    assert stats.verdict(low, high) == "no detectable difference"
+
+
+def test_bootstrap_resamples_runs_not_only_steps():
+    # two runs that disagree: the run-level spread must widen the CI beyond the steps' own
+    runs = [np.full(50, 10.0) + np.random.default_rng(5).normal(0, 0.1, 50), np.full(50, 14.0)]
+    low, high = stats.interval(stats.bootstrap(runs))
+    pooled_low, pooled_high = stats.interval(stats.bootstrap([np.concatenate(runs)]))
+    assert (high - low) > 3 * (pooled_high - pooled_low)
+    assert low == pytest.approx(10.0, abs=0.2) and high == pytest.approx(14.0, abs=0.2)
+    assert len(stats.bootstrap(runs, resamples=1000)) == 1000
+
+
+def test_ragged_runs_are_bootstrapped_too():
+    runs = [np.full(30, 10.0), np.full(20, 10.0)]
+    assert stats.bootstrap(runs, np.median) == pytest.approx(np.full(stats.RESAMPLES, 10.0))
+
+
+def test_summary_speedups_and_memory(results_file):
+    rows = rows_of("baseline", 20.0, peak_rss_mib=500.0) + rows_of("fast", 10.0, peak_rss_mib=400.0) + rows_of("same", 20.0, peak_rss_mib=500.0)
+    results.append_rows(results_file, rows)
+    summary = stats.summary(results.read(results_file))
+    assert list(summary.index) == ["baseline", "fast", "same"]  # baseline, then fastest first
+    assert summary.loc["fast", "speedup"] == pytest.approx(2.0)
+    assert summary.loc["fast", "verdict"] == "faster"
+    assert summary.loc["fast", "memory_saved_mib"] == pytest.approx(100.0)
+    assert summary.loc["same", "median_ms"] == 20.0 and summary.loc["same", "steps"] == 20
+
+
+def test_flops_per_token_matches_palm_for_gpt2():
+    # GPT-2 124M at T=1024: 123.69M non-position parameters -> ~0.855 GFLOP per token
+    assert mfu.flops_per_token(123_689_472, 12, 768, 1024) == 6 * 123_689_472 + 12 * 12 * 768 * 1024
+    assert mfu.flops_per_token(123_689_472, 12, 768, 1024) / 1e9 == pytest.approx(0.8554, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "device, dtype, peak",
+    [
+        ("NVIDIA H100 80GB HBM3", "bf16-autocast", 989.4),
+        ("NVIDIA H100 80GB HBM3", "fp32", 66.9),  # an fp32 run is not judged against bf16
+        ("NVIDIA H100 PCIe", "tf32", 378.0),
+        ("NVIDIA A100-SXM4-40GB", "bf16-autocast", 312.0),
+        ("NVIDIA A10G", "bf16-autocast", 125.0),
+        ("Tesla T4", "bf16-autocast", None),  # no bf16 tensor cores: no peak, no MFU
+        ("NVIDIA L40S", "bf16-autocast", None),  # not in the table: blank, never a guess
+        ("AMD EPYC (2 threads)", "fp32", None),
+    ],
+)
+def test_peak_table(device, dtype, peak):
+    assert mfu.peak_tflops(device, dtype) == peak
+
+
+def test_override_and_mfu_stays_below_one_for_a_plausible_run():
+    assert mfu.peak_tflops("anything", "fp32", override=100.0) == 100.0
+    # the reference bare loop: bf16 + flash + fused + compile, 471k tokens/s on an H100
+    achieved = mfu.flops_per_token(123_689_472, 12, 768, 1024) * 471e3 / 1e12
+    assert 0 < achieved / mfu.peak_tflops("NVIDIA H100 80GB HBM3", "bf16-autocast") < 1

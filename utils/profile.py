@@ -1,0 +1,105 @@
+"""`make profile TECHNIQUE=adam`: where one technique's step time goes, per operator.
+
+Runs the technique's own setup (from scripts/<technique>.py), warms up, then records STEPS
+steps under torch.profiler and writes the top operators by self time (seed 000's "total
+time per operation"): a text table, a CSV of every operator and a bar plot, into PLOTS_DIR.
+The profiler adds overhead, so these times are for finding hot spots, not for results.csv.
+
+usage: python -m utils.profile TECHNIQUE [--out plots] [--prefix P] [--top 20]
+"""
+import argparse
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from utils import bench, config, data
+from utils.run_all import SCRIPTS
+from utils.techniques import Skip
+from utils.train import build_run
+
+
+def load_setup(technique):
+    path = SCRIPTS / f"{technique}.py"
+    if not path.is_file():
+        raise config.ConfigError(f"unknown technique {technique!r}; known: {' '.join(sorted(p.stem for p in SCRIPTS.glob('*.py')))}")
+    spec = importlib.util.spec_from_file_location(f"technique_{technique}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.setup
+
+
+def operator_times(prof, steps, cuda):
+    """[(operator, calls per step, self ms per step, total ms per step)], by self time."""
+    rows = []
+    for event in prof.key_averages():
+        self_us = event.self_device_time_total if cuda else event.self_cpu_time_total
+        total_us = event.device_time_total if cuda else event.cpu_time_total
+        rows.append((event.key, event.count / steps, self_us / 1e3 / steps, total_us / 1e3 / steps))
+    return sorted(rows, key=lambda row: row[2], reverse=True)
+
+
+def plot(rows, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.8))
+    ax.barh([r[0][:60] for r in rows], [r[2] for r in rows], color="#457b9d")
+    ax.invert_yaxis()
+    ax.set(xlabel="self time per step (ms)", ylabel="operator", title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("technique")
+    parser.add_argument("--out", default="plots")
+    parser.add_argument("--prefix", default="")
+    parser.add_argument("--top", type=int, default=20)
+    args = parser.parse_args(argv)
+    try:
+        setup = load_setup(args.technique)
+        cfg = config.load(args.technique, argv=[], check_results=False)  # writes no results
+        run = build_run(cfg, setup)
+    except config.ConfigError as err:
+        print(f"profile: error: {err}", file=sys.stderr)
+        return 2
+    except Skip as why:
+        print(f"profile: {args.technique} skipped: {why}")
+        return 0
+    cuda = cfg.device == "cuda"
+    batches = data.batches(cfg)
+    bench.measure(run, batches, steps=1, warmup=cfg.warmup)  # compile, autotune, allocate first
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(cfg.steps):
+            bench.train_step(run, *next(batches))
+        if cuda:
+            torch.cuda.synchronize()
+    rows = operator_times(prof, cfg.steps, cuda)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{args.prefix}profile_{args.technique}"
+    clock = "GPU" if cuda else "CPU"
+    title = f"{args.technique}: top operators by {clock} self time, per step ({cfg.model}, B={cfg.batch} T={cfg.seq}, {cfg.steps} steps)"
+    table = prof.key_averages().table(sort_by=f"self_{'device' if cuda else 'cpu'}_time_total", row_limit=args.top)
+    Path(f"{stem}.txt").write_text(f"{title}\n\n{table}\n")
+    with open(f"{stem}.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["operator", "calls_per_step", f"self_{clock.lower()}_ms_per_step", f"total_{clock.lower()}_ms_per_step"])
+        writer.writerows(rows)
+    plot(rows[: args.top], f"{stem}.png", title)
+    print(table)
+    print(f"profile: wrote {stem}.txt, {stem}.csv, {stem}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

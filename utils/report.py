@@ -1,0 +1,167 @@
+"""`make report`: REPORT.md, a table per configuration you can paste, with the plots.
+
+For each configuration in results.csv (device, model, batch, seq, data; newest first, or
+only devices matching DEVICE_FILTER): the environment, then one row per technique with
+median and mean step time (95% bootstrap CI), tokens/s, TFLOP/s, MFU, peak memory, speedup vs
+baseline with its CI, memory saved, final loss and status. The best value of each column is
+bold. A closing line recommends the fastest technique, the leanest, and the fastest within
+BUDGET_GB.
+
+usage: python -m utils.report [--results F] [--out REPORT.md] [--plots-dir plots]
+                              [--prefix P] [--device-filter S] [--budget-gb G] [--peak-tflops T]
+"""
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from utils import plots, results, stats
+
+GIB = 1024  # MiB per GiB
+
+
+def _fmt(value, spec):
+    return "–" if value is None or value != value else format(value, spec)
+
+
+def _ci(value, low, high, spec):
+    return "–" if value != value else f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
+def _bold_best(cells, values, best, eligible=None):
+    """Bold the cell(s) holding the best (min or max) of the eligible `values`; ties as
+    displayed are all bold. Nothing is bold in a column with fewer than two values."""
+    eligible = eligible or [True] * len(values)
+    candidates = [v for v, ok in zip(values, eligible) if ok and v == v]
+    if sum(v == v for v in values) < 2 or not candidates:
+        return cells
+    shown = cells[values.index(best(candidates))]
+    return [f"**{c}**" if c == shown and ok else c for c, ok in zip(cells, eligible)]
+
+
+def _memory_column(summary):
+    if summary["peak_alloc_mib"].notna().any():
+        return "peak alloc / reserved GiB", [f"{a / GIB:.2f} / {r / GIB:.2f}" if a == a else "–" for a, r in zip(summary["peak_alloc_mib"], summary["peak_reserved_mib"])]
+    return "peak RSS MiB", [_fmt(v, ".0f") for v in summary["memory_mib"]]
+
+
+def table(summary):
+    """The markdown table of one configuration's summary, best of each column bold."""
+    def get(column):
+        return summary[column].tolist() if column in summary else [np.nan] * len(summary)
+
+    memory_title, memory_cells = _memory_column(summary)
+    speed = get("speedup")
+    faster = [v == "faster" for v in get("verdict")]  # only a detectable speedup can be best
+    columns = {
+        "median ms": _bold_best([_fmt(v, ".2f") for v in get("median_ms")], get("median_ms"), min),
+        "mean ms [95% CI]": _bold_best([_ci(v, lo, hi, ".2f") for v, lo, hi in zip(get("mean_ms"), get("mean_lo"), get("mean_hi"))], get("mean_ms"), min),
+        "tokens/s": _bold_best([_fmt(v, ",.0f") for v in get("tokens_per_s")], get("tokens_per_s"), max),
+        "TFLOP/s": _bold_best([_fmt(v, ".3g") for v in get("tflops")], get("tflops"), max),
+        "MFU": _bold_best([_fmt(v, ".1%") for v in get("mfu")], get("mfu"), max),
+        memory_title: _bold_best(memory_cells, get("memory_mib"), min),
+        "memory saved MiB": _bold_best([_fmt(v, "+,.0f") for v in get("memory_saved_mib")], get("memory_saved_mib"), max),
+        "speedup [95% CI]": _bold_best(
+            [_ci(v, lo, hi, ".2f") + ("" if verdict in ("faster", "slower", "baseline") else " (no detectable difference)") if v == v else "–"
+             for v, lo, hi, verdict in zip(speed, get("speedup_lo"), get("speedup_hi"), get("verdict"))], speed, max, faster),
+        "final loss": _bold_best([_fmt(v, ".3f") for v in get("final_loss")], get("final_loss"), min),
+    }
+    ran = [f"{d}, {a}, {o}{' fused' if f is True else ''}{', compiled' if c is True else ''}{', ckpt' if k is True else ''}" if s == "ok" else r
+           for s, r, d, a, o, f, c, k in zip(get("status"), get("reason"), get("dtype"), get("attention"), get("optimizer"), get("fused"), get("compiled"), get("checkpointing"))]
+    header = ["technique", "runs", *columns, "status", "what ran"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for i, technique in enumerate(summary.index):
+        cells = [f"`{technique}`", str(summary["runs"].iloc[i]), *(col[i] for col in columns.values()), summary["status"].iloc[i], ran[i]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def recommendation(summary, budget_gb):
+    ok = summary[summary["status"] == "ok"].dropna(subset=["median_ms"])
+    if ok.empty:
+        return "No technique ran successfully in this configuration."
+    fastest = ok["median_ms"].idxmin()
+    lines = [f"- **Fastest:** `{fastest}`, {ok.loc[fastest, 'median_ms']:.2f} ms/step" + (
+        f", {ok.loc[fastest, 'speedup']:.2f}× the baseline [{ok.loc[fastest, 'speedup_lo']:.2f}, {ok.loc[fastest, 'speedup_hi']:.2f}] ({ok.loc[fastest, 'verdict']})" if "speedup" in ok and ok.loc[fastest, "speedup"] == ok.loc[fastest, "speedup"] else "")]
+    if ok["memory_mib"].notna().any():
+        leanest = ok["memory_mib"].idxmin()
+        lines.append(f"- **Least memory:** `{leanest}`, {ok.loc[leanest, 'memory_mib'] / GIB:.2f} GiB ({ok.loc[leanest, 'memory_kind']})")
+    if budget_gb is None:
+        lines.append("- **Within a memory budget:** set `BUDGET_GB=` to get the fastest technique that fits.")
+    else:
+        fits = ok[ok["memory_mib"] <= budget_gb * GIB]
+        lines.append(f"- **Fastest within {budget_gb:g} GiB:** " + (f"`{fits['median_ms'].idxmin()}`, {fits['median_ms'].min():.2f} ms/step" if len(fits) else "none of the techniques fits"))
+    return "\n".join(lines)
+
+
+def environment(df):
+    row = df.iloc[-1]
+    shas = ", ".join(dict.fromkeys(str(sha) for sha in df["git_sha"].dropna())) or "unknown"
+    first, last = df["timestamp_utc"].min(), df["timestamp_utc"].max()
+    cuda = f"driver {row['driver']}, CUDA {row['cuda']}" if row["driver"] == row["driver"] else "no CUDA"
+    return f"{row['device']} on {row['host']} · {cuda} · torch {row['torch']} · suite {shas} · runs {first} to {last}"
+
+
+def _slug(text):
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()[:60]
+
+
+def build(results_file, out, plots_dir, prefix="", device_filter="", budget_gb=None, peak_tflops=None):
+    """Write the report; return its markdown."""
+    df = results.read(results_file)
+    if peak_tflops:  # judge every run against the given peak instead of the table's
+        df["peak_tflops"] = peak_tflops
+        df["mfu"] = df["tflops"] / peak_tflops
+    configs = stats.configurations(df, device_filter)
+    if not configs:
+        raise results.ResultsFileError(f"{results_file} has no runs" + (f" on a device matching {device_filter!r}" if device_filter else ""))
+    out = Path(out)
+    sections = [f"# Training optimizations: results\n\nFrom `{results_file}`; {len(configs)} configuration(s). Step times are of measured steps only "
+                f"(warm-up excluded); CIs are 95% bootstrap intervals ({stats.RESAMPLES} resamples, runs then steps). "
+                "A speedup whose CI holds 1.0 is reported as no detectable difference. MFU is against the dense peak of the precision "
+                "that ran (blank where the device is not in the table; `PEAK_TFLOPS=` sets one). Best of each column in bold."]
+    for i, (name, rows) in enumerate(configs):
+        summary = stats.summary(rows)
+        config_prefix = prefix + (f"{_slug(name)}_" if len(configs) > 1 else "")
+        paths, notes = plots.plots_for(rows, plots_dir, config_prefix) if len(stats.measured(rows)) else ([], [])
+        images = "\n".join(f"![{p.stem}]({os.path.relpath(p, out.parent)})" for p in paths)
+        sections.append(f"## {name}\n\n{environment(rows)}\n\n{table(summary)}\n\n{recommendation(summary, budget_gb)}\n\n"
+                        + "\n".join(f"_{n}_" for n in notes) + f"\n\n{images}")
+    text = "\n\n".join(sections) + "\n"
+    out.write_text(text)
+    return text
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--results", default="results.csv")
+    parser.add_argument("--out", default="REPORT.md")
+    parser.add_argument("--plots-dir", default="plots")
+    parser.add_argument("--prefix", default="")
+    parser.add_argument("--device-filter", default="")
+    parser.add_argument("--budget-gb", default="")
+    parser.add_argument("--peak-tflops", default="table")
+    args = parser.parse_args(argv)
+    try:
+        budget = float(args.budget_gb) if args.budget_gb else None
+        peak = None if args.peak_tflops == "table" else float(args.peak_tflops)
+        if (budget is not None and budget <= 0) or (peak is not None and peak <= 0):
+            raise ValueError
+    except ValueError:
+        print(f"report: error: BUDGET_GB and PEAK_TFLOPS must be positive numbers, got {args.budget_gb!r} and {args.peak_tflops!r}", file=sys.stderr)
+        return 2
+    try:
+        text = build(args.results, args.out, args.plots_dir, args.prefix, args.device_filter, budget, peak)
+    except results.ResultsFileError as err:
+        print(f"report: error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(line for line in text.splitlines() if not line.startswith("![")))
+    print(f"\nreport: wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
