@@ -34,7 +34,7 @@ def test_table_bolds_the_best_of_each_column(synthetic, tmp_path):
     assert "**10." in fast.split("|")[3]  # median ms: fastest bold
     assert "**1.00 / 1.46**" in lean  # least memory (allocated / reserved GiB)
     assert "**0.700**" in base and "**0.700**" in _row_of(text, "adamw")  # tied best loss, both bold
-    assert fast.split("|")[10].strip().startswith("**2.0")  # speedup with its CI, bold
+    assert fast.split("|")[11].strip().startswith("**2.0")  # speedup with its CI, bold
     assert "no detectable difference" in _row_of(text, "adamw")  # A/A: CI holds 1.0
     assert "skipped" in _row_of(text, "tf32") and "TF32 needs Ampere" in _row_of(text, "tf32")
     assert (tmp_path / "REPORT.md").read_text() == text
@@ -49,7 +49,7 @@ def test_recommendations_with_a_budget(synthetic, tmp_path):
 
 def test_mfu_is_blank_without_a_peak_and_set_by_peak_tflops(synthetic, tmp_path):
     text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots")
-    assert _row_of(text, "fast").split("|")[7].strip() == "–"
+    assert _row_of(text, "fast").split("|")[8].strip() == "–"
     results.append_rows(synthetic, [{**row, "tflops": 50.0} for row in rows_of("flops", 15.0)])
     text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots", peak_tflops=100.0)
     assert "50.0%" in _row_of(text, "flops")

@@ -1,12 +1,12 @@
-"""The measuring loop, written once: warm-up apart, honest step times, peak memory, and a
-record of which attention kernel actually ran.
+"""The measuring loop, written once: warm-up apart, honest step times split into phases,
+peak memory, and a record of which attention kernel actually ran.
 
-On CUDA each measured step is bracketed by CUDA events (with two more between forward,
-backward and the optimizer step) and nothing in the loop waits for
-the GPU: no synchronize, no .item(). The host queues all steps, then one synchronize at the
-end reads every event. On a CPU the ops run synchronously, so perf_counter around a step is
-its time. Warm-up steps (kernel selection, allocator growth, torch.compile's tracing) are
-timed too, with a sync per step, but kept in their own phase and never mixed in.
+A step is marked four times: start, forward (+ loss) done, backward done, optimizer step
+(+ zero_grad) done. On CUDA the marks are CUDA events recorded in the stream and nothing in
+the loop waits for the GPU: no synchronize, no .item(); one synchronize at the end reads
+every event. On a CPU the ops run synchronously, so perf_counter at the marks is exact.
+Warm-up steps (kernel selection, allocator growth, torch.compile's tracing) are timed too,
+with a sync at each mark, but kept in their own phase and never mixed in.
 """
 import resource
 import sys

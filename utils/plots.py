@@ -26,6 +26,9 @@ from utils import results, stats  # noqa: E402
 from utils.stats import BASELINE, measured  # noqa: E402
 
 
+WIDE = 10  # above this max/min ratio of step times, time axes are logarithmic
+
+
 def technique_order(df):
     names = list(dict.fromkeys(df["technique"]))
     return sorted(names, key=lambda name: name != BASELINE)  # baseline first, then as run
@@ -56,7 +59,7 @@ def title(df, what):
 
 
 def _log_if_wide(ax, values, axis="y"):
-    if values.max() / values.min() > 20:  # one slow technique would flatten the rest
+    if values.max() / values.min() > WIDE:  # one slow technique would flatten the rest
         getattr(ax, f"set_{axis}scale")("log")
         getattr(ax, f"{axis}axis").set_major_formatter(ScalarFormatter())
 
@@ -84,7 +87,7 @@ def plot_heatmap(table, df, path):
 def plot_speedups(summary, df, path):
     """Bars of the speedup with 95% bootstrap CI whiskers; techniques that did not run listed."""
     ran = summary[summary["speedup"].notna()] if "speedup" in summary else summary.iloc[:0]
-    not_run = summary[summary["status"] != "ok"]
+    not_run = summary.drop(index=ran.index)
     labels = list(ran.index) + list(not_run.index)
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(labels) + 2))
     colors = ["gray" if v in ("baseline", "no detectable difference") else "#2a9d8f" if v == "faster" else "#e76f51" for v in ran["verdict"]]
@@ -114,7 +117,7 @@ def plot_box(df, path):
 def plot_bootstrap(df, path):
     """Bootstrap distributions of each technique's mean step time, overlaid (seed 000)."""
     draws = pd.concat([pd.DataFrame({"technique": t, "mean_ms": stats.bootstrap(stats.runs_of(df, t))}) for t in measured_order(df)])
-    wide = draws["mean_ms"].max() / draws["mean_ms"].min() > 20
+    wide = bool(draws["mean_ms"].max() / draws["mean_ms"].min() > WIDE)  # seaborn wants a real bool
     fig, ax = plt.subplots(figsize=(10, 5.5))
     sns.histplot(data=draws, x="mean_ms", hue="technique", element="step", bins=120, log_scale=wide, alpha=0.4, ax=ax)
     ax.set(xlabel="mean step time (ms), bootstrap resamples", ylabel=f"count of {stats.RESAMPLES} resamples", title=title(df, "Bootstrap distributions of the mean step time"))
@@ -127,7 +130,7 @@ def plot_time_difference(df, a, b, path):
     diffs = stats.time_differences(df, a, b)
     if not len(diffs):
         raise results.ResultsFileError(f"no measured steps of both {a} and {b} in this configuration: run make {a} {b}")
-    low, high = stats.interval(stats.bootstrap([diffs]))
+    low, high = stats.interval(stats.bootstrap([group.to_numpy() for _, group in diffs.groupby(level="repeat")]))
     fig, ax = plt.subplots(figsize=(9, 5))
     ax.hist(diffs, bins=40, color="#457b9d")
     ax.axvline(0, color="black", linewidth=1)

@@ -95,7 +95,9 @@ def summary(df):
     for technique, group in df.groupby("technique", sort=False):
         last = group.iloc[-1]
         runs = runs_of(df, technique)
-        row = {"technique": technique, "status": last["status"], "reason": last["reason"] if last["status"] != "ok" else "", "runs": group["run_id"].nunique()}
+        statuses = group.drop_duplicates("run_id")["status"].value_counts()
+        status = statuses.index[0] if len(statuses) == 1 else ", ".join(f"{s}×{n}" for s, n in statuses.items())
+        row = {"technique": technique, "status": status, "reason": last["reason"] if last["status"] != "ok" else "", "runs": group["run_id"].nunique()}
         for column in ("dtype", "attention", "optimizer", "fused", "compiled", "checkpointing"):
             row[column] = last[column]
         if runs:
@@ -125,8 +127,9 @@ def summary(df):
 
 
 def time_differences(df, a, b):
-    """Step time of a minus b, paired by (repeat, step): seed 000's time-difference data."""
+    """Step time of a minus b, paired by (repeat, step): seed 000's time-difference data, as a
+    Series indexed by (repeat, step)."""
     rows = measured(df)
     by_step = [rows[rows["technique"] == name].groupby(["repeat", "step"])["step_ms"].mean() for name in (a, b)]
     joined = pd.concat(by_step, axis=1, keys=["a", "b"]).dropna()
-    return (joined["a"] - joined["b"]).to_numpy()
+    return joined["a"] - joined["b"]
