@@ -93,10 +93,10 @@ def plot_speedups(summary, df, path):
     colors = ["gray" if v in ("baseline", "no detectable difference") else "#2a9d8f" if v == "faster" else "#e76f51" for v in ran["verdict"]]
     errors = [ran["speedup"] - ran["speedup_lo"], ran["speedup_hi"] - ran["speedup"]]
     ax.barh(range(len(ran)), ran["speedup"], xerr=errors, color=colors, capsize=3)
-    for i, (name, row) in enumerate(ran.iterrows()):
+    for i, (_, row) in enumerate(ran.iterrows()):
         note = "" if row["verdict"] in ("faster", "slower", "baseline") else "  (no detectable difference)"
         ax.text(row["speedup_hi"], i, f" {row['speedup']:.2f}× [{row['speedup_lo']:.2f}, {row['speedup_hi']:.2f}]{note}", va="center", fontsize=9)
-    for i, (name, row) in enumerate(not_run.iterrows(), start=len(ran)):
+    for i, (_, row) in enumerate(not_run.iterrows(), start=len(ran)):
         ax.text(0.02, i, textwrap.shorten(f"{row['status']}: {row['reason']}", width=110), va="center", fontsize=8, color="dimgray")
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_yticks(range(len(labels)), labels)

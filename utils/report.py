@@ -130,7 +130,7 @@ def build(results_file, out, plots_dir, prefix="", device_filter="", budget_gb=N
                 f"(warm-up excluded); CIs are 95% bootstrap intervals ({stats.RESAMPLES} resamples, runs then steps). "
                 "A speedup whose CI holds 1.0 is reported as no detectable difference. MFU is against the dense peak of the precision "
                 "that ran (blank where the device is not in the table; `PEAK_TFLOPS=` sets one). Best of each column in bold."]
-    for i, (name, rows) in enumerate(configs):
+    for name, rows in configs:
         summary = stats.summary(rows)
         config_prefix = prefix + (f"{_slug(name)}_" if len(configs) > 1 else "")
         paths, notes = plots.plots_for(rows, plots_dir, config_prefix) if len(stats.measured(rows)) else ([], [])
