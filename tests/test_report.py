@@ -53,6 +53,13 @@ def test_mfu_is_blank_without_a_peak_and_set_by_peak_tflops(synthetic, tmp_path)
     results.append_rows(synthetic, [{**row, "tflops": 50.0} for row in rows_of("flops", 15.0)])
     text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots", peak_tflops=100.0)
     assert "50.0%" in _row_of(text, "flops")
+    text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots", peak_tflops=25.0)
+    assert "200.0% (> peak: wrong PEAK_TFLOPS?)" in _row_of(text, "flops")
+
+
+def test_warmup_time_is_its_own_column(synthetic, tmp_path):
+    text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots")
+    assert _row_of(text, "fast").split("|")[13].strip() == "5.0"  # the one 5000 ms warm-up step
 
 
 def test_several_devices_get_a_section_each_or_one_by_filter(synthetic, tmp_path):

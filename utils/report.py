@@ -62,13 +62,15 @@ def table(summary):
         "fwd / bwd / opt ms": [f"{f:.2f} / {b:.2f} / {o:.2f}" if f == f else "–" for f, b, o in zip(get("forward_ms"), get("backward_ms"), get("optimizer_ms"))],
         "tokens/s": _bold_best([_fmt(v, ",.0f") for v in get("tokens_per_s")], get("tokens_per_s"), max),
         "TFLOP/s": _bold_best([_fmt(v, ".3g") for v in get("tflops")], get("tflops"), max),
-        "MFU": _bold_best([_fmt(v, ".1%") for v in get("mfu")], get("mfu"), max),
+        # above 100% the peak cannot be this device's: say so rather than print a wrong figure
+        "MFU": _bold_best([_fmt(v, ".1%") + (" (> peak: wrong PEAK_TFLOPS?)" if v > 1 else "") for v in get("mfu")], get("mfu"), max),
         memory_title: _bold_best(memory_cells, get("memory_mib"), min),
         "memory saved MiB": _bold_best([_fmt(v, "+,.0f") for v in get("memory_saved_mib")], get("memory_saved_mib"), max),
         "speedup [95% CI]": _bold_best(
             [_ci(v, lo, hi, ".2f") + ("" if verdict in ("faster", "slower", "baseline") else " (no detectable difference)") if v == v else "–"
              for v, lo, hi, verdict in zip(speed, get("speedup_lo"), get("speedup_hi"), get("verdict"))], speed, max, faster),
         "final loss": _bold_best([_fmt(v, ".3f") for v in get("final_loss")], get("final_loss"), min),
+        "warm-up s": [_fmt(v, ".1f") for v in get("warmup_s")],
     }
     ran = [f"{d}, {a}, {o}{' fused' if f is True else ''}{', compiled' if c is True else ''}{', ckpt' if k is True else ''}" if s == "ok" else r
            for s, r, d, a, o, f, c, k in zip(get("status"), get("reason"), get("dtype"), get("attention"), get("optimizer"), get("fused"), get("compiled"), get("checkpointing"))]

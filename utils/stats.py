@@ -113,6 +113,8 @@ def summary(df):
             row["peak_reserved_mib"] = ok["peak_reserved_mib"].max()
             row["memory_mib"], row["memory_kind"] = _memory_mib(ok)
             row["final_loss"] = ok.groupby("run_id")["loss"].last().mean()
+            warm = group[(group["status"] == "ok") & (group["phase"] == "warmup")]
+            row["warmup_s"] = warm.groupby("run_id")["step_ms"].sum().median() / 1e3 if len(warm) else np.nan
             for phase in ("forward_ms", "backward_ms", "optimizer_ms"):
                 row[phase] = ok[phase].median()
             if base_runs:
