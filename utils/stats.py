@@ -94,7 +94,7 @@ def summary(df):
     base_runs = runs_of(df, BASELINE)
     for technique, group in df.groupby("technique", sort=False):
         last = group.iloc[-1]
-        runs = runs_of(df, technique)
+        runs = runs_of(group, technique)
         statuses = group.drop_duplicates("run_id")["status"].value_counts()
         status = statuses.index[0] if len(statuses) == 1 else ", ".join(f"{s}×{n}" for s, n in statuses.items())
         row = {"technique": technique, "status": status, "reason": last["reason"] if last["status"] != "ok" else "", "runs": group["run_id"].nunique()}
