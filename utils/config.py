@@ -110,11 +110,11 @@ def load(technique, argv=None, check_results=True):
         raise ConfigError(f"DATA={args.data!r} is neither 'coinflip' nor a readable file")
     cfg = RunConfig(
         technique=technique,
-        steps=_int("STEPS", args.steps, 1),
+        steps=positive_int("STEPS", args.steps),
         warmup=_int("WARMUP", _auto(args.warmup, 10 if device == "cuda" else 3), 0),
         model=model,
-        batch=_int("BATCH", _auto(args.batch, default_batch), 1),
-        seq=_int("SEQ", _auto(args.seq, default_seq), 1),
+        batch=positive_int("BATCH", _auto(args.batch, default_batch)),
+        seq=positive_int("SEQ", _auto(args.seq, default_seq)),
         device=device,
         data=args.data,
         seed=_int("SEED", args.seed, 0),
