@@ -17,7 +17,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from utils import bench, config, data
-from utils.run_all import SCRIPTS
+from utils.run_all import SCRIPTS, known_techniques
 from utils.techniques import Skip
 from utils.train import build_run
 
@@ -25,7 +25,7 @@ from utils.train import build_run
 def load_setup(technique):
     path = SCRIPTS / f"{technique}.py"
     if not path.is_file():
-        raise config.ConfigError(f"unknown technique {technique!r}; known: {' '.join(sorted(p.stem for p in SCRIPTS.glob('*.py')))}")
+        raise config.ConfigError(f"unknown technique {technique!r}; known: {' '.join(known_techniques())}")
     spec = importlib.util.spec_from_file_location(f"technique_{technique}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

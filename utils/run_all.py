@@ -21,6 +21,10 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 FAILED = ("error", "oom")
 
 
+def known_techniques():
+    return sorted(p.stem for p in SCRIPTS.glob("*.py"))
+
+
 def run_one(name, repeat):
     """Run scripts/<name>.py; return (status, one-line summary)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -37,8 +41,7 @@ def run_one(name, repeat):
 def main(names):
     unknown = [name for name in names if not (SCRIPTS / f"{name}.py").is_file()]
     if unknown or not names:
-        known = sorted(p.stem for p in SCRIPTS.glob("*.py"))
-        print(f"all: error: unknown technique {' '.join(unknown) or '(none given)'}; known: {' '.join(known)}", file=sys.stderr)
+        print(f"all: error: unknown technique {' '.join(unknown) or '(none given)'}; known: {' '.join(known_techniques())}", file=sys.stderr)
         return 2
     try:
         config.load("all", argv=[])  # one clear error for bad settings, not one per technique
