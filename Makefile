@@ -1,7 +1,9 @@
 # Training-optimization benchmarks: one target per technique, all, plots, test.
 # `make help` lists every target and variable with its default.
 
-TECHNIQUES ?= baseline tf32 bf16 compile flash fused 8bit lion checkpointing stack sgd momentum adam adamw
+# the technique list is the scripts folder: scripts/<name>.py is `make <name>`; baseline runs first
+ALL_TECHNIQUES := baseline $(filter-out baseline,$(sort $(basename $(notdir $(wildcard scripts/*.py)))))
+TECHNIQUES ?= $(ALL_TECHNIQUES)
 
 # run settings, read by every script (empty or auto: decided by the device / model preset)
 STEPS ?= 50
@@ -12,6 +14,8 @@ BATCH ?= auto
 SEQ ?= auto
 DEVICE ?= auto
 DATA ?= coinflip
+ACCUM ?= 4
+COMPILE_MODE ?= default
 SEED ?= 1337
 LR ?= 6e-4
 RESULTS_FILE ?= results.csv
@@ -24,7 +28,7 @@ A ?= sgd
 B ?= adam
 TECHNIQUE ?= baseline
 PEAK_TFLOPS ?= table
-export STEPS REPEATS WARMUP MODEL BATCH SEQ DEVICE DATA SEED LR RESULTS_FILE PEAK_TFLOPS
+export STEPS REPEATS WARMUP MODEL BATCH SEQ DEVICE DATA ACCUM COMPILE_MODE SEED LR RESULTS_FILE PEAK_TFLOPS
 
 # PYTHON unset: bootstrap .venv from requirements.txt once, reuse it after.
 # PYTHON=python3: use that interpreter's packages as they are (e.g. a GPU box's torch).
@@ -34,7 +38,7 @@ PYTHON := $(VENV)/bin/python
 SETUP := $(VENV)/.installed
 endif
 
-.PHONY: all $(TECHNIQUES) plots report compare profile reset clean init_results test help
+.PHONY: all $(ALL_TECHNIQUES) plots report compare profile reset clean init_results test lint help
 .DEFAULT_GOAL := help
 
 $(VENV)/.installed: requirements.txt
@@ -46,7 +50,7 @@ all: $(SETUP)
 	@$(PYTHON) -m utils.run_all $(TECHNIQUES)
 
 # one run: the script itself; REPEATS=N: N runs through run_all
-$(TECHNIQUES): $(SETUP)
+$(ALL_TECHNIQUES): $(SETUP)
 	@$(if $(filter-out 1,$(REPEATS)),$(PYTHON) -m utils.run_all $@,$(PYTHON) scripts/$@.py)
 
 PLOT_FILES = $(PLOTS_DIR)/*.png $(PLOTS_DIR)/*profile_*.txt $(PLOTS_DIR)/*profile_*.csv
@@ -84,12 +88,17 @@ clean:
 test: $(SETUP)
 	$(PYTHON) -m pytest -q tests
 
+lint: $(SETUP)
+	$(PYTHON) -m ruff check .
+
 help:
 	@echo "usage: make [target] [VARIABLE=value ...]"
 	@echo
 	@echo "targets:"
-	@echo "  <technique>    train with one technique, append rows to RESULTS_FILE:"
-	@echo "                 $(TECHNIQUES)"
+	@echo "  <technique>    train with one technique, append rows to RESULTS_FILE (from scripts/<technique>.py):"
+	@for name in $(ALL_TECHNIQUES); do \
+		printf '                 %-14s %s\n' "$$name" "$$(sed -n '1s/^"""[^:]*: *//p' scripts/$$name.py)"; \
+	done
 	@echo "  all            every technique in turn; goes on past failures, one summary line each"
 	@echo "  plots          line, box, bootstrap, heatmap and speedup plots into $(PLOTS_DIR)/ (named with PLOTSPREFIX)"
 	@echo "  report         REPORT.md: per technique median, mean +- CI, tokens/s, MFU, memory, speedup +- CI; best bold"
@@ -99,6 +108,7 @@ help:
 	@echo "  reset          back up RESULTS_FILE to RESULTS_FILE.<utc time>.bak, then remove it and the plots"
 	@echo "  clean          remove plots and caches (keeps results and .venv)"
 	@echo "  test           run the test suite (CPU, a few minutes)"
+	@echo "  lint           ruff over the code (ruff.toml: lines <= 120)"
 	@echo "  help           this text"
 	@echo
 	@echo "variables (default):"
@@ -109,7 +119,9 @@ help:
 	@echo "  BATCH=auto          sequences per step (auto: the preset's: gpt2 16, tiny 4)"
 	@echo "  SEQ=auto            tokens per sequence (auto: the preset's: gpt2 1024, tiny 128)"
 	@echo "  DEVICE=auto         cuda if available, else cpu"
-	@echo "  DATA=coinflip       coin flips with P(1)=2/3, or a path to a text file (bytes)"
+	@echo "  DATA=coinflip       coin flips with P(1)=2/3, fixed (one batch reused), or a path to a text file (bytes)"
+	@echo "  ACCUM=4             micro-batches per optimizer step, for accum"
+	@echo "  COMPILE_MODE=default  torch.compile mode for compile and stack: default, reduce-overhead, max-autotune, ..."
 	@echo "  SEED=1337           seed for weights and data"
 	@echo "  LR=6e-4             AdamW learning rate (lion uses LR/3)"
 	@echo "  PEAK_TFLOPS=table   dense peak TFLOP/s for MFU; table: by device and dtype (utils/mfu.py)"
@@ -121,10 +133,10 @@ help:
 	@echo "  BUDGET_GB=          report: also recommend the fastest technique within this memory"
 	@echo "  A=sgd B=adam        make compare: the two techniques"
 	@echo "  TECHNIQUE=baseline  make profile: the technique"
-	@echo "  TECHNIQUES=...      what all runs, in order"
+	@echo "  TECHNIQUES=...      what all runs, in order (default: every script, baseline first)"
 	@echo "  PYTHON=             unset: make a .venv from requirements.txt; PYTHON=python3: use it as is"
 
 # anything else: say so in one line instead of make's "No rule to make target"
 Makefile requirements.txt: ;
 %:
-	@echo "make: unknown target or technique '$@' (techniques: $(TECHNIQUES); see make help)" >&2; exit 2
+	@echo "make: unknown target or technique '$@' (techniques: $(ALL_TECHNIQUES); see make help)" >&2; exit 2

@@ -5,6 +5,7 @@ take 2 bytes, so optimizer memory drops ~75% (tensors under 4096 elements stay 3
 Pays in memory: bigger models or batches fit. Speed is about the same or a little slower
 (quantise / dequantise each step). Skipped, with the reason, if bitsandbytes is missing.
 """
+
 import os
 import sys
 

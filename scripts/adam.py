@@ -3,6 +3,7 @@
 Same two moments and the same step cost as AdamW; compare its loss with the baseline to
 see what weight decay does, and its step time with sgd for the price of adaptivity.
 """
+
 import os
 import sys
 

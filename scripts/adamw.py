@@ -5,6 +5,7 @@ Run in the same session, its speedup against the baseline should have a CI aroun
 ("no detectable difference"); if it does not, the machine is drifting or noisy and the
 other speedups deserve the same doubt.
 """
+
 import os
 import sys
 

@@ -4,6 +4,7 @@ fp32 with TF32 explicitly off (otherwise pytorch may quietly run fp32 matmuls on
 tensor cores and the "fp32" baseline would not be one), attention written out by hand
 (the full T x T score matrix), plain torch.optim.AdamW (not fused), eager mode.
 """
+
 import os
 import sys
 

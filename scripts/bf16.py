@@ -4,6 +4,7 @@ Matmuls and most activations run in bf16, which tensor cores execute at ~2x TF32
 and saved activations take half the memory. Weights, gradients and optimizer state stay
 fp32. bf16 keeps fp32's exponent range, so unlike fp16 it needs no loss scaling.
 """
+
 import os
 import sys
 

@@ -5,6 +5,7 @@ block's activations during backward. Activation memory drops from O(layers x blo
 activations) to about one block's worth, at the price of a second forward pass per block
 (~+30% compute). Pays when memory, not speed, is the limit: a bigger batch or model fits.
 """
+
 import os
 import sys
 

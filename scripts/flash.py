@@ -7,6 +7,7 @@ from O(T^2) to O(T) and the scores stay in on-chip SRAM, so it pays most at long
 Prerequisite: flash kernels need half precision on CUDA, so this runs under bf16 autocast
 (the bf16 line below); compare it with bf16, not only with the baseline.
 """
+
 import os
 import sys
 

@@ -5,6 +5,7 @@ parameter (for-loop); the fused one updates all parameters in one kernel per ste
 each of param, grad and the two moments once. Pays when the optimizer step is a visible
 share of the step (small models, small batches); changes no numerics beyond rounding.
 """
+
 import os
 import sys
 

@@ -1,11 +1,14 @@
-"""lion: the Lion optimizer (Chen et al. 2023, "Symbolic Discovery of Optimization
-Algorithms"), from bitsandbytes, or lion-pytorch if bitsandbytes is missing.
+"""lion: the Lion optimizer, sign of an interpolated momentum: one state tensor, not two.
+
+Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"; from bitsandbytes, or
+lion-pytorch if bitsandbytes is missing.
 
 Lion keeps one moment instead of AdamW's two (4 bytes per parameter saved) and its update
 is a sign, so every coordinate moves by lr. Hence the paper advises a learning rate 3-10x
 smaller than AdamW and a weight decay 3-10x larger, keeping lr x weight decay (the
 effective decay) the same. Here: lr / 3 and weight decay x 3 (0.1 -> 0.3).
 """
+
 import os
 import sys
 

@@ -3,6 +3,7 @@
 One state tensor per parameter (the velocity), one extra multiply-add per element in the
 step. Same LR as AdamW, as in seed 000; momentum SGD usually wants a larger one.
 """
+
 import os
 import sys
 

@@ -5,6 +5,7 @@ fastest and optimizer memory is zero. It runs at the same LR as AdamW, as seed 0
 them; SGD usually needs a much larger one to learn at a similar pace, so read its loss
 column as "same LR", not as a tuned comparison (make sgd LR=0.1 tries one).
 """
+
 import os
 import sys
 

@@ -5,6 +5,7 @@ cores run it at ~8x fp32's rate (H100: ~495 vs ~67 TFLOP/s dense). Weights, acti
 memory stay fp32, so only speed changes; precision loss is rarely visible in training.
 A CUDA-only mode: on a CPU the run is skipped, with that reason recorded.
 """
+
 import os
 import sys
 

@@ -1,4 +1,5 @@
 """Shared helpers: a tiny CPU configuration, and ways to run scripts and make."""
+
 import os
 import subprocess
 import sys
@@ -21,11 +22,23 @@ def tiny_env(results_file, **extra):
 
 
 def run_script(name, results_file, **extra):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py")], env=tiny_env(results_file, **extra), capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / f"{name}.py")],
+        env=tiny_env(results_file, **extra),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
 
 
 def run_make(*args, results_file, **extra):
-    return subprocess.run(["make", "--no-print-directory", *args, f"PYTHON={sys.executable}"], env=tiny_env(results_file, **extra), capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run(
+        ["make", "--no-print-directory", *args, f"PYTHON={sys.executable}"],
+        env=tiny_env(results_file, **extra),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
 
 
 @pytest.fixture
@@ -38,4 +51,6 @@ def pytest_configure(config):
     config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
     # seaborn 0.13 calling matplotlib 3.11 APIs it deprecates, not this suite
     config.addinivalue_line("filterwarnings", "ignore:vert. bool was deprecated")
-    config.addinivalue_line("filterwarnings", "ignore:The set_bad function will be deprecated:PendingDeprecationWarning")
+    config.addinivalue_line(
+        "filterwarnings", "ignore:The set_bad function will be deprecated:PendingDeprecationWarning"
+    )

@@ -1,4 +1,5 @@
 """The model's switches change how it computes, never what it computes."""
+
 import pytest
 import torch
 

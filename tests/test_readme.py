@@ -1,7 +1,9 @@
 """The README documents what the code has: every column, technique and make variable."""
+
 import re
 
 from conftest import ROOT
+
 from utils import results
 
 README = (ROOT / "README.md").read_text()

@@ -1,4 +1,5 @@
 """results.csv: header once, atomic appends, foreign or corrupted files refused untouched."""
+
 import multiprocessing
 
 import pytest
@@ -9,7 +10,10 @@ ROW = {column: "" for column in results.COLUMNS}
 
 
 def _rows(n, technique="baseline"):
-    return [{**ROW, "run_id": technique, "technique": technique, "status": "ok", "step": i, "step_ms": 1.5} for i in range(n)]
+    return [
+        {**ROW, "run_id": technique, "technique": technique, "status": "ok", "step": i, "step_ms": 1.5}
+        for i in range(n)
+    ]
 
 
 def test_header_is_written_once(results_file):
@@ -41,7 +45,11 @@ BAD_FILES = {
 @pytest.mark.parametrize("kind", BAD_FILES)
 def test_bad_files_are_refused_and_left_unchanged(results_file, kind):
     results_file.write_bytes(BAD_FILES[kind])
-    for attempt in (lambda: results.append_rows(results_file, _rows(1)), lambda: results.read(results_file), lambda: results.check_appendable(results_file)):
+    for attempt in (
+        lambda: results.append_rows(results_file, _rows(1)),
+        lambda: results.read(results_file),
+        lambda: results.check_appendable(results_file),
+    ):
         with pytest.raises(results.ResultsFileError) as err:
             attempt()
         assert "\n" not in str(err.value) and str(results_file) in str(err.value)
@@ -75,7 +83,9 @@ def test_two_processes_appending_at_once_lose_no_row(results_file):
 
 def test_a_file_of_an_older_version_is_read_but_not_appended_to(results_file):
     old_columns = [c for c in results.COLUMNS if c not in ("repeat", "mfu", "tflops")]
-    results_file.write_text(",".join(old_columns) + "\n" + ",".join("x" if c == "technique" else "" for c in old_columns) + "\n")
+    results_file.write_text(
+        ",".join(old_columns) + "\n" + ",".join("x" if c == "technique" else "" for c in old_columns) + "\n"
+    )
     before = results_file.read_bytes()
     df = results.read(results_file)
     assert list(df.columns) == list(results.COLUMNS) and df["technique"].tolist() == ["x"] and df["mfu"].isna().all()

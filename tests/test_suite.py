@@ -1,9 +1,10 @@
 """Every technique end to end through `make all`, on a tiny CPU configuration."""
+
 import math
 
 import pytest
-
 from conftest import ROOT, TINY, run_make
+
 from utils import results
 
 TECHNIQUES = sorted(p.stem for p in (ROOT / "scripts").glob("*.py"))
@@ -40,8 +41,21 @@ def test_each_technique_appends_well_formed_rows(all_run, name):
     assert measured["step"].tolist() == list(range(int(TINY["STEPS"])))
     assert (measured["step_ms"] > 0).all() and measured["loss"].map(math.isfinite).all()
     tokens = int(TINY["BATCH"]) * int(TINY["SEQ"])
-    assert measured["tokens_per_s"].to_numpy() == pytest.approx(tokens / (measured["step_ms"].to_numpy() / 1e3), rel=1e-3)
-    for column in ("model", "n_params", "dtype", "attention", "optimizer", "device", "torch", "git_sha", "host", "timestamp_utc"):
+    assert measured["tokens_per_s"].to_numpy() == pytest.approx(
+        tokens / (measured["step_ms"].to_numpy() / 1e3), rel=1e-3
+    )
+    for column in (
+        "model",
+        "n_params",
+        "dtype",
+        "attention",
+        "optimizer",
+        "device",
+        "torch",
+        "git_sha",
+        "host",
+        "timestamp_utc",
+    ):
         assert rows[column].notna().all(), column
     assert (rows["peak_rss_mib"] > 0).all()
     phases = measured[["forward_ms", "backward_ms", "optimizer_ms"]].sum(axis=1).to_numpy()
@@ -50,7 +64,14 @@ def test_each_technique_appends_well_formed_rows(all_run, name):
 
 
 WHAT_RAN = {  # technique -> columns that must say what actually ran
-    "baseline": {"dtype": "fp32", "attention": "manual", "optimizer": "torch.optim.AdamW", "fused": False, "compiled": False, "checkpointing": False},
+    "baseline": {
+        "dtype": "fp32",
+        "attention": "manual",
+        "optimizer": "torch.optim.AdamW",
+        "fused": False,
+        "compiled": False,
+        "checkpointing": False,
+    },
     "bf16": {"dtype": "bf16-autocast", "attention": "manual"},
     "flash": {"dtype": "bf16-autocast", "attention": "sdpa:flash"},
     "fused": {"optimizer": "torch.optim.AdamW", "fused": True},
@@ -71,7 +92,9 @@ def test_rows_record_what_actually_ran(all_run, name):
     _, df, _ = all_run
     row = df[df["technique"] == name].iloc[0]
     for column, expected in WHAT_RAN[name].items():
-        assert row[column] == pytest.approx(expected) if isinstance(expected, float) else row[column] == expected, column
+        assert row[column] == pytest.approx(expected) if isinstance(expected, float) else row[column] == expected, (
+            column
+        )
 
 
 def test_make_plots_from_the_run(all_run, tmp_path):
@@ -101,4 +124,6 @@ def test_make_compare_and_profile(all_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     table = (tmp_path / "profile_adam.csv").read_text().splitlines()
     assert table[0].startswith("operator,calls_per_step,self_cpu_ms_per_step") and len(table) > 10
-    assert (tmp_path / "profile_adam.png").exists() and "Self CPU time total" in (tmp_path / "profile_adam.txt").read_text()
+    assert (tmp_path / "profile_adam.png").exists() and "Self CPU time total" in (
+        tmp_path / "profile_adam.txt"
+    ).read_text()

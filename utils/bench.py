@@ -1,13 +1,19 @@
-"""The measuring loop, written once: warm-up apart, honest step times split into phases,
-peak memory, and a record of which attention kernel actually ran.
+"""The measuring loop, written once: warm-up apart, honest step times split into parts,
+the loop's own wall-clock, peak memory, and a record of which attention kernel ran.
 
-A step is marked four times: start, forward (+ loss) done, backward done, optimizer step
-(+ zero_grad) done. On CUDA the marks are CUDA events recorded in the stream and nothing in
-the loop waits for the GPU: no synchronize, no .item(); one synchronize at the end reads
+Words: a run has two *phases*, warm-up and measured (the `phase` column); a step has three
+*parts*, forward (+ loss), backward and optimizer (+ zero_grad). The step (utils/step.py)
+marks each part's end; on CUDA the marks are CUDA events recorded in the stream and nothing
+in the loop waits for the GPU: no synchronize, no .item(); one synchronize at the end reads
 every event. On a CPU the ops run synchronously, so perf_counter at the marks is exact.
-Warm-up steps (kernel selection, allocator growth, torch.compile's tracing) are timed too,
-with a sync at each mark, but kept in their own phase and never mixed in.
+Warm-up steps (kernel selection, allocator growth, torch.compile's tracing, CUDA graph
+capture) are timed too, with a sync at each mark, but kept in their own phase.
+
+Beside the per-step times, each phase's wall-clock is taken from before its first step to
+after the final sync: data, host overhead and gaps between steps included, so a loop whose
+GPU time is fast but whose host is the bottleneck shows it (wall tokens/s < step tokens/s).
 """
+
 import resource
 import sys
 import time
@@ -15,6 +21,9 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from tqdm import tqdm
+
+from utils.step import PARTS, autocast
 
 MIB = 2**20
 
@@ -31,13 +40,25 @@ SDPA_KERNELS = {
 class Phase:
     name: str  # "warmup" or "measured"
     step_ms: list
-    forward_ms: list
-    backward_ms: list
-    optimizer_ms: list
+    parts_ms: dict  # part -> [ms per step], or None per step where the step was not split (CUDA graphs)
     loss: list
+    skipped: list  # per step: the GradScaler skipped it (inf/nan grads); False without a scaler
+    wall_ms: float  # the whole phase, gaps between steps and the final sync included
     peak_alloc_mib: float = None  # CUDA only
     peak_reserved_mib: float = None  # CUDA only
     peak_rss_mib: float = None
+
+    @property
+    def forward_ms(self):
+        return self.parts_ms["forward"]
+
+    @property
+    def backward_ms(self):
+        return self.parts_ms["backward"]
+
+    @property
+    def optimizer_ms(self):
+        return self.parts_ms["optimizer"]
 
 
 class _AtenOps(TorchDispatchMode):
@@ -53,34 +74,17 @@ class _AtenOps(TorchDispatchMode):
 
 
 def attention_kernel(run):
-    """Run the first block's attention once, at the training shape and precision, and
-    name the kernel pytorch dispatched to (SDPA picks one per call; the model can't say)."""
-    kind = run.model.attention
-    if kind != "sdpa":
-        return kind
+    """Run one attention call at the training shape and precision and name the kernel
+    pytorch dispatched to (SDPA picks one per call; the model can't say)."""
     cfg = run.cfg
-    x = torch.randn(cfg.batch, cfg.seq, run.model.config.n_embd, device=cfg.device, requires_grad=True)
-    with _AtenOps() as ops, _autocast(run):
-        run.model.blocks[0].attn(x)
+    probe = run.model.attention_probe(cfg.batch, cfg.seq, cfg.device)
+    if probe is None:
+        return "none"
+    if run.model.attention != "sdpa":
+        return run.model.attention
+    with _AtenOps() as ops, autocast(run):
+        probe()
     return next((SDPA_KERNELS[name] for name in ops.names if name in SDPA_KERNELS), "sdpa:math")
-
-
-def _autocast(run):
-    dtype = run.autocast_dtype
-    return torch.autocast(run.cfg.device, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
-def train_step(run, x, y, mark=lambda: None):
-    """One step; mark() is called as forward, backward and the optimizer step finish."""
-    with _autocast(run):
-        _, loss = run.train_model(x, y)
-    mark()
-    loss.backward()
-    mark()
-    run.optimizer.step()
-    run.optimizer.zero_grad(set_to_none=True)
-    mark()
-    return loss.detach()
 
 
 def _peak_rss_mib():
@@ -94,13 +98,14 @@ class HostClock:
     def __init__(self, sync):
         self.sync, self.marks = sync, []
 
-    def mark(self):
+    def mark(self, label):
         if self.sync:
             torch.cuda.synchronize()
-        self.marks.append(time.perf_counter())
+        self.marks.append((label, time.perf_counter()))
 
-    def offsets_ms(self):
-        return [(t - self.marks[0]) * 1e3 for t in self.marks]
+    def read_ms(self):
+        start = self.marks[0][1]
+        return [(label, (t - start) * 1e3) for label, t in self.marks]
 
 
 class EventClock:
@@ -109,31 +114,58 @@ class EventClock:
     def __init__(self):
         self.marks = []
 
-    def mark(self):
+    def mark(self, label):
         event = torch.cuda.Event(enable_timing=True)
         event.record()
-        self.marks.append(event)
+        self.marks.append((label, event))
 
-    def offsets_ms(self):
+    def read_ms(self):
         torch.cuda.synchronize()  # note: the measured loop's only CPU-GPU sync point
-        return [self.marks[0].elapsed_time(event) for event in self.marks]
+        start = self.marks[0][1]
+        return [(label, start.elapsed_time(event)) for label, event in self.marks]
+
+
+def split_steps(marks):
+    """[(label, ms)] with a "start" mark opening each step -> (step_ms, {part: [ms or None]}).
+    A part's time is the sum of the intervals that end in its mark (ACCUM micro-batches
+    give several forward and backward intervals); a step with no such mark has None."""
+    steps = []
+    for label, ms in marks:
+        if label == "start":
+            steps.append([])
+        steps[-1].append((label, ms))
+    step_ms, parts = [], {part: [] for part in PARTS}
+    for step in steps:
+        step_ms.append(step[-1][1] - step[0][1])
+        for part in PARTS:
+            spans = [end - begin for (_, begin), (label, end) in zip(step, step[1:]) if label == part]
+            parts[part].append(sum(spans) if spans else None)
+    return step_ms, parts
 
 
 def _timed_steps(run, batches, steps, clock, name, cuda):
-    losses = []
+    losses, skipped = [], []
+    progress = tqdm(total=steps, desc=f"{run.cfg.technique} {name}", leave=False, disable=not sys.stderr.isatty())
+    wall_start = time.perf_counter()
     for _ in range(steps):
-        x, y = next(batches)  # outside the timed region
-        clock.mark()
-        losses.append(train_step(run, x, y, clock.mark))
-    t = clock.offsets_ms()  # four marks per step: start, forward, backward, optimizer done
-    marks = [t[i : i + 4] for i in range(0, len(t), 4)]
+        micro_batches = [next(batches) for _ in range(run.accum)]  # outside the timed region
+        clock.mark("start")
+        loss, skip = run.step(run, micro_batches, clock.mark)
+        losses.append(loss)
+        skipped.append(skip)
+        progress.update()  # host-side counter only: no sync, no .item()
+    marks = clock.read_ms()
+    loss_values = torch.stack(losses).float().cpu().tolist()
+    wall_ms = (time.perf_counter() - wall_start) * 1e3
+    progress.close()
+    step_ms, parts = split_steps(marks)
     phase = Phase(
         name,
-        step_ms=[m[3] - m[0] for m in marks],
-        forward_ms=[m[1] - m[0] for m in marks],
-        backward_ms=[m[2] - m[1] for m in marks],
-        optimizer_ms=[m[3] - m[2] for m in marks],
-        loss=torch.stack(losses).float().cpu().tolist(),
+        step_ms=step_ms,
+        parts_ms=parts,
+        loss=loss_values,
+        skipped=[bool(s) for s in (torch.stack(skipped).cpu().tolist() if skipped[0] is not None else skipped)],
+        wall_ms=wall_ms,
         peak_rss_mib=_peak_rss_mib(),
     )
     if cuda:
@@ -157,3 +189,8 @@ def measure(run, batches, steps, warmup):
         torch.cuda.reset_peak_memory_stats()  # the measured phase's peak is its own
     clock = EventClock() if cuda else HostClock(sync=False)
     return warm, _timed_steps(run, batches, steps, clock, "measured", cuda)
+
+
+def one_step(run, batches):
+    """An unmarked step (for the profiler)."""
+    return run.step(run, [next(batches) for _ in range(run.accum)])

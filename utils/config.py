@@ -4,6 +4,7 @@ Every script takes the same flags; each defaults to the environment variable Mak
 (STEPS, WARMUP, MODEL, ...), so `make bf16 STEPS=20` and `python scripts/bf16.py --steps 20`
 are the same run. Bad input stops here, before the model is built or any file is touched.
 """
+
 import argparse
 import os
 from dataclasses import dataclass
@@ -12,7 +13,9 @@ from pathlib import Path
 import torch
 
 from utils import results
+from utils.data import SOURCES
 from utils.model import PRESETS
+from utils.techniques import COMPILE_MODES
 
 
 class ConfigError(ValueError):
@@ -34,6 +37,8 @@ class RunConfig:
     results_file: str
     repeat: int = 0
     peak_tflops: float = None  # None: from the device table
+    compile_mode: str = "default"  # read by techniques that compile
+    accum: int = 4  # read by techniques that accumulate gradients
 
 
 # flag -> (environment variable, default, help)
@@ -44,12 +49,22 @@ FLAGS = {
     "batch": ("BATCH", "auto", "sequences per step (auto: the preset's)"),
     "seq": ("SEQ", "auto", "tokens per sequence (auto: the preset's)"),
     "device": ("DEVICE", "auto", "auto, cpu or cuda"),
-    "data": ("DATA", "coinflip", "coinflip (seed 000's P(1)=2/3 flips) or a text file, read as bytes"),
+    "data": (
+        "DATA",
+        "coinflip",
+        "coinflip (seed 000's P(1)=2/3 flips), fixed (one batch reused) or a text file (bytes)",
+    ),
     "seed": ("SEED", "1337", "seed for weights and data"),
     "lr": ("LR", "6e-4", "AdamW learning rate (Lion scales it, see scripts/lion.py)"),
     "results_file": ("RESULTS_FILE", "results.csv", "CSV the rows are appended to"),
     "repeat": ("REPEAT", "0", "repeat index written to the rows (make all REPEATS=N sets it)"),
     "peak_tflops": ("PEAK_TFLOPS", "table", "dense peak TFLOP/s for MFU (table: from utils/mfu.py by device)"),
+    "compile_mode": (
+        "COMPILE_MODE",
+        "default",
+        f"torch.compile mode of techniques that compile: {', '.join(COMPILE_MODES)}",
+    ),
+    "accum": ("ACCUM", "4", "micro-batches of BATCH per optimizer step, for techniques that accumulate"),
 }
 
 
@@ -93,9 +108,15 @@ def _device(text):
 
 
 def parse_args(technique, argv=None):
-    parser = argparse.ArgumentParser(prog=f"scripts/{technique}.py", description=f"train with '{technique}', append rows to a results CSV")
+    parser = argparse.ArgumentParser(
+        prog=f"scripts/{technique}.py", description=f"train with '{technique}', append rows to a results CSV"
+    )
     for flag, (env, default, text) in FLAGS.items():
-        parser.add_argument(f"--{flag.replace('_', '-')}", default=os.environ.get(env) or default, help=f"{text} [{env}, default {default}]")
+        parser.add_argument(
+            f"--{flag.replace('_', '-')}",
+            default=os.environ.get(env) or default,
+            help=f"{text} [{env}, default {default}]",
+        )
     return parser.parse_args(argv)
 
 
@@ -106,8 +127,10 @@ def load(technique, argv=None, check_results=True):
     if model not in PRESETS:
         raise ConfigError(f"unknown MODEL {model!r}; presets: {', '.join(PRESETS)}")
     _, default_batch, default_seq = PRESETS[model]
-    if args.data != "coinflip" and not Path(args.data).is_file():
-        raise ConfigError(f"DATA={args.data!r} is neither 'coinflip' nor a readable file")
+    if args.data not in SOURCES and not Path(args.data).is_file():
+        raise ConfigError(f"DATA={args.data!r} is neither one of {', '.join(SOURCES)} nor a readable file")
+    if args.compile_mode not in COMPILE_MODES:
+        raise ConfigError(f"COMPILE_MODE must be one of {', '.join(COMPILE_MODES)}, got {args.compile_mode!r}")
     cfg = RunConfig(
         technique=technique,
         steps=positive_int("STEPS", args.steps),
@@ -122,6 +145,8 @@ def load(technique, argv=None, check_results=True):
         results_file=args.results_file,
         repeat=_int("REPEAT", args.repeat, 0),
         peak_tflops=None if args.peak_tflops == "table" else positive_float("PEAK_TFLOPS", args.peak_tflops),
+        compile_mode=args.compile_mode,
+        accum=positive_int("ACCUM", args.accum),
     )
     try:
         if check_results:

@@ -1,11 +1,15 @@
 """Batches of (inputs, targets), each (B, T) int64, made on the training device.
 
-Two sources:
-- coin flips (seed 000): every token is 1 with probability 2/3, else 0, drawn fresh per
-  batch on the device, so no host->device copy sits in the step. The best possible loss is
-  the entropy of the coin, COIN_FLIP_ENTROPY nats, which makes convergence easy to read.
+Sources (DATA=):
+- coinflip (seed 000): every token is 1 with probability 2/3, else 0, drawn fresh per batch
+  on the device, so no host->device copy sits in the step. The best possible loss is the
+  entropy of the coin, COIN_FLIP_ENTROPY nats, which makes convergence easy to read.
+- fixed: one coin-flip batch drawn once and reused every step (nanoGPT bench's
+  real_data=False), which takes data generation out of the loop entirely; the loss then
+  measures memorisation, not learning.
 - a text file at byte level (vocab 256): random windows of the file's bytes.
 """
+
 import math
 from pathlib import Path
 
@@ -13,6 +17,7 @@ import torch
 
 P_ONE = 2 / 3
 COIN_FLIP_ENTROPY = -(P_ONE * math.log(P_ONE) + (1 - P_ONE) * math.log(1 - P_ONE))  # ~0.6365
+SOURCES = ("coinflip", "fixed")  # besides a path to a text file
 
 
 def coin_flips(batch, seq, device, seed):
@@ -21,6 +26,12 @@ def coin_flips(batch, seq, device, seed):
     while True:
         flips = torch.bernoulli(probs, generator=gen).long()  # (B, T+1)
         yield flips[:, :-1], flips[:, 1:]
+
+
+def fixed(batch, seq, device, seed):
+    x, y = next(coin_flips(batch, seq, device, seed))
+    while True:
+        yield x, y
 
 
 def text_bytes(path, batch, seq, device, seed):
@@ -38,4 +49,6 @@ def text_bytes(path, batch, seq, device, seed):
 def batches(cfg):
     if cfg.data == "coinflip":
         return coin_flips(cfg.batch, cfg.seq, cfg.device, cfg.seed)
+    if cfg.data == "fixed":
+        return fixed(cfg.batch, cfg.seq, cfg.device, cfg.seed)
     return text_bytes(cfg.data, cfg.batch, cfg.seq, cfg.device, cfg.seed)

@@ -1,4 +1,5 @@
 """What ran where: device, driver, CUDA, torch, git sha, host. Captured once per run."""
+
 import os
 import platform
 import socket

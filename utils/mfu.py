@@ -1,15 +1,15 @@
-"""Model FLOPs and the dense peak they are judged against (MFU).
+"""The dense peak that model FLOPs are judged against (MFU).
 
-FLOPs per token follow PaLM's appendix B: 6N for the matmuls of forward and backward plus
-12 * n_layer * n_embd * T for attention's score and value products (N: parameters without
-the position embedding, as nanoGPT counts them). These are *model* FLOPs: activation
-checkpointing's recomputation is not counted, so MFU says how well the model's work is done.
+Each model states its own FLOPs per token (utils/model.py, `flops_per_token`: *model* FLOPs,
+so activation checkpointing's recomputation is not counted and MFU says how well the model's
+work is done).
 
 The peak is the datasheet's **dense** rate (no 2:4 sparsity) for the precision the matmuls
 ran in, so an fp32 run is judged against the fp32 peak, not the bf16 one. A device missing
 from the table gets no MFU, never a guessed one; PEAK_TFLOPS=... supplies one.
 Plain python: the report imports this without torch.
 """
+
 import re
 
 # (pattern matched against the device name, {precision: dense TFLOP/s}), first match wins
@@ -23,13 +23,9 @@ PEAKS = [
     (r"RTX 4090", {"fp32": 82.6, "tf32": 82.6, "bf16": 165.2}),  # GeForce: bf16 with fp32 accumulate
     (r"RTX 3090", {"fp32": 35.6, "tf32": 35.6, "bf16": 71.0}),
     (r"RTX 3050 Ti Laptop", {"fp32": 8.7, "tf32": 8.7, "bf16": 17.4}),  # seed 002's card, at 1695 MHz boost
-    (r"\bT4\b", {"fp32": 8.1}),  # seed 004's card: Turing, no TF32 or bf16 tensor cores
+    (r"\bT4\b", {"fp32": 8.1, "fp16": 65.0}),  # seed 004's card: Turing, fp16 tensor cores, no TF32 or bf16
 ]
-PRECISION = {"fp32": "fp32", "tf32": "tf32", "bf16-autocast": "bf16"}
-
-
-def flops_per_token(n_params_without_wpe, n_layer, n_embd, seq):
-    return 6 * n_params_without_wpe + 12 * n_layer * n_embd * seq
+PRECISION = {"fp32": "fp32", "tf32": "tf32", "bf16-autocast": "bf16", "fp16-autocast": "fp16"}
 
 
 def peak_tflops(device, dtype, override=None):
@@ -39,5 +35,6 @@ def peak_tflops(device, dtype, override=None):
     precision = PRECISION.get(dtype)
     for pattern, peaks in PEAKS:
         if re.search(pattern, str(device)):
-            return peaks.get(precision)
+            # fp16 tensor cores run at the bf16 rate wherever a card has both
+            return peaks.get(precision, peaks.get("bf16") if precision == "fp16" else None)
     return None

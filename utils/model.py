@@ -1,15 +1,18 @@
-"""A nanoGPT-style GPT with pluggable attention and optional activation checkpointing.
+"""A nanoGPT-style GPT with pluggable attention and MLP, which knows its own cost.
 
-The model is the same for every technique; techniques only flip its switches
-(`attention`, `checkpoint_blocks`) or wrap it (autocast, compile).
+The model is the same for every technique; techniques flip its switches (`set_attention`),
+choose its MLP (`mlp=`), wrap its blocks (checkpointing) or wrap it whole (autocast,
+compile). Generic code (the loop, train.py, the techniques) asks a model only what the
+`Costed` interface below answers, never reaches into its layers, so another model (an LSTM)
+plugs in by answering the same questions.
 """
+
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,7 @@ class GPTConfig:
     n_embd: int
     vocab_size: int
     block_size: int
+    mlp: str = "gelu"  # gelu, swiglu or geglu (see MLPS)
 
 
 # presets: name -> (architecture, default batch, default seq). gpt2* follow nanoGPT
@@ -31,6 +35,31 @@ PRESETS = {
     "gpt2-large": (dict(n_layer=36, n_head=20, n_embd=1280, vocab_size=50304), 4, 1024),
     "gpt2-xl": (dict(n_layer=48, n_head=25, n_embd=1600, vocab_size=50304), 4, 256),
 }
+
+
+class Costed(nn.Module):
+    """What generic code may ask a model (nanoGPT's get_num_params / estimate_mfu, widened).
+
+    Subclasses set `self.blocks` (an nn.ModuleList: the unit activation checkpointing wraps)
+    and implement `flops_per_token` and `attention_probe`.
+    """
+
+    attention = "none"  # the attention implementation in use, where the model has one
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())  # tied weights counted once
+
+    def flops_per_token(self, seq):
+        """Model FLOPs of forward + backward per token at sequence length `seq`."""
+        raise NotImplementedError
+
+    def attention_probe(self, batch, seq, device):
+        """A zero-argument callable that runs one attention call at the training shape
+        (for the kernel probe), or None if the model has no attention."""
+        return None
+
+    def set_attention(self, kind):
+        raise ValueError(f"{type(self).__name__} has no attention to switch to {kind!r}")
 
 
 def manual_attention(q, k, v):
@@ -86,20 +115,45 @@ class MLP(nn.Module):
         return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
 
 
+def gated_hidden(n_embd, multiple=64):
+    """Hidden width of a gated MLP with the GELU MLP's parameter count: three matrices of
+    d x h instead of two of d x 4d gives h = 2/3 * 4d, rounded to the nearest multiple of 64
+    (so matmuls tile evenly; the count then differs by at most 32 * 3d)."""
+    return max(multiple, round(2 * 4 * n_embd / 3 / multiple) * multiple)
+
+
+class GatedMLP(nn.Module):
+    """GLU-variant MLP (Shazeer 2020): c_proj(act(gate(x)) * up(x)); swiglu uses SiLU, geglu GELU."""
+
+    def __init__(self, config):
+        super().__init__()
+        hidden = gated_hidden(config.n_embd)
+        self.act = F.silu if config.mlp == "swiglu" else F.gelu
+        self.c_gate = nn.Linear(config.n_embd, hidden)
+        self.c_fc = nn.Linear(config.n_embd, hidden)
+        self.c_proj = nn.Linear(hidden, config.n_embd)
+
+    def forward(self, x):
+        return self.c_proj(self.act(self.c_gate(x)) * self.c_fc(x))
+
+
+MLPS = {"gelu": MLP, "swiglu": GatedMLP, "geglu": GatedMLP}
+
+
 class Block(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd)
         self.attn = CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd)
-        self.mlp = MLP(config)
+        self.mlp = MLPS[config.mlp](config)
 
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
 
-class GPT(nn.Module):
+class GPT(Costed):
     def __init__(self, config):
         super().__init__()
         self.config = config
@@ -109,7 +163,6 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.wte.weight = self.lm_head.weight  # weight tying, as in GPT-2
-        self.checkpoint_blocks = False
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # scaled residual init (GPT-2 paper)
@@ -122,32 +175,43 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
+    def _attentions(self):
+        # modules(), not blocks[i].attn: blocks may be wrapped (checkpointing)
+        return [m for m in self.modules() if isinstance(m, CausalSelfAttention)]
+
     def set_attention(self, kind):
-        for block in self.blocks:
-            block.attn.attention = kind
+        for attn in self._attentions():
+            attn.attention = kind
 
     @property
     def attention(self):
-        return self.blocks[0].attn.attention
+        return self._attentions()[0].attention
 
-    def num_params(self):
-        return sum(p.numel() for p in self.parameters())  # tied weights counted once
+    def attention_probe(self, batch, seq, device):
+        x = torch.randn(batch, seq, self.config.n_embd, device=device, requires_grad=True)  # (B, T, C)
+        attn = self._attentions()[0]
+        return lambda: attn(x)
+
+    def flops_per_token(self, seq):
+        # PaLM appendix B: 6N for the weight matmuls of forward and backward (N without the
+        # position embedding, as nanoGPT counts it) + 12 * L * d * T for attention's
+        # score and value products. Model FLOPs: checkpointing's recompute is not counted.
+        n = self.num_params() - self.wpe.weight.numel()
+        return 6 * n + 12 * self.config.n_layer * self.config.n_embd * seq
 
     def forward(self, idx, targets):
         B, T = idx.size()
         pos = torch.arange(T, device=idx.device)
         x = self.wte(idx) + self.wpe(pos)  # (B, T, C)
         for block in self.blocks:
-            if self.checkpoint_blocks and self.training:
-                # keep only the block's input; recompute its activations in backward
-                x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
+            x = block(x)
         logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
 
-def build_model(preset, seq):
+def build_model(preset, seq, mlp="gelu"):
     arch, _, _ = PRESETS[preset]
-    return GPT(GPTConfig(block_size=seq, **arch))
+    if mlp not in MLPS:
+        raise ValueError(f"unknown mlp {mlp!r}; one of {', '.join(MLPS)}")
+    return GPT(GPTConfig(block_size=seq, mlp=mlp, **arch))

@@ -80,7 +80,7 @@ def main(argv=None):
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         for _ in range(cfg.steps):
-            bench.train_step(run, *next(batches))
+            bench.one_step(run, batches)
         if cuda:
             torch.cuda.synchronize()
     rows = operator_times(prof, cfg.steps, cuda)

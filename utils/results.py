@@ -5,6 +5,7 @@ run killed part-way adds nothing, two runs appending at once never interleave, a
 already in the file are never rewritten. A file whose header is not ours, or whose rows
 do not parse, is refused as it stands.
 """
+
 import csv
 import fcntl
 import io
@@ -20,16 +21,19 @@ COLUMNS = {
     "repeat": "which repeat of the technique this run was (0, 1, ... with REPEATS=N)",
     "status": "ok, skipped, oom or error",
     "reason": "why, for any status but ok",
-    "phase": "warmup or measured; blank on a status-only row (skipped / oom / error)",
+    "phase": "the run's phase: warmup or measured; blank on a status-only row (skipped / oom / error)",
     "step": "step index within its phase, from 0",
-    "step_ms": "time of one training step (forward, backward, optimizer) in ms: CUDA events on GPU, perf_counter on CPU",
-    "forward_ms": "forward pass and loss, ms (part of step_ms)",
-    "backward_ms": "backward pass, ms (part of step_ms)",
-    "optimizer_ms": "optimizer step and zero_grad, ms (part of step_ms)",
-    "tokens_per_s": "batch x seq / step time",
+    "step_ms": "time of one optimizer step (all its parts) in ms: CUDA events on GPU, perf_counter on CPU",
+    "forward_ms": "part of the step: forward pass and loss, ms (summed over micro-batches; blank under CUDA graphs)",
+    "backward_ms": "part of the step: backward pass, ms (summed over micro-batches; blank under CUDA graphs)",
+    "optimizer_ms": "part of the step: optimizer step and zero_grad, ms (blank under CUDA graphs)",
+    "tokens_per_s": "batch x seq x accum / step time",
+    "wall_tokens_per_s": "the phase's tokens / its wall-clock from first step to final sync "
+    "(gaps, data, host included); same on every row of the phase",
     "tflops": "model TFLOP/s achieved: flops_per_token x tokens_per_s",
     "mfu": "model FLOPs utilisation: tflops / peak_tflops (blank where the peak is unknown)",
-    "loss": "training loss of that step",
+    "loss": "training loss of that step (mean over its micro-batches)",
+    "scaler_skipped": "fp16's GradScaler skipped this step's update (inf/nan gradients); False without a scaler",
     "peak_alloc_mib": "CUDA only: peak memory held by tensors during the phase, MiB",
     "peak_reserved_mib": "CUDA only: peak memory reserved by PyTorch's caching allocator during the phase, MiB",
     "peak_rss_mib": "the process's peak resident set size so far (host memory), MiB",
@@ -39,12 +43,17 @@ COLUMNS = {
     "peak_tflops": "dense peak TFLOP/s of the device at this dtype (datasheet table or PEAK_TFLOPS); blank if unknown",
     "batch": "sequences per step",
     "seq": "tokens per sequence",
-    "data": "coinflip or the text file read",
-    "dtype": "compute precision that ran: fp32, tf32 or bf16-autocast",
+    "data": "coinflip, fixed (one batch reused) or the text file read",
+    "accum": "micro-batches of batch sequences per optimizer step (gradient accumulation; 1 without)",
+    "dtype": "compute precision that ran: fp32, tf32, bf16-autocast or fp16-autocast",
+    "mlp": "MLP of the blocks: gelu, swiglu or geglu",
     "attention": "attention kernel that ran: manual, sdpa:flash, sdpa:efficient, sdpa:cudnn, sdpa:math or flash_attn",
     "optimizer": "optimizer class that ran (module.Class)",
     "fused": "whether the optimizer step ran as fused kernels",
     "compiled": "whether the model ran under torch.compile",
+    "compile_mode": "torch.compile mode (default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs); "
+    "blank if not compiled",
+    "cuda_graphs": "whether the whole step was captured once as a CUDA graph and replayed",
     "checkpointing": "whether each block's activations were recomputed in backward",
     "lr": "learning rate the optimizer ran with",
     "seed": "seed for weights and data",
@@ -71,25 +80,32 @@ def _check_content(path, data, appending):
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ResultsFileError(f"{path} is not a text CSV; it was left unchanged: move it aside or set RESULTS_FILE") from None
+        raise ResultsFileError(
+            f"{path} is not a text CSV; it was left unchanged: move it aside or set RESULTS_FILE"
+        ) from None
     header = text.split("\n", 1)[0].split(",")
     if header != list(COLUMNS):
         if not set(header) < set(COLUMNS):
             raise ResultsFileError(
-                f"{path} has a header that is not this suite's ({','.join(header)[:60]!r}...); it was left unchanged: move it aside or set RESULTS_FILE"
+                f"{path} has a header that is not this suite's ({','.join(header)[:60]!r}...); "
+                "it was left unchanged: move it aside or set RESULTS_FILE"
             )
         if appending:
             missing = " ".join(c for c in COLUMNS if c not in header)
             raise ResultsFileError(
-                f"{path} was written by an older version of this suite (no {missing}); it was left unchanged and still plots and reports: "
+                f"{path} was written by an older version of this suite (no {missing}); "
+                "it was left unchanged and still plots and reports: "
                 "start a new file with make reset (keeps a backup) or RESULTS_FILE=new.csv"
             )
     if not text.endswith("\n"):
-        raise ResultsFileError(f"{path} is corrupted: its last line is cut short; it was left unchanged: repair or move it aside")
+        raise ResultsFileError(
+            f"{path} is corrupted: its last line is cut short; it was left unchanged: repair or move it aside"
+        )
     for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
         if len(row) != len(header):
             raise ResultsFileError(
-                f"{path} is corrupted at line {number}: {len(row)} fields, expected {len(header)}; it was left unchanged: repair or move it aside"
+                f"{path} is corrupted at line {number}: {len(row)} fields, expected {len(header)}; "
+                "it was left unchanged: repair or move it aside"
             )
 
 

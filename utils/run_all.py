@@ -8,6 +8,7 @@ landing on whichever ran last. Each run's rows carry its repeat index.
 usage: python -m utils.run_all baseline tf32 bf16 ...   (settings come from the environment,
 as for the scripts: STEPS, MODEL, RESULTS_FILE, REPEATS, ...)
 """
+
 import json
 import os
 import subprocess
@@ -22,7 +23,10 @@ FAILED = ("error", "oom")
 
 
 def known_techniques():
-    return sorted(p.stem for p in SCRIPTS.glob("*.py"))
+    """The technique list: every script in scripts/, baseline first (the Makefile derives
+    the same list; tests/test_make.py checks they agree)."""
+    names = sorted(p.stem for p in SCRIPTS.glob("*.py"))
+    return sorted(names, key=lambda name: name != "baseline")
 
 
 def run_one(name, repeat):
@@ -41,7 +45,11 @@ def run_one(name, repeat):
 def main(names):
     unknown = [name for name in names if not (SCRIPTS / f"{name}.py").is_file()]
     if unknown or not names:
-        print(f"all: error: unknown technique {' '.join(unknown) or '(none given)'}; known: {' '.join(known_techniques())}", file=sys.stderr)
+        print(
+            f"all: error: unknown technique {' '.join(unknown) or '(none given)'}; "
+            f"known: {' '.join(known_techniques())}",
+            file=sys.stderr,
+        )
         return 2
     try:
         config.load("all", argv=[])  # one clear error for bad settings, not one per technique
@@ -64,7 +72,10 @@ def main(names):
         print(f"  {status:<8} {line}")
     failed = [line.split(":")[0] for status, line in outcomes if status in FAILED]
     counts = {s: sum(1 for status, _ in outcomes if status == s) for s in ("ok", "skipped")}
-    print(f"all: {counts['ok']} ok, {counts['skipped']} skipped, {len(failed)} failed" + (f" ({' '.join(failed)})" if failed else ""))
+    print(
+        f"all: {counts['ok']} ok, {counts['skipped']} skipped, {len(failed)} failed"
+        + (f" ({' '.join(failed)})" if failed else "")
+    )
     return 1 if failed or len(outcomes) < len(plan) else 0
 
 

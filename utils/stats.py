@@ -68,14 +68,25 @@ def configurations(df, device_filter=""):
     return out
 
 
+def _scaler_skipped(df):
+    return df["scaler_skipped"].isin([True, "True"])  # blank in files older than the column
+
+
 def measured(df):
-    return df[(df["status"] == "ok") & (df["phase"] == "measured")]
+    """Measured steps that did the work: a step fp16's GradScaler skipped did no update, so
+    its (shorter) time would be a speedup made of skips; it is counted apart instead."""
+    return df[(df["status"] == "ok") & (df["phase"] == "measured") & ~_scaler_skipped(df)]
 
 
-def runs_of(df, technique):
+def runs_of(df, technique, per_micro_batch=False):
+    """Step times (ms) of each run of `technique`; per_micro_batch divides each by its
+    accum, giving the time per BATCH x SEQ tokens, which is what a speedup compares."""
     rows = measured(df)
     rows = rows[rows["technique"] == technique]
-    return [group["step_ms"].to_numpy() for _, group in rows.groupby("run_id", sort=False)]
+    return [
+        (group["step_ms"] / (group["accum"].fillna(1) if per_micro_batch else 1)).to_numpy()
+        for _, group in rows.groupby("run_id", sort=False)
+    ]
 
 
 def _memory_mib(rows):
@@ -91,14 +102,15 @@ def summary(df):
     speedup vs baseline with CI, final loss, status. Sorted: baseline, then fastest first,
     then techniques that did not run."""
     rows = []
-    base_runs = runs_of(df, BASELINE)
+    base_runs = runs_of(df, BASELINE, per_micro_batch=True)
     for technique, group in df.groupby("technique", sort=False):
         last = group.iloc[-1]
         runs = runs_of(group, technique)
         statuses = group.drop_duplicates("run_id")["status"].value_counts()
         status = statuses.index[0] if len(statuses) == 1 else ", ".join(f"{s}×{n}" for s, n in statuses.items())
         row = {"technique": technique, "status": status, "reason": last["reason"] if last["status"] != "ok" else "", "runs": group["run_id"].nunique()}
-        for column in ("dtype", "attention", "optimizer", "fused", "compiled", "checkpointing"):
+        for column in ("dtype", "attention", "optimizer", "fused", "compiled", "checkpointing",
+                       "mlp", "compile_mode", "accum", "cuda_graphs"):
             row[column] = last[column]
         if runs:
             ok = measured(group)
@@ -107,6 +119,7 @@ def summary(df):
             row["median_lo"], row["median_hi"] = interval(bootstrap(runs, np.median))
             row["mean_lo"], row["mean_hi"] = interval(bootstrap(runs))
             row["tokens_per_s"] = ok["tokens_per_s"].median()
+            row["wall_tokens_per_s"] = ok.groupby("run_id")["wall_tokens_per_s"].first().median()
             row["tflops"] = ok["tflops"].median()
             row["mfu"] = ok["mfu"].median()
             row["peak_alloc_mib"] = ok["peak_alloc_mib"].max()
@@ -118,13 +131,20 @@ def summary(df):
             for phase in ("forward_ms", "backward_ms", "optimizer_ms"):
                 row[phase] = ok[phase].median()
             if base_runs:
-                row["speedup"], row["speedup_lo"], row["speedup_hi"] = ratio(base_runs, runs)
+                token_runs = runs_of(group, technique, per_micro_batch=True)
+                row["speedup"], row["speedup_lo"], row["speedup_hi"] = ratio(base_runs, token_runs)
                 row["verdict"] = "baseline" if technique == BASELINE else verdict(row["speedup_lo"], row["speedup_hi"])
+        ran = group[(group["status"] == "ok") & (group["phase"] == "measured")]
+        row["scaler_skipped"] = int(_scaler_skipped(ran).sum())
         rows.append(row)
     table = pd.DataFrame(rows).set_index("technique")
     if BASELINE in table.index and "memory_mib" in table:
         table["memory_saved_mib"] = table.loc[BASELINE, "memory_mib"] - table["memory_mib"]
-    order = sorted(table.index, key=lambda t: (t != BASELINE, table.loc[t, "status"] != "ok", table.loc[t].get("median_ms", np.inf)))
+    # fastest first by tokens/s, not step time: with accum a step holds more tokens
+    order = sorted(
+        table.index,
+        key=lambda t: (t != BASELINE, table.loc[t, "status"] != "ok", -table.loc[t].get("tokens_per_s", 0)),
+    )
     return table.loc[order]
 
 

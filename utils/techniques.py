@@ -1,25 +1,34 @@
 """Techniques: small functions that change a Run, applied in one fixed order.
 
-    1. precision      strict_fp32, tf32, autocast_bf16
-    2. attention      flash_attention (the model starts with manual attention)
-    3. memory         checkpoint_blocks
-    4. optimizer      adamw, fused_adamw, adamw_8bit, lion, adam, sgd
-    5. compile        compile_model
+    1. architecture   swiglu, geglu (rebuild the model, same seed, before anything else)
+    2. precision      strict_fp32, tf32, autocast_bf16, autocast_fp16
+    3. attention      flash_attention (the model starts with manual attention)
+    4. memory         checkpoint_blocks
+    5. optimizer      adamw, fused_adamw, adamw_8bit, lion, adam, sgd
+    6. compile        compile_model
+    7. step           accumulate, cuda_graphs (how the loop drives one optimizer step)
 
-Why this order: the attention kernel depends on the precision (flash kernels need half
-precision on CUDA); the optimizer is built once the model's structure is final; compile
-goes last so it traces the finished model. Applying a stage after a later one is refused,
-so any subset composes (see scripts/stack.py). A technique that cannot run on this machine
-raises Skip with a reason for the user; the run is then recorded as skipped, not failed.
+Why this order: the architecture decides the weights everything else acts on; the attention
+kernel depends on the precision (flash kernels need half precision on CUDA); checkpointing
+wraps the finished blocks; the optimizer is built once the parameters are final; compile
+traces the finished model; capturing the whole step in a CUDA graph needs the model, the
+optimizer and the micro-batching fixed. Applying a stage after a later one is refused, so any
+subset composes (see scripts/stack.py). A technique that cannot run on this machine raises
+Skip with a reason for the user; the run is then recorded as skipped, not failed.
 """
+
 import importlib.util
 from dataclasses import dataclass, field
 
 import torch
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+from utils import step
 
 WEIGHT_DECAY = 0.1
 BETAS = (0.9, 0.95)
-STAGES = ("precision", "attention", "memory", "optimizer", "compile")
+STAGES = ("architecture", "precision", "attention", "memory", "optimizer", "compile", "step")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class Skip(Exception):
@@ -31,34 +40,48 @@ class Run:
     """The model and settings that the measuring loop will train, and what was applied."""
 
     cfg: object  # utils.config.RunConfig
-    model: torch.nn.Module  # the GPT itself; attention probe and parameters live here
+    model: torch.nn.Module  # a utils.model.Costed: cost and attention probe are asked of it
+    build: object = None  # () -> a fresh seeded model on the device (architecture stage)
     train_model: torch.nn.Module = None  # what the loop calls: the model, or its compiled form
     optimizer: torch.optim.Optimizer = None
     autocast_dtype: torch.dtype = None
+    scaler: torch.amp.GradScaler = None  # disabled (a no-op) unless fp16 enables it
     dtype: str = "fp32"
+    mlp: str = "gelu"
     lr: float = None
-    compiled: bool = False
+    compile_mode: str = ""
+    checkpointing: bool = False
+    accum: int = 1  # micro-batches per optimizer step
+    step: object = None  # utils.step.EagerStep, or CudaGraphStep once captured
     applied: list = field(default_factory=list)  # stage names, in the order applied
 
     def __post_init__(self):
         self.train_model = self.model
+        self.scaler = torch.amp.GradScaler(self.cfg.device, enabled=False)
+        self.step = step.EagerStep()
 
     def record(self):
         """What will run, in results.csv's terms (the attention kernel is probed later)."""
         opt = self.optimizer
         return {
             "dtype": self.dtype,
+            "mlp": self.mlp,
             "optimizer": f"{'.'.join(type(opt).__module__.split('.')[:2])}.{type(opt).__name__}" if opt else "",
             "fused": bool(opt and opt.defaults.get("fused")),
-            "compiled": self.compiled,
-            "checkpointing": self.model.checkpoint_blocks,
+            "compiled": bool(self.compile_mode),
+            "compile_mode": self.compile_mode,
+            "checkpointing": self.checkpointing,
+            "accum": self.accum,
+            "cuda_graphs": self.step.graphed,
             "lr": self.lr if opt else "",
         }
 
 
 def _enter(run, stage):
     if run.applied and STAGES.index(stage) < STAGES.index(run.applied[-1]):
-        raise ValueError(f"'{stage}' applied after '{run.applied[-1]}': techniques apply in the order {', '.join(STAGES)}")
+        raise ValueError(
+            f"'{stage}' applied after '{run.applied[-1]}': techniques apply in the order {', '.join(STAGES)}"
+        )
     run.applied.append(stage)
 
 
@@ -66,7 +89,17 @@ def _on_cuda(run):
     return run.cfg.device == "cuda"
 
 
-# 1. precision
+# 1. architecture
+
+
+def gated_mlp(run, kind):
+    """Rebuild the model with a gated MLP (swiglu / geglu) at the GELU MLP's parameter count."""
+    _enter(run, "architecture")
+    run.model = run.train_model = run.build(mlp=kind)
+    run.mlp = kind
+
+
+# 2. precision
 
 
 def strict_fp32(run):
@@ -80,7 +113,10 @@ def strict_fp32(run):
 def tf32(run):
     _enter(run, "precision")
     if not _on_cuda(run):
-        raise Skip("TF32 is a CUDA tensor-core mode (Ampere and newer); a CPU runs fp32 matmuls as fp32, so there is nothing to measure")
+        raise Skip(
+            "TF32 is a CUDA tensor-core mode (Ampere and newer); a CPU runs fp32 matmuls as fp32, "
+            "so there is nothing to measure"
+        )
     major, minor = torch.cuda.get_device_capability()
     if major < 8:
         raise Skip(f"TF32 needs compute capability 8.0 (Ampere) or newer; this GPU is {major}.{minor}")
@@ -98,28 +134,44 @@ def autocast_bf16(run):
     run.dtype = "bf16-autocast"
 
 
-# 2. attention
+def autocast_fp16(run):
+    _enter(run, "precision")
+    # fp16's range is narrow (max 65504): small gradients underflow to zero unless the loss
+    # is scaled up first. GradScaler does that and skips a step whose grads hold inf/nan.
+    run.autocast_dtype = torch.float16
+    run.scaler = torch.amp.GradScaler(run.cfg.device)
+    run.dtype = "fp16-autocast"
+
+
+# 3. attention
 
 
 def flash_attention(run):
     _enter(run, "attention")
     if _on_cuda(run) and run.autocast_dtype not in (torch.bfloat16, torch.float16):
-        raise ValueError("flash attention kernels need fp16/bf16 on CUDA: apply autocast_bf16 before flash_attention")
+        raise ValueError("flash attention kernels need fp16/bf16 on CUDA: apply an autocast before flash_attention")
     # the flash-attn package when it can run (CUDA), else pytorch's SDPA, which dispatches
     # to its own flash kernel where the shapes and dtype allow; the kernel that ran is probed
     use_package = _on_cuda(run) and importlib.util.find_spec("flash_attn") is not None
-    run.model.set_attention("flash_attn" if use_package else "sdpa")
+    try:
+        run.model.set_attention("flash_attn" if use_package else "sdpa")
+    except ValueError as err:
+        raise Skip(str(err)) from None
 
 
-# 3. memory
+# 4. memory
 
 
 def checkpoint_blocks(run):
     _enter(run, "memory")
-    run.model.checkpoint_blocks = True
+    # keep only each block's input; recompute its activations in backward (torchtitan's
+    # wrapper: the model's forward does not know)
+    for i, block in enumerate(run.model.blocks):
+        run.model.blocks[i] = checkpoint_wrapper(block)
+    run.checkpointing = True
 
 
-# 4. optimizer
+# 5. optimizer
 
 
 def _param_groups(model):
@@ -187,11 +239,31 @@ def lion(run, lr_scale, weight_decay_scale):
     run.optimizer = Lion(groups, lr=run.lr, betas=(0.9, 0.99))  # the Lion paper's defaults
 
 
-# 5. compile
+# 6. compile
 
 
 def compile_model(run):
     _enter(run, "compile")
     # the first steps trace and compile; they fall in the warm-up, which is timed apart
-    run.train_model = torch.compile(run.model)
-    run.compiled = True
+    mode = run.cfg.compile_mode
+    run.train_model = torch.compile(run.model, mode=None if mode == "default" else mode)
+    run.compile_mode = mode
+
+
+# 7. step
+
+
+def accumulate(run):
+    _enter(run, "step")
+    # ACCUM micro-batches of BATCH per optimizer step, each loss divided by ACCUM, so the
+    # gradient is the mean over all ACCUM x BATCH sequences, as one big batch would give
+    run.accum = run.cfg.accum
+
+
+def cuda_graphs(run):
+    _enter(run, "step")
+    if not _on_cuda(run):
+        raise Skip("CUDA graphs capture GPU kernel launches; a CPU has no graph to replay")
+    if run.compile_mode:
+        raise ValueError("cuda_graphs captures the eager step; for compiled graphs use COMPILE_MODE=reduce-overhead")
+    run.step = step.CudaGraphStep()

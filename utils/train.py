@@ -5,6 +5,7 @@ Exit status: 0 ok or skipped, 1 error, 2 bad input, 3 out of memory, 130 interru
 Nothing is written for bad input or an interrupted run; skipped / oom / error runs append
 one status row saying why, so results.csv shows what did not run as well as what did.
 """
+
 import inspect
 import json
 import os
@@ -30,15 +31,24 @@ def _first_line(err):
 
 
 def _is_oom(err):
-    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower() or "can't allocate memory" in str(err)
+    return (
+        isinstance(err, torch.OutOfMemoryError)
+        or "out of memory" in str(err).lower()
+        or "can't allocate memory" in str(err)
+    )
 
 
 def _mib(value):
     return None if value is None else round(value, 1)
 
 
+def _ms(value):
+    return None if value is None else round(value, 4)
+
+
 def _step_rows(base, phase, tokens_per_step):
     flops, peak = base["flops_per_token"], base["peak_tflops"]
+    wall_tokens_per_s = round(tokens_per_step * len(phase.step_ms) / (phase.wall_ms / 1e3), 1)
     for step, ms in enumerate(phase.step_ms):
         tokens_per_s = tokens_per_step / (ms / 1e3)
         tflops = flops * tokens_per_s / 1e12
@@ -48,28 +58,38 @@ def _step_rows(base, phase, tokens_per_step):
             "phase": phase.name,
             "step": step,
             "step_ms": round(ms, 4),
-            "forward_ms": round(phase.forward_ms[step], 4),
-            "backward_ms": round(phase.backward_ms[step], 4),
-            "optimizer_ms": round(phase.optimizer_ms[step], 4),
+            **{f"{part}_ms": _ms(times[step]) for part, times in phase.parts_ms.items()},
             "tokens_per_s": round(tokens_per_s, 1),
+            "wall_tokens_per_s": wall_tokens_per_s,
             "tflops": round(tflops, 4),
             "mfu": round(tflops / peak, 5) if peak else None,
             "loss": round(phase.loss[step], 6),
+            "scaler_skipped": phase.skipped[step],
             "peak_alloc_mib": _mib(phase.peak_alloc_mib),
             "peak_reserved_mib": _mib(phase.peak_reserved_mib),
             "peak_rss_mib": _mib(phase.peak_rss_mib),
         }
 
 
-def summarize(name, cfg, warm, measured):
+def summarize(name, cfg, tokens_per_step, warm, measured):
     median_ms = statistics.median(measured.step_ms)
-    tokens = cfg.batch * cfg.seq / (median_ms / 1e3)
-    memory = f"peak {measured.peak_alloc_mib / 1024:.2f} GiB allocated" if measured.peak_alloc_mib is not None else f"peak RSS {measured.peak_rss_mib:.0f} MiB"
-    phases = f"fwd/bwd/opt {statistics.median(measured.forward_ms):.1f}/{statistics.median(measured.backward_ms):.1f}/{statistics.median(measured.optimizer_ms):.1f} ms"
-    warm_text = f"; warm-up {len(warm.step_ms)} steps {sum(warm.step_ms) / 1e3:.1f} s (excluded)" if warm else ""
+    tokens = tokens_per_step / (median_ms / 1e3)
+    wall_tokens = tokens_per_step * len(measured.step_ms) / (measured.wall_ms / 1e3)
+    if measured.peak_alloc_mib is not None:
+        memory = f"peak {measured.peak_alloc_mib / 1024:.2f} GiB allocated"
+    else:
+        memory = f"peak RSS {measured.peak_rss_mib:.0f} MiB"
+    if measured.forward_ms[0] is None:
+        parts = "timed whole"
+    else:
+        parts = "fwd/bwd/opt " + "/".join(f"{statistics.median(t):.1f}" for t in measured.parts_ms.values()) + " ms"
+    skipped = sum(measured.skipped)
+    skipped_text = f", {skipped} steps skipped by the GradScaler" if skipped else ""
+    warm_text = f"; warm-up {len(warm.step_ms)} steps {warm.wall_ms / 1e3:.1f} s (excluded)" if warm else ""
     return (
-        f"{name}: ok, median {median_ms:.2f} ms/step ({phases}) over {cfg.steps} steps, {tokens / 1e3:.1f}k tokens/s, {memory}, "
-        f"loss {measured.loss[0]:.3f} -> {measured.loss[-1]:.3f}{warm_text}"
+        f"{name}: ok, median {median_ms:.2f} ms/step ({parts}) over {cfg.steps} steps, {tokens / 1e3:.1f}k tokens/s "
+        f"({wall_tokens / 1e3:.1f}k end to end), {memory}, loss {measured.loss[0]:.3f} -> {measured.loss[-1]:.3f}"
+        f"{skipped_text}{warm_text}"
     )
 
 
@@ -82,8 +102,12 @@ def _report(status, line):
 
 def build_run(cfg, setup):
     """The seeded model on its device with the technique applied (raises Skip if it can't)."""
-    torch.manual_seed(cfg.seed)
-    run = Run(cfg, build_model(cfg.model, cfg.seq).to(cfg.device))
+
+    def build(mlp="gelu"):
+        torch.manual_seed(cfg.seed)  # the same weights whichever technique builds it
+        return build_model(cfg.model, cfg.seq, mlp=mlp).to(cfg.device)
+
+    run = Run(cfg, build(), build=build)
     setup(run)
     return run
 
@@ -109,7 +133,11 @@ def main(setup, name=None, argv=None):
         "seed": cfg.seed,
         **env.capture(cfg.device),
     }
-    print(f"{name}: {cfg.model} on {base['device']}, B={cfg.batch} T={cfg.seq}, {cfg.warmup} warm-up + {cfg.steps} measured steps -> {cfg.results_file}", flush=True)
+    print(
+        f"{name}: {cfg.model} on {base['device']}, B={cfg.batch} T={cfg.seq}, "
+        f"{cfg.warmup} warm-up + {cfg.steps} measured steps -> {cfg.results_file}",
+        flush=True,
+    )
 
     def record_status(status, reason, exit_code):
         results.append_rows(cfg.results_file, [{**base, "status": status, "reason": reason}])
@@ -118,9 +146,8 @@ def main(setup, name=None, argv=None):
 
     try:
         run = build_run(cfg, setup)
-        gpt = run.model
-        base["n_params"] = gpt.num_params()
-        base["flops_per_token"] = mfu.flops_per_token(gpt.num_params() - gpt.wpe.weight.numel(), gpt.config.n_layer, gpt.config.n_embd, cfg.seq)
+        base["n_params"] = run.model.num_params()
+        base["flops_per_token"] = run.model.flops_per_token(cfg.seq)
         base.update(run.record(), attention=bench.attention_kernel(run))
         base["peak_tflops"] = mfu.peak_tflops(base["device"], run.dtype, override=cfg.peak_tflops)
         warm, measured = bench.measure(run, data.batches(cfg), cfg.steps, cfg.warmup)
@@ -135,11 +162,11 @@ def main(setup, name=None, argv=None):
         traceback.print_exc()
         record_status("error", f"{type(err).__name__}: {_first_line(err)}", EXIT_ERROR)
 
-    tokens_per_step = cfg.batch * cfg.seq
+    tokens_per_step = cfg.batch * cfg.seq * run.accum
     rows = [*(_step_rows(base, warm, tokens_per_step) if warm else []), *_step_rows(base, measured, tokens_per_step)]
     try:
         results.append_rows(cfg.results_file, rows)
     except results.ResultsFileError as err:
         _report("error", f"{name}: error: {err}")
         sys.exit(EXIT_BAD_INPUT)
-    _report("ok", summarize(name, cfg, warm, measured))
+    _report("ok", summarize(name, cfg, tokens_per_step, warm, measured))
