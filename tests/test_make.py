@@ -1,10 +1,14 @@
 """The Makefile: help, all going on past a failure, init_results, reset."""
 
+import shutil
+import subprocess
+import sys
 import textwrap
 
-from conftest import run_make
+from conftest import ROOT, run_make, tiny_env
 
 from utils import results
+from utils.run_all import SCRIPTS, known_techniques
 
 
 def test_help_lists_every_target_and_variable(results_file):
@@ -77,3 +81,35 @@ def test_repeats_run_interleaved_and_are_labelled(results_file):
     ]
     proc = run_make("all", "REPEATS=0", results_file=results_file)
     assert proc.returncode == 2 and "REPEATS must be a positive integer" in proc.stderr
+
+
+def test_the_technique_list_is_the_scripts_folder(results_file):
+    names = known_techniques()
+    assert names[0] == "baseline" and sorted(names) == sorted(p.stem for p in SCRIPTS.glob("*.py"))
+    help_text = run_make("help", results_file=results_file).stdout
+    for name in names:  # each with the first line of its script's docstring
+        summary = (SCRIPTS / f"{name}.py").read_text().split("\n")[0].removeprefix('"""').split(": ", 1)[1]
+        assert f" {name} " in help_text and summary in help_text, name
+    dry_run = run_make("-n", "all", results_file=results_file).stdout
+    assert f"utils.run_all {' '.join(names)}" in dry_run  # make all's default order is known_techniques()
+
+
+def test_a_new_script_is_all_it_takes(tmp_path):
+    # a copy of the suite with one more script: make help, make <name> and make all know it
+    for part in ("Makefile", "requirements.txt", "scripts", "utils"):
+        copy = shutil.copytree if (ROOT / part).is_dir() else shutil.copy
+        copy(ROOT / part, tmp_path / part)
+    baseline = (tmp_path / "scripts" / "baseline.py").read_text()
+    (tmp_path / "scripts" / "dummy.py").write_text(baseline.replace('"""baseline:', '"""dummy: a made-up technique.', 1))
+    results_file = tmp_path / "results.csv"
+
+    def make(*args):
+        cmd = ["make", "--no-print-directory", *args, f"PYTHON={sys.executable}"]
+        return subprocess.run(cmd, env=tiny_env(results_file), capture_output=True, text=True, cwd=tmp_path)
+
+    assert "dummy          a made-up technique." in make("help").stdout
+    assert make("dummy").returncode == 0
+    assert " dummy" in make("-n", "all").stdout.splitlines()[-1]
+    proc = make("all", "TECHNIQUES=dummy")
+    assert proc.returncode == 0 and "dummy: ok" in proc.stdout, proc.stderr
+    assert set(results.read(results_file)["technique"]) == {"dummy"}

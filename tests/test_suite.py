@@ -6,9 +6,10 @@ import pytest
 from conftest import ROOT, TINY, run_make
 
 from utils import results
+from utils.run_all import known_techniques
 
-TECHNIQUES = sorted(p.stem for p in (ROOT / "scripts").glob("*.py"))
-SKIPPED_ON_CPU = {"tf32"}  # a CUDA tensor-core mode
+TECHNIQUES = known_techniques()
+SKIPPED_ON_CPU = {"tf32", "cudagraphs"}  # a CUDA tensor-core mode; CUDA graph capture
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,8 @@ def test_each_technique_appends_well_formed_rows(all_run, name):
     measured = rows[rows["phase"] == "measured"]
     assert measured["step"].tolist() == list(range(int(TINY["STEPS"])))
     assert (measured["step_ms"] > 0).all() and measured["loss"].map(math.isfinite).all()
-    tokens = int(TINY["BATCH"]) * int(TINY["SEQ"])
+    tokens = int(TINY["BATCH"]) * int(TINY["SEQ"]) * measured["accum"].to_numpy()
+    assert (measured["wall_tokens_per_s"] > 0).all() and measured["wall_tokens_per_s"].nunique() == 1
     assert measured["tokens_per_s"].to_numpy() == pytest.approx(
         tokens / (measured["step_ms"].to_numpy() / 1e3), rel=1e-3
     )
@@ -73,13 +75,26 @@ WHAT_RAN = {  # technique -> columns that must say what actually ran
         "checkpointing": False,
     },
     "bf16": {"dtype": "bf16-autocast", "attention": "manual"},
+    "fp16": {"dtype": "fp16-autocast", "optimizer": "torch.optim.AdamW"},
+    "accum": {"accum": 4, "dtype": "fp32"},  # the Makefile's ACCUM default
+    "swiglu": {"mlp": "swiglu", "dtype": "fp32"},
+    "geglu": {"mlp": "geglu", "dtype": "fp32"},
     "flash": {"dtype": "bf16-autocast", "attention": "sdpa:flash"},
     "fused": {"optimizer": "torch.optim.AdamW", "fused": True},
     "8bit": {"optimizer": "bitsandbytes.optim.AdamW8bit", "fused": False},
     "lion": {"optimizer": "bitsandbytes.optim.Lion", "lr": 6e-4 / 3},
     "checkpointing": {"checkpointing": True, "attention": "manual"},
-    "compile": {"compiled": True, "dtype": "fp32"},
-    "stack": {"dtype": "bf16-autocast", "attention": "sdpa:flash", "fused": True, "compiled": True},
+    "compile": {"compiled": True, "compile_mode": "default", "dtype": "fp32"},
+    "stack": {
+        "dtype": "bf16-autocast",
+        "attention": "sdpa:flash",
+        "fused": True,
+        "compiled": True,
+        "compile_mode": "default",
+        "mlp": "gelu",
+        "accum": 1,
+        "cuda_graphs": False,
+    },
     "sgd": {"optimizer": "torch.optim.SGD"},
     "momentum": {"optimizer": "torch.optim.SGD"},
     "adam": {"optimizer": "torch.optim.Adam"},

@@ -61,6 +61,13 @@ def cuda_capture(body, warmup_iters=3):
     return graph.replay
 
 
+def make_capturable(optimizer):
+    # keeps the step count on the GPU, so the step reads nothing on the host (CUDA only)
+    for group in optimizer.param_groups:
+        if "capturable" in group:
+            group["capturable"] = True
+
+
 class CudaGraphStep:
     """The whole step (every micro-batch's forward and backward, the optimizer step)
     captured once into a CUDA graph and replayed: one launch per step instead of thousands.
@@ -72,8 +79,8 @@ class CudaGraphStep:
 
     graphed = True
 
-    def __init__(self, capture=cuda_capture):
-        self.capture, self.replay = capture, None
+    def __init__(self, capture=cuda_capture, capturable=True):
+        self.capture, self.capturable, self.replay = capture, capturable, None
 
     def _prepare(self, run, micro_batches):
         if run.scaler.is_enabled():
@@ -82,9 +89,8 @@ class CudaGraphStep:
             raise ValueError(
                 f"cuda_graphs needs a capturable torch.optim optimizer, not {type(run.optimizer).__name__}"
             )
-        for group in run.optimizer.param_groups:
-            if "capturable" in group:
-                group["capturable"] = True  # keeps the step count on the GPU: no host read
+        if self.capturable:
+            make_capturable(run.optimizer)
         self.inputs = [(x.clone(), y.clone()) for x, y in micro_batches]
 
         def body():

@@ -1,0 +1,168 @@
+"""The techniques issue 7 added, checked for what they claim on a CPU: accumulation is the
+big batch's gradient, the GradScaler's skips are seen, the CUDA graph step's buffers carry
+each batch, DATA=fixed reuses one batch, the loop's wall clock sees gaps the steps do not."""
+import time
+
+import pytest
+import torch
+
+from utils import bench, data, step
+from utils import techniques as t
+from utils.config import RunConfig
+from utils.model import build_model
+
+
+def _run(accum=1, data_source="coinflip"):
+    cfg = RunConfig("test", 3, 0, "tiny", 2, 16, "cpu", data_source, 0, 1e-3, "unused.csv", accum=accum)
+
+    def build(mlp="gelu"):
+        torch.manual_seed(0)
+        return build_model("tiny", 16, mlp=mlp)
+
+    return t.Run(cfg, build(), build=build)
+
+
+def _batch(seed, batch=2):
+    return next(data.coin_flips(batch, 16, "cpu", seed))
+
+
+def test_accumulation_gives_the_big_batchs_gradient():
+    (x1, y1), (x2, y2) = _batch(1), _batch(2)
+    whole = _run()
+    t.sgd(whole)  # plain SGD: the update is the gradient, so weights compare gradients
+    small = _run(accum=2)
+    t.sgd(small)
+    t.accumulate(small)
+    loss_whole, _ = whole.step(whole, [(torch.cat([x1, x2]), torch.cat([y1, y2]))])
+    loss_small, _ = small.step(small, [(x1, y1), (x2, y2)])
+    torch.testing.assert_close(loss_small, loss_whole)
+    for a, b in zip(small.model.parameters(), whole.model.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_accum_counts_every_micro_batchs_tokens(tmp_path):
+    run = _run(accum=3)
+    t.adamw(run)
+    t.accumulate(run)
+    _, measured = bench.measure(run, data.batches(run.cfg), steps=2, warmup=0)
+    assert len(measured.step_ms) == 2 and len(measured.loss) == 2  # a row per optimizer step
+    for step_ms, fwd, bwd, opt in zip(measured.step_ms, *measured.parts_ms.values()):
+        assert fwd + bwd + opt == pytest.approx(step_ms)  # three forwards and backwards summed
+
+
+def test_the_grad_scaler_reports_a_skipped_step():
+    run = _run()
+    t.autocast_fp16(run)
+    t.adamw(run)
+    before = [p.detach().clone() for p in run.model.parameters()]
+    run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**120)  # scaled grads overflow fp32
+    _, skipped = run.step(run, [_batch(1)])
+    assert skipped.item() is True
+    assert all(torch.equal(a, b) for a, b in zip(before, run.model.parameters()))  # no update
+    run.scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+    _, skipped = run.step(run, [_batch(2)])
+    assert skipped.item() is False
+
+
+def test_without_a_scaler_the_step_reports_nothing_skipped():
+    run = _run()
+    t.adamw(run)
+    assert not run.scaler.is_enabled()
+    assert run.step(run, [_batch(1)])[1] is None
+
+
+def test_the_cuda_graph_step_replays_each_batch_like_the_eager_step():
+    # capture that returns the body itself: the static-buffer logic runs eagerly on a CPU
+    eager, graphed = _run(), _run()
+    for run in (eager, graphed):
+        t.adamw(run)
+    graphed.step = step.CudaGraphStep(capture=lambda body: body, capturable=False)  # capturable: CUDA only
+    for seed in range(3):
+        batch = _batch(seed)
+        loss_eager, _ = eager.step(eager, [batch])
+        loss_graph, skipped = graphed.step(graphed, [batch])
+        torch.testing.assert_close(loss_graph, loss_eager)
+        assert skipped is None
+    for a, b in zip(graphed.model.parameters(), eager.model.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_cuda_graph_step_is_timed_whole():
+    run = _run()
+    t.adamw(run)
+    run.step = step.CudaGraphStep(capture=lambda body: body, capturable=False)
+    _, measured = bench.measure(run, data.batches(run.cfg), steps=2, warmup=1)
+    assert all(ms > 0 for ms in measured.step_ms)
+    assert all(part == [None, None] for part in measured.parts_ms.values())  # blank, never invented
+    assert run.record()["cuda_graphs"] is True
+
+
+def test_a_graphed_optimizer_keeps_its_step_count_on_the_device():
+    run = _run()
+    t.adamw(run)
+    assert {g["capturable"] for g in run.optimizer.param_groups} == {False}
+    step.make_capturable(run.optimizer)
+    assert {g["capturable"] for g in run.optimizer.param_groups} == {True}
+
+
+def test_cuda_graphs_refuse_what_they_cannot_capture():
+    run = _run()
+    t.autocast_fp16(run)
+    t.adamw(run)
+    run.step = step.CudaGraphStep(capture=lambda body: body)
+    with pytest.raises(ValueError, match="GradScaler"):
+        run.step(run, [_batch(0)])
+    with pytest.raises(t.Skip, match="CPU"):
+        t.cuda_graphs(_run())
+
+
+def test_fixed_data_reuses_one_batch():
+    batches = data.batches(_run(data_source="fixed").cfg)
+    first, second = next(batches), next(batches)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    fresh = data.batches(_run().cfg)
+    assert not torch.equal(next(fresh)[0], next(fresh)[0])
+
+
+def test_the_wall_clock_sees_gaps_between_steps_that_step_times_do_not():
+    run = _run()
+    t.adamw(run)
+
+    slept_ms = []
+
+    def slow_data(batches, delay_s=0.05):
+        for batch in batches:
+            start = time.perf_counter()
+            time.sleep(delay_s)  # e.g. a data loader the GPU waits for
+            slept_ms.append((time.perf_counter() - start) * 1e3)  # as slept: a busy machine oversleeps
+            yield batch
+
+    _, measured = bench.measure(run, slow_data(data.batches(run.cfg)), steps=4, warmup=0)
+    # what the step times leave out holds at least every sleep: they fell between the steps
+    assert measured.wall_ms - sum(measured.step_ms) >= sum(slept_ms[:4])
+
+
+def test_split_steps_sums_each_parts_intervals():
+    marks = [("start", 0), ("forward", 1), ("backward", 3), ("forward", 4), ("backward", 7), ("optimizer", 8),
+             ("start", 10), ("step", 15)]
+    step_ms, parts = bench.split_steps(marks)
+    assert step_ms == [8, 5]
+    assert parts == {"forward": [2, None], "backward": [5, None], "optimizer": [1, None]}
+
+
+@pytest.mark.parametrize("mode", t.COMPILE_MODES)
+def test_compile_records_its_mode(mode):
+    run = _run()
+    run.cfg = RunConfig(**{**run.cfg.__dict__, "compile_mode": mode})
+    t.adamw(run)
+    t.compile_model(run)  # lazy: nothing compiles until the first step
+    assert run.record()["compile_mode"] == mode and run.record()["compiled"] is True
+
+
+def test_gated_mlp_rebuilds_the_model_before_anything_else():
+    run = _run()
+    t.gated_mlp(run, "swiglu")
+    assert run.record()["mlp"] == "swiglu" and run.train_model is run.model
+    t.strict_fp32(run)
+    with pytest.raises(ValueError, match="order"):
+        t.gated_mlp(run, "geglu")
