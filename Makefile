@@ -28,6 +28,8 @@ A ?= sgd
 B ?= adam
 TECHNIQUE ?= baseline
 PEAK_TFLOPS ?= table
+NANOGPT_DIR ?=
+SESSION_DIR ?=
 export STEPS REPEATS WARMUP MODEL BATCH SEQ DEVICE DATA ACCUM COMPILE_MODE SEED LR RESULTS_FILE PEAK_TFLOPS
 
 # PYTHON unset: bootstrap .venv from requirements.txt once, reuse it after.
@@ -38,7 +40,7 @@ PYTHON := $(VENV)/bin/python
 SETUP := $(VENV)/.installed
 endif
 
-.PHONY: all $(ALL_TECHNIQUES) plots report compare profile reset clean init_results test lint help
+.PHONY: all $(ALL_TECHNIQUES) plots report compare profile session reset clean init_results test lint help
 .DEFAULT_GOAL := help
 
 $(VENV)/.installed: requirements.txt
@@ -68,6 +70,10 @@ report: $(SETUP)
 
 profile: $(SETUP)
 	@$(PYTHON) -m utils.profile "$(TECHNIQUE)" --out "$(PLOTS_DIR)" --prefix "$(PLOTSPREFIX)"
+
+# the device's tests and the README's figures in one call (e.g. the day a GPU is lent)
+session: $(SETUP)
+	@PYTHON="$(PYTHON)" NANOGPT_DIR="$(NANOGPT_DIR)" SESSION_DIR="$(SESSION_DIR)" bash utils/session.sh
 
 init_results: $(SETUP)
 	@$(PYTHON) -m utils.results init "$(RESULTS_FILE)"
@@ -104,6 +110,7 @@ help:
 	@echo "  report         REPORT.md: per technique median, mean +- CI, tokens/s, MFU, memory, speedup +- CI; best bold"
 	@echo "  compare        histogram of step time A - B (default A=sgd B=adam) with its CI"
 	@echo "  profile        torch.profiler top operators of TECHNIQUE (default baseline): txt, csv, png"
+	@echo "  session        this device's tests, make all, nanoGPT's bench (NANOGPT_DIR), report and plots into docs/results/<device>/"
 	@echo "  init_results   create RESULTS_FILE with its header (an existing one is only checked)"
 	@echo "  reset          back up RESULTS_FILE to RESULTS_FILE.<utc time>.bak, then remove it and the plots"
 	@echo "  clean          remove plots and caches (keeps results and .venv)"
@@ -134,6 +141,8 @@ help:
 	@echo "  A=sgd B=adam        make compare: the two techniques"
 	@echo "  TECHNIQUE=baseline  make profile: the technique"
 	@echo "  TECHNIQUES=...      what all runs, in order (default: every script, baseline first)"
+	@echo "  NANOGPT_DIR=        make session: a nanoGPT checkout whose bench.py runs beside the suite"
+	@echo "  SESSION_DIR=        make session: where its figures go (default docs/results/<device>)"
 	@echo "  PYTHON=             unset: make a .venv from requirements.txt; PYTHON=python3: use it as is"
 
 # anything else: say so in one line instead of make's "No rule to make target"

@@ -100,7 +100,8 @@ def test_a_new_script_is_all_it_takes(tmp_path):
         copy = shutil.copytree if (ROOT / part).is_dir() else shutil.copy
         copy(ROOT / part, tmp_path / part)
     baseline = (tmp_path / "scripts" / "baseline.py").read_text()
-    (tmp_path / "scripts" / "dummy.py").write_text(baseline.replace('"""baseline:', '"""dummy: a made-up technique.', 1))
+    dummy = baseline.replace('"""baseline:', '"""dummy: a made-up technique.', 1)
+    (tmp_path / "scripts" / "dummy.py").write_text(dummy)
     results_file = tmp_path / "results.csv"
 
     def make(*args):

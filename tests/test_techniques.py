@@ -1,6 +1,7 @@
 """The techniques issue 7 added, checked for what they claim on a CPU: accumulation is the
 big batch's gradient, the GradScaler's skips are seen, the CUDA graph step's buffers carry
 each batch, DATA=fixed reuses one batch, the loop's wall clock sees gaps the steps do not."""
+
 import time
 
 import pytest
@@ -143,8 +144,16 @@ def test_the_wall_clock_sees_gaps_between_steps_that_step_times_do_not():
 
 
 def test_split_steps_sums_each_parts_intervals():
-    marks = [("start", 0), ("forward", 1), ("backward", 3), ("forward", 4), ("backward", 7), ("optimizer", 8),
-             ("start", 10), ("step", 15)]
+    marks = [
+        ("start", 0),
+        ("forward", 1),
+        ("backward", 3),
+        ("forward", 4),
+        ("backward", 7),
+        ("optimizer", 8),
+        ("start", 10),
+        ("step", 15),
+    ]
     step_ms, parts = bench.split_steps(marks)
     assert step_ms == [8, 5]
     assert parts == {"forward": [2, None], "backward": [5, None], "optimizer": [1, None]}
