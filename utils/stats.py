@@ -143,7 +143,7 @@ def summary(df):
     # fastest first by tokens/s, not step time: with accum a step holds more tokens
     order = sorted(
         table.index,
-        key=lambda t: (t != BASELINE, table.loc[t, "status"] != "ok", -table.loc[t].get("tokens_per_s", 0)),
+        key=lambda t: (t != BASELINE, table.loc[t, "status"] != "ok", -np.nan_to_num(table.loc[t].get("tokens_per_s", 0))),
     )
     return table.loc[order]
 
