@@ -28,9 +28,14 @@ A ?= sgd
 B ?= adam
 TECHNIQUE ?= baseline
 PEAK_TFLOPS ?= table
+NPROC ?= 2
+PORT ?=
+LOSS_CHECK ?= 1
+KIND ?= ddp
 NANOGPT_DIR ?=
 SESSION_DIR ?=
 export STEPS REPEATS WARMUP MODEL BATCH SEQ DEVICE DATA ACCUM COMPILE_MODE SEED LR RESULTS_FILE PEAK_TFLOPS
+export NPROC PORT LOSS_CHECK PLOTS_DIR PLOTSPREFIX
 
 # PYTHON unset: bootstrap .venv from requirements.txt once, reuse it after.
 # PYTHON=python3: use that interpreter's packages as they are (e.g. a GPU box's torch).
@@ -40,7 +45,7 @@ PYTHON := $(VENV)/bin/python
 SETUP := $(VENV)/.installed
 endif
 
-.PHONY: all $(ALL_TECHNIQUES) plots report compare profile session reset clean init_results test lint help
+.PHONY: all $(ALL_TECHNIQUES) ddp fsdp scaling_gpus plots report compare profile session reset clean init_results test lint help
 .DEFAULT_GOAL := help
 
 $(VENV)/.installed: requirements.txt
@@ -54,6 +59,13 @@ all: $(SETUP)
 # one run: the script itself; REPEATS=N: N runs through run_all
 $(ALL_TECHNIQUES): $(SETUP)
 	@$(if $(filter-out 1,$(REPEATS)),$(PYTHON) -m utils.run_all $@,$(PYTHON) scripts/$@.py)
+
+# TECHNIQUE under torchrun: NPROC processes, DDP or FSDP2 (utils/launch.py)
+ddp fsdp: $(SETUP)
+	@$(PYTHON) -m utils.launch $@ "$(TECHNIQUE)"
+
+scaling_gpus: $(SETUP)
+	@$(PYTHON) -m utils.launch scaling "$(KIND)" "$(TECHNIQUE)"
 
 PLOT_FILES = $(PLOTS_DIR)/*.png $(PLOTS_DIR)/*profile_*.txt $(PLOTS_DIR)/*profile_*.csv
 PLOTS_ARGS = --results "$(RESULTS_FILE)" --out "$(PLOTS_DIR)" --prefix "$(PLOTSPREFIX)" --device-filter "$(DEVICE_FILTER)"
@@ -106,6 +118,8 @@ help:
 		printf '                 %-14s %s\n' "$$name" "$$(sed -n '1s/^"""[^:]*: *//p' scripts/$$name.py)"; \
 	done
 	@echo "  all            every technique in turn; goes on past failures, one summary line each"
+	@echo "  ddp, fsdp      TECHNIQUE under torchrun on NPROC processes (DDP / FSDP2), then a loss check against one process"
+	@echo "  scaling_gpus   TECHNIQUE under KIND at 1, 2, ... NPROC processes: tokens/s, efficiency, plot"
 	@echo "  plots          line, box, bootstrap, heatmap and speedup plots into $(PLOTS_DIR)/ (named with PLOTSPREFIX)"
 	@echo "  report         REPORT.md: per technique median, mean +- CI, tokens/s, MFU, memory, speedup +- CI; best bold"
 	@echo "  compare        histogram of step time A - B (default A=sgd B=adam) with its CI"
@@ -139,7 +153,11 @@ help:
 	@echo "  REPORT=REPORT.md    where make report writes"
 	@echo "  BUDGET_GB=          report: also recommend the fastest technique within this memory"
 	@echo "  A=sgd B=adam        make compare: the two techniques"
-	@echo "  TECHNIQUE=baseline  make profile: the technique"
+	@echo "  TECHNIQUE=baseline  make profile / ddp / fsdp / scaling_gpus: the technique"
+	@echo "  NPROC=2             make ddp / fsdp / scaling_gpus: processes (at most one per GPU, or per core)"
+	@echo "  PORT=               make ddp / fsdp: rendezvous port (empty: torchrun --standalone picks one)"
+	@echo "  LOSS_CHECK=1        make ddp / fsdp: compare the losses with one process at BATCH x NPROC (0: skip)"
+	@echo "  KIND=ddp            make scaling_gpus: ddp or fsdp"
 	@echo "  TECHNIQUES=...      what all runs, in order (default: every script, baseline first)"
 	@echo "  NANOGPT_DIR=        make session: a nanoGPT checkout whose bench.py runs beside the suite"
 	@echo "  SESSION_DIR=        make session: where its figures go (default docs/results/<device>)"

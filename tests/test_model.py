@@ -102,7 +102,7 @@ def test_gated_mlps_keep_the_gelu_mlps_weights(n_embd, hidden):
 def test_techniques_ask_the_model_not_its_layers():
     run = _run()
     probe = run.model.attention_probe(2, 16, "cpu")
-    assert probe().shape == (2, 16, 128)
+    assert probe().shape == (2, 4, 16, 32)  # (B, nh, T, hs)
     t.checkpoint_blocks(run)  # wrapped blocks: switching attention still reaches every block
     run.model.set_attention("sdpa")
     assert run.model.attention == "sdpa"

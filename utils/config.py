@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from utils import results
+from utils import parallel, results
 from utils.data import SOURCES
 from utils.model import PRESETS
 from utils.techniques import COMPILE_MODES
@@ -39,6 +39,7 @@ class RunConfig:
     peak_tflops: float = None  # None: from the device table
     compile_mode: str = "default"  # read by techniques that compile
     accum: int = 4  # read by techniques that accumulate gradients
+    world: parallel.World = parallel.World()  # this rank under torchrun (make ddp / fsdp); one process otherwise
 
 
 # flag -> (environment variable, default, help)
@@ -147,6 +148,7 @@ def load(technique, argv=None, check_results=True):
         peak_tflops=None if args.peak_tflops == "table" else positive_float("PEAK_TFLOPS", args.peak_tflops),
         compile_mode=args.compile_mode,
         accum=positive_int("ACCUM", args.accum),
+        world=parallel.world_from_env(),
     )
     try:
         if check_results:

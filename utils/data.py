@@ -46,9 +46,20 @@ def text_bytes(path, batch, seq, device, seed):
         yield window[:, :-1], window[:, 1:]
 
 
-def batches(cfg):
+def _source(cfg, batch):
     if cfg.data == "coinflip":
-        return coin_flips(cfg.batch, cfg.seq, cfg.device, cfg.seed)
+        return coin_flips(batch, cfg.seq, cfg.device, cfg.seed)
     if cfg.data == "fixed":
-        return fixed(cfg.batch, cfg.seq, cfg.device, cfg.seed)
-    return text_bytes(cfg.data, cfg.batch, cfg.seq, cfg.device, cfg.seed)
+        return fixed(batch, cfg.seq, cfg.device, cfg.seed)
+    return text_bytes(cfg.data, batch, cfg.seq, cfg.device, cfg.seed)
+
+
+def batches(cfg):
+    """This process's batches. Under DDP/FSDP every rank draws the same global batch of
+    world x BATCH sequences and keeps its slice: the sequences a single process at BATCH x
+    world would see, so the two runs' losses compare step by step."""
+    world = cfg.world
+    if world.size == 1:
+        return _source(cfg, cfg.batch)
+    rows = slice(world.rank * cfg.batch, (world.rank + 1) * cfg.batch)
+    return ((x[rows], y[rows]) for x, y in _source(cfg, cfg.batch * world.size))

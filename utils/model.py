@@ -188,9 +188,11 @@ class GPT(Costed):
         return self._attentions()[0].attention
 
     def attention_probe(self, batch, seq, device):
-        x = torch.randn(batch, seq, self.config.n_embd, device=device, requires_grad=True)  # (B, T, C)
-        attn = self._attentions()[0]
-        return lambda: attn(x)
+        # q, k, v at the training shape: the kernel SDPA picks depends on shapes, dtype and
+        # device, not on weights (so the probe also works on a sharded model)
+        c = self.config
+        q, k, v = (torch.randn(batch, c.n_head, seq, c.n_embd // c.n_head, device=device) for _ in range(3))
+        return lambda: ATTENTION[self.attention](q, k, v)  # (B, nh, T, hs)
 
     def flops_per_token(self, seq):
         # PaLM appendix B: 6N for the weight matmuls of forward and backward (N without the

@@ -51,20 +51,24 @@ def verdict(low, high):
     return "faster" if low > 1.0 else "slower"
 
 
-CONFIG = ["device", "model", "batch", "seq", "data"]  # what must match for a comparison
+# what must match for a comparison: a run on 2 ranks is never compared as if it were on 1
+CONFIG = ["device", "model", "batch", "seq", "data", "parallel", "world_size"]
 
 
 def configurations(df, device_filter=""):
     """[(description, rows)] per configuration, newest first; device_filter: a substring of
     the device name (case-insensitive) that keeps only matching devices."""
+    # files older than the parallel columns ran one process
+    df = df.assign(parallel=df["parallel"].fillna("none"), world_size=df["world_size"].fillna(1).astype(int))
     if device_filter:
         df = df[df["device"].str.contains(device_filter, case=False, regex=False)]
     newest = df.groupby(CONFIG, sort=False)["timestamp_utc"].max().sort_values(ascending=False)
     out = []
     for key in newest.index:
         same = (df[CONFIG] == pd.Series(key, index=CONFIG)).all(axis=1)
-        device, model, batch, seq, data = key
-        out.append((f"{device} · {model} · B={batch} T={seq} · {data}", df[same]))
+        device, model, batch, seq, data, kind, world_size = key
+        ranks = f" · {kind} on {world_size} processes, B per rank" if kind != "none" else ""
+        out.append((f"{device} · {model} · B={batch} T={seq} · {data}{ranks}", df[same]))
     return out
 
 

@@ -4,16 +4,20 @@
     2. precision      strict_fp32, tf32, autocast_bf16, autocast_fp16
     3. attention      flash_attention (the model starts with manual attention)
     4. memory         checkpoint_blocks
-    5. optimizer      adamw, fused_adamw, adamw_8bit, lion, adam, sgd
-    6. compile        compile_model
-    7. step           accumulate, cuda_graphs (how the loop drives one optimizer step)
+    5. parallel       DDP or FSDP2 under `make ddp` / `make fsdp` (applied by itself, see below)
+    6. optimizer      adamw, fused_adamw, adamw_8bit, lion, adam, sgd
+    7. compile        compile_model
+    8. step           accumulate, cuda_graphs (how the loop drives one optimizer step)
 
 Why this order: the architecture decides the weights everything else acts on; the attention
 kernel depends on the precision (flash kernels need half precision on CUDA); checkpointing
-wraps the finished blocks; the optimizer is built once the parameters are final; compile
+wraps the finished blocks; DDP wraps, or FSDP2 shards, the finished model (torchtitan's
+order); the optimizer is built once the parameters are final (sharded, under FSDP2); compile
 traces the finished model; capturing the whole step in a CUDA graph needs the model, the
 optimizer and the micro-batching fixed. Applying a stage after a later one is refused, so any
-subset composes (see scripts/stack.py). A technique that cannot run on this machine raises
+subset composes (see scripts/stack.py). No script names the parallel stage: under torchrun
+it is applied as the run passes it, so every technique runs under DDP and FSDP2 unchanged.
+A technique that cannot run on this machine raises
 Skip with a reason for the user; the run is then recorded as skipped, not failed.
 """
 
@@ -23,11 +27,11 @@ from dataclasses import dataclass, field
 import torch
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
-from utils import step
+from utils import parallel, step
 
 WEIGHT_DECAY = 0.1
 BETAS = (0.9, 0.95)
-STAGES = ("architecture", "precision", "attention", "memory", "optimizer", "compile", "step")
+STAGES = ("architecture", "precision", "attention", "memory", "parallel", "optimizer", "compile", "step")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -82,7 +86,16 @@ def _enter(run, stage):
         raise ValueError(
             f"'{stage}' applied after '{run.applied[-1]}': techniques apply in the order {', '.join(STAGES)}"
         )
+    if stage != "parallel" and STAGES.index(stage) > STAGES.index("parallel"):
+        parallelize(run)
     run.applied.append(stage)
+
+
+def parallelize(run):
+    """The parallel stage: DDP or FSDP2 when the run is one of several ranks, once."""
+    if run.cfg.world.kind and "parallel" not in run.applied:
+        run.applied.append("parallel")
+        parallel.wrap(run)
 
 
 def _on_cuda(run):
@@ -246,7 +259,7 @@ def compile_model(run):
     _enter(run, "compile")
     # the first steps trace and compile; they fall in the warm-up, which is timed apart
     mode = run.cfg.compile_mode
-    run.train_model = torch.compile(run.model, mode=None if mode == "default" else mode)
+    run.train_model = torch.compile(run.train_model, mode=None if mode == "default" else mode)
     run.compile_mode = mode
 
 
@@ -266,4 +279,6 @@ def cuda_graphs(run):
         raise Skip("CUDA graphs capture GPU kernel launches; a CPU has no graph to replay")
     if run.compile_mode:
         raise ValueError("cuda_graphs captures the eager step; for compiled graphs use COMPILE_MODE=reduce-overhead")
+    if run.cfg.world.kind:
+        raise Skip("cuda_graphs captures one process's step; under DDP/FSDP the collectives need capturing too")
     run.step = step.CudaGraphStep()

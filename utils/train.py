@@ -9,6 +9,7 @@ one status row saying why, so results.csv shows what did not run as well as what
 import inspect
 import json
 import os
+import signal
 import statistics
 import sys
 import traceback
@@ -18,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from utils import bench, config, data, env, mfu, results
+from utils import bench, config, data, env, mfu, parallel, results
 from utils.model import build_model
-from utils.techniques import Run, Skip
+from utils.techniques import Run, Skip, parallelize
 
 EXIT_ERROR, EXIT_BAD_INPUT, EXIT_OOM, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -60,6 +61,7 @@ def _step_rows(base, phase, tokens_per_step):
             "step_ms": round(ms, 4),
             **{f"{part}_ms": _ms(times[step]) for part, times in phase.parts_ms.items()},
             "tokens_per_s": round(tokens_per_s, 1),
+            "device_tokens_per_s": round(tokens_per_s / base["world_size"], 1),
             "wall_tokens_per_s": wall_tokens_per_s,
             "tflops": round(tflops, 4),
             "mfu": round(tflops / peak, 5) if peak else None,
@@ -93,11 +95,19 @@ def summarize(name, cfg, tokens_per_step, warm, measured):
     )
 
 
-def _report(status, line):
-    """Print the run's one-line outcome; `make all` also collects it through SUMMARY_FILE."""
-    print(line, file=sys.stdout if status in ("ok", "skipped") else sys.stderr, flush=True)
+ONE_PROCESS = parallel.World()
+
+
+def _report(status, line, world=ONE_PROCESS, run_id=None):
+    """Print the run's one-line outcome; `make all` and `make ddp` also collect it through
+    SUMMARY_FILE (under torchrun one file per rank, SUMMARY_FILE.<rank>)."""
+    if world.kind and status not in ("ok", "skipped"):
+        line = f"{line} (rank {world.rank})"
+    if world.rank == 0 or status not in ("ok", "skipped"):
+        print(line, file=sys.stdout if status in ("ok", "skipped") else sys.stderr, flush=True)
     if os.environ.get("SUMMARY_FILE"):
-        Path(os.environ["SUMMARY_FILE"]).write_text(json.dumps({"status": status, "line": line}))
+        path = os.environ["SUMMARY_FILE"] + (f".{world.rank}" if world.kind else "")
+        Path(path).write_text(json.dumps({"status": status, "line": line, "run_id": run_id}))
 
 
 def build_run(cfg, setup):
@@ -109,6 +119,7 @@ def build_run(cfg, setup):
 
     run = Run(cfg, build(), build=build)
     setup(run)
+    parallelize(run)  # under torchrun, if no later stage did already
     return run
 
 
@@ -131,30 +142,45 @@ def main(setup, name=None, argv=None):
         "seq": cfg.seq,
         "data": cfg.data,
         "seed": cfg.seed,
+        "parallel": cfg.world.kind or "none",
+        "world_size": cfg.world.size,
+        "backend": cfg.world.backend,
         **env.capture(cfg.device),
     }
-    print(
+    world = cfg.world
+    if world.kind:
+        # torchrun stops the other ranks with SIGTERM when one fails: leave as interrupted, writing nothing
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if world.rank == 0:
+        print(
         f"{name}: {cfg.model} on {base['device']}, B={cfg.batch} T={cfg.seq}, "
-        f"{cfg.warmup} warm-up + {cfg.steps} measured steps -> {cfg.results_file}",
-        flush=True,
-    )
+            f"{cfg.warmup} warm-up + {cfg.steps} measured steps"
+            + (f" on {world.size} ranks ({world.kind}, {world.backend})" if world.kind else "")
+            + f" -> {cfg.results_file}",
+            flush=True,
+        )
 
     def record_status(status, reason, exit_code):
-        results.append_rows(cfg.results_file, [{**base, "status": status, "reason": reason}])
-        _report(status, f"{name}: {status}: {reason}")
+        # under torchrun rank 0 writes; a failed rank writes nothing: the launcher says which failed
+        if world.rank == 0 and (status == "skipped" or not world.kind):
+            results.append_rows(cfg.results_file, [{**base, "status": status, "reason": reason}])
+        _report(status, f"{name}: {status}: {reason}", world)
+        parallel.stop(world)
         sys.exit(exit_code)
 
     try:
+        parallel.start(world)
         run = build_run(cfg, setup)
         base["n_params"] = run.model.num_params()
         base["flops_per_token"] = run.model.flops_per_token(cfg.seq)
         base.update(run.record(), attention=bench.attention_kernel(run))
         base["peak_tflops"] = mfu.peak_tflops(base["device"], run.dtype, override=cfg.peak_tflops)
         warm, measured = bench.measure(run, data.batches(cfg), cfg.steps, cfg.warmup)
+        warm, measured = parallel.combine(warm, world), parallel.combine(measured, world)
     except Skip as why:
         record_status("skipped", str(why), 0)
     except KeyboardInterrupt:
-        _report("error", f"{name}: interrupted; nothing was written to {cfg.results_file}")
+        _report("error", f"{name}: interrupted; nothing was written to {cfg.results_file}", world)
         sys.exit(EXIT_INTERRUPTED)
     except Exception as err:  # noqa: BLE001 - any failure becomes a status row, then exits non-zero
         if _is_oom(err):
@@ -162,11 +188,15 @@ def main(setup, name=None, argv=None):
         traceback.print_exc()
         record_status("error", f"{type(err).__name__}: {_first_line(err)}", EXIT_ERROR)
 
-    tokens_per_step = cfg.batch * cfg.seq * run.accum
+    parallel.stop(world)
+    tokens_per_step = cfg.batch * cfg.seq * run.accum * world.size  # every rank's tokens
+    if world.rank != 0:
+        _report("ok", f"{name}: ok", world)
+        return
     rows = [*(_step_rows(base, warm, tokens_per_step) if warm else []), *_step_rows(base, measured, tokens_per_step)]
     try:
         results.append_rows(cfg.results_file, rows)
     except results.ResultsFileError as err:
         _report("error", f"{name}: error: {err}")
         sys.exit(EXIT_BAD_INPUT)
-    _report("ok", summarize(name, cfg, tokens_per_step, warm, measured))
+    _report("ok", summarize(name, cfg, tokens_per_step, warm, measured), world, base["run_id"])

@@ -1,0 +1,94 @@
+"""Data parallel training under torchrun: DDP or FSDP2 (`fully_shard`), as torchtitan does it.
+
+`make ddp` / `make fsdp` (utils/launch.py) start the technique's script under torchrun with
+PARALLEL=ddp|fsdp; torchrun sets RANK, LOCAL_RANK and WORLD_SIZE. Every rank builds the same
+seeded model and draws the same global batch of WORLD_SIZE x BATCH sequences, keeping its own
+slice, so a run at world size N sees exactly the sequences a single process at BATCH x N
+would: their losses can be compared step by step. NCCL on GPUs, gloo on CPUs.
+
+Order (techniques.py's "parallel" stage, applied between memory and optimizer): checkpointing
+wraps the blocks first, then DDP wraps the model, or FSDP2 shards each block and then the
+root; the optimizer is built over the (sharded) parameters after; compile traces the
+parallel model last.
+"""
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+KINDS = ("ddp", "fsdp")
+
+
+@dataclass(frozen=True)
+class World:
+    kind: str = ""  # "", ddp or fsdp
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+
+    @property
+    def backend(self):
+        return "" if not self.kind else ("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def world_from_env():
+    kind = os.environ.get("PARALLEL", "")
+    if not kind:
+        return World()
+    return World(kind, int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
+
+
+def start(world):
+    """Join the process group (a no-op for a single process); returns the device to train on."""
+    if not world.kind:
+        return None
+    if world.backend == "nccl":
+        torch.cuda.set_device(world.local_rank)
+    dist.init_process_group(world.backend)
+    return f"cuda:{world.local_rank}" if world.backend == "nccl" else "cpu"
+
+
+def stop(world):
+    if world.kind and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(run):
+    """Wrap or shard run.model for data parallel training (techniques.py's parallel stage)."""
+    world = run.cfg.world
+    if world.kind == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [world.local_rank] if world.backend == "nccl" else None
+        run.train_model = DistributedDataParallel(run.model, device_ids=device_ids)
+    elif world.kind == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in run.model.blocks:  # one all-gather per block: only one block's weights whole at a time
+            fully_shard(block)
+        fully_shard(run.model)
+        if world.backend == "gloo":
+            # gloo's reduce-scatter has summed where FSDP2 asked it to average in some torch
+            # versions (pytorch/pytorch#162338; torch 2.13's gloo averages correctly): ask for
+            # sums and let FSDP2 divide, whatever torch this is. make fsdp's loss check guards it
+            run.model.set_force_sum_reduction_for_comms(True)
+
+
+def combine(phase, world):
+    """The slowest rank's time per step, the mean loss and the largest peaks across ranks."""
+    if not world.kind or phase is None:
+        return phase
+    every = [None] * world.size
+    dist.all_gather_object(every, phase)  # note: after the timed steps, so outside every figure
+    # each step: the slowest rank's time and parts (the others waited for it in the all-reduce)
+    slowest = [max(range(world.size), key=lambda r, i=i: every[r].step_ms[i]) for i in range(len(phase.step_ms))]
+    phase.step_ms = [every[r].step_ms[i] for i, r in enumerate(slowest)]
+    phase.parts_ms = {part: [every[r].parts_ms[part][i] for i, r in enumerate(slowest)] for part in phase.parts_ms}
+    phase.loss = [sum(losses) / world.size for losses in zip(*(p.loss for p in every))]
+    phase.wall_ms = max(p.wall_ms for p in every)
+    for name in ("peak_alloc_mib", "peak_reserved_mib", "peak_rss_mib"):
+        values = [getattr(p, name) for p in every if getattr(p, name) is not None]
+        setattr(phase, name, max(values) if values else None)
+    return phase
