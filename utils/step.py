@@ -12,9 +12,10 @@ import torch
 PARTS = ("forward", "backward", "optimizer")
 
 
-def autocast(run):
+def autocast(run, cache_enabled=True):
     dtype = run.autocast_dtype
-    return torch.autocast(run.cfg.device, dtype=dtype or torch.float32, enabled=dtype is not None)
+    on = dtype is not None
+    return torch.autocast(run.cfg.device, dtype=dtype or torch.float32, enabled=on, cache_enabled=cache_enabled)
 
 
 def _scale(scaler):
@@ -98,7 +99,8 @@ class CudaGraphStep:
             run.optimizer.zero_grad(set_to_none=True)
             total = 0.0
             for x, y in self.inputs:
-                with autocast(run):
+                # autocast's cast cache must be off while capturing (CUDA graphs docs)
+                with autocast(run, cache_enabled=False):
                     _, loss = run.train_model(x, y)
                     loss = loss / run.accum
                 loss.backward()
