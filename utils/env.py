@@ -52,3 +52,14 @@ def capture(device):
         "git_sha": git_sha(),
         "host": socket.gethostname() or os.uname().nodename,
     }
+
+
+if __name__ == "__main__":  # python -m utils.env: the device name the rows will carry (make session)
+    import sys
+
+    from utils import config
+
+    try:
+        print(capture(config.load("session", argv=[], check_results=False).device)["device"])
+    except config.ConfigError as err:
+        sys.exit(f"session: error: {err}")

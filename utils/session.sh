@@ -8,7 +8,8 @@
 # next still runs. Settings (STEPS, REPEATS, TECHNIQUES, ...) come from make as usual.
 set -uo pipefail
 : "${PYTHON:?}"
-device=$($PYTHON -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')")
+# the device as results.csv names it (GPU name, or CPU model and threads): figures are per machine
+device=$($PYTHON -m utils.env) || exit 2
 slug=$(echo "$device" | tr 'A-Z' 'a-z' | sed -E 's/[^a-z0-9]+/_/g; s/^_|_$//g')
 out=${SESSION_DIR:-docs/results/$slug}
 mkdir -p "$out"
