@@ -62,4 +62,5 @@ if __name__ == "__main__":  # python -m utils.env: the device name the rows will
     try:
         print(capture(config.load("session", argv=[], check_results=False).device)["device"])
     except config.ConfigError as err:
-        sys.exit(f"session: error: {err}")
+        print(f"session: error: {err}", file=sys.stderr)
+        sys.exit(2)
