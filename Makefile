@@ -6,6 +6,9 @@ TECHNIQUES ?= baseline tf32 bf16 compile flash fused 8bit lion checkpointing sta
 # run settings, read by every script (empty or auto: decided by the device / model preset)
 STEPS ?= 50
 REPEATS ?= 1
+PRECISION ?=
+MAX_REPEATS ?= 10
+TIME_BUDGET_MIN ?= 30
 WARMUP ?= auto
 MODEL ?= auto
 BATCH ?= auto
@@ -24,7 +27,7 @@ A ?= sgd
 B ?= adam
 TECHNIQUE ?= baseline
 PEAK_TFLOPS ?= table
-export STEPS REPEATS WARMUP MODEL BATCH SEQ DEVICE DATA SEED LR RESULTS_FILE PEAK_TFLOPS
+export STEPS REPEATS PRECISION MAX_REPEATS TIME_BUDGET_MIN WARMUP MODEL BATCH SEQ DEVICE DATA SEED LR RESULTS_FILE PEAK_TFLOPS
 
 # PYTHON unset: bootstrap .venv from requirements.txt once, reuse it after.
 # PYTHON=python3: use that interpreter's packages as they are (e.g. a GPU box's torch).
@@ -45,11 +48,12 @@ $(VENV)/.installed: requirements.txt
 all: $(SETUP)
 	@$(PYTHON) -m utils.run_all $(TECHNIQUES)
 
-# one run: the script itself; REPEATS=N: N runs through run_all
+# one run: the script itself; REPEATS=N or PRECISION=p: the runs through run_all
 $(TECHNIQUES): $(SETUP)
-	@$(if $(filter-out 1,$(REPEATS)),$(PYTHON) -m utils.run_all $@,$(PYTHON) scripts/$@.py)
+	@$(if $(filter-out 1,$(REPEATS))$(PRECISION),$(PYTHON) -m utils.run_all $@,$(PYTHON) scripts/$@.py)
 
-PLOT_FILES = $(PLOTS_DIR)/*.png $(PLOTS_DIR)/*profile_*.txt $(PLOTS_DIR)/*profile_*.csv
+# an empty PLOTS_DIR would make these /*.png: stop before any recipe line runs
+PLOT_FILES = $(foreach f,*.png *profile_*.txt *profile_*.csv,"$(or $(PLOTS_DIR),$(error PLOTS_DIR is empty: give a folder))"/$(f))
 PLOTS_ARGS = --results "$(RESULTS_FILE)" --out "$(PLOTS_DIR)" --prefix "$(PLOTSPREFIX)" --device-filter "$(DEVICE_FILTER)"
 
 plots: $(SETUP)
@@ -68,12 +72,10 @@ profile: $(SETUP)
 init_results: $(SETUP)
 	@$(PYTHON) -m utils.results init "$(RESULTS_FILE)"
 
-# keep a timestamped copy of the results before removing them and the plots
+# keep a timestamped copy of the results (refused for a file not of this suite) before removing
+# them and the plots; utils.results needs no packages, so without PYTHON any python3 does
 reset:
-	@if [ -f "$(RESULTS_FILE)" ]; then \
-		backup="$(RESULTS_FILE).$$(date -u +%Y%m%dT%H%M%SZ).bak"; \
-		mv "$(RESULTS_FILE)" "$$backup" && echo "reset: $(RESULTS_FILE) moved to $$backup"; \
-	fi
+	@$(if $(SETUP),python3,$(PYTHON)) -m utils.results reset "$(RESULTS_FILE)"
 	@rm -f $(PLOT_FILES) && echo "reset: removed the plots and profiles in $(PLOTS_DIR)/"
 
 # generated files only: results.csv (your data) and .venv are kept
@@ -104,6 +106,9 @@ help:
 	@echo "variables (default):"
 	@echo "  STEPS=50            measured steps per technique"
 	@echo "  REPEATS=1           runs per technique, each a fresh process, interleaved A B C A B C"
+	@echo "  PRECISION=          e.g. 0.02: add interleaved rounds until each speedup CI is within +-2%"
+	@echo "  MAX_REPEATS=10      PRECISION: at most this many runs per technique"
+	@echo "  TIME_BUDGET_MIN=30  PRECISION: start no round that would end past this many minutes"
 	@echo "  WARMUP=auto         warm-up steps, timed apart: 10 on CUDA, 3 on CPU"
 	@echo "  MODEL=auto          gpt2 on CUDA, tiny on CPU; or small, gpt2-medium, gpt2-large, gpt2-xl"
 	@echo "  BATCH=auto          sequences per step (auto: the preset's: gpt2 16, tiny 4)"

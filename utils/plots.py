@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, ScalarFormatter  # noqa: E402
 
-from utils import results, stats  # noqa: E402
+from utils import checks, results, stats  # noqa: E402
 from utils.stats import BASELINE, measured  # noqa: E402
 
 
@@ -126,11 +126,11 @@ def plot_bootstrap(df, path):
 
 
 def plot_time_difference(df, a, b, path):
-    """Histogram of step time a - b, paired by (repeat, step): seed 000's SGD - Adam plot."""
+    """Histogram of step time a - b, paired by (run, step): seed 000's SGD - Adam plot."""
     diffs = stats.time_differences(df, a, b)
     if not len(diffs):
         raise results.ResultsFileError(f"no measured steps of both {a} and {b} in this configuration: run make {a} {b}")
-    low, high = stats.interval(stats.bootstrap([group.to_numpy() for _, group in diffs.groupby(level="repeat")]))
+    low, high = stats.interval(stats.bootstrap([group.to_numpy() for _, group in diffs.groupby(level="run")]))
     fig, ax = plt.subplots(figsize=(9, 5))
     ax.hist(diffs, bins=40, color="#457b9d")
     ax.axvline(0, color="black", linewidth=1)
@@ -179,6 +179,8 @@ def main(argv=None):
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), help="time-difference histogram of A - B")
     args = parser.parse_args(argv)
     try:
+        checks.output_dir("PLOTS_DIR", args.out)
+        checks.file_prefix("PLOTSPREFIX", args.prefix)
         df, notes = select(args.results, args.device_filter)
         if args.compare:
             a, b = args.compare
@@ -190,9 +192,9 @@ def main(argv=None):
         else:
             paths, more = plots_for(df, args.out, args.prefix)
             notes += more
-    except results.ResultsFileError as err:
+    except checks.BadInput as err:
         print(f"plots: error: {err}", file=sys.stderr)
-        return 2
+        return checks.EXIT_BAD_INPUT
     for line in [*notes, *(f"wrote {p}" for p in paths)]:
         print(f"plots: {line}")
     return 0

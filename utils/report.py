@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import plots, results, stats
+from utils import checks, plots, results, stats
 
 GIB = 1024  # MiB per GiB
 
@@ -154,19 +154,16 @@ def main(argv=None):
     parser.add_argument("--budget-gb", default="")
     parser.add_argument("--peak-tflops", default="table")
     args = parser.parse_args(argv)
-    try:
-        budget = float(args.budget_gb) if args.budget_gb else None
-        peak = None if args.peak_tflops == "table" else float(args.peak_tflops)
-        if (budget is not None and budget <= 0) or (peak is not None and peak <= 0):
-            raise ValueError
-    except ValueError:
-        print(f"report: error: BUDGET_GB and PEAK_TFLOPS must be positive numbers, got {args.budget_gb!r} and {args.peak_tflops!r}", file=sys.stderr)
-        return 2
-    try:
+    try:  # every setting first, so a bad one stops before any plot is drawn
+        budget = checks.optional(checks.number, "BUDGET_GB", args.budget_gb)
+        peak = None if args.peak_tflops == "table" else checks.number("PEAK_TFLOPS", args.peak_tflops)
+        checks.output_file("REPORT", args.out)
+        checks.output_dir("PLOTS_DIR", args.plots_dir)
+        checks.file_prefix("PLOTSPREFIX", args.prefix)
         text = build(args.results, args.out, args.plots_dir, args.prefix, args.device_filter, budget, peak)
-    except results.ResultsFileError as err:
+    except checks.BadInput as err:
         print(f"report: error: {err}", file=sys.stderr)
-        return 2
+        return checks.EXIT_BAD_INPUT
     print("\n".join(line for line in text.splitlines() if not line.startswith("![")))
     print(f"\nreport: wrote {args.out}")
     return 0

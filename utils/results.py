@@ -10,7 +10,10 @@ import fcntl
 import io
 import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
+
+from utils import checks
 
 # column -> what it holds (README's column reference is checked against this by a test)
 COLUMNS = {
@@ -57,9 +60,12 @@ COLUMNS = {
 }
 HEADER = ",".join(COLUMNS) + "\n"
 STATUSES = ("ok", "skipped", "oom", "error")
+NUMERIC = ("repeat", "step", "step_ms", "forward_ms", "backward_ms", "optimizer_ms", "tokens_per_s", "tflops", "mfu", "loss",
+           "peak_alloc_mib", "peak_reserved_mib", "peak_rss_mib", "n_params", "flops_per_token", "peak_tflops", "batch", "seq", "lr", "seed")
+BOOLEAN = ("fused", "compiled", "checkpointing")
 
 
-class ResultsFileError(ValueError):
+class ResultsFileError(checks.BadInput):
     """A results file we must not append to or cannot read."""
 
 
@@ -95,11 +101,9 @@ def _check_content(path, data, appending):
 
 def check_appendable(path):
     """Refuse, before any work is done, a file that append_rows would refuse."""
-    path = Path(path)
+    path = checks.output_file("RESULTS_FILE", path)
     if path.exists():
         _check_content(path, path.read_bytes(), appending=True)
-    elif not path.parent.is_dir():
-        raise ResultsFileError(f"RESULTS_FILE={path}: folder {path.parent} does not exist")
 
 
 def format_rows(rows):
@@ -136,19 +140,61 @@ def init(path):
 
 def read(path):
     """The results as a DataFrame with every current column (blank where an older file
-    lacks one), after the same checks as an append."""
+    lacks one) and numbers as numbers, after the same checks as an append."""
     import pandas as pd  # imported here: the training scripts never need pandas
 
     path = Path(path)
     if not path.exists():
         raise ResultsFileError(f"{path} does not exist yet: run a technique first (make baseline)")
-    _check_content(path, path.read_bytes(), appending=False)
-    return pd.read_csv(path, keep_default_na=False, na_values=[""]).reindex(columns=list(COLUMNS))
+    checks.input_file("RESULTS_FILE", path)
+    data = path.read_bytes()
+    if not data:
+        raise ResultsFileError(f"{path} is empty: run a technique first (make baseline)")
+    _check_content(path, data, appending=False)
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""]).reindex(columns=list(COLUMNS))
+    for column in NUMERIC:
+        numbers = pd.to_numeric(df[column], errors="coerce")
+        _refuse_first(path, df, column, df[column].notna() & numbers.isna() & ~df[column].astype(str).str.lower().eq("nan"), "is not a number")
+        df[column] = numbers
+    for column in BOOLEAN:
+        df[column] = df[column].map({"True": True, "False": False})
+    _refuse_first(path, df, "status", df["status"].notna() & ~df["status"].isin(STATUSES), f"is not one of {', '.join(STATUSES)}")
+    return df
 
 
-if __name__ == "__main__":  # make init_results: python -m utils.results init PATH
+def _refuse_first(path, df, column, bad, problem):
+    if bad.any():
+        index = bad.to_numpy().nonzero()[0][0]
+        raise ResultsFileError(f"{path} is corrupted at line {index + 2}: {column} {df[column].iloc[index]!r} {problem}; "
+                               "it was left unchanged: repair or move it aside")
+
+
+def reset(path):
+    """Move the file to PATH.<utc time>.bak (make reset); return the backup's path, or None
+    where there was no file. A file that is not this suite's is left where it is."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    with checks.input_file("RESULTS_FILE", path).open("rb") as f:
+        header = f.readline().decode("utf-8", "replace").rstrip("\n").split(",")
+    if header != [""] and not set(header) <= set(COLUMNS):  # ours, older, cut short or empty: moved
+        raise ResultsFileError(f"{path} is not a results file of this suite (its header is {','.join(header)[:60]!r}); it was left unchanged")
+    backup = path.with_name(f"{path.name}.{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.bak")
+    if backup.exists():
+        raise ResultsFileError(f"{backup} exists already; {path} was left unchanged: try again in a second")
+    path.rename(backup)
+    return backup
+
+
+if __name__ == "__main__":  # make init_results / make reset: python -m utils.results init|reset PATH
+    command, target = sys.argv[1:3]
     try:
-        init(sys.argv[2])
-    except ResultsFileError as err:
-        sys.exit(f"init_results: error: {err}")
-    print(f"init_results: {sys.argv[2]} is ready")
+        if command == "init":
+            init(target)
+            print(f"init_results: {target} is ready")
+        else:
+            moved = reset(target)
+            print(f"reset: {target} moved to {moved}" if moved else f"reset: no {target} to back up")
+    except checks.BadInput as err:
+        print(f"{'init_results' if command == 'init' else 'reset'}: error: {err}", file=sys.stderr)
+        sys.exit(checks.EXIT_BAD_INPUT)
