@@ -66,3 +66,17 @@ def test_time_difference_pairs_steps_and_has_a_ci(results_file, tmp_path):
     assert stats.time_differences(df, "sgd", "adam").tolist() == [-2.0] * 30
     assert mean == pytest.approx(-2.0) and low == pytest.approx(-2.0) and high == pytest.approx(-2.0)
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_speedup_bars_hatch_single_runs_and_show_the_noise_floor(results_file, monkeypatch):
+    # baseline and adamw with three runs each, `fast` with one: only its bar is hatched
+    rows = [row for r in range(3) for name in ("baseline", "adamw") for row in rows_of(name, 20.0 + r, run_id=f"{name}{r}")]
+    results.append_rows(results_file, rows + rows_of("fast", 10.0))
+    df, _ = plots.select(results_file)
+    summary = stats.summary(df)
+    monkeypatch.setattr(plots, "_save", lambda fig, path: fig)  # keep the figure to look at
+    ax = plots.plot_speedups(summary, df, "unused.png").axes[0]
+    bars = dict(zip(summary.index, ax.patches))
+    assert bars["fast"].get_hatch() == "//" and not bars["baseline"].get_hatch() and not bars["adamw"].get_hatch()
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert any(line.startswith("noise floor: adamw") for line in legend) and any(line.startswith("one run") for line in legend)

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, ScalarFormatter  # noqa: E402
 
 from utils import checks, results, stats  # noqa: E402
@@ -84,21 +85,36 @@ def plot_heatmap(table, df, path):
     return _save(fig, path)
 
 
+COLORS = {"faster": "#2a9d8f", "slower": "#e76f51"}  # any other verdict: grey, nothing shown
+
+
 def plot_speedups(summary, df, path):
-    """Bars of the speedup with 95% bootstrap CI whiskers; techniques that did not run listed."""
-    ran = summary[summary["speedup"].notna()] if "speedup" in summary else summary.iloc[:0]
+    """Bars of the speedup with 95% bootstrap CI whiskers, hatched where a CI rests on one
+    run; the noise floor as a band; techniques that did not run listed with the reason."""
+    ran = summary[summary["speedup"].notna()]
     not_run = summary.drop(index=ran.index)
     labels = list(ran.index) + list(not_run.index)
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(labels) + 2))
-    colors = ["gray" if v in ("baseline", "no detectable difference") else "#2a9d8f" if v == "faster" else "#e76f51" for v in ran["verdict"]]
+    one_run = (ran["one_run"] == True).tolist()  # noqa: E712 - blank is not True
     errors = [ran["speedup"] - ran["speedup_lo"], ran["speedup_hi"] - ran["speedup"]]
-    ax.barh(range(len(ran)), ran["speedup"], xerr=errors, color=colors, capsize=3)
+    ax.barh(range(len(ran)), ran["speedup"], xerr=errors, color=[COLORS.get(v, "gray") for v in ran["verdict"]], capsize=3,
+            hatch=["//" if one else "" for one in one_run], edgecolor="white")
     for i, (_, row) in enumerate(ran.iterrows()):
-        note = "" if row["verdict"] in ("faster", "slower", "baseline") else "  (no detectable difference)"
+        note = "" if row["verdict"] in ("faster", "slower", "baseline") else f"  ({row['verdict']})"
+        note += "  (one run)" if one_run[i] and row["verdict"] in ("faster", "slower") else ""
         ax.text(row["speedup_hi"], i, f" {row['speedup']:.2f}× [{row['speedup_lo']:.2f}, {row['speedup_hi']:.2f}]{note}", va="center", fontsize=9)
     for i, (_, row) in enumerate(not_run.iterrows(), start=len(ran)):
         ax.text(0.02, i, textwrap.shorten(f"{row['status']}: {row['reason']}", width=110), va="center", fontsize=8, color="dimgray")
     ax.axvline(1.0, color="black", linewidth=1)
+    legend = []
+    floor = stats.aa_floor(summary)
+    if floor:
+        legend.append(ax.axvspan(1 - floor[0], 1 + floor[0], color="gold", alpha=0.3,
+                                 label=f"noise floor: {stats.AA_CHECK} (A/A) off by {floor[0]:.1%}; within it: not shown"))
+    if any(one_run):
+        legend.append(Patch(facecolor="gray", hatch="//", edgecolor="white", label="one run: CI of step-to-step noise only"))
+    if legend:
+        ax.legend(handles=legend, loc="lower right", fontsize=8)
     ax.set_yticks(range(len(labels)), labels)
     ax.set_ylim(len(labels) - 0.4, -0.6)  # top to bottom, as in the report
     ax.set_xlim(0, max(1.0, ran["speedup_hi"].max() if len(ran) else 1.0) * 1.45)
