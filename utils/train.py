@@ -73,11 +73,12 @@ def summarize(name, cfg, warm, measured):
     )
 
 
-def _report(status, line):
-    """Print the run's one-line outcome; `make all` also collects it through SUMMARY_FILE."""
+def _report(status, line, run_id=None):
+    """Print the run's one-line outcome; `make all` also collects it, and the run_id of the
+    rows written (None: none were), through SUMMARY_FILE."""
     print(line, file=sys.stdout if status in ("ok", "skipped") else sys.stderr, flush=True)
     if os.environ.get("SUMMARY_FILE"):
-        Path(os.environ["SUMMARY_FILE"]).write_text(json.dumps({"status": status, "line": line}))
+        Path(os.environ["SUMMARY_FILE"]).write_text(json.dumps({"status": status, "line": line, "run_id": run_id}))
 
 
 def build_run(cfg, setup):
@@ -113,7 +114,7 @@ def main(setup, name=None, argv=None):
 
     def record_status(status, reason, exit_code):
         results.append_rows(cfg.results_file, [{**base, "status": status, "reason": reason}])
-        _report(status, f"{name}: {status}: {reason}")
+        _report(status, f"{name}: {status}: {reason}", base["run_id"])
         sys.exit(exit_code)
 
     try:
@@ -142,4 +143,4 @@ def main(setup, name=None, argv=None):
     except results.ResultsFileError as err:
         _report("error", f"{name}: error: {err}")
         sys.exit(EXIT_BAD_INPUT)
-    _report("ok", summarize(name, cfg, warm, measured))
+    _report("ok", summarize(name, cfg, warm, measured), base["run_id"])
