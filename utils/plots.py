@@ -178,12 +178,17 @@ def plots_for(df, out_dir, prefix=""):
 
 
 def select(results_file, device_filter=""):
-    """The newest configuration's rows (matching device_filter), and a note on the others."""
+    """The newest configuration's rows (matching device_filter) that has measured steps, and a
+    note on the others."""
     configs = stats.configurations(results.read(results_file), device_filter)
+    matching = f" on a device matching {device_filter!r}" if device_filter else ""
     if not configs:
-        raise results.ResultsFileError(f"{results_file} has no runs" + (f" on a device matching {device_filter!r}" if device_filter else ""))
+        raise results.ResultsFileError(f"{results_file} has no runs{matching}")
+    ran = [(name, rows) for name, rows in configs if len(measured(rows))]
+    if not ran:
+        raise results.ResultsFileError(f"{results_file} has no successful measured steps{matching}: every run was skipped or failed")
     others = len(configs) - 1
-    return configs[0][1], [f"plotting {configs[0][0]}; {others} other configuration(s) in the file are not mixed in"] if others else []
+    return ran[0][1], [f"plotting {ran[0][0]}; {others} other configuration(s) in the file are not mixed in"] if others else []
 
 
 def main(argv=None):

@@ -145,7 +145,7 @@ def read(path):
 
     path = Path(path)
     if not path.exists():
-        raise ResultsFileError(f"{path} does not exist yet: run a technique first (make baseline)")
+        raise ResultsFileError(f"RESULTS_FILE={path} does not exist yet: run a technique first (make baseline)")
     checks.input_file("RESULTS_FILE", path)
     data = path.read_bytes()
     if not data:
@@ -186,8 +186,9 @@ def reset(path):
     return backup
 
 
-if __name__ == "__main__":  # make init_results / make reset: python -m utils.results init|reset PATH
-    command, target = sys.argv[1:3]
+def main(argv=None):
+    """make init_results / make reset: python -m utils.results init|reset PATH"""
+    command, target = argv or sys.argv[1:3]
     try:
         if command == "init":
             init(target)
@@ -197,4 +198,9 @@ if __name__ == "__main__":  # make init_results / make reset: python -m utils.re
             print(f"reset: {target} moved to {moved}" if moved else f"reset: no {target} to back up")
     except checks.BadInput as err:
         print(f"{'init_results' if command == 'init' else 'reset'}: error: {err}", file=sys.stderr)
-        sys.exit(checks.EXIT_BAD_INPUT)
+        return checks.EXIT_BAD_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
