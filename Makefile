@@ -27,7 +27,8 @@ A ?= sgd
 B ?= adam
 TECHNIQUE ?= baseline
 PEAK_TFLOPS ?= table
-export STEPS REPEATS PRECISION MAX_REPEATS TIME_BUDGET_MIN WARMUP MODEL BATCH SEQ DEVICE DATA SEED LR RESULTS_FILE PEAK_TFLOPS
+export STEPS REPEATS WARMUP MODEL BATCH SEQ DEVICE DATA SEED LR RESULTS_FILE PEAK_TFLOPS
+export PRECISION MAX_REPEATS TIME_BUDGET_MIN
 
 # PYTHON unset: bootstrap .venv from requirements.txt once, reuse it after.
 # PYTHON=python3: use that interpreter's packages as they are (e.g. a GPU box's torch).
@@ -53,7 +54,8 @@ $(TECHNIQUES): $(SETUP)
 	@$(if $(filter-out 1,$(REPEATS))$(PRECISION),$(PYTHON) -m utils.run_all $@,$(PYTHON) scripts/$@.py)
 
 # an empty PLOTS_DIR would make these /*.png: stop before any recipe line runs
-PLOT_FILES = $(foreach f,*.png *profile_*.txt *profile_*.csv,"$(or $(PLOTS_DIR),$(error PLOTS_DIR is empty: give a folder))"/$(f))
+PLOTS_DIR_CHECKED = $(or $(PLOTS_DIR),$(error PLOTS_DIR is empty: give a folder))
+PLOT_FILES = $(foreach f,*.png *profile_*.txt *profile_*.csv,"$(PLOTS_DIR_CHECKED)"/$(f))
 PLOTS_ARGS = --results "$(RESULTS_FILE)" --out "$(PLOTS_DIR)" --prefix "$(PLOTSPREFIX)" --device-filter "$(DEVICE_FILTER)"
 
 plots: $(SETUP)

@@ -1,4 +1,5 @@
 """The measuring loop times what it claims: warm-up apart, delays seen, rows well-formed."""
+
 import statistics
 import time
 

@@ -1,4 +1,5 @@
 """make report: the table's numbers, its bolding, its recommendations, several devices."""
+
 import pytest
 
 from conftest import run_make
@@ -17,7 +18,11 @@ def noisy(mean, seed):
 
 def repeated(technique, mean, seed, runs=3, **extra):
     """Rows of `runs` runs of one technique, each its own process (run_id) and repeat."""
-    return [row for r in range(runs) for row in rows_of(technique, noisy(mean, 100 * seed + r), run_id=f"{technique}-{r}", repeat=r, **extra)]
+    return [
+        row
+        for r in range(runs)
+        for row in rows_of(technique, noisy(mean, 100 * seed + r), run_id=f"{technique}-{r}", repeat=r, **extra)
+    ]
 
 
 @pytest.fixture
@@ -70,7 +75,10 @@ def test_warmup_time_is_its_own_column(synthetic, tmp_path):
 
 def test_several_devices_get_a_section_each_or_one_by_filter(synthetic, tmp_path):
     other = {"device": "NVIDIA H100 80GB HBM3", "timestamp_utc": "2026-11-24T00:00:00+00:00"}
-    results.append_rows(synthetic, [{**row, **other} for row in rows_of("baseline", 5.0, run_id="h1") + rows_of("fast", 2.5, run_id="h2")])
+    results.append_rows(
+        synthetic,
+        [{**row, **other} for row in rows_of("baseline", 5.0, run_id="h1") + rows_of("fast", 2.5, run_id="h2")],
+    )
     text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots")
     assert text.count("\n## ") == 2 and text.index("NVIDIA H100") < text.index("Test GPU")
     assert (tmp_path / "plots" / "nvidia_h100_80gb_hbm3_tiny_b_4_t_128_coinflip_speedup_bars.png").exists()
@@ -79,7 +87,9 @@ def test_several_devices_get_a_section_each_or_one_by_filter(synthetic, tmp_path
 
 
 def test_make_report_prints_the_table(synthetic, tmp_path):
-    proc = run_make("report", f"REPORT={tmp_path / 'R.md'}", f"PLOTS_DIR={tmp_path}", "BUDGET_GB=abc", results_file=synthetic)
+    proc = run_make(
+        "report", f"REPORT={tmp_path / 'R.md'}", f"PLOTS_DIR={tmp_path}", "BUDGET_GB=abc", results_file=synthetic
+    )
     assert proc.returncode == 2 and "BUDGET_GB" in proc.stderr
     proc = run_make("report", f"REPORT={tmp_path / 'R.md'}", f"PLOTS_DIR={tmp_path}", results_file=synthetic)
     assert proc.returncode == 0, proc.stderr
@@ -87,7 +97,9 @@ def test_make_report_prints_the_table(synthetic, tmp_path):
 
 
 def test_a_single_run_is_flagged_and_never_called_faster(results_file, tmp_path):
-    results.append_rows(results_file, rows_of("baseline", noisy(20.0, 1)) + repeated("fast", 10.0, 2) + rows_of("slow", noisy(40.0, 3)))
+    results.append_rows(
+        results_file, rows_of("baseline", noisy(20.0, 1)) + repeated("fast", 10.0, 2) + rows_of("slow", noisy(40.0, 3))
+    )
     text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots")
     fast, slow = _row_of(text, "fast"), _row_of(text, "slow")
     assert fast.split("|")[2].strip() == "3†"  # its own CI spans runs, its speedup leans on one baseline run
@@ -101,7 +113,12 @@ def test_a_single_run_is_flagged_and_never_called_faster(results_file, tmp_path)
 
 def test_speedups_within_the_noise_floor_are_not_shown(results_file, tmp_path):
     # adamw, identical to the baseline, lands 10% off: a 6% speedup with a CI clear of 1.0 is within that floor
-    rows = repeated("baseline", 20.0, 1) + repeated("adamw", 22.0, 2) + repeated("small", 18.8, 3) + repeated("big", 10.0, 4)
+    rows = (
+        repeated("baseline", 20.0, 1)
+        + repeated("adamw", 22.0, 2)
+        + repeated("small", 18.8, 3)
+        + repeated("big", 10.0, 4)
+    )
     results.append_rows(results_file, rows)
     summary = stats.summary(results.read(results_file))
     floor, _, _ = stats.aa_floor(summary)

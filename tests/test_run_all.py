@@ -1,4 +1,5 @@
 """make all with PRECISION: the stopping rule on synthetic data, and the rounds it runs."""
+
 import numpy as np
 import pytest
 
@@ -6,8 +7,15 @@ from conftest import run_make
 from test_plots import rows_of
 from utils import results, run_all, stats
 
-RULE = {"precision": 0.02, "min_runs": stats.MIN_RUNS, "rounds": stats.MIN_RUNS, "max_rounds": 10, "elapsed_s": 60.0,
-        "round_s": 10.0, "budget_s": 1800.0}
+RULE = {
+    "precision": 0.02,
+    "min_runs": stats.MIN_RUNS,
+    "rounds": stats.MIN_RUNS,
+    "max_rounds": 10,
+    "elapsed_s": 60.0,
+    "round_s": 10.0,
+    "budget_s": 1800.0,
+}
 
 
 def _runs(technique, mean, runs, spread, seed):
@@ -16,7 +24,12 @@ def _runs(technique, mean, runs, spread, seed):
     rows = []
     for r in range(runs):
         run_mean = mean * (1 + spread * rng.standard_normal())
-        rows += rows_of(technique, [float(v) for v in run_mean * (1 + 0.01 * rng.standard_normal(30))], run_id=f"{technique}-{r}", repeat=r)
+        rows += rows_of(
+            technique,
+            [float(v) for v in run_mean * (1 + 0.01 * rng.standard_normal(30))],
+            run_id=f"{technique}-{r}",
+            repeat=r,
+        )
     return rows
 
 
@@ -26,11 +39,17 @@ def _progress(results_file, rows):
 
 
 def test_it_stops_when_every_ci_is_narrow_and_a_skipped_technique_does_not_block(results_file):
-    rows = _runs("baseline", 20.0, 3, 0.001, 1) + _runs("fast", 10.0, 3, 0.001, 2) + rows_of("tf32", 0, status="skipped", reason="CUDA only")
+    rows = (
+        _runs("baseline", 20.0, 3, 0.001, 1)
+        + _runs("fast", 10.0, 3, 0.001, 2)
+        + rows_of("tf32", 0, status="skipped", reason="CUDA only")
+    )
     progress = _progress(results_file, rows)
     assert list(progress.index) == ["baseline", "fast"] and (progress["width"] < RULE["precision"]).all()
     stop, why, resolved, unresolved = stats.adaptive_stop(progress, **RULE)
-    assert stop and "every technique's CI is within ±2.0%" in why and resolved == ["baseline", "fast"] and unresolved == []
+    assert (
+        stop and "every technique's CI is within ±2.0%" in why and resolved == ["baseline", "fast"] and unresolved == []
+    )
 
 
 def test_noisy_runs_go_on_until_max_repeats_or_the_time_budget(results_file):
@@ -39,7 +58,9 @@ def test_noisy_runs_go_on_until_max_repeats_or_the_time_budget(results_file):
     assert stats.adaptive_stop(progress, **RULE) == (False, "", [], ["baseline", "fast"])
     stop, why, _, unresolved = stats.adaptive_stop(progress, **{**RULE, "rounds": 10})
     assert stop and why == "MAX_REPEATS=10 runs per technique reached" and unresolved == ["baseline", "fast"]
-    stop, why, _, _ = stats.adaptive_stop(progress, **{**RULE, "elapsed_s": 1795.0})  # the next 10 s round would overrun
+    stop, why, _, _ = stats.adaptive_stop(
+        progress, **{**RULE, "elapsed_s": 1795.0}
+    )  # the next 10 s round would overrun
     assert stop and why.startswith("TIME_BUDGET_MIN=30: another round")
 
 
@@ -60,20 +81,32 @@ def test_without_a_baseline_each_technique_is_judged_by_its_own_mean(results_fil
 def test_only_the_runs_of_this_invocation_count(results_file):
     # ten narrow runs from an earlier session are in the file; this session has one run each
     rows = _runs("baseline", 20.0, 10, 0.001, 8) + _runs("fast", 10.0, 10, 0.001, 9)
-    this_session = [{**row, "run_id": f"new-{row['technique']}"} for row in _runs("baseline", 20.0, 1, 0.1, 10) + _runs("fast", 10.0, 1, 0.1, 11)]
+    this_session = [
+        {**row, "run_id": f"new-{row['technique']}"}
+        for row in _runs("baseline", 20.0, 1, 0.1, 10) + _runs("fast", 10.0, 1, 0.1, 11)
+    ]
     results.append_rows(results_file, rows + this_session)
     stop, _, _, unresolved, progress = run_all.judge(results_file, ["new-baseline", "new-fast"], **RULE)
     assert not stop and unresolved == ["baseline", "fast"] and progress["runs"].tolist() == [1, 1]
 
 
 def test_make_all_with_precision_stops_by_itself_and_says_why(results_file):
-    proc = run_make("all", "TECHNIQUES=baseline tf32 adamw", "PRECISION=0.5", "MAX_REPEATS=3", results_file=results_file, STEPS="3")
+    proc = run_make(
+        "all", "TECHNIQUES=baseline tf32 adamw", "PRECISION=0.5", "MAX_REPEATS=3", results_file=results_file, STEPS="3"
+    )
     assert proc.returncode == 0, proc.stderr
     summary = proc.stdout.split("=== summary")[1]
     assert "adaptive: stopped after 3 round(s): " in summary and "not measured (skipped or failed): tf32" in summary
     runs = results.read(results_file).drop_duplicates("run_id")
-    assert list(zip(runs["technique"], runs["repeat"])) == [("baseline", 0), ("tf32", 0), ("adamw", 0), ("baseline", 1), ("adamw", 1),
-                                                            ("baseline", 2), ("adamw", 2)]
+    assert list(zip(runs["technique"], runs["repeat"])) == [
+        ("baseline", 0),
+        ("tf32", 0),
+        ("adamw", 0),
+        ("baseline", 1),
+        ("adamw", 1),
+        ("baseline", 2),
+        ("adamw", 2),
+    ]
 
 
 def test_make_help_shows_the_defaults_run_all_uses(results_file):

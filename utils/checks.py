@@ -4,6 +4,7 @@ Every check raises BadInput with one line that names the variable, the value and
 wrong; the commands print it and exit with EXIT_BAD_INPUT before anything is trained or
 written. Standard library only, so report, plots and `make reset` use it without torch.
 """
+
 import math
 import os
 import tempfile
@@ -111,5 +112,7 @@ def file_prefix(name, prefix):
     if "/" in prefix or os.sep in prefix:
         raise BadInput(f"{name}={prefix!r} holds a '/': it prefixes file names; put the folder in PLOTS_DIR")
     if len(prefix) > PREFIX_MAX_CHARS or not prefix.isprintable():
-        raise BadInput(f"{name}={prefix!r} is not usable in a file name (printable, up to {PREFIX_MAX_CHARS} characters)")
+        raise BadInput(
+            f"{name}={prefix!r} is not usable in a file name (printable, up to {PREFIX_MAX_CHARS} characters)"
+        )
     return prefix

@@ -97,8 +97,8 @@ def plot_speedups(summary, df, path):
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(labels) + 2))
     one_run = (ran["one_run"] == True).tolist()  # noqa: E712 - blank is not True
     errors = [ran["speedup"] - ran["speedup_lo"], ran["speedup_hi"] - ran["speedup"]]
-    ax.barh(range(len(ran)), ran["speedup"], xerr=errors, color=[COLORS.get(v, "gray") for v in ran["verdict"]], capsize=3,
-            hatch=["//" if one else "" for one in one_run], edgecolor="white")
+    ax.barh(range(len(ran)), ran["speedup"], xerr=errors, color=[COLORS.get(v, "gray") for v in ran["verdict"]],
+            capsize=3, hatch=["//" if one else "" for one in one_run], edgecolor="white")
     for i, (_, row) in enumerate(ran.iterrows()):
         note = "" if row["verdict"] in ("faster", "slower", "baseline") else f"  ({row['verdict']})"
         note += "  (one run)" if one_run[i] and row["verdict"] in ("faster", "slower") else ""
@@ -109,10 +109,11 @@ def plot_speedups(summary, df, path):
     legend = []
     floor = stats.aa_floor(summary)
     if floor:
-        legend.append(ax.axvspan(1 - floor[0], 1 + floor[0], color="gold", alpha=0.3,
-                                 label=f"noise floor: {stats.AA_CHECK} (A/A) off by {floor[0]:.1%}; within it: not shown"))
+        label = f"noise floor: {stats.AA_CHECK} (A/A) off by {floor[0]:.1%}; within it: not shown"
+        legend.append(ax.axvspan(1 - floor[0], 1 + floor[0], color="gold", alpha=0.3, label=label))
     if any(one_run):
-        legend.append(Patch(facecolor="gray", hatch="//", edgecolor="white", label="one run: CI of step-to-step noise only"))
+        label = "one run: CI of step-to-step noise only"
+        legend.append(Patch(facecolor="gray", hatch="//", edgecolor="white", label=label))
     if legend:
         ax.legend(handles=legend, loc="lower right", fontsize=8)
     ax.set_yticks(range(len(labels)), labels)
@@ -186,9 +187,11 @@ def select(results_file, device_filter=""):
         raise results.ResultsFileError(f"{results_file} has no runs{matching}")
     ran = [(name, rows) for name, rows in configs if len(measured(rows))]
     if not ran:
-        raise results.ResultsFileError(f"{results_file} has no successful measured steps{matching}: every run was skipped or failed")
+        raise results.ResultsFileError(
+            f"{results_file} has no successful measured steps{matching}: every run was skipped or failed")
     others = len(configs) - 1
-    return ran[0][1], [f"plotting {ran[0][0]}; {others} other configuration(s) in the file are not mixed in"] if others else []
+    notes = [f"plotting {ran[0][0]}; {others} other configuration(s) in the file are not mixed in"] if others else []
+    return ran[0][1], notes
 
 
 def main(argv=None):

@@ -22,11 +22,11 @@ from utils import checks, plots, results, stats
 
 GIB = 1024  # MiB per GiB
 ONE_RUN = "†"  # marks a row whose CIs rest on a single process
-ONE_RUN_NOTE = (f"{ONE_RUN} one run: its CIs cover the noise from step to step within one process only, not the variation "
-                "between processes, which is often larger; a difference is shown only across repeats "
+ONE_RUN_NOTE = (f"{ONE_RUN} one run: its CIs cover the noise from step to step within one process only, not the "
+                "variation between processes, which is often larger; a difference is shown only across repeats "
                 "(`REPEATS=3`, or `PRECISION=0.02` to repeat until the CIs are narrow).")
-VERDICT_NOTES = {"no detectable difference": " (no detectable difference)", "within the noise floor": " (within the noise floor)",
-                 "A/A check": " (A/A: the noise floor)"}
+VERDICT_NOTES = {"no detectable difference": " (no detectable difference)",
+                 "within the noise floor": " (within the noise floor)", "A/A check": " (A/A: the noise floor)"}
 
 
 def _fmt(value, spec):
@@ -62,9 +62,13 @@ def table(summary):
     memory_title, memory_cells = _memory_column(summary)
     speed = get("speedup")
     one_run = [flag is True for flag in get("one_run")]
-    faster = [v == "faster" and not one for v, one in zip(get("verdict"), one_run)]  # only a speedup shown across runs is best
-    speedup_cells = [_ci(v, lo, hi, ".2f") + VERDICT_NOTES.get(verdict, "") + (f" (one run{ONE_RUN})" if one and verdict in ("faster", "slower") else "")
-                     if v == v else "–" for v, lo, hi, verdict, one in zip(speed, get("speedup_lo"), get("speedup_hi"), get("verdict"), one_run)]
+    # only a speedup shown across runs can be the best
+    faster = [v == "faster" and not one for v, one in zip(get("verdict"), one_run)]
+    speedup_cells = [
+        _ci(v, lo, hi, ".2f") + VERDICT_NOTES.get(verdict, "")
+        + (f" (one run{ONE_RUN})" if one and verdict in ("faster", "slower") else "") if v == v else "–"
+        for v, lo, hi, verdict, one in zip(speed, get("speedup_lo"), get("speedup_hi"), get("verdict"), one_run)
+    ]
     columns = {
         "median ms": _bold_best([_fmt(v, ".2f") for v in get("median_ms")], get("median_ms"), min),
         "mean ms [95% CI]": _bold_best([_ci(v, lo, hi, ".2f") for v, lo, hi in zip(get("mean_ms"), get("mean_lo"), get("mean_hi"))], get("mean_ms"), min),
@@ -95,18 +99,20 @@ def recommendation(summary, budget_gb):
     if ok.empty:
         return "No technique ran successfully in this configuration."
     faster = ok[ok["verdict"] == "faster"]
-    shown, single = faster[faster["one_run"] != True], faster[faster["one_run"] == True]  # noqa: E712 - blank is not True
+    single_run = faster["one_run"] == True  # noqa: E712 - blank is not True
+    shown, single = faster[~single_run], faster[single_run]
     if len(shown):
         best = shown["median_ms"].idxmin()
-        lines = [f"- **Fastest:** `{best}`, {shown.loc[best, 'median_ms']:.2f} ms/step, {_speedup(shown.loc[best])} the baseline"]
+        row = shown.loc[best]
+        lines = [f"- **Fastest:** `{best}`, {row['median_ms']:.2f} ms/step, {_speedup(row)} the baseline"]
     else:
         best = ok["median_ms"].idxmin()
-        lines = [f"- **Fastest:** no technique is shown faster than the baseline here; the lowest median is `{best}`'s, "
-                 f"{ok.loc[best, 'median_ms']:.2f} ms/step"]
+        lines = [f"- **Fastest:** no technique is shown faster than the baseline here; the lowest median is "
+                 f"`{best}`'s, {ok.loc[best, 'median_ms']:.2f} ms/step"]
     if len(single):
         named = ", ".join(f"`{t}` {_speedup(single.loc[t])}" for t in single.index)
-        lines.append(f"- **Not shown by one run{ONE_RUN}:** {named}: speedups over the baseline whose CIs see one process only; "
-                     "repeat (`REPEATS=3` or `PRECISION=0.02`) before calling them faster")
+        lines.append(f"- **Not shown by one run{ONE_RUN}:** {named}: speedups over the baseline whose CIs see one "
+                     "process only; repeat (`REPEATS=3` or `PRECISION=0.02`) before calling them faster")
     lines.append(floor_line(summary))
     if ok["memory_mib"].notna().any():
         leanest = ok["memory_mib"].idxmin()
@@ -128,14 +134,15 @@ def floor_line(summary):
     """What the A/A technique says about this machine's noise, and how the verdicts use it."""
     floor = stats.aa_floor(summary)
     if floor is None:
-        return (f"- **Noise floor:** not measured: run `{stats.AA_CHECK}` (the baseline under another name) in this configuration "
-                "to see how much two identical configurations differ here")
+        return (f"- **Noise floor:** not measured: run `{stats.AA_CHECK}` (the baseline under another name) in this "
+                "configuration to see how much two identical configurations differ here")
     point, low, high = floor
     aa = summary.loc[stats.AA_CHECK]
-    drift = "" if aa["speedup_lo"] <= 1 <= aa["speedup_hi"] else "; its CI excludes 1.0, so this machine drifted or is noisy"
-    return (f"- **Noise floor:** `{stats.AA_CHECK}`, identical to the baseline, measured {_speedup(aa)}: two identical "
-            f"configurations differed by {point:.1%} [{low:.1%}, {high:.1%}] here{drift}; a speedup whose CI reaches into "
-            f"{1 - point:.2f}–{1 + point:.2f} is reported as within the noise floor, not shown")
+    held = aa["speedup_lo"] <= 1 <= aa["speedup_hi"]
+    drift = "" if held else "; its CI excludes 1.0, so this machine drifted or is noisy"
+    return (f"- **Noise floor:** `{stats.AA_CHECK}`, identical to the baseline, measured {_speedup(aa)}: two "
+            f"identical configurations differed by {point:.1%} [{low:.1%}, {high:.1%}] here{drift}; a speedup whose CI "
+            f"reaches into {1 - point:.2f}–{1 + point:.2f} is reported as within the noise floor, not shown")
 
 
 def environment(df):
@@ -162,8 +169,9 @@ def build(results_file, out, plots_dir, prefix="", device_filter="", budget_gb=N
     out = Path(out)
     sections = [f"# Training optimizations: results\n\nFrom `{results_file}`; {len(configs)} configuration(s). Step times are of measured steps only "
                 f"(warm-up excluded); CIs are 95% bootstrap intervals ({stats.RESAMPLES} resamples, runs then steps). "
-                "A speedup whose CI holds 1.0 is reported as no detectable difference, one whose CI reaches into the noise floor "
-                f"(how far `{stats.AA_CHECK}`, an A/A copy of the baseline, lands from 1.0) as within the noise floor. MFU is against the dense peak of the precision "
+                "A speedup whose CI holds 1.0 is reported as no detectable difference, one whose CI reaches into the "
+                f"noise floor (how far `{stats.AA_CHECK}`, an A/A copy of the baseline, lands from 1.0) as within "
+                "the noise floor. MFU is against the dense peak of the precision "
                 "that ran (blank where the device is not in the table; `PEAK_TFLOPS=` sets one). Best of each column in bold."]
     for name, rows in configs:
         summary = stats.summary(rows)

@@ -60,8 +60,11 @@ COLUMNS = {
 }
 HEADER = ",".join(COLUMNS) + "\n"
 STATUSES = ("ok", "skipped", "oom", "error")
-NUMERIC = ("repeat", "step", "step_ms", "forward_ms", "backward_ms", "optimizer_ms", "tokens_per_s", "tflops", "mfu", "loss",
-           "peak_alloc_mib", "peak_reserved_mib", "peak_rss_mib", "n_params", "flops_per_token", "peak_tflops", "batch", "seq", "lr", "seed")
+NUMERIC = (
+    "repeat", "step", "step_ms", "forward_ms", "backward_ms", "optimizer_ms", "tokens_per_s", "tflops", "mfu", "loss",
+    "peak_alloc_mib", "peak_reserved_mib", "peak_rss_mib", "n_params", "flops_per_token", "peak_tflops", "batch", "seq",
+    "lr", "seed",
+)
 BOOLEAN = ("fused", "compiled", "checkpointing")
 
 
@@ -154,19 +157,21 @@ def read(path):
     df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""]).reindex(columns=list(COLUMNS))
     for column in NUMERIC:
         numbers = pd.to_numeric(df[column], errors="coerce")
-        _refuse_first(path, df, column, df[column].notna() & numbers.isna() & ~df[column].astype(str).str.lower().eq("nan"), "is not a number")
+        written_nan = df[column].astype(str).str.lower().eq("nan")  # a nan loss is a measurement, not damage
+        _refuse_first(path, df, column, df[column].notna() & numbers.isna() & ~written_nan, "is not a number")
         df[column] = numbers
     for column in BOOLEAN:
         df[column] = df[column].map({"True": True, "False": False})
-    _refuse_first(path, df, "status", df["status"].notna() & ~df["status"].isin(STATUSES), f"is not one of {', '.join(STATUSES)}")
+    unknown = df["status"].notna() & ~df["status"].isin(STATUSES)
+    _refuse_first(path, df, "status", unknown, f"is not one of {', '.join(STATUSES)}")
     return df
 
 
 def _refuse_first(path, df, column, bad, problem):
     if bad.any():
         index = bad.to_numpy().nonzero()[0][0]
-        raise ResultsFileError(f"{path} is corrupted at line {index + 2}: {column} {df[column].iloc[index]!r} {problem}; "
-                               "it was left unchanged: repair or move it aside")
+        raise ResultsFileError(f"{path} is corrupted at line {index + 2}: {column} {df[column].iloc[index]!r} "
+                               f"{problem}; it was left unchanged: repair or move it aside")
 
 
 def reset(path):
@@ -178,7 +183,8 @@ def reset(path):
     with checks.input_file("RESULTS_FILE", path).open("rb") as f:
         header = f.readline().decode("utf-8", "replace").rstrip("\n").split(",")
     if header != [""] and not set(header) <= set(COLUMNS):  # ours, older, cut short or empty: moved
-        raise ResultsFileError(f"{path} is not a results file of this suite (its header is {','.join(header)[:60]!r}); it was left unchanged")
+        raise ResultsFileError(f"{path} is not a results file of this suite (its header is "
+                               f"{','.join(header)[:60]!r}); it was left unchanged")
     backup = path.with_name(f"{path.name}.{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.bak")
     if backup.exists():
         raise ResultsFileError(f"{backup} exists already; {path} was left unchanged: try again in a second")

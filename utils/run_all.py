@@ -17,6 +17,7 @@ repeated and does not hold up the others.
 usage: python -m utils.run_all baseline tf32 bf16 ...   (settings come from the environment,
 as for the scripts: STEPS, MODEL, RESULTS_FILE, REPEATS, PRECISION, ...)
 """
+
 import json
 import os
 import subprocess
@@ -29,7 +30,12 @@ from utils import checks, config, results, stats
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 FAILED = ("error", "oom")
-DEFAULTS = {"REPEATS": "1", "PRECISION": "", "MAX_REPEATS": "10", "TIME_BUDGET_MIN": "30"}  # the Makefile's, for direct use
+DEFAULTS = {
+    "REPEATS": "1",
+    "PRECISION": "",
+    "MAX_REPEATS": "10",
+    "TIME_BUDGET_MIN": "30",
+}  # the Makefile's, for direct use
 
 
 def known_techniques():
@@ -58,7 +64,9 @@ def settings():
     max_repeats = checks.integer("MAX_REPEATS", value["MAX_REPEATS"], stats.MIN_RUNS)
     budget_s = checks.number("TIME_BUDGET_MIN", value["TIME_BUDGET_MIN"]) * 60
     if precision is not None and max_repeats < repeats:
-        raise checks.BadInput(f"MAX_REPEATS={max_repeats} is below REPEATS={repeats}: with PRECISION, REPEATS is the least")
+        raise checks.BadInput(
+            f"MAX_REPEATS={max_repeats} is below REPEATS={repeats}: with PRECISION, REPEATS is the least"
+        )
     return repeats, precision, max_repeats, budget_s
 
 
@@ -67,18 +75,27 @@ def judge(results_file, run_ids, precision, min_runs, rounds, max_rounds, elapse
     (stop, why, resolved, unresolved), and the widths judged."""
     rows = results.read(results_file)
     progress = stats.judged_widths(stats.summary(rows[rows["run_id"].isin(run_ids)]))
-    return (*stats.adaptive_stop(progress, precision, min_runs, rounds, max_rounds, elapsed_s, round_s, budget_s), progress)
+    return (
+        *stats.adaptive_stop(progress, precision, min_runs, rounds, max_rounds, elapsed_s, round_s, budget_s),
+        progress,
+    )
 
 
 def _listed(names, progress):
     runs = {name: int(progress.loc[name, "runs"]) for name in names}
-    return ", ".join(f"{name} ±{progress.loc[name, 'width']:.1%} ({runs[name]} run{'s' * (runs[name] > 1)})" for name in names) or "none"
+    return (
+        ", ".join(
+            f"{name} ±{progress.loc[name, 'width']:.1%} ({runs[name]} run{'s' * (runs[name] > 1)})" for name in names
+        )
+        or "none"
+    )
 
 
 def main(names):
     unknown = [name for name in names if not (SCRIPTS / f"{name}.py").is_file()]
     if unknown or not names:
-        print(f"all: error: unknown technique {' '.join(unknown) or '(none given)'}; known: {' '.join(known_techniques())}", file=sys.stderr)
+        given = " ".join(unknown) or "(none given)"
+        print(f"all: error: unknown technique {given}; known: {' '.join(known_techniques())}", file=sys.stderr)
         return 2
     try:
         cfg = config.load("all", argv=[])  # one clear error for bad settings, not one per technique
@@ -94,8 +111,14 @@ def main(names):
             round_started = time.monotonic()
             measured = []
             for name in active:
-                count = f"{len(outcomes) + 1}/{planned}" if precision is None else f"round {rounds + 1}, run {len(outcomes) + 1}"
-                print(f"\n=== [{count}] {name}" + (f" (repeat {rounds})" if repeats > 1 or precision else ""), flush=True)
+                count = (
+                    f"{len(outcomes) + 1}/{planned}"
+                    if precision is None
+                    else f"round {rounds + 1}, run {len(outcomes) + 1}"
+                )
+                print(
+                    f"\n=== [{count}] {name}" + (f" (repeat {rounds})" if repeats > 1 or precision else ""), flush=True
+                )
                 status, line, run_id = run_one(name, rounds)
                 outcomes.append((status, line))
                 run_ids.append(run_id)
@@ -109,10 +132,22 @@ def main(names):
             if rounds == 1:
                 active = measured  # skipped or failed in the first round: not repeated
             now = time.monotonic()
-            stop, why, resolved, unresolved, progress = judge(cfg.results_file, run_ids, precision, max(repeats, stats.MIN_RUNS), rounds,
-                                                              max_repeats, now - started, now - round_started, budget_s)
-            print(f"\n=== after round {rounds}: resolved within ±{precision:.1%}: {_listed(resolved, progress)}; "
-                  f"not yet: {_listed(unresolved, progress)}", flush=True)
+            stop, why, resolved, unresolved, progress = judge(
+                cfg.results_file,
+                run_ids,
+                precision,
+                max(repeats, stats.MIN_RUNS),
+                rounds,
+                max_repeats,
+                now - started,
+                now - round_started,
+                budget_s,
+            )
+            print(
+                f"\n=== after round {rounds}: resolved within ±{precision:.1%}: {_listed(resolved, progress)}; "
+                f"not yet: {_listed(unresolved, progress)}",
+                flush=True,
+            )
             if stop:
                 stopped = (why, resolved, unresolved, progress)
                 break
@@ -134,7 +169,10 @@ def main(names):
             print(f"  not measured (skipped or failed): {' '.join(not_measured)}")
     failed = [line.split(":")[0] for status, line in outcomes if status in FAILED]
     counts = {s: sum(1 for status, _ in outcomes if status == s) for s in ("ok", "skipped")}
-    print(f"all: {counts['ok']} ok, {counts['skipped']} skipped, {len(failed)} failed" + (f" ({' '.join(failed)})" if failed else ""))
+    print(
+        f"all: {counts['ok']} ok, {counts['skipped']} skipped, {len(failed)} failed"
+        + (f" ({' '.join(failed)})" if failed else "")
+    )
     return 1 if failed else 0  # an interrupted or cut-short run is listed as an error too
 
 

@@ -106,7 +106,8 @@ SUMMARY_COLUMNS = [
     "status", "reason", "runs", "measured_runs", "one_run", "dtype", "attention", "optimizer", "fused", "compiled",
     "checkpointing", "steps", "median_ms", "median_lo", "median_hi", "mean_ms", "mean_lo", "mean_hi", "tokens_per_s",
     "tflops", "mfu", "peak_alloc_mib", "peak_reserved_mib", "memory_mib", "memory_kind", "memory_saved_mib",
-    "final_loss", "warmup_s", "forward_ms", "backward_ms", "optimizer_ms", "speedup", "speedup_lo", "speedup_hi", "verdict",
+    "final_loss", "warmup_s", "forward_ms", "backward_ms", "optimizer_ms", "speedup", "speedup_lo", "speedup_hi",
+    "verdict",
 ]
 
 
@@ -154,9 +155,11 @@ def summary(df):
     floor = (aa_floor(table) or [0.0])[0]
     compared = table[table["speedup"].notna()]
     special = {BASELINE: "baseline", AA_CHECK: "A/A check"}
-    verdicts = {t: special.get(t) or verdict(lo, hi, floor) for t, lo, hi in zip(compared.index, compared["speedup_lo"], compared["speedup_hi"])}
+    verdicts = {t: special.get(t) or verdict(lo, hi, floor)
+                for t, lo, hi in zip(compared.index, compared["speedup_lo"], compared["speedup_hi"])}
     table["verdict"] = pd.Series(verdicts, index=table.index, dtype=object)
-    order = sorted(table.index, key=lambda t: (t != BASELINE, table.loc[t, "status"] != "ok", np.nan_to_num(table.loc[t, "median_ms"], nan=np.inf)))
+    median = table["median_ms"].fillna(np.inf)
+    order = sorted(table.index, key=lambda t: (t != BASELINE, table.loc[t, "status"] != "ok", median[t]))
     return table.loc[order]
 
 
