@@ -8,6 +8,9 @@ TECHNIQUES ?= $(ALL_TECHNIQUES)
 # run settings, read by every script (empty or auto: decided by the device / model preset)
 STEPS ?= 50
 REPEATS ?= 1
+PRECISION ?=
+MAX_REPEATS ?= 10
+TIME_BUDGET_MIN ?= 30
 WARMUP ?= auto
 MODEL ?= auto
 BATCH ?= auto
@@ -35,7 +38,7 @@ KIND ?= ddp
 NANOGPT_DIR ?=
 SESSION_DIR ?=
 export STEPS REPEATS WARMUP MODEL BATCH SEQ DEVICE DATA ACCUM COMPILE_MODE SEED LR RESULTS_FILE PEAK_TFLOPS
-export NPROC PORT LOSS_CHECK PLOTS_DIR PLOTSPREFIX
+export PRECISION MAX_REPEATS TIME_BUDGET_MIN NPROC PORT LOSS_CHECK PLOTS_DIR PLOTSPREFIX
 
 # PYTHON unset: bootstrap .venv from requirements.txt once, reuse it after.
 # PYTHON=python3: use that interpreter's packages as they are (e.g. a GPU box's torch).
@@ -56,9 +59,9 @@ $(VENV)/.installed: requirements.txt
 all: $(SETUP)
 	@$(PYTHON) -m utils.run_all $(TECHNIQUES)
 
-# one run: the script itself; REPEATS=N: N runs through run_all
+# one run: the script itself; REPEATS=N or PRECISION=p: the runs through run_all
 $(ALL_TECHNIQUES): $(SETUP)
-	@$(if $(filter-out 1,$(REPEATS)),$(PYTHON) -m utils.run_all $@,$(PYTHON) scripts/$@.py)
+	@$(if $(filter-out 1,$(REPEATS))$(PRECISION),$(PYTHON) -m utils.run_all $@,$(PYTHON) scripts/$@.py)
 
 # TECHNIQUE under torchrun: NPROC processes, DDP or FSDP2 (utils/launch.py)
 ddp fsdp: $(SETUP)
@@ -67,7 +70,9 @@ ddp fsdp: $(SETUP)
 scaling_gpus: $(SETUP)
 	@$(PYTHON) -m utils.launch scaling "$(KIND)" "$(TECHNIQUE)"
 
-PLOT_FILES = $(PLOTS_DIR)/*.png $(PLOTS_DIR)/*profile_*.txt $(PLOTS_DIR)/*profile_*.csv
+# an empty PLOTS_DIR would make these /*.png: stop before any recipe line runs
+PLOTS_DIR_CHECKED = $(or $(PLOTS_DIR),$(error PLOTS_DIR is empty: give a folder))
+PLOT_FILES = $(foreach f,*.png *profile_*.txt *profile_*.csv,"$(PLOTS_DIR_CHECKED)"/$(f))
 PLOTS_ARGS = --results "$(RESULTS_FILE)" --out "$(PLOTS_DIR)" --prefix "$(PLOTSPREFIX)" --device-filter "$(DEVICE_FILTER)"
 
 plots: $(SETUP)
@@ -90,12 +95,10 @@ session: $(SETUP)
 init_results: $(SETUP)
 	@$(PYTHON) -m utils.results init "$(RESULTS_FILE)"
 
-# keep a timestamped copy of the results before removing them and the plots
+# keep a timestamped copy of the results (refused for a file not of this suite) before removing
+# them and the plots; utils.results needs no packages, so without PYTHON any python3 does
 reset:
-	@if [ -f "$(RESULTS_FILE)" ]; then \
-		backup="$(RESULTS_FILE).$$(date -u +%Y%m%dT%H%M%SZ).bak"; \
-		mv "$(RESULTS_FILE)" "$$backup" && echo "reset: $(RESULTS_FILE) moved to $$backup"; \
-	fi
+	@$(if $(SETUP),python3,$(PYTHON)) -m utils.results reset "$(RESULTS_FILE)"
 	@rm -f $(PLOT_FILES) && echo "reset: removed the plots and profiles in $(PLOTS_DIR)/"
 
 # generated files only: results.csv (your data) and .venv are kept
@@ -135,6 +138,9 @@ help:
 	@echo "variables (default):"
 	@echo "  STEPS=50            measured steps per technique"
 	@echo "  REPEATS=1           runs per technique, each a fresh process, interleaved A B C A B C"
+	@echo "  PRECISION=          e.g. 0.02: add interleaved rounds until each speedup CI is within +-2%"
+	@echo "  MAX_REPEATS=10      PRECISION: at most this many runs per technique"
+	@echo "  TIME_BUDGET_MIN=30  PRECISION: start no round that would end past this many minutes"
 	@echo "  WARMUP=auto         warm-up steps, timed apart: 10 on CUDA, 3 on CPU"
 	@echo "  MODEL=auto          gpt2 on CUDA, tiny on CPU; or small, gpt2-medium, gpt2-large, gpt2-xl"
 	@echo "  BATCH=auto          sequences per step (auto: the preset's: gpt2 16, tiny 4)"

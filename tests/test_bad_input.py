@@ -1,21 +1,33 @@
-"""Bad input: one line naming the problem, a non-zero exit, and results.csv kept intact."""
+"""Bad input: one line naming the problem, a non-zero exit, and results.csv kept intact.
+
+Each class of bad input is a table: every numeric variable out of range, every path-like
+variable that is a folder, missing, unwritable or malformed, and results files of every
+shape against every command that reads them. Most rows call the commands' entry points in
+this process (fast); a few go through make, to show the same line and status end to end.
+"""
+
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import ROOT, run_make, run_script, tiny_env
-from utils import results, train
+from test_plots import rows_of
+from utils import checks, config, plots, profile, report, results, run_all, train
 from utils import techniques as t
 
 
 @pytest.fixture
 def existing(results_file):
     """A results file holding earlier rows, and its bytes."""
-    rows = [{**dict.fromkeys(results.COLUMNS, ""), "technique": "baseline", "status": "ok", "step": i, "step_ms": 20.5} for i in range(3)]
+    rows = [
+        {**dict.fromkeys(results.COLUMNS, ""), "technique": "baseline", "status": "ok", "step": i, "step_ms": 20.5}
+        for i in range(3)
+    ]
     results.append_rows(results_file, rows)
     return results_file, results_file.read_bytes()
 
@@ -35,7 +47,7 @@ def _one_line(text):
         (["baseline", "BATCH=-4"], "BATCH must be a positive integer"),
         (["baseline", "MODEL=gpt5"], "unknown MODEL 'gpt5'"),
         (["baseline", "DEVICE=tpu"], "DEVICE must be auto, cpu or cuda"),
-        (["baseline", "DATA=/no/such/file.txt"], "DATA='/no/such/file.txt'"),
+        (["baseline", "DATA=/no/such/file.txt"], "DATA=/no/such/file.txt: no such file"),
         (["all", "STEPS=abc"], "STEPS must be a positive integer"),
         (["all", "TECHNIQUES=baseline nope"], "unknown technique nope"),
         (["nope"], "unknown target or technique 'nope'"),
@@ -90,7 +102,13 @@ def test_out_of_memory_is_recorded_and_exits_non_zero(existing, monkeypatch, cap
 
 def test_a_killed_run_writes_nothing(existing):
     results_file, before = existing
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "baseline.py")], env=tiny_env(results_file, STEPS="100000"), stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "baseline.py")],
+        env=tiny_env(results_file, STEPS="100000"),
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     assert "measured steps" in proc.stdout.readline()  # started: training is under way
     time.sleep(1.0)
     proc.send_signal(signal.SIGKILL)
@@ -100,10 +118,326 @@ def test_a_killed_run_writes_nothing(existing):
 
 def test_an_interrupted_run_writes_nothing_and_says_so(existing):
     results_file, before = existing
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "baseline.py")], env=tiny_env(results_file, STEPS="100000"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "baseline.py")],
+        env=tiny_env(results_file, STEPS="100000"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     assert "measured steps" in proc.stdout.readline()
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == train.EXIT_INTERRUPTED and "nothing was written" in _one_line(err)
     assert results_file.read_bytes() == before
+
+
+def _said_one_line(capsys, code, *words):
+    """The command exited with status 2 and said one line holding each of `words`."""
+    err = capsys.readouterr().err
+    assert code == checks.EXIT_BAD_INPUT, err
+    line = _one_line(err)
+    assert all(word in line for word in words), line
+
+
+SCRIPT_NUMBERS = [  # flag, value, what the line says
+    ("steps", "0", "STEPS must be a positive integer"),
+    ("steps", "1.5", "STEPS must be a positive integer"),
+    ("warmup", "-1", "WARMUP must be an integer >= 0"),
+    ("batch", "0", "BATCH must be a positive integer"),
+    ("seq", "-3", "SEQ must be a positive integer"),
+    ("seed", "-1", "SEED must be an integer from 0"),
+    ("seed", str(2**64), "SEED must be an integer from 0 to 18446744073709551615"),
+    ("lr", "0", "LR must be a positive number"),
+    ("lr", "inf", "LR must be a positive number"),
+    ("lr", "nan", "LR must be a positive number"),
+    ("peak-tflops", "0", "PEAK_TFLOPS must be a positive number"),
+    ("peak-tflops", "1e999", "PEAK_TFLOPS must be a positive number"),
+    ("repeat", "-1", "REPEAT must be an integer >= 0"),
+]
+
+
+@pytest.mark.parametrize("flag, value, said", SCRIPT_NUMBERS)
+def test_every_numeric_setting_of_a_run_is_range_checked(results_file, flag, value, said):
+    with pytest.raises(config.ConfigError, match=said):
+        config.load("baseline", argv=[f"--{flag}", value, "--device", "cpu", "--results-file", str(results_file)])
+    assert not results_file.exists()
+
+
+ALL_NUMBERS = [  # make all's own settings
+    ({"REPEATS": "0"}, "REPEATS must be a positive integer"),
+    ({"PRECISION": "0"}, "PRECISION must be a number between 0 and 1"),
+    ({"PRECISION": "1.5"}, "PRECISION must be a number between 0 and 1"),
+    ({"PRECISION": "nan"}, "PRECISION must be"),
+    ({"MAX_REPEATS": "2"}, "MAX_REPEATS must be an integer >= 3"),
+    ({"MAX_REPEATS": "many"}, "MAX_REPEATS must be"),
+    ({"TIME_BUDGET_MIN": "0"}, "TIME_BUDGET_MIN must be a positive number"),
+    ({"TIME_BUDGET_MIN": "inf"}, "TIME_BUDGET_MIN must be"),
+    ({"PRECISION": "0.02", "REPEATS": "5", "MAX_REPEATS": "4"}, "MAX_REPEATS=4 is below REPEATS=5"),
+]
+
+
+@pytest.mark.parametrize("env, said", ALL_NUMBERS)
+def test_every_setting_of_make_all_is_range_checked(monkeypatch, env, said):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(checks.BadInput, match=said):
+        run_all.settings()
+
+
+@pytest.mark.parametrize(
+    "flags, said",
+    [
+        (["--budget-gb", "0"], "BUDGET_GB"),
+        (["--budget-gb", "nan"], "BUDGET_GB"),
+        (["--peak-tflops", "-1"], "PEAK_TFLOPS"),
+        (["--peak-tflops", "inf"], "PEAK_TFLOPS"),
+    ],
+)
+def test_every_numeric_setting_of_the_report_is_range_checked(existing, tmp_path, capsys, flags, said):
+    results_file, before = existing
+    code = report.main(
+        ["--results", str(results_file), "--out", str(tmp_path / "R.md"), "--plots-dir", str(tmp_path / "p"), *flags]
+    )
+    _said_one_line(capsys, code, said)
+    assert results_file.read_bytes() == before and not (tmp_path / "R.md").exists() and not (tmp_path / "p").exists()
+
+
+WRITERS, READERS, PLOTTERS = ("technique", "init_results"), ("report", "plots", "reset"), ("report", "plots", "profile")
+PATH_CASES = [  # commands, variable, bad value ({tmp}: a folder holding a file f and a folder d), what the line says
+    *((c, "RESULTS_FILE", "{tmp}/d", "RESULTS_FILE={tmp}/d is a folder") for c in WRITERS + READERS),
+    *((c, "RESULTS_FILE", "{tmp}/nodir/r.csv", "folder {tmp}/nodir does not exist") for c in WRITERS),
+    *((c, "RESULTS_FILE", "/proc/r.csv", "cannot write in folder /proc") for c in WRITERS),  # even root cannot
+    *(
+        (c, "RESULTS_FILE", "{tmp}/nodir/r.csv", "RESULTS_FILE={tmp}/nodir/r.csv does not exist yet")
+        for c in ("report", "plots")
+    ),
+    ("report", "REPORT", "{tmp}/d", "REPORT={tmp}/d is a folder"),
+    ("report", "REPORT", "{tmp}/nodir/R.md", "folder {tmp}/nodir does not exist"),
+    ("report", "REPORT", "/proc/R.md", "cannot write in folder /proc"),
+    ("report", "REPORT", "", "REPORT is empty"),
+    *((c, "PLOTS_DIR", "{tmp}/f", "PLOTS_DIR={tmp}/f is a file") for c in PLOTTERS),
+    *((c, "PLOTS_DIR", "{tmp}/f/sub", "cannot be made: {tmp}/f is a file") for c in PLOTTERS),
+    *((c, "PLOTS_DIR", "/proc/plots", "cannot write in folder /proc") for c in PLOTTERS),
+    *((c, "PLOTS_DIR", "", "PLOTS_DIR is empty") for c in PLOTTERS),
+    *((c, "PLOTSPREFIX", "a/b_", "holds a '/'") for c in PLOTTERS),
+    *((c, "PLOTSPREFIX", "x" * 101, "not usable in a file name") for c in PLOTTERS),
+    *((c, "PLOTSPREFIX", "tab\t", "not usable in a file name") for c in PLOTTERS),
+    ("technique", "DATA", "{tmp}/d", "DATA={tmp}/d is a folder"),
+    ("technique", "DATA", "{tmp}/missing.txt", "DATA={tmp}/missing.txt: no such file"),
+    ("technique", "DATA", "{tmp}/f", "DATA={tmp}/f has 4 bytes; SEQ=128 needs at least 130"),  # found before training
+]
+
+
+def _run_command(command, settings):
+    """Run `command`'s entry point in this process with these settings; return its exit status."""
+    s = {key: str(value) for key, value in settings.items()}
+    if command == "technique":  # the checks a script makes before it builds anything
+        try:
+            config.load(
+                "baseline",
+                argv=["--device", "cpu", "--model", "tiny", "--results-file", s["RESULTS_FILE"], "--data", s["DATA"]],
+            )
+        except checks.BadInput as err:
+            print(f"baseline: error: {err}", file=sys.stderr)
+            return checks.EXIT_BAD_INPUT
+        return 0
+    if command in ("init_results", "reset"):
+        return results.main(["init" if command == "init_results" else "reset", s["RESULTS_FILE"]])
+    if command == "report":
+        return report.main(
+            [
+                "--results",
+                s["RESULTS_FILE"],
+                "--out",
+                s["REPORT"],
+                "--plots-dir",
+                s["PLOTS_DIR"],
+                "--prefix",
+                s["PLOTSPREFIX"],
+            ]
+        )
+    if command == "plots":
+        return plots.main(["--results", s["RESULTS_FILE"], "--out", s["PLOTS_DIR"], "--prefix", s["PLOTSPREFIX"]])
+    return profile.main(["baseline", "--out", s["PLOTS_DIR"], "--prefix", s["PLOTSPREFIX"]])
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="uses Linux's /proc as a folder nobody can write in")
+@pytest.mark.parametrize("command, variable, value, said", PATH_CASES)
+def test_every_path_setting_of_every_command_is_checked_before_any_work(
+    existing, tmp_path, capsys, command, variable, value, said
+):
+    results_file, before = existing
+    (tmp_path / "f").write_text("abc\n")
+    (tmp_path / "d").mkdir()
+    good = {
+        "RESULTS_FILE": results_file,
+        "REPORT": tmp_path / "R.md",
+        "PLOTS_DIR": tmp_path / "plots",
+        "PLOTSPREFIX": "",
+        "DATA": "coinflip",
+    }
+    code = _run_command(command, {**good, variable: value.format(tmp=tmp_path)})
+    _said_one_line(capsys, code, said.format(tmp=tmp_path))
+    assert results_file.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f", "results.csv"]  # nothing written
+
+
+def test_reset_without_a_results_file_only_says_so(tmp_path, capsys):
+    assert results.main(["reset", str(tmp_path / "r.csv")]) == 0 and "reset: no " in capsys.readouterr().out
+
+
+# the header of the first version of results.csv (no repeat, phases, tflops, mfu, flops_per_token, peak_tflops)
+OLDEST_COLUMNS = (
+    "run_id timestamp_utc technique status reason phase step step_ms tokens_per_s loss peak_alloc_mib "
+    "peak_reserved_mib peak_rss_mib model n_params batch seq data dtype attention optimizer fused compiled "
+    "checkpointing lr seed device driver cuda torch git_sha host"
+).split()
+
+
+def _csv(columns, rows):
+    lines = [",".join(columns)] + [",".join(str(row.get(c, "")) for c in columns) for row in rows]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _ran(*names):
+    return [row for name in names for row in rows_of(name, 10.0)]
+
+
+RESULT_FILES = {  # what a results file may hold, as bytes
+    "foreign": b"name,score\nalice,3\n",
+    "older schema": _csv(OLDEST_COLUMNS, _ran("baseline", "fused")),
+    "only status rows": _csv(results.COLUMNS, rows_of("tf32", 0, status="skipped", reason="CUDA only")),
+    "an error-only configuration beside one that ran": _csv(
+        results.COLUMNS,
+        _ran("baseline", "fused")
+        + rows_of(
+            "baseline",
+            0,
+            status="error",
+            reason="ValueError: boom",
+            data="short.txt",
+            timestamp_utc="2026-11-24T00:00:00+00:00",
+        ),
+    ),
+    "a number that is not one": _csv(results.COLUMNS, [{**row, "step_ms": "fast"} for row in _ran("baseline")]),
+    "an unknown status": _csv(results.COLUMNS, [{**row, "status": "great"} for row in _ran("baseline")]),
+    "nan losses": _csv(results.COLUMNS, [{**row, "loss": "nan"} for row in _ran("baseline", "fused")]),
+    "empty": b"",
+}
+RESULT_COMMANDS = {  # command -> its arguments after the results file ({tmp}: the test's folder)
+    "report": ["--out", "{tmp}/R.md", "--plots-dir", "{tmp}/plots"],
+    "plots": ["--out", "{tmp}/plots"],
+    "compare": ["--out", "{tmp}/plots", "--compare", "baseline", "fused"],
+    "init_results": [],
+    "reset": [],
+    "technique": [],
+}
+OK, REFUSED = 0, checks.EXIT_BAD_INPUT
+EXPECTED = {  # file -> {command: (exit status, what the line says)}; every command reads every file
+    "foreign": dict.fromkeys(RESULT_COMMANDS, (REFUSED, "not this suite's"))
+    | {"reset": (REFUSED, "not a results file of this suite")},
+    "older schema": {
+        "report": (OK, ""),
+        "plots": (OK, ""),
+        "compare": (OK, ""),
+        "reset": (OK, ""),
+        "init_results": (REFUSED, "older version"),
+        "technique": (REFUSED, "older version"),
+    },
+    "only status rows": {
+        "report": (OK, ""),
+        "plots": (REFUSED, "no successful measured steps"),
+        "compare": (REFUSED, "no successful measured steps"),
+        "reset": (OK, ""),
+        "init_results": (OK, ""),
+        "technique": (OK, ""),
+    },
+    "an error-only configuration beside one that ran": dict.fromkeys(RESULT_COMMANDS, (OK, "")),
+    "a number that is not one": dict.fromkeys(
+        ("report", "plots", "compare"), (REFUSED, "line 2: step_ms 'fast' is not a number")
+    )
+    | {"reset": (OK, ""), "init_results": (OK, ""), "technique": (OK, "")},
+    "an unknown status": dict.fromkeys(
+        ("report", "plots", "compare"), (REFUSED, "status 'great' is not one of ok, skipped, oom, error")
+    )
+    | {"reset": (OK, ""), "init_results": (OK, ""), "technique": (OK, "")},
+    "nan losses": dict.fromkeys(RESULT_COMMANDS, (OK, "")),
+    "empty": dict.fromkeys(("report", "plots", "compare"), (REFUSED, "is empty"))
+    | {"reset": (OK, ""), "init_results": (OK, ""), "technique": (OK, "")},
+}
+
+
+def _with_results(command, results_file, tmp):
+    if command == "technique":
+        return _run_command("technique", {"RESULTS_FILE": results_file, "DATA": "coinflip"})
+    if command in ("init_results", "reset"):
+        return results.main(["init" if command == "init_results" else "reset", str(results_file)])
+    main = report.main if command == "report" else plots.main
+    return main(["--results", str(results_file), *(arg.format(tmp=tmp) for arg in RESULT_COMMANDS[command])])
+
+
+@pytest.mark.parametrize("command", RESULT_COMMANDS)
+@pytest.mark.parametrize("kind", RESULT_FILES)
+def test_every_command_that_reads_results_handles_every_kind_of_file(tmp_path, capsys, kind, command):
+    results_file = tmp_path / "results.csv"
+    results_file.write_bytes(RESULT_FILES[kind])
+    status, said = EXPECTED[kind][command]
+    code = _with_results(command, results_file, tmp_path)
+    if status == REFUSED:
+        _said_one_line(capsys, code, said)
+    else:
+        assert code == OK, capsys.readouterr().err
+    if command == "reset" and code == OK:  # moved aside whole, never changed
+        (backup,) = tmp_path.glob("results.csv.*.bak")
+        assert backup.read_bytes() == RESULT_FILES[kind] and not results_file.exists()
+    elif command == "init_results" and kind == "empty":
+        assert results_file.read_text() == results.HEADER  # an empty file gets its header, as a new one does
+    else:
+        assert results_file.read_bytes() == RESULT_FILES[kind]
+
+
+def test_profile_never_touches_the_results_file(tmp_path, monkeypatch, capsys):
+    results_file = tmp_path / "results.csv"
+    results_file.write_bytes(RESULT_FILES["foreign"])
+    for name, value in {
+        "RESULTS_FILE": str(results_file),
+        "STEPS": "1",
+        "WARMUP": "0",
+        "MODEL": "tiny",
+        "BATCH": "2",
+        "SEQ": "16",
+        "DEVICE": "cpu",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert profile.main(["baseline", "--out", str(tmp_path / "plots")]) == 0
+    assert (
+        results_file.read_bytes() == RESULT_FILES["foreign"] and (tmp_path / "plots" / "profile_baseline.csv").exists()
+    )
+
+
+MAKE_CASES = [  # through make: the same one line and status 2, nothing written
+    (["baseline", "RESULTS_FILE={tmp}/d"], "RESULTS_FILE={tmp}/d is a folder"),
+    (["baseline", "DATA={tmp}/f"], "DATA={tmp}/f has 4 bytes"),
+    (["plots", "PLOTSPREFIX=a/b_"], "PLOTSPREFIX='a/b_' holds a '/'"),
+    (["all", "PRECISION=2"], "PRECISION must be a number between 0 and 1"),
+    (["reset", "PLOTS_DIR="], "PLOTS_DIR is empty"),  # not rm -f /*.png
+    (["reset", "RESULTS_FILE={tmp}/f"], "is not a results file of this suite"),
+]
+
+
+@pytest.mark.parametrize("args, said", MAKE_CASES)
+def test_bad_input_through_make(existing, tmp_path, args, said):
+    results_file, before = existing
+    (tmp_path / "f").write_text("abc\n")
+    (tmp_path / "d").mkdir()
+    proc = run_make(
+        *(arg.format(tmp=tmp_path) for arg in args), results_file=results_file, PLOTS_DIR=str(tmp_path / "plots")
+    )
+    assert (
+        proc.returncode == 2 and said.format(tmp=tmp_path) in _one_line(proc.stderr) and "Traceback" not in proc.stderr
+    )
+    assert results_file.read_bytes() == before and (tmp_path / "f").read_text() == "abc\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f", "results.csv"]

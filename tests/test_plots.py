@@ -1,4 +1,5 @@
 """Plots, from a synthetic results.csv with known answers."""
+
 import pytest
 
 from utils import plots, results, stats
@@ -9,18 +10,33 @@ CONFIG = {"device": "Test GPU", "model": "tiny", "batch": 4, "seq": 128, "data":
 def rows_of(technique, step_ms, steps=20, status="ok", reason="", run_id=None, **extra):
     """Rows of one synthetic run: `step_ms` (a number or a list) per measured step."""
     times = step_ms if isinstance(step_ms, list) else [step_ms] * steps
-    base = {**dict.fromkeys(results.COLUMNS, ""), **CONFIG, "technique": technique, "run_id": run_id or technique, "repeat": 0,
-            "timestamp_utc": "2026-11-23T00:00:00+00:00", **extra}
+    base = {
+        **dict.fromkeys(results.COLUMNS, ""),
+        **CONFIG,
+        "technique": technique,
+        "run_id": run_id or technique,
+        "repeat": 0,
+        "timestamp_utc": "2026-11-23T00:00:00+00:00",
+        **extra,
+    }
     if status != "ok":
         return [{**base, "status": status, "reason": reason}]
-    return [{**base, "status": "ok", "phase": "measured", "step": i, "step_ms": ms, "tokens_per_s": 512 / (ms / 1e3)} for i, ms in enumerate(times)] + [
+    return [
+        {**base, "status": "ok", "phase": "measured", "step": i, "step_ms": ms, "tokens_per_s": 512 / (ms / 1e3)}
+        for i, ms in enumerate(times)
+    ] + [
         {**base, "status": "ok", "phase": "warmup", "step": 0, "step_ms": 5000.0}  # a slow warm-up, never counted
     ]
 
 
 @pytest.fixture
 def synthetic(results_file):
-    rows = rows_of("baseline", 20.0) + rows_of("fast", 10.0) + rows_of("slow", 40.0) + rows_of("tf32", 0, status="skipped", reason="TF32 is a CUDA mode")
+    rows = (
+        rows_of("baseline", 20.0)
+        + rows_of("fast", 10.0)
+        + rows_of("slow", 40.0)
+        + rows_of("tf32", 0, status="skipped", reason="TF32 is a CUDA mode")
+    )
     results.append_rows(results_file, rows)
     return results_file
 
@@ -44,7 +60,10 @@ def test_all_plots_are_written_with_the_prefix(synthetic, tmp_path):
 
 def test_another_configuration_is_not_mixed_in(synthetic):
     newer = {"timestamp_utc": "2026-11-24T00:00:00+00:00", "device": "Other GPU"}
-    results.append_rows(synthetic, [{**row, **newer} for row in rows_of("baseline", 100.0, run_id="b2") + rows_of("fast", 25.0, run_id="f2")])
+    results.append_rows(
+        synthetic,
+        [{**row, **newer} for row in rows_of("baseline", 100.0, run_id="b2") + rows_of("fast", 25.0, run_id="f2")],
+    )
     df, notes = plots.select(synthetic)
     assert set(df["device"]) == {"Other GPU"} and "1 other configuration" in notes[0]
     assert stats.summary(df)["speedup"].to_dict() == pytest.approx({"baseline": 1.0, "fast": 4.0})
@@ -56,13 +75,36 @@ def test_without_a_baseline_only_the_baseline_free_plots_are_made(results_file, 
     results.append_rows(results_file, rows_of("fast", 10.0))
     df, _ = plots.select(results_file)
     paths, notes = plots.plots_for(df, tmp_path)
-    assert sorted(p.name for p in paths) == ["bootstrap_means.png", "steptime_box.png", "steptime_lines.png"] and "make baseline" in notes[0]
+    assert (
+        sorted(p.name for p in paths) == ["bootstrap_means.png", "steptime_box.png", "steptime_lines.png"]
+        and "make baseline" in notes[0]
+    )
 
 
 def test_time_difference_pairs_steps_and_has_a_ci(results_file, tmp_path):
-    results.append_rows(results_file, rows_of("sgd", [10.0, 11.0, 12.0] * 10) + rows_of("adam", [12.0, 13.0, 14.0] * 10))
+    results.append_rows(
+        results_file, rows_of("sgd", [10.0, 11.0, 12.0] * 10) + rows_of("adam", [12.0, 13.0, 14.0] * 10)
+    )
     df, _ = plots.select(results_file)
     path, mean, low, high = plots.plot_time_difference(df, "sgd", "adam", tmp_path / "d.png")
     assert stats.time_differences(df, "sgd", "adam").tolist() == [-2.0] * 30
     assert mean == pytest.approx(-2.0) and low == pytest.approx(-2.0) and high == pytest.approx(-2.0)
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_speedup_bars_hatch_single_runs_and_show_the_noise_floor(results_file, monkeypatch):
+    # baseline and adamw with three runs each, `fast` with one: only its bar is hatched
+    rows = [
+        row for r in range(3) for name in ("baseline", "adamw") for row in rows_of(name, 20.0 + r, run_id=f"{name}{r}")
+    ]
+    results.append_rows(results_file, rows + rows_of("fast", 10.0))
+    df, _ = plots.select(results_file)
+    summary = stats.summary(df)
+    monkeypatch.setattr(plots, "_save", lambda fig, path: fig)  # keep the figure to look at
+    ax = plots.plot_speedups(summary, df, "unused.png").axes[0]
+    bars = dict(zip(summary.index, ax.patches))
+    assert bars["fast"].get_hatch() == "//" and not bars["baseline"].get_hatch() and not bars["adamw"].get_hatch()
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert any(line.startswith("noise floor: adamw") for line in legend) and any(
+        line.startswith("one run") for line in legend
+    )

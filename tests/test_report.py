@@ -1,10 +1,17 @@
 """make report: the table's numbers, its bolding, its recommendations, several devices."""
+
 import pytest
 
 from conftest import run_make
 from test_plots import rows_of
 from test_stats import _noisy
-from utils import report, results
+from utils import report, results, stats
+
+
+def _cell(text, technique, column):
+    """The cell of `technique`'s row under the header `column` (the table's first line)."""
+    header = next(line for line in text.splitlines() if line.startswith("| technique |"))
+    return _row_of(text, technique).split("|")[header.split("|").index(f" {column} ")].strip()
 
 
 def _row_of(text, technique):
@@ -15,13 +22,22 @@ def noisy(mean, seed):
     return [float(v) for v in _noisy(mean, n=30, seed=seed)[0]]
 
 
+def repeated(technique, mean, seed, runs=3, **extra):
+    """Rows of `runs` runs of one technique, each its own process (run_id) and repeat."""
+    return [
+        row
+        for r in range(runs)
+        for row in rows_of(technique, noisy(mean, 100 * seed + r), run_id=f"{technique}-{r}", repeat=r, **extra)
+    ]
+
+
 @pytest.fixture
 def synthetic(results_file):
     rows = (
-        rows_of("baseline", noisy(20.0, 1), peak_alloc_mib=2048.0, peak_reserved_mib=3072.0, loss=0.7)
-        + rows_of("fast", noisy(10.0, 2), peak_alloc_mib=4096.0, peak_reserved_mib=5000.0, loss=0.9)
-        + rows_of("lean", noisy(30.0, 3), peak_alloc_mib=1024.0, peak_reserved_mib=1500.0, loss=0.8)
-        + rows_of("adamw", noisy(20.0, 4), peak_alloc_mib=2048.0, peak_reserved_mib=3072.0, loss=0.7)
+        repeated("baseline", 20.0, 1, peak_alloc_mib=2048.0, peak_reserved_mib=3072.0, loss=0.7)
+        + repeated("fast", 10.0, 2, peak_alloc_mib=4096.0, peak_reserved_mib=5000.0, loss=0.9)
+        + repeated("lean", 30.0, 3, peak_alloc_mib=1024.0, peak_reserved_mib=1500.0, loss=0.8)
+        + repeated("adamw", 20.0, 4, peak_alloc_mib=2048.0, peak_reserved_mib=3072.0, loss=0.7)
         + rows_of("tf32", 0, status="skipped", reason="TF32 needs Ampere")
     )
     results.append_rows(results_file, rows)
@@ -31,11 +47,12 @@ def synthetic(results_file):
 def test_table_bolds_the_best_of_each_column(synthetic, tmp_path):
     text = report.build(synthetic, tmp_path / "REPORT.md", tmp_path / "plots")
     fast, lean, base = _row_of(text, "fast"), _row_of(text, "lean"), _row_of(text, "baseline")
-    assert "**10." in fast.split("|")[3]  # median ms: fastest bold
+    assert "**10." in _cell(text, "fast", "median ms")  # fastest bold
     assert "**1.00 / 1.46**" in lean  # least memory (allocated / reserved GiB)
     assert "**0.700**" in base and "**0.700**" in _row_of(text, "adamw")  # tied best loss, both bold
-    assert fast.split("|")[11].strip().startswith("**2.0")  # speedup with its CI, bold
-    assert "no detectable difference" in _row_of(text, "adamw")  # A/A: CI holds 1.0
+    assert _cell(text, "fast", "speedup [95% CI]").startswith("**2.0")  # speedup with its CI, bold
+    assert "(A/A: the noise floor)" in _row_of(text, "adamw") and "Noise floor:** `adamw`" in text
+    assert "†" not in text  # three runs each: no single-run caveat
     assert "skipped" in _row_of(text, "tf32") and "TF32 needs Ampere" in _row_of(text, "tf32")
     assert (tmp_path / "REPORT.md").read_text() == text
     assert "![speedup_bars](plots/speedup_bars.png)" in text
@@ -49,7 +66,7 @@ def test_recommendations_with_a_budget(synthetic, tmp_path):
 
 def test_mfu_is_blank_without_a_peak_and_set_by_peak_tflops(synthetic, tmp_path):
     text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots")
-    assert _row_of(text, "fast").split("|")[8].strip() == "–"
+    assert _cell(text, "fast", "MFU") == "–"
     results.append_rows(synthetic, [{**row, "tflops": 50.0} for row in rows_of("flops", 15.0)])
     text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots", peak_tflops=100.0)
     assert "50.0%" in _row_of(text, "flops")
@@ -59,12 +76,15 @@ def test_mfu_is_blank_without_a_peak_and_set_by_peak_tflops(synthetic, tmp_path)
 
 def test_warmup_time_is_its_own_column(synthetic, tmp_path):
     text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots")
-    assert _row_of(text, "fast").split("|")[13].strip() == "5.0"  # the one 5000 ms warm-up step
+    assert _cell(text, "fast", "warm-up s") == "5.0"  # the one 5000 ms warm-up step
 
 
 def test_several_devices_get_a_section_each_or_one_by_filter(synthetic, tmp_path):
     other = {"device": "NVIDIA H100 80GB HBM3", "timestamp_utc": "2026-11-24T00:00:00+00:00"}
-    results.append_rows(synthetic, [{**row, **other} for row in rows_of("baseline", 5.0, run_id="h1") + rows_of("fast", 2.5, run_id="h2")])
+    results.append_rows(
+        synthetic,
+        [{**row, **other} for row in rows_of("baseline", 5.0, run_id="h1") + rows_of("fast", 2.5, run_id="h2")],
+    )
     text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots")
     assert text.count("\n## ") == 2 and text.index("NVIDIA H100") < text.index("Test GPU")
     assert (tmp_path / "plots" / "nvidia_h100_80gb_hbm3_tiny_b_4_t_128_coinflip_speedup_bars.png").exists()
@@ -73,8 +93,51 @@ def test_several_devices_get_a_section_each_or_one_by_filter(synthetic, tmp_path
 
 
 def test_make_report_prints_the_table(synthetic, tmp_path):
-    proc = run_make("report", f"REPORT={tmp_path / 'R.md'}", f"PLOTS_DIR={tmp_path}", "BUDGET_GB=abc", results_file=synthetic)
+    proc = run_make(
+        "report", f"REPORT={tmp_path / 'R.md'}", f"PLOTS_DIR={tmp_path}", "BUDGET_GB=abc", results_file=synthetic
+    )
     assert proc.returncode == 2 and "BUDGET_GB" in proc.stderr
     proc = run_make("report", f"REPORT={tmp_path / 'R.md'}", f"PLOTS_DIR={tmp_path}", results_file=synthetic)
     assert proc.returncode == 0, proc.stderr
     assert "| `fast` |" in proc.stdout and (tmp_path / "R.md").exists()
+
+
+def test_a_single_run_is_flagged_and_never_called_faster(results_file, tmp_path):
+    results.append_rows(
+        results_file, rows_of("baseline", noisy(20.0, 1)) + repeated("fast", 10.0, 2) + rows_of("slow", noisy(40.0, 3))
+    )
+    text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots")
+    fast, slow = _row_of(text, "fast"), _row_of(text, "slow")
+    assert _cell(text, "fast", "runs") == "3†"  # its own CI spans runs, its speedup leans on one baseline run
+    speedup = _cell(text, "fast", "speedup [95% CI]")
+    assert "(one run†)" in speedup and "**" not in speedup  # not bold, not best
+    assert _cell(text, "slow", "runs") == "1†" and "(one run†)" in slow
+    assert "† one run: its CIs cover the noise from step to step within one process only" in text
+    assert "**Fastest:** no technique is shown faster" in text
+    speedup = stats.summary(results.read(results_file)).loc["fast", "speedup"]
+    assert f"**Not shown by one run†:** `fast` {speedup:.2f}×" in text
+
+
+def test_speedups_within_the_noise_floor_are_not_shown(results_file, tmp_path):
+    # adamw, identical to the baseline, lands 10% off: a 6% speedup with a CI clear of 1.0 is within that floor
+    rows = (
+        repeated("baseline", 20.0, 1)
+        + repeated("adamw", 22.0, 2)
+        + repeated("small", 18.8, 3)
+        + repeated("big", 10.0, 4)
+    )
+    results.append_rows(results_file, rows)
+    summary = stats.summary(results.read(results_file))
+    floor, _, _ = stats.aa_floor(summary)
+    assert floor == pytest.approx(1 - 20 / 22, abs=0.01)
+    assert summary.loc["small", "speedup_lo"] > 1.0 and summary.loc["small", "verdict"] == "within the noise floor"
+    assert summary.loc["big", "verdict"] == "faster"
+    text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots")
+    assert "(within the noise floor)" in _row_of(text, "small") and "**Fastest:** `big`" in text
+    assert f"differed by {floor:.1%}" in text and "its CI excludes 1.0" in text  # a 10% A/A gap is no accident
+
+
+def test_without_an_aa_run_the_report_says_the_floor_is_not_measured(results_file, tmp_path):
+    results.append_rows(results_file, repeated("baseline", 20.0, 1) + repeated("fast", 10.0, 2))
+    text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots")
+    assert "**Noise floor:** not measured: run `adamw`" in text and "**Fastest:** `fast`" in text

@@ -8,18 +8,16 @@ are the same run. Bad input stops here, before the model is built or any file is
 import argparse
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from utils import parallel, results
-from utils.data import SOURCES
+from utils import checks, data, parallel, results
 from utils.model import PRESETS
 from utils.techniques import COMPILE_MODES
 
 
-class ConfigError(ValueError):
-    """Bad input: reported as one line, exit status 2."""
+SEED_MAX = 2**64 - 1  # torch.manual_seed's range
+ConfigError = checks.BadInput  # bad input: reported as one line, exit status 2
 
 
 @dataclass(frozen=True)
@@ -73,25 +71,12 @@ def positive_int(name, text):
     return _int(name, text, 1)
 
 
-def _int(name, text, minimum):
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ConfigError(f"{name} must be {kind}, got {text!r}")
-    return value
+def _int(name, text, minimum, maximum=None):
+    return checks.integer(name, text, minimum, maximum)
 
 
 def positive_float(name, text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ConfigError(f"{name} must be a positive number, got {text!r}")
-    return value
+    return checks.number(name, text)
 
 
 def _auto(text, default):
@@ -128,8 +113,6 @@ def load(technique, argv=None, check_results=True):
     if model not in PRESETS:
         raise ConfigError(f"unknown MODEL {model!r}; presets: {', '.join(PRESETS)}")
     _, default_batch, default_seq = PRESETS[model]
-    if args.data not in SOURCES and not Path(args.data).is_file():
-        raise ConfigError(f"DATA={args.data!r} is neither one of {', '.join(SOURCES)} nor a readable file")
     if args.compile_mode not in COMPILE_MODES:
         raise ConfigError(f"COMPILE_MODE must be one of {', '.join(COMPILE_MODES)}, got {args.compile_mode!r}")
     cfg = RunConfig(
@@ -141,7 +124,7 @@ def load(technique, argv=None, check_results=True):
         seq=positive_int("SEQ", _auto(args.seq, default_seq)),
         device=device,
         data=args.data,
-        seed=_int("SEED", args.seed, 0),
+        seed=_int("SEED", args.seed, 0, SEED_MAX),
         lr=positive_float("LR", args.lr),
         results_file=args.results_file,
         repeat=_int("REPEAT", args.repeat, 0),
@@ -150,9 +133,17 @@ def load(technique, argv=None, check_results=True):
         accum=positive_int("ACCUM", args.accum),
         world=parallel.world_from_env(),
     )
-    try:
-        if check_results:
-            results.check_appendable(cfg.results_file)
-    except results.ResultsFileError as err:
-        raise ConfigError(str(err)) from None
+    if cfg.data not in data.SOURCES:
+        _check_text_data(cfg.data, cfg.seq)
+    if check_results:
+        results.check_appendable(cfg.results_file)
     return cfg
+
+
+def _check_text_data(path, seq):
+    try:
+        size = checks.input_file("DATA", path).stat().st_size
+    except checks.BadInput as err:
+        raise ConfigError(f"{err} (DATA is {', '.join(data.SOURCES)} or a text file)") from None
+    if size < data.min_text_bytes(seq):
+        raise ConfigError(f"DATA={path} has {size} bytes; SEQ={seq} needs at least {data.min_text_bytes(seq)}")

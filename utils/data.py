@@ -34,10 +34,15 @@ def fixed(batch, seq, device, seed):
         yield x, y
 
 
+def min_text_bytes(seq):
+    """A text file must hold one window of seq + 1 bytes, at a random start (randint needs >= 1)."""
+    return seq + 2
+
+
 def text_bytes(path, batch, seq, device, seed):
     data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8).to(device)
-    if data.numel() < seq + 2:
-        raise ValueError(f"DATA={path} has {data.numel()} bytes; SEQ={seq} needs at least {seq + 2}")
+    if data.numel() < min_text_bytes(seq):
+        raise ValueError(f"DATA={path} has {data.numel()} bytes; SEQ={seq} needs at least {min_text_bytes(seq)}")
     gen = torch.Generator(device=device).manual_seed(seed)
     offsets = torch.arange(seq + 1, device=device)
     while True:

@@ -20,9 +20,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, ScalarFormatter  # noqa: E402
 
-from utils import results, stats  # noqa: E402
+from utils import checks, results, stats  # noqa: E402
 from utils.stats import BASELINE, measured  # noqa: E402
 
 
@@ -84,21 +85,37 @@ def plot_heatmap(table, df, path):
     return _save(fig, path)
 
 
+COLORS = {"faster": "#2a9d8f", "slower": "#e76f51"}  # any other verdict: grey, nothing shown
+
+
 def plot_speedups(summary, df, path):
-    """Bars of the speedup with 95% bootstrap CI whiskers; techniques that did not run listed."""
-    ran = summary[summary["speedup"].notna()] if "speedup" in summary else summary.iloc[:0]
+    """Bars of the speedup with 95% bootstrap CI whiskers, hatched where a CI rests on one
+    run; the noise floor as a band; techniques that did not run listed with the reason."""
+    ran = summary[summary["speedup"].notna()]
     not_run = summary.drop(index=ran.index)
     labels = list(ran.index) + list(not_run.index)
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(labels) + 2))
-    colors = ["gray" if v in ("baseline", "no detectable difference") else "#2a9d8f" if v == "faster" else "#e76f51" for v in ran["verdict"]]
+    one_run = (ran["one_run"] == True).tolist()  # noqa: E712 - blank is not True
     errors = [ran["speedup"] - ran["speedup_lo"], ran["speedup_hi"] - ran["speedup"]]
-    ax.barh(range(len(ran)), ran["speedup"], xerr=errors, color=colors, capsize=3)
+    ax.barh(range(len(ran)), ran["speedup"], xerr=errors, color=[COLORS.get(v, "gray") for v in ran["verdict"]],
+            capsize=3, hatch=["//" if one else "" for one in one_run], edgecolor="white")
     for i, (_, row) in enumerate(ran.iterrows()):
-        note = "" if row["verdict"] in ("faster", "slower", "baseline") else "  (no detectable difference)"
+        note = "" if row["verdict"] in ("faster", "slower", "baseline") else f"  ({row['verdict']})"
+        note += "  (one run)" if one_run[i] and row["verdict"] in ("faster", "slower") else ""
         ax.text(row["speedup_hi"], i, f" {row['speedup']:.2f}× [{row['speedup_lo']:.2f}, {row['speedup_hi']:.2f}]{note}", va="center", fontsize=9)
     for i, (_, row) in enumerate(not_run.iterrows(), start=len(ran)):
         ax.text(0.02, i, textwrap.shorten(f"{row['status']}: {row['reason']}", width=110), va="center", fontsize=8, color="dimgray")
     ax.axvline(1.0, color="black", linewidth=1)
+    legend = []
+    floor = stats.aa_floor(summary)
+    if floor:
+        label = f"noise floor: {stats.AA_CHECK} (A/A) off by {floor[0]:.1%}; within it: not shown"
+        legend.append(ax.axvspan(1 - floor[0], 1 + floor[0], color="gold", alpha=0.3, label=label))
+    if any(one_run):
+        label = "one run: CI of step-to-step noise only"
+        legend.append(Patch(facecolor="gray", hatch="//", edgecolor="white", label=label))
+    if legend:
+        ax.legend(handles=legend, loc="lower right", fontsize=8)
     ax.set_yticks(range(len(labels)), labels)
     ax.set_ylim(len(labels) - 0.4, -0.6)  # top to bottom, as in the report
     ax.set_xlim(0, max(1.0, ran["speedup_hi"].max() if len(ran) else 1.0) * 1.45)
@@ -126,11 +143,11 @@ def plot_bootstrap(df, path):
 
 
 def plot_time_difference(df, a, b, path):
-    """Histogram of step time a - b, paired by (repeat, step): seed 000's SGD - Adam plot."""
+    """Histogram of step time a - b, paired by (run, step): seed 000's SGD - Adam plot."""
     diffs = stats.time_differences(df, a, b)
     if not len(diffs):
         raise results.ResultsFileError(f"no measured steps of both {a} and {b} in this configuration: run make {a} {b}")
-    low, high = stats.interval(stats.bootstrap([group.to_numpy() for _, group in diffs.groupby(level="repeat")]))
+    low, high = stats.interval(stats.bootstrap([group.to_numpy() for _, group in diffs.groupby(level="run")]))
     fig, ax = plt.subplots(figsize=(9, 5))
     ax.hist(diffs, bins=40, color="#457b9d")
     ax.axvline(0, color="black", linewidth=1)
@@ -162,12 +179,19 @@ def plots_for(df, out_dir, prefix=""):
 
 
 def select(results_file, device_filter=""):
-    """The newest configuration's rows (matching device_filter), and a note on the others."""
+    """The newest configuration's rows (matching device_filter) that has measured steps, and a
+    note on the others."""
     configs = stats.configurations(results.read(results_file), device_filter)
+    matching = f" on a device matching {device_filter!r}" if device_filter else ""
     if not configs:
-        raise results.ResultsFileError(f"{results_file} has no runs" + (f" on a device matching {device_filter!r}" if device_filter else ""))
+        raise results.ResultsFileError(f"{results_file} has no runs{matching}")
+    ran = [(name, rows) for name, rows in configs if len(measured(rows))]
+    if not ran:
+        raise results.ResultsFileError(
+            f"{results_file} has no successful measured steps{matching}: every run was skipped or failed")
     others = len(configs) - 1
-    return configs[0][1], [f"plotting {configs[0][0]}; {others} other configuration(s) in the file are not mixed in"] if others else []
+    notes = [f"plotting {ran[0][0]}; {others} other configuration(s) in the file are not mixed in"] if others else []
+    return ran[0][1], notes
 
 
 def main(argv=None):
@@ -179,6 +203,8 @@ def main(argv=None):
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), help="time-difference histogram of A - B")
     args = parser.parse_args(argv)
     try:
+        checks.output_dir("PLOTS_DIR", args.out)
+        checks.file_prefix("PLOTSPREFIX", args.prefix)
         df, notes = select(args.results, args.device_filter)
         if args.compare:
             a, b = args.compare
@@ -190,9 +216,9 @@ def main(argv=None):
         else:
             paths, more = plots_for(df, args.out, args.prefix)
             notes += more
-    except results.ResultsFileError as err:
+    except checks.BadInput as err:
         print(f"plots: error: {err}", file=sys.stderr)
-        return 2
+        return checks.EXIT_BAD_INPUT
     for line in [*notes, *(f"wrote {p}" for p in paths)]:
         print(f"plots: {line}")
     return 0

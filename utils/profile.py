@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from utils import bench, config, data
+from utils import bench, checks, config, data
 from utils.run_all import SCRIPTS, known_techniques
 from utils.techniques import Skip
 from utils.train import build_run
@@ -65,12 +65,14 @@ def main(argv=None):
     parser.add_argument("--top", type=int, default=20)
     args = parser.parse_args(argv)
     try:
+        checks.output_dir("PLOTS_DIR", args.out)
+        checks.file_prefix("PLOTSPREFIX", args.prefix)
         setup = load_setup(args.technique)
         cfg = config.load(args.technique, argv=[], check_results=False)  # writes no results
         run = build_run(cfg, setup)
-    except config.ConfigError as err:
+    except checks.BadInput as err:
         print(f"profile: error: {err}", file=sys.stderr)
-        return 2
+        return checks.EXIT_BAD_INPUT
     except Skip as why:
         print(f"profile: {args.technique} skipped: {why}")
         return 0

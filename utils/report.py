@@ -18,9 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import plots, results, stats
+from utils import checks, plots, results, stats
 
 GIB = 1024  # MiB per GiB
+ONE_RUN = "†"  # marks a row whose CIs rest on a single process
+ONE_RUN_NOTE = (f"{ONE_RUN} one run: its CIs cover the noise from step to step within one process only, not the "
+                "variation between processes, which is often larger; a difference is shown only across repeats "
+                "(`REPEATS=3`, or `PRECISION=0.02` to repeat until the CIs are narrow).")
+VERDICT_NOTES = {"no detectable difference": " (no detectable difference)",
+                 "within the noise floor": " (within the noise floor)", "A/A check": " (A/A: the noise floor)"}
 
 
 def _fmt(value, spec):
@@ -55,7 +61,14 @@ def table(summary):
 
     memory_title, memory_cells = _memory_column(summary)
     speed = get("speedup")
-    faster = [v == "faster" for v in get("verdict")]  # only a detectable speedup can be best
+    one_run = [flag is True for flag in get("one_run")]
+    # only a speedup shown across runs can be the best
+    faster = [v == "faster" and not one for v, one in zip(get("verdict"), one_run)]
+    speedup_cells = [
+        _ci(v, lo, hi, ".2f") + VERDICT_NOTES.get(verdict, "")
+        + (f" (one run{ONE_RUN})" if one and verdict in ("faster", "slower") else "") if v == v else "–"
+        for v, lo, hi, verdict, one in zip(speed, get("speedup_lo"), get("speedup_hi"), get("verdict"), one_run)
+    ]
     columns = {
         "median ms": _bold_best([_fmt(v, ".2f") for v in get("median_ms")], get("median_ms"), min),
         "mean ms [95% CI]": _bold_best([_ci(v, lo, hi, ".2f") for v, lo, hi in zip(get("mean_ms"), get("mean_lo"), get("mean_hi"))], get("mean_ms"), min),
@@ -70,9 +83,7 @@ def table(summary):
         "MFU": _bold_best([_fmt(v, ".1%") + (" (> peak: wrong PEAK_TFLOPS?)" if v > 1 else "") for v in get("mfu")], get("mfu"), max),
         memory_title: _bold_best(memory_cells, get("memory_mib"), min),
         "memory saved MiB": _bold_best([_fmt(v, "+,.0f") for v in get("memory_saved_mib")], get("memory_saved_mib"), max),
-        "speedup [95% CI]": _bold_best(
-            [_ci(v, lo, hi, ".2f") + ("" if verdict in ("faster", "slower", "baseline") else " (no detectable difference)") if v == v else "–"
-             for v, lo, hi, verdict in zip(speed, get("speedup_lo"), get("speedup_hi"), get("verdict"))], speed, max, faster),
+        "speedup [95% CI]": _bold_best(speedup_cells, speed, max, faster),
         "final loss": _bold_best([_fmt(v, ".3f") for v in get("final_loss")], get("final_loss"), min),
         "warm-up s": [_fmt(v, ".1f") for v in get("warmup_s")],
     }
@@ -80,9 +91,10 @@ def table(summary):
     header = ["technique", "runs", *columns, "status", "what ran"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, technique in enumerate(summary.index):
-        cells = [f"`{technique}`", str(summary["runs"].iloc[i]), *(col[i] for col in columns.values()), summary["status"].iloc[i], ran[i]]
+        runs = f"{summary['runs'].iloc[i]}{ONE_RUN if one_run[i] else ''}"
+        cells = [f"`{technique}`", runs, *(col[i] for col in columns.values()), summary["status"].iloc[i], ran[i]]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines) + (f"\n\n{ONE_RUN_NOTE}" if any(one_run) else "")
 
 
 def what_ran(row):
@@ -114,14 +126,22 @@ def recommendation(summary, budget_gb):
     ok = summary[summary["status"] == "ok"].dropna(subset=["median_ms"])
     if ok.empty:
         return "No technique ran successfully in this configuration."
-    detectable = ok[ok["verdict"] == "faster"] if "verdict" in ok else ok.iloc[:0]
-    if len(detectable):
-        best = detectable["speedup"].idxmax()
-        row = detectable.loc[best]
-        lines = [f"- **Fastest:** `{best}`, {row['median_ms']:.2f} ms/step, {row['speedup']:.2f}× the baseline [{row['speedup_lo']:.2f}, {row['speedup_hi']:.2f}]"]
+    faster = ok[ok["verdict"] == "faster"]
+    single_run = faster["one_run"] == True  # noqa: E712 - blank is not True
+    shown, single = faster[~single_run], faster[single_run]
+    if len(shown):
+        best = shown["speedup"].idxmax()  # per token: accum steps hold more
+        row = shown.loc[best]
+        lines = [f"- **Fastest:** `{best}`, {row['median_ms']:.2f} ms/step, {_speedup(row)} the baseline"]
     else:
         best = ok["median_ms"].idxmin()
-        lines = [f"- **Fastest:** no technique is detectably faster than the baseline here; the lowest median is `{best}`'s, {ok.loc[best, 'median_ms']:.2f} ms/step"]
+        lines = [f"- **Fastest:** no technique is shown faster than the baseline here; the lowest median is "
+                 f"`{best}`'s, {ok.loc[best, 'median_ms']:.2f} ms/step"]
+    if len(single):
+        named = ", ".join(f"`{t}` {_speedup(single.loc[t])}" for t in single.index)
+        lines.append(f"- **Not shown by one run{ONE_RUN}:** {named}: speedups over the baseline whose CIs see one "
+                     "process only; repeat (`REPEATS=3` or `PRECISION=0.02`) before calling them faster")
+    lines.append(floor_line(summary))
     if ok["memory_mib"].notna().any():
         leanest = ok["memory_mib"].idxmin()
         kind = "peak allocated" if ok.loc[leanest, "memory_kind"] == "peak_alloc_mib" else "peak RSS"
@@ -132,6 +152,25 @@ def recommendation(summary, budget_gb):
         fits = ok[ok["memory_mib"] <= budget_gb * GIB]
         lines.append(f"- **Fastest within {budget_gb:g} GiB:** " + (f"`{fits['median_ms'].idxmin()}`, {fits['median_ms'].min():.2f} ms/step" if len(fits) else "none of the techniques fits"))
     return "\n".join(lines)
+
+
+def _speedup(row):
+    return f"{row['speedup']:.2f}× [{row['speedup_lo']:.2f}, {row['speedup_hi']:.2f}]"
+
+
+def floor_line(summary):
+    """What the A/A technique says about this machine's noise, and how the verdicts use it."""
+    floor = stats.aa_floor(summary)
+    if floor is None:
+        return (f"- **Noise floor:** not measured: run `{stats.AA_CHECK}` (the baseline under another name) in this "
+                "configuration to see how much two identical configurations differ here")
+    point, low, high = floor
+    aa = summary.loc[stats.AA_CHECK]
+    held = aa["speedup_lo"] <= 1 <= aa["speedup_hi"]
+    drift = "" if held else "; its CI excludes 1.0, so this machine drifted or is noisy"
+    return (f"- **Noise floor:** `{stats.AA_CHECK}`, identical to the baseline, measured {_speedup(aa)}: two "
+            f"identical configurations differed by {point:.1%} [{low:.1%}, {high:.1%}] here{drift}; a speedup whose CI "
+            f"reaches into {1 - point:.2f}–{1 + point:.2f} is reported as within the noise floor, not shown")
 
 
 def environment(df):
@@ -158,7 +197,9 @@ def build(results_file, out, plots_dir, prefix="", device_filter="", budget_gb=N
     out = Path(out)
     sections = [f"# Training optimizations: results\n\nFrom `{results_file}`; {len(configs)} configuration(s). Step times are of measured steps only "
                 f"(warm-up excluded); CIs are 95% bootstrap intervals ({stats.RESAMPLES} resamples, runs then steps). "
-                "A speedup whose CI holds 1.0 is reported as no detectable difference. MFU is against the dense peak of the precision "
+                "A speedup whose CI holds 1.0 is reported as no detectable difference, one whose CI reaches into the "
+                f"noise floor (how far `{stats.AA_CHECK}`, an A/A copy of the baseline, lands from 1.0) as within "
+                "the noise floor. MFU is against the dense peak of the precision "
                 "that ran (blank where the device is not in the table; `PEAK_TFLOPS=` sets one). Best of each column in bold."]
     for name, rows in configs:
         summary = stats.summary(rows)
@@ -182,19 +223,16 @@ def main(argv=None):
     parser.add_argument("--budget-gb", default="")
     parser.add_argument("--peak-tflops", default="table")
     args = parser.parse_args(argv)
-    try:
-        budget = float(args.budget_gb) if args.budget_gb else None
-        peak = None if args.peak_tflops == "table" else float(args.peak_tflops)
-        if (budget is not None and budget <= 0) or (peak is not None and peak <= 0):
-            raise ValueError
-    except ValueError:
-        print(f"report: error: BUDGET_GB and PEAK_TFLOPS must be positive numbers, got {args.budget_gb!r} and {args.peak_tflops!r}", file=sys.stderr)
-        return 2
-    try:
+    try:  # every setting first, so a bad one stops before any plot is drawn
+        budget = checks.optional(checks.number, "BUDGET_GB", args.budget_gb)
+        peak = None if args.peak_tflops == "table" else checks.number("PEAK_TFLOPS", args.peak_tflops)
+        checks.output_file("REPORT", args.out)
+        checks.output_dir("PLOTS_DIR", args.plots_dir)
+        checks.file_prefix("PLOTSPREFIX", args.prefix)
         text = build(args.results, args.out, args.plots_dir, args.prefix, args.device_filter, budget, peak)
-    except results.ResultsFileError as err:
+    except checks.BadInput as err:
         print(f"report: error: {err}", file=sys.stderr)
-        return 2
+        return checks.EXIT_BAD_INPUT
     print("\n".join(line for line in text.splitlines() if not line.startswith("![")))
     print(f"\nreport: wrote {args.out}")
     return 0

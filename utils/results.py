@@ -11,7 +11,10 @@ import fcntl
 import io
 import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
+
+from utils import checks
 
 # column -> what it holds (README's column reference is checked against this by a test)
 COLUMNS = {
@@ -70,9 +73,15 @@ COLUMNS = {
 }
 HEADER = ",".join(COLUMNS) + "\n"
 STATUSES = ("ok", "skipped", "oom", "error")
+NUMERIC = (
+    "repeat", "step", "step_ms", "forward_ms", "backward_ms", "optimizer_ms", "tokens_per_s", "tflops", "mfu", "loss",
+    "peak_alloc_mib", "peak_reserved_mib", "peak_rss_mib", "n_params", "flops_per_token", "peak_tflops", "batch", "seq",
+    "lr", "seed", "device_tokens_per_s", "wall_tokens_per_s", "accum", "world_size",
+)
+BOOLEAN = ("fused", "compiled", "checkpointing", "cuda_graphs", "scaler_skipped")
 
 
-class ResultsFileError(ValueError):
+class ResultsFileError(checks.BadInput):
     """A results file we must not append to or cannot read."""
 
 
@@ -115,11 +124,9 @@ def _check_content(path, data, appending):
 
 def check_appendable(path):
     """Refuse, before any work is done, a file that append_rows would refuse."""
-    path = Path(path)
+    path = checks.output_file("RESULTS_FILE", path)
     if path.exists():
         _check_content(path, path.read_bytes(), appending=True)
-    elif not path.parent.is_dir():
-        raise ResultsFileError(f"RESULTS_FILE={path}: folder {path.parent} does not exist")
 
 
 def format_rows(rows):
@@ -156,19 +163,70 @@ def init(path):
 
 def read(path):
     """The results as a DataFrame with every current column (blank where an older file
-    lacks one), after the same checks as an append."""
+    lacks one) and numbers as numbers, after the same checks as an append."""
     import pandas as pd  # imported here: the training scripts never need pandas
 
     path = Path(path)
     if not path.exists():
-        raise ResultsFileError(f"{path} does not exist yet: run a technique first (make baseline)")
-    _check_content(path, path.read_bytes(), appending=False)
-    return pd.read_csv(path, keep_default_na=False, na_values=[""]).reindex(columns=list(COLUMNS))
+        raise ResultsFileError(f"RESULTS_FILE={path} does not exist yet: run a technique first (make baseline)")
+    checks.input_file("RESULTS_FILE", path)
+    data = path.read_bytes()
+    if not data:
+        raise ResultsFileError(f"{path} is empty: run a technique first (make baseline)")
+    _check_content(path, data, appending=False)
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""]).reindex(columns=list(COLUMNS))
+    for column in NUMERIC:
+        numbers = pd.to_numeric(df[column], errors="coerce")
+        written_nan = df[column].astype(str).str.lower().eq("nan")  # a nan loss is a measurement, not damage
+        _refuse_first(path, df, column, df[column].notna() & numbers.isna() & ~written_nan, "is not a number")
+        df[column] = numbers
+    for column in BOOLEAN:
+        df[column] = df[column].map({"True": True, "False": False})
+    unknown = df["status"].notna() & ~df["status"].isin(STATUSES)
+    _refuse_first(path, df, "status", unknown, f"is not one of {', '.join(STATUSES)}")
+    return df
 
 
-if __name__ == "__main__":  # make init_results: python -m utils.results init PATH
+def _refuse_first(path, df, column, bad, problem):
+    if bad.any():
+        index = bad.to_numpy().nonzero()[0][0]
+        raise ResultsFileError(f"{path} is corrupted at line {index + 2}: {column} {df[column].iloc[index]!r} "
+                               f"{problem}; it was left unchanged: repair or move it aside")
+
+
+def reset(path):
+    """Move the file to PATH.<utc time>.bak (make reset); return the backup's path, or None
+    where there was no file. A file that is not this suite's is left where it is."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    with checks.input_file("RESULTS_FILE", path).open("rb") as f:
+        header = f.readline().decode("utf-8", "replace").rstrip("\n").split(",")
+    if header != [""] and not set(header) <= set(COLUMNS):  # ours, older, cut short or empty: moved
+        raise ResultsFileError(f"{path} is not a results file of this suite (its header is "
+                               f"{','.join(header)[:60]!r}); it was left unchanged")
+    backup = path.with_name(f"{path.name}.{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.bak")
+    if backup.exists():
+        raise ResultsFileError(f"{backup} exists already; {path} was left unchanged: try again in a second")
+    path.rename(backup)
+    return backup
+
+
+def main(argv=None):
+    """make init_results / make reset: python -m utils.results init|reset PATH"""
+    command, target = argv or sys.argv[1:3]
     try:
-        init(sys.argv[2])
-    except ResultsFileError as err:
-        sys.exit(f"init_results: error: {err}")
-    print(f"init_results: {sys.argv[2]} is ready")
+        if command == "init":
+            init(target)
+            print(f"init_results: {target} is ready")
+        else:
+            moved = reset(target)
+            print(f"reset: {target} moved to {moved}" if moved else f"reset: no {target} to back up")
+    except checks.BadInput as err:
+        print(f"{'init_results' if command == 'init' else 'reset'}: error: {err}", file=sys.stderr)
+        return checks.EXIT_BAD_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

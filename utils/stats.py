@@ -3,9 +3,13 @@
 Repeats of a technique are separate processes, and steps within one process are not
 independent (they share its memory layout, clocks, neighbours), so the bootstrap has two
 levels: resample the runs, then the steps within each resampled run (a hierarchical
-bootstrap). With one run it is the ordinary bootstrap over steps. A speedup's CI comes from
-the ratio of two independent bootstrap distributions; where it holds 1.0 the difference is
-not detectable and is reported as such, not as a speedup.
+bootstrap). With one run it is the ordinary bootstrap over steps, which sees the noise from
+step to step but not the variation between processes: such a CI is flagged (`one_run`).
+
+A speedup's CI comes from the ratio of two independent bootstrap distributions; where it
+holds 1.0 the difference is not detectable. The A/A technique (AA_CHECK, the baseline under
+another name) measures how far two identical configurations differ here, the noise floor; a
+speedup whose CI reaches into 1 ± floor is "within the noise floor", not shown either.
 """
 import numpy as np
 import pandas as pd
@@ -13,6 +17,8 @@ import pandas as pd
 RESAMPLES = 2000
 CONFIDENCE = 0.95
 BASELINE = "baseline"
+AA_CHECK = "adamw"  # identical to the baseline: an A/A test of the machine
+MIN_RUNS = 3  # a bootstrap over fewer runs cannot see how much runs differ; adaptive repeats need this many
 
 
 def bootstrap(runs, statistic=np.mean, resamples=RESAMPLES, seed=0):
@@ -45,10 +51,19 @@ def ratio(runs_a, runs_b, seed=0):
     return (point, *interval(draws))
 
 
-def verdict(low, high):
-    if low <= 1.0 <= high:
-        return "no detectable difference"
-    return "faster" if low > 1.0 else "slower"
+def verdict(low, high, floor=0.0):
+    """A speedup CI's meaning: shown only where the whole CI lies beyond 1 ± floor."""
+    if low > 1.0 + floor:
+        return "faster"
+    if high < 1.0 - floor:
+        return "slower"
+    return "no detectable difference" if low <= 1.0 <= high else "within the noise floor"
+
+
+def noise_floor(speedup, low, high):
+    """The A/A speedup [CI] as a floor: (|speedup - 1|, and the CI of that distance)."""
+    ends = sorted(abs(v - 1.0) for v in (low, high))
+    return abs(speedup - 1.0), 0.0 if low <= 1.0 <= high else ends[0], ends[1]
 
 
 # what must match for a comparison: a run on 2 ranks is never compared as if it were on 1
@@ -61,14 +76,15 @@ def configurations(df, device_filter=""):
     # files older than the parallel columns ran one process
     df = df.assign(parallel=df["parallel"].fillna("none"), world_size=df["world_size"].fillna(1).astype(int))
     if device_filter:
-        df = df[df["device"].str.contains(device_filter, case=False, regex=False)]
-    newest = df.groupby(CONFIG, sort=False)["timestamp_utc"].max().sort_values(ascending=False)
+        df = df[df["device"].str.contains(device_filter, case=False, regex=False, na=False)]
+    number = df.groupby(CONFIG, sort=False, dropna=False).ngroup()  # a blank field (an older file's) is a value too
+    newest = df.groupby(number)["timestamp_utc"].max().sort_values(ascending=False)
     out = []
     for key in newest.index:
-        same = (df[CONFIG] == pd.Series(key, index=CONFIG)).all(axis=1)
-        device, model, batch, seq, data, kind, world_size = key
+        rows = df[number == key]
+        device, model, batch, seq, data, kind, world_size = rows.iloc[0][CONFIG]
         ranks = f" · {kind} on {world_size} processes, B per rank" if kind != "none" else ""
-        out.append((f"{device} · {model} · B={batch} T={seq} · {data}{ranks}", df[same]))
+        out.append((f"{device} · {model} · B={batch} T={seq} · {data}{ranks}", rows))
     return out
 
 
@@ -101,10 +117,21 @@ def _memory_mib(rows):
     return np.nan, ""
 
 
+# the summary's columns, there (blank) even where no technique of the configuration ran
+SUMMARY_COLUMNS = [
+    "status", "reason", "runs", "measured_runs", "one_run", "dtype", "attention", "optimizer", "fused", "compiled",
+    "checkpointing", "mlp", "compile_mode", "accum", "cuda_graphs", "scaler_skipped", "wall_tokens_per_s", "steps", "median_ms", "median_lo", "median_hi", "mean_ms", "mean_lo", "mean_hi", "tokens_per_s",
+    "tflops", "mfu", "peak_alloc_mib", "peak_reserved_mib", "memory_mib", "memory_kind", "memory_saved_mib",
+    "final_loss", "warmup_s", "forward_ms", "backward_ms", "optimizer_ms", "speedup", "speedup_lo", "speedup_hi",
+    "verdict",
+]
+
+
 def summary(df):
     """One row per technique of one configuration: times with CIs, throughput, MFU, memory,
-    speedup vs baseline with CI, final loss, status. Sorted: baseline, then fastest first,
-    then techniques that did not run."""
+    speedup vs baseline with CI and verdict (against the noise floor where an A/A run is
+    there), final loss, status. Sorted: baseline, then fastest first, then techniques that
+    did not run."""
     rows = []
     base_runs = runs_of(df, BASELINE, per_micro_batch=True)
     for technique, group in df.groupby("technique", sort=False):
@@ -112,7 +139,8 @@ def summary(df):
         runs = runs_of(group, technique)
         statuses = group.drop_duplicates("run_id")["status"].value_counts()
         status = statuses.index[0] if len(statuses) == 1 else ", ".join(f"{s}×{n}" for s, n in statuses.items())
-        row = {"technique": technique, "status": status, "reason": last["reason"] if last["status"] != "ok" else "", "runs": group["run_id"].nunique()}
+        row = {"technique": technique, "status": status, "reason": last["reason"] if last["status"] != "ok" else "",
+               "runs": group["run_id"].nunique(), "measured_runs": len(runs)}
         for column in ("dtype", "attention", "optimizer", "fused", "compiled", "checkpointing",
                        "mlp", "compile_mode", "accum", "cuda_graphs"):
             row[column] = last[column]
@@ -134,28 +162,72 @@ def summary(df):
             row["warmup_s"] = warm.groupby("run_id")["step_ms"].sum().median() / 1e3 if len(warm) else np.nan
             for phase in ("forward_ms", "backward_ms", "optimizer_ms"):
                 row[phase] = ok[phase].median()
+            # a CI resting on one process (this technique's or the baseline's) sees no run-to-run variation
+            row["one_run"] = any(len(r) == 1 for r in ([runs, base_runs] if base_runs else [runs]))
             if base_runs:
                 token_runs = runs_of(group, technique, per_micro_batch=True)
                 row["speedup"], row["speedup_lo"], row["speedup_hi"] = ratio(base_runs, token_runs)
-                row["verdict"] = "baseline" if technique == BASELINE else verdict(row["speedup_lo"], row["speedup_hi"])
         ran = group[(group["status"] == "ok") & (group["phase"] == "measured")]
         row["scaler_skipped"] = int(_scaler_skipped(ran).sum())
         rows.append(row)
-    table = pd.DataFrame(rows).set_index("technique")
-    if BASELINE in table.index and "memory_mib" in table:
+    table = pd.DataFrame(rows, columns=["technique", *SUMMARY_COLUMNS]).set_index("technique")
+    if BASELINE in table.index:
         table["memory_saved_mib"] = table.loc[BASELINE, "memory_mib"] - table["memory_mib"]
+    floor = (aa_floor(table) or [0.0])[0]
+    compared = table[table["speedup"].notna()]
+    special = {BASELINE: "baseline", AA_CHECK: "A/A check"}
+    verdicts = {t: special.get(t) or verdict(lo, hi, floor)
+                for t, lo, hi in zip(compared.index, compared["speedup_lo"], compared["speedup_hi"])}
+    table["verdict"] = pd.Series(verdicts, index=table.index, dtype=object)
     # fastest first by tokens/s, not step time: with accum a step holds more tokens
-    order = sorted(
-        table.index,
-        key=lambda t: (t != BASELINE, table.loc[t, "status"] != "ok", -np.nan_to_num(table.loc[t].get("tokens_per_s", 0))),
-    )
+    tokens = table["tokens_per_s"].fillna(0)
+    order = sorted(table.index, key=lambda t: (t != BASELINE, table.loc[t, "status"] != "ok", -tokens[t]))
     return table.loc[order]
 
 
+def aa_floor(table):
+    """The noise floor from the A/A technique's speedup in a summary: (floor, CI low, CI high),
+    or None where the configuration has no A/A run against a baseline."""
+    if AA_CHECK not in table.index or table.loc[AA_CHECK, ["speedup", "speedup_lo", "speedup_hi"]].isna().any():
+        return None
+    return noise_floor(*table.loc[AA_CHECK, ["speedup", "speedup_lo", "speedup_hi"]])
+
+
+def judged_widths(table):
+    """Per technique that ran: the relative half-width of the CI that judges it, and its runs.
+    Against a baseline a technique is judged by its speedup CI, the baseline (and every
+    technique where there is none) by its own mean step time's CI."""
+    ran = table[table["measured_runs"] > 0]
+    own = (ran["mean_hi"] - ran["mean_lo"]) / 2 / ran["mean_ms"]
+    vs_baseline = (ran["speedup_hi"] - ran["speedup_lo"]) / 2 / ran["speedup"]
+    width = vs_baseline.where(vs_baseline.notna() & (ran.index != BASELINE), own)
+    return pd.DataFrame({"width": width, "runs": ran["measured_runs"]})
+
+
+def adaptive_stop(progress, precision, min_runs, rounds, max_rounds, elapsed_s, round_s, budget_s):
+    """The stopping rule of adaptive repeats, a pure function. `progress`: judged_widths() of
+    the techniques measured so far. Resolved: CI half-width within ±precision, from at least
+    min_runs runs. Returns (stop, why, resolved, unresolved); it stops when every technique is
+    resolved, at max_rounds, or when another round (round_s) would end past budget_s."""
+    done = (progress["width"] <= precision) & (progress["runs"] >= min_runs)
+    resolved, unresolved = list(progress.index[done]), list(progress.index[~done])
+    if progress.empty:
+        return True, "no technique was measured, so there is nothing to resolve", resolved, unresolved
+    if not unresolved:
+        return True, f"every technique's CI is within ±{precision:.1%}", resolved, unresolved
+    if rounds >= max_rounds:
+        return True, f"MAX_REPEATS={max_rounds} runs per technique reached", resolved, unresolved
+    if elapsed_s + round_s > budget_s:
+        return (True, f"TIME_BUDGET_MIN={budget_s / 60:g}: another round (~{round_s / 60:.1f} min) would end past it "
+                f"({elapsed_s / 60:.1f} min spent)", resolved, unresolved)
+    return False, "", resolved, unresolved
+
+
 def time_differences(df, a, b):
-    """Step time of a minus b, paired by (repeat, step): seed 000's time-difference data, as a
-    Series indexed by (repeat, step)."""
-    rows = measured(df)
-    by_step = [rows[rows["technique"] == name].groupby(["repeat", "step"])["step_ms"].mean() for name in (a, b)]
+    """Step time of a minus b, paired by run (the k-th run of each) and step: seed 000's
+    time-difference data, as a Series indexed by (run, step)."""
+    rows = measured(df).copy()
+    rows["run"] = rows.groupby("technique", sort=False)["run_id"].transform(lambda ids: pd.factorize(ids)[0])
+    by_step = [rows[rows["technique"] == name].groupby(["run", "step"])["step_ms"].mean() for name in (a, b)]
     joined = pd.concat(by_step, axis=1, keys=["a", "b"]).dropna()
     return joined["a"] - joined["b"]

@@ -153,7 +153,7 @@ def main(setup, name=None, argv=None):
         signal.signal(signal.SIGTERM, signal.default_int_handler)
     if world.rank == 0:
         print(
-        f"{name}: {cfg.model} on {base['device']}, B={cfg.batch} T={cfg.seq}, "
+            f"{name}: {cfg.model} on {base['device']}, B={cfg.batch} T={cfg.seq}, "
             f"{cfg.warmup} warm-up + {cfg.steps} measured steps"
             + (f" on {world.size} ranks ({world.kind}, {world.backend})" if world.kind else "")
             + f" -> {cfg.results_file}",
@@ -162,9 +162,10 @@ def main(setup, name=None, argv=None):
 
     def record_status(status, reason, exit_code):
         # under torchrun rank 0 writes; a failed rank writes nothing: the launcher says which failed
-        if world.rank == 0 and (status == "skipped" or not world.kind):
+        wrote = world.rank == 0 and (status == "skipped" or not world.kind)
+        if wrote:
             results.append_rows(cfg.results_file, [{**base, "status": status, "reason": reason}])
-        _report(status, f"{name}: {status}: {reason}", world)
+        _report(status, f"{name}: {status}: {reason}", world, base["run_id"] if wrote else None)
         parallel.stop(world)
         sys.exit(exit_code)
 

@@ -1,0 +1,115 @@
+"""make all with PRECISION: the stopping rule on synthetic data, and the rounds it runs."""
+
+import numpy as np
+import pytest
+
+from conftest import run_make
+from test_plots import rows_of
+from utils import results, run_all, stats
+
+RULE = {
+    "precision": 0.02,
+    "min_runs": stats.MIN_RUNS,
+    "rounds": stats.MIN_RUNS,
+    "max_rounds": 10,
+    "elapsed_s": 60.0,
+    "round_s": 10.0,
+    "budget_s": 1800.0,
+}
+
+
+def _runs(technique, mean, runs, spread, seed):
+    """Rows of `runs` runs whose means differ by `spread` (relative) from run to run."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for r in range(runs):
+        run_mean = mean * (1 + spread * rng.standard_normal())
+        rows += rows_of(
+            technique,
+            [float(v) for v in run_mean * (1 + 0.01 * rng.standard_normal(30))],
+            run_id=f"{technique}-{r}",
+            repeat=r,
+        )
+    return rows
+
+
+def _progress(results_file, rows):
+    results.append_rows(results_file, rows)
+    return stats.judged_widths(stats.summary(results.read(results_file)))
+
+
+def test_it_stops_when_every_ci_is_narrow_and_a_skipped_technique_does_not_block(results_file):
+    rows = (
+        _runs("baseline", 20.0, 3, 0.001, 1)
+        + _runs("fast", 10.0, 3, 0.001, 2)
+        + rows_of("tf32", 0, status="skipped", reason="CUDA only")
+    )
+    progress = _progress(results_file, rows)
+    assert list(progress.index) == ["baseline", "fast"] and (progress["width"] < RULE["precision"]).all()
+    stop, why, resolved, unresolved = stats.adaptive_stop(progress, **RULE)
+    assert (
+        stop and "every technique's CI is within ±2.0%" in why and resolved == ["baseline", "fast"] and unresolved == []
+    )
+
+
+def test_noisy_runs_go_on_until_max_repeats_or_the_time_budget(results_file):
+    progress = _progress(results_file, _runs("baseline", 20.0, 3, 0.2, 3) + _runs("fast", 10.0, 3, 0.2, 4))
+    assert (progress["width"] > RULE["precision"]).all()
+    assert stats.adaptive_stop(progress, **RULE) == (False, "", [], ["baseline", "fast"])
+    stop, why, _, unresolved = stats.adaptive_stop(progress, **{**RULE, "rounds": 10})
+    assert stop and why == "MAX_REPEATS=10 runs per technique reached" and unresolved == ["baseline", "fast"]
+    stop, why, _, _ = stats.adaptive_stop(
+        progress, **{**RULE, "elapsed_s": 1795.0}
+    )  # the next 10 s round would overrun
+    assert stop and why.startswith("TIME_BUDGET_MIN=30: another round")
+
+
+def test_a_narrow_ci_from_too_few_runs_is_not_resolved(results_file):
+    progress = _progress(results_file, _runs("baseline", 20.0, 2, 0.001, 5) + _runs("fast", 10.0, 2, 0.001, 6))
+    assert (progress["width"] < RULE["precision"]).all()
+    stop, _, resolved, _ = stats.adaptive_stop(progress, **{**RULE, "rounds": 2})
+    assert not stop and resolved == []
+
+
+def test_without_a_baseline_each_technique_is_judged_by_its_own_mean(results_file):
+    progress = _progress(results_file, _runs("fast", 10.0, 3, 0.001, 7))
+    summary = stats.summary(results.read(results_file))
+    own = (summary.loc["fast", "mean_hi"] - summary.loc["fast", "mean_lo"]) / 2 / summary.loc["fast", "mean_ms"]
+    assert progress.loc["fast", "width"] == pytest.approx(own) and stats.adaptive_stop(progress, **RULE)[0]
+
+
+def test_only_the_runs_of_this_invocation_count(results_file):
+    # ten narrow runs from an earlier session are in the file; this session has one run each
+    rows = _runs("baseline", 20.0, 10, 0.001, 8) + _runs("fast", 10.0, 10, 0.001, 9)
+    this_session = [
+        {**row, "run_id": f"new-{row['technique']}"}
+        for row in _runs("baseline", 20.0, 1, 0.1, 10) + _runs("fast", 10.0, 1, 0.1, 11)
+    ]
+    results.append_rows(results_file, rows + this_session)
+    stop, _, _, unresolved, progress = run_all.judge(results_file, ["new-baseline", "new-fast"], **RULE)
+    assert not stop and unresolved == ["baseline", "fast"] and progress["runs"].tolist() == [1, 1]
+
+
+def test_make_all_with_precision_stops_by_itself_and_says_why(results_file):
+    proc = run_make(
+        "all", "TECHNIQUES=baseline tf32 adamw", "PRECISION=0.5", "MAX_REPEATS=3", results_file=results_file, STEPS="3"
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = proc.stdout.split("=== summary")[1]
+    assert "adaptive: stopped after 3 round(s): " in summary and "not measured (skipped or failed): tf32" in summary
+    runs = results.read(results_file).drop_duplicates("run_id")
+    assert list(zip(runs["technique"], runs["repeat"])) == [
+        ("baseline", 0),
+        ("tf32", 0),
+        ("adamw", 0),
+        ("baseline", 1),
+        ("adamw", 1),
+        ("baseline", 2),
+        ("adamw", 2),
+    ]
+
+
+def test_make_help_shows_the_defaults_run_all_uses(results_file):
+    proc = run_make("help", results_file=results_file)
+    for name in ("MAX_REPEATS", "TIME_BUDGET_MIN", "REPEATS"):
+        assert f"{name}={run_all.DEFAULTS[name]} " in proc.stdout, name
