@@ -23,13 +23,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from utils import config, parallel, results, scaling_plot
+from utils import checks, config, parallel, results, scaling_plot
 from utils.run_all import SCRIPTS, known_techniques
 
 LOSS_TOLERANCE = 1e-3  # nats per step: reduction order differs across ranks, nothing else may
 
 
-class LaunchError(ValueError):
+class LaunchError(checks.BadInput):
     """Bad input for a launch: one line, exit 2."""
 
 
@@ -49,7 +49,7 @@ def check(kind, technique, nproc_text, port_text):
         raise LaunchError(f"unknown TECHNIQUE {technique!r}; known: {' '.join(known_techniques())}")
     try:
         cfg = config.load(technique, argv=[])
-        nproc = config.positive_int("NPROC", nproc_text)
+        nproc = checks.integer("NPROC", nproc_text)
     except config.ConfigError as err:
         raise LaunchError(str(err)) from None
     limit = max_processes(cfg.device)
@@ -58,7 +58,7 @@ def check(kind, technique, nproc_text, port_text):
         raise LaunchError(f"NPROC={nproc} but this machine has {what}: one process per device")
     port = None
     if port_text:
-        port = config.positive_int("PORT", port_text)
+        port = checks.integer("PORT", port_text, 1, 65535)
         with socket.socket() as sock:
             try:
                 sock.bind(("localhost", port))
@@ -151,14 +151,15 @@ def main(argv):
     command, kind, technique = (argv[0], argv[1], argv[2]) if argv[0] == "scaling" else ("run", *argv[:2])
     try:
         cfg, nproc, port = check(kind, technique, os.environ.get("NPROC", "2"), os.environ.get("PORT", ""))
-        results.check_appendable(cfg.results_file)
-    except (LaunchError, config.ConfigError, results.ResultsFileError) as err:
+        loss_check_on = checks.integer("LOSS_CHECK", os.environ.get("LOSS_CHECK", "1"), 0, 1) == 1
+        out_dir = checks.output_dir("PLOTS_DIR", os.environ.get("PLOTS_DIR", "plots"))
+        prefix = checks.file_prefix("PLOTSPREFIX", os.environ.get("PLOTSPREFIX", ""))
+    except checks.BadInput as err:  # config, results and launch errors are all BadInput
         print(f"{kind}: error: {err}", file=sys.stderr)
-        return 2
+        return checks.EXIT_BAD_INPUT
     if command == "scaling":
-        out_dir, prefix = os.environ.get("PLOTS_DIR", "plots"), os.environ.get("PLOTSPREFIX", "")
         return scaling(kind, technique, nproc, port, cfg, out_dir, prefix)
-    return launch(kind, technique, nproc, port, cfg, os.environ.get("LOSS_CHECK", "1") == "1")
+    return launch(kind, technique, nproc, port, cfg, loss_check_on)
 
 
 if __name__ == "__main__":
