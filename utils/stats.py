@@ -74,7 +74,7 @@ def configurations(df, device_filter=""):
     """[(description, rows)] per configuration, newest first; device_filter: a substring of
     the device name (case-insensitive) that keeps only matching devices."""
     # files older than the parallel columns ran one process
-    df = df.assign(parallel=df["parallel"].fillna("none"), world_size=df["world_size"].fillna(1).astype(int))
+    df = df.assign(parallel=df["parallel"].astype(object).fillna("none"), world_size=df["world_size"].fillna(1).astype(int))
     if device_filter:
         df = df[df["device"].str.contains(device_filter, case=False, regex=False, na=False)]
     number = df.groupby(CONFIG, sort=False, dropna=False).ngroup()  # a blank field (an older file's) is a value too
