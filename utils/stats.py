@@ -51,7 +51,7 @@ def verdict(low, high):
     return "faster" if low > 1.0 else "slower"
 
 
-CONFIG = ["device", "model", "batch", "seq", "data"]  # what must match for a comparison
+CONFIG = ["device", "model", "layers", "batch", "seq", "data"]  # what must match for a comparison
 
 
 def configurations(df, device_filter=""):
@@ -59,12 +59,15 @@ def configurations(df, device_filter=""):
     the device name (case-insensitive) that keeps only matching devices."""
     if device_filter:
         df = df[df["device"].str.contains(device_filter, case=False, regex=False)]
+    # note: a file older than the layers column has it blank: read as 0, one group as before
+    df = df.assign(layers=df["layers"].fillna(0).astype(int))
     newest = df.groupby(CONFIG, sort=False)["timestamp_utc"].max().sort_values(ascending=False)
     out = []
     for key in newest.index:
         same = (df[CONFIG] == pd.Series(key, index=CONFIG)).all(axis=1)
-        device, model, batch, seq, data = key
-        out.append((f"{device} · {model} · B={batch} T={seq} · {data}", df[same]))
+        device, model, layers, batch, seq, data = key
+        depth = f" · {layers} layers" if layers else ""
+        out.append((f"{device} · {model}{depth} · B={batch} T={seq} · {data}", df[same]))
     return out
 
 
