@@ -129,10 +129,7 @@ def check_target(target, source):
     """Refuse a target loss below what the data allows (its entropy rate)."""
     floor = data.floor(source)
     if target is not None and floor is not None and target < floor:
-        raise ConfigError(
-            f"TARGET_LOSS={target:g} is below the entropy of DATA={source} ({floor:.4f} nats), "
-            "the lowest loss any model can reach: it can never be reached"
-        )
+        raise ConfigError(data.below_floor(target, source, floor))
 
 
 def _check_learning(cfg):

@@ -129,6 +129,14 @@ def floor(source):
     return None
 
 
+def below_floor(target, source, floor):
+    """The refusal of a target loss under the data's floor, in one line."""
+    return (
+        f"TARGET_LOSS={target:g} is below the entropy of DATA={source} ({floor:.4f} nats), "
+        "the lowest loss any model can reach: it can never be reached"
+    )
+
+
 def check(source, batch, seq, vocab_size):
     """Raise ValueError, with the reason in one line, if a file source cannot give a batch
     of each split or holds tokens the model's vocabulary does not."""
