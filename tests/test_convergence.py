@@ -27,9 +27,9 @@ def _baseline(steps, batch=2, seq=16, lr=None, seed=1337):
 
 
 def test_a_tiny_gpt_gets_within_002_nats_of_the_coins_floor():
-    run = _baseline(30, batch=8, seq=64, lr=3e-3)
-    evaluator = Evaluator(run, data.validation_batches(run.cfg, 16), every=10, total_steps=30)
-    bench.measure(run, data.batches(run.cfg), 30, 0, evaluator)
+    run = _baseline(20, batch=8, seq=64, lr=3e-3)
+    evaluator = Evaluator(run, data.validation_batches(run.cfg, 16), every=10, total_steps=20)
+    bench.measure(run, data.batches(run.cfg), 20, 0, evaluator)
     assert evaluator.records[0]["val_loss"] > 3  # the untrained model: ln(256) territory
     assert abs(evaluator.records[-1]["val_loss"] - data.COIN_FLIP_ENTROPY) < 0.02
 
