@@ -91,16 +91,27 @@ def _frame(rows):
 
 def _eval_rows(technique, losses, seconds_per_step=1.0, every=10, run_id=None, **extra):
     return [
-        {"run_id": run_id or technique, "technique": technique, "status": "ok", "phase": "eval", "step": i,
-         "train_steps": i * every, "train_s": i * every * seconds_per_step, "val_loss": loss,
-         "train_loss": loss + 0.1, "loss_floor": 0.6365, **extra}
+        {
+            "run_id": run_id or technique,
+            "technique": technique,
+            "status": "ok",
+            "phase": "eval",
+            "step": i,
+            "train_steps": i * every,
+            "train_s": i * every * seconds_per_step,
+            "val_loss": loss,
+            "train_loss": loss + 0.1,
+            "loss_floor": 0.6365,
+            **extra,
+        }
         for i, loss in enumerate(losses)
     ]
 
 
 def test_time_to_target_on_synthetic_curves():
-    df = _frame(_eval_rows("slow_steps", [2.0, 1.5, 1.0, 0.8], seconds_per_step=0.5)
-                      + _eval_rows("never", [2.0, 1.9, 1.8]))
+    df = _frame(
+        _eval_rows("slow_steps", [2.0, 1.5, 1.0, 0.8], seconds_per_step=0.5) + _eval_rows("never", [2.0, 1.9, 1.8])
+    )
     runs = convergence.time_to_target(df, 1.0).set_index("technique")
     assert runs.loc["slow_steps", ["reached", "steps", "seconds"]].tolist() == [True, 20, 10.0]
     assert not runs.loc["never", "reached"] and runs.loc["never", "trained_steps"] == 20
@@ -109,10 +120,23 @@ def test_time_to_target_on_synthetic_curves():
 
 
 def _training_rows(technique, losses, dtype="fp32", optimizer="torch.optim.AdamW", warmup=2):
-    base = {"run_id": technique, "technique": technique, "status": "ok", "repeat": 0, "dtype": dtype,
-            "optimizer": optimizer, "lr": 6e-4, "mlp": "gelu", "accum": 1, "seed": 1337, "data": "coinflip"}
-    return [{**base, "phase": "warmup" if i < warmup else "measured", "step": i if i < warmup else i - warmup,
-             "loss": loss} for i, loss in enumerate(losses)]
+    base = {
+        "run_id": technique,
+        "technique": technique,
+        "status": "ok",
+        "repeat": 0,
+        "dtype": dtype,
+        "optimizer": optimizer,
+        "lr": 6e-4,
+        "mlp": "gelu",
+        "accum": 1,
+        "seed": 1337,
+        "data": "coinflip",
+    }
+    return [
+        {**base, "phase": "warmup" if i < warmup else "measured", "step": i if i < warmup else i - warmup, "loss": loss}
+        for i, loss in enumerate(losses)
+    ]
 
 
 def test_drift_is_flagged_beyond_the_tolerance_of_its_precision():
@@ -132,8 +156,17 @@ def test_drift_is_flagged_beyond_the_tolerance_of_its_precision():
 
 
 def _grid_run(model, layers, optimizer, val_losses, seconds_per_step, memory):
-    rows = _eval_rows(optimizer, val_losses, seconds_per_step, run_id=f"{model}{layers}{optimizer}", model=model,
-                      layers=layers, lr=1e-3, n_params=1e5, data="markov")
+    rows = _eval_rows(
+        optimizer,
+        val_losses,
+        seconds_per_step,
+        run_id=f"{model}{layers}{optimizer}",
+        model=model,
+        layers=layers,
+        lr=1e-3,
+        n_params=1e5,
+        data="markov",
+    )
     return [{**rows[0], "phase": "measured", "peak_rss_mib": memory}, *rows]
 
 
@@ -146,7 +179,11 @@ def test_seed_004s_table_and_answer_from_synthetic_runs():
     )
     table = convergence.best_evaluations(df)
     assert list(zip(table["arch"], table["layers"], table["optimizer"])) == [
-        ("GPT", 1, "adam"), ("GPT", 2, "adam"), ("LSTM", 1, "adam"), ("LSTM", 1, "sgd")]
+        ("GPT", 1, "adam"),
+        ("GPT", 2, "adam"),
+        ("LSTM", 1, "adam"),
+        ("LSTM", 1, "sgd"),
+    ]
     assert table["exp"].tolist() == [3, 2, 4, 1]  # numbered in the order they ran
     gpt2 = table.iloc[1]
     assert (gpt2["epoch"], gpt2["at_step"], gpt2["val_ppl"]) == (2, 20, pytest.approx(math.exp(1.6)))
@@ -176,8 +213,17 @@ if __name__ == "__main__" and sys.argv[1:] == ["--update-golden"]:
     steps = 20
     run = _baseline(steps)
     _, measured = bench.measure(run, data.batches(run.cfg), steps, 0)
-    GOLDEN.write_text(json.dumps({
-        "what": "training loss per step of scripts/baseline.py's setup: MODEL=tiny BATCH=2 SEQ=16 SEED=1337 "
+    GOLDEN.write_text(
+        json.dumps(
+            {
+                "what": "training loss per step of scripts/baseline.py's setup: MODEL=tiny BATCH=2 SEQ=16 SEED=1337 "
                 "DATA=coinflip WARMUP=0 LR=auto (6e-4), DEVICE=cpu, fp32",
-        "torch": torch.__version__, "steps": steps, "loss": [round(v, 6) for v in measured.loss]}, indent=1) + "\n")
+                "torch": torch.__version__,
+                "steps": steps,
+                "loss": [round(v, 6) for v in measured.loss],
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote {GOLDEN}")

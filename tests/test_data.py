@@ -85,7 +85,11 @@ def test_nanogpt_token_files_are_memory_mapped_with_their_val_bin(tmp_path):
     "content, name, message",
     [
         (b"\x01\x02\x03", "odd.bin", "not a whole number of 2-byte"),
-        (b"a" * 100, "small.txt", "validation split holds 10 tokens, too few for one batch of BATCH=2 x (SEQ=8 + 1) = 18"),
+        (
+            b"a" * 100,
+            "small.txt",
+            "validation split holds 10 tokens, too few for one batch of BATCH=2 x (SEQ=8 + 1) = 18",
+        ),
         (np.full(100, 300, dtype=np.uint16).tobytes(), "big.bin", "token 300, beyond the model's vocabulary of 256"),
     ],
 )

@@ -15,8 +15,15 @@ def _one_line(text):
 
 
 def test_make_grid_writes_seed_004s_table_answer_and_figures(results_file, tmp_path):
-    grid = ["GRID_MODELS=tiny lstm", "GRID_LAYERS=1", "GRID_OPTIMIZERS=adam", "GRID_LRS=adam=3e-3", "DATA=markov",
-            f"GRID_REPORT={tmp_path / 'GRID.md'}", f"PLOTS_DIR={tmp_path}"]
+    grid = [
+        "GRID_MODELS=tiny lstm",
+        "GRID_LAYERS=1",
+        "GRID_OPTIMIZERS=adam",
+        "GRID_LRS=adam=3e-3",
+        "DATA=markov",
+        f"GRID_REPORT={tmp_path / 'GRID.md'}",
+        f"PLOTS_DIR={tmp_path}",
+    ]
     proc = run_make("grid", *grid, results_file=results_file)
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = (tmp_path / "GRID.md").read_text()
@@ -45,8 +52,20 @@ def test_make_lrsweep_names_the_best_lr(results_file):
 
 
 def test_make_report_refuses_a_target_below_the_floor(results_file, tmp_path):
-    results.append_rows(results_file, [{**dict.fromkeys(results.COLUMNS, ""), "technique": "baseline", "status": "ok",
-                                        "phase": "eval", "data": "coinflip", "loss_floor": 0.6365, "val_loss": 0.9}])
+    results.append_rows(
+        results_file,
+        [
+            {
+                **dict.fromkeys(results.COLUMNS, ""),
+                "technique": "baseline",
+                "status": "ok",
+                "phase": "eval",
+                "data": "coinflip",
+                "loss_floor": 0.6365,
+                "val_loss": 0.9,
+            }
+        ],
+    )
     proc = run_make("report", "TARGET_LOSS=0.5", f"REPORT={tmp_path / 'R.md'}", results_file=results_file)
     assert proc.returncode == 2 and "TARGET_LOSS=0.5 is below the entropy of DATA=coinflip" in _one_line(proc.stderr)
     assert not (tmp_path / "R.md").exists()
@@ -73,8 +92,21 @@ def test_bad_learning_settings_stop_before_training(tmp_path, results_file, caps
     results.append_rows(results_file, [{**dict.fromkeys(results.COLUMNS, ""), "technique": "x", "status": "ok"}])
     before = results_file.read_bytes()
     files = {"odd": _bin(tmp_path, "odd.bin", 4097), "small": _bin(tmp_path, "small.txt", 100)}
-    argv = ["--steps", "3", "--model", "tiny", "--device", "cpu", "--batch", "2", "--seq", "16",
-            "--results-file", str(results_file), *(a.format(**files) for a in args)]
+    argv = [
+        "--steps",
+        "3",
+        "--model",
+        "tiny",
+        "--device",
+        "cpu",
+        "--batch",
+        "2",
+        "--seq",
+        "16",
+        "--results-file",
+        str(results_file),
+        *(a.format(**files) for a in args),
+    ]
     with pytest.raises(SystemExit) as exit_:
         train.main(lambda run: t.adamw(run), name="badtest", argv=argv)
     assert exit_.value.code == train.EXIT_BAD_INPUT

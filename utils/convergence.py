@@ -302,7 +302,8 @@ def best_table(table, target_runs=None):
 
 
 def _name(row):
-    return f"{row['arch']} with {row['layers']} layer{'s' if row['layers'] != 1 else ''} and {row['optimizer']} (exp {row['exp']})"
+    layers = f"{row['layers']} layer{'s' if row['layers'] != 1 else ''}"
+    return f"{row['arch']} with {layers} and {row['optimizer']} (exp {row['exp']})"
 
 
 def answer(table, df, target=None):

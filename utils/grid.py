@@ -110,7 +110,8 @@ def report(args, cells, target):
     first = rows.iloc[0]
     settings = (
         f"{first['device']} · data {first['data']} · B={first['batch']} T={first['seq']} · "
-        f"{int(table['trained_steps'].max())} training steps at most · torch {first['torch']} · suite {first['git_sha']}"
+        f"{int(table['trained_steps'].max())} training steps at most · torch {first['torch']} · "
+        f"suite {first['git_sha']}"
     )
     caption = (
         "Each run at the evaluation of its best validation perplexity (PPL = exp(loss in nats)): the train PPL is "
