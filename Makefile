@@ -20,7 +20,7 @@ DATA ?= coinflip
 ACCUM ?= 4
 COMPILE_MODE ?= default
 SEED ?= 1337
-LR ?= 6e-4
+LR ?= auto
 RESULTS_FILE ?= results.csv
 PLOTSPREFIX ?=
 PLOTS_DIR ?= plots
@@ -39,6 +39,19 @@ NANOGPT_DIR ?=
 SESSION_DIR ?=
 export STEPS REPEATS WARMUP MODEL BATCH SEQ DEVICE DATA ACCUM COMPILE_MODE SEED LR RESULTS_FILE PEAK_TFLOPS
 export PRECISION MAX_REPEATS TIME_BUDGET_MIN NPROC PORT LOSS_CHECK PLOTS_DIR PLOTSPREFIX
+
+# does it still learn: depth, evaluation on held-out data, a target loss, the grid, the LR sweep
+LAYERS ?= auto
+EVAL_EVERY ?= auto
+EVAL_BATCHES ?= 4
+TARGET_LOSS ?=
+GRID_MODELS ?= tiny lstm
+GRID_LAYERS ?= 1 2 4
+GRID_OPTIMIZERS ?= adam adamw sgd momentum
+GRID_LRS ?=
+GRID_REPORT ?= GRID.md
+LRS ?=
+export LAYERS EVAL_EVERY EVAL_BATCHES TARGET_LOSS
 
 # PYTHON unset: bootstrap .venv from requirements.txt once, reuse it after.
 # PYTHON=python3: use that interpreter's packages as they are (e.g. a GPU box's torch).
@@ -83,10 +96,25 @@ compare: $(SETUP)
 
 report: $(SETUP)
 	@$(PYTHON) -m utils.report --results "$(RESULTS_FILE)" --out "$(REPORT)" --plots-dir "$(PLOTS_DIR)" --prefix "$(PLOTSPREFIX)" \
-		--device-filter "$(DEVICE_FILTER)" --budget-gb "$(BUDGET_GB)" --peak-tflops "$(PEAK_TFLOPS)"
+		--device-filter "$(DEVICE_FILTER)" --budget-gb "$(BUDGET_GB)" --peak-tflops "$(PEAK_TFLOPS)" --target-loss "$(TARGET_LOSS)"
 
 profile: $(SETUP)
 	@$(PYTHON) -m utils.profile "$(TECHNIQUE)" --out "$(PLOTS_DIR)" --prefix "$(PLOTSPREFIX)"
+
+.PHONY: grid grid_report lrsweep
+GRID_ARGS = --models "$(GRID_MODELS)" --layers "$(GRID_LAYERS)" --optimizers "$(GRID_OPTIMIZERS)" --lrs "$(GRID_LRS)" \
+	--results "$(RESULTS_FILE)" --out "$(GRID_REPORT)" --plots-dir "$(PLOTS_DIR)" --prefix "$(PLOTSPREFIX)" --target-loss "$(TARGET_LOSS)"
+
+# seed 004's experiment: every model x depth x optimizer, each a fresh process, then its table
+grid: $(SETUP)
+	@$(PYTHON) -m utils.grid run $(GRID_ARGS)
+
+# the grid's table, answer and figures from the runs already in RESULTS_FILE
+grid_report: $(SETUP)
+	@$(PYTHON) -m utils.grid report $(GRID_ARGS)
+
+lrsweep: $(SETUP)
+	@$(PYTHON) -m utils.lrsweep "$(TECHNIQUE)" --lrs "$(LRS)"
 
 # the device's tests and the README's figures in one call (e.g. the day a GPU is lent)
 session: $(SETUP)
@@ -126,6 +154,9 @@ help:
 	@echo "  plots          line, box, bootstrap, heatmap and speedup plots into $(PLOTS_DIR)/ (named with PLOTSPREFIX)"
 	@echo "  report         REPORT.md: per technique median, mean +- CI, tokens/s, MFU, memory, speedup +- CI; best bold"
 	@echo "  compare        histogram of step time A - B (default A=sgd B=adam) with its CI"
+	@echo "  grid           seed 004: GRID_MODELS x GRID_LAYERS x GRID_OPTIMIZERS, then GRID_REPORT (table, answer, figures)"
+	@echo "  grid_report    GRID_REPORT from the grid runs already in RESULTS_FILE"
+	@echo "  lrsweep        TECHNIQUE at each of LRS, fresh processes; says which LR had the best validation loss"
 	@echo "  profile        torch.profiler top operators of TECHNIQUE (default baseline): txt, csv, png"
 	@echo "  session        this device's tests, make all, nanoGPT's bench (NANOGPT_DIR), report and plots into docs/results/<device>/"
 	@echo "  init_results   create RESULTS_FILE with its header (an existing one is only checked)"
@@ -142,15 +173,15 @@ help:
 	@echo "  MAX_REPEATS=10      PRECISION: at most this many runs per technique"
 	@echo "  TIME_BUDGET_MIN=30  PRECISION: start no round that would end past this many minutes"
 	@echo "  WARMUP=auto         warm-up steps, timed apart: 10 on CUDA, 3 on CPU"
-	@echo "  MODEL=auto          gpt2 on CUDA, tiny on CPU; or small, gpt2-medium, gpt2-large, gpt2-xl"
+	@echo "  MODEL=auto          gpt2 on CUDA, tiny on CPU; or small, gpt2-medium, gpt2-large, gpt2-xl; lstm, lstm-small, lstm-gpt2"
 	@echo "  BATCH=auto          sequences per step (auto: the preset's: gpt2 16, tiny 4)"
 	@echo "  SEQ=auto            tokens per sequence (auto: the preset's: gpt2 1024, tiny 128)"
 	@echo "  DEVICE=auto         cuda if available, else cpu"
-	@echo "  DATA=coinflip       coin flips with P(1)=2/3, fixed (one batch reused), or a path to a text file (bytes)"
+	@echo "  DATA=coinflip       coin flips with P(1)=2/3, fixed (one batch reused), markov, a text file (bytes) or a uint16 .bin"
 	@echo "  ACCUM=4             micro-batches per optimizer step, for accum"
 	@echo "  COMPILE_MODE=default  torch.compile mode for compile and stack: default, reduce-overhead, max-autotune, ..."
 	@echo "  SEED=1337           seed for weights and data"
-	@echo "  LR=6e-4             AdamW learning rate (lion uses LR/3)"
+	@echo "  LR=auto             learning rate (auto: the optimizer's default, stated in its script; lion: AdamW's/3)"
 	@echo "  PEAK_TFLOPS=table   dense peak TFLOP/s for MFU; table: by device and dtype (utils/mfu.py)"
 	@echo "  RESULTS_FILE=results.csv"
 	@echo "  PLOTSPREFIX=        prefix for plot file names, e.g. h100_"
@@ -159,11 +190,19 @@ help:
 	@echo "  REPORT=REPORT.md    where make report writes"
 	@echo "  BUDGET_GB=          report: also recommend the fastest technique within this memory"
 	@echo "  A=sgd B=adam        make compare: the two techniques"
-	@echo "  TECHNIQUE=baseline  make profile / ddp / fsdp / scaling_gpus: the technique"
+	@echo "  TECHNIQUE=baseline  make profile / lrsweep / ddp / fsdp / scaling_gpus: the technique"
 	@echo "  NPROC=2             make ddp / fsdp / scaling_gpus: processes (at most one per GPU, or per core)"
 	@echo "  PORT=               make ddp / fsdp: rendezvous port (empty: torchrun --standalone picks one)"
 	@echo "  LOSS_CHECK=1        make ddp / fsdp: compare the losses with one process at BATCH x NPROC (0: skip)"
 	@echo "  KIND=ddp            make scaling_gpus: ddp or fsdp"
+	@echo "  LAYERS=auto         layers of the model (auto: the preset's), e.g. 1, 2, 4"
+	@echo "  EVAL_EVERY=auto     evaluate on held-out data every N training steps (auto: STEPS/5; 0: never)"
+	@echo "  EVAL_BATCHES=4      held-out batches per evaluation"
+	@echo "  TARGET_LOSS=        report / grid / runs: steps and seconds to reach this validation loss"
+	@echo "  GRID_MODELS=tiny lstm  GRID_LAYERS=1 2 4  GRID_OPTIMIZERS=adam adamw sgd momentum  (make grid)"
+	@echo "  GRID_LRS=           make grid: per-optimizer LRs, e.g. 'sgd=0.3 momentum=0.03' (else each script's default)"
+	@echo "  GRID_REPORT=GRID.md where make grid writes its table"
+	@echo "  LRS=                make lrsweep: the LRs (default: 1e-4 to 1 in half decades)"
 	@echo "  TECHNIQUES=...      what all runs, in order (default: every script, baseline first)"
 	@echo "  NANOGPT_DIR=        make session: a nanoGPT checkout whose bench.py runs beside the suite"
 	@echo "  SESSION_DIR=        make session: where its figures go (default docs/results/<device>)"

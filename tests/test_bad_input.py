@@ -227,7 +227,7 @@ PATH_CASES = [  # commands, variable, bad value ({tmp}: a folder holding a file 
     *((c, "PLOTSPREFIX", "tab\t", "not usable in a file name") for c in PLOTTERS),
     ("technique", "DATA", "{tmp}/d", "DATA={tmp}/d is a folder"),
     ("technique", "DATA", "{tmp}/missing.txt", "DATA={tmp}/missing.txt: no such file"),
-    ("technique", "DATA", "{tmp}/f", "DATA={tmp}/f has 4 bytes; SEQ=128 needs at least 130"),  # found before training
+    ("technique", "DATA", "{tmp}/f", "DATA={tmp}/f: its training split holds 3 tokens, too few for one batch"),  # found before training
 ]
 
 

@@ -37,6 +37,11 @@ def test_each_technique_appends_well_formed_rows(all_run, name):
         assert rows["status"].tolist() == ["skipped"] and "CUDA" in rows["reason"].iloc[0]
         return
     assert set(rows["status"]) == {"ok"}
+    # EVAL_EVERY=auto is 1 step at STEPS=3: an evaluation before training and after every step
+    trained = int(TINY["WARMUP"]) + int(TINY["STEPS"])
+    evals = rows[rows["phase"] == "eval"]
+    assert evals["train_steps"].tolist() == list(range(trained + 1)) and evals["val_loss"].map(math.isfinite).all()
+    rows = rows[rows["phase"] != "eval"]
     assert rows["phase"].value_counts().to_dict() == {"measured": int(TINY["STEPS"]), "warmup": int(TINY["WARMUP"])}
     measured = rows[rows["phase"] == "measured"]
     assert measured["step"].tolist() == list(range(int(TINY["STEPS"])))

@@ -143,10 +143,11 @@ def split_steps(marks):
     return step_ms, parts
 
 
-def _timed_steps(run, batches, steps, clock, name, cuda):
+def _timed_steps(run, batches, steps, clock, name, cuda, evaluator=None, trained_before_ms=0.0):
     losses, skipped = [], []
     progress = tqdm(total=steps, desc=f"{run.cfg.technique} {name}", leave=False, disable=not sys.stderr.isatty())
     wall_start = time.perf_counter()
+    eval_ms = 0.0  # evaluations inside this phase: left out of its wall-clock
     for _ in range(steps):
         micro_batches = [next(batches) for _ in range(run.accum)]  # outside the timed region
         clock.mark("start")
@@ -154,9 +155,14 @@ def _timed_steps(run, batches, steps, clock, name, cuda):
         losses.append(loss)
         skipped.append(skip)
         progress.update()  # host-side counter only: no sync, no .item()
+        if evaluator is not None and evaluator.due(loss):
+            if cuda:
+                torch.cuda.synchronize()  # training so far has finished: the clock below is its wall-clock
+            trained_ms = trained_before_ms + (time.perf_counter() - wall_start) * 1e3 - eval_ms
+            eval_ms += evaluator.evaluate(trained_ms)
     marks = clock.read_ms()
     loss_values = torch.stack(losses).float().cpu().tolist()
-    wall_ms = (time.perf_counter() - wall_start) * 1e3
+    wall_ms = (time.perf_counter() - wall_start) * 1e3 - eval_ms
     progress.close()
     step_ms, parts = split_steps(marks)
     phase = Phase(
@@ -174,21 +180,26 @@ def _timed_steps(run, batches, steps, clock, name, cuda):
     return phase
 
 
-def measure(run, batches, steps, warmup):
-    """Train `warmup` then `steps` steps; return (warm-up Phase or None, measured Phase)."""
+def measure(run, batches, steps, warmup, evaluator=None):
+    """Train `warmup` then `steps` steps; return (warm-up Phase or None, measured Phase).
+    With an evaluator (utils/evaluate.py), evaluate before the first step and whenever it is
+    due, out of the step times and the phases' wall-clocks."""
     cuda = run.cfg.device == "cuda"
     run.model.train()
+    if evaluator is not None:
+        evaluator.evaluate(0.0)  # the untrained model: where every curve starts
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     warm = None
     if warmup:
         # warm-up may sync at every mark: its times then hold compile and autotuning
-        warm = _timed_steps(run, batches, warmup, HostClock(sync=cuda), "warmup", cuda)
+        warm = _timed_steps(run, batches, warmup, HostClock(sync=cuda), "warmup", cuda, evaluator)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()  # the measured phase's peak is its own
     clock = EventClock() if cuda else HostClock(sync=False)
-    return warm, _timed_steps(run, batches, steps, clock, "measured", cuda)
+    trained_ms = warm.wall_ms if warm else 0.0
+    return warm, _timed_steps(run, batches, steps, clock, "measured", cuda, evaluator, trained_ms)
 
 
 def one_step(run, batches):

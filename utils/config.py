@@ -6,15 +6,15 @@ are the same run. Bad input stops here, before the model is built or any file is
 """
 
 import argparse
+import math
 import os
 from dataclasses import dataclass
 
 import torch
 
-from utils import checks, data, parallel, results
-from utils.model import PRESETS
+from utils import checks, data, models, parallel, results
+from utils.models import PRESETS
 from utils.techniques import COMPILE_MODES
-
 
 SEED_MAX = 2**64 - 1  # torch.manual_seed's range
 ConfigError = checks.BadInput  # bad input: reported as one line, exit status 2
@@ -38,6 +38,10 @@ class RunConfig:
     compile_mode: str = "default"  # read by techniques that compile
     accum: int = 4  # read by techniques that accumulate gradients
     world: parallel.World = parallel.World()  # this rank under torchrun (make ddp / fsdp); one process otherwise
+    layers: int = None  # None: the preset's
+    eval_every: int = 0  # evaluate every this many training steps (warm-up included); 0: never
+    eval_batches: int = 4  # held-out batches per evaluation
+    target_loss: float = None  # validation loss the run reports reaching (TARGET_LOSS)
 
 
 # flag -> (environment variable, default, help)
@@ -54,7 +58,7 @@ FLAGS = {
         "coinflip (seed 000's P(1)=2/3 flips), fixed (one batch reused) or a text file (bytes)",
     ),
     "seed": ("SEED", "1337", "seed for weights and data"),
-    "lr": ("LR", "6e-4", "AdamW learning rate (Lion scales it, see scripts/lion.py)"),
+    "lr": ("LR", "auto", "learning rate (auto: the optimizer's default from its literature, see its script)"),
     "results_file": ("RESULTS_FILE", "results.csv", "CSV the rows are appended to"),
     "repeat": ("REPEAT", "0", "repeat index written to the rows (make all REPEATS=N sets it)"),
     "peak_tflops": ("PEAK_TFLOPS", "table", "dense peak TFLOP/s for MFU (table: from utils/mfu.py by device)"),
@@ -64,6 +68,10 @@ FLAGS = {
         f"torch.compile mode of techniques that compile: {', '.join(COMPILE_MODES)}",
     ),
     "accum": ("ACCUM", "4", "micro-batches of BATCH per optimizer step, for techniques that accumulate"),
+    "layers": ("LAYERS", "auto", "layers of the model (auto: the preset's), e.g. seed 004's 1, 2, 4"),
+    "eval_every": ("EVAL_EVERY", "auto", "evaluate on held-out data every N training steps (auto: STEPS/5; 0: never)"),
+    "eval_batches": ("EVAL_BATCHES", "4", "held-out batches per evaluation"),
+    "target_loss": ("TARGET_LOSS", "", "validation loss to reach: the summary says when it was (blank: none)"),
 }
 
 
@@ -93,6 +101,33 @@ def _device(text):
     return text
 
 
+def _eval_every(text, steps):
+    if text == "auto":
+        return math.ceil(steps / 5)  # five evaluations after the first, whatever STEPS is
+    every = _int("EVAL_EVERY", text, 0)
+    if every > steps:
+        raise ConfigError(f"EVAL_EVERY={every} is larger than STEPS={steps}: no evaluation would fall inside the run")
+    return every
+
+
+def check_target(target, source):
+    """Refuse a target loss below what the data allows (its entropy rate)."""
+    floor = data.floor(source)
+    if target is not None and floor is not None and target < floor:
+        raise ConfigError(data.below_floor(target, source, floor))
+
+
+def _check_learning(cfg):
+    """Data, evaluation and target settings that would make the run meaningless."""
+    try:
+        data.check(cfg.data, cfg.batch, cfg.seq, models.vocab_size(cfg.model))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    check_target(cfg.target_loss, cfg.data)
+    if cfg.target_loss is not None and not cfg.eval_every:
+        raise ConfigError("TARGET_LOSS is judged on validation loss, but EVAL_EVERY=0 turns evaluation off")
+
+
 def parse_args(technique, argv=None):
     parser = argparse.ArgumentParser(
         prog=f"scripts/{technique}.py", description=f"train with '{technique}', append rows to a results CSV"
@@ -113,11 +148,12 @@ def load(technique, argv=None, check_results=True):
     if model not in PRESETS:
         raise ConfigError(f"unknown MODEL {model!r}; presets: {', '.join(PRESETS)}")
     _, default_batch, default_seq = PRESETS[model]
+    steps = positive_int("STEPS", args.steps)
     if args.compile_mode not in COMPILE_MODES:
         raise ConfigError(f"COMPILE_MODE must be one of {', '.join(COMPILE_MODES)}, got {args.compile_mode!r}")
     cfg = RunConfig(
         technique=technique,
-        steps=positive_int("STEPS", args.steps),
+        steps=steps,
         warmup=_int("WARMUP", _auto(args.warmup, 10 if device == "cuda" else 3), 0),
         model=model,
         batch=positive_int("BATCH", _auto(args.batch, default_batch)),
@@ -125,25 +161,29 @@ def load(technique, argv=None, check_results=True):
         device=device,
         data=args.data,
         seed=_int("SEED", args.seed, 0, SEED_MAX),
-        lr=positive_float("LR", args.lr),
+        lr=None if args.lr == "auto" else positive_float("LR", args.lr),
         results_file=args.results_file,
         repeat=_int("REPEAT", args.repeat, 0),
         peak_tflops=None if args.peak_tflops == "table" else positive_float("PEAK_TFLOPS", args.peak_tflops),
         compile_mode=args.compile_mode,
         accum=positive_int("ACCUM", args.accum),
         world=parallel.world_from_env(),
+        layers=None if args.layers == "auto" else positive_int("LAYERS", args.layers),
+        eval_every=_eval_every(args.eval_every, steps),
+        eval_batches=positive_int("EVAL_BATCHES", args.eval_batches),
+        target_loss=positive_float("TARGET_LOSS", args.target_loss) if args.target_loss else None,
     )
     if cfg.data not in data.SOURCES:
-        _check_text_data(cfg.data, cfg.seq)
+        _check_data_file(cfg.data)
+    _check_learning(cfg)
     if check_results:
         results.check_appendable(cfg.results_file)
     return cfg
 
 
-def _check_text_data(path, seq):
+def _check_data_file(path):
+    # a readable file; whether it holds a batch of each split is data.check's question
     try:
-        size = checks.input_file("DATA", path).stat().st_size
+        checks.input_file("DATA", path)
     except checks.BadInput as err:
-        raise ConfigError(f"{err} (DATA is {', '.join(data.SOURCES)} or a text file)") from None
-    if size < data.min_text_bytes(seq):
-        raise ConfigError(f"DATA={path} has {size} bytes; SEQ={seq} needs at least {data.min_text_bytes(seq)}")
+        raise ConfigError(f"{err} (DATA is {', '.join(data.SOURCES)}, a text file or a .bin token file)") from None

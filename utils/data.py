@@ -1,4 +1,5 @@
-"""Batches of (inputs, targets), each (B, T) int64, made on the training device.
+"""Batches of (inputs, targets), each (B, T) int64, made on the training device, with a
+held-out validation split for every source.
 
 Sources (DATA=):
 - coinflip (seed 000): every token is 1 with probability 2/3, else 0, drawn fresh per batch
@@ -7,17 +8,35 @@ Sources (DATA=):
 - fixed: one coin-flip batch drawn once and reused every step (nanoGPT bench's
   real_data=False), which takes data generation out of the loop entirely; the loss then
   measures memorisation, not learning.
-- a text file at byte level (vocab 256): random windows of the file's bytes.
+- markov: a first-order Markov chain over MARKOV_STATES symbols whose transition matrix is
+  drawn once from a fixed seed (the same chain for every SEED), each sequence started from
+  the stationary distribution, so every target is one transition and the best possible loss
+  is the chain's entropy rate, computed exactly (markov_entropy_rate).
+- a text file at byte level (vocab 256): random windows of its bytes.
+- a nanoGPT-style token file, `*.bin`: uint16 tokens, memory-mapped (np.memmap), never read whole.
+
+Validation: coinflip, fixed and markov draw held-out batches from their own generator (a
+seed no training batch uses); files hold out their last VAL_FRACTION, or, for
+`.../train.bin` with a `val.bin` beside it (nanoGPT's layout), that file. Each split must
+hold one batch of BATCH x (SEQ + 1) tokens; check() says so before anything trains.
 """
 
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 
 P_ONE = 2 / 3
 COIN_FLIP_ENTROPY = -(P_ONE * math.log(P_ONE) + (1 - P_ONE) * math.log(1 - P_ONE))  # ~0.6365
-SOURCES = ("coinflip", "fixed")  # besides a path to a text file
+SOURCES = ("coinflip", "fixed", "markov")  # besides a path to a text file or a .bin token file
+
+MARKOV_STATES = 8
+MARKOV_SEED = 0  # fixed: the chain (and so its entropy rate) is the same whatever SEED is
+MARKOV_CONCENTRATION = 0.5  # Dirichlet parameter of each row: < 1 makes rows peaked, so there is something to learn
+VAL_FRACTION = 0.1  # of a file, held out for validation (nanoGPT's shakespeare split)
+VAL_SEED_OFFSET = 1_000_003  # validation generators are seeded SEED + this: no training batch repeats them
+TOKEN_DTYPE = np.uint16  # nanoGPT's .bin files
 
 
 def coin_flips(batch, seq, device, seed):
@@ -34,37 +53,133 @@ def fixed(batch, seq, device, seed):
         yield x, y
 
 
-def min_text_bytes(seq):
-    """A text file must hold one window of seq + 1 bytes, at a random start (randint needs >= 1)."""
-    return seq + 2
+def markov_chain():
+    """(transition matrix P, stationary distribution pi) of the MARKOV_STATES-symbol chain."""
+    rng = np.random.default_rng(MARKOV_SEED)
+    transition = rng.dirichlet([MARKOV_CONCENTRATION] * MARKOV_STATES, size=MARKOV_STATES)
+    # pi P = pi: the left eigenvector of eigenvalue 1, normalised
+    values, vectors = np.linalg.eig(transition.T)
+    stationary = np.real(vectors[:, np.argmin(np.abs(values - 1))])
+    return transition, stationary / stationary.sum()
 
 
-def text_bytes(path, batch, seq, device, seed):
-    data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8).to(device)
-    if data.numel() < min_text_bytes(seq):
-        raise ValueError(f"DATA={path} has {data.numel()} bytes; SEQ={seq} needs at least {min_text_bytes(seq)}")
+def markov_entropy_rate():
+    """Exact entropy rate in nats: sum_i pi_i * H(P_i), the stationary mix of row entropies."""
+    transition, stationary = markov_chain()
+    rows = -(transition * np.log(transition)).sum(axis=1)
+    return float(stationary @ rows)
+
+
+def markov(batch, seq, device, seed, chunk=64):
+    """Sequences of the chain; `chunk` batches are generated at once, so the T sequential
+    transitions are vectorised over chunk x B chains instead of paid per batch."""
+    transition, stationary = (torch.tensor(a, dtype=torch.float64, device=device) for a in markov_chain())
+    cumulative = transition.cumsum(dim=1)
+    cumulative[:, -1] = 1.0  # rounding: a uniform draw must always land in some state
     gen = torch.Generator(device=device).manual_seed(seed)
-    offsets = torch.arange(seq + 1, device=device)
     while True:
-        starts = torch.randint(data.numel() - seq - 1, (batch, 1), device=device, generator=gen)
-        window = data[starts + offsets].long()  # (B, T+1)
+        n = chunk * batch
+        states = torch.empty(n, seq + 1, dtype=torch.long, device=device)
+        states[:, 0] = torch.multinomial(stationary, n, replacement=True, generator=gen)
+        draws = torch.rand(n, seq, dtype=torch.float64, device=device, generator=gen)
+        for t in range(seq):
+            row = cumulative[states[:, t]]  # (n, K)
+            states[:, t + 1] = (row < draws[:, t : t + 1]).sum(dim=1).clamp_(max=MARKOV_STATES - 1)
+        for window in states.view(chunk, batch, seq + 1):
+            yield window[:, :-1], window[:, 1:]
+
+
+def _is_token_file(path):
+    return Path(path).suffix == ".bin"
+
+
+def file_splits(path):
+    """(train, validation) arrays of a text or token file (memory-mapped, not read)."""
+    path = Path(path)
+    dtype = TOKEN_DTYPE if _is_token_file(path) else np.uint8
+    if path.stat().st_size % np.dtype(dtype).itemsize:
+        raise ValueError(
+            f"DATA={path} is {path.stat().st_size} bytes, not a whole number of {np.dtype(dtype).itemsize}-byte "
+            "uint16 tokens: not a nanoGPT token file (a text file must not end in .bin)"
+        )
+    tokens = np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype)
+    val_file = path.with_name("val.bin")
+    if path.name == "train.bin" and val_file.is_file():
+        return tokens, file_splits(val_file)[0]
+    cut = int(len(tokens) * (1 - VAL_FRACTION))
+    return tokens[:cut], tokens[cut:]
+
+
+def file_windows(tokens, batch, seq, device, seed):
+    gen = np.random.default_rng(seed)
+    while True:
+        starts = gen.integers(len(tokens) - seq, size=batch)
+        window = torch.from_numpy(np.stack([tokens[s : s + seq + 1] for s in starts]).astype(np.int64))
+        window = window.to(device)  # (B, T+1)
         yield window[:, :-1], window[:, 1:]
 
 
-def _source(cfg, batch):
-    if cfg.data == "coinflip":
-        return coin_flips(batch, cfg.seq, cfg.device, cfg.seed)
-    if cfg.data == "fixed":
-        return fixed(batch, cfg.seq, cfg.device, cfg.seed)
-    return text_bytes(cfg.data, batch, cfg.seq, cfg.device, cfg.seed)
+def floor(source):
+    """The lowest loss any model can reach on `source`'s held-out data, in nats, or None
+    where it is not known (text and token files)."""
+    if source in ("coinflip", "fixed"):  # fixed trains on one batch; its validation is fresh flips
+        return COIN_FLIP_ENTROPY
+    if source == "markov":
+        return markov_entropy_rate()
+    return None
+
+
+def below_floor(target, source, floor):
+    """The refusal of a target loss under the data's floor, in one line."""
+    return (
+        f"TARGET_LOSS={target:g} is below the entropy of DATA={source} ({floor:.4f} nats), "
+        "the lowest loss any model can reach: it can never be reached"
+    )
+
+
+def check(source, batch, seq, vocab_size):
+    """Raise ValueError, with the reason in one line, if a file source cannot give a batch
+    of each split or holds tokens the model's vocabulary does not."""
+    if source in SOURCES:
+        return
+    need = batch * (seq + 1)
+    for name, split in zip(("training", "validation"), file_splits(source)):
+        if len(split) < need:
+            raise ValueError(
+                f"DATA={source}: its {name} split holds {len(split)} tokens, too few for one batch of "
+                f"BATCH={batch} x (SEQ={seq} + 1) = {need}"
+            )
+        # note: one pass over the file; memmap reads it in pages, it is never held whole
+        largest = int(split.max())
+        if largest >= vocab_size:
+            raise ValueError(
+                f"DATA={source} holds token {largest}, beyond the model's vocabulary of {vocab_size} (a larger MODEL?)"
+            )
+
+
+def _stream(source, batch, seq, device, seed, split):
+    if source == "coinflip" or (source == "fixed" and split == 1):
+        return coin_flips(batch, seq, device, seed)
+    if source == "fixed":
+        return fixed(batch, seq, device, seed)
+    if source == "markov":
+        return markov(batch, seq, device, seed)
+    return file_windows(file_splits(source)[split], batch, seq, device, seed)
 
 
 def batches(cfg):
-    """This process's batches. Under DDP/FSDP every rank draws the same global batch of
-    world x BATCH sequences and keeps its slice: the sequences a single process at BATCH x
+    """This process's training batches. Under DDP/FSDP every rank draws the same global batch
+    of world x BATCH sequences and keeps its slice: the sequences a single process at BATCH x
     world would see, so the two runs' losses compare step by step."""
     world = cfg.world
     if world.size == 1:
-        return _source(cfg, cfg.batch)
+        return _stream(cfg.data, cfg.batch, cfg.seq, cfg.device, cfg.seed, split=0)
     rows = slice(world.rank * cfg.batch, (world.rank + 1) * cfg.batch)
-    return ((x[rows], y[rows]) for x, y in _source(cfg, cfg.batch * world.size))
+    return ((x[rows], y[rows]) for x, y in _stream(cfg.data, cfg.batch * world.size, cfg.seq, cfg.device, cfg.seed, 0))
+
+
+def validation_batches(cfg, count):
+    """`count` held-out batches, drawn once: every evaluation of a run, and every run with
+    the same SEED, sees the same ones, so validation curves compare point by point."""
+    stream = _stream(cfg.data, cfg.batch, cfg.seq, cfg.device, cfg.seed + VAL_SEED_OFFSET, split=1)
+    return [next(stream) for _ in range(count)]

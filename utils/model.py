@@ -212,8 +212,10 @@ class GPT(Costed):
         return logits, loss
 
 
-def build_model(preset, seq, mlp="gelu"):
+def build_model(preset, seq, mlp="gelu", layers=None):
     arch, _, _ = PRESETS[preset]
     if mlp not in MLPS:
         raise ValueError(f"unknown mlp {mlp!r}; one of {', '.join(MLPS)}")
+    if layers is not None:  # LAYERS=: seed 004's depth sweep on a preset's width
+        arch = {**arch, "n_layer": layers}
     return GPT(GPTConfig(block_size=seq, mlp=mlp, **arch))

@@ -23,7 +23,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, ScalarFormatter  # noqa: E402
 
-from utils import checks, results, stats  # noqa: E402
+from utils import checks, curves, results, stats  # noqa: E402
 from utils.stats import BASELINE, measured  # noqa: E402
 
 
@@ -171,6 +171,7 @@ def plots_for(df, out_dir, prefix=""):
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [plot_lines(df, out / f"{prefix}steptime_lines.png"), plot_box(df, out / f"{prefix}steptime_box.png"), plot_bootstrap(df, out / f"{prefix}bootstrap_means.png")]
+    paths += curves.plots_for(df, out, prefix)  # learning curves, where the runs made evaluations
     table = relative_windows(df)
     if table is None:
         return paths, ["no ok baseline run in this configuration, so no heatmap or speedup bars: run make baseline"]

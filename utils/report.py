@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import checks, plots, results, stats
+from utils import checks, convergence, plots, results, stats
 
 GIB = 1024  # MiB per GiB
 ONE_RUN = "†"  # marks a row whose CIs rest on a single process
@@ -185,9 +185,11 @@ def _slug(text):
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()[:60]
 
 
-def build(results_file, out, plots_dir, prefix="", device_filter="", budget_gb=None, peak_tflops=None):
+def build(results_file, out, plots_dir, prefix="", device_filter="", budget_gb=None, peak_tflops=None,
+          target_loss=None):
     """Write the report; return its markdown."""
     df = results.read(results_file)
+    convergence.check_target(df, target_loss)
     if peak_tflops:  # judge every run against the given peak instead of the table's
         df["peak_tflops"] = peak_tflops
         df["mfu"] = df["tflops"] / peak_tflops
@@ -206,7 +208,9 @@ def build(results_file, out, plots_dir, prefix="", device_filter="", budget_gb=N
         config_prefix = prefix + (f"{_slug(name)}_" if len(configs) > 1 else "")
         paths, notes = plots.plots_for(rows, plots_dir, config_prefix) if len(stats.measured(rows)) else ([], [])
         images = "\n".join(f"![{p.stem}]({os.path.relpath(p, out.parent)})" for p in paths)
+        learning = convergence.section(rows, summary, target_loss)
         sections.append(f"## {name}\n\n{environment(rows)}\n\n{table(summary)}\n\n{recommendation(summary, budget_gb)}\n\n"
+                        + (f"{learning}\n\n" if learning else "")
                         + "\n".join(f"_{n}_" for n in notes) + f"\n\n{images}")
     text = "\n\n".join(sections) + "\n"
     out.write_text(text)
@@ -222,6 +226,7 @@ def main(argv=None):
     parser.add_argument("--device-filter", default="")
     parser.add_argument("--budget-gb", default="")
     parser.add_argument("--peak-tflops", default="table")
+    parser.add_argument("--target-loss", default="")
     args = parser.parse_args(argv)
     try:  # every setting first, so a bad one stops before any plot is drawn
         budget = checks.optional(checks.number, "BUDGET_GB", args.budget_gb)
@@ -229,8 +234,9 @@ def main(argv=None):
         checks.output_file("REPORT", args.out)
         checks.output_dir("PLOTS_DIR", args.plots_dir)
         checks.file_prefix("PLOTSPREFIX", args.prefix)
-        text = build(args.results, args.out, args.plots_dir, args.prefix, args.device_filter, budget, peak)
-    except checks.BadInput as err:
+        target = convergence.parse_target(args.target_loss)
+        text = build(args.results, args.out, args.plots_dir, args.prefix, args.device_filter, budget, peak, target)
+    except (checks.BadInput, convergence.TargetError) as err:
         print(f"report: error: {err}", file=sys.stderr)
         return checks.EXIT_BAD_INPUT
     print("\n".join(line for line in text.splitlines() if not line.startswith("![")))

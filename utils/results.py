@@ -24,7 +24,8 @@ COLUMNS = {
     "repeat": "which repeat of the technique this run was (0, 1, ... with REPEATS=N)",
     "status": "ok, skipped, oom or error",
     "reason": "why, for any status but ok",
-    "phase": "the run's phase: warmup or measured; blank on a status-only row (skipped / oom / error)",
+    "phase": "the run's phase: warmup or measured, or eval for an evaluation on held-out data; "
+    "blank on a status-only row (skipped / oom / error)",
     "step": "step index within its phase, from 0",
     "step_ms": "time of one optimizer step (all its parts) in ms: CUDA events on GPU, perf_counter on CPU",
     "forward_ms": "part of the step: forward pass and loss, ms (summed over micro-batches; blank under CUDA graphs)",
@@ -70,6 +71,15 @@ COLUMNS = {
     "torch": "torch version",
     "git_sha": "commit of this suite that ran (+dirty if it had local changes)",
     "host": "machine name",
+    # does it still learn (evaluation rows, phase=eval; blank on training rows)
+    "layers": "layers (blocks) of the model: LAYERS, or the preset's",
+    "loss_floor": "entropy (rate) of the data, the lowest loss any model can reach, nats; blank where unknown (files)",
+    "train_steps": "eval rows: training steps taken before this evaluation (warm-up included)",
+    "train_s": "eval rows: training wall-clock before this evaluation, s (warm-up included, evaluations excluded)",
+    "train_loss": "eval rows: mean training loss over the steps since the previous evaluation",
+    "val_loss": "eval rows: mean loss on the run's EVAL_BATCHES held-out batches, nats",
+    "val_ppl": "eval rows: validation perplexity, exp(val_loss)",
+    "eval_ms": "eval rows: time the evaluation took, ms (never part of step_ms or train_s)",
 }
 HEADER = ",".join(COLUMNS) + "\n"
 STATUSES = ("ok", "skipped", "oom", "error")

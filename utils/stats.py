@@ -67,14 +67,15 @@ def noise_floor(speedup, low, high):
 
 
 # what must match for a comparison: a run on 2 ranks is never compared as if it were on 1
-CONFIG = ["device", "model", "batch", "seq", "data", "parallel", "world_size"]
+CONFIG = ["device", "model", "layers", "batch", "seq", "data", "parallel", "world_size"]
 
 
 def configurations(df, device_filter=""):
     """[(description, rows)] per configuration, newest first; device_filter: a substring of
     the device name (case-insensitive) that keeps only matching devices."""
     # files older than the parallel columns ran one process
-    df = df.assign(parallel=df["parallel"].astype(object).fillna("none"), world_size=df["world_size"].fillna(1).astype(int))
+    parallel = df["parallel"].astype(object).fillna("none")
+    df = df.assign(parallel=parallel, world_size=df["world_size"].fillna(1).astype(int))
     if device_filter:
         df = df[df["device"].str.contains(device_filter, case=False, regex=False, na=False)]
     number = df.groupby(CONFIG, sort=False, dropna=False).ngroup()  # a blank field (an older file's) is a value too
@@ -82,9 +83,10 @@ def configurations(df, device_filter=""):
     out = []
     for key in newest.index:
         rows = df[number == key]
-        device, model, batch, seq, data, kind, world_size = rows.iloc[0][CONFIG]
+        device, model, layers, batch, seq, data, kind, world_size = rows.iloc[0][CONFIG]
+        depth = f" · {layers} layers" if layers == layers and layers else ""
         ranks = f" · {kind} on {world_size} processes, B per rank" if kind != "none" else ""
-        out.append((f"{device} · {model} · B={batch} T={seq} · {data}{ranks}", rows))
+        out.append((f"{device} · {model}{depth} · B={batch} T={seq} · {data}{ranks}", rows))
     return out
 
 
@@ -120,10 +122,10 @@ def _memory_mib(rows):
 # the summary's columns, there (blank) even where no technique of the configuration ran
 SUMMARY_COLUMNS = [
     "status", "reason", "runs", "measured_runs", "one_run", "dtype", "attention", "optimizer", "fused", "compiled",
-    "checkpointing", "mlp", "compile_mode", "accum", "cuda_graphs", "scaler_skipped", "wall_tokens_per_s", "steps", "median_ms", "median_lo", "median_hi", "mean_ms", "mean_lo", "mean_hi", "tokens_per_s",
-    "tflops", "mfu", "peak_alloc_mib", "peak_reserved_mib", "memory_mib", "memory_kind", "memory_saved_mib",
-    "final_loss", "warmup_s", "forward_ms", "backward_ms", "optimizer_ms", "speedup", "speedup_lo", "speedup_hi",
-    "verdict",
+    "checkpointing", "mlp", "compile_mode", "accum", "cuda_graphs", "scaler_skipped", "wall_tokens_per_s", "steps",
+    "median_ms", "median_lo", "median_hi", "mean_ms", "mean_lo", "mean_hi", "tokens_per_s", "tflops", "mfu",
+    "peak_alloc_mib", "peak_reserved_mib", "memory_mib", "memory_kind", "memory_saved_mib", "final_loss", "warmup_s",
+    "forward_ms", "backward_ms", "optimizer_ms", "speedup", "speedup_lo", "speedup_hi", "verdict",
 ]
 
 

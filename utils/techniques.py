@@ -30,6 +30,9 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoi
 from utils import parallel, step
 
 WEIGHT_DECAY = 0.1
+# the learning rate when LR is not given: GPT-3 Small's (Brown et al. 2020, table 2.1), nanoGPT's
+# default. An optimizer whose literature says otherwise gets its own from its script (default_lr=).
+ADAMW_LR = 6e-4
 BETAS = (0.9, 0.95)
 STAGES = ("architecture", "precision", "attention", "memory", "parallel", "optimizer", "compile", "step")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -108,7 +111,10 @@ def _on_cuda(run):
 def gated_mlp(run, kind):
     """Rebuild the model with a gated MLP (swiglu / geglu) at the GELU MLP's parameter count."""
     _enter(run, "architecture")
-    run.model = run.train_model = run.build(mlp=kind)
+    try:
+        run.model = run.train_model = run.build(mlp=kind)
+    except ValueError as err:  # a model without an MLP (the LSTM)
+        raise Skip(str(err)) from None
     run.mlp = kind
 
 
@@ -187,6 +193,10 @@ def checkpoint_blocks(run):
 # 5. optimizer
 
 
+def _lr(run, default_lr):
+    return default_lr if run.cfg.lr is None else run.cfg.lr
+
+
 def _param_groups(model):
     # as nanoGPT: decay matrices and embeddings, not biases or layernorm gains
     params = [p for p in model.parameters() if p.requires_grad]
@@ -198,26 +208,26 @@ def _param_groups(model):
 
 def adamw(run):
     _enter(run, "optimizer")
-    run.lr = run.cfg.lr
+    run.lr = _lr(run, ADAMW_LR)
     run.optimizer = torch.optim.AdamW(_param_groups(run.model), lr=run.lr, betas=BETAS)
 
 
-def adam(run):
+def adam(run, default_lr=ADAMW_LR):
     _enter(run, "optimizer")
-    run.lr = run.cfg.lr
+    run.lr = _lr(run, default_lr)
     # classic Adam: no decoupled weight decay (that is AdamW's change)
     run.optimizer = torch.optim.Adam(run.model.parameters(), lr=run.lr, betas=BETAS)
 
 
-def sgd(run, momentum=0.0):
+def sgd(run, momentum=0.0, default_lr=ADAMW_LR):
     _enter(run, "optimizer")
-    run.lr = run.cfg.lr
+    run.lr = _lr(run, default_lr)
     run.optimizer = torch.optim.SGD(run.model.parameters(), lr=run.lr, momentum=momentum)
 
 
 def fused_adamw(run):
     _enter(run, "optimizer")
-    run.lr = run.cfg.lr
+    run.lr = _lr(run, ADAMW_LR)
     run.optimizer = torch.optim.AdamW(_param_groups(run.model), lr=run.lr, betas=BETAS, fused=True)
 
 
@@ -232,7 +242,7 @@ def _bitsandbytes():
 def adamw_8bit(run):
     _enter(run, "optimizer")
     bnb = _bitsandbytes()
-    run.lr = run.cfg.lr
+    run.lr = _lr(run, ADAMW_LR)
     run.optimizer = bnb.optim.AdamW8bit(_param_groups(run.model), lr=run.lr, betas=BETAS)
 
 
@@ -245,7 +255,7 @@ def lion(run, lr_scale, weight_decay_scale):
             from lion_pytorch import Lion
         except ImportError:
             raise Skip("Lion needs bitsandbytes or lion-pytorch; pip install bitsandbytes==0.50.2") from None
-    run.lr = run.cfg.lr * lr_scale
+    run.lr = _lr(run, ADAMW_LR) * lr_scale  # the Lion paper states its LR relative to AdamW's
     groups = _param_groups(run.model)
     for group in groups:
         group["weight_decay"] *= weight_decay_scale

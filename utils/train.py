@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from utils import bench, config, data, env, mfu, parallel, results
-from utils.model import build_model
+from utils import bench, config, data, env, mfu, models, parallel, results
+from utils.evaluate import Evaluator
 from utils.techniques import Run, Skip, parallelize
 
 EXIT_ERROR, EXIT_BAD_INPUT, EXIT_OOM, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -73,6 +73,38 @@ def _step_rows(base, phase, tokens_per_step):
         }
 
 
+def _eval_rows(base, records):
+    for i, record in enumerate(records):
+        yield {
+            **base,
+            "status": "ok",
+            "phase": "eval",
+            "step": i,
+            "train_steps": record["train_steps"],
+            "train_s": round(record["train_s"], 4),
+            "train_loss": None if record["train_loss"] is None else round(record["train_loss"], 6),
+            "val_loss": round(record["val_loss"], 6),
+            "val_ppl": round(record["val_ppl"], 4),
+            "eval_ms": round(record["eval_ms"], 3),
+        }
+
+
+def summarize_eval(cfg, records):
+    """', val loss a -> b' and, with TARGET_LOSS, when it was reached."""
+    if not records:
+        return ""
+    text = f", val loss {records[0]['val_loss']:.3f} -> {records[-1]['val_loss']:.3f}"
+    if cfg.target_loss is not None:
+        hit = next((r for r in records if r["val_loss"] <= cfg.target_loss), None)
+        target = f"TARGET_LOSS {cfg.target_loss:g}"
+        text += (
+            f" ({target} reached at step {hit['train_steps']}, {hit['train_s']:.2f} s of training)"
+            if hit
+            else f" ({target} not reached in {records[-1]['train_steps']} steps)"
+        )
+    return text
+
+
 def summarize(name, cfg, tokens_per_step, warm, measured):
     median_ms = statistics.median(measured.step_ms)
     tokens = tokens_per_step / (median_ms / 1e3)
@@ -115,7 +147,7 @@ def build_run(cfg, setup):
 
     def build(mlp="gelu"):
         torch.manual_seed(cfg.seed)  # the same weights whichever technique builds it
-        return build_model(cfg.model, cfg.seq, mlp=mlp).to(cfg.device)
+        return models.build_model(cfg.model, cfg.seq, mlp=mlp, layers=cfg.layers).to(cfg.device)
 
     run = Run(cfg, build(), build=build)
     setup(run)
@@ -146,6 +178,8 @@ def main(setup, name=None, argv=None):
         "world_size": cfg.world.size,
         "backend": cfg.world.backend,
         **env.capture(cfg.device),
+        "layers": cfg.layers or models.default_layers(cfg.model),
+        "loss_floor": data.floor(cfg.data),
     }
     world = cfg.world
     if world.kind:
@@ -176,7 +210,11 @@ def main(setup, name=None, argv=None):
         base["flops_per_token"] = run.model.flops_per_token(cfg.seq)
         base.update(run.record(), attention=bench.attention_kernel(run))
         base["peak_tflops"] = mfu.peak_tflops(base["device"], run.dtype, override=cfg.peak_tflops)
-        warm, measured = bench.measure(run, data.batches(cfg), cfg.steps, cfg.warmup)
+        evaluator = None
+        if cfg.eval_every:
+            held_out = data.validation_batches(cfg, cfg.eval_batches)
+            evaluator = Evaluator(run, held_out, cfg.eval_every, cfg.warmup + cfg.steps)
+        warm, measured = bench.measure(run, data.batches(cfg), cfg.steps, cfg.warmup, evaluator)
         warm, measured = parallel.combine(warm, world), parallel.combine(measured, world)
     except Skip as why:
         record_status("skipped", str(why), 0)
@@ -195,9 +233,12 @@ def main(setup, name=None, argv=None):
         _report("ok", f"{name}: ok", world)
         return
     rows = [*(_step_rows(base, warm, tokens_per_step) if warm else []), *_step_rows(base, measured, tokens_per_step)]
+    records = evaluator.records if evaluator else []
+    rows += _eval_rows(base, records)
     try:
         results.append_rows(cfg.results_file, rows)
     except results.ResultsFileError as err:
         _report("error", f"{name}: error: {err}")
         sys.exit(EXIT_BAD_INPUT)
-    _report("ok", summarize(name, cfg, tokens_per_step, warm, measured), world, base["run_id"])
+    _report("ok", summarize(name, cfg, tokens_per_step, warm, measured) + summarize_eval(cfg, records), world,
+            base["run_id"])

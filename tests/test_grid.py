@@ -1,0 +1,114 @@
+"""make grid, make lrsweep and the bad input of issue 9, end to end on a tiny CPU setting."""
+
+import numpy as np
+import pytest
+from conftest import run_make
+
+from utils import results, train
+from utils import techniques as t
+
+
+def _one_line(text):
+    lines = [line for line in text.strip().splitlines() if line and not line.startswith("make: ***")]
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def test_make_grid_writes_seed_004s_table_answer_and_figures(results_file, tmp_path):
+    grid = [
+        "GRID_MODELS=tiny lstm",
+        "GRID_LAYERS=1",
+        "GRID_OPTIMIZERS=adam",
+        "GRID_LRS=adam=3e-3",
+        "DATA=markov",
+        f"GRID_REPORT={tmp_path / 'GRID.md'}",
+        f"PLOTS_DIR={tmp_path}",
+    ]
+    proc = run_make("grid", *grid, results_file=results_file)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = (tmp_path / "GRID.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| exp ")]
+    assert [("GPT" in r, "LSTM" in r, r.startswith("| **")) for r in rows] == [(True, False, True), (False, True, True)]
+    assert "0.003" in rows[0] and "**Wall-clock:**" in text and "**Generalisation:**" in text
+    for figure in ("grid_tiny_1L.png", "grid_lstm_1L.png"):
+        assert (tmp_path / figure).read_bytes()[:4] == b"\x89PNG" and f"]({figure})" in text
+    df = results.read(results_file)
+    assert set(df["model"]) == {"tiny", "lstm"} and set(df["layers"]) == {1} and set(df["lr"]) == {3e-3}
+    # a bad setting stops the grid before anything runs
+    before = results_file.read_bytes()
+    proc = run_make("grid", *grid, "TARGET_LOSS=1.2", results_file=results_file)
+    assert proc.returncode == 2 and "can never be reached" in _one_line(proc.stderr)
+    proc = run_make("grid", *grid[:-2], "GRID_LAYERS=0", results_file=results_file)
+    assert proc.returncode == 2 and "GRID_LAYERS must be a positive integer" in _one_line(proc.stderr)
+    assert results_file.read_bytes() == before
+
+
+def test_make_lrsweep_names_the_best_lr(results_file):
+    proc = run_make("lrsweep", "TECHNIQUE=sgd", "LRS=1e-6 0.1", results_file=results_file)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "lrsweep: best LR for sgd: 0.1 (best validation loss" in proc.stdout
+    assert "an end of the sweep" in proc.stdout and "make grid GRID_LRS='sgd=0.1'" in proc.stdout
+    assert sorted(results.read(results_file).drop_duplicates("run_id")["lr"]) == [1e-6, 0.1]
+
+
+def test_make_report_refuses_a_target_below_the_floor(results_file, tmp_path):
+    results.append_rows(
+        results_file,
+        [
+            {
+                **dict.fromkeys(results.COLUMNS, ""),
+                "technique": "baseline",
+                "status": "ok",
+                "phase": "eval",
+                "data": "coinflip",
+                "loss_floor": 0.6365,
+                "val_loss": 0.9,
+            }
+        ],
+    )
+    proc = run_make("report", "TARGET_LOSS=0.5", f"REPORT={tmp_path / 'R.md'}", results_file=results_file)
+    assert proc.returncode == 2 and "TARGET_LOSS=0.5 is below the entropy of DATA=coinflip" in _one_line(proc.stderr)
+    assert not (tmp_path / "R.md").exists()
+
+
+def _bin(tmp_path, name, size):
+    path = tmp_path / name
+    path.write_bytes(np.zeros(size, dtype=np.uint8).tobytes())
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--eval-every", "9"], "EVAL_EVERY=9 is larger than STEPS=3"),
+        (["--target-loss", "0.5"], "it can never be reached"),
+        (["--target-loss", "0.7", "--eval-every", "0"], "EVAL_EVERY=0 turns evaluation off"),
+        (["--data", "{odd}"], "not a whole number of 2-byte"),
+        (["--data", "{small}"], "its validation split holds 10 tokens, too few for one batch"),
+        (["--layers", "0"], "LAYERS must be a positive integer"),
+    ],
+)
+def test_bad_learning_settings_stop_before_training(tmp_path, results_file, capsys, args, expected):
+    results.append_rows(results_file, [{**dict.fromkeys(results.COLUMNS, ""), "technique": "x", "status": "ok"}])
+    before = results_file.read_bytes()
+    files = {"odd": _bin(tmp_path, "odd.bin", 4097), "small": _bin(tmp_path, "small.txt", 100)}
+    argv = [
+        "--steps",
+        "3",
+        "--model",
+        "tiny",
+        "--device",
+        "cpu",
+        "--batch",
+        "2",
+        "--seq",
+        "16",
+        "--results-file",
+        str(results_file),
+        *(a.format(**files) for a in args),
+    ]
+    with pytest.raises(SystemExit) as exit_:
+        train.main(lambda run: t.adamw(run), name="badtest", argv=argv)
+    assert exit_.value.code == train.EXIT_BAD_INPUT
+    assert expected in _one_line(capsys.readouterr().err)
+    assert results_file.read_bytes() == before
