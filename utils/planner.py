@@ -190,9 +190,11 @@ def refuse_unmodelled(run):
         raise NotModelled("CUDA graphs: the graph's private memory pool is not modelled; measure it on the GPU")
 
 
-def plan(setup, cfg, steps=STEPS):
+def plan(setup, cfg, steps=STEPS, model_cuda=True):
     """Predict the peak CUDA memory of `setup` (a script's setup function) at cfg's
-    model / batch / seq / accum. Raises NotModelled for what it cannot predict."""
+    model / batch / seq / accum. Raises NotModelled for what it cannot predict.
+    model_cuda=False plans the step as this CPU runs it (to check the planner against a
+    real run here)."""
     gpu_cfg = dataclasses.replace(cfg, device="cuda")
 
     def build(mlp="gelu"):
@@ -200,29 +202,30 @@ def plan(setup, cfg, steps=STEPS):
 
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     with fake, _real_bitsandbytes_qmaps():
-        run = Run(gpu_cfg, build(), build=build)
+        run = Run(gpu_cfg if model_cuda else cfg, build(), build=build)
         try:
-            with planned_gpu():
+            with planned_gpu() if model_cuda else contextlib.nullcontext():
                 setup(run)
         except Skip as why:
             raise NotModelled(f"the technique cannot run without a GPU here ({why})") from None
         refuse_unmodelled(run)
         run.cfg = dataclasses.replace(cfg, device="cpu")  # the autocast the step enters: CPU's, with CUDA's policy
-        _cuda_optimizer_defaults(run.optimizer)
-        vocab = run.model.config.vocab_size
-        micro = [(torch.zeros(cfg.batch, cfg.seq, dtype=torch.long) % vocab,) * 2 for _ in range(run.accum)]
+        if model_cuda:
+            _cuda_optimizer_defaults(run.optimizer)
+        micro = [(torch.zeros(cfg.batch, cfg.seq, dtype=torch.long),) * 2 for _ in range(run.accum)]  # token 0
         tracker = MemTracker()
         tracker.track_external(run.model, run.optimizer)
-        with cuda_rounding(), cuda_autocast_policy(), tracker:
+        cuda = (cuda_rounding(), cuda_autocast_policy()) if model_cuda else ()
+        with contextlib.ExitStack() as stack:
+            for context in (*cuda, tracker):
+                stack.enter_context(context)
             for _ in range(steps):
                 run.step(run, micro)
                 tracker.reset_mod_stats()  # per-module stats are per iteration; the peak is kept
         snapshot = next(iter(tracker.get_tracker_snapshot("peak").values()))
-    parts = breakdown_mib(snapshot)
-    peak = snapshot[mem_tracker._TOTAL_KEY] / MIB
     return Plan(
-        peak_mib=round(peak, 1),
-        breakdown=parts,
+        peak_mib=round(snapshot[mem_tracker._TOTAL_KEY] / MIB, 1),
+        breakdown=breakdown_mib(snapshot),
         record=run.record(),
         n_params=run.model.num_params(),
         flops_per_token=run.model.flops_per_token(cfg.seq),

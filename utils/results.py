@@ -63,6 +63,20 @@ COLUMNS = {
     "torch": "torch version",
     "git_sha": "commit of this suite that ran (+dirty if it had local changes)",
     "host": "machine name",
+    # issue 8: memory. Older files lack these columns and still read (blank = a measured row)
+    "kind": "measured (a run on this device) or predicted (make plan: fake tensors, no device; never in step-time "
+    "statistics)",
+    "mem_params_mib": "memory breakdown at the peak of one extra untimed step under MemTracker (predicted rows: "
+    "the planned step's): parameters and buffers, MiB",
+    "mem_grads_mib": "breakdown: gradients, MiB",
+    "mem_optimizer_mib": "breakdown: optimizer state (8-bit states at their real size), MiB",
+    "mem_activations_mib": "breakdown: activations saved for backward (and their recomputation), MiB",
+    "mem_temporaries_mib": "breakdown: temporaries (backward's activation gradients, optimizer scratch, the batch), MiB",
+    "mem_peak_mib": "the tracked step's peak, MiB (the breakdown sums to it); predicted rows: the predicted CUDA "
+    "peak allocated",
+    "alloc_retries": "CUDA: the caching allocator's num_alloc_retries so far in the run (cache flushed and retried: "
+    "slow steps); blank on CPU",
+    "alloc_ooms": "CUDA: the caching allocator's num_ooms so far in the run; blank on CPU",
 }
 HEADER = ",".join(COLUMNS) + "\n"
 STATUSES = ("ok", "skipped", "oom", "error")

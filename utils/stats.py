@@ -75,7 +75,12 @@ def _scaler_skipped(df):
 def measured(df):
     """Measured steps that did the work: a step fp16's GradScaler skipped did no update, so
     its (shorter) time would be a speedup made of skips; it is counted apart instead."""
-    return df[(df["status"] == "ok") & (df["phase"] == "measured") & ~_scaler_skipped(df)]
+    return df[(df["status"] == "ok") & (df["phase"] == "measured") & ~_scaler_skipped(df) & ~predicted(df)]
+
+
+def predicted(df):
+    """Rows `make plan` predicted (no device ran them): never step-time statistics."""
+    return df["kind"] == "predicted" if "kind" in df else pd.Series(False, index=df.index)
 
 
 def runs_of(df, technique, per_micro_batch=False):

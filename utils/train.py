@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from utils import bench, config, data, env, mfu, results
+from utils import bench, config, data, env, memory, mfu, results
 from utils.model import build_model
 from utils.techniques import Run, Skip
 
@@ -150,7 +150,11 @@ def main(setup, name=None, argv=None):
         base["flops_per_token"] = run.model.flops_per_token(cfg.seq)
         base.update(run.record(), attention=bench.attention_kernel(run))
         base["peak_tflops"] = mfu.peak_tflops(base["device"], run.dtype, override=cfg.peak_tflops)
-        warm, measured = bench.measure(run, data.batches(cfg), cfg.steps, cfg.warmup)
+        batches = data.batches(cfg)
+        warm, measured = bench.measure(run, batches, cfg.steps, cfg.warmup)
+        # issue 8: allocator health of the run so far, then one more step, untimed, under MemTracker
+        base.update(memory.allocator_health(cfg.device), kind="measured")
+        base.update(memory.tracked_step(run, batches))
     except Skip as why:
         record_status("skipped", str(why), 0)
     except KeyboardInterrupt:
