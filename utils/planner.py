@@ -66,6 +66,7 @@ class Plan:
     peak_mib: float
     breakdown: dict  # params, grads, optimizer, activations, temporaries (MiB) at the peak
     record: dict  # what ran, in results.csv's terms (utils.techniques.Run.record)
+    attention: str  # the attention kernel CUDA would run
     n_params: int
     flops_per_token: int
 
@@ -190,25 +191,34 @@ def refuse_unmodelled(run):
         raise NotModelled("CUDA graphs: the graph's private memory pool is not modelled; measure it on the GPU")
 
 
+def _set_up(setup, cfg, model_cuda):
+    """The technique applied to a model built on the (fake) CPU device; raises NotModelled."""
+    def build(mlp="gelu"):
+        return build_model(cfg.model, cfg.seq, mlp=mlp)
+
+    run = Run(dataclasses.replace(cfg, device="cuda") if model_cuda else cfg, build(), build=build)
+    try:
+        with planned_gpu() if model_cuda else contextlib.nullcontext():
+            setup(run)
+    except Skip as why:
+        raise NotModelled(f"the technique cannot run without a GPU here ({why})") from None
+    refuse_unmodelled(run)
+    return run
+
+
+def check_modelled(setup, cfg):
+    """Raise NotModelled now (the setup alone, on fake tensors: no step) if plan() would."""
+    with FakeTensorMode(allow_non_fake_inputs=True), _real_bitsandbytes_qmaps():
+        _set_up(setup, cfg, model_cuda=True)
+
+
 def plan(setup, cfg, steps=STEPS, model_cuda=True):
     """Predict the peak CUDA memory of `setup` (a script's setup function) at cfg's
     model / batch / seq / accum. Raises NotModelled for what it cannot predict.
     model_cuda=False plans the step as this CPU runs it (to check the planner against a
     real run here)."""
-    gpu_cfg = dataclasses.replace(cfg, device="cuda")
-
-    def build(mlp="gelu"):
-        return build_model(cfg.model, cfg.seq, mlp=mlp)  # stays on the (fake) CPU device
-
-    fake = FakeTensorMode(allow_non_fake_inputs=True)
-    with fake, _real_bitsandbytes_qmaps():
-        run = Run(gpu_cfg if model_cuda else cfg, build(), build=build)
-        try:
-            with planned_gpu() if model_cuda else contextlib.nullcontext():
-                setup(run)
-        except Skip as why:
-            raise NotModelled(f"the technique cannot run without a GPU here ({why})") from None
-        refuse_unmodelled(run)
+    with FakeTensorMode(allow_non_fake_inputs=True), _real_bitsandbytes_qmaps():
+        run = _set_up(setup, cfg, model_cuda)
         run.cfg = dataclasses.replace(cfg, device="cpu")  # the autocast the step enters: CPU's, with CUDA's policy
         if model_cuda:
             _cuda_optimizer_defaults(run.optimizer)
@@ -223,10 +233,13 @@ def plan(setup, cfg, steps=STEPS, model_cuda=True):
                 run.step(run, micro)
                 tracker.reset_mod_stats()  # per-module stats are per iteration; the peak is kept
         snapshot = next(iter(tracker.get_tracker_snapshot("peak").values()))
+    attention = run.model.attention
     return Plan(
         peak_mib=round(snapshot[mem_tracker._TOTAL_KEY] / MIB, 1),
         breakdown=breakdown_mib(snapshot),
         record=run.record(),
+        # on CUDA in half precision SDPA dispatches to its flash kernel at these shapes
+        attention="sdpa:flash" if attention == "sdpa" and run.autocast_dtype else attention,
         n_params=run.model.num_params(),
         flops_per_token=run.model.flops_per_token(cfg.seq),
     )
