@@ -52,6 +52,7 @@ def verdict(low, high):
 
 
 CONFIG = ["device", "model", "batch", "seq", "data"]  # what must match for a comparison
+NOT_RUNS = ("predicted", "maxbatch")  # phases of rows that are answers about runs, not runs
 
 
 def configurations(df, device_filter=""):
@@ -59,6 +60,7 @@ def configurations(df, device_filter=""):
     the device name (case-insensitive) that keeps only matching devices."""
     if device_filter:
         df = df[df["device"].str.contains(device_filter, case=False, regex=False)]
+    df = df[~df["phase"].isin(NOT_RUNS)]  # make plan / maxbatch answers: the report's memory section
     newest = df.groupby(CONFIG, sort=False)["timestamp_utc"].max().sort_values(ascending=False)
     out = []
     for key in newest.index:
