@@ -56,7 +56,8 @@ def breakdown_table(table):
         cuda = row["cuda_peak_mib"] if row["kind"] == "measured" else measured_peaks.get(row["technique"], float("nan"))
         error = f"{row['mem_peak_mib'] / cuda - 1:+.1%}" if row["kind"] == "predicted" and cuda == cuda else "–"
         retries = row["alloc_retries"]
-        flag = f"**{int(retries)} retries: step times include cache flushes**" if retries == retries and retries else "–"
+        flagged = retries == retries and retries > 0
+        flag = f"**{int(retries)} retries: step times include cache flushes**" if flagged else "–"
         parts = " | ".join(_mib(row[f"mem_{p}_mib"]) for p in PARTS)
         lines.append(f"| `{row['technique']}` | {row['kind']} | {_mib(row['mem_peak_mib'])} | {parts} | "
                      f"{'–' if saved != saved else f'{saved:+,.0f}'} | {_mib(cuda)} | {error} | {flag} |")
@@ -132,7 +133,8 @@ def fits(table, budget_gb):
     if budget_gb is None or table.empty:
         return ""
     within = table[table["mem_peak_mib"] <= budget_gb * GIB].sort_values("mem_peak_mib")
-    names = ", ".join(f"`{r['technique']}` ({r['kind']}, {r['mem_peak_mib'] / GIB:.2f} GiB)" for _, r in within.iterrows())
+    names = ", ".join(f"`{r['technique']}` ({r['kind']}, {r['mem_peak_mib'] / GIB:.2f} GiB)"
+                      for _, r in within.iterrows())
     return f"- **What fits in {budget_gb:g} GiB:** " + (names or "nothing measured or predicted here")
 
 

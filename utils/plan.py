@@ -41,8 +41,10 @@ def check_batch(cfg):
 def load_config(technique, argv=None):
     """The run config a plan is for: MODEL auto means gpt2 (the GPU default), whatever
     this machine is; DEVICE is not asked (the plan is for a CUDA GPU)."""
-    model = os.environ.get("MODEL") or "auto"
-    argv = [*(argv or []), "--device", "cpu", "--model", "gpt2" if model == "auto" else model]
+    argv = [*(argv or []), "--device", "cpu"]
+    if not any(a.startswith("--model") for a in argv):
+        model = os.environ.get("MODEL") or "auto"
+        argv += ["--model", "gpt2" if model == "auto" else model]
     cfg = config.load(technique, argv)
     check_batch(cfg)
     return cfg

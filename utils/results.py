@@ -71,7 +71,7 @@ COLUMNS = {
     "mem_grads_mib": "breakdown: gradients, MiB",
     "mem_optimizer_mib": "breakdown: optimizer state (8-bit states at their real size), MiB",
     "mem_activations_mib": "breakdown: activations saved for backward (and their recomputation), MiB",
-    "mem_temporaries_mib": "breakdown: temporaries (backward's activation gradients, optimizer scratch, the batch), MiB",
+    "mem_temporaries_mib": "breakdown: temporaries (backward's activation gradients, optimizer scratch), MiB",
     "mem_peak_mib": "the tracked step's peak, MiB (the breakdown sums to it); predicted rows: the predicted CUDA "
     "peak allocated",
     "alloc_retries": "CUDA: the caching allocator's num_alloc_retries so far in the run (cache flushed and retried: "

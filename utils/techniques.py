@@ -258,7 +258,7 @@ def offload_adamw(run):
     parameters and gradients (tensors under 4096 elements stay on the GPU)."""
     _enter(run, "optimizer")
     if not (_on_cuda(run) and torch.cuda.is_available()):
-        raise Skip("offload moves the optimizer state from CUDA memory to the host; on a CPU there is nothing to offload")
+        raise Skip("offload moves the optimizer state from CUDA memory to the host; a CPU has nothing to offload")
     try:
         from torchao.optim import CPUOffloadOptimizer
     except ImportError as err:
