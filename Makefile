@@ -30,6 +30,17 @@ TECHNIQUE ?= baseline
 PEAK_TFLOPS ?= table
 export STEPS REPEATS WARMUP MODEL BATCH SEQ DEVICE DATA ACCUM COMPILE_MODE SEED LR RESULTS_FILE PEAK_TFLOPS
 
+# memory (issue 8): plan, maxbatch, scaling
+PLAN ?= 0
+GPU_MEMORY_GB ?=
+MAXMEM_GB ?=
+SCALING_MODELS ?= tiny small gpt2 gpt2-medium gpt2-large gpt2-xl gpt-2.7b
+SCALING_TECHNIQUES ?= baseline lion 8bit stack_memory
+SCALING_TIMEOUT ?= 300
+export PLAN GPU_MEMORY_GB MAXMEM_GB SCALING_MODELS SCALING_TIMEOUT PLOTS_DIR PLOTSPREFIX
+# maxbatch: TECHNIQUE= given on the command line or in the environment, else every technique
+MAXBATCH_TECHNIQUES = $(if $(filter command line environment,$(origin TECHNIQUE)),$(TECHNIQUE),$(TECHNIQUES))
+
 # PYTHON unset: bootstrap .venv from requirements.txt once, reuse it after.
 # PYTHON=python3: use that interpreter's packages as they are (e.g. a GPU box's torch).
 VENV ?= .venv
@@ -39,6 +50,7 @@ SETUP := $(VENV)/.installed
 endif
 
 .PHONY: all $(ALL_TECHNIQUES) plots report compare profile reset clean init_results test lint help
+.PHONY: plan plan_check maxbatch scaling
 .DEFAULT_GOAL := help
 
 $(VENV)/.installed: requirements.txt
@@ -68,6 +80,18 @@ report: $(SETUP)
 
 profile: $(SETUP)
 	@$(PYTHON) -m utils.profile "$(TECHNIQUE)" --out "$(PLOTS_DIR)" --prefix "$(PLOTSPREFIX)"
+
+plan: $(SETUP)
+	@$(PYTHON) -m utils.plan $(TECHNIQUES)
+
+plan_check: $(SETUP)
+	@$(PYTHON) -m utils.plan --check
+
+maxbatch: $(SETUP)
+	@$(PYTHON) -m utils.maxbatch $(MAXBATCH_TECHNIQUES)
+
+scaling: $(SETUP)
+	@$(PYTHON) -m utils.scaling $(SCALING_TECHNIQUES)
 
 init_results: $(SETUP)
 	@$(PYTHON) -m utils.results init "$(RESULTS_FILE)"
@@ -104,6 +128,10 @@ help:
 	@echo "  report         REPORT.md: per technique median, mean +- CI, tokens/s, MFU, memory, speedup +- CI; best bold"
 	@echo "  compare        histogram of step time A - B (default A=sgd B=adam) with its CI"
 	@echo "  profile        torch.profiler top operators of TECHNIQUE (default baseline): txt, csv, png"
+	@echo "  plan           predicted peak GPU memory and its breakdown per technique (fake tensors, any machine)"
+	@echo "  plan_check     the planner against the H100 peaks of ../shared/README.md (the 10% bar)"
+	@echo "  maxbatch       largest batch that trains per technique (TECHNIQUE= or all); PLAN=1 GPU_MEMORY_GB=40: planned"
+	@echo "  scaling        SCALING_TECHNIQUES x SCALING_MODELS: tokens/s and peak memory vs parameters (plot)"
 	@echo "  init_results   create RESULTS_FILE with its header (an existing one is only checked)"
 	@echo "  reset          back up RESULTS_FILE to RESULTS_FILE.<utc time>.bak, then remove it and the plots"
 	@echo "  clean          remove plots and caches (keeps results and .venv)"
@@ -115,7 +143,7 @@ help:
 	@echo "  STEPS=50            measured steps per technique"
 	@echo "  REPEATS=1           runs per technique, each a fresh process, interleaved A B C A B C"
 	@echo "  WARMUP=auto         warm-up steps, timed apart: 10 on CUDA, 3 on CPU"
-	@echo "  MODEL=auto          gpt2 on CUDA, tiny on CPU; or small, gpt2-medium, gpt2-large, gpt2-xl"
+	@echo "  MODEL=auto          gpt2 on CUDA, tiny on CPU (plan: gpt2); or small, gpt2-medium, gpt2-large, gpt2-xl, gpt-2.7b"
 	@echo "  BATCH=auto          sequences per step (auto: the preset's: gpt2 16, tiny 4)"
 	@echo "  SEQ=auto            tokens per sequence (auto: the preset's: gpt2 1024, tiny 128)"
 	@echo "  DEVICE=auto         cuda if available, else cpu"
@@ -134,6 +162,12 @@ help:
 	@echo "  A=sgd B=adam        make compare: the two techniques"
 	@echo "  TECHNIQUE=baseline  make profile: the technique"
 	@echo "  TECHNIQUES=...      what all runs, in order (default: every script, baseline first)"
+	@echo "  PLAN=0              maxbatch: 1 = ask the planner instead of the device"
+	@echo "  GPU_MEMORY_GB=      maxbatch PLAN=1: the GPU's memory in GiB (e.g. 40 for an A100 40GB)"
+	@echo "  MAXMEM_GB=          maxbatch on a CPU: hard memory cap of each trial process, GiB"
+	@echo "  SCALING_MODELS=...  scaling: model presets, smallest first measured, beyond the machine planned"
+	@echo "  SCALING_TECHNIQUES=baseline lion 8bit stack_memory"
+	@echo "  SCALING_TIMEOUT=300 scaling: seconds a measured run may take before the rest are planned"
 	@echo "  PYTHON=             unset: make a .venv from requirements.txt; PYTHON=python3: use it as is"
 
 # anything else: say so in one line instead of make's "No rule to make target"
