@@ -16,6 +16,7 @@ model is refused, never guessed.
 
 import contextlib
 import dataclasses
+import logging
 import math
 import warnings
 from unittest import mock
@@ -157,6 +158,8 @@ def planned_gpu():
 def _real_bitsandbytes_qmaps():
     """bitsandbytes builds its 256-entry quantisation maps with data-dependent code at
     construction: build those few real floats outside the fake mode."""
+    # its CPU backend warns at import about an optional 4-bit kernel package the planner never uses
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         from bitsandbytes.optim.optimizer import Optimizer8bit
     except ImportError:

@@ -69,7 +69,8 @@ COLUMNS = {
     "mem_params_mib": "memory breakdown at the peak of one extra untimed step under MemTracker (predicted rows: "
     "the planned step's): parameters and buffers, MiB",
     "mem_grads_mib": "breakdown: gradients, MiB",
-    "mem_optimizer_mib": "breakdown: optimizer state (8-bit states at their real size), MiB",
+    "mem_optimizer_mib": "breakdown: optimizer state (8-bit states at their real size; with the step's scratch "
+    "when the peak falls in the optimizer step), MiB",
     "mem_activations_mib": "breakdown: activations saved for backward (and their recomputation), MiB",
     "mem_temporaries_mib": "breakdown: temporaries (backward's activation gradients, optimizer scratch), MiB",
     "mem_peak_mib": "the tracked step's peak, MiB (the breakdown sums to it); predicted rows: the predicted CUDA "
