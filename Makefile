@@ -53,6 +53,17 @@ GRID_REPORT ?= GRID.md
 LRS ?=
 export LAYERS EVAL_EVERY EVAL_BATCHES TARGET_LOSS
 
+# memory (issue 8): plan, maxbatch, scaling
+PLAN ?= 0
+GPU_MEMORY_GB ?=
+MAXMEM_GB ?=
+SCALING_MODELS ?= tiny small gpt2 gpt2-medium gpt2-large gpt2-xl gpt-2.7b
+SCALING_TECHNIQUES ?= baseline lion 8bit stack_memory
+SCALING_TIMEOUT ?= 300
+export PLAN GPU_MEMORY_GB MAXMEM_GB SCALING_MODELS SCALING_TIMEOUT PLOTS_DIR PLOTSPREFIX
+# maxbatch: TECHNIQUE= given on the command line or in the environment, else every technique
+MAXBATCH_TECHNIQUES = $(if $(filter command line environment,$(origin TECHNIQUE)),$(TECHNIQUE),$(TECHNIQUES))
+
 # PYTHON unset: bootstrap .venv from requirements.txt once, reuse it after.
 # PYTHON=python3: use that interpreter's packages as they are (e.g. a GPU box's torch).
 VENV ?= .venv
@@ -62,6 +73,7 @@ SETUP := $(VENV)/.installed
 endif
 
 .PHONY: all $(ALL_TECHNIQUES) ddp fsdp scaling_gpus plots report compare profile session reset clean init_results test lint help
+.PHONY: plan plan_check maxbatch scaling
 .DEFAULT_GOAL := help
 
 $(VENV)/.installed: requirements.txt
@@ -120,6 +132,18 @@ lrsweep: $(SETUP)
 session: $(SETUP)
 	@PYTHON="$(PYTHON)" NANOGPT_DIR="$(NANOGPT_DIR)" SESSION_DIR="$(SESSION_DIR)" bash utils/session.sh
 
+plan: $(SETUP)
+	@$(PYTHON) -m utils.plan $(TECHNIQUES)
+
+plan_check: $(SETUP)
+	@$(PYTHON) -m utils.plan --check
+
+maxbatch: $(SETUP)
+	@$(PYTHON) -m utils.maxbatch $(MAXBATCH_TECHNIQUES)
+
+scaling: $(SETUP)
+	@$(PYTHON) -m utils.scaling $(SCALING_TECHNIQUES)
+
 init_results: $(SETUP)
 	@$(PYTHON) -m utils.results init "$(RESULTS_FILE)"
 
@@ -159,6 +183,10 @@ help:
 	@echo "  lrsweep        TECHNIQUE at each of LRS, fresh processes; says which LR had the best validation loss"
 	@echo "  profile        torch.profiler top operators of TECHNIQUE (default baseline): txt, csv, png"
 	@echo "  session        this device's tests, make all, nanoGPT's bench (NANOGPT_DIR), report and plots into docs/results/<device>/"
+	@echo "  plan           predicted peak GPU memory and its breakdown per technique (fake tensors, any machine)"
+	@echo "  plan_check     the planner against the H100 peaks of ../shared/README.md (the 10% bar)"
+	@echo "  maxbatch       largest batch that trains per technique (TECHNIQUE= or all); PLAN=1 GPU_MEMORY_GB=40: planned"
+	@echo "  scaling        SCALING_TECHNIQUES x SCALING_MODELS: tokens/s and peak memory vs parameters (plot)"
 	@echo "  init_results   create RESULTS_FILE with its header (an existing one is only checked)"
 	@echo "  reset          back up RESULTS_FILE to RESULTS_FILE.<utc time>.bak, then remove it and the plots"
 	@echo "  clean          remove plots and caches (keeps results and .venv)"
@@ -173,7 +201,7 @@ help:
 	@echo "  MAX_REPEATS=10      PRECISION: at most this many runs per technique"
 	@echo "  TIME_BUDGET_MIN=30  PRECISION: start no round that would end past this many minutes"
 	@echo "  WARMUP=auto         warm-up steps, timed apart: 10 on CUDA, 3 on CPU"
-	@echo "  MODEL=auto          gpt2 on CUDA, tiny on CPU; or small, gpt2-medium, gpt2-large, gpt2-xl; lstm, lstm-small, lstm-gpt2"
+	@echo "  MODEL=auto          gpt2 on CUDA, tiny on CPU (plan: gpt2); or small, gpt2-medium, gpt2-large, gpt2-xl, gpt-2.7b; lstm, lstm-small, lstm-gpt2"
 	@echo "  BATCH=auto          sequences per step (auto: the preset's: gpt2 16, tiny 4)"
 	@echo "  SEQ=auto            tokens per sequence (auto: the preset's: gpt2 1024, tiny 128)"
 	@echo "  DEVICE=auto         cuda if available, else cpu"
@@ -206,6 +234,12 @@ help:
 	@echo "  TECHNIQUES=...      what all runs, in order (default: every script, baseline first)"
 	@echo "  NANOGPT_DIR=        make session: a nanoGPT checkout whose bench.py runs beside the suite"
 	@echo "  SESSION_DIR=        make session: where its figures go (default docs/results/<device>)"
+	@echo "  PLAN=0              maxbatch: 1 = ask the planner instead of the device"
+	@echo "  GPU_MEMORY_GB=      maxbatch PLAN=1: the GPU's memory in GiB (e.g. 40 for an A100 40GB)"
+	@echo "  MAXMEM_GB=          maxbatch on a CPU: hard memory cap of each trial process, GiB"
+	@echo "  SCALING_MODELS=...  scaling: model presets, smallest first measured, beyond the machine planned"
+	@echo "  SCALING_TECHNIQUES=baseline lion 8bit stack_memory"
+	@echo "  SCALING_TIMEOUT=300 scaling: seconds a measured run may take before the rest are planned"
 	@echo "  PYTHON=             unset: make a .venv from requirements.txt; PYTHON=python3: use it as is"
 
 # anything else: say so in one line instead of make's "No rule to make target"

@@ -9,7 +9,7 @@ from utils import results
 from utils.run_all import known_techniques
 
 TECHNIQUES = known_techniques()
-SKIPPED_ON_CPU = {"tf32", "cudagraphs"}  # a CUDA tensor-core mode; CUDA graph capture
+SKIPPED_ON_CPU = {"tf32", "cudagraphs", "offload"}  # a CUDA tensor-core mode; CUDA graph capture; GPU -> host
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,8 @@ PRESETS = {
     "gpt2-medium": (dict(n_layer=24, n_head=16, n_embd=1024, vocab_size=50304), 8, 1024),
     "gpt2-large": (dict(n_layer=36, n_head=20, n_embd=1280, vocab_size=50304), 4, 1024),
     "gpt2-xl": (dict(n_layer=48, n_head=25, n_embd=1600, vocab_size=50304), 4, 256),
+    # seed 001's second model: Cerebras-GPT-2.7B's shape (context 2048), GPT-2's padded vocab
+    "gpt-2.7b": (dict(n_layer=32, n_head=32, n_embd=2560, vocab_size=50304), 4, 2048),
 }
 
 

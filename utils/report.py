@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import checks, convergence, plots, results, stats
+from utils import checks, convergence, memreport, plots, results, stats
 
 GIB = 1024  # MiB per GiB
 ONE_RUN = "†"  # marks a row whose CIs rest on a single process
@@ -194,7 +194,8 @@ def build(results_file, out, plots_dir, prefix="", device_filter="", budget_gb=N
         df["peak_tflops"] = peak_tflops
         df["mfu"] = df["tflops"] / peak_tflops
     configs = stats.configurations(df, device_filter)
-    if not configs:
+    memory_section = memreport.section(df, plots_dir, out, prefix, budget_gb)  # issue 8
+    if not configs and not memory_section:
         raise results.ResultsFileError(f"{results_file} has no runs" + (f" on a device matching {device_filter!r}" if device_filter else ""))
     out = Path(out)
     sections = [f"# Training optimizations: results\n\nFrom `{results_file}`; {len(configs)} configuration(s). Step times are of measured steps only "
@@ -212,6 +213,7 @@ def build(results_file, out, plots_dir, prefix="", device_filter="", budget_gb=N
         sections.append(f"## {name}\n\n{environment(rows)}\n\n{table(summary)}\n\n{recommendation(summary, budget_gb)}\n\n"
                         + (f"{learning}\n\n" if learning else "")
                         + "\n".join(f"_{n}_" for n in notes) + f"\n\n{images}")
+    sections += [memory_section] if memory_section else []
     text = "\n\n".join(sections) + "\n"
     out.write_text(text)
     return text

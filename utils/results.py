@@ -80,6 +80,21 @@ COLUMNS = {
     "val_loss": "eval rows: mean loss on the run's EVAL_BATCHES held-out batches, nats",
     "val_ppl": "eval rows: validation perplexity, exp(val_loss)",
     "eval_ms": "eval rows: time the evaluation took, ms (never part of step_ms or train_s)",
+    # issue 8: memory. Older files lack these columns and still read (blank = a measured row)
+    "kind": "measured (a run on this device) or predicted (make plan: fake tensors, no device; never in step-time "
+    "statistics)",
+    "mem_params_mib": "memory breakdown at the peak of one extra untimed step under MemTracker (predicted rows: "
+    "the planned step's): parameters and buffers, MiB",
+    "mem_grads_mib": "breakdown: gradients, MiB",
+    "mem_optimizer_mib": "breakdown: optimizer state (8-bit states at their real size; with the step's scratch "
+    "when the peak falls in the optimizer step), MiB",
+    "mem_activations_mib": "breakdown: activations saved for backward (and their recomputation), MiB",
+    "mem_temporaries_mib": "breakdown: temporaries (backward's activation gradients, optimizer scratch), MiB",
+    "mem_peak_mib": "the tracked step's peak, MiB (the breakdown sums to it); predicted rows: the predicted CUDA "
+    "peak allocated",
+    "alloc_retries": "CUDA: the caching allocator's num_alloc_retries so far in the run (cache flushed and retried: "
+    "slow steps); blank on CPU",
+    "alloc_ooms": "CUDA: the caching allocator's num_ooms so far in the run; blank on CPU",
 }
 HEADER = ",".join(COLUMNS) + "\n"
 STATUSES = ("ok", "skipped", "oom", "error")

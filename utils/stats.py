@@ -68,6 +68,7 @@ def noise_floor(speedup, low, high):
 
 # what must match for a comparison: a run on 2 ranks is never compared as if it were on 1
 CONFIG = ["device", "model", "layers", "batch", "seq", "data", "parallel", "world_size"]
+NOT_RUNS = ("predicted", "maxbatch")  # phases of rows that are answers about runs, not runs
 
 
 def configurations(df, device_filter=""):
@@ -78,6 +79,7 @@ def configurations(df, device_filter=""):
     df = df.assign(parallel=parallel, world_size=df["world_size"].fillna(1).astype(int))
     if device_filter:
         df = df[df["device"].str.contains(device_filter, case=False, regex=False, na=False)]
+    df = df[~df["phase"].isin(NOT_RUNS)]  # make plan / maxbatch answers: the report's memory section
     number = df.groupby(CONFIG, sort=False, dropna=False).ngroup()  # a blank field (an older file's) is a value too
     newest = df.groupby(number)["timestamp_utc"].max().sort_values(ascending=False)
     out = []
@@ -97,7 +99,12 @@ def _scaler_skipped(df):
 def measured(df):
     """Measured steps that did the work: a step fp16's GradScaler skipped did no update, so
     its (shorter) time would be a speedup made of skips; it is counted apart instead."""
-    return df[(df["status"] == "ok") & (df["phase"] == "measured") & ~_scaler_skipped(df)]
+    return df[(df["status"] == "ok") & (df["phase"] == "measured") & ~_scaler_skipped(df) & ~predicted(df)]
+
+
+def predicted(df):
+    """Rows `make plan` predicted (no device ran them): never step-time statistics."""
+    return df["kind"] == "predicted" if "kind" in df else pd.Series(False, index=df.index)
 
 
 def runs_of(df, technique, per_micro_batch=False):

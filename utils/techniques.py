@@ -5,7 +5,7 @@
     3. attention      flash_attention (the model starts with manual attention)
     4. memory         checkpoint_blocks
     5. parallel       DDP or FSDP2 under `make ddp` / `make fsdp` (applied by itself, see below)
-    6. optimizer      adamw, fused_adamw, adamw_8bit, lion, adam, sgd
+    6. optimizer      adamw, fused_adamw, adamw_8bit, lion, adam, sgd, lion_8bit, offload_adamw
     7. compile        compile_model
     8. step           accumulate, cuda_graphs (how the loop drives one optimizer step)
 
@@ -74,7 +74,7 @@ class Run:
             "dtype": self.dtype,
             "mlp": self.mlp,
             "optimizer": f"{'.'.join(type(opt).__module__.split('.')[:2])}.{type(opt).__name__}" if opt else "",
-            "fused": bool(opt and opt.defaults.get("fused")),
+            "fused": bool(opt and getattr(opt, "defaults", {}).get("fused")),  # torchao's offload has no defaults
             "compiled": bool(self.compile_mode),
             "compile_mode": self.compile_mode,
             "checkpointing": self.checkpointing,
@@ -260,6 +260,34 @@ def lion(run, lr_scale, weight_decay_scale):
     for group in groups:
         group["weight_decay"] *= weight_decay_scale
     run.optimizer = Lion(groups, lr=run.lr, betas=(0.9, 0.99))  # the Lion paper's defaults
+
+
+# 5. optimizer: memory (issue 8)
+
+
+def lion_8bit(run, lr_scale, weight_decay_scale):
+    """bitsandbytes Lion8bit: Lion's one moment, block-wise quantised to uint8 (1 byte per parameter)."""
+    _enter(run, "optimizer")
+    bnb = _bitsandbytes()
+    run.lr = run.cfg.lr * lr_scale
+    groups = _param_groups(run.model)
+    for group in groups:
+        group["weight_decay"] *= weight_decay_scale
+    run.optimizer = bnb.optim.Lion8bit(groups, lr=run.lr, betas=(0.9, 0.99))
+
+
+def offload_adamw(run):
+    """torchao's CPUOffloadOptimizer: AdamW's state and step on the host, the GPU keeps
+    parameters and gradients (tensors under 4096 elements stay on the GPU)."""
+    _enter(run, "optimizer")
+    if not (_on_cuda(run) and torch.cuda.is_available()):
+        raise Skip("offload moves the optimizer state from CUDA memory to the host; a CPU has nothing to offload")
+    try:
+        from torchao.optim import CPUOffloadOptimizer
+    except ImportError as err:
+        raise Skip(f"torchao is not importable ({err}); pip install torchao==0.18.0") from None
+    run.lr = run.cfg.lr
+    run.optimizer = CPUOffloadOptimizer(_param_groups(run.model), torch.optim.AdamW, lr=run.lr, betas=BETAS)
 
 
 # 6. compile

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from utils import bench, config, data, env, mfu, models, parallel, results
+from utils import bench, config, data, env, memory, mfu, models, parallel, results
 from utils.evaluate import Evaluator
 from utils.techniques import Run, Skip, parallelize
 
@@ -214,8 +214,14 @@ def main(setup, name=None, argv=None):
         if cfg.eval_every:
             held_out = data.validation_batches(cfg, cfg.eval_batches)
             evaluator = Evaluator(run, held_out, cfg.eval_every, cfg.warmup + cfg.steps)
-        warm, measured = bench.measure(run, data.batches(cfg), cfg.steps, cfg.warmup, evaluator)
+        batches = data.batches(cfg)
+        warm, measured = bench.measure(run, batches, cfg.steps, cfg.warmup, evaluator)
         warm, measured = parallel.combine(warm, world), parallel.combine(measured, world)
+        # issue 8: allocator health of the run so far, then one more step, untimed, under MemTracker
+        # (one process only: MemTracker does not follow DDP's buckets or FSDP2's sharded parameters)
+        base.update(memory.allocator_health(cfg.device), kind="measured")
+        if not world.kind:
+            base.update(memory.tracked_step(run, batches))
     except Skip as why:
         record_status("skipped", str(why), 0)
     except KeyboardInterrupt:

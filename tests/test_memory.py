@@ -1,0 +1,51 @@
+"""Memory columns of a real run, and the report's memory section from measured, predicted and
+maxbatch rows."""
+
+import pytest
+from conftest import run_script
+
+from utils import memory, report, results
+
+BASE = {"device": "NVIDIA H100 80GB HBM3", "model": "gpt2", "batch": 16, "seq": 1024, "data": "coinflip",
+        "status": "ok", "timestamp_utc": "2026-11-23T00:00:00+00:00", "host": "h", "git_sha": "x", "torch": "2.13",
+        "driver": "1", "cuda": "13.0"}
+
+
+def _run(technique, peak_alloc, parts, retries=0, kind="measured", phase="measured", run_id=None):
+    tracked = memory.columns(dict(zip(memory.PARTS, parts)), sum(parts))
+    row = {**BASE, **tracked, "run_id": run_id or technique + kind, "technique": technique, "kind": kind,
+           "phase": phase, "step": 0, "alloc_retries": retries}
+    if kind == "measured":
+        row.update(step_ms=10.0, tokens_per_s=1.0, peak_alloc_mib=peak_alloc, loss=1.0, accum=1)
+    return row
+
+
+def test_a_run_records_its_breakdown(results_file):
+    proc = run_script("lion8bit", results_file)
+    assert proc.returncode == 0, proc.stderr
+    rows = results.read(results_file)
+    assert set(rows["kind"]) == {"measured"} and rows["alloc_retries"].isna().all()  # no allocator on a CPU
+    parts = rows[[f"mem_{p}_mib" for p in memory.PARTS]].iloc[0]
+    assert rows["mem_peak_mib"].nunique() == 1 and parts.sum() == pytest.approx(rows["mem_peak_mib"].iloc[0], abs=0.3)
+    assert parts["mem_params_mib"] > 0 and parts["mem_optimizer_mib"] > 0
+
+
+def test_the_memory_section_compares_predicted_with_measured(results_file, tmp_path):
+    rows = [
+        _run("baseline", 32000, [500, 0, 1000, 25000, 6000]),
+        _run("flash", 16000, [500, 0, 1000, 11800, 3100], retries=3),
+        _run("flash", float("nan"), [500, 0, 1000, 11600, 3100], kind="predicted", phase="predicted"),
+        {**BASE, "run_id": "mb", "technique": "flash", "phase": "maxbatch", "kind": "predicted", "batch": 40,
+         "reason": "gpt2 T=1024 with flash: largest batch B=40 on a 40 GiB GPU (planned)"},
+    ]
+    results.append_rows(results_file, rows)
+    text = report.build(results_file, tmp_path / "REPORT.md", tmp_path / "plots", budget_gb=16)
+    memory_section = text.split("## Memory")[1]
+    assert "| `flash` | predicted | 16,200 |" in memory_section and "+1.2%" in memory_section  # 16,200 / 16,000
+    assert "3 retries" in memory_section
+    assert "+16,100" in memory_section  # tracked peaks: 32,500 - 16,400 MiB
+    assert "largest batch B=40" in memory_section and "| 40 |" in memory_section
+    assert "What fits in 16 GiB:** `flash` (predicted" in memory_section
+    assert (tmp_path / "plots" / "memory_gpt2_b16_t1024.png").exists()
+    # the predicted and maxbatch rows form no configuration table of their own
+    assert text.count("## NVIDIA H100") == 1

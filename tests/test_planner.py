@@ -1,0 +1,110 @@
+"""The planner: fake tracking agrees with real tracking on a CPU; CUDA modelling; refusals."""
+
+import dataclasses
+
+import pytest
+import torch
+from conftest import run_make
+from torch.distributed._tools import mem_tracker
+
+from utils import config, memory, planner, results, stats
+from utils import techniques as t
+from utils.data import batches
+from utils.profile import load_setup
+from utils.train import build_run
+
+CFG = config.RunConfig(technique="x", steps=1, warmup=0, model="tiny", batch=2, seq=32, device="cpu",
+                       data="fixed", seed=0, lr=6e-4, results_file="unused.csv")
+
+
+@pytest.mark.parametrize("technique", ["baseline", "8bit", "checkpointing"])
+def test_fake_and_real_tracking_agree_on_a_cpu(technique):
+    setup = load_setup(technique)
+    run = build_run(CFG, setup)
+    data = batches(CFG)
+    for _ in range(planner.STEPS):  # the optimizer state exists from the first step on, as in the plan
+        run.step(run, [next(data)])
+    real = memory.tracked_step(run, data)
+    fake = planner.plan(setup, CFG, model_cuda=False)
+    assert fake.peak_mib == pytest.approx(real["mem_peak_mib"], rel=0.02)
+    for part in memory.PARTS:
+        assert fake.breakdown[part] == pytest.approx(real[f"mem_{part}_mib"], abs=0.2), part
+
+
+def test_the_breakdown_sums_to_the_peak():
+    plan = planner.plan(load_setup("flash"), CFG)
+    assert sum(plan.breakdown.values()) == pytest.approx(plan.peak_mib, abs=0.3)  # each part rounded to 0.1
+    run = build_run(CFG, load_setup("baseline"))
+    data = batches(CFG)
+    run.step(run, [next(data)])
+    real = memory.tracked_step(run, data)
+    assert sum(real[f"mem_{p}_mib"] for p in memory.PARTS) == pytest.approx(real["mem_peak_mib"], abs=0.3)
+
+
+def test_states_are_at_their_real_size():
+    cfg = dataclasses.replace(CFG, model="small", batch=16, seq=256)  # the peak in backward: states, no step scratch
+    adamw, adam8, lion8 = (planner.plan(load_setup(n), cfg).breakdown["optimizer"] for n in ("baseline", "8bit",
+                                                                                              "lion8bit"))
+    params = planner.plan(load_setup("baseline"), cfg).breakdown["params"]
+    assert adamw == pytest.approx(2 * params, rel=0.01)  # two fp32 moments
+    assert adam8 < adamw / 3 and lion8 < adam8 * 0.6  # uint8 states plus absmax and small fp32 tensors
+
+
+def test_cuda_autocast_policy_keeps_softmax_and_layer_norm_in_fp32():
+    x = torch.randn(4, 8)
+    with planner.cuda_autocast_policy(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.softmax(x @ x.T, dim=-1).dtype == torch.float32
+        assert torch.nn.functional.layer_norm(x.bfloat16(), (8,)).dtype == torch.float32
+        assert (x @ x.T).dtype == torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the override is gone afterwards
+        assert torch.softmax(x @ x.T, dim=-1).dtype == torch.bfloat16
+
+
+def test_cuda_rounding_is_512_byte_blocks():
+    def consumed(nbytes):
+        return mem_tracker._WeakRefInfo(nbytes, 1, torch.device("cpu"), mem_tracker._MemRefType.ACT).mem_consumed
+
+    with planner.cuda_rounding():
+        assert [consumed(n) for n in (1, 512, 513, 3000)] == [512, 512, 1024, 3072]
+    assert consumed(3) == 3  # a CPU tensor as MemTracker counts it
+
+
+def test_what_cannot_be_modelled_is_refused():
+    for name in ("compile", "cudagraphs", "offload"):
+        with pytest.raises(planner.NotModelled):
+            planner.check_modelled(load_setup(name), CFG)
+
+
+def test_predicted_rows_never_enter_step_time_statistics(results_file):
+    proc = run_make("plan", "TECHNIQUES=baseline fused", results_file=results_file, MODEL="tiny")
+    assert proc.returncode == 0, proc.stderr
+    assert "baseline" in proc.stdout and "not modelled:" in proc.stdout
+    df = results.read(results_file)
+    assert set(df["kind"]) == {"predicted"} and set(df["phase"]) == {"predicted"}
+    assert stats.measured(df).empty and not stats.configurations(df)
+    fake_timed = df.assign(step_ms=1.0)  # even if a predicted row carried a time, it stays out
+    assert stats.measured(fake_timed).empty
+
+
+def test_plan_bad_input_says_one_line_and_writes_nothing(results_file):
+    for args, extra, message in (
+        (["TECHNIQUES=compile"], {}, "cannot model compile"),
+        (["TECHNIQUES=baseline"], {"BATCH": "100000000000"}, "more than any GPU holds"),
+        (["TECHNIQUES=nope"], {}, "unknown technique nope"),
+    ):
+        proc = run_make("plan", *args, results_file=results_file, MODEL="tiny", **extra)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        ours = [line for line in proc.stderr.strip().splitlines() if not line.startswith("make: ***")]
+        assert len(ours) == 1 and "Traceback" not in proc.stderr
+        assert not results_file.exists()
+
+
+def test_stack_memory_uses_least_memory_of_the_planned_techniques():
+    peaks = {n: planner.plan(load_setup(n), CFG).peak_mib for n in ("baseline", "flash", "checkpointing", "8bit",
+                                                                  "stack_memory")}
+    assert min(peaks, key=peaks.get) == "stack_memory"
+
+
+def test_lion_8bit_composes_in_the_optimizer_stage():
+    run = build_run(CFG, lambda r: (t.strict_fp32(r), t.lion_8bit(r, lr_scale=1 / 3, weight_decay_scale=3)))
+    assert type(run.optimizer).__name__ == "Lion8bit" and run.lr == pytest.approx(CFG.lr / 3)
