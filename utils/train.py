@@ -33,6 +33,11 @@ def _is_oom(err):
     return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower() or "can't allocate memory" in str(err)
 
 
+def _significant(value):
+    # rates keep 6 significant digits: to a fixed decimal, a slow step's (a loaded CPU's) would lose its precision
+    return float(f"{value:.6g}")
+
+
 def _mib(value):
     return None if value is None else round(value, 1)
 
@@ -51,9 +56,9 @@ def _step_rows(base, phase, tokens_per_step):
             "forward_ms": round(phase.forward_ms[step], 4),
             "backward_ms": round(phase.backward_ms[step], 4),
             "optimizer_ms": round(phase.optimizer_ms[step], 4),
-            "tokens_per_s": round(tokens_per_s, 1),
-            "tflops": round(tflops, 4),
-            "mfu": round(tflops / peak, 5) if peak else None,
+            "tokens_per_s": _significant(tokens_per_s),
+            "tflops": _significant(tflops),
+            "mfu": _significant(tflops / peak) if peak else None,
             "loss": round(phase.loss[step], 6),
             "peak_alloc_mib": _mib(phase.peak_alloc_mib),
             "peak_reserved_mib": _mib(phase.peak_reserved_mib),
