@@ -39,6 +39,11 @@ def _is_oom(err):
     )
 
 
+def _significant(value):
+    # rates keep 6 significant digits: to a fixed decimal, a slow step's (a loaded CPU's) would lose its precision
+    return float(f"{value:.6g}")
+
+
 def _mib(value):
     return None if value is None else round(value, 1)
 
@@ -49,7 +54,7 @@ def _ms(value):
 
 def _step_rows(base, phase, tokens_per_step):
     flops, peak = base["flops_per_token"], base["peak_tflops"]
-    wall_tokens_per_s = round(tokens_per_step * len(phase.step_ms) / (phase.wall_ms / 1e3), 1)
+    wall_tokens_per_s = _significant(tokens_per_step * len(phase.step_ms) / (phase.wall_ms / 1e3))
     for step, ms in enumerate(phase.step_ms):
         tokens_per_s = tokens_per_step / (ms / 1e3)
         tflops = flops * tokens_per_s / 1e12
@@ -60,11 +65,11 @@ def _step_rows(base, phase, tokens_per_step):
             "step": step,
             "step_ms": round(ms, 4),
             **{f"{part}_ms": _ms(times[step]) for part, times in phase.parts_ms.items()},
-            "tokens_per_s": round(tokens_per_s, 1),
-            "device_tokens_per_s": round(tokens_per_s / base["world_size"], 1),
+            "tokens_per_s": _significant(tokens_per_s),
+            "device_tokens_per_s": _significant(tokens_per_s / base["world_size"]),
             "wall_tokens_per_s": wall_tokens_per_s,
-            "tflops": round(tflops, 4),
-            "mfu": round(tflops / peak, 5) if peak else None,
+            "tflops": _significant(tflops),
+            "mfu": _significant(tflops / peak) if peak else None,
             "loss": round(phase.loss[step], 6),
             "scaler_skipped": phase.skipped[step],
             "peak_alloc_mib": _mib(phase.peak_alloc_mib),
