@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, run_make, run_script, tiny_env
 from test_plots import rows_of
+
 from utils import checks, config, plots, profile, report, results, run_all, train
 from utils import techniques as t
 
@@ -227,7 +227,12 @@ PATH_CASES = [  # commands, variable, bad value ({tmp}: a folder holding a file 
     *((c, "PLOTSPREFIX", "tab\t", "not usable in a file name") for c in PLOTTERS),
     ("technique", "DATA", "{tmp}/d", "DATA={tmp}/d is a folder"),
     ("technique", "DATA", "{tmp}/missing.txt", "DATA={tmp}/missing.txt: no such file"),
-    ("technique", "DATA", "{tmp}/f", "DATA={tmp}/f: its training split holds 3 tokens, too few for one batch"),  # found before training
+    (
+        "technique",
+        "DATA",
+        "{tmp}/f",
+        "DATA={tmp}/f: its training split holds 3 tokens, too few for one batch",
+    ),  # found before training
 ]
 
 

@@ -1,11 +1,12 @@
 """GPU paths; skipped without CUDA (run `make test PYTHON=python3` on a GPU box)."""
+
 import statistics
 
 import pytest
 import torch
-
 from conftest import run_script
 from test_bench import _measure, _run
+
 from utils import bench, results
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

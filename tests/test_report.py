@@ -1,10 +1,10 @@
 """make report: the table's numbers, its bolding, its recommendations, several devices."""
 
 import pytest
-
 from conftest import run_make
 from test_plots import rows_of
 from test_stats import _noisy
+
 from utils import report, results, stats
 
 
@@ -46,7 +46,7 @@ def synthetic(results_file):
 
 def test_table_bolds_the_best_of_each_column(synthetic, tmp_path):
     text = report.build(synthetic, tmp_path / "REPORT.md", tmp_path / "plots")
-    fast, lean, base = _row_of(text, "fast"), _row_of(text, "lean"), _row_of(text, "baseline")
+    lean, base = _row_of(text, "lean"), _row_of(text, "baseline")
     assert "**10." in _cell(text, "fast", "median ms")  # fastest bold
     assert "**1.00 / 1.46**" in lean  # least memory (allocated / reserved GiB)
     assert "**0.700**" in base and "**0.700**" in _row_of(text, "adamw")  # tied best loss, both bold
@@ -107,7 +107,7 @@ def test_a_single_run_is_flagged_and_never_called_faster(results_file, tmp_path)
         results_file, rows_of("baseline", noisy(20.0, 1)) + repeated("fast", 10.0, 2) + rows_of("slow", noisy(40.0, 3))
     )
     text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots")
-    fast, slow = _row_of(text, "fast"), _row_of(text, "slow")
+    slow = _row_of(text, "slow")
     assert _cell(text, "fast", "runs") == "3†"  # its own CI spans runs, its speedup leans on one baseline run
     speedup = _cell(text, "fast", "speedup [95% CI]")
     assert "(one run†)" in speedup and "**" not in speedup  # not bold, not best

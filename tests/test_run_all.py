@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-
 from conftest import run_make
 from test_plots import rows_of
+
 from utils import results, run_all, stats
 
 RULE = {

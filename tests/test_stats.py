@@ -1,9 +1,10 @@
 """Statistics and MFU on synthetic data with known answers."""
+
 import numpy as np
 import pytest
 import torch
-
 from test_plots import rows_of
+
 from utils import mfu, results, stats
 from utils.model import build_model
 
@@ -42,7 +43,11 @@ def test_ragged_runs_are_bootstrapped_too():
 
 
 def test_summary_speedups_and_memory(results_file):
-    rows = rows_of("baseline", 20.0, peak_rss_mib=500.0) + rows_of("fast", 10.0, peak_rss_mib=400.0) + rows_of("same", 20.0, peak_rss_mib=500.0)
+    rows = (
+        rows_of("baseline", 20.0, peak_rss_mib=500.0)
+        + rows_of("fast", 10.0, peak_rss_mib=400.0)
+        + rows_of("same", 20.0, peak_rss_mib=500.0)
+    )
     results.append_rows(results_file, rows)
     summary = stats.summary(results.read(results_file))
     assert list(summary.index) == ["baseline", "fast", "same"]  # baseline, then fastest first

@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from conftest import ROOT, TINY, run_make
+from conftest import TINY, run_make
 
 from utils import results
 from utils.run_all import known_techniques
@@ -49,7 +49,9 @@ def test_each_technique_appends_well_formed_rows(all_run, name):
     tokens = int(TINY["BATCH"]) * int(TINY["SEQ"]) * measured["accum"].to_numpy()
     assert (measured["wall_tokens_per_s"] > 0).all() and measured["wall_tokens_per_s"].nunique() == 1
     assert measured["tokens_per_s"].to_numpy() == pytest.approx(
-        tokens / (measured["step_ms"].to_numpy() / 1e3), rel=1e-3, abs=0.05  # tokens/s is rounded to 0.1
+        tokens / (measured["step_ms"].to_numpy() / 1e3),
+        rel=1e-3,
+        abs=0.05,  # tokens/s is rounded to 0.1
     )
     for column in (
         "model",

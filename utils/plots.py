@@ -8,6 +8,7 @@ the newest one, or the newest whose device matches DEVICE_FILTER.
 usage: python -m utils.plots [--results F] [--out DIR] [--prefix P] [--device-filter S]
        python -m utils.plots --compare sgd adam ...
 """
+
 import argparse
 import sys
 import textwrap
@@ -25,7 +26,6 @@ from matplotlib.ticker import FuncFormatter, ScalarFormatter  # noqa: E402
 
 from utils import checks, curves, results, stats  # noqa: E402
 from utils.stats import BASELINE, measured  # noqa: E402
-
 
 WIDE = 10  # above this max/min ratio of step times, time axes are logarithmic
 
@@ -56,7 +56,8 @@ def title(df, what):
     row = df.iloc[-1]
     params = f", {row['n_params'] / 1e6:.1f}M params" if row["n_params"] == row["n_params"] else ""
     runs = df.groupby("technique")["run_id"].nunique().max()
-    return f"{what}\n{row['device']} · {row['model']}{params} · B={row['batch']} T={row['seq']} · {row['data']} · up to {runs} run(s) each"
+    shape = f"B={row['batch']} T={row['seq']} · {row['data']}"
+    return f"{what}\n{row['device']} · {row['model']}{params} · {shape} · up to {runs} run(s) each"
 
 
 def _log_if_wide(ax, values, axis="y"):
@@ -67,7 +68,16 @@ def _log_if_wide(ax, values, axis="y"):
 
 def plot_lines(df, path):
     fig, ax = plt.subplots(figsize=(10, 5.5))
-    sns.lineplot(data=measured(df), x="step", y="step_ms", hue="technique", hue_order=measured_order(df), estimator="median", errorbar=("pi", 50), ax=ax)
+    sns.lineplot(
+        data=measured(df),
+        x="step",
+        y="step_ms",
+        hue="technique",
+        hue_order=measured_order(df),
+        estimator="median",
+        errorbar=("pi", 50),
+        ax=ax,
+    )
     _log_if_wide(ax, measured(df)["step_ms"])
     ax.set(xlabel="measured step (warm-up excluded)", ylabel="step time (ms)", title=title(df, "Step time per step"))
     ax.legend(title="technique", bbox_to_anchor=(1.01, 1), loc="upper left")
@@ -79,9 +89,25 @@ def plot_heatmap(table, df, path):
     # colour on a log scale, centred on 1.0, so 2x slower and 2x faster look equally strong
     log2 = np.log2(table)
     limit = max(1.0, float(np.nanmax(np.abs(log2.values))))
-    sns.heatmap(log2, annot=table, fmt=".2f", cmap="RdYlGn_r", center=0, vmin=-limit, vmax=limit, ax=ax,
-                cbar_kws={"label": "step time / baseline's (< 1 is faster)", "format": FuncFormatter(lambda v, _: f"{2**v:.2g}")})
-    ax.set(xlabel="measured steps (window)", ylabel="technique", title=title(df, "Step time relative to baseline, per window of steps"))
+    sns.heatmap(
+        log2,
+        annot=table,
+        fmt=".2f",
+        cmap="RdYlGn_r",
+        center=0,
+        vmin=-limit,
+        vmax=limit,
+        ax=ax,
+        cbar_kws={
+            "label": "step time / baseline's (< 1 is faster)",
+            "format": FuncFormatter(lambda v, _: f"{2**v:.2g}"),
+        },
+    )
+    ax.set(
+        xlabel="measured steps (window)",
+        ylabel="technique",
+        title=title(df, "Step time relative to baseline, per window of steps"),
+    )
     return _save(fig, path)
 
 
@@ -97,14 +123,34 @@ def plot_speedups(summary, df, path):
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(labels) + 2))
     one_run = (ran["one_run"] == True).tolist()  # noqa: E712 - blank is not True
     errors = [ran["speedup"] - ran["speedup_lo"], ran["speedup_hi"] - ran["speedup"]]
-    ax.barh(range(len(ran)), ran["speedup"], xerr=errors, color=[COLORS.get(v, "gray") for v in ran["verdict"]],
-            capsize=3, hatch=["//" if one else "" for one in one_run], edgecolor="white")
+    ax.barh(
+        range(len(ran)),
+        ran["speedup"],
+        xerr=errors,
+        color=[COLORS.get(v, "gray") for v in ran["verdict"]],
+        capsize=3,
+        hatch=["//" if one else "" for one in one_run],
+        edgecolor="white",
+    )
     for i, (_, row) in enumerate(ran.iterrows()):
         note = "" if row["verdict"] in ("faster", "slower", "baseline") else f"  ({row['verdict']})"
         note += "  (one run)" if one_run[i] and row["verdict"] in ("faster", "slower") else ""
-        ax.text(row["speedup_hi"], i, f" {row['speedup']:.2f}× [{row['speedup_lo']:.2f}, {row['speedup_hi']:.2f}]{note}", va="center", fontsize=9)
+        ax.text(
+            row["speedup_hi"],
+            i,
+            f" {row['speedup']:.2f}× [{row['speedup_lo']:.2f}, {row['speedup_hi']:.2f}]{note}",
+            va="center",
+            fontsize=9,
+        )
     for i, (_, row) in enumerate(not_run.iterrows(), start=len(ran)):
-        ax.text(0.02, i, textwrap.shorten(f"{row['status']}: {row['reason']}", width=110), va="center", fontsize=8, color="dimgray")
+        ax.text(
+            0.02,
+            i,
+            textwrap.shorten(f"{row['status']}: {row['reason']}", width=110),
+            va="center",
+            fontsize=8,
+            color="dimgray",
+        )
     ax.axvline(1.0, color="black", linewidth=1)
     legend = []
     floor = stats.aa_floor(summary)
@@ -119,13 +165,26 @@ def plot_speedups(summary, df, path):
     ax.set_yticks(range(len(labels)), labels)
     ax.set_ylim(len(labels) - 0.4, -0.6)  # top to bottom, as in the report
     ax.set_xlim(0, max(1.0, ran["speedup_hi"].max() if len(ran) else 1.0) * 1.45)
-    ax.set(xlabel="speedup vs baseline: mean baseline step time / mean step time (×), 95% bootstrap CI", ylabel="technique", title=title(df, "Mean speedup vs baseline"))
+    ax.set(
+        xlabel="speedup vs baseline: mean baseline step time / mean step time (×), 95% bootstrap CI",
+        ylabel="technique",
+        title=title(df, "Mean speedup vs baseline"),
+    )
     return _save(fig, path)
 
 
 def plot_box(df, path):
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(measured_order(df)) + 2))
-    sns.boxplot(data=measured(df), x="step_ms", y="technique", order=measured_order(df), hue="technique", legend=False, fliersize=2, ax=ax)
+    sns.boxplot(
+        data=measured(df),
+        x="step_ms",
+        y="technique",
+        order=measured_order(df),
+        hue="technique",
+        legend=False,
+        fliersize=2,
+        ax=ax,
+    )
     _log_if_wide(ax, measured(df)["step_ms"], axis="x")
     ax.set(xlabel="step time (ms)", ylabel="technique", title=title(df, "Distribution of step times"))
     return _save(fig, path)
@@ -133,11 +192,17 @@ def plot_box(df, path):
 
 def plot_bootstrap(df, path):
     """Bootstrap distributions of each technique's mean step time, overlaid (seed 000)."""
-    draws = pd.concat([pd.DataFrame({"technique": t, "mean_ms": stats.bootstrap(stats.runs_of(df, t))}) for t in measured_order(df)])
+    draws = pd.concat(
+        [pd.DataFrame({"technique": t, "mean_ms": stats.bootstrap(stats.runs_of(df, t))}) for t in measured_order(df)]
+    )
     wide = bool(draws["mean_ms"].max() / draws["mean_ms"].min() > WIDE)  # seaborn wants a real bool
     fig, ax = plt.subplots(figsize=(10, 5.5))
     sns.histplot(data=draws, x="mean_ms", hue="technique", element="step", bins=120, log_scale=wide, alpha=0.4, ax=ax)
-    ax.set(xlabel="mean step time (ms), bootstrap resamples", ylabel=f"count of {stats.RESAMPLES} resamples", title=title(df, "Bootstrap distributions of the mean step time"))
+    ax.set(
+        xlabel="mean step time (ms), bootstrap resamples",
+        ylabel=f"count of {stats.RESAMPLES} resamples",
+        title=title(df, "Bootstrap distributions of the mean step time"),
+    )
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1))
     return _save(fig, path)
 
@@ -151,8 +216,17 @@ def plot_time_difference(df, a, b, path):
     fig, ax = plt.subplots(figsize=(9, 5))
     ax.hist(diffs, bins=40, color="#457b9d")
     ax.axvline(0, color="black", linewidth=1)
-    ax.axvline(diffs.mean(), color="#e63946", linewidth=2, label=f"mean {diffs.mean():+.3f} ms, 95% CI [{low:+.3f}, {high:+.3f}]")
-    ax.set(xlabel=f"step time {a} − {b} (ms); < 0: {a} is faster", ylabel="steps", title=title(df, f"Step time difference, {a} − {b}"))
+    ax.axvline(
+        diffs.mean(),
+        color="#e63946",
+        linewidth=2,
+        label=f"mean {diffs.mean():+.3f} ms, 95% CI [{low:+.3f}, {high:+.3f}]",
+    )
+    ax.set(
+        xlabel=f"step time {a} − {b} (ms); < 0: {a} is faster",
+        ylabel="steps",
+        title=title(df, f"Step time difference, {a} − {b}"),
+    )
     ax.legend()
     return _save(fig, path), diffs.mean(), low, high
 
@@ -170,12 +244,19 @@ def plots_for(df, out_dir, prefix=""):
         raise results.ResultsFileError("no successful measured steps in this configuration")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [plot_lines(df, out / f"{prefix}steptime_lines.png"), plot_box(df, out / f"{prefix}steptime_box.png"), plot_bootstrap(df, out / f"{prefix}bootstrap_means.png")]
+    paths = [
+        plot_lines(df, out / f"{prefix}steptime_lines.png"),
+        plot_box(df, out / f"{prefix}steptime_box.png"),
+        plot_bootstrap(df, out / f"{prefix}bootstrap_means.png"),
+    ]
     paths += curves.plots_for(df, out, prefix)  # learning curves, where the runs made evaluations
     table = relative_windows(df)
     if table is None:
         return paths, ["no ok baseline run in this configuration, so no heatmap or speedup bars: run make baseline"]
-    paths += [plot_heatmap(table, df, out / f"{prefix}relative_heatmap.png"), plot_speedups(stats.summary(df), df, out / f"{prefix}speedup_bars.png")]
+    paths += [
+        plot_heatmap(table, df, out / f"{prefix}relative_heatmap.png"),
+        plot_speedups(stats.summary(df), df, out / f"{prefix}speedup_bars.png"),
+    ]
     return paths, []
 
 
@@ -189,7 +270,8 @@ def select(results_file, device_filter=""):
     ran = [(name, rows) for name, rows in configs if len(measured(rows))]
     if not ran:
         raise results.ResultsFileError(
-            f"{results_file} has no successful measured steps{matching}: every run was skipped or failed")
+            f"{results_file} has no successful measured steps{matching}: every run was skipped or failed"
+        )
     others = len(configs) - 1
     notes = [f"plotting {ran[0][0]}; {others} other configuration(s) in the file are not mixed in"] if others else []
     return ran[0][1], notes
@@ -210,7 +292,9 @@ def main(argv=None):
         if args.compare:
             a, b = args.compare
             Path(args.out).mkdir(parents=True, exist_ok=True)
-            path, mean, low, high = plot_time_difference(df, a, b, Path(args.out) / f"{args.prefix}timediff_{a}_vs_{b}.png")
+            path, mean, low, high = plot_time_difference(
+                df, a, b, Path(args.out) / f"{args.prefix}timediff_{a}_vs_{b}.png"
+            )
             paths = [path]
             verdict = "no detectable difference" if low <= 0 <= high else f"{a if mean < 0 else b} is faster"
             notes.append(f"{a} - {b}: mean {mean:+.3f} ms/step, 95% CI [{low:+.3f}, {high:+.3f}]: {verdict}")

@@ -7,6 +7,7 @@ The profiler adds overhead, so these times are for finding hot spots, not for re
 
 usage: python -m utils.profile TECHNIQUE [--out plots] [--prefix P] [--top 20]
 """
+
 import argparse
 import csv
 import importlib.util
@@ -90,12 +91,15 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"{args.prefix}profile_{args.technique}"
     clock = "GPU" if cuda else "CPU"
-    title = f"{args.technique}: top operators by {clock} self time, per step ({cfg.model}, B={cfg.batch} T={cfg.seq}, {cfg.steps} steps)"
+    shape = f"{cfg.model}, B={cfg.batch} T={cfg.seq}, {cfg.steps} steps"
+    title = f"{args.technique}: top operators by {clock} self time, per step ({shape})"
     table = prof.key_averages().table(sort_by=f"self_{'device' if cuda else 'cpu'}_time_total", row_limit=args.top)
     Path(f"{stem}.txt").write_text(f"{title}\n\n{table}\n")
     with open(f"{stem}.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["operator", "calls_per_step", f"self_{clock.lower()}_ms_per_step", f"total_{clock.lower()}_ms_per_step"])
+        writer.writerow(
+            ["operator", "calls_per_step", f"self_{clock.lower()}_ms_per_step", f"total_{clock.lower()}_ms_per_step"]
+        )
         writer.writerows(rows)
     plot(rows[: args.top], f"{stem}.png", title)
     print(table)

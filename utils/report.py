@@ -10,6 +10,7 @@ BUDGET_GB.
 usage: python -m utils.report [--results F] [--out REPORT.md] [--plots-dir plots]
                               [--prefix P] [--device-filter S] [--budget-gb G] [--peak-tflops T]
 """
+
 import argparse
 import os
 import re
@@ -22,11 +23,16 @@ from utils import checks, convergence, memreport, plots, results, stats
 
 GIB = 1024  # MiB per GiB
 ONE_RUN = "†"  # marks a row whose CIs rest on a single process
-ONE_RUN_NOTE = (f"{ONE_RUN} one run: its CIs cover the noise from step to step within one process only, not the "
-                "variation between processes, which is often larger; a difference is shown only across repeats "
-                "(`REPEATS=3`, or `PRECISION=0.02` to repeat until the CIs are narrow).")
-VERDICT_NOTES = {"no detectable difference": " (no detectable difference)",
-                 "within the noise floor": " (within the noise floor)", "A/A check": " (A/A: the noise floor)"}
+ONE_RUN_NOTE = (
+    f"{ONE_RUN} one run: its CIs cover the noise from step to step within one process only, not the "
+    "variation between processes, which is often larger; a difference is shown only across repeats "
+    "(`REPEATS=3`, or `PRECISION=0.02` to repeat until the CIs are narrow)."
+)
+VERDICT_NOTES = {
+    "no detectable difference": " (no detectable difference)",
+    "within the noise floor": " (within the noise floor)",
+    "A/A check": " (A/A: the noise floor)",
+}
 
 
 def _fmt(value, spec):
@@ -50,12 +56,16 @@ def _bold_best(cells, values, best, eligible=None):
 
 def _memory_column(summary):
     if summary["peak_alloc_mib"].notna().any():
-        return "peak alloc / reserved GiB", [f"{a / GIB:.2f} / {r / GIB:.2f}" if a == a else "–" for a, r in zip(summary["peak_alloc_mib"], summary["peak_reserved_mib"])]
+        return "peak alloc / reserved GiB", [
+            f"{a / GIB:.2f} / {r / GIB:.2f}" if a == a else "–"
+            for a, r in zip(summary["peak_alloc_mib"], summary["peak_reserved_mib"])
+        ]
     return "peak RSS MiB", [_fmt(v, ".0f") for v in summary["memory_mib"]]
 
 
 def table(summary):
     """The markdown table of one configuration's summary, best of each column bold."""
+
     def get(column):
         return summary[column].tolist() if column in summary else [np.nan] * len(summary)
 
@@ -65,14 +75,24 @@ def table(summary):
     # only a speedup shown across runs can be the best
     faster = [v == "faster" and not one for v, one in zip(get("verdict"), one_run)]
     speedup_cells = [
-        _ci(v, lo, hi, ".2f") + VERDICT_NOTES.get(verdict, "")
-        + (f" (one run{ONE_RUN})" if one and verdict in ("faster", "slower") else "") if v == v else "–"
+        _ci(v, lo, hi, ".2f")
+        + VERDICT_NOTES.get(verdict, "")
+        + (f" (one run{ONE_RUN})" if one and verdict in ("faster", "slower") else "")
+        if v == v
+        else "–"
         for v, lo, hi, verdict, one in zip(speed, get("speedup_lo"), get("speedup_hi"), get("verdict"), one_run)
     ]
     columns = {
         "median ms": _bold_best([_fmt(v, ".2f") for v in get("median_ms")], get("median_ms"), min),
-        "mean ms [95% CI]": _bold_best([_ci(v, lo, hi, ".2f") for v, lo, hi in zip(get("mean_ms"), get("mean_lo"), get("mean_hi"))], get("mean_ms"), min),
-        "fwd / bwd / opt ms": [f"{f:.2f} / {b:.2f} / {o:.2f}" if f == f else "–" for f, b, o in zip(get("forward_ms"), get("backward_ms"), get("optimizer_ms"))],
+        "mean ms [95% CI]": _bold_best(
+            [_ci(v, lo, hi, ".2f") for v, lo, hi in zip(get("mean_ms"), get("mean_lo"), get("mean_hi"))],
+            get("mean_ms"),
+            min,
+        ),
+        "fwd / bwd / opt ms": [
+            f"{f:.2f} / {b:.2f} / {o:.2f}" if f == f else "–"
+            for f, b, o in zip(get("forward_ms"), get("backward_ms"), get("optimizer_ms"))
+        ],
         "tokens/s": _bold_best([_fmt(v, ",.0f") for v in get("tokens_per_s")], get("tokens_per_s"), max),
         # the whole measured phase by the wall clock: below tokens/s when the host is the limit
         "end-to-end tokens/s": _bold_best(
@@ -80,9 +100,13 @@ def table(summary):
         ),
         "TFLOP/s": _bold_best([_fmt(v, ".3g") for v in get("tflops")], get("tflops"), max),
         # above 100% the peak cannot be this device's: say so rather than print a wrong figure
-        "MFU": _bold_best([_fmt(v, ".1%") + (" (> peak: wrong PEAK_TFLOPS?)" if v > 1 else "") for v in get("mfu")], get("mfu"), max),
+        "MFU": _bold_best(
+            [_fmt(v, ".1%") + (" (> peak: wrong PEAK_TFLOPS?)" if v > 1 else "") for v in get("mfu")], get("mfu"), max
+        ),
         memory_title: _bold_best(memory_cells, get("memory_mib"), min),
-        "memory saved MiB": _bold_best([_fmt(v, "+,.0f") for v in get("memory_saved_mib")], get("memory_saved_mib"), max),
+        "memory saved MiB": _bold_best(
+            [_fmt(v, "+,.0f") for v in get("memory_saved_mib")], get("memory_saved_mib"), max
+        ),
         "speedup [95% CI]": _bold_best(speedup_cells, speed, max, faster),
         "final loss": _bold_best([_fmt(v, ".3f") for v in get("final_loss")], get("final_loss"), min),
         "warm-up s": [_fmt(v, ".1f") for v in get("warmup_s")],
@@ -135,12 +159,16 @@ def recommendation(summary, budget_gb):
         lines = [f"- **Fastest:** `{best}`, {row['median_ms']:.2f} ms/step, {_speedup(row)} the baseline"]
     else:
         best = ok["median_ms"].idxmin()
-        lines = [f"- **Fastest:** no technique is shown faster than the baseline here; the lowest median is "
-                 f"`{best}`'s, {ok.loc[best, 'median_ms']:.2f} ms/step"]
+        lines = [
+            f"- **Fastest:** no technique is shown faster than the baseline here; the lowest median is "
+            f"`{best}`'s, {ok.loc[best, 'median_ms']:.2f} ms/step"
+        ]
     if len(single):
         named = ", ".join(f"`{t}` {_speedup(single.loc[t])}" for t in single.index)
-        lines.append(f"- **Not shown by one run{ONE_RUN}:** {named}: speedups over the baseline whose CIs see one "
-                     "process only; repeat (`REPEATS=3` or `PRECISION=0.02`) before calling them faster")
+        lines.append(
+            f"- **Not shown by one run{ONE_RUN}:** {named}: speedups over the baseline whose CIs see one "
+            "process only; repeat (`REPEATS=3` or `PRECISION=0.02`) before calling them faster"
+        )
     lines.append(floor_line(summary))
     if ok["memory_mib"].notna().any():
         leanest = ok["memory_mib"].idxmin()
@@ -150,7 +178,14 @@ def recommendation(summary, budget_gb):
         lines.append("- **Within a memory budget:** set `BUDGET_GB=` to get the fastest technique that fits.")
     else:
         fits = ok[ok["memory_mib"] <= budget_gb * GIB]
-        lines.append(f"- **Fastest within {budget_gb:g} GiB:** " + (f"`{fits['median_ms'].idxmin()}`, {fits['median_ms'].min():.2f} ms/step" if len(fits) else "none of the techniques fits"))
+        lines.append(
+            f"- **Fastest within {budget_gb:g} GiB:** "
+            + (
+                f"`{fits['median_ms'].idxmin()}`, {fits['median_ms'].min():.2f} ms/step"
+                if len(fits)
+                else "none of the techniques fits"
+            )
+        )
     return "\n".join(lines)
 
 
@@ -162,15 +197,19 @@ def floor_line(summary):
     """What the A/A technique says about this machine's noise, and how the verdicts use it."""
     floor = stats.aa_floor(summary)
     if floor is None:
-        return (f"- **Noise floor:** not measured: run `{stats.AA_CHECK}` (the baseline under another name) in this "
-                "configuration to see how much two identical configurations differ here")
+        return (
+            f"- **Noise floor:** not measured: run `{stats.AA_CHECK}` (the baseline under another name) in this "
+            "configuration to see how much two identical configurations differ here"
+        )
     point, low, high = floor
     aa = summary.loc[stats.AA_CHECK]
     held = aa["speedup_lo"] <= 1 <= aa["speedup_hi"]
     drift = "" if held else "; its CI excludes 1.0, so this machine drifted or is noisy"
-    return (f"- **Noise floor:** `{stats.AA_CHECK}`, identical to the baseline, measured {_speedup(aa)}: two "
-            f"identical configurations differed by {point:.1%} [{low:.1%}, {high:.1%}] here{drift}; a speedup whose CI "
-            f"reaches into {1 - point:.2f}–{1 + point:.2f} is reported as within the noise floor, not shown")
+    return (
+        f"- **Noise floor:** `{stats.AA_CHECK}`, identical to the baseline, measured {_speedup(aa)}: two "
+        f"identical configurations differed by {point:.1%} [{low:.1%}, {high:.1%}] here{drift}; a speedup whose CI "
+        f"reaches into {1 - point:.2f}–{1 + point:.2f} is reported as within the noise floor, not shown"
+    )
 
 
 def environment(df):
@@ -185,8 +224,9 @@ def _slug(text):
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()[:60]
 
 
-def build(results_file, out, plots_dir, prefix="", device_filter="", budget_gb=None, peak_tflops=None,
-          target_loss=None):
+def build(
+    results_file, out, plots_dir, prefix="", device_filter="", budget_gb=None, peak_tflops=None, target_loss=None
+):
     """Write the report; return its markdown."""
     df = results.read(results_file)
     convergence.check_target(df, target_loss)
@@ -196,23 +236,31 @@ def build(results_file, out, plots_dir, prefix="", device_filter="", budget_gb=N
     configs = stats.configurations(df, device_filter)
     memory_section = memreport.section(df, plots_dir, out, prefix, budget_gb)  # issue 8
     if not configs and not memory_section:
-        raise results.ResultsFileError(f"{results_file} has no runs" + (f" on a device matching {device_filter!r}" if device_filter else ""))
+        raise results.ResultsFileError(
+            f"{results_file} has no runs" + (f" on a device matching {device_filter!r}" if device_filter else "")
+        )
     out = Path(out)
-    sections = [f"# Training optimizations: results\n\nFrom `{results_file}`; {len(configs)} configuration(s). Step times are of measured steps only "
-                f"(warm-up excluded); CIs are 95% bootstrap intervals ({stats.RESAMPLES} resamples, runs then steps). "
-                "A speedup whose CI holds 1.0 is reported as no detectable difference, one whose CI reaches into the "
-                f"noise floor (how far `{stats.AA_CHECK}`, an A/A copy of the baseline, lands from 1.0) as within "
-                "the noise floor. MFU is against the dense peak of the precision "
-                "that ran (blank where the device is not in the table; `PEAK_TFLOPS=` sets one). Best of each column in bold."]
+    sections = [
+        f"# Training optimizations: results\n\nFrom `{results_file}`; {len(configs)} configuration(s). "
+        "Step times are of measured steps only "
+        f"(warm-up excluded); CIs are 95% bootstrap intervals ({stats.RESAMPLES} resamples, runs then steps). "
+        "A speedup whose CI holds 1.0 is reported as no detectable difference, one whose CI reaches into the "
+        f"noise floor (how far `{stats.AA_CHECK}`, an A/A copy of the baseline, lands from 1.0) as within "
+        "the noise floor. MFU is against the dense peak of the precision "
+        "that ran (blank where the device is not in the table; `PEAK_TFLOPS=` sets one). Best of each column in bold."
+    ]
     for name, rows in configs:
         summary = stats.summary(rows)
         config_prefix = prefix + (f"{_slug(name)}_" if len(configs) > 1 else "")
         paths, notes = plots.plots_for(rows, plots_dir, config_prefix) if len(stats.measured(rows)) else ([], [])
         images = "\n".join(f"![{p.stem}]({os.path.relpath(p, out.parent)})" for p in paths)
         learning = convergence.section(rows, summary, target_loss)
-        sections.append(f"## {name}\n\n{environment(rows)}\n\n{table(summary)}\n\n{recommendation(summary, budget_gb)}\n\n"
-                        + (f"{learning}\n\n" if learning else "")
-                        + "\n".join(f"_{n}_" for n in notes) + f"\n\n{images}")
+        sections.append(
+            f"## {name}\n\n{environment(rows)}\n\n{table(summary)}\n\n{recommendation(summary, budget_gb)}\n\n"
+            + (f"{learning}\n\n" if learning else "")
+            + "\n".join(f"_{n}_" for n in notes)
+            + f"\n\n{images}"
+        )
     sections += [memory_section] if memory_section else []
     text = "\n\n".join(sections) + "\n"
     out.write_text(text)
