@@ -104,7 +104,8 @@ def loss_check(technique, nproc, run_id, cfg, tmp):
     curves = []
     for df in (results.read(cfg.results_file), results.read(reference)):
         df = df[df["run_id"] == run_id] if run_id else df
-        curves.append(df[(df["status"] == "ok")].groupby("phase")["loss"].apply(list))
+        steps = df[(df["status"] == "ok") & df["phase"].isin(("warmup", "measured"))]  # training steps, not evals
+        curves.append(steps.groupby("phase")["loss"].apply(list))
         run_id = None
     deviation = max(
         abs(a - b) for phase in curves[0].index for a, b in zip(curves[0][phase], curves[1][phase])

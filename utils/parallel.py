@@ -12,6 +12,7 @@ root; the optimizer is built over the (sharded) parameters after; compile traces
 parallel model last.
 """
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -52,6 +53,8 @@ def start(world):
 
 def stop(world):
     if world.kind and dist.is_initialized():
+        gc.collect()  # the wrapped model's collectives' state is freed while the group is still there
+        dist.barrier()  # no rank tears the group down while another still uses it
         dist.destroy_process_group()
 
 

@@ -205,7 +205,8 @@ def main(setup, name=None, argv=None):
         if wrote:
             results.append_rows(cfg.results_file, [{**base, "status": status, "reason": reason}])
         _report(status, f"{name}: {status}: {reason}", world, base["run_id"] if wrote else None)
-        parallel.stop(world)
+        if status == "skipped":  # every rank skips alike; a failed rank's peers are stopped by torchrun
+            parallel.stop(world)
         sys.exit(exit_code)
 
     try:
@@ -238,13 +239,16 @@ def main(setup, name=None, argv=None):
         traceback.print_exc()
         record_status("error", f"{type(err).__name__}: {_first_line(err)}", EXIT_ERROR)
 
-    parallel.stop(world)
     tokens_per_step = cfg.batch * cfg.seq * run.accum * world.size  # every rank's tokens
+    records = evaluator.records if evaluator else []
+    # note: the model (DDP's reducer, FSDP2's hooks) goes before its process group; the other
+    # order can hang a rank at exit
+    run = evaluator = None
+    parallel.stop(world)
     if world.rank != 0:
         _report("ok", f"{name}: ok", world)
         return
     rows = [*(_step_rows(base, warm, tokens_per_step) if warm else []), *_step_rows(base, measured, tokens_per_step)]
-    records = evaluator.records if evaluator else []
     rows += _eval_rows(base, records)
     try:
         results.append_rows(cfg.results_file, rows)
