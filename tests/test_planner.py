@@ -17,13 +17,13 @@ CFG = config.RunConfig(technique="x", steps=1, warmup=0, model="tiny", batch=2, 
                        data="fixed", seed=0, lr=6e-4, results_file="unused.csv")
 
 
-@pytest.mark.parametrize("technique", ["baseline", "8bit", "checkpointing"])
+@pytest.mark.parametrize("technique", ["baseline", "8bit", "checkpointing", "accum"])
 def test_fake_and_real_tracking_agree_on_a_cpu(technique):
     setup = load_setup(technique)
     run = build_run(CFG, setup)
     data = batches(CFG)
     for _ in range(planner.STEPS):  # the optimizer state exists from the first step on, as in the plan
-        run.step(run, [next(data)])
+        run.step(run, [next(data) for _ in range(run.accum)])
     real = memory.tracked_step(run, data)
     fake = planner.plan(setup, CFG, model_cuda=False)
     assert fake.peak_mib == pytest.approx(real["mem_peak_mib"], rel=0.02)

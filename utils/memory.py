@@ -13,7 +13,7 @@ the dispatcher), so those runs get no breakdown rather than a wrong one.
 
 from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker
 
-from utils.planner import MIB, breakdown_mib
+from utils.planner import MIB, breakdown_mib, one_iteration_per_forward
 
 # results.csv columns of the breakdown, in utils.planner.breakdown_mib's order, then the sum
 PARTS = ("params", "grads", "optimizer", "activations", "temporaries")
@@ -42,7 +42,7 @@ def tracked_step(run, batches):
     micro_batches = [next(batches) for _ in range(run.accum)]  # outside the tracker, as the planner's
     tracker = MemTracker()
     tracker.track_external(run.model, run.optimizer)
-    with tracker:
+    with one_iteration_per_forward(tracker, run.model):
         run.step(run, micro_batches)
     snapshot = tracker.get_tracker_snapshot("peak")
     device = next((d for d in snapshot if d.type == run.cfg.device), None)

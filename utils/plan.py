@@ -78,8 +78,8 @@ def planned_device():
     return {**here, "device": f"CUDA GPU (planned on {here['device']})"}
 
 
-def _gib(mib):
-    return f"{mib / 1024:.2f}"
+def _mib(mib):
+    return f"{mib:,.1f}"
 
 
 def plan_techniques(names):
@@ -100,8 +100,8 @@ def plan_techniques(names):
         return 2
     first = cfgs[names[0]]
     print(f"plan: {first.model}, B={first.batch} T={first.seq}, peak CUDA memory allocated per training step "
-          f"(fake tensors, {planner.STEPS} steps; GiB)")
-    print(f"{'technique':<14} {'peak':>7} {'params':>7} {'grads':>7} {'optim':>7} {'activ':>7} {'temps':>7}")
+          f"(fake tensors, {planner.STEPS} steps; MiB)")
+    print(f"{'technique':<14} " + " ".join(f"{h:>10}" for h in ("peak", *memory.PARTS)))
     rows = []
     device = planned_device()
     for name, cfg in cfgs.items():
@@ -109,8 +109,8 @@ def plan_techniques(names):
             print(f"{name:<14} not modelled: {refused[name]}", flush=True)
             continue
         plan = planner.plan(load_setup(name), cfg)
-        parts = " ".join(f"{_gib(v):>7}" for v in plan.breakdown.values())
-        print(f"{name:<14} {_gib(plan.peak_mib):>7} {parts}", flush=True)
+        parts = " ".join(f"{_mib(v):>10}" for v in plan.breakdown.values())
+        print(f"{name:<14} {_mib(plan.peak_mib):>10} {parts}", flush=True)
         rows.append(predicted_row(cfg, name, plan, device))
     print("modelled on the CUDA side: " + "; ".join(planner.CUDA_MODEL))
     print("not modelled: " + "; ".join(planner.NOT_MODELLED))

@@ -175,6 +175,24 @@ def _real_bitsandbytes_qmaps():
         yield
 
 
+@contextlib.contextmanager
+def one_iteration_per_forward(tracker, root):
+    """MemTracker refuses a second forward of the root module in one iteration; gradient
+    accumulation makes one per micro-batch. Reset its per-module stats (not its peak) before
+    each: a global hook registered before the tracker's runs first."""
+
+    def reset(module, args):
+        if module is root and root in tracker.memory_tracking:
+            tracker.reset_mod_stats()
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(reset)
+    try:
+        with tracker:
+            yield
+    finally:
+        handle.remove()
+
+
 def _cuda_optimizer_defaults(optimizer):
     # on CUDA torch.optim picks its foreach kernels when neither foreach nor fused is given;
     # fake tensors are not plain tensors, so pytorch would pick the per-tensor loop here
@@ -230,11 +248,10 @@ def plan(setup, cfg, steps=STEPS, model_cuda=True):
         tracker.track_external(run.model, run.optimizer)
         cuda = (cuda_rounding(), cuda_autocast_policy()) if model_cuda else ()
         with contextlib.ExitStack() as stack:
-            for context in (*cuda, tracker):
+            for context in (*cuda, one_iteration_per_forward(tracker, run.model)):
                 stack.enter_context(context)
             for _ in range(steps):
                 run.step(run, micro)
-                tracker.reset_mod_stats()  # per-module stats are per iteration; the peak is kept
         snapshot = next(iter(tracker.get_tracker_snapshot("peak").values()))
     attention = run.model.attention
     return Plan(
