@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import run_make
 
-from utils import results, train
+from utils import lrsweep, results, train
 from utils import techniques as t
 
 
@@ -112,3 +112,30 @@ def test_bad_learning_settings_stop_before_training(tmp_path, results_file, caps
     assert exit_.value.code == train.EXIT_BAD_INPUT
     assert expected in _one_line(capsys.readouterr().err)
     assert results_file.read_bytes() == before
+
+
+def test_the_sweep_passes_over_a_diverged_lr(results_file):
+    def run(lr, losses):
+        return [
+            {
+                **dict.fromkeys(results.COLUMNS, ""),
+                "run_id": f"r{lr}",
+                "technique": "sgd",
+                "status": "ok",
+                "phase": "eval",
+                "step": i,
+                "train_steps": 10 * i,
+                "lr": lr,
+                "val_loss": loss,
+            }
+            for i, loss in enumerate(losses)
+        ]
+
+    # through the file, as a real sweep reads it: a diverged run writes nan, read back as text
+    results.append_rows(
+        results_file, run(0.01, [5.0, 3.0, 2.5]) + run(0.1, [5.0, 2.0, 1.9]) + run(1.0, [5.0, 1.5, float("nan")])
+    )
+    df = results.read(results_file)
+    table = lrsweep.sweep_table(df, set(df["run_id"]))
+    assert table["final"].isna().tolist() == [False, False, True]
+    assert "best LR for sgd: 0.1 (best validation loss 1.9000)" in lrsweep.verdict(table, "sgd")

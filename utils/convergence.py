@@ -54,8 +54,13 @@ def check_target(df, target):
         raise TargetError(data.below_floor(target, below.index[0], below.iloc[0]))
 
 
+def _numeric(df, columns):
+    # a diverged run writes nan / inf, which results.read keeps as text (only blanks are missing)
+    return df.assign(**{c: pd.to_numeric(df[c], errors="coerce") for c in columns})
+
+
 def evaluations(df):
-    return df[(df["status"] == "ok") & (df["phase"] == "eval")]
+    return _numeric(df[(df["status"] == "ok") & (df["phase"] == "eval")], ["val_loss", "val_ppl", "train_loss"])
 
 
 def _training_losses(rows):
@@ -111,7 +116,7 @@ def drift(df):
     """Per technique that should compute what the baseline computes: the largest deviation of
     its training loss from the baseline's at the same step (runs paired by repeat), the
     tolerance for its precision and whether it is beyond it."""
-    training = df[(df["status"] == "ok") & df["phase"].isin(["warmup", "measured"])]
+    training = _numeric(df[(df["status"] == "ok") & df["phase"].isin(["warmup", "measured"])], ["loss"])
     base = training[training["technique"] == BASELINE]
     if base.empty:
         return pd.DataFrame(columns=["max_abs", "tolerance", "flagged"])

@@ -79,8 +79,8 @@ def plan(args):
 
 def check_settings(cells, target):
     """The run settings every cell shares (STEPS, DATA, EVAL_EVERY, ...), checked once."""
-    for model, layers, _ in cells:
-        cfg = config.load("grid", argv=["--model", model, "--layers", str(layers)])
+    for model in dict.fromkeys(model for model, _, _ in cells):  # the data check depends on the vocabulary only
+        cfg = config.load("grid", argv=["--model", model])
     if not cfg.eval_every:
         raise config.ConfigError("the grid compares validation perplexity: EVAL_EVERY=0 turns evaluation off")
     config.check_target(target, cfg.data)

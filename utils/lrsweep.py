@@ -24,15 +24,16 @@ def _default_lrs():
 
 
 def sweep_table(df, run_ids):
-    """Per run of the sweep: LR, best and final validation loss (NaN when it diverged)."""
+    """Per run of the sweep: LR, best and final validation loss (the final is NaN or inf when it diverged)."""
     ev = convergence.evaluations(df[df["run_id"].isin(run_ids)]).sort_values("train_steps")
     by_run = ev.groupby("run_id", sort=False)
-    table = by_run.agg(lr=("lr", "first"), best=("val_loss", "min"), final=("val_loss", "last"))
+    # the final evaluation as it is: GroupBy.last would skip a NaN, hiding the divergence
+    table = by_run.agg(lr=("lr", "first"), best=("val_loss", "min"), final=("val_loss", lambda v: v.iloc[-1]))
     return table.sort_values("lr")
 
 
 def verdict(table, technique):
-    finite = table[np.isfinite(table["best"].astype(float))]
+    finite = table[np.isfinite(table["final"])]  # a run that diverged is no candidate, whatever it did before
     if finite.empty:
         return f"lrsweep: every LR diverged for {technique}: try smaller ones (LRS=...)"
     best = finite.loc[finite["best"].idxmin()]
@@ -69,7 +70,7 @@ def main(argv=None):
     table = sweep_table(df, set(ours["run_id"]))
     print(f"\n=== {args.technique}: validation loss by LR ({cfg.model}, {cfg.data}, {cfg.steps} steps)")
     for _, row in table.iterrows():
-        diverged = "" if math.isfinite(row["best"]) else "  (diverged)"
+        diverged = "" if math.isfinite(row["final"]) else "  (diverged)"
         print(f"  LR {row['lr']:<8g} best {row['best']:.4f}  final {row['final']:.4f}{diverged}", flush=True)
     print(verdict(table, args.technique))
     return 1 if failed else 0
