@@ -425,7 +425,7 @@ def test_profile_never_touches_the_results_file(tmp_path, monkeypatch, capsys):
 
 MAKE_CASES = [  # through make: the same one line and status 2, nothing written
     (["baseline", "RESULTS_FILE={tmp}/d"], "RESULTS_FILE={tmp}/d is a folder"),
-    (["baseline", "DATA={tmp}/f"], "DATA={tmp}/f has 4 bytes"),
+    (["baseline", "DATA={tmp}/f"], "DATA={tmp}/f: its training split holds 3 tokens"),
     (["plots", "PLOTSPREFIX=a/b_"], "PLOTSPREFIX='a/b_' holds a '/'"),
     (["all", "PRECISION=2"], "PRECISION must be a number between 0 and 1"),
     (["reset", "PLOTS_DIR="], "PLOTS_DIR is empty"),  # not rm -f /*.png

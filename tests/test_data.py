@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from utils import data
+from utils.parallel import World
 
 
 def test_the_coin_floor_is_the_entropy_of_bernoulli_two_thirds():
@@ -47,6 +48,7 @@ def test_markov_batches_follow_the_chain():
 class Cfg:
     def __init__(self, source, batch=2, seq=8, seed=0):
         self.data, self.batch, self.seq, self.device, self.seed = source, batch, seq, "cpu", seed
+        self.world = World()  # one process
 
 
 def test_validation_batches_are_held_out_and_fixed():

@@ -98,12 +98,13 @@ COLUMNS = {
 }
 HEADER = ",".join(COLUMNS) + "\n"
 STATUSES = ("ok", "skipped", "oom", "error")
-NUMERIC = (
-    "repeat", "step", "step_ms", "forward_ms", "backward_ms", "optimizer_ms", "tokens_per_s", "tflops", "mfu", "loss",
-    "peak_alloc_mib", "peak_reserved_mib", "peak_rss_mib", "n_params", "flops_per_token", "peak_tflops", "batch", "seq",
-    "lr", "seed", "device_tokens_per_s", "wall_tokens_per_s", "accum", "world_size",
+# every column is a number but these (read as text) and the booleans: a new column is numeric unless listed
+TEXT = (
+    "run_id", "timestamp_utc", "technique", "status", "reason", "phase", "model", "data", "dtype", "mlp", "attention",
+    "optimizer", "compile_mode", "parallel", "backend", "device", "driver", "cuda", "torch", "git_sha", "host", "kind",
 )
 BOOLEAN = ("fused", "compiled", "checkpointing", "cuda_graphs", "scaler_skipped")
+NUMERIC = tuple(c for c in COLUMNS if c not in TEXT + BOOLEAN)
 
 
 class ResultsFileError(checks.BadInput):

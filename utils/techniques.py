@@ -269,7 +269,7 @@ def lion_8bit(run, lr_scale, weight_decay_scale):
     """bitsandbytes Lion8bit: Lion's one moment, block-wise quantised to uint8 (1 byte per parameter)."""
     _enter(run, "optimizer")
     bnb = _bitsandbytes()
-    run.lr = run.cfg.lr * lr_scale
+    run.lr = _lr(run, ADAMW_LR) * lr_scale  # as lion: relative to AdamW's
     groups = _param_groups(run.model)
     for group in groups:
         group["weight_decay"] *= weight_decay_scale
@@ -286,7 +286,7 @@ def offload_adamw(run):
         from torchao.optim import CPUOffloadOptimizer
     except ImportError as err:
         raise Skip(f"torchao is not importable ({err}); pip install torchao==0.18.0") from None
-    run.lr = run.cfg.lr
+    run.lr = _lr(run, ADAMW_LR)
     run.optimizer = CPUOffloadOptimizer(_param_groups(run.model), torch.optim.AdamW, lr=run.lr, betas=BETAS)
 
 
