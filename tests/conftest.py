@@ -1,6 +1,7 @@
 """Shared helpers: a tiny CPU configuration, and ways to run scripts and make."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,14 @@ def run_make(*args, results_file, **extra):
         text=True,
         cwd=ROOT,
     )
+
+
+def copy_suite(folder):
+    """A copy of the suite in `folder` (to add a script to); returns scripts/baseline.py's text."""
+    for part in ("Makefile", "requirements.txt", "scripts", "utils"):
+        copy = shutil.copytree if (ROOT / part).is_dir() else shutil.copy
+        copy(ROOT / part, folder / part)
+    return (folder / "scripts" / "baseline.py").read_text()
 
 
 @pytest.fixture

@@ -1,11 +1,10 @@
 """The Makefile: help, all going on past a failure, init_results, reset."""
 
-import shutil
 import subprocess
 import sys
 import textwrap
 
-from conftest import ROOT, run_make, tiny_env
+from conftest import copy_suite, run_make, tiny_env
 
 from utils import results
 from utils.run_all import SCRIPTS, known_techniques
@@ -96,10 +95,7 @@ def test_the_technique_list_is_the_scripts_folder(results_file):
 
 def test_a_new_script_is_all_it_takes(tmp_path):
     # a copy of the suite with one more script: make help, make <name> and make all know it
-    for part in ("Makefile", "requirements.txt", "scripts", "utils"):
-        copy = shutil.copytree if (ROOT / part).is_dir() else shutil.copy
-        copy(ROOT / part, tmp_path / part)
-    baseline = (tmp_path / "scripts" / "baseline.py").read_text()
+    baseline = copy_suite(tmp_path)
     dummy = baseline.replace('"""baseline:', '"""dummy: a made-up technique.', 1)
     (tmp_path / "scripts" / "dummy.py").write_text(dummy)
     results_file = tmp_path / "results.csv"

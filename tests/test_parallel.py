@@ -1,13 +1,12 @@
 """make ddp / make fsdp / make scaling_gpus on this CPU: torchrun, gloo, 2 processes, tiny model."""
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, TINY, run_make, tiny_env
+from conftest import TINY, copy_suite, run_make, tiny_env
 
 from utils import launch, results
 
@@ -48,10 +47,7 @@ def test_scaling_draws_tokens_per_s_at_each_world_size(results_file, tmp_path):
 
 
 def test_a_killed_rank_stops_the_run_and_writes_nothing(tmp_path):
-    for part in ("Makefile", "requirements.txt", "scripts", "utils"):
-        copy = shutil.copytree if (ROOT / part).is_dir() else shutil.copy
-        copy(ROOT / part, tmp_path / part)
-    baseline = (tmp_path / "scripts" / "baseline.py").read_text()
+    baseline = copy_suite(tmp_path)
     killer = baseline.replace(
         "    t.adamw(run)\n",
         "    t.adamw(run)\n"
