@@ -255,11 +255,15 @@ def lion(run, lr_scale, weight_decay_scale):
             from lion_pytorch import Lion
         except ImportError:
             raise Skip("Lion needs bitsandbytes or lion-pytorch; pip install bitsandbytes==0.50.2") from None
+    _lion_with(run, Lion, lr_scale, weight_decay_scale)
+
+
+def _lion_with(run, optimizer_class, lr_scale, weight_decay_scale):
     run.lr = _lr(run, ADAMW_LR) * lr_scale  # the Lion paper states its LR relative to AdamW's
     groups = _param_groups(run.model)
     for group in groups:
         group["weight_decay"] *= weight_decay_scale
-    run.optimizer = Lion(groups, lr=run.lr, betas=(0.9, 0.99))  # the Lion paper's defaults
+    run.optimizer = optimizer_class(groups, lr=run.lr, betas=(0.9, 0.99))  # the Lion paper's defaults
 
 
 # 5. optimizer: memory (issue 8)
@@ -268,12 +272,7 @@ def lion(run, lr_scale, weight_decay_scale):
 def lion_8bit(run, lr_scale, weight_decay_scale):
     """bitsandbytes Lion8bit: Lion's one moment, block-wise quantised to uint8 (1 byte per parameter)."""
     _enter(run, "optimizer")
-    bnb = _bitsandbytes()
-    run.lr = _lr(run, ADAMW_LR) * lr_scale  # as lion: relative to AdamW's
-    groups = _param_groups(run.model)
-    for group in groups:
-        group["weight_decay"] *= weight_decay_scale
-    run.optimizer = bnb.optim.Lion8bit(groups, lr=run.lr, betas=(0.9, 0.99))
+    _lion_with(run, _bitsandbytes().optim.Lion8bit, lr_scale, weight_decay_scale)
 
 
 def offload_adamw(run):
