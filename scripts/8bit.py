@@ -6,12 +6,8 @@ Pays in memory: bigger models or batches fit. Speed is about the same or a littl
 (quantise / dequantise each step). Skipped, with the reason, if bitsandbytes is missing.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

@@ -7,12 +7,8 @@ micro-batch. Pays for memory, not speed: the effective batch of a large run at t
 activation memory of a small one (and the optimizer step amortised over ACCUM micro-batches).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

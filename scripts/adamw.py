@@ -1,4 +1,4 @@
-"""adamw: the baseline's optimizer, under the name seeds 000 and 004 use for it.
+"""adamw: the baseline's optimizer, under its own name: the A/A check.
 
 Exactly the baseline's setup, kept as its own technique on purpose: it is an A/A test.
 Run in the same session, its speedup against the baseline should have a CI around 1.0
@@ -6,12 +6,8 @@ Run in the same session, its speedup against the baseline should have a CI aroun
 other speedups deserve the same doubt.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

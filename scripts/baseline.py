@@ -5,12 +5,8 @@ tensor cores and the "fp32" baseline would not be one), attention written out by
 (the full T x T score matrix), plain torch.optim.AdamW (not fused), eager mode.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

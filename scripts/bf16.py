@@ -5,12 +5,8 @@ and saved activations take half the memory. Weights, gradients and optimizer sta
 fp32. bf16 keeps fp32's exponent range, so unlike fp16 it needs no loss scaling.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

@@ -6,12 +6,8 @@ activations) to about one block's worth, at the price of a second forward pass p
 (~+30% compute). Pays when memory, not speed, is the limit: a bigger batch or model fits.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

@@ -9,12 +9,8 @@ compile time in the first steps: it lands in the warm-up phase, timed and report
 from the measured steps. The optimizer step is not compiled.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

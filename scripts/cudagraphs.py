@@ -8,12 +8,8 @@ forward/backward/optimizer columns are left blank. CUDA only (skipped elsewhere)
 the GPU waits on the host (small models, small batches); not when the GPU is the limit.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

@@ -8,12 +8,8 @@ Prerequisite: flash kernels need half precision on CUDA, so this runs under bf16
 (the bf16 line below); compare it with bf16, not only with the baseline.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

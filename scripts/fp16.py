@@ -9,12 +9,8 @@ hold inf/nan (halving the factor). Every row records whether its step was skippe
 Pays on GPUs with fp16 but no bf16 tensor cores (T4, V100); elsewhere bf16 is simpler.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

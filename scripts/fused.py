@@ -6,12 +6,8 @@ each of param, grad and the two moments once. Pays when the optimizer step is a 
 share of the step (small models, small batches); changes no numerics beyond rounding.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

@@ -5,12 +5,8 @@ parameter count matches the GELU MLP) with GELU as the gate's activation (Shazee
 Changes the model: compare step time and loss, not only speed.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

@@ -9,12 +9,8 @@ smaller than AdamW and a weight decay 3-10x larger, keeping lr x weight decay (t
 effective decay) the same. Here: lr / 3 and weight decay x 3 (0.1 -> 0.3).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

@@ -8,12 +8,8 @@ x 3 as `lion`. Pays in memory only: the smallest optimizer state the suite has; 
 about the same speed (51.6 vs 48.2 ms). Skipped, with the reason, without bitsandbytes.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

@@ -1,4 +1,4 @@
-"""momentum: SGD with momentum 0.9 (seed 004).
+"""momentum: SGD with momentum 0.9 (the LSTM-vs-GPT grid's fourth optimizer).
 
 One state tensor per parameter (the velocity), one extra multiply-add per element in the
 step.
@@ -9,12 +9,8 @@ weights 1 / (1 - 0.9) = 10x as far per step as plain SGD at the same rate (Sutsk
 sgd's 0.1. For a tuned rate: make lrsweep TECHNIQUE=momentum.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

@@ -8,12 +8,8 @@ what does not fit (GPT2-XL's 12 GiB of AdamW state on a 40 GB A100). CUDA only: 
 there is nothing to offload to, so it is skipped with that reason (and without torchao).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

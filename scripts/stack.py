@@ -11,16 +11,12 @@ mode reduce-overhead (459k vs 468k tokens/s: the GPU, not the launch path, is th
 max-autotune (autotuning ran past 7 minutes), per-block compile (426k), float8 (433k: d=768
 matmuls too small), 8-bit AdamW and Lion (slower; they save memory, not time). A larger
 batch helps a little (B=32: 492k) but the batch is the user's choice, so BATCH stays as given.
-Each line is the same function its own script applies; utils/techniques.py applies them
+Each line is the same function its own script applies; utils/techniques/ applies them
 in a fixed order, so they compose.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

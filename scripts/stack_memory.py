@@ -9,12 +9,8 @@ GPU) and torch.compile (it saved memory on the H100, 11.5 GiB, but the planner c
 it, and this stack is the one `make plan` and `make maxbatch PLAN=1` can answer for).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

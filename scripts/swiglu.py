@@ -6,12 +6,8 @@ token) match the GELU MLP and the comparison is like for like. Changes the model
 loss can change: it is about quality per FLOP (Shazeer 2020), and step time shows its cost.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

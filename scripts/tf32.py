@@ -6,12 +6,8 @@ memory stay fp32, so only speed changes; precision loss is rarely visible in tra
 A CUDA-only mode: on a CPU the run is skipped, with that reason recorded.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # utils/ sits beside scripts/
-from utils import techniques as t  # noqa: E402
-from utils.train import main  # noqa: E402
+from utils import techniques as t
+from utils.measure.train import main
 
 
 def setup(run):

@@ -14,11 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_make, run_script, tiny_env
-from test_plots import rows_of
+from helpers import ROOT, rows_of, run_make, run_script, tiny_env
 
-from utils import checks, config, plots, profile, report, results, run_all, train
+from utils import checks, results
 from utils import techniques as t
+from utils.drivers import all as run_all
+from utils.drivers import files, profile
+from utils.measure import config, train
+from utils.plots import __main__ as plots_command
+from utils.report import __main__ as report_command
 
 
 @pytest.fixture
@@ -42,22 +46,37 @@ def _one_line(text):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["baseline", "STEPS=abc"], "STEPS must be a positive integer, got 'abc'"),
-        (["baseline", "STEPS=0"], "STEPS must be a positive integer, got '0'"),
-        (["baseline", "BATCH=-4"], "BATCH must be a positive integer"),
-        (["baseline", "MODEL=gpt5"], "unknown MODEL 'gpt5'"),
-        (["baseline", "DEVICE=tpu"], "DEVICE must be auto, cpu or cuda"),
-        (["baseline", "DATA=/no/such/file.txt"], "DATA=/no/such/file.txt: no such file"),
-        (["all", "STEPS=abc"], "STEPS must be a positive integer"),
+        (["baseline", "STEPS=abc"], "baseline: error: STEPS must be a positive integer, got 'abc'"),
         (["all", "TECHNIQUES=baseline nope"], "unknown technique nope"),
         (["nope"], "unknown target or technique 'nope'"),
     ],
 )
-def test_bad_settings(existing, args, expected):
+def test_bad_settings_through_make(existing, args, expected):
     results_file, before = existing
     proc = run_make(*args, results_file=results_file)
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert expected in _one_line(proc.stderr)
+    assert results_file.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "env, said",
+    [
+        ({"BATCH": "-4"}, "BATCH must be a positive integer"),
+        ({"MODEL": "gpt5"}, "unknown MODEL 'gpt5'"),
+        ({"DEVICE": "tpu"}, "DEVICE must be one of auto, cpu, cuda, got 'tpu'"),
+        ({"DATA": "/no/such/file.txt"}, "DATA=/no/such/file.txt: no such file"),
+        ({"COMPILE_MODE": "fastest"}, "COMPILE_MODE must be one of default, reduce-overhead"),
+        ({"TECHNIQUES": "baseline nope"}, "unknown technique nope; known: baseline "),
+        ({"EVAL_EVERY": "99"}, "EVAL_EVERY=99 is larger than STEPS=50"),
+    ],
+)
+def test_bad_settings_of_make_all_stop_before_any_run(existing, monkeypatch, capsys, env, said):
+    results_file, before = existing
+    monkeypatch.setenv("RESULTS_FILE", str(results_file))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    _said_one_line(capsys, run_all.main(), "all: error:", said)
     assert results_file.read_bytes() == before
 
 
@@ -67,14 +86,6 @@ def test_cuda_asked_for_on_a_machine_without_it(existing):
     proc = run_script("baseline", results_file, DEVICE="cuda")
     assert proc.returncode == 2 and "sees no CUDA GPU" in _one_line(proc.stderr)
     assert results_file.read_bytes() == before
-
-
-@pytest.mark.parametrize("content", [b"step,ms\n1,2\n", b"run_id,technique\n\x00\x01garbage"])
-def test_foreign_or_corrupted_results_file(results_file, content):
-    results_file.write_bytes(content)
-    proc = run_make("baseline", results_file=results_file)
-    assert proc.returncode == 2 and "left unchanged" in _one_line(proc.stderr)
-    assert results_file.read_bytes() == content
 
 
 def test_out_of_memory_is_recorded_and_exits_non_zero(existing, monkeypatch, capsys):
@@ -184,24 +195,17 @@ def test_every_setting_of_make_all_is_range_checked(monkeypatch, env, said):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(checks.BadInput, match=said):
-        run_all.settings()
+        run_all.repeat_settings()
 
 
 @pytest.mark.parametrize(
-    "flags, said",
-    [
-        (["--budget-gb", "0"], "BUDGET_GB"),
-        (["--budget-gb", "nan"], "BUDGET_GB"),
-        (["--peak-tflops", "-1"], "PEAK_TFLOPS"),
-        (["--peak-tflops", "inf"], "PEAK_TFLOPS"),
-    ],
+    "name, value",
+    [("BUDGET_GB", "0"), ("BUDGET_GB", "nan"), ("PEAK_TFLOPS", "-1"), ("PEAK_TFLOPS", "inf"), ("TARGET_LOSS", "x")],
 )
-def test_every_numeric_setting_of_the_report_is_range_checked(existing, tmp_path, capsys, flags, said):
+def test_every_numeric_setting_of_the_report_is_range_checked(existing, tmp_path, monkeypatch, capsys, name, value):
     results_file, before = existing
-    code = report.main(
-        ["--results", str(results_file), "--out", str(tmp_path / "R.md"), "--plots-dir", str(tmp_path / "p"), *flags]
-    )
-    _said_one_line(capsys, code, said)
+    _set(monkeypatch, RESULTS_FILE=results_file, REPORT=tmp_path / "R.md", PLOTS_DIR=tmp_path / "p", **{name: value})
+    _said_one_line(capsys, report_command.main(), f"{name} must be a positive number, got {value!r}")
     assert results_file.read_bytes() == before and not (tmp_path / "R.md").exists() and not (tmp_path / "p").exists()
 
 
@@ -236,43 +240,35 @@ PATH_CASES = [  # commands, variable, bad value ({tmp}: a folder holding a file 
 ]
 
 
-def _run_command(command, settings):
+def _set(monkeypatch, **settings):
+    for name, value in settings.items():
+        monkeypatch.setenv(name, str(value))
+
+
+def _run_command(command, settings, monkeypatch):
     """Run `command`'s entry point in this process with these settings; return its exit status."""
-    s = {key: str(value) for key, value in settings.items()}
+    _set(monkeypatch, **settings)
     if command == "technique":  # the checks a script makes before it builds anything
         try:
-            config.load(
-                "baseline",
-                argv=["--device", "cpu", "--model", "tiny", "--results-file", s["RESULTS_FILE"], "--data", s["DATA"]],
-            )
+            config.load("baseline", argv=["--device", "cpu", "--model", "tiny"])
         except checks.BadInput as err:
             print(f"baseline: error: {err}", file=sys.stderr)
             return checks.EXIT_BAD_INPUT
         return 0
     if command in ("init_results", "reset"):
-        return results.main(["init" if command == "init_results" else "reset", s["RESULTS_FILE"]])
-    if command == "report":
-        return report.main(
-            [
-                "--results",
-                s["RESULTS_FILE"],
-                "--out",
-                s["REPORT"],
-                "--plots-dir",
-                s["PLOTS_DIR"],
-                "--prefix",
-                s["PLOTSPREFIX"],
-            ]
-        )
-    if command == "plots":
-        return plots.main(["--results", s["RESULTS_FILE"], "--out", s["PLOTS_DIR"], "--prefix", s["PLOTSPREFIX"]])
-    return profile.main(["baseline", "--out", s["PLOTS_DIR"], "--prefix", s["PLOTSPREFIX"]])
+        return files.main([command])
+    if command in ("report", "plots", "compare"):
+        if command == "report":
+            return report_command.main()
+        return plots_command.main(["--compare"] if command == "compare" else [])
+    monkeypatch.setenv("TECHNIQUE", "baseline")
+    return profile.main()
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="uses Linux's /proc as a folder nobody can write in")
 @pytest.mark.parametrize("command, variable, value, said", PATH_CASES)
 def test_every_path_setting_of_every_command_is_checked_before_any_work(
-    existing, tmp_path, capsys, command, variable, value, said
+    existing, tmp_path, capsys, monkeypatch, command, variable, value, said
 ):
     results_file, before = existing
     (tmp_path / "f").write_text("abc\n")
@@ -284,14 +280,15 @@ def test_every_path_setting_of_every_command_is_checked_before_any_work(
         "PLOTSPREFIX": "",
         "DATA": "coinflip",
     }
-    code = _run_command(command, {**good, variable: value.format(tmp=tmp_path)})
+    code = _run_command(command, {**good, variable: value.format(tmp=tmp_path)}, monkeypatch)
     _said_one_line(capsys, code, said.format(tmp=tmp_path))
     assert results_file.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f", "results.csv"]  # nothing written
 
 
-def test_reset_without_a_results_file_only_says_so(tmp_path, capsys):
-    assert results.main(["reset", str(tmp_path / "r.csv")]) == 0 and "reset: no " in capsys.readouterr().out
+def test_reset_without_a_results_file_only_says_so(tmp_path, monkeypatch, capsys):
+    _set(monkeypatch, RESULTS_FILE=tmp_path / "r.csv", PLOTS_DIR=tmp_path / "plots")
+    assert files.main(["reset"]) == 0 and "reset: no " in capsys.readouterr().out
 
 
 # the header of the first version of results.csv (no repeat, phases, tflops, mfu, flops_per_token, peak_tflops)
@@ -313,6 +310,7 @@ def _ran(*names):
 
 RESULT_FILES = {  # what a results file may hold, as bytes
     "foreign": b"name,score\nalice,3\n",
+    "not text": b"run_id,technique\n\x00\x01\xff garbage",
     "older schema": _csv(OLDEST_COLUMNS, _ran("baseline", "fused")),
     "only status rows": _csv(results.COLUMNS, rows_of("tf32", 0, status="skipped", reason="CUDA only")),
     "an error-only configuration beside one that ran": _csv(
@@ -332,18 +330,13 @@ RESULT_FILES = {  # what a results file may hold, as bytes
     "nan losses": _csv(results.COLUMNS, [{**row, "loss": "nan"} for row in _ran("baseline", "fused")]),
     "empty": b"",
 }
-RESULT_COMMANDS = {  # command -> its arguments after the results file ({tmp}: the test's folder)
-    "report": ["--out", "{tmp}/R.md", "--plots-dir", "{tmp}/plots"],
-    "plots": ["--out", "{tmp}/plots"],
-    "compare": ["--out", "{tmp}/plots", "--compare", "baseline", "fused"],
-    "init_results": [],
-    "reset": [],
-    "technique": [],
-}
+RESULT_COMMANDS = ("report", "plots", "compare", "init_results", "reset", "technique")
 OK, REFUSED = 0, checks.EXIT_BAD_INPUT
 EXPECTED = {  # file -> {command: (exit status, what the line says)}; every command reads every file
     "foreign": dict.fromkeys(RESULT_COMMANDS, (REFUSED, "not this suite's"))
     | {"reset": (REFUSED, "not a results file of this suite")},
+    "not text": dict.fromkeys(RESULT_COMMANDS, (REFUSED, "is not a text CSV; it was left unchanged"))
+    | {"reset": (OK, "")},  # our header, damaged after it: moved aside whole, as make reset promises
     "older schema": {
         "report": (OK, ""),
         "plots": (OK, ""),
@@ -375,22 +368,15 @@ EXPECTED = {  # file -> {command: (exit status, what the line says)}; every comm
 }
 
 
-def _with_results(command, results_file, tmp):
-    if command == "technique":
-        return _run_command("technique", {"RESULTS_FILE": results_file, "DATA": "coinflip"})
-    if command in ("init_results", "reset"):
-        return results.main(["init" if command == "init_results" else "reset", str(results_file)])
-    main = report.main if command == "report" else plots.main
-    return main(["--results", str(results_file), *(arg.format(tmp=tmp) for arg in RESULT_COMMANDS[command])])
-
-
 @pytest.mark.parametrize("command", RESULT_COMMANDS)
 @pytest.mark.parametrize("kind", RESULT_FILES)
-def test_every_command_that_reads_results_handles_every_kind_of_file(tmp_path, capsys, kind, command):
+def test_every_command_that_reads_results_handles_every_kind_of_file(tmp_path, monkeypatch, capsys, kind, command):
     results_file = tmp_path / "results.csv"
     results_file.write_bytes(RESULT_FILES[kind])
     status, said = EXPECTED[kind][command]
-    code = _with_results(command, results_file, tmp_path)
+    settings = {"RESULTS_FILE": results_file, "REPORT": tmp_path / "R.md", "PLOTS_DIR": tmp_path / "plots",
+                "DATA": "coinflip", "A": "baseline", "B": "fused"}
+    code = _run_command(command, settings, monkeypatch)
     if status == REFUSED:
         _said_one_line(capsys, code, said)
     else:
@@ -417,7 +403,8 @@ def test_profile_never_touches_the_results_file(tmp_path, monkeypatch, capsys):
         "DEVICE": "cpu",
     }.items():
         monkeypatch.setenv(name, value)
-    assert profile.main(["baseline", "--out", str(tmp_path / "plots")]) == 0
+    _set(monkeypatch, TECHNIQUE="baseline", PLOTS_DIR=tmp_path / "plots")
+    assert profile.main() == 0
     assert (
         results_file.read_bytes() == RESULT_FILES["foreign"] and (tmp_path / "plots" / "profile_baseline.csv").exists()
     )

@@ -5,11 +5,9 @@ import time
 
 import pytest
 import torch
+from helpers import measure_run, tiny_run
 
-from utils import bench, data
-from utils import techniques as t
-from utils.config import RunConfig
-from utils.model import build_model
+from utils.measure import loop as bench
 
 
 class Delayed(torch.nn.Module):
@@ -44,21 +42,8 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _run(device="cpu"):
-    torch.manual_seed(0)
-    cfg = RunConfig("test", 10, 2, "tiny", 2, 16, device, "coinflip", 0, 1e-3, "unused.csv")
-    run = t.Run(cfg, build_model("tiny", cfg.seq).to(device))
-    t.strict_fp32(run)
-    t.adamw(run)
-    return run
-
-
-def _measure(run, steps=10, warmup=2):
-    return bench.measure(run, data.batches(run.cfg), steps, warmup)
-
-
 def test_phases_have_the_requested_steps():
-    warm, measured = _measure(_run(), steps=5, warmup=3)
+    warm, measured = measure_run(tiny_run(), steps=5, warmup=3)
     assert (warm.name, len(warm.step_ms), len(warm.loss)) == ("warmup", 3, 3)
     assert (measured.name, len(measured.step_ms), len(measured.loss)) == ("measured", 5, 5)
     assert all(ms > 0 for ms in measured.step_ms)
@@ -66,14 +51,14 @@ def test_phases_have_the_requested_steps():
 
 
 def test_no_warmup_phase_when_warmup_is_zero():
-    warm, measured = _measure(_run(), steps=2, warmup=0)
+    warm, measured = measure_run(tiny_run(), steps=2, warmup=0)
     assert warm is None and len(measured.step_ms) == 2
 
 
 def test_slow_warmup_steps_are_not_counted():
-    run = _run()
+    run = tiny_run()
     run.train_model = Delayed(run.model, 0.3, calls={0, 1})  # only the two warm-up steps
-    warm, measured = _measure(run)
+    warm, measured = measure_run(run)
     slept = [run.train_model.slept_ms[call] for call in (0, 1)]
     assert all(step >= ms for step, ms in zip(warm.step_ms, slept))
     assert max(measured.step_ms) < min(slept)
@@ -84,12 +69,12 @@ def _interleaved_delays(delay_s, steps=16, warmup=2):
     alternate under the same load, timed by the loop and, independently, by the probe: the
     Delayed module and an optimizer hook. Returns (measured phase, delayed steps, plain
     steps, probe times per measured step: sleep, forward call and step as the probe saw them)."""
-    run = _run()
+    run = tiny_run()
     delayed = list(range(1, steps, 2))
     probe = run.train_model = Delayed(run.model, delay_s, calls={warmup + i for i in delayed})
     stepped = []
     run.optimizer.register_step_post_hook(lambda *_: stepped.append(time.perf_counter()))
-    _, measured = _measure(run, steps, warmup)
+    _, measured = measure_run(run, steps, warmup)
     ms = {
         "slept": {i: probe.slept_ms[warmup + i] for i in delayed},
         "forward": [(probe.ended[warmup + i] - probe.started[warmup + i]) * 1e3 for i in range(steps)],
@@ -118,19 +103,19 @@ def test_an_injected_delay_is_measured_within_tolerance():
 
 
 def test_training_reduces_the_coin_flip_loss():
-    _, measured = _measure(_run(), steps=30)
+    _, measured = measure_run(tiny_run(), steps=30)
     assert measured.loss[-1] < measured.loss[0]
 
 
 def test_attention_kernel_names_what_ran():
-    run = _run()
+    run = tiny_run()
     assert bench.attention_kernel(run) == "manual"
     run.model.set_attention("sdpa")
     assert bench.attention_kernel(run).startswith("sdpa:")
 
 
 def test_phases_sum_to_the_step():
-    warm, measured = _measure(_run(), steps=5, warmup=1)
+    warm, measured = measure_run(tiny_run(), steps=5, warmup=1)
     for phase in (warm, measured):
         for total, *parts in zip(phase.step_ms, phase.forward_ms, phase.backward_ms, phase.optimizer_ms):
             assert all(p > 0 for p in parts)

@@ -1,5 +1,5 @@
 """Does it still learn: the tiny GPT reaches the coin's floor, evaluation stays out of the
-step times, time to target and the drift flag on synthetic curves, seed 004's table and
+step times, time to target and the drift flag on synthetic curves, the grid's table and
 answer, and a golden loss curve that catches a change to the math."""
 
 import json
@@ -12,11 +12,14 @@ import pandas as pd
 import pytest
 import torch
 
-from utils import bench, convergence, data, evaluate, results
+from utils import results
 from utils import techniques as t
-from utils.config import RunConfig
-from utils.evaluate import Evaluator
-from utils.train import build_run
+from utils.analysis import convergence, grid
+from utils.measure import data, evaluate
+from utils.measure import loop as bench
+from utils.measure.config import RunConfig
+from utils.measure.evaluate import Evaluator
+from utils.measure.train import build_run
 
 GOLDEN = Path(__file__).parent / "golden" / "baseline_tiny_cpu.json"
 
@@ -119,7 +122,7 @@ def test_time_to_target_on_synthetic_curves():
     assert cells.to_dict() == {"slow_steps": "20 steps, 10.00 s", "never": "not reached in 20 steps"}
 
 
-def _training_rows(technique, losses, dtype="fp32", optimizer="torch.optim.AdamW", warmup=2):
+def _training_rows(technique, losses, dtype="fp32", optimizer="torch.optim.AdamW", warmup=2, skipped=()):
     base = {
         "run_id": technique,
         "technique": technique,
@@ -134,7 +137,8 @@ def _training_rows(technique, losses, dtype="fp32", optimizer="torch.optim.AdamW
         "data": "coinflip",
     }
     return [
-        {**base, "phase": "warmup" if i < warmup else "measured", "step": i if i < warmup else i - warmup, "loss": loss}
+        {**base, "phase": "warmup" if i < warmup else "measured", "step": i if i < warmup else i - warmup, "loss": loss,
+         "scaler_skipped": i in skipped}
         for i, loss in enumerate(losses)
     ]
 
@@ -155,6 +159,24 @@ def test_drift_is_flagged_beyond_the_tolerance_of_its_precision():
     assert "beyond tolerance" in convergence.drift_cell(drift.loc["compile"])
 
 
+def test_fp16_is_compared_only_until_its_gradscaler_skips_an_update():
+    # the GradScaler skips step 0 (its first scale overflows): from step 1 on fp16 is one update
+    # behind, a difference of training, not of arithmetic
+    curve = [5.0, 3.0, 1.5, 0.9, 0.7, 0.66]
+    behind = [5.0 + 1e-3, 5.0, 3.0, 1.5, 0.9, 0.7]
+    df = _frame(_training_rows("baseline", curve) + _training_rows("fp16", behind, dtype="fp16-autocast", skipped={0})
+                + _training_rows("late", [*curve[:3], 9.0, 9.0, 9.0], dtype="fp16-autocast", skipped={4}))
+    drift = convergence.drift(df)
+    assert drift.loc["fp16", "max_abs"] == pytest.approx(1e-3) and not drift.loc["fp16", "flagged"]
+    assert drift.loc["fp16", "compared_to"] == 0
+    assert convergence.drift_cell(drift.loc["fp16"]) == (
+        "0.001 (within 0.05) over step 0 only: the GradScaler skipped step 0's update, so later steps differ by a "
+        "whole update"
+    )
+    # a skip late in the run still leaves the steps before it compared, and a real drift there flagged
+    assert drift.loc["late", "compared_to"] == 4 and drift.loc["late", "flagged"]
+
+
 def _grid_run(model, layers, optimizer, val_losses, seconds_per_step, memory):
     rows = _eval_rows(
         optimizer,
@@ -170,14 +192,14 @@ def _grid_run(model, layers, optimizer, val_losses, seconds_per_step, memory):
     return [{**rows[0], "phase": "measured", "peak_rss_mib": memory}, *rows]
 
 
-def test_seed_004s_table_and_answer_from_synthetic_runs():
+def test_the_grid_table_and_answer_from_synthetic_runs():
     df = _frame(
         _grid_run("lstm", 1, "sgd", [5.0, 3.0, 2.5], 0.1, 300.0)
         + _grid_run("tiny", 2, "adam", [5.0, 2.0, 1.6, 1.7], 0.2, 350.0)  # best GPT, at its 3rd evaluation
         + _grid_run("tiny", 1, "adam", [5.0, 2.2, 1.8], 0.1, 320.0)
         + _grid_run("lstm", 1, "adam", [5.0, 1.7, 1.65], 0.1, 310.0)  # best LSTM, and the quickest
     )
-    table = convergence.best_evaluations(df)
+    table = grid.best_evaluations(df)
     assert list(zip(table["arch"], table["layers"], table["optimizer"])) == [
         ("GPT", 1, "adam"),
         ("GPT", 2, "adam"),
@@ -188,14 +210,14 @@ def test_seed_004s_table_and_answer_from_synthetic_runs():
     gpt2 = table.iloc[1]
     assert (gpt2["epoch"], gpt2["at_step"], gpt2["val_ppl"]) == (2, 20, pytest.approx(math.exp(1.6)))
     assert gpt2["train_ppl"] == pytest.approx(math.exp(1.7)) and gpt2["memory_mib"] == 350.0
-    lines = convergence.best_table(table).splitlines()[2:]
+    lines = grid.best_table(table).splitlines()[2:]
     assert [line.startswith("| **") for line in lines] == [False, True, True, False]  # best per architecture
-    answer = convergence.answer(table, df)
+    answer = grid.answer(table, df)
     # equal budget (2 s, the shortest run's): the LSTM with Adam is lowest by then (1.65; the
     # 2-layer GPT, at 0.2 s a step, has only reached 2.0); its 1.6 later is the best of all
     assert "**Wall-clock:** LSTM with 1 layer and adam (exp 4)" in answer
     assert "**Generalisation:** GPT with 2 layers and adam (exp 2): the lowest validation perplexity, 4.953" in answer
-    answer = convergence.answer(table, df, target=1.75)  # LSTM + Adam: 1.7 after 10 steps of 0.1 s
+    answer = grid.answer(table, df, target=1.75)  # LSTM + Adam: 1.7 after 10 steps of 0.1 s
     assert "**Wall-clock:** LSTM with 1 layer and adam (exp 4): validation loss 1.75 after 1.00 s" in answer
 
 

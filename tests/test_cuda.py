@@ -4,10 +4,10 @@ import statistics
 
 import pytest
 import torch
-from conftest import run_script
-from test_bench import _measure, _run
+from helpers import measure_run, run_script, tiny_run
 
-from utils import bench, results
+from utils import results
+from utils.measure import loop as bench
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -50,9 +50,9 @@ def test_cuda_events_see_a_delay_on_the_gpu():
 
     cycles = 50_000_000
     delay_ms = statistics.median(spin_ms(cycles) for _ in range(5))
-    run = _run("cuda")
-    plain = statistics.median(_measure(run)[1].step_ms)
+    run = tiny_run("cuda")
+    plain = statistics.median(measure_run(run)[1].step_ms)
     run.train_model = GpuDelayed(run.model, cycles)
-    delayed = statistics.median(_measure(run)[1].step_ms)
+    delayed = statistics.median(measure_run(run)[1].step_ms)
     assert delayed - plain == pytest.approx(delay_ms, rel=0.15)
     assert bench.attention_kernel(run) == "manual"

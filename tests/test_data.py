@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils import data
-from utils.parallel import World
+from utils.measure import data
+from utils.techniques.parallel import World
 
 
 def test_the_coin_floor_is_the_entropy_of_bernoulli_two_thirds():

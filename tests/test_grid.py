@@ -1,11 +1,15 @@
-"""make grid, make lrsweep and the bad input of issue 9, end to end on a tiny CPU setting."""
+"""make grid and make lrsweep end to end on a tiny CPU setting; their bad input, the learning
+settings' and the sweep's verdict in this process."""
 
 import numpy as np
 import pytest
-from conftest import run_make
+from helpers import run_make
 
-from utils import lrsweep, results, train
+from utils import results
 from utils import techniques as t
+from utils.drivers import grid, lrsweep
+from utils.measure import train
+from utils.report import __main__ as report_command
 
 
 def _one_line(text):
@@ -14,7 +18,8 @@ def _one_line(text):
     return lines[0]
 
 
-def test_make_grid_writes_seed_004s_table_answer_and_figures(results_file, tmp_path):
+@pytest.mark.e2e
+def test_make_grid_writes_its_table_answer_and_figures(results_file, tmp_path):
     grid = [
         "GRID_MODELS=tiny lstm",
         "GRID_LAYERS=1",
@@ -34,15 +39,33 @@ def test_make_grid_writes_seed_004s_table_answer_and_figures(results_file, tmp_p
         assert (tmp_path / figure).read_bytes()[:4] == b"\x89PNG" and f"]({figure})" in text
     df = results.read(results_file)
     assert set(df["model"]) == {"tiny", "lstm"} and set(df["layers"]) == {1} and set(df["lr"]) == {3e-3}
-    # a bad setting stops the grid before anything runs
-    before = results_file.read_bytes()
-    proc = run_make("grid", *grid, "TARGET_LOSS=1.2", results_file=results_file)
-    assert proc.returncode == 2 and "can never be reached" in _one_line(proc.stderr)
-    proc = run_make("grid", *grid[:-2], "GRID_LAYERS=0", results_file=results_file)
-    assert proc.returncode == 2 and "GRID_LAYERS must be a positive integer" in _one_line(proc.stderr)
-    assert results_file.read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    "env, said",
+    [
+        ({"DATA": "markov", "TARGET_LOSS": "1.2"}, "can never be reached"),
+        ({"GRID_LAYERS": "0"}, "GRID_LAYERS must be a positive integer"),
+        ({"GRID_MODELS": "tiny gpt5"}, "GRID_MODELS: unknown model gpt5"),
+        ({"GRID_OPTIMIZERS": "adam nope"}, "unknown technique in GRID_OPTIMIZERS: nope"),
+        ({"GRID_LRS": "sgd=0.3"}, "GRID_LRS names sgd, which is not in GRID_OPTIMIZERS"),
+        ({"GRID_LRS": "adam=fast"}, "GRID_LRS entry 'adam=fast' must be a positive number"),
+        ({"EVAL_EVERY": "0"}, "EVAL_EVERY=0 turns evaluation off"),
+    ],
+)
+def test_a_bad_grid_setting_stops_the_grid_before_anything_runs(results_file, tmp_path, monkeypatch, capsys, env,
+                                                                said):
+    monkeypatch.setattr(grid, "run", lambda *a: pytest.fail("a cell ran"))
+    for name, value in {"RESULTS_FILE": str(results_file), "GRID_OPTIMIZERS": "adam", "GRID_LAYERS": "1",
+                        "GRID_REPORT": str(tmp_path / "GRID.md"), "DEVICE": "cpu", **env}.items():
+        monkeypatch.setenv(name, value)
+    assert grid.main(["run"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("grid: error: ") and said in line
+    assert not results_file.exists() and not (tmp_path / "GRID.md").exists()
+
+
+@pytest.mark.e2e
 def test_make_lrsweep_names_the_best_lr(results_file):
     proc = run_make("lrsweep", "TECHNIQUE=sgd", "LRS=1e-6 0.1", results_file=results_file)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -51,7 +74,7 @@ def test_make_lrsweep_names_the_best_lr(results_file):
     assert sorted(results.read(results_file).drop_duplicates("run_id")["lr"]) == [1e-6, 0.1]
 
 
-def test_make_report_refuses_a_target_below_the_floor(results_file, tmp_path):
+def test_the_report_refuses_a_target_below_the_floor(results_file, tmp_path, monkeypatch, capsys):
     results.append_rows(
         results_file,
         [
@@ -66,8 +89,11 @@ def test_make_report_refuses_a_target_below_the_floor(results_file, tmp_path):
             }
         ],
     )
-    proc = run_make("report", "TARGET_LOSS=0.5", f"REPORT={tmp_path / 'R.md'}", results_file=results_file)
-    assert proc.returncode == 2 and "TARGET_LOSS=0.5 is below the entropy of DATA=coinflip" in _one_line(proc.stderr)
+    for name, value in {"RESULTS_FILE": results_file, "TARGET_LOSS": "0.5", "REPORT": tmp_path / "R.md",
+                        "PLOTS_DIR": tmp_path}.items():
+        monkeypatch.setenv(name, str(value))
+    assert report_command.main() == 2
+    assert "TARGET_LOSS=0.5 is below the entropy of DATA=coinflip" in _one_line(capsys.readouterr().err)
     assert not (tmp_path / "R.md").exists()
 
 

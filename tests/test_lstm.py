@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from utils import models
 from utils import techniques as t
-from utils.config import RunConfig
+from utils.measure.config import RunConfig
 
 
 def _run(preset="lstm", layers=None):

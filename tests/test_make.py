@@ -1,38 +1,43 @@
-"""The Makefile: help, all going on past a failure, init_results, reset."""
+"""The Makefile: help and the reference it is made from, all going on past a failure,
+init_results, reset, a new script."""
 
+import re
 import subprocess
 import sys
 import textwrap
 
-from conftest import copy_suite, run_make, tiny_env
+import pytest
+from helpers import ROOT, copy_suite, run_make, tiny_env
 
-from utils import results
-from utils.run_all import SCRIPTS, known_techniques
+from utils import reference, registry, results, settings
+from utils.registry import SCRIPTS
+from utils.registry import known as known_techniques
 
 
-def test_help_lists_every_target_and_variable(results_file):
+def test_help_lists_every_target_technique_and_variable_with_its_default(results_file):
     proc = run_make("help", results_file=results_file)
-    assert proc.returncode == 0
-    for word in [
-        "all",
-        "plots",
-        "reset",
-        "clean",
-        "init_results",
-        "test",
-        "STEPS=50",
-        "PLOTSPREFIX",
-        "RESULTS_FILE",
-        "MODEL=auto",
-        "BATCH",
-        "SEQ",
-        "DEVICE",
-        "WARMUP",
-        "PYTHON",
-    ]:
-        assert word in proc.stdout, word
+    assert proc.returncode == 0 and proc.stdout == reference.help_text() + "\n"
+    for name in reference.TARGETS:
+        assert f"\n  {name:<14} {reference.TARGETS[name]}\n" in proc.stdout, name
+    for setting in settings.SETTINGS:
+        assert f"\n  {setting.name + '=' + setting.default:<28} {setting.help}\n" in proc.stdout, setting.name
 
 
+def test_every_makefile_target_is_in_the_reference_and_back():
+    makefile = (ROOT / "Makefile").read_text()
+    phony = {name for line in re.findall(r"^\.PHONY: (.*)$", makefile, flags=re.M) for name in line.split()}
+    phony = {name for name in phony if not name.startswith("$(")}
+    assert phony | {"<technique>"} == set(reference.TARGETS)
+
+
+def test_the_makefile_states_no_defaults_and_passes_settings_one_way():
+    makefile = (ROOT / "Makefile").read_text()
+    assert not re.findall(r"^[A-Z_]+ \?=", makefile, flags=re.M)  # every default is utils/settings.py's
+    recipes = [line.strip() for line in makefile.splitlines() if line.startswith("\t@$(PYTHON) -m")]
+    assert recipes and all(not re.search(r"\$\([A-Z_]+\)", line.replace("$(PYTHON)", "")) for line in recipes)
+
+
+@pytest.mark.e2e
 def test_all_goes_on_past_a_failing_technique(results_file, tmp_path):
     # a bitsandbytes whose 8-bit optimizer breaks mid-step: 8bit fails, the rest still run
     fake = tmp_path / "fake" / "bitsandbytes"
@@ -68,6 +73,7 @@ def test_init_results_and_reset_keep_a_backup(results_file, tmp_path):
     assert not results_file.exists() and len(backups) == 1 and backups[0].read_bytes() == before
 
 
+@pytest.mark.e2e
 def test_repeats_run_interleaved_and_are_labelled(results_file):
     proc = run_make("all", "TECHNIQUES=baseline fused", "REPEATS=2", results_file=results_file, STEPS="2")
     assert proc.returncode == 0, proc.stderr
@@ -89,10 +95,10 @@ def test_the_technique_list_is_the_scripts_folder(results_file):
     for name in names:  # each with the first line of its script's docstring
         summary = (SCRIPTS / f"{name}.py").read_text().split("\n")[0].removeprefix('"""').split(": ", 1)[1]
         assert f" {name} " in help_text and summary in help_text, name
-    dry_run = run_make("-n", "all", results_file=results_file).stdout
-    assert f"utils.run_all {' '.join(names)}" in dry_run  # make all's default order is known_techniques()
+    assert registry.selected() == names  # make all's default: every script, baseline first
 
 
+@pytest.mark.e2e
 def test_a_new_script_is_all_it_takes(tmp_path):
     # a copy of the suite with one more script: make help, make <name> and make all know it
     baseline = copy_suite(tmp_path)
@@ -106,7 +112,6 @@ def test_a_new_script_is_all_it_takes(tmp_path):
 
     assert "dummy          a made-up technique." in make("help").stdout
     assert make("dummy").returncode == 0
-    assert " dummy" in make("-n", "all").stdout.splitlines()[-1]
     proc = make("all", "TECHNIQUES=dummy")
     assert proc.returncode == 0 and "dummy: ok" in proc.stdout, proc.stderr
     assert set(results.read(results_file)["technique"]) == {"dummy"}

@@ -1,9 +1,10 @@
 """make maxbatch: the search, a real memory cap on a CPU, PLAN=1, bad input."""
 
 import pytest
-from conftest import run_make
+from helpers import run_make
 
-from utils import maxbatch, results
+from utils import results
+from utils.drivers import maxbatch
 
 
 @pytest.mark.parametrize("limit", [1, 2, 3, 37, 64, 1000])
@@ -18,6 +19,7 @@ def test_the_search_reports_zero_when_nothing_fits():
     assert maxbatch.search(lambda b: False) == (0, [(1, False)])
 
 
+@pytest.mark.e2e
 def test_maxmem_caps_each_trial_for_real(results_file):
     # tiny at T=2048: the T x T scores take ~0.4 GB per sequence, so a 0.8 GiB cap stops B at 1 or 2
     proc = run_make("maxbatch", "TECHNIQUE=baseline", "MAXMEM_GB=0.8", results_file=results_file, SEQ="2048",
@@ -29,27 +31,36 @@ def test_maxmem_caps_each_trial_for_real(results_file):
     assert 1 <= best < 8 and f" {best + 1} x" in proc.stdout  # the next batch up hit the cap
 
 
-def test_plan_one_answers_for_a_gpu_budget(results_file):
-    proc = run_make("maxbatch", "TECHNIQUE=stack_memory", "PLAN=1", "GPU_MEMORY_GB=1.02", results_file=results_file,
-                    MODEL="tiny", SEQ="64")
-    assert proc.returncode == 0, proc.stderr
+def _maxbatch(monkeypatch, results_file, **env):
+    for name, value in {"RESULTS_FILE": str(results_file), "DEVICE": "cpu", "TECHNIQUE": "baseline", **env}.items():
+        monkeypatch.setenv(name, value)
+    return maxbatch.main()
+
+
+def test_plan_one_answers_for_a_gpu_budget(results_file, monkeypatch, capsys):
+    assert _maxbatch(monkeypatch, results_file, TECHNIQUE="stack_memory", PLAN="1", GPU_MEMORY_GB="1.02",
+                     MODEL="tiny", SEQ="64") == 0
     row = results.read(results_file).iloc[-1]
     assert row["kind"] == "predicted" and int(row["batch"]) >= 1 and "CUDA context" in row["reason"]
+    assert (row["model"], row["seq"], row["layers"]) == ("tiny", 64, 2)
+    # the answer is the planner's: one more sequence would not fit the budget
+    best = int(row["batch"])
+    assert f"largest batch B={best} on a 1.02 GiB GPU" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "env, message",
     [
-        (["PLAN=1", "GPU_MEMORY_GB=abc"], "GPU_MEMORY_GB must be a positive number, got 'abc'"),
-        (["PLAN=1"], "PLAN=1 needs GPU_MEMORY_GB="),
-        (["PLAN=1", "GPU_MEMORY_GB=40", "TECHNIQUE=compile"], "torch.compile"),
-        (["MAXMEM_GB=0.01"], "below what Python with torch needs"),
+        ({"PLAN": "1", "GPU_MEMORY_GB": "abc"}, "GPU_MEMORY_GB must be a positive number, got 'abc'"),
+        ({"PLAN": "1"}, "PLAN=1 needs GPU_MEMORY_GB="),
+        ({"PLAN": "2"}, "PLAN must be an integer from 0 to 1"),
+        ({"PLAN": "1", "GPU_MEMORY_GB": "40", "TECHNIQUE": "compile"}, "torch.compile"),
+        ({"TECHNIQUE": "nope"}, "unknown technique nope"),
+        ({"MAXMEM_GB": "0.01"}, "below what Python with torch needs"),
     ],
 )
-def test_bad_input_is_one_line_and_writes_nothing(results_file, args, message):
-    proc = run_make("maxbatch", *args, *([] if any("TECHNIQUE=" in a for a in args) else ["TECHNIQUE=baseline"]),
-                    results_file=results_file)
-    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-    ours = [line for line in proc.stderr.strip().splitlines() if not line.startswith("make: ***")]
-    assert len(ours) == 1 and "Traceback" not in proc.stderr
+def test_bad_input_is_one_line_and_writes_nothing(results_file, monkeypatch, capsys, env, message):
+    assert _maxbatch(monkeypatch, results_file, **env) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("maxbatch: error:") and message in lines[0]
     assert not results_file.exists()

@@ -2,9 +2,10 @@
 maxbatch rows."""
 
 import pytest
-from conftest import run_script
+from helpers import tiny_env
 
-from utils import memory, report, results
+from utils import registry, report, results
+from utils.measure import memory, train
 
 BASE = {"device": "NVIDIA H100 80GB HBM3", "model": "gpt2", "batch": 16, "seq": 1024, "data": "coinflip",
         "status": "ok", "timestamp_utc": "2026-11-23T00:00:00+00:00", "host": "h", "git_sha": "x", "torch": "2.13",
@@ -12,7 +13,7 @@ BASE = {"device": "NVIDIA H100 80GB HBM3", "model": "gpt2", "batch": 16, "seq": 
 
 
 def _run(technique, peak_alloc, parts, retries=0, kind="measured", phase="measured", run_id=None):
-    tracked = memory.columns(dict(zip(memory.PARTS, parts)), sum(parts))
+    tracked = memory.columns(dict(zip(results.MEMORY_PARTS, parts)), sum(parts))
     row = {**BASE, **tracked, "run_id": run_id or technique + kind, "technique": technique, "kind": kind,
            "phase": phase, "step": 0, "alloc_retries": retries}
     if kind == "measured":
@@ -20,12 +21,13 @@ def _run(technique, peak_alloc, parts, retries=0, kind="measured", phase="measur
     return row
 
 
-def test_a_run_records_its_breakdown(results_file):
-    proc = run_script("lion8bit", results_file)
-    assert proc.returncode == 0, proc.stderr
+def test_a_run_records_its_breakdown(results_file, monkeypatch):
+    for name, value in tiny_env(results_file).items():
+        monkeypatch.setenv(name, value)
+    train.main(registry.load_setup("lion8bit"), name="lion8bit", argv=[])
     rows = results.read(results_file)
     assert set(rows["kind"]) == {"measured"} and rows["alloc_retries"].isna().all()  # no allocator on a CPU
-    parts = rows[[f"mem_{p}_mib" for p in memory.PARTS]].iloc[0]
+    parts = rows[[f"mem_{p}_mib" for p in results.MEMORY_PARTS]].iloc[0]
     assert rows["mem_peak_mib"].nunique() == 1 and parts.sum() == pytest.approx(rows["mem_peak_mib"].iloc[0], abs=0.3)
     assert parts["mem_params_mib"] > 0 and parts["mem_optimizer_mib"] > 0
 
@@ -46,6 +48,7 @@ def test_the_memory_section_compares_predicted_with_measured(results_file, tmp_p
     assert "+16,100" in memory_section  # tracked peaks: 32,500 - 16,400 MiB
     assert "largest batch B=40" in memory_section and "| 40 |" in memory_section
     assert "What fits in 16 GiB:** `flash` (predicted" in memory_section
-    assert (tmp_path / "plots" / "memory_gpt2_b16_t1024.png").exists()
+    png = tmp_path / "plots" / "memory_gpt2_b16_t1024.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](plots/memory_gpt2_b16_t1024.png)" in memory_section
     # the predicted and maxbatch rows form no configuration table of their own
     assert text.count("## NVIDIA H100") == 1

@@ -5,8 +5,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from utils import techniques as t
-from utils.config import RunConfig
-from utils.model import build_model, gated_hidden
+from utils.measure.config import RunConfig
+from utils.models import build_model
+from utils.models.gpt import gated_hidden
 
 
 def _loss_and_grads(model, idx):

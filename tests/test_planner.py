@@ -4,14 +4,18 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import run_make
 from torch.distributed._tools import mem_tracker
 
-from utils import config, memory, planner, results, stats
+from utils import results
 from utils import techniques as t
-from utils.data import batches
-from utils.profile import load_setup
-from utils.train import build_run
+from utils.analysis import stats
+from utils.measure import config, memory
+from utils.measure.data import batches
+from utils.measure.train import build_run
+from utils.models import build_model
+from utils.plan import __main__ as plan_command
+from utils.plan import planner
+from utils.registry import load_setup
 
 CFG = config.RunConfig(technique="x", steps=1, warmup=0, model="tiny", batch=2, seq=32, device="cpu",
                        data="fixed", seed=0, lr=6e-4, results_file="unused.csv")
@@ -27,7 +31,7 @@ def test_fake_and_real_tracking_agree_on_a_cpu(technique):
     real = memory.tracked_step(run, data)
     fake = planner.plan(setup, CFG, model_cuda=False)
     assert fake.peak_mib == pytest.approx(real["mem_peak_mib"], rel=0.02)
-    for part in memory.PARTS:
+    for part in results.MEMORY_PARTS:
         assert fake.breakdown[part] == pytest.approx(real[f"mem_{part}_mib"], abs=0.2), part
 
 
@@ -38,7 +42,7 @@ def test_the_breakdown_sums_to_the_peak():
     data = batches(CFG)
     run.step(run, [next(data)])
     real = memory.tracked_step(run, data)
-    assert sum(real[f"mem_{p}_mib"] for p in memory.PARTS) == pytest.approx(real["mem_peak_mib"], abs=0.3)
+    assert sum(real[f"mem_{p}_mib"] for p in results.MEMORY_PARTS) == pytest.approx(real["mem_peak_mib"], abs=0.3)
 
 
 def test_states_are_at_their_real_size():
@@ -75,10 +79,16 @@ def test_what_cannot_be_modelled_is_refused():
             planner.check_modelled(load_setup(name), CFG)
 
 
-def test_predicted_rows_never_enter_step_time_statistics(results_file):
-    proc = run_make("plan", "TECHNIQUES=baseline fused", results_file=results_file, MODEL="tiny")
-    assert proc.returncode == 0, proc.stderr
-    assert "baseline" in proc.stdout and "not modelled:" in proc.stdout
+def _plan(monkeypatch, results_file, **env):
+    for name, value in {"RESULTS_FILE": str(results_file), "MODEL": "tiny", **env}.items():
+        monkeypatch.setenv(name, value)
+    return plan_command.main([])
+
+
+def test_predicted_rows_never_enter_step_time_statistics(results_file, monkeypatch, capsys):
+    assert _plan(monkeypatch, results_file, TECHNIQUES="baseline fused") == 0
+    out = capsys.readouterr().out
+    assert "\nbaseline " in out and "\nfused " in out and "not modelled:" in out
     df = results.read(results_file)
     assert set(df["kind"]) == {"predicted"} and set(df["phase"]) == {"predicted"}
     assert stats.measured(df).empty and not stats.configurations(df)
@@ -86,17 +96,32 @@ def test_predicted_rows_never_enter_step_time_statistics(results_file):
     assert stats.measured(fake_timed).empty
 
 
-def test_plan_bad_input_says_one_line_and_writes_nothing(results_file):
-    for args, extra, message in (
-        (["TECHNIQUES=compile"], {}, "cannot model compile"),
-        (["TECHNIQUES=baseline"], {"BATCH": "100000000000"}, "more than any GPU holds"),
-        (["TECHNIQUES=nope"], {}, "unknown technique nope"),
-    ):
-        proc = run_make("plan", *args, results_file=results_file, MODEL="tiny", **extra)
-        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-        ours = [line for line in proc.stderr.strip().splitlines() if not line.startswith("make: ***")]
-        assert len(ours) == 1 and "Traceback" not in proc.stderr
-        assert not results_file.exists()
+def test_the_planner_builds_what_training_builds(results_file, monkeypatch, capsys):
+    # MODEL=lstm plans the LSTM, and LAYERS is the depth planned: the same build path as training
+    assert _plan(monkeypatch, results_file, TECHNIQUES="baseline", MODEL="lstm") == 0
+    assert _plan(monkeypatch, results_file, TECHNIQUES="baseline", LAYERS="1") == 0
+    assert _plan(monkeypatch, results_file, TECHNIQUES="baseline", LAYERS="4") == 0
+    lstm, one, four = results.read(results_file).itertuples()
+    assert (lstm.model, lstm.layers, one.layers, four.layers) == ("lstm", 2, 1, 4)
+    real_lstm = build_model("lstm", 128)
+    assert lstm.n_params == real_lstm.num_params() and lstm.flops_per_token == real_lstm.flops_per_token(128)
+    assert four.mem_params_mib > 2 * one.mem_params_mib and four.mem_peak_mib > 2 * one.mem_peak_mib
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"TECHNIQUES": "compile"}, "cannot model compile"),
+        ({"TECHNIQUES": "baseline", "BATCH": "100000000000"}, "more than any GPU holds"),
+        ({"TECHNIQUES": "nope"}, "unknown technique nope"),
+        ({"TECHNIQUES": "baseline", "LAYERS": "0"}, "LAYERS must be a positive integer"),
+    ],
+)
+def test_plan_bad_input_says_one_line_and_writes_nothing(results_file, monkeypatch, capsys, env, message):
+    assert _plan(monkeypatch, results_file, **env) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("plan: error:") and message in lines[0]
+    assert not results_file.exists()
 
 
 def test_stack_memory_uses_least_memory_of_the_planned_techniques():

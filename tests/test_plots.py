@@ -1,32 +1,11 @@
 """Plots, from a synthetic results.csv with known answers."""
 
 import pytest
+from helpers import rows_of
 
-from utils import plots, results, stats
-
-CONFIG = {"device": "Test GPU", "model": "tiny", "batch": 4, "seq": 128, "data": "coinflip", "n_params": 445952}
-
-
-def rows_of(technique, step_ms, steps=20, status="ok", reason="", run_id=None, **extra):
-    """Rows of one synthetic run: `step_ms` (a number or a list) per measured step."""
-    times = step_ms if isinstance(step_ms, list) else [step_ms] * steps
-    base = {
-        **dict.fromkeys(results.COLUMNS, ""),
-        **CONFIG,
-        "technique": technique,
-        "run_id": run_id or technique,
-        "repeat": 0,
-        "timestamp_utc": "2026-11-23T00:00:00+00:00",
-        **extra,
-    }
-    if status != "ok":
-        return [{**base, "status": status, "reason": reason}]
-    return [
-        {**base, "status": "ok", "phase": "measured", "step": i, "step_ms": ms, "tokens_per_s": 512 / (ms / 1e3)}
-        for i, ms in enumerate(times)
-    ] + [
-        {**base, "status": "ok", "phase": "warmup", "step": 0, "step_ms": 5000.0}  # a slow warm-up, never counted
-    ]
+from utils import plots, results
+from utils.analysis import stats
+from utils.plots import steps
 
 
 @pytest.fixture
@@ -86,7 +65,7 @@ def test_time_difference_pairs_steps_and_has_a_ci(results_file, tmp_path):
         results_file, rows_of("sgd", [10.0, 11.0, 12.0] * 10) + rows_of("adam", [12.0, 13.0, 14.0] * 10)
     )
     df, _ = plots.select(results_file)
-    path, mean, low, high = plots.plot_time_difference(df, "sgd", "adam", tmp_path / "d.png")
+    path, mean, low, high = steps.plot_time_difference(df, "sgd", "adam", tmp_path / "d.png")
     assert stats.time_differences(df, "sgd", "adam").tolist() == [-2.0] * 30
     assert mean == pytest.approx(-2.0) and low == pytest.approx(-2.0) and high == pytest.approx(-2.0)
     assert path.read_bytes()[:4] == b"\x89PNG"
@@ -100,8 +79,8 @@ def test_speedup_bars_hatch_single_runs_and_show_the_noise_floor(results_file, m
     results.append_rows(results_file, rows + rows_of("fast", 10.0))
     df, _ = plots.select(results_file)
     summary = stats.summary(df)
-    monkeypatch.setattr(plots, "_save", lambda fig, path: fig)  # keep the figure to look at
-    ax = plots.plot_speedups(summary, df, "unused.png").axes[0]
+    monkeypatch.setattr(steps, "_save", lambda fig, path: fig)  # keep the figure to look at
+    ax = steps.plot_speedups(summary, df, "unused.png").axes[0]
     bars = dict(zip(summary.index, ax.patches))
     assert bars["fast"].get_hatch() == "//" and not bars["baseline"].get_hatch() and not bars["adamw"].get_hatch()
     legend = [text.get_text() for text in ax.get_legend().get_texts()]

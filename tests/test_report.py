@@ -1,11 +1,11 @@
 """make report: the table's numbers, its bolding, its recommendations, several devices."""
 
 import pytest
-from conftest import run_make
-from test_plots import rows_of
-from test_stats import _noisy
+from helpers import noisy as _noisy
+from helpers import rows_of, run_make
 
-from utils import report, results, stats
+from utils import report, results
+from utils.analysis import stats
 
 
 def _cell(text, technique, column):
@@ -87,7 +87,7 @@ def test_several_devices_get_a_section_each_or_one_by_filter(synthetic, tmp_path
     )
     text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots")
     assert text.count("\n## ") == 2 and text.index("NVIDIA H100") < text.index("Test GPU")
-    assert (tmp_path / "plots" / "nvidia_h100_80gb_hbm3_tiny_b_4_t_128_coinflip_speedup_bars.png").exists()
+    assert (tmp_path / "plots" / "nvidia_h100_80gb_hbm3_tiny_2_layers_b_4_t_128_coinflip_speedup_bars.png").exists()
     filtered = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots", device_filter="H100")
     assert filtered.count("\n## ") == 1 and "Test GPU" not in filtered
 
@@ -99,7 +99,8 @@ def test_make_report_prints_the_table(synthetic, tmp_path):
     assert proc.returncode == 2 and "BUDGET_GB" in proc.stderr
     proc = run_make("report", f"REPORT={tmp_path / 'R.md'}", f"PLOTS_DIR={tmp_path}", results_file=synthetic)
     assert proc.returncode == 0, proc.stderr
-    assert "| `fast` |" in proc.stdout and (tmp_path / "R.md").exists()
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| `")]
+    assert table and "\n".join(table) in (tmp_path / "R.md").read_text()  # what it printed is what it wrote
 
 
 def test_a_single_run_is_flagged_and_never_called_faster(results_file, tmp_path):
@@ -135,6 +136,24 @@ def test_speedups_within_the_noise_floor_are_not_shown(results_file, tmp_path):
     text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots")
     assert "(within the noise floor)" in _row_of(text, "small") and "**Fastest:** `big`" in text
     assert f"differed by {floor:.1%}" in text and "its CI excludes 1.0" in text  # a 10% A/A gap is no accident
+
+
+@pytest.mark.parametrize(
+    "memory, said",
+    [
+        ({"baseline": 50.0, "lean": 20.0, "same": 20.0}, "- **Least memory:** `lean`, `same`, 20.0 MiB tensor peak"),
+        ({"baseline": 50.0, "lean": 50.0, "same": 50.0}, "- **Least memory:** none: every technique tracked holds "
+         "the same tensor peak"),
+        ({}, "- **Least memory:** not comparable here"),
+    ],
+)
+def test_least_memory_on_a_cpu_is_the_tracked_peak_never_the_process_rss(results_file, tmp_path, memory, said):
+    tracked = {name: {"mem_peak_mib": mib} for name, mib in memory.items()}
+    rows = [row for i, name in enumerate(("baseline", "lean", "same"))
+            for row in rows_of(name, 20.0, peak_rss_mib=300.0 + i, **tracked.get(name, {}))]
+    results.append_rows(results_file, rows)
+    text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots")
+    assert said in text and "process peak RSS MiB" in text
 
 
 def test_without_an_aa_run_the_report_says_the_floor_is_not_measured(results_file, tmp_path):

@@ -4,7 +4,8 @@ import multiprocessing
 
 import pytest
 
-from utils import config, results
+from utils import results
+from utils.measure import config
 
 ROW = {column: "" for column in results.COLUMNS}
 

@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
-from conftest import run_make
-from test_plots import rows_of
+from helpers import rows_of, run_make
 
-from utils import results, run_all, stats
+from utils import checks, results
+from utils.analysis import stats
+from utils.drivers import all as run_all
+from utils.drivers import runner
 
 RULE = {
     "precision": 0.02,
@@ -90,6 +92,49 @@ def test_only_the_runs_of_this_invocation_count(results_file):
     assert not stop and unresolved == ["baseline", "fast"] and progress["runs"].tolist() == [1, 1]
 
 
+def _fake_runs(monkeypatch, results_file, mean_ms):
+    """make all's runner replaced by one that appends a synthetic run (no process, no torch)."""
+    monkeypatch.setenv("RESULTS_FILE", str(results_file))
+    monkeypatch.setenv("DEVICE", "cpu")
+    count = iter(range(1000))
+
+    def run(name, overrides):
+        if name not in mean_ms:
+            return runner.Outcome("skipped", f"{name}: skipped: CUDA only")
+        run_id = f"{name}-{next(count)}"
+        repeat = int(overrides["REPEAT"])
+        steps = [mean_ms[name] * (1 + 0.01 * ((i * 7 + repeat) % 5 - 2)) for i in range(30)]
+        results.append_rows(results_file, rows_of(name, steps, run_id=run_id, repeat=repeat))
+        return runner.Outcome("ok", f"{name}: ok", run_id)
+
+    monkeypatch.setattr(run_all, "run", run)
+
+
+def test_rounds_interleave_and_label_each_run(results_file, monkeypatch, capsys):
+    _fake_runs(monkeypatch, results_file, {"baseline": 20.0, "fused": 18.0})
+    monkeypatch.setenv("REPEATS", "2")
+    assert run_all.main(["baseline", "tf32", "fused"]) == 0
+    runs = results.read(results_file).drop_duplicates("run_id")
+    assert list(zip(runs["technique"], runs["repeat"])) == [("baseline", 0), ("fused", 0), ("baseline", 1),
+                                                             ("fused", 1)]
+    out = capsys.readouterr().out
+    assert "=== [1/6] baseline (repeat 0)" in out and "all: 4 ok, 2 skipped, 0 failed" in out
+
+
+def test_adaptive_rounds_stop_by_themselves_and_say_why(results_file, monkeypatch, capsys):
+    _fake_runs(monkeypatch, results_file, {"baseline": 20.0, "adamw": 20.0})
+    monkeypatch.setenv("PRECISION", "0.5")
+    monkeypatch.setenv("MAX_REPEATS", "5")
+    assert run_all.main(["baseline", "tf32", "adamw"]) == 0
+    summary = capsys.readouterr().out.split("=== summary")[1]
+    # a 50% CI is met at once; three runs are the least a bootstrap over runs may rest on
+    assert "adaptive: stopped after 3 round(s): every technique's CI is within ±50.0%" in summary
+    assert "not measured (skipped or failed): tf32" in summary
+    runs = results.read(results_file).drop_duplicates("run_id")
+    assert list(runs["technique"]) == ["baseline", "adamw"] * 3  # tf32, skipped in round 1, never again
+
+
+@pytest.mark.e2e
 def test_make_all_with_precision_stops_by_itself_and_says_why(results_file):
     proc = run_make(
         "all", "TECHNIQUES=baseline tf32 adamw", "PRECISION=0.5", "MAX_REPEATS=3", results_file=results_file, STEPS="3"
@@ -109,7 +154,7 @@ def test_make_all_with_precision_stops_by_itself_and_says_why(results_file):
     ]
 
 
-def test_make_help_shows_the_defaults_run_all_uses(results_file):
-    proc = run_make("help", results_file=results_file)
-    for name in ("MAX_REPEATS", "TIME_BUDGET_MIN", "REPEATS"):
-        assert f"{name}={run_all.DEFAULTS[name]} " in proc.stdout, name
+def test_max_repeats_floor_is_the_bootstrap_minimum(monkeypatch):
+    monkeypatch.setenv("MAX_REPEATS", str(stats.MIN_RUNS - 1))
+    with pytest.raises(checks.BadInput, match=f"MAX_REPEATS must be an integer >= {stats.MIN_RUNS}"):
+        run_all.repeat_settings()

@@ -2,9 +2,11 @@
 
 import textwrap
 
-from conftest import run_make
+import pytest
+from helpers import run_make
 
-from utils import nanogpt_bench, results
+from utils import results
+from utils.drivers import nanogpt_bench
 
 # the format of nanoGPT bench.py's lines (its source: print(f"time per iteration: ...ms, MFU: ...%"))
 BENCH_OUTPUT = """Compiling model...
@@ -19,6 +21,7 @@ def test_nanogpt_bench_output_is_read_after_its_burn_in():
     assert nanogpt_bench.parse(BENCH_OUTPUT) == (27.7, 40.0)
 
 
+@pytest.mark.e2e
 def test_session_on_this_cpu_writes_tests_figures_and_the_reference(tmp_path):
     fake_nanogpt = tmp_path / "nanoGPT"
     fake_nanogpt.mkdir()

@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from test_plots import rows_of
+from helpers import rows_of
 
-from utils import mfu, results, stats
-from utils.model import build_model
+from utils import devices as mfu
+from utils import results
+from utils.analysis import stats
+from utils.models import build_model
 
 
 def _noisy(mean, n=50, runs=1, seed=0):
@@ -43,17 +45,21 @@ def test_ragged_runs_are_bootstrapped_too():
 
 
 def test_summary_speedups_and_memory(results_file):
+    # a CPU run: the tracked tensor peak is compared, the process's RSS only shown
     rows = (
-        rows_of("baseline", 20.0, peak_rss_mib=500.0)
-        + rows_of("fast", 10.0, peak_rss_mib=400.0)
-        + rows_of("same", 20.0, peak_rss_mib=500.0)
+        rows_of("baseline", 20.0, peak_rss_mib=500.0, mem_peak_mib=50.0)
+        + rows_of("fast", 10.0, peak_rss_mib=300.0, mem_peak_mib=40.0)
+        + rows_of("same", 20.0, peak_rss_mib=500.0, mem_peak_mib=50.0)
+        + rows_of("compiled", 20.0, peak_rss_mib=200.0)  # no tracked step (torch.compile)
     )
     results.append_rows(results_file, rows)
     summary = stats.summary(results.read(results_file))
-    assert list(summary.index) == ["baseline", "fast", "same"]  # baseline, then fastest first
+    assert list(summary.index) == ["baseline", "fast", "same", "compiled"]  # baseline, then fastest first
     assert summary.loc["fast", "speedup"] == pytest.approx(2.0)
     assert summary.loc["fast", "verdict"] == "faster"
-    assert summary.loc["fast", "memory_saved_mib"] == pytest.approx(100.0)
+    assert summary.loc["fast", "memory_saved_mib"] == pytest.approx(10.0)
+    assert summary.loc["fast", "memory_kind"] == "mem_peak_mib" and summary.loc["fast", "peak_rss_mib"] == 300.0
+    assert summary["memory_mib"].isna().tolist() == [False, False, False, True]  # RSS is never the figure compared
     assert summary.loc["same", "median_ms"] == 20.0 and summary.loc["same", "steps"] == 20
 
 

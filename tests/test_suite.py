@@ -1,13 +1,14 @@
-"""Every technique end to end through `make all`, on a tiny CPU configuration."""
+"""Every technique end to end through `make all`, on a tiny CPU configuration (make test-e2e)."""
 
 import math
 
 import pytest
-from conftest import TINY, run_make
+from helpers import TINY, run_make
 
 from utils import results
-from utils.run_all import known_techniques
+from utils.registry import known as known_techniques
 
+pytestmark = pytest.mark.e2e
 TECHNIQUES = known_techniques()
 SKIPPED_ON_CPU = {"tf32", "cudagraphs", "offload"}  # a CUDA tensor-core mode; CUDA graph capture; GPU -> host
 

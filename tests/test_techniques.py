@@ -1,16 +1,21 @@
-"""The techniques issue 7 added, checked for what they claim on a CPU: accumulation is the
+"""The techniques, checked for what they claim on a CPU: each script sets up and trains; accumulation is the
 big batch's gradient, the GradScaler's skips are seen, the CUDA graph step's buffers carry
 each batch, DATA=fixed reuses one batch, the loop's wall clock sees gaps the steps do not."""
 
+import math
 import time
 
 import pytest
 import torch
 
-from utils import bench, data, step
+from utils import registry, settings
 from utils import techniques as t
-from utils.config import RunConfig
-from utils.model import build_model
+from utils.measure import data
+from utils.measure import loop as bench
+from utils.measure.config import RunConfig
+from utils.measure.train import build_run
+from utils.models import build_model
+from utils.techniques import step
 
 
 def _run(accum=1, data_source="coinflip"):
@@ -159,12 +164,16 @@ def test_split_steps_sums_each_parts_intervals():
     assert parts == {"forward": [2, None], "backward": [5, None], "optimizer": [1, None]}
 
 
-@pytest.mark.parametrize("mode", t.COMPILE_MODES)
-def test_compile_records_its_mode(mode):
+@pytest.mark.parametrize("mode", settings.COMPILE_MODES)
+def test_compile_passes_its_mode_to_torch_compile_and_records_it(mode, monkeypatch):
+    asked = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: asked.append(mode) or ("compiled", model))
     run = _run()
     run.cfg = RunConfig(**{**run.cfg.__dict__, "compile_mode": mode})
     t.adamw(run)
-    t.compile_model(run)  # lazy: nothing compiles until the first step
+    t.compile_model(run)
+    assert asked == [None if mode == "default" else mode]  # "default" is torch.compile's own default
+    assert run.train_model == ("compiled", run.model) and run.model is not run.train_model
     assert run.record()["compile_mode"] == mode and run.record()["compiled"] is True
 
 
@@ -175,3 +184,29 @@ def test_gated_mlp_rebuilds_the_model_before_anything_else():
     t.strict_fp32(run)
     with pytest.raises(ValueError, match="order"):
         t.gated_mlp(run, "geglu")
+
+
+CUDA_ONLY = {"tf32", "cudagraphs", "offload"}
+
+
+@pytest.mark.parametrize("name", registry.known())
+def test_every_script_sets_up_and_trains_in_this_process(name):
+    """Each technique's own setup, applied in its stage order to the tiny model: it records what
+    it applied and trains two steps (a compiled model is checked wired, not compiled: that
+    takes tens of seconds and is make test-e2e's)."""
+    cfg = RunConfig(name, 1, 1, "tiny", 2, 16, "cpu", "coinflip", 0, None, "unused.csv", layers=2, accum=2)
+    try:
+        run = build_run(cfg, registry.load_setup(name))
+    except t.Skip as why:
+        assert name in CUDA_ONLY and ("CUDA" in str(why) or "GPU" in str(why))
+        return
+    assert name not in CUDA_ONLY
+    record = run.record()
+    assert run.applied == sorted(run.applied, key=t.STAGES.index) and record["optimizer"]
+    if record["compiled"]:
+        assert isinstance(run.train_model, torch._dynamo.eval_frame.OptimizedModule)
+        return
+    warm, measured = bench.measure(run, data.batches(cfg), steps=1, warmup=1)
+    assert all(math.isfinite(loss) for loss in warm.loss + measured.loss)
+    # the techniques that switch attention to SDPA get its flash kernel, on a CPU too
+    assert bench.attention_kernel(run) == ("sdpa:flash" if run.model.attention == "sdpa" else "manual")

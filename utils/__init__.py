@@ -1,0 +1,24 @@
+"""The suite's package, grouped by job. Where a change goes:
+
+    settings.py   every setting once (name, default, check, help): flags, make help, docs
+    checks.py     bad input, checked in one place (one line, exit 2)
+    registry.py   the techniques: the scripts folder is the list
+    devices.py    GPU dense peaks per dtype, each with its source (MFU)
+    reference.py  make help and docs/reference.md, made from the tables above
+    models/       the GPT and LSTM, their presets, one build_model
+    techniques/   the run state and the technique functions, in their stage order
+    measure/      config, data, the measuring loop, evaluation, memory tracking, environment,
+                  torchrun; train.py is what every technique script runs
+    results/      the results.csv schema, atomic appends, validated reads, row identity
+    analysis/     statistics, convergence, the grid's table (rows in, numbers out)
+    report/       make report: markdown from rows
+    plots/        make plots / compare: charts from rows
+    plan/         make plan / plan_check: GPU memory predicted on fake tensors
+    drivers/      commands over many runs (all, grid, lrsweep, maxbatch, scaling, launch,
+                  profile, session), each run a fresh process through drivers/runner.py
+
+Imports run one way: drivers -> plan -> measure -> techniques -> models, each of them free to
+use the leaves (settings, checks, registry, devices, results). report and plots -> analysis
+-> results never import torch: a CSV from another machine reports and plots anywhere.
+tests/test_layout.py holds every module to this.
+"""

@@ -116,3 +116,11 @@ def file_prefix(name, prefix):
             f"{name}={prefix!r} is not usable in a file name (printable, up to {PREFIX_MAX_CHARS} characters)"
         )
     return prefix
+
+
+def below_floor(target, source, floor):
+    """The refusal of a target loss under the data's floor, in one line."""
+    return (
+        f"TARGET_LOSS={target:g} is below the entropy of DATA={source} ({floor:.4f} nats), "
+        "the lowest loss any model can reach: it can never be reached"
+    )

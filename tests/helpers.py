@@ -1,0 +1,99 @@
+"""What several test modules share: a tiny CPU configuration, ways to run a script, make or
+a command in-process, and synthetic results rows with known answers. Test modules import
+this, never each other."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from utils import results
+from utils import techniques as t
+from utils.measure import data, loop
+from utils.measure.config import RunConfig
+from utils.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# small enough that a technique runs in a second or two on a CPU (compile: ~20 s)
+TINY = {"STEPS": "3", "WARMUP": "1", "MODEL": "tiny", "BATCH": "2", "SEQ": "16", "DEVICE": "cpu"}
+# the variables of a `make test` that may be running these tests: not the tests' own
+INHERITED = ("SUMMARY_FILE", "TECHNIQUES", "PYTHON", "MAKELEVEL", "MAKEFLAGS", "MFLAGS", "PLOTSPREFIX", "PLOTS_DIR")
+
+
+def tiny_env(results_file, **extra):
+    env = {k: v for k, v in os.environ.items() if k not in INHERITED}
+    return {**env, **TINY, "RESULTS_FILE": str(results_file), **extra}
+
+
+def run_script(name, results_file, **extra):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py")], env=tiny_env(results_file, **extra),
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def run_make(*args, results_file, cwd=ROOT, **extra):
+    return subprocess.run(["make", "--no-print-directory", *args, f"PYTHON={sys.executable}"],
+                          env=tiny_env(results_file, **extra), capture_output=True, text=True, cwd=cwd)
+
+
+def copy_suite(folder):
+    """A copy of the suite in `folder` (to add a script to); returns scripts/baseline.py's text."""
+    for part in ("Makefile", "requirements.txt", "scripts", "utils"):
+        copy = shutil.copytree if (ROOT / part).is_dir() else shutil.copy
+        copy(ROOT / part, folder / part)
+    return (folder / "scripts" / "baseline.py").read_text()
+
+
+# synthetic rows
+
+CONFIG = {"device": "Test GPU", "model": "tiny", "layers": 2, "batch": 4, "seq": 128, "data": "coinflip",
+          "n_params": 445952}
+
+
+def rows_of(technique, step_ms, steps=20, status="ok", reason="", run_id=None, **extra):
+    """Rows of one synthetic run: `step_ms` (a number or a list) per measured step."""
+    times = step_ms if isinstance(step_ms, list) else [step_ms] * steps
+    base = {
+        **dict.fromkeys(results.COLUMNS, ""),
+        **CONFIG,
+        "technique": technique,
+        "run_id": run_id or technique,
+        "repeat": 0,
+        "timestamp_utc": "2026-11-23T00:00:00+00:00",
+        **extra,
+    }
+    if status != "ok":
+        return [{**base, "status": status, "reason": reason}]
+    return [
+        {**base, "status": "ok", "phase": "measured", "step": i, "step_ms": ms, "tokens_per_s": 512 / (ms / 1e3)}
+        for i, ms in enumerate(times)
+    ] + [
+        {**base, "status": "ok", "phase": "warmup", "step": 0, "step_ms": 5000.0}  # a slow warm-up, never counted
+    ]
+
+
+def noisy(mean, n=50, runs=1, seed=0):
+    """`runs` runs of `n` step times around `mean`, 5% noise."""
+    rng = np.random.default_rng(seed)
+    return [mean * (1 + 0.05 * rng.standard_normal(n)) for _ in range(runs)]
+
+
+# a tiny run in this process
+
+
+def tiny_run(device="cpu"):
+    """The baseline (fp32, AdamW) on the tiny model at B=2, T=16."""
+    torch.manual_seed(0)
+    cfg = RunConfig("test", 10, 2, "tiny", 2, 16, device, "coinflip", 0, 1e-3, "unused.csv", layers=2)
+    run = t.Run(cfg, build_model("tiny", cfg.seq).to(device))
+    t.strict_fp32(run)
+    t.adamw(run)
+    return run
+
+
+def measure_run(run, steps=10, warmup=2):
+    return loop.measure(run, data.batches(run.cfg), steps, warmup)

@@ -1,0 +1,116 @@
+"""The package's layout holds: imports run one way, the report and plots never load torch,
+the stdlib-only modules stay so, the scripts are the baseline plus their own lines, no
+module or function outgrows its job, and no name speaks in the project's history."""
+
+import ast
+import re
+import subprocess
+import sys
+
+import pytest
+from helpers import ROOT
+
+from utils import registry
+
+UTILS = ROOT / "utils"
+# package (or leaf module) -> the utils packages it may import, besides itself
+ALLOWED = {
+    "checks": set(),
+    "devices": set(),
+    "settings": {"checks"},
+    "registry": {"checks", "settings"},
+    "results": {"checks"},
+    "reference": {"models", "registry", "settings", "results"},
+    "models": {"checks"},
+    "techniques": {"models", "checks"},
+    "measure": {"techniques", "models", "results", "settings", "checks", "devices", "registry"},
+    "plan": {"measure", "techniques", "models", "results", "settings", "checks", "registry"},
+    "analysis": {"results", "models", "checks"},
+    "plots": {"analysis", "results", "checks", "settings"},
+    "report": {"analysis", "plots", "results", "checks", "settings"},
+    "__init__": set(),  # the package's map: a docstring
+}
+ALLOWED["drivers"] = set(ALLOWED) - {"drivers", "__init__"}  # commands over many runs: anything but each other
+MODULES = sorted(p for p in UTILS.rglob("*.py"))
+
+
+def _package(path):
+    parts = path.relative_to(UTILS).with_suffix("").parts
+    return parts[0]
+
+
+def _imported(path):
+    """The utils packages `path` imports, anywhere in it (functions included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + ([f"{node.module}.{a.name}" for a in node.names] if node.module == "utils" else [])
+        found |= {name.split(".")[1] for name in names if name.startswith("utils.") and name.count(".") >= 1}
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_run_one_way(path):
+    package = _package(path)
+    strays = _imported(path) - ALLOWED[package] - {package}
+    assert not strays, f"{package} may not import {strays}"
+
+
+def test_the_layout_names_every_package_and_leaf():
+    assert {_package(p) for p in MODULES} == set(ALLOWED)
+
+
+def _loaded_after(*modules):
+    code = f"import sys; import {', '.join(modules)}; print(' '.join(sorted(sys.modules)))"
+    return set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              cwd=ROOT).stdout.split())
+
+
+def test_report_plots_and_analysis_never_import_torch():
+    loaded = _loaded_after("utils.report", "utils.plots", "utils.analysis.stats", "utils.analysis.grid",
+                           "utils.plots.memory", "utils.plots.scaling", "utils.report.__main__", "utils.plots.__main__")
+    assert "torch" not in loaded and "pandas" in loaded
+
+
+def test_what_make_help_reset_and_a_single_run_need_is_the_standard_library():
+    loaded = _loaded_after("utils.reference", "utils.drivers.files", "utils.drivers.one", "utils.models")
+    assert not {"torch", "numpy", "pandas"} & loaded
+
+
+def test_every_package_says_its_job_and_what_it_may_import():
+    for init in UTILS.glob("*/__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert "Job:" in doc and "May import" in doc, init
+
+
+def test_no_module_or_function_outgrows_its_job():
+    for path in MODULES:
+        lines = path.read_text().count("\n")
+        assert lines <= 300, f"{path}: {lines} lines"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef):
+                assert node.end_lineno - node.lineno < 60, f"{path}: {node.name}"
+
+
+@pytest.mark.parametrize("name", registry.known())
+def test_each_script_is_the_baseline_plus_its_own_lines(name):
+    text = registry.script(name).read_text()
+    tree = ast.parse(text)
+    imports = [ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert imports == ["from utils import techniques as t", "from utils.measure.train import main"], imports
+    assert "sys.path" not in text and [n.name for n in tree.body if isinstance(n, ast.FunctionDef)] == ["setup"]
+    assert ast.get_docstring(tree).startswith(f"{name}: ")
+
+
+HISTORY = re.compile(r"\bseeds? 00\d|\bissue \d+|\bissues? #?\d{1,3}\b", re.IGNORECASE)
+
+
+def test_no_name_speaks_in_the_projects_history():
+    texts = [*MODULES, *(ROOT / "scripts").glob("*.py"), ROOT / "Makefile", ROOT / "README.md",
+             *(ROOT / "docs").rglob("*.md"), *(ROOT / "tests").glob("*.py")]
+    said = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in texts for m in HISTORY.finditer(p.read_text())
+            if p.name != "test_layout.py"]
+    assert not said

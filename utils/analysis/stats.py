@@ -1,0 +1,246 @@
+"""Statistics over results.csv rows: bootstrap CIs of step times and of speedups.
+
+Repeats of a technique are separate processes, and steps within one process are not
+independent (they share its memory layout, clocks, neighbours), so the bootstrap has two
+levels: resample the runs, then the steps within each resampled run (a hierarchical
+bootstrap). With one run it is the ordinary bootstrap over steps, which sees the noise from
+step to step but not the variation between processes: such a CI is flagged (`one_run`).
+
+A speedup's CI comes from the ratio of two independent bootstrap distributions; where it
+holds 1.0 the difference is not detectable. The A/A technique (AA_CHECK, the baseline under
+another name) measures how far two identical configurations differ here, the noise floor; a
+speedup whose CI reaches into 1 ± floor is "within the noise floor", not shown either.
+"""
+import numpy as np
+import pandas as pd
+
+RESAMPLES = 2000
+CONFIDENCE = 0.95
+BASELINE = "baseline"
+AA_CHECK = "adamw"  # identical to the baseline: an A/A test of the machine
+MIN_RUNS = 3  # a bootstrap over fewer runs cannot see how much runs differ; adaptive repeats need this many
+
+
+def bootstrap(runs, statistic=np.mean, resamples=RESAMPLES, seed=0):
+    """Bootstrap distribution of `statistic` (np.mean, np.median) over step times given as
+    one array per run: each resample draws runs with replacement, then steps within each."""
+    runs = [np.asarray(r, dtype=float) for r in runs if len(r)]
+    rng = np.random.default_rng(seed)
+    k = len(runs)
+    if len({len(r) for r in runs}) == 1:  # the usual case, same STEPS: vectorised
+        data = np.stack(runs)  # (runs, steps)
+        picked = rng.integers(k, size=(resamples, k, 1))
+        steps = rng.integers(data.shape[1], size=(resamples, k, data.shape[1]))
+        return statistic(data[picked, steps].reshape(resamples, -1), axis=1)
+    out = np.empty(resamples)
+    for b in range(resamples):
+        picked = rng.integers(k, size=k)
+        out[b] = statistic(np.concatenate([rng.choice(runs[i], size=len(runs[i])) for i in picked]))
+    return out
+
+
+def interval(distribution):
+    tail = (1 - CONFIDENCE) / 2 * 100
+    return tuple(np.percentile(distribution, [tail, 100 - tail]))
+
+
+def ratio(runs_a, runs_b, seed=0):
+    """Mean step time of a over b: (point estimate, CI low, CI high)."""
+    point = np.concatenate(runs_a).mean() / np.concatenate(runs_b).mean()
+    draws = bootstrap(runs_a, seed=seed) / bootstrap(runs_b, seed=seed + 1)
+    return (point, *interval(draws))
+
+
+def verdict(low, high, floor=0.0):
+    """A speedup CI's meaning: shown only where the whole CI lies beyond 1 ± floor."""
+    if low > 1.0 + floor:
+        return "faster"
+    if high < 1.0 - floor:
+        return "slower"
+    return "no detectable difference" if low <= 1.0 <= high else "within the noise floor"
+
+
+def noise_floor(speedup, low, high):
+    """The A/A speedup [CI] as a floor: (|speedup - 1|, and the CI of that distance)."""
+    ends = sorted(abs(v - 1.0) for v in (low, high))
+    return abs(speedup - 1.0), 0.0 if low <= 1.0 <= high else ends[0], ends[1]
+
+
+# what must match for a comparison: a run on 2 ranks is never compared as if it were on 1
+CONFIG = ["device", "model", "layers", "batch", "seq", "data", "parallel", "world_size"]
+NOT_RUNS = ("predicted", "maxbatch")  # phases of rows that are answers about runs, not runs
+
+
+def configurations(df, device_filter=""):
+    """[(description, rows)] per configuration, newest first; device_filter: a substring of
+    the device name (case-insensitive) that keeps only matching devices."""
+    # files older than the parallel columns ran one process
+    parallel = df["parallel"].astype(object).fillna("none")
+    df = df.assign(parallel=parallel, world_size=df["world_size"].fillna(1).astype(int))
+    if device_filter:
+        df = df[df["device"].str.contains(device_filter, case=False, regex=False, na=False)]
+    df = df[~df["phase"].isin(NOT_RUNS)]  # make plan / maxbatch answers: the report's memory section
+    number = df.groupby(CONFIG, sort=False, dropna=False).ngroup()  # a blank field (an older file's) is a value too
+    newest = df.groupby(number)["timestamp_utc"].max().sort_values(ascending=False)
+    out = []
+    for key in newest.index:
+        rows = df[number == key]
+        device, model, layers, batch, seq, data, kind, world_size = rows.iloc[0][CONFIG]
+        depth = f" · {layers} layers" if layers == layers and layers else ""
+        ranks = f" · {kind} on {world_size} processes, B per rank" if kind != "none" else ""
+        out.append((f"{device} · {model}{depth} · B={batch} T={seq} · {data}{ranks}", rows))
+    return out
+
+
+def _scaler_skipped(df):
+    return df["scaler_skipped"].isin([True, "True"])  # blank in files older than the column
+
+
+def measured(df):
+    """Measured steps that did the work: a step fp16's GradScaler skipped did no update, so
+    its (shorter) time would be a speedup made of skips; it is counted apart instead."""
+    return df[(df["status"] == "ok") & (df["phase"] == "measured") & ~_scaler_skipped(df) & ~predicted(df)]
+
+
+def predicted(df):
+    """Rows `make plan` predicted (no device ran them): never step-time statistics."""
+    return df["kind"] == "predicted" if "kind" in df else pd.Series(False, index=df.index)
+
+
+def runs_of(df, technique, per_micro_batch=False):
+    """Step times (ms) of each run of `technique`; per_micro_batch divides each by its
+    accum, giving the time per BATCH x SEQ tokens, which is what a speedup compares."""
+    rows = measured(df)
+    rows = rows[rows["technique"] == technique]
+    return [
+        (group["step_ms"] / (group["accum"].fillna(1) if per_micro_batch else 1)).to_numpy()
+        for _, group in rows.groupby("run_id", sort=False)
+    ]
+
+
+def _memory_mib(rows):
+    """The technique's comparable peak memory and which it is: CUDA's peak allocated where
+    recorded, else the tracked step's tensor peak (MemTracker). A CPU's peak RSS is mostly
+    the Python process, not the technique, so it is never the figure compared."""
+    for column in ("peak_alloc_mib", "mem_peak_mib"):
+        if rows[column].notna().any():
+            return rows[column].max(), column
+    return np.nan, ""
+
+
+# the summary's columns, there (blank) even where no technique of the configuration ran
+SUMMARY_COLUMNS = [
+    "status", "reason", "runs", "measured_runs", "one_run", "dtype", "attention", "optimizer", "fused", "compiled",
+    "checkpointing", "mlp", "compile_mode", "accum", "cuda_graphs", "scaler_skipped", "wall_tokens_per_s", "steps",
+    "median_ms", "median_lo", "median_hi", "mean_ms", "mean_lo", "mean_hi", "tokens_per_s", "tflops", "mfu",
+    "peak_alloc_mib", "peak_reserved_mib", "peak_rss_mib", "memory_mib", "memory_kind", "memory_saved_mib",
+    "final_loss", "warmup_s",
+    "forward_ms", "backward_ms", "optimizer_ms", "speedup", "speedup_lo", "speedup_hi", "verdict",
+]
+
+
+def summary(df):
+    """One row per technique of one configuration: times with CIs, throughput, MFU, memory,
+    speedup vs baseline with CI and verdict (against the noise floor where an A/A run is
+    there), final loss, status. Sorted: baseline, then fastest first, then techniques that
+    did not run."""
+    rows = []
+    base_runs = runs_of(df, BASELINE, per_micro_batch=True)
+    for technique, group in df.groupby("technique", sort=False):
+        last = group.iloc[-1]
+        runs = runs_of(group, technique)
+        statuses = group.drop_duplicates("run_id")["status"].value_counts()
+        status = statuses.index[0] if len(statuses) == 1 else ", ".join(f"{s}×{n}" for s, n in statuses.items())
+        row = {"technique": technique, "status": status, "reason": last["reason"] if last["status"] != "ok" else "",
+               "runs": group["run_id"].nunique(), "measured_runs": len(runs)}
+        for column in ("dtype", "attention", "optimizer", "fused", "compiled", "checkpointing",
+                       "mlp", "compile_mode", "accum", "cuda_graphs"):
+            row[column] = last[column]
+        if runs:
+            ok = measured(group)
+            steps = np.concatenate(runs)
+            row.update(steps=len(steps), median_ms=np.median(steps), mean_ms=steps.mean())
+            row["median_lo"], row["median_hi"] = interval(bootstrap(runs, np.median))
+            row["mean_lo"], row["mean_hi"] = interval(bootstrap(runs))
+            row["tokens_per_s"] = ok["tokens_per_s"].median()
+            row["wall_tokens_per_s"] = ok.groupby("run_id")["wall_tokens_per_s"].first().median()
+            row["tflops"] = ok["tflops"].median()
+            row["mfu"] = ok["mfu"].median()
+            row["peak_alloc_mib"] = ok["peak_alloc_mib"].max()
+            row["peak_reserved_mib"] = ok["peak_reserved_mib"].max()
+            row["memory_mib"], row["memory_kind"] = _memory_mib(ok)
+            row["peak_rss_mib"] = ok["peak_rss_mib"].max()
+            row["final_loss"] = ok.groupby("run_id")["loss"].last().mean()
+            warm = group[(group["status"] == "ok") & (group["phase"] == "warmup")]
+            row["warmup_s"] = warm.groupby("run_id")["step_ms"].sum().median() / 1e3 if len(warm) else np.nan
+            for phase in ("forward_ms", "backward_ms", "optimizer_ms"):
+                row[phase] = ok[phase].median()
+            # a CI resting on one process (this technique's or the baseline's) sees no run-to-run variation
+            row["one_run"] = any(len(r) == 1 for r in ([runs, base_runs] if base_runs else [runs]))
+            if base_runs:
+                token_runs = runs_of(group, technique, per_micro_batch=True)
+                row["speedup"], row["speedup_lo"], row["speedup_hi"] = ratio(base_runs, token_runs)
+        ran = group[(group["status"] == "ok") & (group["phase"] == "measured")]
+        row["scaler_skipped"] = int(_scaler_skipped(ran).sum())
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=["technique", *SUMMARY_COLUMNS]).set_index("technique")
+    if BASELINE in table.index:
+        table["memory_saved_mib"] = table.loc[BASELINE, "memory_mib"] - table["memory_mib"]
+    floor = (aa_floor(table) or [0.0])[0]
+    compared = table[table["speedup"].notna()]
+    special = {BASELINE: "baseline", AA_CHECK: "A/A check"}
+    verdicts = {t: special.get(t) or verdict(lo, hi, floor)
+                for t, lo, hi in zip(compared.index, compared["speedup_lo"], compared["speedup_hi"])}
+    table["verdict"] = pd.Series(verdicts, index=table.index, dtype=object)
+    # fastest first by tokens/s, not step time: with accum a step holds more tokens
+    tokens = table["tokens_per_s"].fillna(0)
+    order = sorted(table.index, key=lambda t: (t != BASELINE, table.loc[t, "status"] != "ok", -tokens[t]))
+    return table.loc[order]
+
+
+def aa_floor(table):
+    """The noise floor from the A/A technique's speedup in a summary: (floor, CI low, CI high),
+    or None where the configuration has no A/A run against a baseline."""
+    if AA_CHECK not in table.index or table.loc[AA_CHECK, ["speedup", "speedup_lo", "speedup_hi"]].isna().any():
+        return None
+    return noise_floor(*table.loc[AA_CHECK, ["speedup", "speedup_lo", "speedup_hi"]])
+
+
+def judged_widths(table):
+    """Per technique that ran: the relative half-width of the CI that judges it, and its runs.
+    Against a baseline a technique is judged by its speedup CI, the baseline (and every
+    technique where there is none) by its own mean step time's CI."""
+    ran = table[table["measured_runs"] > 0]
+    own = (ran["mean_hi"] - ran["mean_lo"]) / 2 / ran["mean_ms"]
+    vs_baseline = (ran["speedup_hi"] - ran["speedup_lo"]) / 2 / ran["speedup"]
+    width = vs_baseline.where(vs_baseline.notna() & (ran.index != BASELINE), own)
+    return pd.DataFrame({"width": width, "runs": ran["measured_runs"]})
+
+
+def adaptive_stop(progress, precision, min_runs, rounds, max_rounds, elapsed_s, round_s, budget_s):
+    """The stopping rule of adaptive repeats, a pure function. `progress`: judged_widths() of
+    the techniques measured so far. Resolved: CI half-width within ±precision, from at least
+    min_runs runs. Returns (stop, why, resolved, unresolved); it stops when every technique is
+    resolved, at max_rounds, or when another round (round_s) would end past budget_s."""
+    done = (progress["width"] <= precision) & (progress["runs"] >= min_runs)
+    resolved, unresolved = list(progress.index[done]), list(progress.index[~done])
+    if progress.empty:
+        return True, "no technique was measured, so there is nothing to resolve", resolved, unresolved
+    if not unresolved:
+        return True, f"every technique's CI is within ±{precision:.1%}", resolved, unresolved
+    if rounds >= max_rounds:
+        return True, f"MAX_REPEATS={max_rounds} runs per technique reached", resolved, unresolved
+    if elapsed_s + round_s > budget_s:
+        return (True, f"TIME_BUDGET_MIN={budget_s / 60:g}: another round (~{round_s / 60:.1f} min) would end past it "
+                f"({elapsed_s / 60:.1f} min spent)", resolved, unresolved)
+    return False, "", resolved, unresolved
+
+
+def time_differences(df, a, b):
+    """Step time of a minus b, paired by run (the k-th run of each) and step: the coin-flip
+    optimizer study's time-difference data, as a Series indexed by (run, step)."""
+    rows = measured(df).copy()
+    rows["run"] = rows.groupby("technique", sort=False)["run_id"].transform(lambda ids: pd.factorize(ids)[0])
+    by_step = [rows[rows["technique"] == name].groupby(["run", "step"])["step_ms"].mean() for name in (a, b)]
+    joined = pd.concat(by_step, axis=1, keys=["a", "b"]).dropna()
+    return joined["a"] - joined["b"]

@@ -1,0 +1,73 @@
+"""make init_results / reset / clean: the results file and the generated files, by hand.
+Stdlib only: make reset and make clean run without the venv.
+
+    init_results  create RESULTS_FILE with its header (an existing one is only checked)
+    reset         move RESULTS_FILE to RESULTS_FILE.<utc time>.bak (a file that is not this
+                  suite's is refused), then remove the plots and profiles in PLOTS_DIR
+    clean         remove the plots and profiles in PLOTS_DIR and the caches; keeps results and .venv
+"""
+
+import shutil
+import sys
+from pathlib import Path
+
+from utils import checks, settings
+from utils.results import store
+
+ROOT = Path(__file__).resolve().parents[2]
+GENERATED = ("*.png", "*profile_*.txt", "*profile_*.csv")  # what make plots / report / profile write
+
+
+def plots_dir():
+    folder = settings.text("PLOTS_DIR")
+    if not folder:
+        raise checks.BadInput("PLOTS_DIR is empty: give a folder")
+    return folder
+
+
+def remove_plots():
+    folder = plots_dir()
+    for pattern in GENERATED:
+        for path in Path(folder).glob(pattern):
+            path.unlink()
+    return folder
+
+
+def clean():
+    folder = remove_plots()
+    shutil.rmtree(ROOT / ".pytest_cache", ignore_errors=True)
+    for cache in ROOT.rglob("__pycache__"):
+        if ".venv" not in cache.parts:
+            shutil.rmtree(cache, ignore_errors=True)
+    return f"clean: removed the plots and profiles in {folder}/ and the caches (results and .venv kept)"
+
+
+def reset():
+    target = settings.text("RESULTS_FILE")
+    plots_dir()  # before anything moves
+    moved = store.reset(target)
+    line = f"reset: {target} moved to {moved}" if moved else f"reset: no {target} to back up"
+    return f"{line}\nreset: removed the plots and profiles in {remove_plots()}/"
+
+
+def init():
+    target = settings.text("RESULTS_FILE")
+    store.init(target)
+    return f"init_results: {target} is ready"
+
+
+COMMANDS = {"init_results": init, "reset": reset, "clean": clean}
+
+
+def main(argv=None):
+    command = (argv or sys.argv[1:])[0]
+    try:
+        print(COMMANDS[command]())
+    except checks.BadInput as err:
+        print(f"{command}: error: {err}", file=sys.stderr)
+        return checks.EXIT_BAD_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

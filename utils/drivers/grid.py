@@ -1,0 +1,158 @@
+"""`make grid`: the LSTM-vs-GPT grid. Every model x depth x optimizer of GRID_MODELS,
+GRID_LAYERS and GRID_OPTIMIZERS trains in a fresh process (so one failure cannot poison the
+next), with evaluations on held-out data; then GRID_REPORT gets the grid's table (train and
+validation perplexity at each run's best evaluation, sorted by architecture, layers and
+optimizer, the best of each architecture bold, with peak memory and wall-clock), the answer
+to the grid's question "which configuration if you care about wall-clock, which for generalisation"
+computed from those rows, and its figures (a panel per optimizer, a figure per model).
+
+`make grid_report` rebuilds GRID_REPORT from the runs already in RESULTS_FILE: for each cell
+of the grid, its newest run.
+
+usage: python -m utils.drivers.grid run|report   (GRID_MODELS, GRID_LAYERS, GRID_OPTIMIZERS,
+       GRID_LRS, GRID_REPORT, RESULTS_FILE, PLOTS_DIR, PLOTSPREFIX, TARGET_LOSS from the environment)
+"""
+
+import itertools
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from utils import checks, models, registry, results, settings
+from utils.analysis import convergence
+from utils.analysis import grid as grid_table
+from utils.drivers.runner import FAILED, run
+from utils.measure import config
+from utils.plots import curves
+
+
+def _lrs(text):
+    """'sgd=0.3 momentum=0.03' -> {'sgd': '0.3', ...}, each a positive number."""
+    out = {}
+    for item in text.split():
+        name, _, value = item.partition("=")
+        checks.number(f"GRID_LRS entry {item!r}", value)
+        out[name] = value
+    return out
+
+
+def plan():
+    """[(model, layers, optimizer)] in run order and the per-optimizer LRs, after checking
+    every grid setting (bad input stops here, before anything runs)."""
+    grid_models, optimizers = settings.get("GRID_MODELS"), settings.get("GRID_OPTIMIZERS")
+    unknown = [m for m in grid_models if m not in models.PRESETS]
+    if unknown:
+        raise checks.BadInput(f"GRID_MODELS: unknown model {' '.join(unknown)}; presets: {', '.join(models.PRESETS)}")
+    registry.check(optimizers, "technique in GRID_OPTIMIZERS:")
+    layers = [checks.integer("GRID_LAYERS", n) for n in settings.get("GRID_LAYERS")]
+    if not (grid_models and layers and optimizers):
+        raise checks.BadInput("GRID_MODELS, GRID_LAYERS and GRID_OPTIMIZERS must each name at least one")
+    lrs = _lrs(settings.get("GRID_LRS"))
+    stray = set(lrs) - set(optimizers)
+    if stray:
+        raise checks.BadInput(f"GRID_LRS names {' '.join(sorted(stray))}, which is not in GRID_OPTIMIZERS")
+    return list(itertools.product(grid_models, layers, optimizers)), lrs
+
+
+def check_settings(cells, target):
+    """The run settings every cell shares (STEPS, DATA, EVAL_EVERY, ...), checked once."""
+    for model in dict.fromkeys(model for model, _, _ in cells):  # the data check depends on the vocabulary only
+        cfg = config.load("grid", argv=["--model", model])
+    if not cfg.eval_every:
+        raise checks.BadInput("the grid compares validation perplexity: EVAL_EVERY=0 turns evaluation off")
+    config.check_target(target, cfg.data)
+
+
+def grid_rows(df, cells):
+    """The newest ok run of each cell."""
+    ok = df[df["status"] == "ok"]
+    chosen = []
+    for model, layers, optimizer in cells:
+        runs = ok[(ok["model"] == model) & (ok["layers"] == layers) & (ok["technique"] == optimizer)]
+        if len(runs):
+            chosen.append(runs.sort_values("timestamp_utc")["run_id"].iloc[-1])
+    return df[df["run_id"].isin(chosen)]
+
+
+def report(paths, cells, target):
+    df = results.read(paths.results)
+    rows = grid_rows(df, cells)
+    convergence.check_target(rows, target)
+    table = grid_table.best_evaluations(rows)
+    if table.empty:
+        raise results.ResultsFileError(f"{paths.results} has no grid run with evaluations: run make grid first")
+    out = Path(paths.out)
+    figures = curves.grid_figures(rows, table, paths.plots_dir, paths.prefix)
+    target_runs = convergence.time_to_target(rows, target) if target is not None else None
+    first = rows.iloc[0]
+    settings = (
+        f"{first['device']} · data {first['data']} · B={first['batch']} T={first['seq']} · "
+        f"{int(table['trained_steps'].max())} training steps at most · torch {first['torch']} · "
+        f"suite {first['git_sha']}"
+    )
+    caption = (
+        "Each run at the evaluation of its best validation perplexity (PPL = exp(loss in nats)): the train PPL is "
+        "exp of the mean training loss since the evaluation before (a per-epoch train PPL). *exp*: the "
+        "run's number in the grid's order; *eval (step)*: which evaluation, after how many training steps; "
+        "*training s*: training wall-clock, warm-up included, evaluations excluded; *peak memory*: allocated on "
+        "CUDA, the process's resident set (RSS) on a CPU. Bold: the best validation PPL of each architecture."
+    )
+    text = (
+        f"# The LSTM-vs-GPT grid: by depth and optimizer\n\n{settings}\n\n"
+        f"{grid_table.best_table(table, target_runs)}\n\n{caption}\n\n"
+        f"## Which configuration?\n\n{grid_table.answer(table, rows, target)}\n\n"
+        + "\n".join(f"![{p.stem}]({os.path.relpath(p, out.parent)})" for p in figures)
+        + "\n"
+    )
+    out.write_text(text)
+    print("\n".join(line for line in text.splitlines() if not line.startswith("![")))
+    print(f"\ngrid: wrote {out} and {len(figures)} figure(s) in {paths.plots_dir}/")
+
+
+@dataclass(frozen=True)
+class Paths:
+    results: str
+    out: str
+    plots_dir: str
+    prefix: str
+
+
+def paths():
+    out = settings.text("GRID_REPORT")
+    checks.output_file("GRID_REPORT", out)
+    return Paths(settings.text("RESULTS_FILE"), out, str(checks.output_dir("PLOTS_DIR", settings.text("PLOTS_DIR"))),
+                 checks.file_prefix("PLOTSPREFIX", settings.text("PLOTSPREFIX")))
+
+
+def main(argv=None):
+    mode = (argv or sys.argv[1:] or ["run"])[0]
+    try:
+        cells, lrs = plan()
+        files = paths()
+        target = settings.get("TARGET_LOSS")
+        if mode == "run":
+            check_settings(cells, target)
+    except checks.BadInput as err:
+        print(f"grid: error: {err}", file=sys.stderr)
+        return checks.EXIT_BAD_INPUT
+    failed = []
+    if mode == "run":
+        for i, (model, layers, optimizer) in enumerate(cells, 1):
+            print(f"\n=== [{i}/{len(cells)}] {model}, {layers} layer(s), {optimizer}", flush=True)
+            overrides = {"MODEL": model, "LAYERS": str(layers), "LR": lrs.get(optimizer, "auto")}
+            outcome = run(optimizer, overrides)
+            if outcome.status in FAILED:
+                failed.append(outcome.line)
+        for line in failed:
+            print(f"grid: failed: {line}", file=sys.stderr)
+    try:
+        report(files, cells, target)
+    except (results.ResultsFileError, convergence.TargetError) as err:
+        print(f"grid: error: {err}", file=sys.stderr)
+        return checks.EXIT_BAD_INPUT
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

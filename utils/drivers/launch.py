@@ -1,0 +1,138 @@
+"""`make ddp` / `make fsdp` / `make scaling_gpus`: a technique under torchrun, PyTorch's own
+launcher, one process per device (GPUs: NCCL; CPUs: gloo).
+
+    make ddp NPROC=2                     torchrun --standalone --nproc_per_node=2 scripts/baseline.py
+    make fsdp NPROC=4 TECHNIQUE=stack    the same with FSDP2
+    make scaling_gpus NPROC=4 KIND=ddp   world sizes 1, 2, ... NPROC: tokens/s and efficiency
+
+Several machines: run the same line on each with torchrun's rendezvous instead of --standalone
+(see the README): torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d
+--rdzv-endpoint=HOST:PORT scripts/<technique>.py, with PARALLEL=ddp|fsdp in the environment.
+
+Checked before anything starts: NPROC against the devices, PORT free, the settings. After a
+run: which rank failed and why (each rank leaves a one-line summary; a rank that left none
+was killed), and, with LOSS_CHECK=1, the loss curve against a single process at BATCH x NPROC
+on the same sequences (utils/measure/data.py), within LOSS_TOLERANCE.
+"""
+
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+from utils import checks, registry, results, settings
+from utils.drivers.runner import run, torchrun
+from utils.measure import config
+from utils.plots import scaling as scaling_plot
+from utils.techniques.parallel import KINDS
+
+LOSS_TOLERANCE = 1e-3  # nats per step: reduction order differs across ranks, nothing else may
+
+
+class LaunchError(checks.BadInput):
+    """Bad input for a launch: one line, exit 2."""
+
+
+def max_processes(device):
+    """More processes than devices measures contention, not scaling."""
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.device_count()
+    return os.cpu_count() or 1
+
+
+def check(kind, technique):
+    """The launch's settings, checked before anything starts: (cfg, nproc, port)."""
+    if kind not in KINDS:
+        raise LaunchError(f"unknown parallel kind {kind!r}; one of {', '.join(KINDS)}")
+    registry.check([technique], "TECHNIQUE")
+    cfg = config.load(technique, argv=[])
+    nproc, port = settings.get("NPROC"), settings.get("PORT")
+    limit = max_processes(cfg.device)
+    if nproc > limit:
+        what = f"{limit} GPU(s)" if cfg.device == "cuda" else f"{limit} CPU core(s)"
+        raise LaunchError(f"NPROC={nproc} but this machine has {what}: one process per device")
+    if port is not None:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("localhost", port))
+            except OSError:
+                raise LaunchError(f"PORT={port} is in use: pick another or leave PORT empty") from None
+    return cfg, nproc, port
+
+
+def loss_check(technique, nproc, run_id, cfg, tmp):
+    """The distributed run's losses against one process at BATCH x NPROC on the same data."""
+    reference = Path(tmp) / "reference.csv"
+    single = run(technique, {"RESULTS_FILE": str(reference), "BATCH": str(cfg.batch * nproc), "PARALLEL": ""},
+                 capture=True)
+    if single.status != "ok":
+        return False, f"loss check: the single-process reference did not run: {single.line}"
+    curves = []
+    for df in (results.read(cfg.results_file), results.read(reference)):
+        df = df[df["run_id"] == run_id] if run_id else df
+        steps = df[(df["status"] == "ok") & df["phase"].isin(("warmup", "measured"))]  # training steps, not evals
+        curves.append(steps.groupby("phase")["loss"].apply(list))
+        run_id = None
+    deviation = max(
+        abs(a - b) for phase in curves[0].index for a, b in zip(curves[0][phase], curves[1][phase])
+    )
+    ok = deviation <= LOSS_TOLERANCE
+    verdict = "match" if ok else "MISMATCH: the parallel run does not train as one process does"
+    return ok, f"loss check: largest |loss - single process at B={cfg.batch * nproc}| = {deviation:.2e} " + (
+        f"<= {LOSS_TOLERANCE:g}: {verdict}" if ok else f"> {LOSS_TOLERANCE:g}: {verdict}"
+    )
+
+
+def launch(kind, technique, nproc, port, cfg, loss_check_on):
+    """One run under torchrun, appended to RESULTS_FILE by rank 0; returns the exit status."""
+    # torchrun's own default, set here so that it does not print a banner about it
+    threads = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    outcome = run(technique, {"PARALLEL": kind, **threads}, launcher=torchrun(nproc, port), ranks=nproc)
+    if outcome.status == "error":  # rank 0 has said how an ok or skipped run went
+        print(f"{kind}: error: {outcome.line}", file=sys.stderr, flush=True)
+        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        if loss_check_on and outcome.status == "ok":
+            ok, text = loss_check(technique, nproc, outcome.run_id, cfg, tmp)
+            print(text, flush=True)
+            return 0 if ok else 1
+    return 0
+
+
+def scaling(kind, technique, nproc, port, cfg, out_dir, prefix):
+    """Tokens/s at 1, 2, ... nproc processes, the efficiency against n x one process, a plot."""
+    for n in range(1, nproc + 1):
+        print(f"\n=== scaling: {kind} {technique} on {n} process(es)", flush=True)
+        if launch(kind, technique, n, port, cfg, loss_check_on=False):
+            return 1
+    df = results.read(cfg.results_file)
+    ran = df[(df["technique"] == technique) & (df["parallel"] == kind) & (df["status"] == "ok")]
+    lines, path = scaling_plot.draw(ran, nproc, Path(out_dir) / f"{prefix}scaling_{kind}_{technique}.png")
+    for line in lines:
+        print(f"scaling: {line}")
+    print(f"scaling: wrote {path}")
+    return 0
+
+
+def main(argv):
+    command = "scaling" if argv[0] == "scaling" else "run"
+    kind = settings.text("KIND") if command == "scaling" else argv[0]
+    technique = settings.text("TECHNIQUE")
+    try:
+        cfg, nproc, port = check(kind, technique)
+        loss_check_on = settings.get("LOSS_CHECK")
+        out_dir = checks.output_dir("PLOTS_DIR", settings.text("PLOTS_DIR"))
+        prefix = checks.file_prefix("PLOTSPREFIX", settings.text("PLOTSPREFIX"))
+    except checks.BadInput as err:  # config, results and launch errors are all BadInput
+        print(f"{kind}: error: {err}", file=sys.stderr)
+        return checks.EXIT_BAD_INPUT
+    if command == "scaling":
+        return scaling(kind, technique, nproc, port, cfg, out_dir, prefix)
+    return launch(kind, technique, nproc, port, cfg, loss_check_on)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

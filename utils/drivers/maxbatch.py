@@ -1,0 +1,152 @@
+"""`make maxbatch`: the largest batch that trains, per technique.
+
+Grow the batch x2 from 1 until a trial fails, then bisect between the last batch that
+trained and the first that did not. Measured (the default): each trial is the technique's
+own script, STEPS=2 after one warm-up step, in a fresh process, so an out-of-memory error
+cannot poison the next trial; its rows go to a scratch file. On a CPU, MAXMEM_GB= caps each
+trial process for real (RLIMIT_DATA: every heap and anonymous mapping, so torch's allocator
+fails as a GPU's would). With PLAN=1 the planner answers instead, for a GPU of GPU_MEMORY_GB
+GiB: a batch fits when its predicted peak allocated plus the headroom below fits.
+
+One row per technique is appended to RESULTS_FILE (phase `maxbatch`, batch = the answer,
+kind measured or predicted); 0 means not even B=1 trains.
+
+usage: python -m utils.drivers.maxbatch   (TECHNIQUE if given, else TECHNIQUES; PLAN,
+GPU_MEMORY_GB, MAXMEM_GB and the run settings from the environment)
+"""
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from utils import checks, registry, results, settings
+from utils.drivers.runner import memory_cap, run
+from utils.measure import config, env
+from utils.plan import planner
+from utils.plan.config import load_config, planned_device
+
+TRIAL_STEPS = {"STEPS": "2", "WARMUP": "1", "REPEATS": "1"}
+# PLAN=1 headroom beyond the predicted allocated peak: the CUDA context and cuBLAS workspace
+# (outside the allocator's count, ~0.5-1 GiB on an A100 / H100 with CUDA 12), and the caching
+# allocator's reserved memory above its allocated peak (segments, fragmentation: ~10% is common)
+CONTEXT_GIB = 1.0
+RESERVED_OVER_ALLOCATED = 0.10
+MAX_BATCH = 2**16  # search ceiling: a batch past this is not a memory question any more
+
+
+def search(fits, limit=MAX_BATCH):
+    """Largest b in [1, limit] with fits(b), assuming fits is monotone: x2 then bisect.
+    Returns (answer, [(batch, fits?)...]); answer 0 if fits(1) is False."""
+    trials = []
+
+    def trial(b):
+        ok = fits(b)
+        trials.append((b, ok))
+        return ok
+
+    low, high = 0, None  # low trains, high does not
+    b = 1
+    while b <= limit:
+        if not trial(b):
+            high = b
+            break
+        low, b = b, b * 2
+    if high is None:
+        return low, trials
+    while high - low > 1:
+        mid = (low + high) // 2
+        if trial(mid):
+            low = mid
+        else:
+            high = mid
+    return low, trials
+
+
+def check_cap(maxmem_gb):
+    """Refuse a cap below what Python with torch itself needs to start."""
+    proc = subprocess.run([sys.executable, "-c", "import torch"], preexec_fn=memory_cap(maxmem_gb),
+                          capture_output=True)
+    if proc.returncode != 0:
+        raise checks.BadInput(f"MAXMEM_GB={maxmem_gb:g} is below what Python with torch needs to start")
+
+
+def measured_trial(technique, batch, maxmem_gb, scratch):
+    """Run the technique at `batch` in a fresh process (rows to the `scratch` file): True if
+    it trained, False if it ran out of memory; anything else (skip, error) raises
+    RuntimeError with its line."""
+    outcome = run(technique, {**TRIAL_STEPS, "BATCH": str(batch), "RESULTS_FILE": scratch}, capture=True,
+                  memory_gib=maxmem_gb)
+    if outcome.status == "ok":
+        return True
+    if outcome.status == "oom" or "MemoryError" in outcome.output or "can't allocate memory" in outcome.output:
+        return False
+    raise RuntimeError(outcome.line)
+
+
+def planned_fits(technique, gpu_memory_gb):
+    setup = registry.load_setup(technique)
+
+    def fits(batch):
+        cfg = load_config(technique, ["--batch", str(batch)])
+        predicted_gib = planner.plan(setup, cfg).peak_mib / 1024
+        return predicted_gib * (1 + RESERVED_OVER_ALLOCATED) + CONTEXT_GIB <= gpu_memory_gb
+
+    return fits
+
+
+def techniques():
+    """TECHNIQUE when given, else every technique of TECHNIQUES."""
+    return registry.check([settings.text("TECHNIQUE")]) if settings.given("TECHNIQUE") else registry.selected()
+
+
+def main():
+    try:
+        names = techniques()
+        planned, gpu_gb, maxmem_gb = (settings.get(name) for name in ("PLAN", "GPU_MEMORY_GB", "MAXMEM_GB"))
+        if planned and gpu_gb is None:
+            raise checks.BadInput("PLAN=1 needs GPU_MEMORY_GB= (the GPU's memory in GiB, e.g. 40 for an A100 40GB)")
+        cfgs = {n: (load_config(n) if planned else config.load(n, argv=[])) for n in names}
+        if planned:
+            for name, cfg in cfgs.items():
+                planner.check_modelled(registry.load_setup(name), cfg)
+        elif maxmem_gb:
+            check_cap(maxmem_gb)
+    except (checks.BadInput, planner.NotModelled) as err:
+        print(f"maxbatch: error: {err}", file=sys.stderr)
+        return checks.EXIT_BAD_INPUT
+    if planned:
+        device = planned_device()
+        where = (f"a {gpu_gb:g} GiB GPU (planned: predicted peak x {1 + RESERVED_OVER_ALLOCATED:g} for reserved "
+                 f"over allocated, + {CONTEXT_GIB:g} GiB CUDA context and workspace)")
+    else:
+        device = env.capture(next(iter(cfgs.values())).device)
+        where = f"{device['device']}" + (f" capped at MAXMEM_GB={maxmem_gb:g}" if maxmem_gb else "")
+    rows, status = [], 0
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = str(Path(tmp) / "trials.csv")
+        for name, cfg in cfgs.items():
+            fits = (planned_fits(name, gpu_gb) if planned
+                    else (lambda b, n=name: measured_trial(n, b, maxmem_gb, scratch)))
+            try:
+                best, trials = search(fits)
+            except RuntimeError as err:
+                print(f"maxbatch: {name}: cannot search: {err}", file=sys.stderr)
+                status = 1
+                continue
+            tried = ", ".join(f"{b}{'' if ok else ' x'}" for b, ok in trials)
+            line = f"{cfg.model} T={cfg.seq} with {name}: largest batch B={best} on {where}"
+            print(f"maxbatch: {line} (trials: {tried})", flush=True)
+            rows.append(results.identity(cfg, name, device, batch=best, status="ok", reason=line, phase="maxbatch",
+                                         kind="predicted" if planned else "measured"))
+    if rows:
+        try:
+            results.append_rows(next(iter(cfgs.values())).results_file, rows)
+        except results.ResultsFileError as err:
+            print(f"maxbatch: error: {err}", file=sys.stderr)
+            return checks.EXIT_BAD_INPUT
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""`make scaling`: techniques x model sizes -> tokens/s and peak memory against parameter count.
+
+For each technique, the models of SCALING_MODELS run smallest first as short measured runs
+(the technique's script, 5 measured steps after one warm-up, a fresh process each, rows
+appended to RESULTS_FILE). The first model that fails, runs out of memory or takes longer
+than SCALING_TIMEOUT seconds, and every larger one, is planned instead (`make plan`'s
+predicted rows: memory only, since a fake step has no speed). The plot draws measured points
+solid and predicted ones hollow and dashed: PLOTS_DIR/<PLOTSPREFIX>scaling.png.
+
+usage: python -m utils.drivers.scaling   (SCALING_TECHNIQUES, SCALING_MODELS, SCALING_TIMEOUT,
+BATCH, SEQ, PLOTS_DIR, PLOTSPREFIX and the run settings from the environment)
+"""
+
+import os
+import sys
+
+from utils import checks, models, registry, results, settings
+from utils.drivers.runner import run
+from utils.plan import planner
+from utils.plan.config import load_config, planned_device, predicted_row
+from utils.plots.memory import plot_scaling
+
+RUN_STEPS = {"STEPS": "5", "WARMUP": "1", "REPEATS": "1"}
+SHAPE = {"BATCH": "1", "SEQ": "256"}  # one shape for every model (BATCH / SEQ override it): GPT2-XL's T=256
+
+
+def measure(technique, model, timeout):
+    """A short measured run; True if it finished ok within the timeout."""
+    outcome = run(technique, {**RUN_STEPS, "MODEL": model, **shape()}, capture=True, timeout=timeout)
+    if outcome.status == "timeout":
+        print(f"scaling: {technique} on {model}: over {timeout:g} s, planned from here on", flush=True)
+        return False
+    print(f"scaling: measured {outcome.line}", flush=True)
+    return outcome.status == "ok"
+
+
+def shape():
+    return {name: text if (text := settings.text(name)) != "auto" else default for name, default in SHAPE.items()}
+
+
+def main():
+    try:
+        names = registry.check(settings.get("SCALING_TECHNIQUES"), "technique in SCALING_TECHNIQUES:")
+        sizes = settings.get("SCALING_MODELS")
+        unknown = [m for m in sizes if m not in models.PRESETS]
+        if unknown or not sizes:
+            raise checks.BadInput(f"SCALING_MODELS: unknown model {' '.join(unknown) or '(none given)'}; "
+                                  f"presets: {' '.join(models.PRESETS)}")
+        timeout = settings.get("SCALING_TIMEOUT")
+        plots_dir = checks.output_dir("PLOTS_DIR", settings.text("PLOTS_DIR"))
+        prefix = checks.file_prefix("PLOTSPREFIX", settings.text("PLOTSPREFIX"))
+        size = [f"--{k.lower()}={v}" for k, v in shape().items()]
+        cfgs = {(n, m): load_config(n, ["--model", m, *size]) for n in names for m in sizes}
+        for (name, _), cfg in cfgs.items():
+            planner.check_modelled(registry.load_setup(name), cfg)
+    except (checks.BadInput, planner.NotModelled) as err:
+        print(f"scaling: error: {err}", file=sys.stderr)
+        return checks.EXIT_BAD_INPUT
+    any_cfg = next(iter(cfgs.values()))
+    device = planned_device()
+    for name in names:
+        planning = False
+        for model in sorted(sizes, key=approx_params):
+            planning = planning or not measure(name, model, timeout)
+            if planning:
+                plan = planner.plan(registry.load_setup(name), cfgs[name, model])
+                results.append_rows(any_cfg.results_file, [predicted_row(cfgs[name, model], name, plan, device)])
+                print(f"scaling: planned {name} on {model}: {plan.peak_mib / 1024:.2f} GiB peak allocated", flush=True)
+    os.makedirs(plots_dir, exist_ok=True)
+    path = os.path.join(plots_dir, f"{prefix}scaling.png")
+    drawn = plot_scaling(results.read(any_cfg.results_file), names, any_cfg.batch, any_cfg.seq, path)
+    print(f"scaling: wrote {drawn}" if drawn else "scaling: nothing to draw")
+    return 0
+
+
+def approx_params(model):
+    # sort key: GPT-2's 12 L d^2 block weights + the V d embedding
+    arch = models.PRESETS[model][0]
+    return 12 * arch["n_layer"] * arch["n_embd"] ** 2 + arch["vocab_size"] * arch["n_embd"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

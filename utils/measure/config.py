@@ -1,0 +1,125 @@
+"""Settings -> one validated RunConfig for a technique script.
+
+Every script takes the same flags (utils/settings.py's run settings); each defaults to the
+environment variable Make exports (STEPS, WARMUP, MODEL, ...), so `make bf16 STEPS=20` and
+`python scripts/bf16.py --steps 20` are the same run. Bad input stops here, before the model
+is built or any file is touched.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from utils import checks, models, results, settings
+from utils.measure import data, parallel
+from utils.techniques.parallel import World
+
+ConfigError = checks.BadInput  # bad input: reported as one line, exit status 2
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    technique: str
+    steps: int
+    warmup: int
+    model: str
+    batch: int
+    seq: int
+    device: str
+    data: str
+    seed: int
+    lr: float
+    results_file: str
+    repeat: int = 0
+    peak_tflops: float = None  # None: from the device table
+    compile_mode: str = "default"  # read by techniques that compile
+    accum: int = 4  # read by techniques that accumulate gradients
+    world: World = World()  # this rank under torchrun (make ddp / fsdp); one process otherwise
+    layers: int = None  # LAYERS, or the preset's (None only where a test leaves it out)
+    eval_every: int = 0  # evaluate every this many training steps (warm-up included); 0: never
+    eval_batches: int = 4  # held-out batches per evaluation
+    target_loss: float = None  # validation loss the run reports reaching (TARGET_LOSS)
+
+
+def _device(text):
+    if text == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"DEVICE=cuda but torch {torch.__version__} sees no CUDA GPU")
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return text
+
+
+def model_name(text, device):
+    """MODEL as given, auto resolved for `device`; refused unless a preset."""
+    model = ("gpt2" if device == "cuda" else "tiny") if text == "auto" else text
+    if model not in models.PRESETS:
+        raise ConfigError(f"unknown MODEL {model!r}; presets: {', '.join(models.PRESETS)}")
+    return model
+
+
+def _eval_every(every, steps):
+    if every is None:
+        return math.ceil(steps / 5)  # five evaluations after the first, whatever STEPS is
+    if every > steps:
+        raise ConfigError(f"EVAL_EVERY={every} is larger than STEPS={steps}: no evaluation would fall inside the run")
+    return every
+
+
+def check_target(target, source):
+    """Refuse a target loss below what the data allows (its entropy rate)."""
+    floor = data.floor(source)
+    if target is not None and floor is not None and target < floor:
+        raise ConfigError(checks.below_floor(target, source, floor))
+
+
+def _check_learning(cfg):
+    """Data, evaluation and target settings that would make the run meaningless."""
+    if cfg.data not in data.SOURCES:
+        try:
+            checks.input_file("DATA", cfg.data)
+        except checks.BadInput as err:
+            raise ConfigError(f"{err} (DATA is {', '.join(data.SOURCES)}, a text file or a .bin token file)") from None
+    try:
+        data.check(cfg.data, cfg.batch, cfg.seq, models.vocab_size(cfg.model))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    check_target(cfg.target_loss, cfg.data)
+    if cfg.target_loss is not None and not cfg.eval_every:
+        raise ConfigError("TARGET_LOSS is judged on validation loss, but EVAL_EVERY=0 turns evaluation off")
+
+
+def load(technique, argv=None, check_results=True):
+    parser = settings.script_parser(f"scripts/{technique}.py", f"train with '{technique}', append rows to a CSV")
+    given = vars(parser.parse_args(argv))
+    value = {name: settings.BY_NAME[name].parse(text) for name, text in given.items()}
+    device = _device(value["DEVICE"])
+    model = model_name(value["MODEL"], device)
+    default_batch, default_seq = models.default_shape(model)
+    steps = value["STEPS"]
+    cfg = RunConfig(
+        technique=technique,
+        steps=steps,
+        warmup=value["WARMUP"] if value["WARMUP"] is not None else (10 if device == "cuda" else 3),
+        model=model,
+        batch=value["BATCH"] or default_batch,
+        seq=value["SEQ"] or default_seq,
+        device=device,
+        data=value["DATA"],
+        seed=value["SEED"],
+        lr=value["LR"],
+        results_file=value["RESULTS_FILE"],
+        repeat=value["REPEAT"],
+        peak_tflops=value["PEAK_TFLOPS"],
+        compile_mode=value["COMPILE_MODE"],
+        accum=value["ACCUM"],
+        world=parallel.world_from_env(),
+        layers=value["LAYERS"] or models.default_layers(model),
+        eval_every=_eval_every(value["EVAL_EVERY"], steps),
+        eval_batches=value["EVAL_BATCHES"],
+        target_loss=value["TARGET_LOSS"],
+    )
+    _check_learning(cfg)
+    if check_results:
+        results.check_appendable(cfg.results_file)
+    return cfg

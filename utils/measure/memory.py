@@ -1,0 +1,93 @@
+"""What a run's memory is made of: a MemTracker breakdown of one extra step, and the CUDA
+caching allocator's health.
+
+The breakdown comes from one step taken after the measured phase, under PyTorch's own
+`MemTracker` (parameters, gradients, optimizer state, activations and temporaries at the
+step's peak). The tracker sees every op, which slows the step it watches, so that step is
+never timed: the measured steps ran before it without the tracker, and their peak memory was
+read before it. The columns carry the same values on every row of the run.
+
+torch.compile'd kernels and CUDA graph replays allocate where the tracker cannot see (below
+the dispatcher), so those runs get no breakdown rather than a wrong one.
+"""
+
+import contextlib
+
+import torch
+from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker
+
+from utils.results import MEMORY_PARTS
+
+MIB = 2**20
+
+
+def breakdown_mib(snapshot):
+    """A MemTracker device snapshot (bytes by reference type) -> the suite's five parts, MiB.
+    Buffers count with parameters; 'Other' (external tensors: the batch) with temporaries."""
+    kinds = {str(k.value) if hasattr(k, "value") else str(k): v for k, v in snapshot.items()}
+    parts = {
+        "params": kinds.get("Parameter", 0) + kinds.get("Buffer", 0),
+        "grads": kinds.get("Gradient", 0),
+        "optimizer": kinds.get("Optstate", 0),
+        "activations": kinds.get("Activation", 0),
+        "temporaries": kinds.get("Temp", 0) + kinds.get("Other", 0),
+    }
+    return {name: round(value / MIB, 1) for name, value in parts.items()}
+
+
+@contextlib.contextmanager
+def one_iteration_per_forward(tracker, root):
+    """MemTracker refuses a second forward of the root module in one iteration; gradient
+    accumulation makes one per micro-batch. Reset its per-module stats (not its peak) before
+    each: a global hook registered before the tracker's runs first."""
+
+    def reset(module, args):
+        if module is root and root in tracker.memory_tracking:
+            tracker.reset_mod_stats()
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(reset)
+    try:
+        with tracker:
+            yield
+    finally:
+        handle.remove()
+
+
+def columns(parts, peak_mib):
+    """A breakdown {part: MiB} and the tracker's peak -> results.csv columns."""
+    return {**{f"mem_{part}_mib": parts[part] for part in MEMORY_PARTS}, "mem_peak_mib": round(peak_mib, 1)}
+
+
+def untrackable(run):
+    """Why this run's memory cannot be tracked op by op, or None if it can."""
+    if run.compile_mode:
+        return "torch.compile's kernels allocate below the dispatcher, where MemTracker cannot see"
+    if run.step.graphed:
+        return "a CUDA graph replay allocates nothing the tracker can see"
+    return None
+
+
+def tracked_step(run, batches):
+    """Take one more (untimed) step under MemTracker; return its breakdown columns, or {} if
+    the run cannot be tracked."""
+    if untrackable(run):
+        return {}
+    micro_batches = [next(batches) for _ in range(run.accum)]  # outside the tracker, as the planner's
+    tracker = MemTracker()
+    tracker.track_external(run.model, run.optimizer)
+    with one_iteration_per_forward(tracker, run.model):
+        run.step(run, micro_batches)
+    snapshot = tracker.get_tracker_snapshot("peak")
+    device = next((d for d in snapshot if d.type == run.cfg.device), None)
+    if device is None:
+        return {}
+    return columns(breakdown_mib(snapshot[device]), snapshot[device][_TOTAL_KEY] / MIB)
+
+
+def allocator_health(device):
+    """CUDA: the caching allocator's retries (it freed its cache and tried again: a slow
+    step) and OOMs so far in the process, as torchtitan logs them; {} on a CPU."""
+    if device != "cuda":
+        return {}
+    stats = torch.cuda.memory_stats()
+    return {"alloc_retries": stats.get("num_alloc_retries", 0), "alloc_ooms": stats.get("num_ooms", 0)}

@@ -1,0 +1,29 @@
+"""The interface every model answers: what generic code (the loop, the techniques, the
+planner) may ask a model, so that any model plugs in by answering the same questions."""
+
+import torch.nn as nn
+
+
+class Costed(nn.Module):
+    """What generic code may ask a model (nanoGPT's get_num_params / estimate_mfu, widened).
+
+    Subclasses set `self.blocks` (an nn.ModuleList: the unit activation checkpointing wraps)
+    and implement `flops_per_token` and `attention_probe`.
+    """
+
+    attention = "none"  # the attention implementation in use, where the model has one
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())  # tied weights counted once
+
+    def flops_per_token(self, seq):
+        """Model FLOPs of forward + backward per token at sequence length `seq`."""
+        raise NotImplementedError
+
+    def attention_probe(self, batch, seq, device):
+        """A zero-argument callable that runs one attention call at the training shape
+        (for the kernel probe), or None if the model has no attention."""
+        return None
+
+    def set_attention(self, kind):
+        raise ValueError(f"{type(self).__name__} has no attention to switch to {kind!r}")

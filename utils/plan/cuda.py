@@ -1,0 +1,138 @@
+"""The CUDA side of a plan made on a CPU: where CPU and CUDA kernels differ in what they
+allocate, the CUDA behaviour is put in place for the fake step (each point in CUDA_MODEL),
+and what is not modelled is said (NOT_MODELLED).
+"""
+
+import contextlib
+import logging
+import math
+import warnings
+from unittest import mock
+
+import torch
+from torch._subclasses.fake_tensor import unset_fake_temporarily
+from torch.distributed._tools import mem_tracker
+
+# c10/cuda/CUDACachingAllocator.cpp: every block is a multiple of kMinBlockSize = 512 bytes
+BLOCK = 512
+# the planned GPU answers the techniques' capability checks as an Ampere-or-newer part does
+PLANNED_CAPABILITY = (9, 0)
+
+# aten/src/ATen/autocast_mode.cpp: ops CUDA's autocast keeps in fp32 where CPU's does not
+# (lower-precision lists agree for this model's ops: mm, addmm, bmm, linear, matmul, sdpa)
+CUDA_FP32_OUTPUT = ("softmax.int", "log_softmax.int")  # fp32_set_opt_dtype: fp32 result, no input copy
+CUDA_FP32 = ("layer_norm", "native_layer_norm", "group_norm")  # fp32: inputs cast up
+CPU_ONLY_FP32 = ("cross_entropy_loss",)  # CPU casts the logits up front; CUDA decomposes first
+
+CUDA_MODEL = (
+    "CUDA's autocast op policy (softmax, log_softmax and layer_norm in fp32; cross-entropy not cast whole)",
+    "the caching allocator's 512-byte block rounding (the peak predicted is the allocated peak)",
+    "torch.optim's CUDA default of foreach kernels (whole-model temporaries in the optimizer step)",
+    "the technique's capability checks answered as an Ampere-or-newer GPU",
+    "8-bit optimizer states at their real size (uint8 plus per-block absmax)",
+    "SDPA's fused kernel as the CPU's fake flash kernel (output + log-sum-exp, nothing T x T)",
+)
+NOT_MODELLED = (
+    "the CUDA context and cuBLAS / cuDNN workspaces (outside the allocator's count; maxbatch adds a headroom)",
+    "reserved memory: the allocator's 2 / 20 MiB segments and fragmentation above the allocated peak",
+    "kernel-internal scratch (flash backward's fp32 dq accumulator: B x T x d x 4 bytes per layer, transient)",
+    "cuDNN's LSTM workspace and reserve space (an LSTM is planned as its CPU kernels allocate)",
+)
+
+
+@contextlib.contextmanager
+def cuda_rounding():
+    """MemTracker rounds to 512-byte blocks only for tensors on a CUDA device: do so here."""
+
+    def consumed(info):
+        return math.ceil(info.size * info.element_size / BLOCK) * BLOCK
+
+    with mock.patch.object(mem_tracker._WeakRefInfo, "_calculate_mem_consumed", consumed):
+        yield
+
+
+@contextlib.contextmanager
+def cuda_autocast_policy():
+    """Give CPU autocast CUDA's op policy where the two differ (kernels at AutocastCPU)."""
+    lib = torch.library.Library("aten", "IMPL")
+    below = torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCPU)
+
+    def fp32_output(op):
+        def kernel(x, dim, dtype=None):
+            with torch._C._ExcludeDispatchKeyGuard(below):
+                if dtype is None and x.is_floating_point():
+                    dtype = torch.float32
+                return op(x, dim, dtype)
+
+        return kernel
+
+    def fp32_inputs(op):
+        def up(value):
+            low = isinstance(value, torch.Tensor) and value.dtype in (torch.float16, torch.bfloat16)
+            return value.float() if low else value
+
+        def kernel(*args, **kwargs):
+            with torch._C._ExcludeDispatchKeyGuard(below):
+                return op(*(up(a) for a in args), **{k: up(v) for k, v in kwargs.items()})
+
+        return kernel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "overriding a previously registered kernel": that is the point
+        for name in CUDA_FP32_OUTPUT:
+            lib.impl(name, fp32_output(_op(name)), "AutocastCPU")
+        for name in CUDA_FP32:
+            lib.impl(name, fp32_inputs(_op(name)), "AutocastCPU")
+        for name in CPU_ONLY_FP32:
+            lib.impl(name, torch.library.fallthrough_kernel, "AutocastCPU")
+    try:
+        yield
+    finally:
+        lib._destroy()
+
+
+def _op(name):
+    packet, _, overload = name.partition(".")
+    return getattr(getattr(torch.ops.aten, packet), overload or "default")
+
+
+@contextlib.contextmanager
+def planned_gpu():
+    """Answer the techniques' CUDA capability checks as the planned GPU would."""
+    with (
+        mock.patch.object(torch.cuda, "get_device_capability", lambda *a: PLANNED_CAPABILITY),
+        mock.patch.object(torch.cuda, "is_bf16_supported", lambda *a, **k: True),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")  # GradScaler("cuda") without CUDA: disabled, said once
+        yield
+
+
+@contextlib.contextmanager
+def real_bitsandbytes_qmaps():
+    """bitsandbytes builds its 256-entry quantisation maps with data-dependent code at
+    construction: build those few real floats outside the fake mode."""
+    # its CPU backend warns at import about an optional 4-bit kernel package the planner never uses
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    try:
+        from bitsandbytes.optim.optimizer import Optimizer8bit
+    except ImportError:
+        yield
+        return
+    fill = Optimizer8bit.fill_qmap
+
+    def real_fill(self):
+        with unset_fake_temporarily():
+            fill(self)
+
+    with mock.patch.object(Optimizer8bit, "fill_qmap", real_fill):
+        yield
+
+
+def cuda_optimizer_defaults(optimizer):
+    # on CUDA torch.optim picks its foreach kernels when neither foreach nor fused is given;
+    # fake tensors are not plain tensors, so pytorch would pick the per-tensor loop here
+    if type(optimizer).__module__.startswith("torch.optim"):
+        for group in optimizer.param_groups:
+            if "foreach" in group and group["foreach"] is None and not group.get("fused"):
+                group["foreach"] = True

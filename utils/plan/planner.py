@@ -1,0 +1,109 @@
+"""`make plan`: the peak GPU memory of a training step, predicted on any machine.
+
+The technique's own setup builds the model and optimizer, then real training steps run
+(forward, loss, backward, optimizer step, zero_grad: the suite's EagerStep) under
+`FakeTensorMode`: every tensor has its shape, dtype and storage but no data, so nothing is
+allocated and no GPU is needed. PyTorch's `MemTracker` follows every storage and reports
+the peak split into parameters, gradients, optimizer state, activations and temporaries.
+Two steps run: the optimizer state only exists from the first step on.
+
+The fake tensors live on the CPU device (a CPU-only torch cannot run autograd over fake
+CUDA tensors: its autograd engine asks for a CUDA stream). Where CPU and CUDA kernels differ
+in what they allocate, the CUDA side is modelled (`CUDA_MODEL` lists each point), and what
+could not be modelled is said (`NOT_MODELLED`; both in utils/plan/cuda.py); a technique whose memory the planner cannot
+model is refused, never guessed.
+"""
+
+import contextlib
+import dataclasses
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker
+
+from utils.measure.memory import MIB, breakdown_mib, one_iteration_per_forward
+from utils.plan.cuda import (
+    cuda_autocast_policy,
+    cuda_optimizer_defaults,
+    cuda_rounding,
+    planned_gpu,
+    real_bitsandbytes_qmaps,
+)
+from utils.techniques.run import Skip, new_run
+
+STEPS = 2  # step 1 creates the optimizer state; step 2 is the steady state
+
+
+class NotModelled(ValueError):
+    """The planner cannot predict this technique's memory; str(self) says why."""
+
+
+@dataclasses.dataclass
+class Plan:
+    peak_mib: float
+    breakdown: dict  # params, grads, optimizer, activations, temporaries (MiB) at the peak
+    record: dict  # what ran, in results.csv's terms (utils.techniques.Run.record)
+    attention: str  # the attention kernel CUDA would run
+    n_params: int
+    flops_per_token: int
+
+
+def refuse_unmodelled(run):
+    if run.compile_mode:
+        raise NotModelled(
+            "torch.compile: inductor's fusion and activation recomputation decide what is kept, "
+            "and they do not run on fake tensors here; measure it on the GPU"
+        )
+    if run.step.graphed:
+        raise NotModelled("CUDA graphs: the graph's private memory pool is not modelled; measure it on the GPU")
+
+
+def _set_up(setup, cfg, model_cuda):
+    """The technique applied to a model built on the (fake) CPU device, through the same path
+    as training (utils.techniques.run.new_run); raises NotModelled."""
+    run = new_run(dataclasses.replace(cfg, device="cuda") if model_cuda else cfg)
+    try:
+        with planned_gpu() if model_cuda else contextlib.nullcontext():
+            setup(run)
+    except Skip as why:
+        raise NotModelled(f"the technique cannot run without a GPU here ({why})") from None
+    refuse_unmodelled(run)
+    return run
+
+
+def check_modelled(setup, cfg):
+    """Raise NotModelled now (the setup alone, on fake tensors: no step) if plan() would."""
+    with FakeTensorMode(allow_non_fake_inputs=True), real_bitsandbytes_qmaps():
+        _set_up(setup, cfg, model_cuda=True)
+
+
+def plan(setup, cfg, steps=STEPS, model_cuda=True):
+    """Predict the peak CUDA memory of `setup` (a script's setup function) at cfg's
+    model / batch / seq / accum. Raises NotModelled for what it cannot predict.
+    model_cuda=False plans the step as this CPU runs it (to check the planner against a
+    real run here)."""
+    with FakeTensorMode(allow_non_fake_inputs=True), real_bitsandbytes_qmaps():
+        run = _set_up(setup, cfg, model_cuda)
+        run.cfg = dataclasses.replace(cfg, device="cpu")  # the autocast the step enters: CPU's, with CUDA's policy
+        if model_cuda:
+            cuda_optimizer_defaults(run.optimizer)
+        micro = [(torch.zeros(cfg.batch, cfg.seq, dtype=torch.long),) * 2 for _ in range(run.accum)]  # token 0
+        tracker = MemTracker()
+        tracker.track_external(run.model, run.optimizer)
+        cuda = (cuda_rounding(), cuda_autocast_policy()) if model_cuda else ()
+        with contextlib.ExitStack() as stack:
+            for context in (*cuda, one_iteration_per_forward(tracker, run.model)):
+                stack.enter_context(context)
+            for _ in range(steps):
+                run.step(run, micro)
+        snapshot = next(iter(tracker.get_tracker_snapshot("peak").values()))
+    attention = run.model.attention
+    return Plan(
+        peak_mib=round(snapshot[_TOTAL_KEY] / MIB, 1),
+        breakdown=breakdown_mib(snapshot),
+        record=run.record(),
+        # on CUDA in half precision SDPA dispatches to its flash kernel at these shapes
+        attention="sdpa:flash" if attention == "sdpa" and run.autocast_dtype else attention,
+        n_params=run.model.num_params(),
+        flops_per_token=run.model.flops_per_token(cfg.seq),
+    )

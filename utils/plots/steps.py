@@ -1,0 +1,228 @@
+"""Step-time charts of one configuration: lines, box plot, bootstrap means, heatmap against
+the baseline, speedup bars with CIs, and the time-difference histogram of make compare."""
+
+import textwrap
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FuncFormatter, ScalarFormatter  # noqa: E402
+
+from utils.analysis import stats  # noqa: E402
+from utils.analysis.stats import BASELINE, measured  # noqa: E402
+from utils.results import ResultsFileError  # noqa: E402
+
+WIDE = 10  # above this max/min ratio of step times, time axes are logarithmic
+
+
+def technique_order(df):
+    names = list(dict.fromkeys(df["technique"]))
+    return sorted(names, key=lambda name: name != BASELINE)  # baseline first, then as run
+
+
+def measured_order(df):
+    ran = set(measured(df)["technique"])
+    return [t for t in technique_order(df) if t in ran]
+
+
+def relative_windows(df, windows=10):
+    """Median step time per (technique, step window), divided by the baseline's."""
+    rows = measured(df).copy()
+    size = max(1, -(-int(rows["step"].max() + 1) // windows))  # ceil: at most `windows` windows
+    rows["window"] = (rows["step"].astype(int) // size) * size
+    table = rows.pivot_table(index="technique", columns="window", values="step_ms", aggfunc="median")
+    if BASELINE not in table.index:
+        return None
+    table.columns = [f"{start}-{start + size - 1}" for start in table.columns]
+    return (table / table.loc[BASELINE]).reindex(measured_order(df))
+
+
+def title(df, what):
+    row = df.iloc[-1]
+    params = f", {row['n_params'] / 1e6:.1f}M params" if row["n_params"] == row["n_params"] else ""
+    runs = df.groupby("technique")["run_id"].nunique().max()
+    shape = f"B={row['batch']} T={row['seq']} · {row['data']}"
+    return f"{what}\n{row['device']} · {row['model']}{params} · {shape} · up to {runs} run(s) each"
+
+
+def _log_if_wide(ax, values, axis="y"):
+    if values.max() / values.min() > WIDE:  # one slow technique would flatten the rest
+        getattr(ax, f"set_{axis}scale")("log")
+        getattr(ax, f"{axis}axis").set_major_formatter(ScalarFormatter())
+
+
+def plot_lines(df, path):
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    sns.lineplot(
+        data=measured(df),
+        x="step",
+        y="step_ms",
+        hue="technique",
+        hue_order=measured_order(df),
+        estimator="median",
+        errorbar=("pi", 50),
+        ax=ax,
+    )
+    _log_if_wide(ax, measured(df)["step_ms"])
+    ax.set(xlabel="measured step (warm-up excluded)", ylabel="step time (ms)", title=title(df, "Step time per step"))
+    ax.legend(title="technique", bbox_to_anchor=(1.01, 1), loc="upper left")
+    return _save(fig, path)
+
+
+def plot_heatmap(table, df, path):
+    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(table.columns) + 3), 0.55 * len(table) + 2))
+    # colour on a log scale, centred on 1.0, so 2x slower and 2x faster look equally strong
+    log2 = np.log2(table)
+    limit = max(1.0, float(np.nanmax(np.abs(log2.values))))
+    sns.heatmap(
+        log2,
+        annot=table,
+        fmt=".2f",
+        cmap="RdYlGn_r",
+        center=0,
+        vmin=-limit,
+        vmax=limit,
+        ax=ax,
+        cbar_kws={
+            "label": "step time / baseline's (< 1 is faster)",
+            "format": FuncFormatter(lambda v, _: f"{2**v:.2g}"),
+        },
+    )
+    ax.set(
+        xlabel="measured steps (window)",
+        ylabel="technique",
+        title=title(df, "Step time relative to baseline, per window of steps"),
+    )
+    return _save(fig, path)
+
+
+COLORS = {"faster": "#2a9d8f", "slower": "#e76f51"}  # any other verdict: grey, nothing shown
+
+
+def plot_speedups(summary, df, path):
+    """Bars of the speedup with 95% bootstrap CI whiskers, hatched where a CI rests on one
+    run; the noise floor as a band; techniques that did not run listed with the reason."""
+    ran = summary[summary["speedup"].notna()]
+    not_run = summary.drop(index=ran.index)
+    labels = list(ran.index) + list(not_run.index)
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(labels) + 2))
+    one_run = (ran["one_run"] == True).tolist()  # noqa: E712 - blank is not True
+    errors = [ran["speedup"] - ran["speedup_lo"], ran["speedup_hi"] - ran["speedup"]]
+    ax.barh(
+        range(len(ran)),
+        ran["speedup"],
+        xerr=errors,
+        color=[COLORS.get(v, "gray") for v in ran["verdict"]],
+        capsize=3,
+        hatch=["//" if one else "" for one in one_run],
+        edgecolor="white",
+    )
+    for i, (_, row) in enumerate(ran.iterrows()):
+        note = "" if row["verdict"] in ("faster", "slower", "baseline") else f"  ({row['verdict']})"
+        note += "  (one run)" if one_run[i] and row["verdict"] in ("faster", "slower") else ""
+        ax.text(
+            row["speedup_hi"],
+            i,
+            f" {row['speedup']:.2f}× [{row['speedup_lo']:.2f}, {row['speedup_hi']:.2f}]{note}",
+            va="center",
+            fontsize=9,
+        )
+    for i, (_, row) in enumerate(not_run.iterrows(), start=len(ran)):
+        ax.text(
+            0.02,
+            i,
+            textwrap.shorten(f"{row['status']}: {row['reason']}", width=110),
+            va="center",
+            fontsize=8,
+            color="dimgray",
+        )
+    ax.axvline(1.0, color="black", linewidth=1)
+    legend = []
+    floor = stats.aa_floor(summary)
+    if floor:
+        label = f"noise floor: {stats.AA_CHECK} (A/A) off by {floor[0]:.1%}; within it: not shown"
+        legend.append(ax.axvspan(1 - floor[0], 1 + floor[0], color="gold", alpha=0.3, label=label))
+    if any(one_run):
+        label = "one run: CI of step-to-step noise only"
+        legend.append(Patch(facecolor="gray", hatch="//", edgecolor="white", label=label))
+    if legend:
+        ax.legend(handles=legend, loc="lower right", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_ylim(len(labels) - 0.4, -0.6)  # top to bottom, as in the report
+    ax.set_xlim(0, max(1.0, ran["speedup_hi"].max() if len(ran) else 1.0) * 1.45)
+    ax.set(
+        xlabel="speedup vs baseline: mean baseline step time / mean step time (×), 95% bootstrap CI",
+        ylabel="technique",
+        title=title(df, "Mean speedup vs baseline"),
+    )
+    return _save(fig, path)
+
+
+def plot_box(df, path):
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(measured_order(df)) + 2))
+    sns.boxplot(
+        data=measured(df),
+        x="step_ms",
+        y="technique",
+        order=measured_order(df),
+        hue="technique",
+        legend=False,
+        fliersize=2,
+        ax=ax,
+    )
+    _log_if_wide(ax, measured(df)["step_ms"], axis="x")
+    ax.set(xlabel="step time (ms)", ylabel="technique", title=title(df, "Distribution of step times"))
+    return _save(fig, path)
+
+
+def plot_bootstrap(df, path):
+    """Bootstrap distributions of each technique's mean step time, overlaid."""
+    draws = pd.concat(
+        [pd.DataFrame({"technique": t, "mean_ms": stats.bootstrap(stats.runs_of(df, t))}) for t in measured_order(df)]
+    )
+    wide = bool(draws["mean_ms"].max() / draws["mean_ms"].min() > WIDE)  # seaborn wants a real bool
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    sns.histplot(data=draws, x="mean_ms", hue="technique", element="step", bins=120, log_scale=wide, alpha=0.4, ax=ax)
+    ax.set(
+        xlabel="mean step time (ms), bootstrap resamples",
+        ylabel=f"count of {stats.RESAMPLES} resamples",
+        title=title(df, "Bootstrap distributions of the mean step time"),
+    )
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1))
+    return _save(fig, path)
+
+
+def plot_time_difference(df, a, b, path):
+    """Histogram of step time a - b, paired by (run, step): the coin-flip study's SGD - Adam plot."""
+    diffs = stats.time_differences(df, a, b)
+    if not len(diffs):
+        raise ResultsFileError(f"no measured steps of both {a} and {b} in this configuration: run make {a} {b}")
+    low, high = stats.interval(stats.bootstrap([group.to_numpy() for _, group in diffs.groupby(level="run")]))
+    fig, ax = plt.subplots(figsize=(9, 5))
+    ax.hist(diffs, bins=40, color="#457b9d")
+    ax.axvline(0, color="black", linewidth=1)
+    ax.axvline(
+        diffs.mean(),
+        color="#e63946",
+        linewidth=2,
+        label=f"mean {diffs.mean():+.3f} ms, 95% CI [{low:+.3f}, {high:+.3f}]",
+    )
+    ax.set(
+        xlabel=f"step time {a} − {b} (ms); < 0: {a} is faster",
+        ylabel="steps",
+        title=title(df, f"Step time difference, {a} − {b}"),
+    )
+    ax.legend()
+    return _save(fig, path), diffs.mean(), low, high
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path

@@ -1,0 +1,79 @@
+"""Report: `make report` writes REPORT.md, a table per configuration you can paste, with the plots.
+
+For each configuration in results.csv (device, model, layers, batch, seq, data, processes;
+newest first, or only devices matching DEVICE_FILTER): the environment, then one row per
+technique with median and mean step time (95% bootstrap CI), tokens/s, TFLOP/s, MFU, peak
+memory, speedup vs baseline with its CI, memory saved, final loss and status. The best value
+of each column is bold. Closing lines recommend the fastest technique, the leanest and the
+fastest within BUDGET_GB; then the learning and memory sections.
+
+Job: markdown from results.csv rows. May import: utils.analysis, utils.plots, utils.results,
+utils.checks, utils.settings; never torch, so a CSV from another machine reports anywhere.
+"""
+
+import os
+import re
+from pathlib import Path
+
+from utils import results
+from utils.analysis import convergence, stats
+from utils.plots import plots_for
+from utils.report import memory
+from utils.report.tables import recommendation, table
+
+
+def environment(df):
+    row = df.iloc[-1]
+    shas = ", ".join(dict.fromkeys(str(sha) for sha in df["git_sha"].dropna())) or "unknown"
+    first, last = df["timestamp_utc"].min(), df["timestamp_utc"].max()
+    cuda = f"driver {row['driver']}, CUDA {row['cuda']}" if row["driver"] == row["driver"] else "no CUDA"
+    return f"{row['device']} on {row['host']} · {cuda} · torch {row['torch']} · suite {shas} · runs {first} to {last}"
+
+
+def _slug(text):
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()[:60]
+
+
+def build(
+    results_file, out, plots_dir, prefix="", device_filter="", budget_gb=None, peak_tflops=None, target_loss=None
+):
+    """Write the report; return its markdown."""
+    df = results.read(results_file)
+    convergence.check_target(df, target_loss)
+    if peak_tflops:  # judge every run against the given peak instead of the table's
+        df["peak_tflops"] = peak_tflops
+        df["mfu"] = df["tflops"] / peak_tflops
+    configs = stats.configurations(df, device_filter)
+    memory_section = memory.section(df, plots_dir, out, prefix, budget_gb)
+    if not configs and not memory_section:
+        raise results.ResultsFileError(
+            f"{results_file} has no runs" + (f" on a device matching {device_filter!r}" if device_filter else "")
+        )
+    out = Path(out)
+    sections = [
+        f"# Training optimizations: results\n\nFrom `{results_file}`; {len(configs)} configuration(s). "
+        "Step times are of measured steps only "
+        f"(warm-up excluded); CIs are 95% bootstrap intervals ({stats.RESAMPLES} resamples, runs then steps). "
+        "A speedup whose CI holds 1.0 is reported as no detectable difference, one whose CI reaches into the "
+        f"noise floor (how far `{stats.AA_CHECK}`, an A/A copy of the baseline, lands from 1.0) as within "
+        "the noise floor. MFU is against the dense peak of the precision "
+        "that ran (blank where the device is not in the table; `PEAK_TFLOPS=` sets one). Best of each column in bold."
+    ]
+    for name, rows in configs:
+        summary = stats.summary(rows)
+        config_prefix = prefix + (f"{_slug(name)}_" if len(configs) > 1 else "")
+        paths, notes = plots_for(rows, plots_dir, config_prefix) if len(stats.measured(rows)) else ([], [])
+        images = "\n".join(f"![{p.stem}]({os.path.relpath(p, out.parent)})" for p in paths)
+        learning = convergence.section(rows, summary, target_loss)
+        sections.append(
+            f"## {name}\n\n{environment(rows)}\n\n{table(summary)}\n\n{recommendation(summary, budget_gb)}\n\n"
+            + (f"{learning}\n\n" if learning else "")
+            + "\n".join(f"_{n}_" for n in notes)
+            + f"\n\n{images}"
+        )
+    sections += [memory_section] if memory_section else []
+    text = "\n\n".join(sections) + "\n"
+    out.write_text(text)
+    return text
+
+

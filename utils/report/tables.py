@@ -1,0 +1,212 @@
+"""The report's per-configuration table (best of each column bold) and its recommendations."""
+
+import numpy as np
+
+from utils.analysis import stats
+from utils.analysis.convergence import fmt as _fmt
+
+GIB = 1024  # MiB per GiB
+ONE_RUN = "†"  # marks a row whose CIs rest on a single process
+ONE_RUN_NOTE = (
+    f"{ONE_RUN} one run: its CIs cover the noise from step to step within one process only, not the "
+    "variation between processes, which is often larger; a difference is shown only across repeats "
+    "(`REPEATS=3`, or `PRECISION=0.02` to repeat until the CIs are narrow)."
+)
+VERDICT_NOTES = {
+    "no detectable difference": " (no detectable difference)",
+    "within the noise floor": " (within the noise floor)",
+    "A/A check": " (A/A: the noise floor)",
+}
+
+
+def _ci(value, low, high, spec):
+    return "–" if value != value else f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
+def _bold_best(cells, values, best, eligible=None):
+    """Bold the cell(s) holding the best (min or max) of the eligible `values`; ties as
+    displayed are all bold. Nothing is bold in a column with fewer than two values."""
+    eligible = eligible or [True] * len(values)
+    candidates = [v for v, ok in zip(values, eligible) if ok and v == v]
+    if sum(v == v for v in values) < 2 or not candidates:
+        return cells
+    shown = cells[values.index(best(candidates))]
+    return [f"**{c}**" if c == shown and ok else c for c, ok in zip(cells, eligible)]
+
+
+def _memory_columns(summary, get):
+    """The memory column that is compared (bold: least), and on a CPU the process's RSS
+    beside it, shown but never compared (mostly the Python process, not the technique)."""
+    if summary["peak_alloc_mib"].notna().any():
+        cells = [f"{a / GIB:.2f} / {r / GIB:.2f}" if a == a else "–"
+                 for a, r in zip(summary["peak_alloc_mib"], summary["peak_reserved_mib"])]
+        return {"peak alloc / reserved GiB": _bold_best(cells, get("memory_mib"), min)}
+    return {
+        "tensor peak MiB (tracked)": _bold_best([_fmt(v, ".1f") for v in get("memory_mib")], get("memory_mib"), min),
+        "process peak RSS MiB": [_fmt(v, ".0f") for v in get("peak_rss_mib")],
+    }
+
+
+def table(summary):
+    """The markdown table of one configuration's summary, best of each column bold."""
+
+    def get(column):
+        return summary[column].tolist() if column in summary else [np.nan] * len(summary)
+
+    speed = get("speedup")
+    one_run = [flag is True for flag in get("one_run")]
+    # only a speedup shown across runs can be the best
+    faster = [v == "faster" and not one for v, one in zip(get("verdict"), one_run)]
+    speedup_cells = [
+        _ci(v, lo, hi, ".2f")
+        + VERDICT_NOTES.get(verdict, "")
+        + (f" (one run{ONE_RUN})" if one and verdict in ("faster", "slower") else "")
+        if v == v
+        else "–"
+        for v, lo, hi, verdict, one in zip(speed, get("speedup_lo"), get("speedup_hi"), get("verdict"), one_run)
+    ]
+    columns = {
+        "median ms": _bold_best([_fmt(v, ".2f") for v in get("median_ms")], get("median_ms"), min),
+        "mean ms [95% CI]": _bold_best(
+            [_ci(v, lo, hi, ".2f") for v, lo, hi in zip(get("mean_ms"), get("mean_lo"), get("mean_hi"))],
+            get("mean_ms"),
+            min,
+        ),
+        "fwd / bwd / opt ms": [
+            f"{f:.2f} / {b:.2f} / {o:.2f}" if f == f else "–"
+            for f, b, o in zip(get("forward_ms"), get("backward_ms"), get("optimizer_ms"))
+        ],
+        "tokens/s": _bold_best([_fmt(v, ",.0f") for v in get("tokens_per_s")], get("tokens_per_s"), max),
+        # the whole measured phase by the wall clock: below tokens/s when the host is the limit
+        "end-to-end tokens/s": _bold_best(
+            [_fmt(v, ",.0f") for v in get("wall_tokens_per_s")], get("wall_tokens_per_s"), max
+        ),
+        "TFLOP/s": _bold_best([_fmt(v, ".3g") for v in get("tflops")], get("tflops"), max),
+        # above 100% the peak cannot be this device's: say so rather than print a wrong figure
+        "MFU": _bold_best(
+            [_fmt(v, ".1%") + (" (> peak: wrong PEAK_TFLOPS?)" if v > 1 else "") for v in get("mfu")], get("mfu"), max
+        ),
+        **_memory_columns(summary, get),
+        "memory saved MiB": _bold_best(
+            [_fmt(v, "+,.0f") for v in get("memory_saved_mib")], get("memory_saved_mib"), max
+        ),
+        "speedup [95% CI]": _bold_best(speedup_cells, speed, max, faster),
+        "final loss": _bold_best([_fmt(v, ".3f") for v in get("final_loss")], get("final_loss"), min),
+        "warm-up s": [_fmt(v, ".1f") for v in get("warmup_s")],
+    }
+    ran = [what_ran(row) for _, row in summary.iterrows()]
+    header = ["technique", "runs", *columns, "status", "what ran"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for i, technique in enumerate(summary.index):
+        runs = f"{summary['runs'].iloc[i]}{ONE_RUN if one_run[i] else ''}"
+        cells = [f"`{technique}`", runs, *(col[i] for col in columns.values()), summary["status"].iloc[i], ran[i]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + (f"\n\n{ONE_RUN_NOTE}" if any(one_run) else "")
+
+
+def what_ran(row):
+    """The row's configuration in a few words (or why it did not run)."""
+    if row["status"] != "ok":
+        return row["reason"]
+
+    def on(column):
+        return row.get(column) is True or row.get(column) == "True"
+
+    words = [f"{row['dtype']}, {row['attention']}, {row['optimizer']}" + (" fused" if on("fused") else "")]
+    if row.get("mlp") not in (None, "gelu") and row.get("mlp") == row.get("mlp"):
+        words.append(f"{row['mlp']} MLP")
+    if on("compiled"):
+        mode = row.get("compile_mode")
+        words.append("compiled" + (f" ({mode})" if mode == mode and mode not in (None, "default") else ""))
+    if on("checkpointing"):
+        words.append("ckpt")
+    if row.get("accum", 1) == row.get("accum", 1) and row.get("accum", 1) > 1:
+        words.append(f"accum x{int(row['accum'])}")
+    if on("cuda_graphs"):
+        words.append("CUDA graph (parts not timed)")
+    if row.get("scaler_skipped", 0) > 0:
+        words.append(f"{int(row['scaler_skipped'])} measured steps skipped by the GradScaler, left out of the times")
+    return ", ".join(words)
+
+
+def recommendation(summary, budget_gb):
+    ok = summary[summary["status"] == "ok"].dropna(subset=["median_ms"])
+    if ok.empty:
+        return "No technique ran successfully in this configuration."
+    faster = ok[ok["verdict"] == "faster"]
+    single_run = faster["one_run"] == True  # noqa: E712 - blank is not True
+    shown, single = faster[~single_run], faster[single_run]
+    if len(shown):
+        best = shown["speedup"].idxmax()  # per token: accum steps hold more
+        row = shown.loc[best]
+        lines = [f"- **Fastest:** `{best}`, {row['median_ms']:.2f} ms/step, {_speedup(row)} the baseline"]
+    else:
+        best = ok["median_ms"].idxmin()
+        lines = [
+            f"- **Fastest:** no technique is shown faster than the baseline here; the lowest median is "
+            f"`{best}`'s, {ok.loc[best, 'median_ms']:.2f} ms/step"
+        ]
+    if len(single):
+        named = ", ".join(f"`{t}` {_speedup(single.loc[t])}" for t in single.index)
+        lines.append(
+            f"- **Not shown by one run{ONE_RUN}:** {named}: speedups over the baseline whose CIs see one "
+            "process only; repeat (`REPEATS=3` or `PRECISION=0.02`) before calling them faster"
+        )
+    lines.append(floor_line(summary))
+    lines.append(least_memory(ok))
+    if budget_gb is None:
+        lines.append("- **Within a memory budget:** set `BUDGET_GB=` to get the fastest technique that fits.")
+    else:
+        fits = ok[ok["memory_mib"] <= budget_gb * GIB]
+        lines.append(
+            f"- **Fastest within {budget_gb:g} GiB:** "
+            + (
+                f"`{fits['median_ms'].idxmin()}`, {fits['median_ms'].min():.2f} ms/step"
+                if len(fits)
+                else "none of the techniques fits"
+            )
+        )
+    return "\n".join(lines)
+
+
+def _size(mib):
+    return f"{mib / GIB:.2f} GiB" if mib >= GIB else f"{mib:.1f} MiB"
+
+
+def least_memory(ok):
+    """The technique(s) with the least comparable peak: CUDA's allocated, else the tracked
+    tensor peak; a CPU's peak RSS (the whole Python process) is not compared."""
+    memory = ok["memory_mib"].dropna()
+    if memory.empty:
+        return ("- **Least memory:** not comparable here: no run recorded a CUDA peak or a tracked tensor peak, and "
+                "a CPU's peak RSS is mostly the Python process, not the technique")
+    kind = ("peak allocated" if ok.loc[memory.idxmin(), "memory_kind"] == "peak_alloc_mib"
+            else "tensor peak (MemTracker's tracked step; compiled runs have none)")
+    leanest = memory.index[memory == memory.min()]
+    if len(leanest) == len(memory) > 1:
+        return f"- **Least memory:** none: every technique tracked holds the same {kind}, {_size(memory.min())}"
+    names = ", ".join(f"`{t}`" for t in leanest)
+    return f"- **Least memory:** {names}, {_size(memory.min())} {kind}"
+
+
+def _speedup(row):
+    return f"{row['speedup']:.2f}× [{row['speedup_lo']:.2f}, {row['speedup_hi']:.2f}]"
+
+
+def floor_line(summary):
+    """What the A/A technique says about this machine's noise, and how the verdicts use it."""
+    floor = stats.aa_floor(summary)
+    if floor is None:
+        return (
+            f"- **Noise floor:** not measured: run `{stats.AA_CHECK}` (the baseline under another name) in this "
+            "configuration to see how much two identical configurations differ here"
+        )
+    point, low, high = floor
+    aa = summary.loc[stats.AA_CHECK]
+    held = aa["speedup_lo"] <= 1 <= aa["speedup_hi"]
+    drift = "" if held else "; its CI excludes 1.0, so this machine drifted or is noisy"
+    return (
+        f"- **Noise floor:** `{stats.AA_CHECK}`, identical to the baseline, measured {_speedup(aa)}: two "
+        f"identical configurations differed by {point:.1%} [{low:.1%}, {high:.1%}] here{drift}; a speedup whose CI "
+        f"reaches into {1 - point:.2f}–{1 + point:.2f} is reported as within the noise floor, not shown"
+    )

@@ -1,0 +1,58 @@
+"""Techniques: small functions that change a Run, applied in one fixed order of stages.
+
+Job: everything a technique script may call (`from utils import techniques as t`), the run
+state they change (run.py), the step the loop drives (step.py) and the parallel stage
+(parallel.py). Which techniques exist is the scripts folder's business (utils/registry.py).
+May import: torch, utils.models, utils.checks.
+
+    1. architecture   gated_mlp (rebuild the model, same seed, before anything else)
+    2. precision      strict_fp32, tf32, autocast_bf16, autocast_fp16
+    3. attention      flash_attention (the model starts with manual attention)
+    4. memory         checkpoint_blocks
+    5. parallel       DDP or FSDP2 under `make ddp` / `make fsdp` (applied by itself, see below)
+    6. optimizer      adamw, fused_adamw, adamw_8bit, lion, lion_8bit, adam, sgd, offload_adamw
+    7. compile        compile_model
+    8. step           accumulate, cuda_graphs (how the loop drives one optimizer step)
+
+Why this order: the architecture decides the weights everything else acts on; the attention
+kernel depends on the precision (flash kernels need half precision on CUDA); checkpointing
+wraps the finished blocks; DDP wraps, or FSDP2 shards, the finished model (torchtitan's
+order); the optimizer is built once the parameters are final (sharded, under FSDP2); compile
+traces the finished model; capturing the whole step in a CUDA graph needs the model, the
+optimizer and the micro-batching fixed. Applying a stage after a later one is refused, so any
+subset composes (see scripts/stack.py). No script names the parallel stage: under torchrun
+it is applied as the run passes it, so every technique runs under DDP and FSDP2 unchanged.
+A technique that cannot run on this machine raises Skip with a reason for the user; the run
+is then recorded as skipped, not failed.
+"""
+
+from utils.techniques.optimizers import (
+    ADAMW_LR,
+    adam,
+    adamw,
+    adamw_8bit,
+    fused_adamw,
+    lion,
+    lion_8bit,
+    offload_adamw,
+    sgd,
+)
+from utils.techniques.run import STAGES, Run, Skip, new_run
+from utils.techniques.stages import (
+    accumulate,
+    autocast_bf16,
+    autocast_fp16,
+    checkpoint_blocks,
+    compile_model,
+    cuda_graphs,
+    flash_attention,
+    gated_mlp,
+    strict_fp32,
+    tf32,
+)
+
+__all__ = [
+    "ADAMW_LR", "STAGES", "Run", "Skip", "new_run", "accumulate", "adam", "adamw", "adamw_8bit",
+    "autocast_bf16", "autocast_fp16", "checkpoint_blocks", "compile_model", "cuda_graphs", "flash_attention",
+    "fused_adamw", "gated_mlp", "lion", "lion_8bit", "offload_adamw", "sgd", "strict_fp32", "tf32",
+]

@@ -1,0 +1,107 @@
+"""The optimizer stage: one function per optimizer, each building it over the model's final
+parameters (after the parallel stage has sharded them, under FSDP2)."""
+
+import torch
+
+from utils.techniques.run import Skip, enter, on_cuda
+
+WEIGHT_DECAY = 0.1
+# the learning rate when LR is not given: GPT-3 Small's (Brown et al. 2020, table 2.1), nanoGPT's
+# default. An optimizer whose literature says otherwise gets its own from its script (default_lr=).
+ADAMW_LR = 6e-4
+BETAS = (0.9, 0.95)
+
+
+def _lr(run, default_lr):
+    return default_lr if run.cfg.lr is None else run.cfg.lr
+
+
+def _param_groups(model):
+    # as nanoGPT: decay matrices and embeddings, not biases or layernorm gains
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": WEIGHT_DECAY},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def adamw(run):
+    enter(run, "optimizer")
+    run.lr = _lr(run, ADAMW_LR)
+    run.optimizer = torch.optim.AdamW(_param_groups(run.model), lr=run.lr, betas=BETAS)
+
+
+def adam(run, default_lr=ADAMW_LR):
+    enter(run, "optimizer")
+    run.lr = _lr(run, default_lr)
+    # classic Adam: no decoupled weight decay (that is AdamW's change)
+    run.optimizer = torch.optim.Adam(run.model.parameters(), lr=run.lr, betas=BETAS)
+
+
+def sgd(run, momentum=0.0, default_lr=ADAMW_LR):
+    enter(run, "optimizer")
+    run.lr = _lr(run, default_lr)
+    run.optimizer = torch.optim.SGD(run.model.parameters(), lr=run.lr, momentum=momentum)
+
+
+def fused_adamw(run):
+    enter(run, "optimizer")
+    run.lr = _lr(run, ADAMW_LR)
+    run.optimizer = torch.optim.AdamW(_param_groups(run.model), lr=run.lr, betas=BETAS, fused=True)
+
+
+def _bitsandbytes():
+    try:
+        import bitsandbytes
+    except ImportError as err:
+        raise Skip(f"bitsandbytes is not importable ({err}); pip install bitsandbytes==0.50.2") from None
+    return bitsandbytes
+
+
+def adamw_8bit(run):
+    enter(run, "optimizer")
+    bnb = _bitsandbytes()
+    run.lr = _lr(run, ADAMW_LR)
+    run.optimizer = bnb.optim.AdamW8bit(_param_groups(run.model), lr=run.lr, betas=BETAS)
+
+
+def lion(run, lr_scale, weight_decay_scale):
+    enter(run, "optimizer")
+    try:
+        from bitsandbytes.optim import Lion
+    except ImportError:
+        try:
+            from lion_pytorch import Lion
+        except ImportError:
+            raise Skip("Lion needs bitsandbytes or lion-pytorch; pip install bitsandbytes==0.50.2") from None
+    _lion_with(run, Lion, lr_scale, weight_decay_scale)
+
+
+def _lion_with(run, optimizer_class, lr_scale, weight_decay_scale):
+    run.lr = _lr(run, ADAMW_LR) * lr_scale  # the Lion paper states its LR relative to AdamW's
+    groups = _param_groups(run.model)
+    for group in groups:
+        group["weight_decay"] *= weight_decay_scale
+    run.optimizer = optimizer_class(groups, lr=run.lr, betas=(0.9, 0.99))  # the Lion paper's defaults
+
+
+def lion_8bit(run, lr_scale, weight_decay_scale):
+    """bitsandbytes Lion8bit: Lion's one moment, block-wise quantised to uint8 (1 byte per parameter)."""
+    enter(run, "optimizer")
+    _lion_with(run, _bitsandbytes().optim.Lion8bit, lr_scale, weight_decay_scale)
+
+
+def offload_adamw(run):
+    """torchao's CPUOffloadOptimizer: AdamW's state and step on the host, the GPU keeps
+    parameters and gradients (tensors under 4096 elements stay on the GPU)."""
+    enter(run, "optimizer")
+    if not (on_cuda(run) and torch.cuda.is_available()):
+        raise Skip("offload moves the optimizer state from CUDA memory to the host; a CPU has nothing to offload")
+    try:
+        from torchao.optim import CPUOffloadOptimizer
+    except ImportError as err:
+        raise Skip(f"torchao is not importable ({err}); pip install torchao==0.18.0") from None
+    run.lr = _lr(run, ADAMW_LR)
+    run.optimizer = CPUOffloadOptimizer(_param_groups(run.model), torch.optim.AdamW, lr=run.lr, betas=BETAS)
+
+

@@ -1,0 +1,64 @@
+"""The parallel stage: DDP or FSDP2 (`fully_shard`) over the finished model, as torchtitan
+applies them, and which rank of how many this process is.
+
+Order (the "parallel" stage, between memory and optimizer): checkpointing wraps the blocks
+first, then DDP wraps the model, or FSDP2 shards each block and then the root; the optimizer
+is built over the (sharded) parameters after; compile traces the parallel model last.
+Gradient accumulation synchronises once per optimizer step: every micro-batch but the last
+runs under `run.no_sync` (DDP's `no_sync()`, FSDP2's `set_requires_gradient_sync(False)`).
+"""
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+KINDS = ("ddp", "fsdp")
+
+
+@dataclass(frozen=True)
+class World:
+    kind: str = ""  # "", ddp or fsdp
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+
+    @property
+    def backend(self):
+        return "" if not self.kind else ("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def wrap(run):
+    """Wrap or shard run.model for data parallel training; set run.no_sync to match."""
+    world = run.cfg.world
+    if world.kind == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [world.local_rank] if world.backend == "nccl" else None
+        ddp = DistributedDataParallel(run.model, device_ids=device_ids)
+        run.train_model, run.no_sync = ddp, ddp.no_sync  # the DDP object's, also once compile wraps it
+    elif world.kind == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in run.model.blocks:  # one all-gather per block: only one block's weights whole at a time
+            fully_shard(block)
+        fully_shard(run.model)
+        run.no_sync = _fsdp_no_sync(run.model)
+        if world.backend == "gloo":
+            # gloo's reduce-scatter has summed where FSDP2 asked it to average in some torch
+            # versions (pytorch/pytorch#162338; torch 2.13's gloo averages correctly): ask for
+            # sums and let FSDP2 divide, whatever torch this is. make fsdp's loss check guards it
+            run.model.set_force_sum_reduction_for_comms(True)
+
+
+def _fsdp_no_sync(model):
+    @contextlib.contextmanager
+    def no_sync():
+        # gradients accumulate unsharded until the micro-batch that syncs (the step's last)
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+
+    return no_sync

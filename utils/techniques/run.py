@@ -1,0 +1,96 @@
+"""The run state the technique functions change, and the order they must change it in."""
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+
+from utils import models
+from utils.techniques import parallel, step
+
+STAGES = ("architecture", "precision", "attention", "memory", "parallel", "optimizer", "compile", "step")
+
+
+class Skip(Exception):
+    """This technique cannot run here; str(self) tells the user why."""
+
+
+@dataclass
+class Run:
+    """The model and settings that the measuring loop will train, and what was applied."""
+
+    cfg: object  # utils.measure.config.RunConfig
+    model: torch.nn.Module  # a utils.models.costed.Costed: cost and attention probe are asked of it
+    build: object = None  # (mlp=...) -> a fresh seeded model on the device (architecture stage)
+    train_model: torch.nn.Module = None  # what the loop calls: the model, or its wrapped / compiled form
+    optimizer: torch.optim.Optimizer = None
+    autocast_dtype: torch.dtype = None
+    scaler: torch.amp.GradScaler = None  # disabled (a no-op) unless fp16 enables it
+    dtype: str = "fp32"
+    mlp: str = "gelu"
+    lr: float = None
+    compile_mode: str = ""
+    checkpointing: bool = False
+    accum: int = 1  # micro-batches per optimizer step
+    step: object = None  # utils.techniques.step.EagerStep, or CudaGraphStep
+    # context for a micro-batch whose gradients stay local (every one of a step but the last):
+    # a no-op unless the parallel stage has gradients to synchronise
+    no_sync: object = contextlib.nullcontext
+    applied: list = field(default_factory=list)  # stage names, in the order applied
+
+    def __post_init__(self):
+        self.train_model = self.model
+        self.scaler = torch.amp.GradScaler(self.cfg.device, enabled=False)
+        self.step = step.EagerStep()
+
+    def record(self):
+        """What will run, in results.csv's terms (the attention kernel is probed later)."""
+        opt = self.optimizer
+        return {
+            "dtype": self.dtype,
+            "mlp": self.mlp,
+            "optimizer": f"{'.'.join(type(opt).__module__.split('.')[:2])}.{type(opt).__name__}" if opt else "",
+            "fused": bool(opt and getattr(opt, "defaults", {}).get("fused")),  # torchao's offload has no defaults
+            "compiled": bool(self.compile_mode),
+            "compile_mode": self.compile_mode,
+            "checkpointing": self.checkpointing,
+            "accum": self.accum,
+            "cuda_graphs": self.step.graphed,
+            "lr": self.lr if opt else "",
+        }
+
+
+def new_run(cfg, device=None):
+    """A Run of cfg's model (MODEL, LAYERS, SEQ), seeded, moved to `device` (None: left where
+    it was made, as the planner's fake tensors are): the one way a model is built for
+    training and for planning alike."""
+
+    def build(mlp="gelu"):
+        torch.manual_seed(cfg.seed)  # the same weights whichever technique builds it
+        model = models.build_model(cfg.model, cfg.seq, mlp=mlp, layers=cfg.layers)
+        return model if device is None else model.to(device)
+
+    return Run(cfg, build(), build=build)
+
+
+def enter(run, stage):
+    """Mark `stage` as applied; refuse it after a later stage, and apply the parallel stage
+    first when `stage` comes after it."""
+    if run.applied and STAGES.index(stage) < STAGES.index(run.applied[-1]):
+        raise ValueError(
+            f"'{stage}' applied after '{run.applied[-1]}': techniques apply in the order {', '.join(STAGES)}"
+        )
+    if stage != "parallel" and STAGES.index(stage) > STAGES.index("parallel"):
+        parallelize(run)
+    run.applied.append(stage)
+
+
+def parallelize(run):
+    """The parallel stage: DDP or FSDP2 when the run is one of several ranks, once."""
+    if run.cfg.world.kind and "parallel" not in run.applied:
+        run.applied.append("parallel")
+        parallel.wrap(run)
+
+
+def on_cuda(run):
+    return run.cfg.device == "cuda"

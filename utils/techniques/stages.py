@@ -1,0 +1,126 @@
+"""The technique functions of every stage but the optimizer's (utils/techniques/optimizers.py),
+in stage order; utils/techniques/__init__.py says why the order is what it is."""
+
+import importlib.util
+
+import torch
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+from utils.techniques import step
+from utils.techniques.run import Skip, enter, on_cuda
+
+# 1. architecture
+
+
+def gated_mlp(run, kind):
+    """Rebuild the model with a gated MLP (swiglu / geglu) at the GELU MLP's parameter count."""
+    enter(run, "architecture")
+    try:
+        run.model = run.train_model = run.build(mlp=kind)
+    except ValueError as err:  # a model without an MLP (the LSTM)
+        raise Skip(str(err)) from None
+    run.mlp = kind
+
+
+# 2. precision
+
+
+def strict_fp32(run):
+    enter(run, "precision")
+    # fp32 means fp32: pytorch may otherwise run fp32 matmuls on TF32 tensor cores
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    run.dtype = "fp32"
+
+
+def tf32(run):
+    enter(run, "precision")
+    if not on_cuda(run):
+        raise Skip(
+            "TF32 is a CUDA tensor-core mode (Ampere and newer); a CPU runs fp32 matmuls as fp32, "
+            "so there is nothing to measure"
+        )
+    major, minor = torch.cuda.get_device_capability()
+    if major < 8:
+        raise Skip(f"TF32 needs compute capability 8.0 (Ampere) or newer; this GPU is {major}.{minor}")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    run.dtype = "tf32"
+
+
+def autocast_bf16(run):
+    enter(run, "precision")
+    if on_cuda(run) and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise Skip("this GPU has no native bfloat16 (it needs compute capability 8.0 or newer)")
+    # weights, grads and optimizer state stay fp32; matmuls and activations run in bf16
+    run.autocast_dtype = torch.bfloat16
+    run.dtype = "bf16-autocast"
+
+
+def autocast_fp16(run):
+    enter(run, "precision")
+    # fp16's range is narrow (max 65504): small gradients underflow to zero unless the loss
+    # is scaled up first. GradScaler does that and skips a step whose grads hold inf/nan.
+    run.autocast_dtype = torch.float16
+    run.scaler = torch.amp.GradScaler(run.cfg.device)
+    run.dtype = "fp16-autocast"
+
+
+# 3. attention
+
+
+def flash_attention(run):
+    enter(run, "attention")
+    if on_cuda(run) and run.autocast_dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError("flash attention kernels need fp16/bf16 on CUDA: apply an autocast before flash_attention")
+    # the flash-attn package when it can run (CUDA), else pytorch's SDPA, which dispatches
+    # to its own flash kernel where the shapes and dtype allow; the kernel that ran is probed
+    use_package = on_cuda(run) and importlib.util.find_spec("flash_attn") is not None
+    try:
+        run.model.set_attention("flash_attn" if use_package else "sdpa")
+    except ValueError as err:
+        raise Skip(str(err)) from None
+
+
+# 4. memory
+
+
+def checkpoint_blocks(run):
+    enter(run, "memory")
+    # keep only each block's input; recompute its activations in backward (torchtitan's
+    # wrapper: the model's forward does not know)
+    for i, block in enumerate(run.model.blocks):
+        run.model.blocks[i] = checkpoint_wrapper(block)
+    run.checkpointing = True
+
+
+# 7. compile
+
+
+def compile_model(run):
+    enter(run, "compile")
+    # the first steps trace and compile; they fall in the warm-up, which is timed apart
+    mode = run.cfg.compile_mode
+    run.train_model = torch.compile(run.train_model, mode=None if mode == "default" else mode)
+    run.compile_mode = mode
+
+
+# 8. step
+
+
+def accumulate(run):
+    enter(run, "step")
+    # ACCUM micro-batches of BATCH per optimizer step, each loss divided by ACCUM, so the
+    # gradient is the mean over all ACCUM x BATCH sequences, as one big batch would give
+    run.accum = run.cfg.accum
+
+
+def cuda_graphs(run):
+    enter(run, "step")
+    if not on_cuda(run):
+        raise Skip("CUDA graphs capture GPU kernel launches; a CPU has no graph to replay")
+    if run.compile_mode:
+        raise ValueError("cuda_graphs captures the eager step; for compiled graphs use COMPILE_MODE=reduce-overhead")
+    if run.cfg.world.kind:
+        raise Skip("cuda_graphs captures one process's step; under DDP/FSDP the collectives need capturing too")
+    run.step = step.CudaGraphStep()
