@@ -18,7 +18,7 @@ endif
 # the scripts import utils from this folder, whichever interpreter runs them
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: all $(TECHNIQUE_TARGETS) ddp fsdp scaling_gpus plots report compare profile grid grid_report lrsweep session
+.PHONY: all run $(TECHNIQUE_TARGETS) ddp fsdp scaling_gpus plots report compare profile grid grid_report lrsweep session
 .PHONY: plan plan_check maxbatch scaling init_results reset clean test test-e2e lint help
 .DEFAULT_GOAL := help
 
@@ -37,6 +37,10 @@ all: $(SETUP)
 
 $(TECHNIQUE_TARGETS): $(SETUP)
 	@$(PYTHON) -m utils.drivers.one $@
+
+# a technique or a combination named in T (or TECHNIQUE): make run T=bf16+checkpointing+lion
+run: $(SETUP)
+	@$(PYTHON) -m utils.drivers.one
 
 ddp fsdp: $(SETUP)
 	@$(PYTHON) -m utils.drivers.launch $@
@@ -96,7 +100,7 @@ lint: $(SETUP)
 help:
 	@python3 -m utils.reference help
 
-# anything else: say so in one line instead of make's "No rule to make target"
+# anything else is a combination (make flash+lion) or refused in one line, not make's "No rule to make target"
 Makefile requirements.txt: ;
-%:
-	@echo "make: unknown target or technique '$@' (techniques: $(TECHNIQUE_TARGETS); see make help)" >&2; exit 2
+%: $(SETUP)
+	@$(PYTHON) -m utils.drivers.one $@

@@ -22,7 +22,7 @@ ALLOWED = {
     "results": {"checks"},
     "reference": {"models", "registry", "settings", "results"},
     "models": {"checks"},
-    "techniques": {"models", "checks"},
+    "techniques": {"models", "registry", "checks"},
     "measure": {"techniques", "models", "results", "settings", "checks", "devices", "registry"},
     "plan": {"measure", "techniques", "models", "results", "settings", "checks", "registry"},
     "analysis": {"results", "models", "checks"},

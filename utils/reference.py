@@ -15,6 +15,8 @@ from utils.results.schema import COLUMNS
 TARGETS = {
     "<technique>": "train with one technique (scripts/<technique>.py), append its rows to RESULTS_FILE; "
     "REPEATS>1 or PRECISION: through all",
+    "<a+b+c>": "a combination: the baseline plus each part's own lines, in stage order (make flash+checkpointing+lion)",
+    "run": "the technique or combination in T (else TECHNIQUE): make run T=bf16+checkpointing+lion",
     "all": "every technique of TECHNIQUES, each in a fresh process, REPEATS times interleaved; goes on past one "
     "that fails; a summary line per run, exit non-zero only if one failed",
     "ddp": "TECHNIQUE under torchrun on NPROC processes with DDP, then the loss check against one process",

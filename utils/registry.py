@@ -1,33 +1,75 @@
-"""The technique registry: the scripts folder is the list. `scripts/<name>.py` is the
-technique `name`; baseline comes first, the rest by name. Stdlib only: make help reads it."""
+"""The technique registry: the scripts folder is the list, and combinations of its scripts.
+
+`scripts/<name>.py` is the technique `name` (baseline first, the rest by name). A combination
+is written with `+` (`bf16+checkpointing+lion`): the baseline plus each part's own lines,
+read from the scripts' `setup` bodies (a list of `t.<function>(run, ...)` calls), applied in
+the stages' order whatever order they are written in. Its canonical name sorts the parts by
+stage, drops a part another already brings (`bf16+flash` is `flash`: flash's script brings
+bf16 autocast), and is a script's name where a script spells the same combination (`stack`
+says so in its docstring: "Equals the combination flash+fused+compile"), so one configuration
+has one name in results.csv. Conflicts are refused before anything runs.
+
+Stdlib only: make help, make <combination> and the checks before a run read it without torch.
+"""
 
 import ast
 import importlib.util
+import re
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from utils import checks, settings
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 BASELINE = "baseline"
+STAGES = ("architecture", "precision", "attention", "memory", "parallel", "optimizer", "compile", "step")
+# technique function -> (stage, the group of which a run holds one: two of a group conflict)
+FUNCTIONS = {
+    "gated_mlp": ("architecture", "MLP"),
+    "strict_fp32": ("precision", None),
+    "tf32": ("precision", None),
+    "autocast_bf16": ("precision", "precision"),
+    "autocast_fp16": ("precision", "precision"),
+    "flash_attention": ("attention", None),
+    "checkpoint_blocks": ("memory", None),
+    **dict.fromkeys(("adamw", "adam", "sgd", "fused_adamw", "adamw_8bit", "lion", "lion_8bit", "offload_adamw"),
+                    ("optimizer", "optimizer")),
+    "compile_model": ("compile", None),
+    "accumulate": ("step", None),
+    "cuda_graphs": ("step", None),
+}
+# pairs of functions that refuse each other, and why
+CONFLICTS = {
+    frozenset(("cuda_graphs", "compile_model")): "cuda_graphs captures the eager step; for compiled graphs use "
+    "compile with COMPILE_MODE=reduce-overhead",
+}
+EQUALS = re.compile(r"Equals the combination ([\w+-]+)\.")
+
+
+@dataclass(frozen=True)
+class Call:
+    function: str
+    args: tuple = ()
+    kwargs: tuple = ()  # (name, value) pairs
+
+    @property
+    def stage(self):
+        return FUNCTIONS[self.function][0]
+
+    def __str__(self):
+        given = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs]
+        return f"{self.function}({', '.join(['run', *given])})"
 
 
 def known():
-    """Every technique, baseline first, then by name (the Makefile derives the same list)."""
+    """Every technique script, baseline first, then by name (the Makefile derives the same list)."""
     names = sorted(p.stem for p in SCRIPTS.glob("*.py"))
     return sorted(names, key=lambda name: name != BASELINE)
 
 
 def script(name):
     return SCRIPTS / f"{name}.py"
-
-
-def check(names, what="technique"):
-    """Refuse an empty list or a name with no script, in one line naming the known ones."""
-    unknown = [name for name in names if not script(name).is_file()]
-    if unknown or not names:
-        given = " ".join(unknown) or "(none given)"
-        raise checks.BadInput(f"unknown {what} {given}; known: {' '.join(known())}")
-    return list(names)
 
 
 def summary(name):
@@ -39,11 +81,149 @@ def summary(name):
 
 def load_setup(name):
     """The script's setup(run) function, loaded without running the script."""
-    check([name])
+    check_scripts([name])
     spec = importlib.util.spec_from_file_location(f"technique_{name}", script(name))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.setup
+
+
+def _value(node):
+    # a literal or constant arithmetic (1 / 3): evaluated with nothing in scope
+    return eval(compile(ast.Expression(node), "<setup>", "eval"), {"__builtins__": {}})
+
+
+@cache
+def calls_of(name):
+    """The technique calls of scripts/<name>.py's setup, in order, read from its source."""
+    tree = ast.parse(script(name).read_text())
+    setup = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "setup"), None)
+    calls = []
+    for statement in setup.body if setup else []:
+        call = statement.value if isinstance(statement, ast.Expr) else None
+        function = getattr(getattr(call, "func", None), "attr", None)
+        if function not in FUNCTIONS or not call.args or getattr(call.args[0], "id", None) != "run":
+            raise checks.BadInput(f"{name}: its setup is not a list of t.<technique>(run, ...) calls, so it cannot "
+                                  f"be combined (line {statement.lineno})")
+        calls.append(Call(function, tuple(_value(a) for a in call.args[1:]),
+                          tuple((k.arg, _value(k.value)) for k in call.keywords)))
+    return tuple(calls)
+
+
+def own_calls(name):
+    """What the technique adds to the baseline: its calls that the baseline does not make."""
+    return tuple(c for c in calls_of(name) if c not in calls_of(BASELINE))
+
+
+def _alias_parts(name):
+    match = EQUALS.search(ast.get_docstring(ast.parse(script(name).read_text())) or "")
+    return tuple(match.group(1).split("+")) if match else None
+
+
+def check_scripts(names, what="technique"):
+    """Refuse an empty list or a name with no script, in one line naming the known ones."""
+    unknown = [name for name in names if not script(name).is_file()]
+    if unknown or not names:
+        given = " ".join(unknown) or "(none given)"
+        raise checks.BadInput(f"unknown {what} {given}; known: {' '.join(known())}")
+    return list(names)
+
+
+def _defining_stage(name):
+    """The stage of the technique's last own call: what it is about. An own call of an earlier
+    stage is a prerequisite (flash brings bf16 autocast)."""
+    return max(STAGES.index(c.stage) for c in own_calls(name))
+
+
+def _prerequisite(name, call):
+    return STAGES.index(call.stage) != _defining_stage(name)
+
+
+def _parts(text):
+    """The atomic parts of a combination: split on '+', scripts checked, aliases expanded."""
+    parts = text.split("+")
+    if "" in parts:
+        raise checks.BadInput(f"{text!r} has an empty part: write parts between single '+' signs, e.g. flash+lion")
+    check_scripts(parts, f"technique in {text!r}:")
+    brought = {}  # atom -> the part that brought it
+    for part in parts:
+        if not own_calls(part):
+            raise checks.BadInput(f"{part} adds nothing to the baseline, so it cannot be part of a combination "
+                                  f"({text!r})")
+        for atom in _alias_parts(part) or (part,):
+            if atom in brought:
+                by = {brought[atom], part} - {atom}
+                said = f"{by.pop()} already includes {atom}" if by else f"{atom} is named twice"
+                raise checks.BadInput(f"{said} in {text!r}: name each technique once")
+            brought[atom] = part
+    return list(brought)
+
+
+def _chosen_calls(text, atoms):
+    """Every own call of the atoms, where a group holds one choice: a part's own choice wins
+    over another part's prerequisite (fp16+flash runs fp16); two choices conflict."""
+    entries = [(atom, call) for atom in atoms for call in own_calls(atom)]
+    chosen = []
+    for atom, call in entries:
+        group = FUNCTIONS[call.function][1]
+        rivals = [(a, c) for a, c in entries if group and FUNCTIONS[c.function][1] == group and c != call]
+        if any(not _prerequisite(a, c) for a, c in rivals) and _prerequisite(atom, call):
+            continue  # overruled: another part chose this group itself
+        clash = next(((a, c) for a, c in rivals if _prerequisite(a, c) == _prerequisite(atom, call)), None)
+        if clash:
+            raise checks.BadInput(f"{clash[0]} and {atom} each choose the {group} ({clash[1].function}, "
+                                  f"{call.function}) in {text!r}: a run has one")
+        chosen.append(call)
+    functions = {c.function: atom for atom, c in entries if c in chosen}
+    for pair, why in CONFLICTS.items():
+        if pair <= functions.keys():
+            raise checks.BadInput(f"{' and '.join(sorted(functions[f] for f in pair))} in {text!r}: {why}")
+    return list(dict.fromkeys(chosen))
+
+
+def _folded(atoms):
+    """The atoms with a named combination's parts replaced by its name, first (stack_memory+accum)."""
+    for alias in sorted((n for n in known() if _alias_parts(n)), key=lambda n: -len(_alias_parts(n))):
+        if set(_alias_parts(alias)) <= set(atoms):
+            return [alias, *(a for a in atoms if a not in _alias_parts(alias))]
+    return atoms
+
+
+@dataclass(frozen=True)
+class Combination:
+    name: str  # canonical: a script's name, or its parts by stage joined with '+' (a named combination first)
+    parts: tuple  # the atomic techniques, by stage
+    calls: tuple  # every call, baseline's first within each stage, in stage order
+
+    @property
+    def is_script(self):
+        return "+" not in self.name
+
+
+def combination(text):
+    """`text` (a technique or a '+' combination) checked and made canonical; raises BadInput."""
+    if "+" not in text:
+        check_scripts([text])
+        return Combination(text, (text,), calls_of(text))
+    atoms = _parts(text)
+    chosen = _chosen_calls(text, atoms)
+    # a part whose own lines another part already brings adds nothing: bf16+flash is flash
+    kept = [a for a in atoms if not any(b != a and set(own_calls(a)) < set(own_calls(b)) for b in atoms)]
+    kept.sort(key=lambda a: (_defining_stage(a), a))
+    name = "+".join(_folded(kept))
+    if "+" not in name:
+        return combination(name)
+    groups = {FUNCTIONS[c.function][1] for c in chosen} - {None}
+    base = [c for c in calls_of(BASELINE) if FUNCTIONS[c.function][1] not in groups]  # lion replaces AdamW
+    calls = sorted([*base, *chosen], key=lambda c: STAGES.index(c.stage))  # stable: the baseline's first
+    return Combination(name, tuple(kept), tuple(calls))
+
+
+def check(names, what="technique"):
+    """Each name a technique or a combination: their canonical names (raises BadInput)."""
+    if not names:
+        check_scripts([], what)
+    return [combination(name).name if "+" in name else check_scripts([name], what)[0] for name in names]
 
 
 def selected():

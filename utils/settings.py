@@ -120,6 +120,8 @@ SETTINGS = (
     # one technique elsewhere: profile, lrsweep, torchrun
     S("TECHNIQUE", "baseline", "the technique of make profile, lrsweep, ddp, fsdp, scaling_gpus (and maxbatch when "
       "given)", "technique"),
+    S("T", "", "make run: the technique or '+' combination to run, e.g. bf16+checkpointing+lion (blank: TECHNIQUE)",
+      "technique"),
     S("LRS", "", "make lrsweep: the LRs (blank: 1e-4 to 1 in half decades)", "technique", _words),
     S("NPROC", "2", "make ddp / fsdp / scaling_gpus: processes, at most one per GPU (or CPU core)", "technique",
       _int(1)),

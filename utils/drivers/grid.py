@@ -44,7 +44,7 @@ def plan():
     unknown = [m for m in grid_models if m not in models.PRESETS]
     if unknown:
         raise checks.BadInput(f"GRID_MODELS: unknown model {' '.join(unknown)}; presets: {', '.join(models.PRESETS)}")
-    registry.check(optimizers, "technique in GRID_OPTIMIZERS:")
+    optimizers = registry.check(optimizers, "technique in GRID_OPTIMIZERS:")
     layers = [checks.integer("GRID_LAYERS", n) for n in settings.get("GRID_LAYERS")]
     if not (grid_models and layers and optimizers):
         raise checks.BadInput("GRID_MODELS, GRID_LAYERS and GRID_OPTIMIZERS must each name at least one")

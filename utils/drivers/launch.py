@@ -47,7 +47,6 @@ def check(kind, technique):
     """The launch's settings, checked before anything starts: (cfg, nproc, port)."""
     if kind not in KINDS:
         raise LaunchError(f"unknown parallel kind {kind!r}; one of {', '.join(KINDS)}")
-    registry.check([technique], "TECHNIQUE")
     cfg = config.load(technique, argv=[])
     nproc, port = settings.get("NPROC"), settings.get("PORT")
     limit = max_processes(cfg.device)
@@ -120,8 +119,8 @@ def scaling(kind, technique, nproc, port, cfg, out_dir, prefix):
 def main(argv):
     command = "scaling" if argv[0] == "scaling" else "run"
     kind = settings.text("KIND") if command == "scaling" else argv[0]
-    technique = settings.text("TECHNIQUE")
     try:
+        technique = registry.check([settings.text("TECHNIQUE")], "TECHNIQUE")[0]
         cfg, nproc, port = check(kind, technique)
         loss_check_on = settings.get("LOSS_CHECK")
         out_dir = checks.output_dir("PLOTS_DIR", settings.text("PLOTS_DIR"))

@@ -45,9 +45,8 @@ def verdict(table, technique):
 
 
 def main():
-    technique = settings.text("TECHNIQUE")
     try:
-        registry.check([technique])
+        technique = registry.check([settings.text("TECHNIQUE")], "TECHNIQUE")[0]
         lrs = [checks.number("LRS", v) for v in settings.get("LRS")] or _default_lrs()
         cfg = config.load(technique, argv=[])
         if not cfg.eval_every:

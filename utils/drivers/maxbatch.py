@@ -25,6 +25,7 @@ from utils.drivers.runner import memory_cap, run
 from utils.measure import config, env
 from utils.plan import planner
 from utils.plan.config import load_config, planned_device
+from utils.techniques import setup_of
 
 TRIAL_STEPS = {"STEPS": "2", "WARMUP": "1", "REPEATS": "1"}
 # PLAN=1 headroom beyond the predicted allocated peak: the CUDA context and cuBLAS workspace
@@ -85,7 +86,7 @@ def measured_trial(technique, batch, maxmem_gb, scratch):
 
 
 def planned_fits(technique, gpu_memory_gb):
-    setup = registry.load_setup(technique)
+    setup = setup_of(technique)[1]
 
     def fits(batch):
         cfg = load_config(technique, ["--batch", str(batch)])
@@ -109,7 +110,7 @@ def main():
         cfgs = {n: (load_config(n) if planned else config.load(n, argv=[])) for n in names}
         if planned:
             for name, cfg in cfgs.items():
-                planner.check_modelled(registry.load_setup(name), cfg)
+                planner.check_modelled(setup_of(name)[1], cfg)
         elif maxmem_gb:
             check_cap(maxmem_gb)
     except (checks.BadInput, planner.NotModelled) as err:

@@ -1,8 +1,10 @@
-"""make <technique>: one run is the script itself (its own output and exit status); with
-REPEATS > 1 or PRECISION the runs go through make all's driver. Light on purpose: it imports
-no torch before it hands over.
+"""make <technique>, make <a+b+c>, make run T=...: one run is the script itself (or,
+for a combination, which has no script, python -m utils.measure.train with its canonical
+name), its own output and exit status; with REPEATS > 1 or PRECISION the runs go through make
+all's driver. Light on purpose: it imports no torch before it hands over, and a bad name or
+a conflict is refused here, before anything starts.
 
-usage: python -m utils.drivers.one NAME
+usage: python -m utils.drivers.one [NAME]   (no NAME: T, else TECHNIQUE)
 """
 
 import os
@@ -11,19 +13,33 @@ import sys
 from utils import checks, registry, settings
 
 
-def main(name):
+def command(name):
+    """The command line that runs technique or combination `name` (canonical) once."""
+    if "+" in name:
+        return [sys.executable, "-m", "utils.measure.train", name]
+    return [sys.executable, str(registry.script(name))]
+
+
+def main(name=None):
+    name = name or settings.text("T") or settings.text("TECHNIQUE")  # make run
+    if "+" not in name and not registry.script(name).is_file():
+        print(f"make: unknown target or technique {name!r} (techniques: {' '.join(registry.known())}; a combination "
+              "is written with '+': flash+lion; see make help)", file=sys.stderr)
+        return checks.EXIT_BAD_INPUT
     try:
-        registry.check([name])
+        canonical = registry.check([name])[0]
         single = settings.get("REPEATS") == 1 and settings.get("PRECISION") is None
     except checks.BadInput as err:
-        print(f"{name}: error: {err}", file=sys.stderr)
+        print(f"make: {err} (see make help)", file=sys.stderr)
         return checks.EXIT_BAD_INPUT
+    if canonical != name:
+        print(f"{name}: runs as {canonical}", flush=True)
     if single:
-        os.execv(sys.executable, [sys.executable, str(registry.script(name))])
+        os.execv(sys.executable, command(canonical))
     from utils.drivers import all as repeats  # here, not above: a single run never loads torch twice
 
-    return repeats.main([name])
+    return repeats.main([canonical])
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else None))

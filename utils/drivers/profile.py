@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from utils import checks, registry, settings
+from utils import checks, settings
 from utils.measure import config, data, loop
 from utils.measure.train import build_run
-from utils.techniques import Skip
+from utils.techniques import Skip, setup_of
 
 TOP = 20  # operators in the table and the plot
 
@@ -50,11 +50,10 @@ def plot(rows, path, title):
 
 
 def main():
-    technique = settings.text("TECHNIQUE")
     try:
         out = checks.output_dir("PLOTS_DIR", settings.text("PLOTS_DIR"))
         prefix = checks.file_prefix("PLOTSPREFIX", settings.text("PLOTSPREFIX"))
-        setup = registry.load_setup(technique)
+        technique, setup = setup_of(settings.text("TECHNIQUE"))
         cfg = config.load(technique, argv=[], check_results=False)  # writes no results
         run = build_run(cfg, setup)
     except checks.BadInput as err:

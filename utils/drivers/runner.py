@@ -44,12 +44,13 @@ def torchrun(nproc, port=None):
 
 
 def run(name, overrides=None, capture=False, timeout=None, memory_gib=None, launcher=None, ranks=1):
-    """Run scripts/<name>.py (under `launcher` with `ranks` processes, if given) with
-    `overrides` on top of this environment; return its Outcome."""
+    """Run scripts/<name>.py, or combination `name` by name (under `launcher` with `ranks`
+    processes, if given) with `overrides` on top of this environment; return its Outcome."""
     with tempfile.TemporaryDirectory() as tmp:
         summary = Path(tmp) / "summary.json"
         env = {**os.environ, **(overrides or {}), "SUMMARY_FILE": str(summary)}
-        command = [*(launcher or [sys.executable]), str(registry.script(name))]
+        target = ["-m", "utils.measure.train", name] if "+" in name else [str(registry.script(name))]
+        command = [*(launcher or [sys.executable]), *target]
         try:
             proc = subprocess.run(command, env=env, capture_output=capture, text=True, timeout=timeout,
                                   preexec_fn=memory_cap(memory_gib) if memory_gib else None)

@@ -19,6 +19,7 @@ from utils.drivers.runner import run
 from utils.plan import planner
 from utils.plan.config import load_config, planned_device, predicted_row
 from utils.plots.memory import plot_scaling
+from utils.techniques import setup_of
 
 RUN_STEPS = {"STEPS": "5", "WARMUP": "1", "REPEATS": "1"}
 SHAPE = {"BATCH": "1", "SEQ": "256"}  # one shape for every model (BATCH / SEQ override it): GPT2-XL's T=256
@@ -52,7 +53,7 @@ def main():
         size = [f"--{k.lower()}={v}" for k, v in shape().items()]
         cfgs = {(n, m): load_config(n, ["--model", m, *size]) for n in names for m in sizes}
         for (name, _), cfg in cfgs.items():
-            planner.check_modelled(registry.load_setup(name), cfg)
+            planner.check_modelled(setup_of(name)[1], cfg)
     except (checks.BadInput, planner.NotModelled) as err:
         print(f"scaling: error: {err}", file=sys.stderr)
         return checks.EXIT_BAD_INPUT
@@ -63,7 +64,7 @@ def main():
         for model in sorted(sizes, key=approx_params):
             planning = planning or not measure(name, model, timeout)
             if planning:
-                plan = planner.plan(registry.load_setup(name), cfgs[name, model])
+                plan = planner.plan(setup_of(name)[1], cfgs[name, model])
                 results.append_rows(any_cfg.results_file, [predicted_row(cfgs[name, model], name, plan, device)])
                 print(f"scaling: planned {name} on {model}: {plan.peak_mib / 1024:.2f} GiB peak allocated", flush=True)
     os.makedirs(plots_dir, exist_ok=True)

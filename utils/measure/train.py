@@ -1,5 +1,6 @@
 """What every technique script runs: config -> model -> the script's setup -> measuring
-loop -> rows appended to results.csv -> a one-line summary.
+loop -> rows appended to results.csv -> a one-line summary. A combination, which has no
+script, runs the same way by name: python -m utils.measure.train flash+lion.
 
 Exit status: 0 ok or skipped, 1 error, 2 bad input, 3 out of memory, 130 interrupted.
 Nothing is written for bad input or an interrupted run; skipped / oom / error runs append
@@ -17,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from utils import devices, results
+from utils import checks, devices, results
 from utils.measure import config, data, env, loop, memory, parallel
 from utils.measure.evaluate import Evaluator
+from utils.techniques.combined import setup_of
 from utils.techniques.run import Skip, new_run, parallelize
 
 EXIT_ERROR, EXIT_BAD_INPUT, EXIT_OOM, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -243,3 +245,17 @@ def main(setup, name=None, argv=None):
         sys.exit(EXIT_BAD_INPUT)
     _report("ok", summarize(name, cfg, tokens_per_step, warm, measured) + summarize_eval(cfg, records), world,
             base["run_id"])
+
+
+def run_by_name(name, argv):
+    """python -m utils.measure.train NAME [--flags]: a technique or a '+' combination by name."""
+    try:
+        canonical, setup = setup_of(name)
+    except checks.BadInput as err:
+        _report("error", f"{name}: error: {err}")
+        sys.exit(EXIT_BAD_INPUT)
+    main(setup, name=canonical, argv=argv)
+
+
+if __name__ == "__main__":
+    run_by_name(sys.argv[1], sys.argv[2:])

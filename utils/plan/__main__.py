@@ -18,6 +18,7 @@ from utils.plan import planner, reference
 from utils.plan.config import load_config, planned_device, predicted_row
 from utils.plan.cuda import CUDA_MODEL, NOT_MODELLED
 from utils.results import MEMORY_PARTS
+from utils.techniques import setup_of
 
 
 def _mib(mib):
@@ -27,7 +28,7 @@ def _mib(mib):
 def plan_techniques(names):
     try:
         cfgs = {name: load_config(name) for name in names}
-        setups = {name: registry.load_setup(name) for name in names}
+        setups = {name: setup_of(name)[1] for name in names}
     except checks.BadInput as err:
         print(f"plan: error: {err}", file=sys.stderr)
         return checks.EXIT_BAD_INPUT

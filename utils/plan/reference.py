@@ -1,44 +1,29 @@
 """`make plan_check`: the planner against every measured peak it can model, with the error."""
 
-import functools
-
-from utils import techniques as t
 from utils.plan import planner
 from utils.plan.config import load_config
+from utils.techniques import setup_of
 
 BAR = 0.10  # within 10% of the measured peak
 
 
-def _stack(*steps):
-    def setup(run):
-        t.strict_fp32(run)
-        for step in steps:
-            step(run)
-
-    return setup
-
-
-LION = functools.partial(t.lion, lr_scale=1 / 3, weight_decay_scale=3)
-LION8 = functools.partial(t.lion_8bit, lr_scale=1 / 3, weight_decay_scale=3)
 # the H100 reference table of ../shared/README.md (GPT-2 124M, T=1024, bare training loop,
-# torch 2.11+cu130, measured 2026-11-23): (configuration, the suite's technique functions
-# that make it, or None where the planner cannot model one, batch, peak allocated GiB)
+# torch 2.11+cu130, measured 2026-11-23): (configuration, the suite's technique or combination
+# that makes it, batch, peak allocated GiB)
 H100_PEAKS = (
-    ("fp32, AdamW, manual attention (baseline)", _stack(t.adamw), 16, 31.9),
-    ("tf32 (tf32)", _stack(t.tf32, t.adamw), 16, 31.9),
-    ("bf16 autocast (bf16)", _stack(t.autocast_bf16, t.adamw), 16, 29.6),
-    ("bf16 + SDPA flash (flash)", _stack(t.autocast_bf16, t.flash_attention, t.adamw), 16, 16.0),
-    ("bf16 + flash + fused AdamW", _stack(t.autocast_bf16, t.flash_attention, t.fused_adamw), 16, 16.1),
-    ("bf16 + flash + AdamW8bit", _stack(t.autocast_bf16, t.flash_attention, t.adamw_8bit), 16, 15.4),
-    ("bf16 + flash + Lion (bnb)", _stack(t.autocast_bf16, t.flash_attention, LION), 16, 15.6),
-    ("bf16 + flash + Lion8bit", _stack(t.autocast_bf16, t.flash_attention, LION8), 16, 15.2),
-    ("bf16 + flash + fused + checkpointing", _stack(t.autocast_bf16, t.flash_attention, t.checkpoint_blocks,
-                                                    t.fused_adamw), 16, 11.4),
-    ("fp16 + flash + fused", _stack(t.autocast_fp16, t.flash_attention, t.fused_adamw), 16, 16.4),
-    ("fp32 + torch.compile (compile)", _stack(t.adamw, t.compile_model), 16, 29.4),
-    ("bf16 + flash + fused + compile (stack)", _stack(t.autocast_bf16, t.flash_attention, t.fused_adamw,
-                                                      t.compile_model), 16, 11.5),
-    ("same, B=32 (stack)", _stack(t.autocast_bf16, t.flash_attention, t.fused_adamw, t.compile_model), 32, 21.3),
+    ("fp32, AdamW, manual attention", "baseline", 16, 31.9),
+    ("tf32", "tf32", 16, 31.9),
+    ("bf16 autocast", "bf16", 16, 29.6),
+    ("bf16 + SDPA flash", "flash", 16, 16.0),
+    ("bf16 + flash + fused AdamW", "flash+fused", 16, 16.1),
+    ("bf16 + flash + AdamW8bit", "flash+8bit", 16, 15.4),
+    ("bf16 + flash + Lion (bnb)", "flash+lion", 16, 15.6),
+    ("bf16 + flash + Lion8bit", "flash+lion8bit", 16, 15.2),
+    ("bf16 + flash + fused + checkpointing", "flash+checkpointing+fused", 16, 11.4),
+    ("fp16 + flash + fused", "fp16+flash+fused", 16, 16.4),
+    ("fp32 + torch.compile", "compile", 16, 29.4),
+    ("bf16 + flash + fused + compile", "stack", 16, 11.5),
+    ("same, B=32", "stack", 32, 21.3),
 )
 
 
@@ -48,8 +33,10 @@ def check():
     print("| configuration | B | H100 GiB | predicted GiB | error | within 10% |")
     print("|---|---|---|---|---|---|")
     errors, missed = [], []
-    for label, setup, batch, measured_gib in H100_PEAKS:
-        cfg = load_config("plan_check", ["--batch", str(batch), "--seq", "1024", "--model", "gpt2", "--layers", "12"])
+    for label, technique, batch, measured_gib in H100_PEAKS:
+        label = f"{label} (`{technique}`)"
+        setup = setup_of(technique)[1]
+        cfg = load_config(technique, ["--batch", str(batch), "--seq", "1024", "--model", "gpt2", "--layers", "12"])
         try:
             predicted = planner.plan(setup, cfg).peak_mib / 1024
         except planner.NotModelled as why:

@@ -3,7 +3,7 @@
 Job: everything a technique script may call (`from utils import techniques as t`), the run
 state they change (run.py), the step the loop drives (step.py) and the parallel stage
 (parallel.py). Which techniques exist is the scripts folder's business (utils/registry.py).
-May import: torch, utils.models, utils.checks.
+May import: torch, utils.models, utils.registry, utils.checks.
 
     1. architecture   gated_mlp (rebuild the model, same seed, before anything else)
     2. precision      strict_fp32, tf32, autocast_bf16, autocast_fp16
@@ -23,9 +23,13 @@ optimizer and the micro-batching fixed. Applying a stage after a later one is re
 subset composes (see scripts/stack.py). No script names the parallel stage: under torchrun
 it is applied as the run passes it, so every technique runs under DDP and FSDP2 unchanged.
 A technique that cannot run on this machine raises Skip with a reason for the user; the run
-is then recorded as skipped, not failed.
+is then recorded as skipped, not failed. Which function belongs to which stage is one table,
+utils/registry.py's FUNCTIONS (stdlib, so combinations are checked without torch); the
+`technique` decorator enters a function's stage from it. A combination (`flash+lion`) is the
+baseline's calls plus each part's own, in this order (combined.py).
 """
 
+from utils.techniques.combined import setup_of
 from utils.techniques.optimizers import (
     ADAMW_LR,
     adam,
@@ -37,7 +41,7 @@ from utils.techniques.optimizers import (
     offload_adamw,
     sgd,
 )
-from utils.techniques.run import STAGES, Run, Skip, new_run
+from utils.techniques.run import STAGES, Run, Skip, new_run, technique
 from utils.techniques.stages import (
     accumulate,
     autocast_bf16,
@@ -54,5 +58,6 @@ from utils.techniques.stages import (
 __all__ = [
     "ADAMW_LR", "STAGES", "Run", "Skip", "new_run", "accumulate", "adam", "adamw", "adamw_8bit",
     "autocast_bf16", "autocast_fp16", "checkpoint_blocks", "compile_model", "cuda_graphs", "flash_attention",
-    "fused_adamw", "gated_mlp", "lion", "lion_8bit", "offload_adamw", "sgd", "strict_fp32", "tf32",
+    "fused_adamw", "gated_mlp", "lion", "lion_8bit", "offload_adamw", "setup_of", "sgd", "strict_fp32", "technique",
+    "tf32",
 ]

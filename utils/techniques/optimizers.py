@@ -1,15 +1,19 @@
 """The optimizer stage: one function per optimizer, each building it over the model's final
 parameters (after the parallel stage has sharded them, under FSDP2)."""
 
+import logging
+
 import torch
 
-from utils.techniques.run import Skip, enter, on_cuda
+from utils.techniques.run import Skip, on_cuda, technique
 
 WEIGHT_DECAY = 0.1
 # the learning rate when LR is not given: GPT-3 Small's (Brown et al. 2020, table 2.1), nanoGPT's
 # default. An optimizer whose literature says otherwise gets its own from its script (default_lr=).
 ADAMW_LR = 6e-4
 BETAS = (0.9, 0.95)
+# bitsandbytes' CPU backend warns at import about an optional 4-bit kernel package no technique uses
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def _lr(run, default_lr):
@@ -25,27 +29,27 @@ def _param_groups(model):
     ]
 
 
+@technique
 def adamw(run):
-    enter(run, "optimizer")
     run.lr = _lr(run, ADAMW_LR)
     run.optimizer = torch.optim.AdamW(_param_groups(run.model), lr=run.lr, betas=BETAS)
 
 
+@technique
 def adam(run, default_lr=ADAMW_LR):
-    enter(run, "optimizer")
     run.lr = _lr(run, default_lr)
     # classic Adam: no decoupled weight decay (that is AdamW's change)
     run.optimizer = torch.optim.Adam(run.model.parameters(), lr=run.lr, betas=BETAS)
 
 
+@technique
 def sgd(run, momentum=0.0, default_lr=ADAMW_LR):
-    enter(run, "optimizer")
     run.lr = _lr(run, default_lr)
     run.optimizer = torch.optim.SGD(run.model.parameters(), lr=run.lr, momentum=momentum)
 
 
+@technique
 def fused_adamw(run):
-    enter(run, "optimizer")
     run.lr = _lr(run, ADAMW_LR)
     run.optimizer = torch.optim.AdamW(_param_groups(run.model), lr=run.lr, betas=BETAS, fused=True)
 
@@ -58,15 +62,15 @@ def _bitsandbytes():
     return bitsandbytes
 
 
+@technique
 def adamw_8bit(run):
-    enter(run, "optimizer")
     bnb = _bitsandbytes()
     run.lr = _lr(run, ADAMW_LR)
     run.optimizer = bnb.optim.AdamW8bit(_param_groups(run.model), lr=run.lr, betas=BETAS)
 
 
+@technique
 def lion(run, lr_scale, weight_decay_scale):
-    enter(run, "optimizer")
     try:
         from bitsandbytes.optim import Lion
     except ImportError:
@@ -85,16 +89,16 @@ def _lion_with(run, optimizer_class, lr_scale, weight_decay_scale):
     run.optimizer = optimizer_class(groups, lr=run.lr, betas=(0.9, 0.99))  # the Lion paper's defaults
 
 
+@technique
 def lion_8bit(run, lr_scale, weight_decay_scale):
     """bitsandbytes Lion8bit: Lion's one moment, block-wise quantised to uint8 (1 byte per parameter)."""
-    enter(run, "optimizer")
     _lion_with(run, _bitsandbytes().optim.Lion8bit, lr_scale, weight_decay_scale)
 
 
+@technique
 def offload_adamw(run):
     """torchao's CPUOffloadOptimizer: AdamW's state and step on the host, the GPU keeps
     parameters and gradients (tensors under 4096 elements stay on the GPU)."""
-    enter(run, "optimizer")
     if not (on_cuda(run) and torch.cuda.is_available()):
         raise Skip("offload moves the optimizer state from CUDA memory to the host; a CPU has nothing to offload")
     try:

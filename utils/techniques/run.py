@@ -1,14 +1,14 @@
 """The run state the technique functions change, and the order they must change it in."""
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 
 import torch
 
-from utils import models
+from utils import models, registry
+from utils.registry import STAGES
 from utils.techniques import parallel, step
-
-STAGES = ("architecture", "precision", "attention", "memory", "parallel", "optimizer", "compile", "step")
 
 
 class Skip(Exception):
@@ -71,6 +71,20 @@ def new_run(cfg, device=None):
         return model if device is None else model.to(device)
 
     return Run(cfg, build(), build=build)
+
+
+def technique(function):
+    """A technique function: it enters its stage (utils/registry.py's FUNCTIONS, the one table
+    of which function belongs to which stage) before it changes the run."""
+    stage = registry.FUNCTIONS[function.__name__][0]
+
+    @functools.wraps(function)
+    def apply(run, *args, **kwargs):
+        enter(run, stage)
+        return function(run, *args, **kwargs)
+
+    apply.stage = stage
+    return apply
 
 
 def enter(run, stage):

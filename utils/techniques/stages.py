@@ -7,14 +7,14 @@ import torch
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
 from utils.techniques import step
-from utils.techniques.run import Skip, enter, on_cuda
+from utils.techniques.run import Skip, on_cuda, technique
 
 # 1. architecture
 
 
+@technique
 def gated_mlp(run, kind):
     """Rebuild the model with a gated MLP (swiglu / geglu) at the GELU MLP's parameter count."""
-    enter(run, "architecture")
     try:
         run.model = run.train_model = run.build(mlp=kind)
     except ValueError as err:  # a model without an MLP (the LSTM)
@@ -25,16 +25,16 @@ def gated_mlp(run, kind):
 # 2. precision
 
 
+@technique
 def strict_fp32(run):
-    enter(run, "precision")
     # fp32 means fp32: pytorch may otherwise run fp32 matmuls on TF32 tensor cores
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     run.dtype = "fp32"
 
 
+@technique
 def tf32(run):
-    enter(run, "precision")
     if not on_cuda(run):
         raise Skip(
             "TF32 is a CUDA tensor-core mode (Ampere and newer); a CPU runs fp32 matmuls as fp32, "
@@ -48,8 +48,8 @@ def tf32(run):
     run.dtype = "tf32"
 
 
+@technique
 def autocast_bf16(run):
-    enter(run, "precision")
     if on_cuda(run) and not torch.cuda.is_bf16_supported(including_emulation=False):
         raise Skip("this GPU has no native bfloat16 (it needs compute capability 8.0 or newer)")
     # weights, grads and optimizer state stay fp32; matmuls and activations run in bf16
@@ -57,8 +57,8 @@ def autocast_bf16(run):
     run.dtype = "bf16-autocast"
 
 
+@technique
 def autocast_fp16(run):
-    enter(run, "precision")
     # fp16's range is narrow (max 65504): small gradients underflow to zero unless the loss
     # is scaled up first. GradScaler does that and skips a step whose grads hold inf/nan.
     run.autocast_dtype = torch.float16
@@ -69,8 +69,8 @@ def autocast_fp16(run):
 # 3. attention
 
 
+@technique
 def flash_attention(run):
-    enter(run, "attention")
     if on_cuda(run) and run.autocast_dtype not in (torch.bfloat16, torch.float16):
         raise ValueError("flash attention kernels need fp16/bf16 on CUDA: apply an autocast before flash_attention")
     # the flash-attn package when it can run (CUDA), else pytorch's SDPA, which dispatches
@@ -85,8 +85,8 @@ def flash_attention(run):
 # 4. memory
 
 
+@technique
 def checkpoint_blocks(run):
-    enter(run, "memory")
     # keep only each block's input; recompute its activations in backward (torchtitan's
     # wrapper: the model's forward does not know)
     for i, block in enumerate(run.model.blocks):
@@ -97,8 +97,8 @@ def checkpoint_blocks(run):
 # 7. compile
 
 
+@technique
 def compile_model(run):
-    enter(run, "compile")
     # the first steps trace and compile; they fall in the warm-up, which is timed apart
     mode = run.cfg.compile_mode
     run.train_model = torch.compile(run.train_model, mode=None if mode == "default" else mode)
@@ -108,15 +108,15 @@ def compile_model(run):
 # 8. step
 
 
+@technique
 def accumulate(run):
-    enter(run, "step")
     # ACCUM micro-batches of BATCH per optimizer step, each loss divided by ACCUM, so the
     # gradient is the mean over all ACCUM x BATCH sequences, as one big batch would give
     run.accum = run.cfg.accum
 
 
+@technique
 def cuda_graphs(run):
-    enter(run, "step")
     if not on_cuda(run):
         raise Skip("CUDA graphs capture GPU kernel launches; a CPU has no graph to replay")
     if run.compile_mode:
