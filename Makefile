@@ -19,7 +19,7 @@ endif
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: all run $(TECHNIQUE_TARGETS) ddp fsdp scaling_gpus plots report compare profile grid grid_report lrsweep session
-.PHONY: plan plan_check maxbatch scaling init_results reset clean test test-e2e lint help
+.PHONY: matrix plan plan_check maxbatch scaling init_results reset clean test test-e2e lint help
 .DEFAULT_GOAL := help
 
 $(VENV)/.installed: requirements.txt
@@ -71,6 +71,9 @@ lrsweep: $(SETUP)
 
 session: $(SETUP)
 	@PYTHON="$(PYTHON)" bash utils/drivers/session.sh
+
+matrix: $(SETUP)
+	@$(PYTHON) -m utils.drivers.matrix
 
 plan: $(SETUP)
 	@$(PYTHON) -m utils.plan

@@ -210,7 +210,7 @@ def test_the_grid_table_and_answer_from_synthetic_runs():
     gpt2 = table.iloc[1]
     assert (gpt2["epoch"], gpt2["at_step"], gpt2["val_ppl"]) == (2, 20, pytest.approx(math.exp(1.6)))
     assert gpt2["train_ppl"] == pytest.approx(math.exp(1.7)) and gpt2["memory_mib"] == 350.0
-    lines = grid.best_table(table).splitlines()[2:]
+    lines = grid.best_table(grid.cells(table)).splitlines()[2:]
     assert [line.startswith("| **") for line in lines] == [False, True, True, False]  # best per architecture
     answer = grid.answer(table, df)
     # equal budget (2 s, the shortest run's): the LSTM with Adam is lowest by then (1.65; the
@@ -219,6 +219,30 @@ def test_the_grid_table_and_answer_from_synthetic_runs():
     assert "**Generalisation:** GPT with 2 layers and adam (exp 2): the lowest validation perplexity, 4.953" in answer
     answer = grid.answer(table, df, target=1.75)  # LSTM + Adam: 1.7 after 10 steps of 0.1 s
     assert "**Wall-clock:** LSTM with 1 layer and adam (exp 4): validation loss 1.75 after 1.00 s" in answer
+
+
+def _repeat(rows, run_id, repeat, step_ms=None):
+    return [{**row, "run_id": run_id, "repeat": repeat, **({"step_ms": step_ms} if step_ms and
+                                                            row["phase"] == "measured" else {})} for row in rows]
+
+
+def test_a_cell_is_the_median_of_its_runs_and_a_stalled_run_is_flagged_and_left_out():
+    quick = _grid_run("lstm", 1, "adam", [5.0, 1.7, 1.65], 0.1, 310.0)
+    slow = _grid_run("tiny", 1, "adam", [5.0, 1.6, 1.5], 0.1, 320.0)
+    steady = [{**quick[0], "phase": "measured", "step": i, "step_ms": 10.0} for i in range(20)]
+    stalled = [*steady[:19], {**steady[19], "step_ms": 6000.0}]  # one step of 6 s: the machine was taken
+    df = _frame(_repeat(quick + steady, "q0", 0) + _repeat(quick + stalled, "q1", 1)
+                + [{**r, "val_loss": r["val_loss"] + 0.1} for r in _repeat(quick + steady, "q2", 2)]
+                + _repeat(slow + steady, "s0", 0))
+    runs = grid.best_evaluations(df)
+    assert runs.set_index("run_id")["stalls"].to_dict() == {"q0": 0, "q1": 1, "q2": 0, "s0": 0}
+    cells = grid.cells(runs).set_index("model")
+    assert cells.loc["lstm", "runs"] == 3 and cells.loc["lstm", "stalled"] == 1
+    assert cells.loc["lstm", "val_ppl"] == pytest.approx(math.exp(1.65))  # the median of 1.65, 1.65, 1.75
+    assert "3 (⚠ 1 stalled: left out of the wall-clock answer)" in grid.best_table(grid.cells(runs))
+    answer = grid.answer(runs, df)
+    assert "1 run(s) with a step over 10× their median" in answer
+    assert "median of 3 runs" not in answer.split("Generalisation")[1]  # the GPT's one run is the best
 
 
 def test_a_target_below_the_floor_is_refused():

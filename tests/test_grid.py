@@ -55,7 +55,7 @@ def test_make_grid_writes_its_table_answer_and_figures(results_file, tmp_path):
 )
 def test_a_bad_grid_setting_stops_the_grid_before_anything_runs(results_file, tmp_path, monkeypatch, capsys, env,
                                                                 said):
-    monkeypatch.setattr(grid, "run", lambda *a: pytest.fail("a cell ran"))
+    monkeypatch.setattr(grid.repeats, "run_rounds", lambda *a: pytest.fail("a cell ran"))
     for name, value in {"RESULTS_FILE": str(results_file), "GRID_OPTIMIZERS": "adam", "GRID_LAYERS": "1",
                         "GRID_REPORT": str(tmp_path / "GRID.md"), "DEVICE": "cpu", **env}.items():
         monkeypatch.setenv(name, value)

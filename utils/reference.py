@@ -31,6 +31,8 @@ TARGETS = {
     "lrsweep": "TECHNIQUE once per LR of LRS; names the LR with the best validation loss",
     "session": "on this device in one call: its GPU tests, make all, nanoGPT's bench (NANOGPT_DIR), report and "
     "plots into SESSION_DIR",
+    "matrix": "FACTORS on/off x OPTIMIZERS on BASE, a fresh process per cell (PLAN=1: planned), then MATRIX_REPORT "
+    "with main effects and interactions",
     "plan": "predicted peak GPU memory and its breakdown per technique of TECHNIQUES (fake tensors, any machine)",
     "plan_check": "the planner against the measured H100 peaks it can model: predicted, measured, error, the bar",
     "maxbatch": "largest batch that trains per technique (TECHNIQUE, else TECHNIQUES); PLAN=1: planned",

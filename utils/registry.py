@@ -135,6 +135,11 @@ def _defining_stage(name):
     return max(STAGES.index(c.stage) for c in own_calls(name))
 
 
+def stage_of(name):
+    """The stage a technique is about (its last own call's), or None for one that adds nothing."""
+    return STAGES[_defining_stage(name)] if own_calls(name) else None
+
+
 def _prerequisite(name, call):
     return STAGES.index(call.stage) != _defining_stage(name)
 

@@ -137,8 +137,21 @@ SETTINGS = (
     S("GRID_LRS", "", "make grid: per-optimizer LRs, e.g. 'sgd=0.3 momentum=0.03' (else each script's default)",
       "grid"),
     S("GRID_REPORT", "GRID.md", "where make grid writes its table, answer and figure links", "grid", path=True),
+    # the matrix: a full factorial of techniques
+    S("BASE", "", "make matrix: the technique or '+' combination every cell starts from, e.g. bf16 (blank: the "
+      "baseline)", "matrix"),
+    S("FACTORS", "", "make matrix: techniques each on or off, e.g. 'checkpointing flash' (2^n cells per optimizer)",
+      "matrix", _words),
+    S("OPTIMIZERS", "adamw", "make matrix: the optimizers, e.g. 'adamw lion 8bit' (adamw: the baseline's)", "matrix",
+      _words),
+    S("MAXBATCH", "0", "make matrix: 1 also finds each cell's largest batch (measured, or with PLAN=1 planned)",
+      "matrix", _flag),
+    S("MATRIX_MAX_CELLS", "64", "make matrix: refuse a design of more cells than this (raise it on purpose)", "matrix",
+      _int(1)),
+    S("MATRIX_REPORT", "MATRIX.md", "where make matrix writes its table, main effects and interactions", "matrix",
+      path=True),
     # memory: plan, maxbatch, scaling
-    S("PLAN", "0", "make maxbatch: 1 asks the planner for a GPU of GPU_MEMORY_GB instead of this device", "memory",
+    S("PLAN", "0", "make maxbatch / matrix: 1 asks the planner for a GPU of GPU_MEMORY_GB, not this device", "memory",
       _flag),
     S("GPU_MEMORY_GB", "", "make maxbatch PLAN=1: the GPU's memory in GiB (40 for an A100 40GB)", "memory",
       _optional(_number)),
@@ -163,6 +176,7 @@ GROUPS = {
     "report": "make report, plots, compare",
     "technique": "one technique elsewhere: profile, lrsweep, ddp, fsdp, scaling_gpus",
     "grid": "the LSTM-vs-GPT grid (make grid)",
+    "matrix": "make matrix: a full factorial of techniques",
     "memory": "memory: plan, maxbatch, scaling",
     "session": "make session and the environment",
 }

@@ -1,6 +1,9 @@
 """The LSTM-vs-GPT grid's table: every run at the evaluation of its best validation perplexity,
-and the grid's answer ("which configuration if you care about wall-clock, which for
-generalisation"), computed from those rows. Pure functions of results.csv rows."""
+each cell (model, depth, optimizer) the median of its runs, and the grid's answer ("which
+configuration if you care about wall-clock, which for generalisation"), computed from those
+rows. A run whose steps hold a stall (a step over STALL times its run's median: another job
+took the machine) is flagged, and left out of the wall-clock answer, so one stall cannot
+decide it. Pure functions of results.csv rows."""
 
 import math
 
@@ -9,6 +12,16 @@ import pandas as pd
 
 from utils import models
 from utils.analysis.convergence import evaluations, fmt, time_to_target
+
+STALL = 10  # a step over this many times its run's median step is a stall, not the model's time
+CELL = ["arch", "model", "layers", "optimizer", "lr"]
+MEDIANS = ["train_ppl", "val_ppl", "at_step", "at_s", "train_s", "memory_mib"]
+
+
+def stalls(run):
+    """How many of a run's training steps took over STALL times its median step."""
+    steps = run[run["phase"].isin(("warmup", "measured")) & (run["status"] == "ok")]["step_ms"].dropna()
+    return int((steps > STALL * steps.median()).sum()) if len(steps) else 0
 
 
 def _peak_mib(rows):
@@ -47,6 +60,7 @@ def best_evaluations(df):
             "memory_mib": memory,
             "memory_kind": kind,
             "floor": first["loss_floor"],
+            "stalls": stalls(run),
         }
         if finite.empty:
             row.update(val_ppl=np.nan, train_ppl=np.nan, epoch=np.nan, at_step=np.nan, at_s=np.nan)
@@ -68,9 +82,24 @@ def best_evaluations(df):
     return table.sort_values(["arch", "layers", "optimizer"], kind="stable").reset_index(drop=True)
 
 
+def cells(table):
+    """One row per cell: the median over its runs of each figure, how many runs and how many
+    stalled, and the run whose validation perplexity is the median (its figure is drawn)."""
+    out = []
+    for key, runs in table.groupby(CELL, sort=False, dropna=False):
+        ranked = runs.sort_values("val_ppl", na_position="last")
+        middle = ranked.iloc[(len(ranked) - 1) // 2]
+        out.append({**dict(zip(CELL, key)), **{c: runs[c].median() for c in MEDIANS}, "exp": runs["exp"].min(),
+                    "run_id": middle["run_id"], "epoch": middle["epoch"], "n_params": middle["n_params"],
+                    "memory_kind": middle["memory_kind"], "floor": middle["floor"], "runs": len(runs),
+                    "stalled": int((runs["stalls"] > 0).sum())})
+    return pd.DataFrame(out)
+
+
 def best_table(table, target_runs=None):
-    """The grid's table in markdown: sorted by architecture, layers, optimizer; the best
-    validation perplexity of each architecture in bold (the whole row)."""
+    """The grid's table in markdown, a row per cell (cells(): medians over runs): sorted by
+    architecture, layers, optimizer; the best validation perplexity of each architecture in
+    bold (the whole row); stalled runs flagged."""
     header = [
         "exp",
         "architecture",
@@ -84,6 +113,7 @@ def best_table(table, target_runs=None):
         "training s to it",
         "training s in all",
         "peak memory MiB",
+        "runs",
     ]
     if target_runs is not None:
         header.append("to target")
@@ -103,6 +133,8 @@ def best_table(table, target_runs=None):
             fmt(row["at_s"], ".2f"),
             fmt(row["train_s"], ".2f"),
             f"{fmt(row['memory_mib'], ',.0f')} ({row['memory_kind']})",
+            f"{row['runs']}" + (f" (⚠ {row['stalled']} stalled: left out of the wall-clock answer)" if row["stalled"]
+                                else ""),
         ]
         if target_runs is not None:
             hit = target_runs.set_index("run_id").loc[row["run_id"]]
@@ -118,43 +150,58 @@ def _name(row):
     return f"{row['arch']} with {layers} and {row['optimizer']} (exp {row['exp']})"
 
 
+def _wall_clock(ran, df):
+    """The cell with the lowest median validation perplexity within the same training time for
+    all (the shortest unstalled run's), from its unstalled runs; (line, runs left out)."""
+    clean = ran[ran["stalls"] == 0]
+    if clean.empty:
+        return "- **Wall-clock:** every run stalled (see the runs column): no wall-clock answer here.", len(ran)
+    budget = clean["train_s"].min()
+    ev = evaluations(df)
+    within = ev[(ev["train_s"] <= budget) & ev["run_id"].isin(clean["run_id"])]
+    best_by_run = within.groupby("run_id")["val_loss"].min()
+    per_cell = clean.set_index("run_id").loc[best_by_run.index].assign(best=best_by_run).groupby(CELL)["best"].median()
+    winner = ran[ran[CELL].apply(tuple, axis=1) == per_cell.idxmin()].iloc[0]
+    return (f"- **Wall-clock:** {_name(winner)}: the lowest validation perplexity within {budget:.2f} s of training "
+            f"(the shortest run's time, so every run had it): {math.exp(per_cell.min()):.3f}.", len(ran) - len(clean))
+
+
 def answer(table, df, target=None):
     """The grid's question, computed: which configuration if you care about wall-clock,
-    which for generalisation. Returns markdown bullet lines."""
+    which for generalisation (a cell's median over its runs). `table`: best_evaluations(),
+    a row per run. Returns markdown bullet lines."""
     ran = table[table["val_ppl"].notna()]
     if ran.empty:
         return "- No run reached a finite validation loss: nothing to recommend."
-    lines = []
+    lines, left_out = [], 0
     if target is not None:
         runs = time_to_target(df, target).set_index("run_id")
-        hits = ran[ran["run_id"].map(runs["reached"])]
+        clean = ran[ran["stalls"] == 0]
+        left_out = len(ran) - len(clean)
+        hits = clean[clean["run_id"].map(runs["reached"])]
         if len(hits):
             fastest = hits.loc[hits["run_id"].map(runs["seconds"]).idxmin()]
             seconds = runs.loc[fastest["run_id"], "seconds"]
             lines.append(
                 f"- **Wall-clock:** {_name(fastest)}: validation loss {target:g} after {seconds:.2f} s "
-                f"of training, the soonest of the {len(hits)} runs that reached it ({len(ran) - len(hits)} did not)."
+                f"of training, the soonest of the {len(hits)} runs that reached it ({len(clean) - len(hits)} did not)."
             )
         else:
-            lines.append(f"- **Wall-clock:** no run reached validation loss {target:g}.")
+            lines.append(f"- **Wall-clock:** no unstalled run reached validation loss {target:g}.")
     else:
-        # the same budget for all: the training time of the shortest run
-        budget = ran["train_s"].min()
-        ev = evaluations(df)
-        within = ev[(ev["train_s"] <= budget) & ev["run_id"].isin(ran["run_id"])]
-        best_by_run = within.groupby("run_id")["val_loss"].min()
-        winner = ran.set_index("run_id").loc[best_by_run.idxmin()]
-        lines.append(
-            f"- **Wall-clock:** {_name(winner)}: the lowest validation "
-            f"perplexity within {budget:.2f} s of training (the shortest run's time, so every run had it): "
-            f"{math.exp(best_by_run.min()):.3f}."
-        )
-    best = ran.loc[ran["val_ppl"].idxmin()]
+        line, left_out = _wall_clock(ran, df)
+        lines.append(line)
+    if left_out:
+        lines.append(f"- **Left out of the wall-clock answer:** {left_out} run(s) with a step over {STALL}× their "
+                     "median (another job took the machine); rerun them, or use REPEATS=3.")
+    by_cell = cells(ran)
+    best = by_cell.loc[by_cell["val_ppl"].idxmin()]
     gap = best["val_ppl"] - best["train_ppl"]
     floor = best["floor"]
+    runs_note = f", median of {best['runs']} runs" if best["runs"] > 1 else ""
     lines.append(
         f"- **Generalisation:** {_name(best)}: the lowest validation perplexity, {best['val_ppl']:.3f} "
-        f"(train {best['train_ppl']:.3f}, gap {gap:+.3f})"
+        f"(train {best['train_ppl']:.3f}, gap {gap:+.3f}{runs_note})"
         + (f"; the data's floor is {math.exp(floor):.3f}." if floor == floor else ".")
     )
     return "\n".join(lines)

@@ -61,6 +61,15 @@ def _listed(names, progress):
     )
 
 
+@dataclass(frozen=True)
+class Job:
+    """One run of a round: a technique or combination, with settings on top of the environment."""
+
+    name: str
+    overrides: tuple = ()  # (variable, value) pairs
+    label: str = ""  # how the run is announced (blank: its name)
+
+
 @dataclass
 class Rounds:
     """What the runs of this invocation did so far."""
@@ -72,28 +81,31 @@ class Rounds:
 
 
 def _round(state, active, repeats, precision, planned):
-    """Run each technique of `active` once; return the ones that ran ok."""
+    """Run each job of `active` once; return the ones that ran ok."""
     ran = []
-    for name in active:
+    for job in active:
         count = f"{len(state.outcomes) + 1}/{planned}" if precision is None else (
             f"round {state.count + 1}, run {len(state.outcomes) + 1}")
-        print(f"\n=== [{count}] {name}" + (f" (repeat {state.count})" if repeats > 1 or precision else ""), flush=True)
-        outcome = run(name, {"REPEAT": str(state.count)})
+        label = job.label or job.name
+        print(f"\n=== [{count}] {label}" + (f" (repeat {state.count})" if repeats > 1 or precision else ""), flush=True)
+        outcome = run(job.name, {**dict(job.overrides), "REPEAT": str(state.count)})
         state.outcomes.append((outcome.status, outcome.line))
         state.run_ids.append(outcome.run_id)
         if outcome.status == "ok":
-            ran.append(name)
+            ran.append(job)
     state.count += 1
     return ran
 
 
-def run_rounds(names, results_file, repeats, precision, max_repeats, budget_s):
-    """REPEATS interleaved rounds, or with PRECISION rounds until the stopping rule says stop."""
-    state, active, started = Rounds(), list(names), time.monotonic()
+def run_rounds(jobs, results_file, repeats, precision=None, max_repeats=None, budget_s=float("inf")):
+    """REPEATS interleaved rounds of `jobs` (names or Jobs: A B C A B C), or with PRECISION
+    rounds until the stopping rule says stop."""
+    jobs = [job if isinstance(job, Job) else Job(job) for job in jobs]
+    state, active, started = Rounds(), jobs, time.monotonic()
     try:
         while True:
             round_started = time.monotonic()
-            ran = _round(state, active, repeats, precision, len(names) * repeats)
+            ran = _round(state, active, repeats, precision, len(jobs) * repeats)
             if precision is None:
                 if state.count == repeats:
                     return state

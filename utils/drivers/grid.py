@@ -22,7 +22,9 @@ from pathlib import Path
 from utils import checks, models, registry, results, settings
 from utils.analysis import convergence
 from utils.analysis import grid as grid_table
-from utils.drivers.runner import FAILED, run
+from utils.drivers import all as repeats
+from utils.drivers.all import Job
+from utils.drivers.runner import FAILED
 from utils.measure import config
 from utils.plots import curves
 
@@ -65,13 +67,13 @@ def check_settings(cells, target):
 
 
 def grid_rows(df, cells):
-    """The newest ok run of each cell."""
+    """The newest ok run of each cell at each repeat index (REPEATS=3: the three of the last grid)."""
     ok = df[df["status"] == "ok"]
     chosen = []
     for model, layers, optimizer in cells:
         runs = ok[(ok["model"] == model) & (ok["layers"] == layers) & (ok["technique"] == optimizer)]
-        if len(runs):
-            chosen.append(runs.sort_values("timestamp_utc")["run_id"].iloc[-1])
+        newest = runs.sort_values("timestamp_utc").drop_duplicates("run_id").groupby("repeat")["run_id"].last()
+        chosen += list(newest)
     return df[df["run_id"].isin(chosen)]
 
 
@@ -79,7 +81,8 @@ def report(paths, cells, target):
     df = results.read(paths.results)
     rows = grid_rows(df, cells)
     convergence.check_target(rows, target)
-    table = grid_table.best_evaluations(rows)
+    runs = grid_table.best_evaluations(rows)
+    table = grid_table.cells(runs) if not runs.empty else runs
     if table.empty:
         raise results.ResultsFileError(f"{paths.results} has no grid run with evaluations: run make grid first")
     out = Path(paths.out)
@@ -92,16 +95,18 @@ def report(paths, cells, target):
         f"suite {first['git_sha']}"
     )
     caption = (
-        "Each run at the evaluation of its best validation perplexity (PPL = exp(loss in nats)): the train PPL is "
-        "exp of the mean training loss since the evaluation before (a per-epoch train PPL). *exp*: the "
-        "run's number in the grid's order; *eval (step)*: which evaluation, after how many training steps; "
-        "*training s*: training wall-clock, warm-up included, evaluations excluded; *peak memory*: allocated on "
-        "CUDA, the process's resident set (RSS) on a CPU. Bold: the best validation PPL of each architecture."
+        "Each cell at the evaluation of its best validation perplexity (PPL = exp(loss in nats)), the median over "
+        "its runs: the train PPL is exp of the mean training loss since the evaluation before (a per-epoch train "
+        "PPL). *exp*: the cell's first run's number in the grid's order; *eval (step)*: which evaluation (of the "
+        "median run), after how many training steps; *training s*: training wall-clock, warm-up included, "
+        "evaluations excluded; *peak memory*: allocated on CUDA, the process's resident set (RSS) on a CPU; "
+        f"*runs*: how many, and how many stalled (a step over {grid_table.STALL}x its run's median: another job took "
+        "the machine). Bold: the best validation PPL of each architecture."
     )
     text = (
         f"# The LSTM-vs-GPT grid: by depth and optimizer\n\n{settings}\n\n"
         f"{grid_table.best_table(table, target_runs)}\n\n{caption}\n\n"
-        f"## Which configuration?\n\n{grid_table.answer(table, rows, target)}\n\n"
+        f"## Which configuration?\n\n{grid_table.answer(runs, rows, target)}\n\n"
         + "\n".join(f"![{p.stem}]({os.path.relpath(p, out.parent)})" for p in figures)
         + "\n"
     )
@@ -137,13 +142,11 @@ def main(argv=None):
         print(f"grid: error: {err}", file=sys.stderr)
         return checks.EXIT_BAD_INPUT
     failed = []
-    if mode == "run":
-        for i, (model, layers, optimizer) in enumerate(cells, 1):
-            print(f"\n=== [{i}/{len(cells)}] {model}, {layers} layer(s), {optimizer}", flush=True)
-            overrides = {"MODEL": model, "LAYERS": str(layers), "LR": lrs.get(optimizer, "auto")}
-            outcome = run(optimizer, overrides)
-            if outcome.status in FAILED:
-                failed.append(outcome.line)
+    if mode == "run":  # every cell a fresh process, REPEATS rounds interleaved as make all runs them
+        jobs = [Job(optimizer, (("MODEL", model), ("LAYERS", str(layers)), ("LR", lrs.get(optimizer, "auto"))),
+                    f"{model}, {layers} layer(s), {optimizer}") for model, layers, optimizer in cells]
+        state = repeats.run_rounds(jobs, files.results, settings.get("REPEATS"))
+        failed = [line for status, line in state.outcomes if status in FAILED]
         for line in failed:
             print(f"grid: failed: {line}", file=sys.stderr)
     try:

@@ -1,0 +1,103 @@
+"""make matrix: the design checked before anything runs, main effects and interactions on
+synthetic cells with a known answer, a 2 x 2 planned in this process and measured end to end."""
+
+import pandas as pd
+import pytest
+from helpers import run_make, tiny_env
+
+from utils import results
+from utils.analysis import matrix
+from utils.drivers import matrix as matrix_command
+
+
+def _set(monkeypatch, results_file, tmp_path, **env):
+    for name, value in {**tiny_env(results_file), "MATRIX_REPORT": str(tmp_path / "M.md"), **env}.items():
+        monkeypatch.setenv(name, str(value))
+
+
+@pytest.mark.parametrize(
+    "env, said",
+    [
+        ({"FACTORS": "checkpointing lion"}, "FACTORS: lion is an optimizer: put it in OPTIMIZERS"),
+        ({"OPTIMIZERS": "adamw flash"}, "OPTIMIZERS: flash is not an optimizer"),
+        ({"FACTORS": "checkpointing nope"}, "unknown technique in BASE or FACTORS: nope"),
+        ({"FACTORS": "bf16 fp16"}, "each choose the precision"),  # a cell that cannot exist
+        ({"BASE": "stack", "FACTORS": "flash"}, "stack already includes flash"),
+        ({"FACTORS": "flash flash"}, "FACTORS and OPTIMIZERS must each name a technique once"),
+        ({"FACTORS": "bf16 flash checkpointing swiglu accum compile tf32", "MATRIX_MAX_CELLS": "64"},
+         "7 factors x 1 optimizer(s) make 128 cells, above MATRIX_MAX_CELLS=64"),
+        ({"FACTORS": "checkpointing", "PLAN": "1"}, "PLAN=1 needs GPU_MEMORY_GB="),
+        ({"FACTORS": "checkpointing", "MAXBATCH": "yes"}, "MAXBATCH must be an integer from 0 to 1"),
+    ],
+)
+def test_a_bad_design_is_one_line_before_anything_runs(results_file, tmp_path, monkeypatch, capsys, env, said):
+    _set(monkeypatch, results_file, tmp_path, **env)
+    monkeypatch.setattr(matrix_command.repeats, "run_rounds", lambda *a: pytest.fail("a cell ran"))
+    assert matrix_command.main() == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("matrix: error: ") and said in lines[0], lines
+    assert not results_file.exists() and not (tmp_path / "M.md").exists()
+
+
+def _synthetic(runs=1):
+    """A 2 x 2 x {adamw, lion} table: memory = 100 - 30 a - 20 b - 10 a b - 5 lion (a = checkpointing,
+    b = flash), step = 10 + 4 a - 2 b; each run's figures spread +-1 around the cell's."""
+    cells = matrix.cells(["bf16"], ["checkpointing", "flash"], ["adamw", "lion"], lambda parts: "+".join(parts))
+    rows = []
+    for cell in cells:
+        a, b = cell.on
+        lion = cell.optimizer == "lion"
+        memory, step = 100 - 30 * a - 20 * b - 10 * a * b - 5 * lion, 10 + 4 * a - 2 * b
+        spread = [0.0] if runs == 1 else [-1.0, 0.0, 1.0][:runs]
+        rows.append({"cell": cell, "memory_mib": memory, "step_ms": step, "runs": runs,
+                     "per_run": {"memory_mib": [memory + s for s in spread], "step_ms": [step + s for s in spread]}})
+    return pd.DataFrame(rows)
+
+
+def test_main_effects_and_interactions_have_the_known_answer():
+    main, pairs = matrix.effects(_synthetic(), ["checkpointing", "flash"], "memory_mib")
+    # checkpointing saves 30 without flash, 40 with it: on average 35, and 10 more together
+    assert main["checkpointing"][0] == pytest.approx(-35) and main["flash"][0] == pytest.approx(-25)
+    assert main["lion"][0] == pytest.approx(-5)
+    (off, on), low, high = pairs["checkpointing", "flash"]
+    assert (off, on) == (pytest.approx(-30), pytest.approx(-40)) and low != low  # one run: no CI
+    step, step_pairs = matrix.effects(_synthetic(), ["checkpointing", "flash"], "step_ms")
+    assert step["checkpointing"][0] == pytest.approx(4) and step_pairs["checkpointing", "flash"][0] == (4, 4)
+
+
+def test_with_repeats_every_effect_has_a_ci_around_it():
+    main, pairs = matrix.effects(_synthetic(runs=3), ["checkpointing", "flash"], "memory_mib")
+    for name, truth in {"checkpointing": -35, "flash": -25, "lion": -5}.items():
+        point, low, high = main[name]
+        assert low <= truth <= high and point == pytest.approx(truth)
+    (off, on), low, high = pairs["checkpointing", "flash"]
+    assert low <= -10 <= high
+
+
+def test_a_planned_2x2_marks_each_cell_and_what_it_predicts(results_file, tmp_path, monkeypatch, capsys):
+    _set(monkeypatch, results_file, tmp_path, BASE="bf16", FACTORS="checkpointing flash", OPTIMIZERS="adamw",
+         PLAN="1", GPU_MEMORY_GB="40", MODEL="tiny", SEQ="128", BATCH="4")
+    assert matrix_command.main() == 0
+    text = (tmp_path / "M.md").read_text()
+    cells = [line for line in text.split("## Main effects")[0].splitlines() if line.startswith("| `")]
+    names = [line.split("`")[1] for line in cells]
+    assert names == ["bf16", "flash", "bf16+checkpointing", "flash+checkpointing"]  # bf16+flash is flash
+    assert [line.count("✓") for line in cells] == [0, 1, 1, 2]
+    assert "peak allocated MiB (predicted)" in text and "predicted on fake tensors" in text
+    df = results.read(results_file)
+    assert set(df["kind"]) == {"predicted"} and set(df["technique"]) == set(names)
+    peaks = df.set_index("technique")["mem_peak_mib"]
+    assert peaks["bf16+checkpointing"] < peaks["bf16"] and peaks["flash"] < peaks["bf16"]  # what each factor saves
+    assert "matrix: 4 cells, 4 plans" in capsys.readouterr().out
+
+
+@pytest.mark.e2e
+def test_a_measured_2x2_with_repeats_runs_each_cell_interleaved(results_file, tmp_path):
+    proc = run_make("matrix", "FACTORS=checkpointing swiglu", "OPTIMIZERS=adamw", "REPEATS=2", "MAXBATCH=0",
+                    f"MATRIX_REPORT={tmp_path / 'M.md'}", results_file=results_file, STEPS="2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = results.read(results_file).drop_duplicates("run_id")
+    order = ["baseline", "swiglu", "checkpointing", "swiglu+checkpointing"]
+    assert list(runs["technique"]) == order * 2 and list(runs["repeat"]) == [0] * 4 + [1] * 4
+    text = (tmp_path / "M.md").read_text()
+    assert "| `checkpointing` | +" in text and "[" in text.split("## Main effects")[1]  # CIs from the repeats

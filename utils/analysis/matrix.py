@@ -1,0 +1,120 @@
+"""A full factorial of techniques, from results.csv rows: each cell's figures, each factor's
+main effect (the mean change when it is switched on, over every other setting) and each
+pair's interaction (does checkpointing save as much with flash as without?).
+
+A cell is a combination: BASE + the factors switched on + one optimizer. Its figures come
+from its runs (measured: median step time, median tokens/s, the peak memory compared on
+that device; predicted: the planner's peak) and its maxbatch row where there is one. With
+repeats every effect gets a bootstrap CI: each resample draws each cell's runs with
+replacement, then the effect is computed again (stats.RESAMPLES of them).
+"""
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from utils.analysis.stats import RESAMPLES, interval, measured, predicted
+
+METRICS = {"memory_mib": "peak memory, MiB", "step_ms": "step time, ms"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str  # the canonical combination (a technique's name, or its parts joined with '+')
+    on: tuple  # one bool per factor
+    optimizer: str
+
+
+def cells(base, factors, optimizers, canonical):
+    """Every cell of the factorial, factors varying fastest; `canonical(parts)` names one."""
+    out = []
+    for optimizer in optimizers:
+        for on in itertools.product((False, True), repeat=len(factors)):
+            chosen = [f for f, flag in zip(factors, on) if flag]
+            parts = [*base, *chosen, *([] if optimizer == "adamw" else [optimizer])]  # adamw: the baseline's
+            out.append(Cell(canonical(parts), on, optimizer))
+    return out
+
+
+def _run_figures(rows):
+    """Per run of a cell: (median step ms, median tokens/s, comparable peak MiB, kind)."""
+    out = []
+    for _, run in rows.groupby("run_id", sort=False):
+        if predicted(run).all():
+            out.append((np.nan, np.nan, run["mem_peak_mib"].max(), "predicted"))
+            continue
+        steps = measured(run)
+        if steps.empty:
+            continue
+        alloc = steps["peak_alloc_mib"].max()
+        memory = alloc if alloc == alloc else steps["mem_peak_mib"].max()
+        out.append((steps["step_ms"].median(), steps["tokens_per_s"].median(), memory, "measured"))
+    return out
+
+
+def table(df, cell_list):
+    """One row per cell: its figures (medians over its runs), runs, kind, largest batch."""
+    rows = []
+    for cell in cell_list:
+        mine = df[df["technique"] == cell.name]
+        figures = _run_figures(mine[mine["phase"] != "maxbatch"])
+        batches = mine[mine["phase"] == "maxbatch"]
+        step, tokens, memory = (_median([f[i] for f in figures]) for i in range(3))
+        rows.append({"cell": cell, "runs": len(figures), "kind": figures[0][3] if figures else "",
+                     "step_ms": step, "tokens_per_s": tokens, "memory_mib": memory,
+                     "max_batch": int(batches["batch"].iloc[-1]) if len(batches) else None,
+                     "per_run": {"step_ms": [f[0] for f in figures], "memory_mib": [f[2] for f in figures]}})
+    return pd.DataFrame(rows)
+
+
+def _median(values):
+    finite = [v for v in values if v == v]
+    return float(np.median(finite)) if finite else np.nan
+
+
+def _mean(values):
+    finite = values[~np.isnan(values)]
+    return finite.mean() if len(finite) else np.nan  # a predicted cell has no time: no effect on it
+
+
+def _effects(values, flags, cell_optimizers, factors):
+    """{factor or optimizer: main effect}, {(f, g): (effect of f with g off, with g on)} from one
+    value per cell. An optimizer's effect is against the first one listed."""
+    values = np.asarray(values, dtype=float)
+    on = np.asarray(flags, dtype=bool).reshape(len(values), len(factors))  # (cells, factors)
+    main = {f: _mean(values[on[:, i]]) - _mean(values[~on[:, i]]) for i, f in enumerate(factors)}
+    opt = np.asarray(cell_optimizers)
+    main.update({o: _mean(values[opt == o]) - _mean(values[opt == opt[0]]) for o in dict.fromkeys(opt)
+                 if o != opt[0]})
+    pairs = {}
+    for (i, f), (j, g) in itertools.combinations(enumerate(factors), 2):
+        pairs[f, g] = tuple(_mean(values[on[:, i] & (on[:, j] == g_on)])
+                            - _mean(values[~on[:, i] & (on[:, j] == g_on)]) for g_on in (False, True))
+    return main, pairs
+
+
+def effects(cell_table, factors, metric, seed=0):
+    """Main effects and interactions of `metric` over the cells: point estimates, and 95% CIs
+    where cells have repeats ({name: (point, low, high)}, {(f, g): ((off, on), CI of on - off)})."""
+    flags = [c.on for c in cell_table["cell"]]
+    optimizers = [c.optimizer for c in cell_table["cell"]]
+    main, pairs = _effects(cell_table[metric], flags, optimizers, factors)
+    per_run = [r[metric] for r in cell_table["per_run"]]
+    repeated = all(len(v) > 1 for v in per_run)
+    draws_main, draws_pairs = {k: [] for k in main}, {k: [] for k in pairs}
+    rng = np.random.default_rng(seed)
+    for _ in range(RESAMPLES if repeated else 0):
+        resampled = [np.median(rng.choice(v, size=len(v))) for v in per_run]
+        m, p = _effects(resampled, flags, optimizers, factors)
+        for k in m:
+            draws_main[k].append(m[k])
+        for k in p:
+            draws_pairs[k].append(p[k][1] - p[k][0])
+    return ({k: (v, *_ci(draws_main[k])) for k, v in main.items()},
+            {k: (v, *_ci(draws_pairs[k])) for k, v in pairs.items()})
+
+
+def _ci(draws):
+    return interval(draws) if draws else (np.nan, np.nan)

@@ -1,0 +1,72 @@
+"""The matrix report (make matrix): a row per cell in the shape of the tables users make by
+hand (a mark per factor, the optimizer, memory, speed, max batch), then each factor's main
+effect and each pair's interaction, with CIs where there were repeats."""
+
+import math
+
+from utils.analysis import matrix
+
+GIB = 1024  # MiB per GiB
+
+
+def _unit(table):
+    """(name, MiB per unit): GiB, or MiB where every peak is below one GiB."""
+    return ("GiB", GIB) if table["memory_mib"].max() >= GIB else ("MiB", 1)
+
+
+def _num(value, spec):
+    return "–" if value is None or value != value else format(value, spec)
+
+
+def _ci(point, low, high, spec, scale=1.0):
+    text = _num(point / scale, spec)
+    return text if low != low else f"{text} [{low / scale:{spec}}, {high / scale:{spec}}]"
+
+
+def _cells(table, factors, planned):
+    unit, per = _unit(table)
+    memory = f"peak allocated {unit} (predicted)" if planned else f"peak memory {unit}"
+    header = ["cell", *factors, "optimizer", memory, "step ms", "it/s", "tokens/s", "max batch", "runs"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in table.iterrows():
+        cell = row["cell"]
+        step = row["step_ms"]
+        marks = ("✓" if on else "" for on in cell.on)
+        speed = [_num(step, ".2f"), _num(1e3 / step if step == step else math.nan, ".2f"),
+                 _num(row["tokens_per_s"], ",.0f")]
+        lines.append("| " + " | ".join([f"`{cell.name}`", *marks, cell.optimizer, _num(row["memory_mib"] / per, ".2f"),
+                                         *speed, _num(row["max_batch"], "d"), str(row["runs"])]) + " |")
+    return "\n".join(lines)
+
+
+def _effects(table, factors):
+    memory, memory_pairs = matrix.effects(table, factors, "memory_mib")
+    step, step_pairs = matrix.effects(table, factors, "step_ms")
+    unit, per = _unit(table)
+    lines = [f"| switched on | Δ peak memory {unit} [95% CI] | Δ step time ms [95% CI] |", "|---|---|---|"]
+    lines += [f"| `{name}` | {_ci(*memory[name], '+.2f', per)} | {_ci(*step[name], '+.2f')} |" for name in memory]
+    if not memory_pairs:
+        return "\n".join(lines)
+    lines += ["", "Interactions: the effect of the first of a pair with the second off, with it on, and the "
+              "difference (0: they add up; negative: together they save more than apart).", "",
+              f"| pair | Δ memory {unit}, second off / on | difference | Δ step ms, second off / on | difference |",
+              "|---|---|---|---|---|"]
+    for (f, g), ((off, on), low, high) in memory_pairs.items():
+        (s_off, s_on), s_low, s_high = step_pairs[f, g]
+        lines.append(f"| `{f}` × `{g}` | {_num(off / per, '+.2f')} / {_num(on / per, '+.2f')} | "
+                     f"{_ci(on - off, low, high, '+.2f', per)} | {_num(s_off, '+.2f')} / {_num(s_on, '+.2f')} | "
+                     f"{_ci(s_on - s_off, s_low, s_high, '+.2f')} |")
+    return "\n".join(lines)
+
+
+def markdown(table, factors, base, cfg, where, planned):
+    """MATRIX_REPORT's text."""
+    on_top = "+".join(base) or "the baseline"
+    kind = ("predicted on fake tensors (`make plan`): the allocated peak, no CUDA context or allocator cache, "
+            "and no time" if planned else "measured on this device; memory is the peak allocated on CUDA, the "
+            "tracked tensor peak (MemTracker) on a CPU")
+    return (f"# Matrix: {on_top} × {{{', '.join(factors) or 'no factor'}}} × optimizers\n\n"
+            f"{cfg.model} ({cfg.layers} layers) · B={cfg.batch} T={cfg.seq} · {where} · {kind}.\n\n"
+            f"{_cells(table, factors, planned)}\n\n## Main effects\n\nThe mean change when a factor is switched "
+            "on, over every setting of the others (an optimizer: against the first listed).\n\n"
+            f"{_effects(table, factors)}\n")
