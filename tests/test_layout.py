@@ -26,7 +26,7 @@ ALLOWED = {
     "measure": {"techniques", "models", "results", "settings", "checks", "devices", "registry"},
     "plan": {"measure", "techniques", "models", "results", "settings", "checks", "registry"},
     "analysis": {"results", "models", "checks"},
-    "plots": {"analysis", "results", "checks", "settings"},
+    "plots": {"analysis", "results", "checks", "settings", "registry"},
     "report": {"analysis", "plots", "results", "checks", "settings"},
     "__init__": set(),  # the package's map: a docstring
 }

@@ -64,3 +64,18 @@ def test_bad_input_is_one_line_and_writes_nothing(results_file, monkeypatch, cap
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("maxbatch: error:") and message in lines[0]
     assert not results_file.exists()
+
+
+@pytest.mark.parametrize("limit, start", [(37, 37), (37, 30), (37, 50), (5, 1), (1, 9), (0, 4)])
+def test_a_search_from_a_guess_finds_the_same_answer(limit, start):
+    assert maxbatch.search(lambda b: b <= limit, start=start)[0] == limit
+
+
+def test_the_planned_search_finds_bisections_answer_in_fewer_plans(monkeypatch):
+    for name, value in {"MODEL": "tiny", "SEQ": "64", "DEVICE": "cpu"}.items():
+        monkeypatch.setenv(name, value)
+    budget = 0.05 + maxbatch.CONTEXT_GIB  # a GPU of 1.05 GiB
+    best, trials = maxbatch.planned_search("baseline", budget)
+    bisected, plain = maxbatch.search(maxbatch.PlannedFit("baseline", budget))
+    assert best == bisected >= 8  # the same answer as x2 then bisection
+    assert len(trials) < len(plain)

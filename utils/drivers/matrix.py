@@ -65,7 +65,7 @@ def _planned(cells, gpu_gb, with_batch):
         rows.append(predicted_row(cfg, cell.name, plan, device))
         print(f"matrix: {cell.name}: {plan.peak_mib / 1024:.2f} GiB peak allocated (predicted)", flush=True)
         if with_batch:
-            best, _ = maxbatch.search(maxbatch.planned_fits(cell.name, gpu_gb))
+            best, _ = maxbatch.planned_search(cell.name, gpu_gb, planned={cfg.batch: plan.peak_mib / 1024})
             rows.append(results.identity(cfg, cell.name, device, batch=best, status="ok", phase="maxbatch",
                                          kind="predicted", reason=f"largest batch B={best} on a {gpu_gb:g} GiB GPU"))
     return rows

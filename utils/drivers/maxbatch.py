@@ -36,9 +36,10 @@ RESERVED_OVER_ALLOCATED = 0.10
 MAX_BATCH = 2**16  # search ceiling: a batch past this is not a memory question any more
 
 
-def search(fits, limit=MAX_BATCH):
-    """Largest b in [1, limit] with fits(b), assuming fits is monotone: x2 then bisect.
-    Returns (answer, [(batch, fits?)...]); answer 0 if fits(1) is False."""
+def search(fits, limit=MAX_BATCH, start=1):
+    """Largest b in [1, limit] with fits(b), assuming fits is monotone: from `start` (1, or a
+    guess) steps of 1, 2, 4, ... up while it fits, then bisect. Returns (answer, [(batch,
+    fits?)...]); answer 0 if nothing fits. A good guess costs two trials (it, and one more)."""
     trials = []
 
     def trial(b):
@@ -47,12 +48,17 @@ def search(fits, limit=MAX_BATCH):
         return ok
 
     low, high = 0, None  # low trains, high does not
-    b = 1
-    while b <= limit:
-        if not trial(b):
-            high = b
-            break
-        low, b = b, b * 2
+    start = max(1, min(start, limit))
+    if start > 1 and not trial(start):
+        low, high = 0, start
+    else:
+        low, step = (start, 1) if start > 1 else (0, 1)
+        b = start if start == 1 else start + 1
+        while b <= limit:
+            if not trial(b):
+                high = b
+                break
+            low, b, step = b, (b * 2 if start == 1 else start + step * 2), step * 2
     if high is None:
         return low, trials
     while high - low > 1:
@@ -85,15 +91,57 @@ def measured_trial(technique, batch, maxmem_gb, scratch):
     raise RuntimeError(outcome.line)
 
 
-def planned_fits(technique, gpu_memory_gb):
-    setup = setup_of(technique)[1]
+class PlannedFit:
+    """Whether a batch fits a GPU of `gpu_memory_gb` GiB by the planner, each batch planned once."""
 
-    def fits(batch):
-        cfg = load_config(technique, ["--batch", str(batch)])
-        predicted_gib = planner.plan(setup, cfg).peak_mib / 1024
-        return predicted_gib * (1 + RESERVED_OVER_ALLOCATED) + CONTEXT_GIB <= gpu_memory_gb
+    def __init__(self, technique, gpu_memory_gb):
+        self.technique, self.budget, self.peaks = technique, gpu_memory_gb, {}
+        self.setup = setup_of(technique)[1]
 
-    return fits
+    def total_gib(self, batch):
+        if batch not in self.peaks:
+            cfg = load_config(self.technique, ["--batch", str(batch)])
+            self.peaks[batch] = planner.plan(self.setup, cfg).peak_mib / 1024
+        return self.peaks[batch] * (1 + RESERVED_OVER_ALLOCATED) + CONTEXT_GIB
+
+    def __call__(self, batch):
+        return self.total_gib(batch) <= self.budget
+
+
+def planned_search(technique, gpu_memory_gb, limit=MAX_BATCH, planned=None):
+    """(largest batch, trials) on the planned GPU, in a few plans: the planned peak is the
+    larger of the optimizer step's (constant in the batch) and backward's (affine in it), a
+    convex, piecewise-linear function: the line through B=1 and B=2 points past the answer (x2
+    steps beyond it where it fell short), and the chord between the last batch that fits and
+    the first that does not (regula falsi: a chord never lies below a convex function) lands
+    on the answer once both ends are in the affine part, a few plans where bisection takes
+    log2 of the answer. `planned`: peaks (GiB) already planned, by batch."""
+    fits, trials = PlannedFit(technique, gpu_memory_gb), []
+    fits.peaks.update(planned or {})  # {batch: GiB} already planned
+
+    def trial(b):
+        trials.append((b, fits(b)))
+        return trials[-1][1]
+
+    for b in (1, 2):
+        if b > limit or not trial(b):
+            return b - 1, trials
+    # the line through B=1 and B=2 extrapolated: right at once where backward's peak leads
+    slope = fits.total_gib(2) - fits.total_gib(1)
+    low, high = 2, limit if slope <= 0 else min(limit, 3 + int((fits.budget - fits.total_gib(2)) / slope))
+    while trial(high):
+        if high == limit:
+            return high, trials
+        low, high = high, min(limit, high * 2)
+    while high - low > 1:
+        f_low, f_high = fits.total_gib(low), fits.total_gib(high)
+        b = low + int((fits.budget - f_low) * (high - low) / (f_high - f_low))
+        b = min(max(b, low + 1), high - 1)
+        if trial(b):
+            low = b
+        else:
+            high = b
+    return low, trials
 
 
 def techniques():
@@ -127,10 +175,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         scratch = str(Path(tmp) / "trials.csv")
         for name, cfg in cfgs.items():
-            fits = (planned_fits(name, gpu_gb) if planned
-                    else (lambda b, n=name: measured_trial(n, b, maxmem_gb, scratch)))
             try:
-                best, trials = search(fits)
+                best, trials = (planned_search(name, gpu_gb) if planned
+                                else search(lambda b, n=name: measured_trial(n, b, maxmem_gb, scratch)))
             except RuntimeError as err:
                 print(f"maxbatch: {name}: cannot search: {err}", file=sys.stderr)
                 status = 1

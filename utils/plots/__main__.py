@@ -3,7 +3,7 @@
 
 import sys
 
-from utils import checks, settings
+from utils import checks, registry, settings
 from utils.plots import plots_for, select
 from utils.plots.steps import plot_time_difference
 
@@ -15,7 +15,9 @@ def main(argv=None):
         prefix = checks.file_prefix("PLOTSPREFIX", settings.text("PLOTSPREFIX"))
         df, notes = select(settings.text("RESULTS_FILE"), settings.text("DEVICE_FILTER"))
         if compare:
-            a, b = settings.text("A"), settings.text("B")
+            # a combination by its canonical name, as its rows carry it (lion+flash: flash+lion)
+            given = settings.text("A"), settings.text("B")
+            a, b = (registry.check([name])[0] if "+" in name else name for name in given)
             out.mkdir(parents=True, exist_ok=True)
             path, mean, low, high = plot_time_difference(df, a, b, out / f"{prefix}timediff_{a}_vs_{b}.png")
             paths = [path]
