@@ -34,3 +34,9 @@ def test_a_script_runs_on_its_own_from_anywhere(tmp_path):
                           text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "--steps STEPS" in proc.stdout and "[STEPS, default 50]" in proc.stdout
+
+
+def test_every_link_of_the_docs_pages_leads_somewhere():
+    for page in (ROOT / "docs").glob("*.md"):
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name}: {target}"

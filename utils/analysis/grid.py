@@ -19,8 +19,9 @@ MEDIANS = ["train_ppl", "val_ppl", "at_step", "at_s", "train_s", "memory_mib"]
 
 
 def stalls(run):
-    """How many of a run's training steps took over STALL times its median step."""
-    steps = run[run["phase"].isin(("warmup", "measured")) & (run["status"] == "ok")]["step_ms"].dropna()
+    """How many of a run's measured steps took over STALL times their median (warm-up steps
+    are slow by nature: first calls, allocation, compilation)."""
+    steps = run[(run["phase"] == "measured") & (run["status"] == "ok")]["step_ms"].dropna()
     return int((steps > STALL * steps.median()).sum()) if len(steps) else 0
 
 

@@ -91,7 +91,7 @@ def report(paths, cells, target):
     first = rows.iloc[0]
     settings = (
         f"{first['device']} · data {first['data']} · B={first['batch']} T={first['seq']} · "
-        f"{int(table['trained_steps'].max())} training steps at most · torch {first['torch']} · "
+        f"{int(runs['trained_steps'].max())} training steps at most · torch {first['torch']} · "
         f"suite {first['git_sha']}"
     )
     caption = (

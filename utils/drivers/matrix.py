@@ -82,8 +82,9 @@ def _measured_batches(cells, cfg):
     return rows
 
 
-def _announce(cells, planned, runs_each):
+def _announce(cells, planned, runs_each, with_batch):
     what = "plans" if planned else f"fresh processes ({runs_each} per cell, interleaved)"
+    what += ", then a largest-batch search per cell (about five plans, or a dozen short runs, each)" * with_batch
     cost = ("a plan takes seconds for the tiny model, about a minute for GPT2-XL on a 2-core CPU" if planned else
             "each run is a process start (a few seconds) plus WARMUP + STEPS steps")
     print(f"matrix: {len(cells)} cells, {len(cells) * (1 if planned else runs_each)} {what}; {cost}", flush=True)
@@ -104,7 +105,7 @@ def main():
     except (checks.BadInput, planner.NotModelled) as err:
         print(f"matrix: error: {err}", file=sys.stderr)
         return checks.EXIT_BAD_INPUT
-    _announce(cells, planned, runs_each)
+    _announce(cells, planned, runs_each, with_batch)
     status = 0
     if planned:
         rows = _planned(cells, gpu_gb, with_batch)
