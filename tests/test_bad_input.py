@@ -16,11 +16,12 @@ import pytest
 import torch
 from helpers import ROOT, rows_of, run_make, run_script, tiny_env
 
-from utils import checks, results
+from utils import checks, registry, results
 from utils import techniques as t
 from utils.drivers import all as run_all
 from utils.drivers import files, profile
 from utils.measure import config, train
+from utils.models import build_model
 from utils.plots import __main__ as plots_command
 from utils.report import __main__ as report_command
 
@@ -433,3 +434,25 @@ def test_bad_input_through_make(existing, tmp_path, args, said):
     )
     assert results_file.read_bytes() == before and (tmp_path / "f").read_text() == "abc\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f", "results.csv"]
+
+
+def test_a_run_that_cannot_fit_is_refused_before_it_trains(existing, monkeypatch, capsys):
+    results_file, before = existing
+    for name, value in tiny_env(results_file, SEQ="100000", BATCH="4").items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exit_:
+        train.main(registry.load_setup("baseline"), name="baseline", argv=[])
+    assert exit_.value.code == checks.EXIT_BAD_INPUT
+    line = _one_line(capsys.readouterr().err)
+    assert "this run cannot fit: it needs at least 320.3 GB" in line
+    assert "one layer's T x T attention scores 320.0" in line
+    assert "or use flash" in line and results_file.read_bytes() == before
+
+
+def test_the_lower_bound_is_what_any_step_must_hold():
+    model = build_model("tiny", 64)  # 2 layers, 4 heads, width 128, vocabulary 256
+    least = model.least_bytes(batch=3, seq=64)
+    assert least == {"weights and gradients": 8 * model.num_params(), "logits": 2 * 3 * 64 * 256,
+                     "one layer's T x T attention scores": 2 * 3 * 4 * 64 * 64}
+    model.set_attention("sdpa")  # flash: no T x T scores to count
+    assert "one layer's T x T attention scores" not in model.least_bytes(3, 64)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from utils import checks, devices, results
-from utils.measure import config, data, env, loop, memory, parallel
+from utils.measure import config, data, env, loop, memory, parallel, preflight
 from utils.measure.evaluate import Evaluator
 from utils.techniques.combined import setup_of
 from utils.techniques.run import Skip, new_run, parallelize
@@ -161,6 +161,7 @@ def _train(cfg, setup, base):
     measured Phase, evaluation records). The run is freed on return: under torchrun the model
     (DDP's reducer, FSDP2's hooks) must go before its process group, or a rank can hang."""
     run = build_run(cfg, setup)
+    preflight.check(run, cfg)  # an impossible run is refused here, before it trains
     base["n_params"] = run.model.num_params()
     base["flops_per_token"] = run.model.flops_per_token(cfg.seq)
     base.update(run.record(), attention=loop.attention_kernel(run))
@@ -222,6 +223,9 @@ def main(setup, name=None, argv=None):
         accum, warm, measured, records = _train(cfg, setup, base)
     except Skip as why:
         record_status("skipped", str(why), 0)
+    except checks.BadInput as err:  # the preflight: nothing trained, nothing written
+        _report("error", f"{name}: error: {err}", world)
+        sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         _report("error", f"{name}: interrupted; nothing was written to {cfg.results_file}", world)
         sys.exit(EXIT_INTERRUPTED)

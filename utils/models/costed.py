@@ -20,6 +20,12 @@ class Costed(nn.Module):
         """Model FLOPs of forward + backward per token at sequence length `seq`."""
         raise NotImplementedError
 
+    def least_bytes(self, batch, seq):
+        """What any training step of this model must hold at once, whatever the technique: a
+        lower bound, in bytes, by part ({part: bytes}). Here: fp32 weights and gradients (every
+        technique keeps both); subclasses add what their forward cannot avoid."""
+        return {"weights and gradients": 8 * self.num_params()}
+
     def attention_probe(self, batch, seq, device):
         """A zero-argument callable that runs one attention call at the training shape
         (for the kernel probe), or None if the model has no attention."""

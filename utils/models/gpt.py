@@ -164,6 +164,14 @@ class GPT(Costed):
         n = self.num_params() - self.wpe.weight.numel()
         return 6 * n + 12 * self.config.n_layer * self.config.n_embd * seq
 
+    def least_bytes(self, batch, seq):
+        # the logits are materialised whole, and manual attention's (B, nh, T, T) scores for at
+        # least one layer; 2 bytes an element, the narrowest any technique computes them in
+        least = {**super().least_bytes(batch, seq), "logits": 2 * batch * seq * self.config.vocab_size}
+        if self.attention == "manual":
+            least["one layer's T x T attention scores"] = 2 * batch * self.config.n_head * seq * seq
+        return least
+
     def forward(self, idx, targets):
         B, T = idx.size()
         pos = torch.arange(T, device=idx.device)

@@ -42,6 +42,10 @@ class LSTM(Costed):
         biases = sum(p.numel() for name, p in self.named_parameters() if "bias" in name)
         return 6 * (self.num_params() - biases)
 
+    def least_bytes(self, batch, seq):
+        # the logits are materialised whole (2 bytes an element at the narrowest)
+        return {**super().least_bytes(batch, seq), "logits": 2 * batch * seq * self.lm_head.out_features}
+
     def forward(self, idx, targets):
         x = self.wte(idx)  # (B, T, C)
         for block in self.blocks:

@@ -1,0 +1,44 @@
+"""Before a measured run trains: refuse one that cannot fit, with the arithmetic.
+
+The model states what any training step of it must hold at once, whatever the technique (its
+`least_bytes`: fp32 weights and gradients, the logits, manual attention's T x T scores for a
+layer, each at the narrowest dtype any technique uses). That is a lower bound, so a run whose
+lower bound exceeds the memory available (a GPU's free memory, or a CPU's MemAvailable) cannot
+fit by a wide margin and is refused; a run that may fit runs and is judged by the allocator.
+"""
+
+from pathlib import Path
+
+import torch
+
+from utils import checks
+
+GB = 1e9
+
+
+def available_bytes(device):
+    """Free memory of the device the run trains on (None where it cannot be read)."""
+    if device == "cuda":
+        return torch.cuda.mem_get_info()[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check(run, cfg):
+    """Raise checks.BadInput if the run's lower bound outgrows the memory available."""
+    least = run.model.least_bytes(cfg.batch, cfg.seq)
+    available = available_bytes(cfg.device)
+    if available is None or sum(least.values()) <= available:
+        return
+    parts = ", ".join(f"{name} {size / GB:,.1f}" for name, size in least.items())
+    where = "this GPU has" if cfg.device == "cuda" else "this machine has"
+    raise checks.BadInput(
+        f"this run cannot fit: it needs at least {sum(least.values()) / GB:,.1f} GB ({parts}) at B={cfg.batch} "
+        f"T={cfg.seq}, and {where} {available / GB:,.1f} GB available; lower BATCH or SEQ"
+        + (", or use flash (no T x T scores)" if any("T x T" in name for name in least) else "")
+    )
