@@ -80,7 +80,8 @@ def test_a_killed_rank_stops_the_run_and_writes_nothing(tmp_path):
     cmd = ["make", "--no-print-directory", "ddp", "TECHNIQUE=killrank", f"PYTHON={sys.executable}"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode != 0
-    assert "ddp: error: rank 1 stopped without a summary (killed?)" in proc.stderr
+    # under load torchrun may stop rank 0 before it leaves its summary too: both are then named
+    assert "ddp: error: " in proc.stderr and "rank 1 stopped without a summary (killed?)" in proc.stderr
     assert results_file.read_bytes() == before
 
 
