@@ -160,3 +160,14 @@ def test_without_an_aa_run_the_report_says_the_floor_is_not_measured(results_fil
     results.append_rows(results_file, repeated("baseline", 20.0, 1) + repeated("fast", 10.0, 2))
     text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots")
     assert "**Noise floor:** not measured: run `adamw`" in text and "**Fastest:** `fast`" in text
+
+
+def test_combinations_are_techniques_of_the_report_like_any_other(results_file, tmp_path):
+    rows = [row for name, ms, peak in (("baseline", 20.0, 900.0), ("flash+checkpointing", 12.0, 300.0),
+                                       ("flash", 10.0, 500.0))
+            for r in range(3) for row in rows_of(name, noisy(ms, seed=r), run_id=f"{name}{r}", repeat=r,
+                                                 peak_alloc_mib=peak, peak_reserved_mib=peak)]
+    results.append_rows(results_file, rows)
+    text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots", budget_gb=0.4)
+    assert "- **Fastest:** `flash`" in text and "- **Least memory:** `flash+checkpointing`" in text
+    assert "- **Fastest within 0.4 GiB:** `flash+checkpointing`" in text
