@@ -2,7 +2,8 @@
 from a file) behind the same interface as the suite's own, never hand-written per model:
 
 - parameters counted (tied weights once); FLOPs per token measured (flops.py), not assumed;
-- blocks found: the first of KNOWN_BLOCKS the model has, else its largest nn.ModuleList, or
+- blocks found: the first of KNOWN_BLOCKS the model has (at its root or under it), else its
+  largest nn.ModuleList, or
   the ModuleList BLOCKS= names. `blocks` is that ModuleList itself, inside the model, so
   checkpointing replaces its items in place and FSDP2 shards them;
 - attention switched through what the model offers: a transformers model's
@@ -48,7 +49,8 @@ def find_blocks(module, path=None):
             what = "names nothing" if found is None else f"is a {type(found).__name__}, not an nn.ModuleList"
             raise ValueError(f"BLOCKS={path} {what} in the model (its ModuleLists: {', '.join(lists) or 'none'})")
         return path, "BLOCKS"
-    known = next((p for p in KNOWN_BLOCKS if p in lists), None)
+    # a known path at the root, or under it (a transformers model inside the user's module)
+    known = next((n for p in KNOWN_BLOCKS for n in sorted(lists, key=len) if n == p or n.endswith(f".{p}")), None)
     if known:
         return known, ""
     if not lists:
@@ -111,7 +113,7 @@ class Foreign(Costed):
         model = self._hf()
         if model is None:
             raise ValueError(f"{self.spec.name} has no attention switch the suite can flip (a transformers model's "
-                             f"attn_implementation): {kind} cannot apply to it")
+                             f"attn_implementation), so {kind} attention cannot apply to it")
         try:
             model.set_attn_implementation(HF_ATTENTION[kind])
         except (ImportError, ValueError) as err:
@@ -171,9 +173,19 @@ def _vocab(model, logits):
     return logits.size(-1) if isinstance(logits, torch.Tensor) and logits.dim() == 3 else None
 
 
+CHECKED = {}  # (model, seq, layers, blocks) -> Checked: a process checks each configuration once
+
+
 def check(spec, seq, layers, blocks=None):
     """Build `spec` once on fake tensors, run forward + backward of its loss there (its FLOPs
     counted, kept for the run's rows): a Checked, or checks.BadInput in one line."""
+    key = (spec.name, seq, layers, blocks)
+    if key not in CHECKED:
+        CHECKED[key] = _check(spec, seq, layers, blocks)
+    return CHECKED[key]
+
+
+def _check(spec, seq, layers, blocks):
     with flops.unset_fake_temporarily(), flops.FakeTensorMode(allow_non_fake_inputs=True):
         try:
             model = build(spec, seq, layers=layers, blocks=blocks)
@@ -192,4 +204,11 @@ def check(spec, seq, layers, blocks=None):
     flops.MEASURED[(spec.name, seq, layers)] = per_token
     vocab = spec.vocab_size or _vocab(model, logits)
     depth = layers if spec.arch == "hf" else (len(model.blocks) or None)
-    return Checked(spec, vocab, depth, model.num_params())
+    return Checked(spec, vocab, depth, model.num_params(), _dropout(model.module))
+
+
+def _dropout(module):
+    """The largest dropout probability in `module`: nn.Dropout's p, or the float attention
+    dropout transformers' attention modules pass to their kernel."""
+    ps = [m.p if isinstance(m, nn.Dropout) else getattr(m, "attention_dropout", 0.0) for m in module.modules()]
+    return max([float(p) for p in ps if isinstance(p, (int, float))], default=0.0)

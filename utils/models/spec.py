@@ -75,6 +75,7 @@ class Checked:
     vocab_size: int  # None where a module from a file shows none (no nn.Embedding)
     layers: int  # the depth that will be built (a file's module: its blocks found)
     n_params: int = None  # known once built (foreign models are built on fake tensors to check them)
+    dropout: float = 0.0  # the largest dropout probability its training forward draws masks with
 
 
 def file_spec(text):
