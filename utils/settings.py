@@ -17,6 +17,9 @@ from utils import checks
 SEED_MAX = 2**64 - 1  # torch.manual_seed's range
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 MODEL_AUTO = "auto (gpt2 on CUDA, tiny on CPU; make plan: gpt2)"
+MODEL_HELP = (f"the model: a preset, hf:<name> (a Hugging Face causal LM from its config, random weights: shipped "
+              f"names, a config.json, or a hub id where the hub is reachable) or path/to/file.py:function "
+              f"(build(seq) -> nn.Module); {MODEL_AUTO}; see docs/models.md")
 
 
 def _auto(check):
@@ -77,8 +80,12 @@ SETTINGS = (
     S("STEPS", "50", "measured training steps per run", "run", _int(1), True),
     S("WARMUP", "auto", "warm-up steps, timed and kept apart (auto: 10 on CUDA, 3 on CPU)", "run", _auto(_int(0)),
       True),
-    S("MODEL", "auto", f"model preset: {MODEL_AUTO}; see docs/reference.md for the presets", "run", None, True),
-    S("LAYERS", "auto", "layers (blocks) of the model, GPT or LSTM (auto: the preset's)", "run", _auto(_int(1)), True),
+    S("MODEL", "auto", MODEL_HELP, "run", None, True),
+    S("LAYERS", "auto", "layers (blocks) of the model: a preset's or an hf: config's (num_hidden_layers; auto: its "
+      "own)", "run", _auto(_int(1)), True),
+    S("BLOCKS", "auto", "a foreign model's blocks, the nn.ModuleList checkpointing wraps and FSDP2 shards, e.g. "
+      "transformer.h (auto: transformer.h, model.layers, ... or its largest ModuleList)", "run",
+      _auto(lambda name, text: text), True),
     S("BATCH", "auto", "sequences per step (auto: the preset's, e.g. gpt2 16, tiny 4)", "run", _auto(_int(1)), True),
     S("SEQ", "auto", "tokens per sequence (auto: the preset's, e.g. gpt2 1024, tiny 128)", "run", _auto(_int(1)), True),
     S("DEVICE", "auto", "auto (cuda if torch sees a GPU, else cpu), cpu or cuda", "run", _choice("auto", "cpu", "cuda"),

@@ -50,7 +50,7 @@ def best_evaluations(df):
         row = {
             "exp": number,
             "run_id": run_id,
-            "arch": models.arch(first["model"]).upper() if first["model"] in models.PRESETS else first["model"],
+            "arch": models.label(first["model"]),
             "model": first["model"],
             "layers": int(first["layers"]) if first["layers"] == first["layers"] else np.nan,
             "optimizer": first["technique"],

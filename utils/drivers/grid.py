@@ -43,9 +43,14 @@ def plan():
     """[(model, layers, optimizer)] in run order and the per-optimizer LRs, after checking
     every grid setting (bad input stops here, before anything runs)."""
     grid_models, optimizers = settings.get("GRID_MODELS"), settings.get("GRID_OPTIMIZERS")
-    unknown = [m for m in grid_models if m not in models.PRESETS]
-    if unknown:
-        raise checks.BadInput(f"GRID_MODELS: unknown model {' '.join(unknown)}; presets: {', '.join(models.PRESETS)}")
+    try:
+        grid_models = [models.resolve(m).name for m in grid_models]
+    except checks.BadInput as err:
+        raise checks.BadInput(f"GRID_MODELS: {err}") from None
+    own_depth = [m for m in grid_models if models.arch(m) == "file"]
+    if own_depth:
+        raise checks.BadInput(f"GRID_MODELS: {own_depth[0]} builds its own depth, and the grid varies LAYERS "
+                              "(GRID_LAYERS): presets and hf: configs only")
     optimizers = registry.check(optimizers, "technique in GRID_OPTIMIZERS:")
     layers = [checks.integer("GRID_LAYERS", n) for n in settings.get("GRID_LAYERS")]
     if not (grid_models and layers and optimizers):

@@ -1,6 +1,7 @@
 """`make scaling`: techniques x model sizes -> tokens/s and peak memory against parameter count.
 
-For each technique, the models of SCALING_MODELS run smallest first as short measured runs
+For each technique, the models of SCALING_MODELS (presets, hf: configs such as the shipped
+hf:gpt2 hf:gpt2-xl hf:cerebras-gpt-2.7b, or files) run smallest first as short measured runs
 (the technique's script, 5 measured steps after one warm-up, a fresh process each, rows
 appended to RESULTS_FILE). The first model that fails, runs out of memory or takes longer
 than SCALING_TIMEOUT seconds, and every larger one, is planned instead (`make plan`'s
@@ -42,16 +43,13 @@ def shape():
 def main():
     try:
         names = registry.check(settings.get("SCALING_TECHNIQUES"), "technique in SCALING_TECHNIQUES:")
-        sizes = settings.get("SCALING_MODELS")
-        unknown = [m for m in sizes if m not in models.PRESETS]
-        if unknown or not sizes:
-            raise checks.BadInput(f"SCALING_MODELS: unknown model {' '.join(unknown) or '(none given)'}; "
-                                  f"presets: {' '.join(models.PRESETS)}")
+        sizes = _models(settings.get("SCALING_MODELS"))
         timeout = settings.get("SCALING_TIMEOUT")
         plots_dir = checks.output_dir("PLOTS_DIR", settings.text("PLOTS_DIR"))
         prefix = checks.file_prefix("PLOTSPREFIX", settings.text("PLOTSPREFIX"))
         size = [f"--{k.lower()}={v}" for k, v in shape().items()]
         cfgs = {(n, m): load_config(n, ["--model", m, *size]) for n in names for m in sizes}
+        params = {m: approx_params(m, cfgs[names[0], m]) for m in sizes}
         for (name, _), cfg in cfgs.items():
             planner.check_modelled(setup_of(name)[1], cfg)
     except (checks.BadInput, planner.NotModelled) as err:
@@ -61,7 +59,7 @@ def main():
     device = planned_device()
     for name in names:
         planning = False
-        for model in sorted(sizes, key=approx_params):
+        for model in sorted(sizes, key=params.get):
             planning = planning or not measure(name, model, timeout)
             if planning:
                 plan = planner.plan(setup_of(name)[1], cfgs[name, model])
@@ -74,10 +72,23 @@ def main():
     return 0
 
 
-def approx_params(model):
-    # sort key: GPT-2's 12 L d^2 block weights + the V d embedding
-    arch = models.PRESETS[model][0]
-    return 12 * arch["n_layer"] * arch["n_embd"] ** 2 + arch["vocab_size"] * arch["n_embd"]
+def _models(names):
+    """SCALING_MODELS, each a model MODEL may name (presets, hf: configs, files), canonical."""
+    if not names:
+        raise checks.BadInput("SCALING_MODELS names no model")
+    try:
+        return list(dict.fromkeys(models.resolve(m).name for m in names))
+    except checks.BadInput as err:
+        raise checks.BadInput(f"SCALING_MODELS: {err}") from None
+
+
+def approx_params(model, cfg):
+    """Sort key: a preset's GPT-2 12 L d^2 block weights + V d embedding; a foreign model's
+    parameters, counted on fake tensors."""
+    if model in models.PRESETS:
+        shape = models.PRESETS[model][0]
+        return 12 * cfg.layers * shape["n_embd"] ** 2 + shape["vocab_size"] * shape["n_embd"]
+    return models.check(model, cfg.seq, cfg.layers, cfg.blocks).n_params
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ class RunConfig:
     eval_every: int = 0  # evaluate every this many training steps (warm-up included); 0: never
     eval_batches: int = 4  # held-out batches per evaluation
     target_loss: float = None  # validation loss the run reports reaching (TARGET_LOSS)
+    blocks: str = None  # BLOCKS: a foreign model's blocks (None: found)
+    vocab_size: int = None  # the model's vocabulary (None: unknown, a file's module without an embedding)
 
 
 def _device(text):
@@ -51,11 +53,10 @@ def _device(text):
 
 
 def model_name(text, device):
-    """MODEL as given, auto resolved for `device`; refused unless a preset."""
+    """MODEL as given, auto resolved for `device`, canonical (a shipped hf: config's hub id is
+    its shipped name); refused unless it names a model (utils/models: resolve)."""
     model = ("gpt2" if device == "cuda" else "tiny") if text == "auto" else text
-    if model not in models.PRESETS:
-        raise ConfigError(f"unknown MODEL {model!r}; presets: {', '.join(models.PRESETS)}")
-    return model
+    return models.resolve(model).name
 
 
 def _eval_every(every, steps):
@@ -81,7 +82,7 @@ def _check_learning(cfg):
         except checks.BadInput as err:
             raise ConfigError(f"{err} (DATA is {', '.join(data.SOURCES)}, a text file or a .bin token file)") from None
     try:
-        data.check(cfg.data, cfg.batch, cfg.seq, models.vocab_size(cfg.model))
+        data.check(cfg.data, cfg.batch, cfg.seq, cfg.vocab_size)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     check_target(cfg.target_loss, cfg.data)
@@ -96,14 +97,15 @@ def load(technique, argv=None, check_results=True):
     device = _device(value["DEVICE"])
     model = model_name(value["MODEL"], device)
     default_batch, default_seq = models.default_shape(model)
-    steps = value["STEPS"]
+    steps, seq = value["STEPS"], value["SEQ"] or default_seq
+    checked = models.check(model, seq, value["LAYERS"], value["BLOCKS"])
     cfg = RunConfig(
         technique=technique,
         steps=steps,
         warmup=value["WARMUP"] if value["WARMUP"] is not None else (10 if device == "cuda" else 3),
         model=model,
         batch=value["BATCH"] or default_batch,
-        seq=value["SEQ"] or default_seq,
+        seq=seq,
         device=device,
         data=value["DATA"],
         seed=value["SEED"],
@@ -114,10 +116,12 @@ def load(technique, argv=None, check_results=True):
         compile_mode=value["COMPILE_MODE"],
         accum=value["ACCUM"],
         world=parallel.world_from_env(),
-        layers=value["LAYERS"] or models.default_layers(model),
+        layers=checked.layers,
         eval_every=_eval_every(value["EVAL_EVERY"], steps),
         eval_batches=value["EVAL_BATCHES"],
         target_loss=value["TARGET_LOSS"],
+        blocks=value["BLOCKS"],
+        vocab_size=checked.vocab_size,
     )
     _check_learning(cfg)
     if check_results:

@@ -131,8 +131,11 @@ def floor(source):
 
 def check(source, batch, seq, vocab_size):
     """Raise ValueError, with the reason in one line, if a file source cannot give a batch
-    of each split or holds tokens the model's vocabulary does not."""
+    of each split or holds tokens the model's vocabulary does not (vocab_size None: unknown)."""
     if source in SOURCES:
+        symbols = MARKOV_STATES if source == "markov" else 2
+        if vocab_size is not None and vocab_size < symbols:
+            raise ValueError(f"DATA={source} draws {symbols} symbols, more than the model's vocabulary of {vocab_size}")
         return
     need = batch * (seq + 1)
     for name, split in zip(("training", "validation"), file_splits(source)):
@@ -143,7 +146,7 @@ def check(source, batch, seq, vocab_size):
             )
         # note: one pass over the file; memmap reads it in pages, it is never held whole
         largest = int(split.max())
-        if largest >= vocab_size:
+        if vocab_size is not None and largest >= vocab_size:
             raise ValueError(
                 f"DATA={source} holds token {largest}, beyond the model's vocabulary of {vocab_size} (a larger MODEL?)"
             )

@@ -79,7 +79,7 @@ def attention_kernel(run):
     cfg = run.cfg
     probe = run.model.attention_probe(cfg.batch, cfg.seq, cfg.device)
     if probe is None:
-        return "none"
+        return run.model.attention  # none (no attention), or own (a model with no attention switch)
     if run.model.attention != "sdpa":
         return run.model.attention
     with _AtenOps() as ops, autocast(run):

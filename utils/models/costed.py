@@ -7,11 +7,13 @@ import torch.nn as nn
 class Costed(nn.Module):
     """What generic code may ask a model (nanoGPT's get_num_params / estimate_mfu, widened).
 
-    Subclasses set `self.blocks` (an nn.ModuleList: the unit activation checkpointing wraps)
-    and implement `flops_per_token` and `attention_probe`.
+    Subclasses set `self.blocks` (an nn.ModuleList: the unit activation checkpointing wraps
+    and FSDP2 shards) and implement `flops_per_token` and `attention_probe`.
     """
 
     attention = "none"  # the attention implementation in use, where the model has one
+    flops_source = "formula"  # how flops_per_token was had: formula, or measured (FlopCounterMode)
+    mlp_name = "gelu"  # the blocks' MLP, in results.csv's terms (a foreign model's: own)
 
     def num_params(self):
         return sum(p.numel() for p in self.parameters())  # tied weights counted once
@@ -25,6 +27,11 @@ class Costed(nn.Module):
         lower bound, in bytes, by part ({part: bytes}). Here: fp32 weights and gradients (every
         technique keeps both); subclasses add what their forward cannot avoid."""
         return {"weights and gradients": 8 * self.num_params()}
+
+    @property
+    def blocks_text(self):
+        """Where the blocks are and how many, as the row says it: "blocks (12)"."""
+        return f"blocks ({len(self.blocks)})"
 
     def attention_probe(self, batch, seq, device):
         """A zero-argument callable that runs one attention call at the training shape

@@ -138,6 +138,10 @@ class GPT(Costed):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
+    @property
+    def mlp_name(self):
+        return self.config.mlp
+
     def _attentions(self):
         # modules(), not blocks[i].attn: blocks may be wrapped (checkpointing)
         return [m for m in self.modules() if isinstance(m, CausalSelfAttention)]

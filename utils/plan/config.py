@@ -1,7 +1,7 @@
 """What a plan is for and how it is written down: the run config (MODEL auto means gpt2, the
 GPU default), the device it is planned for, and its `predicted` row."""
 
-from utils import checks, models, results, settings
+from utils import checks, results, settings
 from utils.measure import config, env
 from utils.measure.memory import columns
 
@@ -11,7 +11,7 @@ ABSURD_BYTES = 2**40  # 1 TiB: several times the largest single GPU's memory
 def check_batch(cfg):
     """Refuse a batch whose logits alone (B x T x vocab in bf16: materialised by every
     technique) outgrow any GPU: the plan would be absurd (and its sizes may overflow)."""
-    logits = cfg.batch * cfg.seq * models.vocab_size(cfg.model) * 2 * cfg.accum
+    logits = cfg.batch * cfg.seq * (cfg.vocab_size or 0) * 2 * cfg.accum
     if logits > ABSURD_BYTES:
         raise checks.BadInput(
             f"BATCH={cfg.batch} x SEQ={cfg.seq}: the logits alone would take {logits / 2**40:,.0f} TiB, "

@@ -27,17 +27,21 @@ COLUMNS = {
     "peak_alloc_mib": "CUDA only: peak memory held by tensors during the phase, MiB",
     "peak_reserved_mib": "CUDA only: peak memory reserved by PyTorch's caching allocator during the phase, MiB",
     "peak_rss_mib": "the process's peak resident set size so far (host memory), MiB",
-    "model": "model preset (tiny, small, gpt2, ...)",
+    "model": "the model: a preset (tiny, gpt2, ...), hf:<config> or path/to/file.py:function",
     "n_params": "parameters in the model (tied embedding counted once)",
-    "flops_per_token": "model FLOPs per token for forward + backward: 6N + 12 x layers x width x seq (PaLM appendix B)",
+    "flops_per_token": "model FLOPs per token for forward + backward: 6N + 12 x layers x width x seq (PaLM appendix B) "
+    "for the suite's GPT, or measured (flops_source)",
+    "flops_source": "how flops_per_token was had: formula (the suite's models) or measured (FlopCounterMode over one "
+    "forward + backward on fake tensors at this seq: models from hf: and files)",
     "peak_tflops": "dense peak TFLOP/s of the device at this dtype (datasheet table or PEAK_TFLOPS); blank if unknown",
     "batch": "sequences per step",
     "seq": "tokens per sequence",
     "data": "coinflip, fixed (one batch reused) or the text file read",
     "accum": "micro-batches of batch sequences per optimizer step (gradient accumulation; 1 without)",
     "dtype": "compute precision that ran: fp32, tf32, bf16-autocast or fp16-autocast",
-    "mlp": "MLP of the blocks: gelu, swiglu or geglu",
-    "attention": "attention kernel that ran: manual, sdpa:flash, sdpa:efficient, sdpa:cudnn, sdpa:math or flash_attn",
+    "mlp": "MLP of the blocks: gelu, swiglu or geglu; own for a model from hf: or a file",
+    "attention": "attention kernel that ran: manual, sdpa:flash, sdpa:efficient, sdpa:cudnn, sdpa:math or flash_attn; "
+    "none (no attention) or own (a model from a file with no attention switch)",
     "optimizer": "optimizer class that ran (module.Class)",
     "fused": "whether the optimizer step ran as fused kernels",
     "compiled": "whether the model ran under torch.compile",
@@ -58,6 +62,8 @@ COLUMNS = {
     "host": "machine name",
     # does it still learn (evaluation rows, phase=eval; blank on training rows)
     "layers": "layers (blocks) of the model: LAYERS, or the preset's",
+    "blocks": "the blocks checkpointing wraps and FSDP2 shards, and how many: blocks (12) for the suite's models, "
+    "transformer.h (12) found in a foreign one (; largest ModuleList or ; BLOCKS where so found)",
     "loss_floor": "entropy (rate) of the data, the lowest loss any model can reach, nats; blank where unknown (files)",
     "train_steps": "eval rows: training steps taken before this evaluation (warm-up included)",
     "train_s": "eval rows: training wall-clock before this evaluation, s (warm-up included, evaluations excluded)",
@@ -87,6 +93,7 @@ STATUSES = ("ok", "skipped", "oom", "error")
 TEXT = (
     "run_id", "timestamp_utc", "technique", "status", "reason", "phase", "model", "data", "dtype", "mlp", "attention",
     "optimizer", "compile_mode", "parallel", "backend", "device", "driver", "cuda", "torch", "git_sha", "host", "kind",
+    "flops_source", "blocks",
 )
 BOOLEAN = ("fused", "compiled", "checkpointing", "cuda_graphs", "scaler_skipped")
 NUMERIC = tuple(c for c in COLUMNS if c not in TEXT + BOOLEAN)

@@ -40,6 +40,7 @@ class Run:
 
     def __post_init__(self):
         self.train_model = self.model
+        self.mlp = getattr(self.model, "mlp_name", self.mlp)  # a foreign model's own MLP: "own"
         self.scaler = torch.amp.GradScaler(self.cfg.device, enabled=False)
         self.step = step.EagerStep()
 
@@ -57,17 +58,19 @@ class Run:
             "accum": self.accum,
             "cuda_graphs": self.step.graphed,
             "lr": self.lr if opt else "",
+            "blocks": getattr(self.model, "blocks_text", ""),
+            "flops_source": getattr(self.model, "flops_source", ""),
         }
 
 
 def new_run(cfg, device=None):
-    """A Run of cfg's model (MODEL, LAYERS, SEQ), seeded, moved to `device` (None: left where
+    """A Run of cfg's model (MODEL, LAYERS, BLOCKS, SEQ), seeded, moved to `device` (None: left where
     it was made, as the planner's fake tensors are): the one way a model is built for
     training and for planning alike."""
 
     def build(mlp="gelu"):
         torch.manual_seed(cfg.seed)  # the same weights whichever technique builds it
-        model = models.build_model(cfg.model, cfg.seq, mlp=mlp, layers=cfg.layers)
+        model = models.build_model(cfg.model, cfg.seq, mlp=mlp, layers=cfg.layers, blocks=cfg.blocks)
         return model if device is None else model.to(device)
 
     return Run(cfg, build(), build=build)

@@ -87,10 +87,14 @@ def flash_attention(run):
 
 @technique
 def checkpoint_blocks(run):
+    blocks = run.model.blocks
+    if not len(blocks):
+        raise Skip(f"{run.cfg.model} shows no blocks to checkpoint (no nn.ModuleList): name them with BLOCKS=")
     # keep only each block's input; recompute its activations in backward (torchtitan's
-    # wrapper: the model's forward does not know)
-    for i, block in enumerate(run.model.blocks):
-        run.model.blocks[i] = checkpoint_wrapper(block)
+    # wrapper: the model's forward does not know). A foreign model's blocks are its own
+    # ModuleList, so the wrapped blocks are the ones its forward calls
+    for i, block in enumerate(blocks):
+        blocks[i] = checkpoint_wrapper(block)
     run.checkpointing = True
 
 
