@@ -261,3 +261,31 @@ def test_a_model_with_no_module_list_has_no_blocks_to_checkpoint(tmp_path):
     with pytest.raises(train.Skip, match="no blocks to checkpoint"):
         build_run(cfg_of(model), load_setup("checkpointing"))
     assert foreign.find_blocks(models.build_model("hf:gpt2-tiny", 8).module) == ("transformer.h", "")
+
+
+def test_drivers_over_many_models_take_hugging_face_names_and_refuse_what_they_cannot_vary(monkeypatch):
+    from utils.drivers import grid
+
+    assert models.resolve_all(["hf:openai-community/gpt2", "tiny", "hf:gpt2"], "SCALING_MODELS") == ["hf:gpt2", "tiny"]
+    monkeypatch.setenv("GRID_MODELS", f"tiny {EXAMPLE}")
+    with pytest.raises(checks.BadInput, match="builds its own depth, and the grid varies LAYERS"):
+        grid.plan()
+    monkeypatch.setenv("GRID_MODELS", "hf:llama-tiny lstm")
+    cells, _ = grid.plan()
+    assert {model for model, _, _ in cells} == {"hf:llama-tiny", "lstm"}
+    assert models.label("hf:llama-tiny") == "hf:llama-tiny" and models.label("lstm") == "LSTM"
+
+
+def test_the_plan_runs_attention_dropout_as_cudas_flash_kernel_does(tmp_path):
+    # the CPU's SDPA has no fused kernel with dropout (it materialises T x T); CUDA's flash does
+    fields = {**models.resolve("hf:gpt2-tiny").config, "attn_pdrop": 0.1}
+    dropped = _write(tmp_path, "dropout.json", __import__("json").dumps(fields))
+    plans = {m: planner.plan(load_setup("flash"), cfg_of(m, seq=64)) for m in ("hf:gpt2-tiny", f"hf:{dropped}")}
+    assert plans[f"hf:{dropped}"].peak_mib == pytest.approx(plans["hf:gpt2-tiny"].peak_mib, abs=0.1)
+    cpu = planner.plan(load_setup("flash"), cfg_of(f"hf:{dropped}", seq=64), model_cuda=False)
+    assert cpu.peak_mib > plans["hf:gpt2-tiny"].peak_mib
+    # dropout elsewhere: CUDA's fused kernel keeps a bool mask, the CPU's a noise tensor of the input's dtype
+    resid = _write(tmp_path, "resid.json", __import__("json").dumps({**fields, "attn_pdrop": 0.0, "resid_pdrop": 0.1}))
+    cfg = cfg_of(f"hf:{resid}", batch=8, seq=128)
+    cuda, cpu = (planner.plan(load_setup("baseline"), cfg, model_cuda=on) for on in (True, False))
+    assert cuda.breakdown["activations"] < cpu.breakdown["activations"] - 0.5

@@ -43,10 +43,7 @@ def plan():
     """[(model, layers, optimizer)] in run order and the per-optimizer LRs, after checking
     every grid setting (bad input stops here, before anything runs)."""
     grid_models, optimizers = settings.get("GRID_MODELS"), settings.get("GRID_OPTIMIZERS")
-    try:
-        grid_models = [models.resolve(m).name for m in grid_models]
-    except checks.BadInput as err:
-        raise checks.BadInput(f"GRID_MODELS: {err}") from None
+    grid_models = models.resolve_all(grid_models, "GRID_MODELS") if grid_models else []
     own_depth = [m for m in grid_models if models.arch(m) == "file"]
     if own_depth:
         raise checks.BadInput(f"GRID_MODELS: {own_depth[0]} builds its own depth, and the grid varies LAYERS "

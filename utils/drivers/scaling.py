@@ -43,7 +43,7 @@ def shape():
 def main():
     try:
         names = registry.check(settings.get("SCALING_TECHNIQUES"), "technique in SCALING_TECHNIQUES:")
-        sizes = _models(settings.get("SCALING_MODELS"))
+        sizes = models.resolve_all(settings.get("SCALING_MODELS"), "SCALING_MODELS")
         timeout = settings.get("SCALING_TIMEOUT")
         plots_dir = checks.output_dir("PLOTS_DIR", settings.text("PLOTS_DIR"))
         prefix = checks.file_prefix("PLOTSPREFIX", settings.text("PLOTSPREFIX"))
@@ -70,16 +70,6 @@ def main():
     drawn = plot_scaling(results.read(any_cfg.results_file), names, any_cfg.batch, any_cfg.seq, path)
     print(f"scaling: wrote {drawn}" if drawn else "scaling: nothing to draw")
     return 0
-
-
-def _models(names):
-    """SCALING_MODELS, each a model MODEL may name (presets, hf: configs, files), canonical."""
-    if not names:
-        raise checks.BadInput("SCALING_MODELS names no model")
-    try:
-        return list(dict.fromkeys(models.resolve(m).name for m in names))
-    except checks.BadInput as err:
-        raise checks.BadInput(f"SCALING_MODELS: {err}") from None
 
 
 def approx_params(model, cfg):

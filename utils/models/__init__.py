@@ -68,6 +68,17 @@ def resolve(text):
     raise checks.BadInput(f"unknown MODEL {text!r}; {known()}")
 
 
+def resolve_all(names, setting):
+    """Each of `names` (a setting's list of models), canonical; refused in one line naming the setting."""
+    unknown = [name for name in names if arch(name) == "unknown"]
+    if unknown or not names:
+        raise checks.BadInput(f"{setting}: unknown model {' '.join(unknown) or '(none given)'}; {known()}")
+    try:
+        return list(dict.fromkeys(resolve(name).name for name in names))
+    except checks.BadInput as err:
+        raise checks.BadInput(f"{setting}: {err}") from None
+
+
 def default_shape(model):
     """(batch, seq) the model runs at when BATCH / SEQ are auto."""
     spec = resolve(model)

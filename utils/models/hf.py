@@ -59,6 +59,28 @@ def hf_config(spec, layers):
     return config
 
 
+def plan_as_run():
+    """transformers decides whether a batch packs several sequences by reading its position
+    ids; on fake tensors (the planner, the FLOP count) it cannot read them and builds a full
+    B x 1 x T x T mask per layer, which also stops SDPA's flash kernel. The suite's batches hold
+    one sequence per row (positions 0 .. T-1), which is what a real run finds: let fake tensors
+    find it too. Real tensors and torch.compile's tracing keep transformers' own check."""
+    from torch._subclasses.fake_tensor import is_fake
+    from transformers import masking_utils
+
+    found = masking_utils.find_packed_sequence_indices
+    if getattr(found, "one_sequence_per_row", False):
+        return
+
+    def find(position_ids):
+        if not torch.compiler.is_compiling() and is_fake(position_ids):
+            return None
+        return found(position_ids)
+
+    find.one_sequence_per_row = True
+    masking_utils.find_packed_sequence_indices = find
+
+
 def build_module(spec, layers):
     """The causal LM of `spec` at depth `layers`: fresh random weights, fp32, eager attention.
     Raises checks.BadInput for a config transformers cannot build as a causal LM."""
@@ -66,6 +88,7 @@ def build_module(spec, layers):
         from transformers import AutoModelForCausalLM
 
         config = hf_config(spec, layers)
+        plan_as_run()
         try:
             model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
         except (ValueError, TypeError, KeyError, AttributeError) as err:

@@ -31,6 +31,10 @@ CUDA_MODEL = (
     "the technique's capability checks answered as an Ampere-or-newer GPU",
     "8-bit optimizer states at their real size (uint8 plus per-block absmax)",
     "SDPA's fused kernel as the CPU's fake flash kernel (output + log-sum-exp, nothing T x T)",
+    "SDPA with dropout as CUDA's flash kernel runs it (the dropout inside the kernel, no mask), where the CPU "
+    "falls back to its math kernel",
+    "dropout as CUDA's fused kernel runs it (a bool mask kept for backward, where the CPU keeps the scaled noise "
+    "at the input's dtype)",
 )
 NOT_MODELLED = (
     "the CUDA context and cuBLAS / cuDNN workspaces (outside the allocator's count; maxbatch adds a headroom)",
@@ -48,6 +52,37 @@ def cuda_rounding():
         return math.ceil(info.size * info.element_size / BLOCK) * BLOCK
 
     with mock.patch.object(mem_tracker._WeakRefInfo, "_calculate_mem_consumed", consumed):
+        yield
+
+
+@contextlib.contextmanager
+def cuda_sdpa_dropout():
+    """CUDA's flash (and efficient) SDPA kernels apply dropout inside the kernel, keeping only
+    its random seed and offset; the CPU has no fused kernel with dropout and materialises the
+    T x T probabilities and their mask. Plan the CUDA kernel: its allocations are those of the
+    same call without dropout (a transformers model passes its attention dropout here)."""
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def fused(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, **kwargs):
+        return sdpa(query, key, value, attn_mask=attn_mask, dropout_p=0.0, is_causal=is_causal, **kwargs)
+
+    with mock.patch.object(torch.nn.functional, "scaled_dot_product_attention", fused):
+        yield
+
+
+@contextlib.contextmanager
+def cuda_dropout():
+    """aten's dropout takes its fused kernel (native_dropout: the output and a bool mask) on
+    CUDA only; on the CPU it multiplies by a noise tensor of the input's dtype, kept for
+    backward: 4x the mask's bytes in fp32. Plan the CUDA kernel."""
+    dropout = torch.nn.functional.dropout
+
+    def fused(input, p=0.5, training=True, inplace=False):
+        if training and 0 < p < 1 and not inplace and input.numel():
+            return torch.native_dropout(input, p, training)[0]
+        return dropout(input, p, training, inplace)
+
+    with mock.patch.object(torch.nn.functional, "dropout", fused):
         yield
 
 

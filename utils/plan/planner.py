@@ -24,8 +24,10 @@ from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker
 from utils.measure.memory import MIB, breakdown_mib, one_iteration_per_forward
 from utils.plan.cuda import (
     cuda_autocast_policy,
+    cuda_dropout,
     cuda_optimizer_defaults,
     cuda_rounding,
+    cuda_sdpa_dropout,
     planned_gpu,
     real_bitsandbytes_qmaps,
 )
@@ -90,7 +92,7 @@ def plan(setup, cfg, steps=STEPS, model_cuda=True):
         micro = [(torch.zeros(cfg.batch, cfg.seq, dtype=torch.long),) * 2 for _ in range(run.accum)]  # token 0
         tracker = MemTracker()
         tracker.track_external(run.model, run.optimizer)
-        cuda = (cuda_rounding(), cuda_autocast_policy()) if model_cuda else ()
+        cuda = (cuda_rounding(), cuda_autocast_policy(), cuda_sdpa_dropout(), cuda_dropout()) if model_cuda else ()
         with contextlib.ExitStack() as stack:
             for context in (*cuda, one_iteration_per_forward(tracker, run.model)):
                 stack.enter_context(context)
