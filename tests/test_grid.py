@@ -46,7 +46,7 @@ def test_make_grid_writes_its_table_answer_and_figures(results_file, tmp_path):
     [
         ({"DATA": "markov", "TARGET_LOSS": "1.2"}, "can never be reached"),
         ({"GRID_LAYERS": "0"}, "GRID_LAYERS must be a positive integer"),
-        ({"GRID_MODELS": "tiny gpt5"}, "GRID_MODELS: unknown MODEL 'gpt5'"),
+        ({"GRID_MODELS": "tiny gpt5"}, "GRID_MODELS: unknown model gpt5"),
         ({"GRID_OPTIMIZERS": "adam nope"}, "unknown technique in GRID_OPTIMIZERS: nope"),
         ({"GRID_LRS": "sgd=0.3"}, "GRID_LRS names sgd, which is not in GRID_OPTIMIZERS"),
         ({"GRID_LRS": "adam=fast"}, "GRID_LRS entry 'adam=fast' must be a positive number"),
