@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 import torch
-from helpers import ROOT
+from helpers import ROOT, run_make
 
 from utils import checks, models, results
 from utils.measure import config, data, loop, memory, train
@@ -289,3 +289,55 @@ def test_the_plan_runs_attention_dropout_as_cudas_flash_kernel_does(tmp_path):
     cfg = cfg_of(f"hf:{resid}", batch=8, seq=128)
     cuda, cpu = (planner.plan(load_setup("baseline"), cfg, model_cuda=on) for on in (True, False))
     assert cuda.breakdown["activations"] < cpu.breakdown["activations"] - 0.5
+
+
+def test_drift_and_evaluation_read_a_foreign_models_rows(results_file, monkeypatch):
+    from utils.analysis import convergence
+
+    for name, value in {"RESULTS_FILE": str(results_file), "DEVICE": "cpu", "MODEL": "hf:llama-tiny", "BATCH": "2",
+                        "SEQ": "16", "STEPS": "4", "WARMUP": "1", "EVAL_EVERY": "2"}.items():
+        monkeypatch.setenv(name, value)
+    for technique in ("baseline", "fused"):
+        train.main(load_setup(technique), name=technique, argv=[])
+    df = results.read(results_file)
+    drift = convergence.drift(df)
+    assert list(drift.index) == ["fused"] and not drift.loc["fused", "flagged"]  # fp32 reordering only
+    assert len(df[df["phase"] == "eval"]) == 2 * 4 and set(df["mlp"]) == {"own"}  # at 0, 2, 4 and the end
+
+
+def test_maxbatch_plans_a_foreign_model_for_a_gpu(results_file, monkeypatch, capsys):
+    from utils.drivers import maxbatch
+
+    for name, value in {"RESULTS_FILE": str(results_file), "DEVICE": "cpu", "TECHNIQUE": "baseline", "PLAN": "1",
+                        "GPU_MEMORY_GB": "1.01", "MODEL": "hf:gpt2-tiny", "SEQ": "256"}.items():
+        monkeypatch.setenv(name, value)
+    assert maxbatch.main() == 0
+    row = results.read(results_file).iloc[-1]
+    assert (row["kind"], row["model"]) == ("predicted", "hf:gpt2-tiny") and int(row["batch"]) >= 1
+
+
+@pytest.mark.e2e
+def test_make_all_over_a_shipped_tiny_config_runs_or_skips_every_technique(results_file):
+    proc = run_make("all", "TECHNIQUES=baseline flash checkpointing swiglu 8bit", results_file=results_file,
+                    MODEL="hf:gpt2-tiny", STEPS="2")
+    assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
+    assert "all: 4 ok, 1 skipped, 0 failed" in proc.stdout and "swiglu: skipped: hf:gpt2-tiny brings its own MLP" in (
+        proc.stdout)
+    ok = results.read(results_file).query("status == 'ok'")
+    assert set(ok["flops_source"]) == {"measured"} and set(ok["blocks"]) == {"transformer.h (2)"}
+
+
+@pytest.mark.e2e
+def test_fsdp_shards_a_hugging_face_models_blocks_and_trains_as_one_process(results_file):
+    proc = run_make("fsdp", "NPROC=2", results_file=results_file, MODEL="hf:llama-tiny", STEPS="3")
+    assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
+    assert ": match" in proc.stdout
+    rows = results.read(results_file).query("parallel == 'fsdp'")
+    assert set(rows["blocks"]) == {"model.layers (2)"} and set(rows["world_size"]) == {2}
+
+
+@pytest.mark.e2e
+def test_a_model_from_a_file_trains_through_make(results_file):
+    proc = run_make("checkpointing", f"MODEL={EXAMPLE}", results_file=results_file)
+    assert proc.returncode == 0 and "checkpointing: ok" in proc.stdout, proc.stderr
+    assert set(results.read(results_file)["blocks"]) == {"layers (2)"}

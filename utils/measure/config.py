@@ -98,6 +98,7 @@ def load(technique, argv=None, check_results=True):
     model = model_name(value["MODEL"], device)
     default_batch, default_seq = models.default_shape(model)
     steps, seq = value["STEPS"], value["SEQ"] or default_seq
+    models.check_layers(model, value["LAYERS"])
     checked = models.check(model, seq, value["LAYERS"], value["BLOCKS"])
     cfg = RunConfig(
         technique=technique,

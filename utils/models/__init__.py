@@ -106,12 +106,17 @@ def check(model, seq, layers=None, blocks=None):
             raise checks.BadInput(f"BLOCKS={blocks}: the suite's {spec.name} knows its blocks; BLOCKS names them "
                                   "in a model from hf: or a file")
         return Checked(spec, spec.vocab_size, layers or spec.layers)
-    if spec.arch == "file" and layers:
-        raise checks.BadInput(f"LAYERS={layers}: MODEL={spec.name} builds its own depth (build(seq) takes no "
-                              "layers); LAYERS sets the depth of the presets and hf: configs")
     from utils.models import foreign  # note: here, so that resolving a name never loads torch
 
-    return foreign.check(spec, seq, layers or spec.layers, blocks)
+    # a file's build(seq) sets its own depth: `layers` (the blocks it was found to have) is not asked
+    return foreign.check(spec, seq, (layers or spec.layers) if spec.arch == "hf" else None, blocks)
+
+
+def check_layers(model, layers):
+    """Refuse LAYERS for a model that builds its own depth (a module from a file)."""
+    if layers and arch(model) == "file":
+        raise checks.BadInput(f"LAYERS={layers}: MODEL={model} builds its own depth (build(seq) takes no "
+                              "layers); LAYERS sets the depth of the presets and hf: configs")
 
 
 def build_model(model, seq, mlp="gelu", layers=None, blocks=None):

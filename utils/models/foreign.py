@@ -158,8 +158,9 @@ def build(spec, seq, mlp="gelu", layers=None, blocks=None):
     if mlp != "gelu":
         raise ValueError(f"{spec.name} brings its own MLP: {mlp} is a change to the suite's GPT blocks, "
                          "not to a model from hf: or a file")
-    module = hf.build_module(spec, layers) if spec.arch == "hf" else file.build_module(spec, seq)
-    return Foreign(module, spec, layers, blocks)
+    if spec.arch == "hf":
+        return Foreign(hf.build_module(spec, layers), spec, layers, blocks)
+    return Foreign(file.build_module(spec, seq), spec, None, blocks)  # a file's build sets its own depth
 
 
 def _vocab(model, logits):
