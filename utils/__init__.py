@@ -5,7 +5,8 @@
     registry.py   the techniques: the scripts folder is the list
     devices.py    GPU dense peaks per dtype, each with its source (MFU)
     reference.py  make help and docs/reference.md, made from the tables above
-    models/       the GPT and LSTM, their presets, one build_model
+    models/       the GPT and LSTM, their presets, Hugging Face configs (hf:) and modules from files,
+                  one resolve and one build_model, behind one interface (Costed)
     techniques/   the run state and the technique functions, in their stage order
     measure/      config, data, the measuring loop, evaluation, memory tracking, environment,
                   torchrun; train.py is what every technique script runs

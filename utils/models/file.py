@@ -42,7 +42,7 @@ def load(path, function, name):
         defined = sorted(n for n, v in vars(module).items() if callable(v) and getattr(v, "__module__", "") ==
                          module_name)
         what = "has no function" if found is None else "has a non-callable"
-        raise checks.BadInput(f"MODEL={name}: {path.name} {what} {function!r} (its functions: "
+        raise checks.BadInput(f"MODEL={name}: {path.name} {what} {function!r} (it defines: "
                               f"{', '.join(defined) or 'none'}); {CONTRACT}")
     return found
 
