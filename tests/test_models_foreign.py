@@ -302,7 +302,7 @@ def test_drift_and_evaluation_read_a_foreign_models_rows(results_file, monkeypat
     df = results.read(results_file)
     drift = convergence.drift(df)
     assert list(drift.index) == ["fused"] and not drift.loc["fused", "flagged"]  # fp32 reordering only
-    assert len(df[df["phase"] == "eval"]) == 2 * 2 and set(df["mlp"]) == {"own"}  # before the first step and after the last
+    assert len(df[df["phase"] == "eval"]) == 2 * 2 and set(df["mlp"]) == {"own"}  # before and after
 
 
 def test_maxbatch_plans_a_foreign_model_for_a_gpu(results_file, monkeypatch, capsys):
