@@ -131,6 +131,7 @@ class Foreign(Costed):
         def probe():
             # the model's own forward, in training mode (dropout decides the kernel too), without
             # a graph, and without moving the random state training will draw from
+            self.train()
             with torch.random.fork_rng(devices=devices), torch.no_grad():
                 self(idx, idx)
 
