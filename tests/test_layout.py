@@ -17,14 +17,14 @@ UTILS = ROOT / "utils"
 ALLOWED = {
     "checks": set(),
     "devices": set(),
-    "settings": {"checks"},
+    "settings": {"checks", "devices"},  # GPU= is checked against the device table
     "registry": {"checks", "settings"},
     "results": {"checks"},
     "reference": {"models", "registry", "settings", "results"},
     "models": {"checks"},
     "techniques": {"models", "registry", "checks"},
     "measure": {"techniques", "models", "results", "settings", "checks", "devices", "registry"},
-    "plan": {"measure", "techniques", "models", "results", "settings", "checks", "registry"},
+    "plan": {"measure", "techniques", "models", "results", "settings", "checks", "registry", "devices"},
     "analysis": {"results", "models", "checks"},
     "plots": {"analysis", "results", "checks", "settings", "registry"},
     "report": {"analysis", "plots", "results", "checks", "settings"},

@@ -26,7 +26,7 @@ def _set(monkeypatch, results_file, tmp_path, **env):
         ({"FACTORS": "flash flash"}, "FACTORS and OPTIMIZERS must each name a technique once"),
         ({"FACTORS": "bf16 flash checkpointing swiglu accum compile tf32", "MATRIX_MAX_CELLS": "64"},
          "7 factors x 1 optimizer(s) make 128 cells, above MATRIX_MAX_CELLS=64"),
-        ({"FACTORS": "checkpointing", "PLAN": "1"}, "PLAN=1 needs GPU_MEMORY_GB="),
+        ({"FACTORS": "checkpointing", "PLAN": "1", "GPU": "a100"}, "GPU must be one of"),
         ({"FACTORS": "checkpointing", "MAXBATCH": "yes"}, "MAXBATCH must be an integer from 0 to 1"),
     ],
 )

@@ -5,6 +5,7 @@ from helpers import run_make
 
 from utils import results
 from utils.drivers import maxbatch
+from utils.plan.config import load_target
 
 
 @pytest.mark.parametrize("limit", [1, 2, 3, 37, 64, 1000])
@@ -38,21 +39,26 @@ def _maxbatch(monkeypatch, results_file, **env):
 
 
 def test_plan_one_answers_for_a_gpu_budget(results_file, monkeypatch, capsys):
-    assert _maxbatch(monkeypatch, results_file, TECHNIQUE="stack_memory", PLAN="1", GPU_MEMORY_GB="1.02",
-                     MODEL="tiny", SEQ="64") == 0
+    env = {"TECHNIQUE": "stack_memory", "PLAN": "1", "GPU": "a100-40gb", "GPU_MEMORY_GB": "0.5", "MODEL": "tiny",
+           "SEQ": "64"}
+    assert _maxbatch(monkeypatch, results_file, **env) == 0
     row = results.read(results_file).iloc[-1]
     assert row["kind"] == "predicted" and int(row["batch"]) >= 1 and "CUDA context" in row["reason"]
     assert (row["model"], row["seq"], row["layers"]) == ("tiny", 64, 2)
-    # the answer is the planner's: one more sequence would not fit the budget
+    assert row["device"].startswith("A100 40GB at 0.5 GiB (planned on")
+    assert "largest batch B=" in capsys.readouterr().out
+    # the answer is the planner's device total: it fits the card, one more sequence does not
+    fits = maxbatch.PlannedFit("stack_memory", load_target())
     best = int(row["batch"])
-    assert f"largest batch B={best} on a 1.02 GiB GPU" in capsys.readouterr().out
+    assert fits(best) and not fits(best + 1) and fits.total_gib(best) <= 0.5 < fits.total_gib(best + 1)
 
 
 @pytest.mark.parametrize(
     "env, message",
     [
         ({"PLAN": "1", "GPU_MEMORY_GB": "abc"}, "GPU_MEMORY_GB must be a positive number, got 'abc'"),
-        ({"PLAN": "1"}, "PLAN=1 needs GPU_MEMORY_GB="),
+        ({"PLAN": "1", "GPU": "h900"}, "GPU must be one of h100-pcie"),
+        ({"PLAN": "1", "ALLOCATOR": "cudaMallocAsync"}, "ALLOCATOR must be one of native, expandable_segments"),
         ({"PLAN": "2"}, "PLAN must be an integer from 0 to 1"),
         ({"PLAN": "1", "GPU_MEMORY_GB": "40", "TECHNIQUE": "compile"}, "torch.compile"),
         ({"TECHNIQUE": "nope"}, "unknown technique nope"),
@@ -74,8 +80,8 @@ def test_a_search_from_a_guess_finds_the_same_answer(limit, start):
 def test_the_planned_search_finds_bisections_answer_in_fewer_plans(monkeypatch):
     for name, value in {"MODEL": "tiny", "SEQ": "64", "DEVICE": "cpu"}.items():
         monkeypatch.setenv(name, value)
-    budget = 0.05 + maxbatch.CONTEXT_GIB  # a GPU of 1.05 GiB
-    best, trials = maxbatch.planned_search("baseline", budget)
-    bisected, plain = maxbatch.search(maxbatch.PlannedFit("baseline", budget))
+    monkeypatch.setenv("GPU_MEMORY_GB", "0.5")  # the context (0.37 GiB) and a few dozen tiny batches
+    best, trials = maxbatch.planned_search("baseline", load_target())
+    bisected, plain = maxbatch.search(maxbatch.PlannedFit("baseline", load_target()))
     assert best == bisected >= 8  # the same answer as x2 then bisection
     assert len(trials) < len(plain)

@@ -12,12 +12,16 @@ BASE = {"device": "NVIDIA H100 80GB HBM3", "model": "gpt2", "batch": 16, "seq": 
         "driver": "1", "cuda": "13.0"}
 
 
-def _run(technique, peak_alloc, parts, retries=0, kind="measured", phase="measured", run_id=None):
+def _run(technique, peak_alloc, parts, retries=0, kind="measured", phase="measured", run_id=None, cuda=(None,) * 2):
+    """A row; `cuda`: (peak reserved, device total) MiB, as a GPU run records or a plan predicts them."""
     tracked = memory.columns(dict(zip(results.MEMORY_PARTS, parts)), sum(parts))
     row = {**BASE, **tracked, "run_id": run_id or technique + kind, "technique": technique, "kind": kind,
-           "phase": phase, "step": 0, "alloc_retries": retries}
+           "phase": phase, "step": 0, "alloc_retries": retries, "peak_alloc_mib": peak_alloc,
+           "peak_reserved_mib": cuda[0], "device_total_mib": cuda[1]}
     if kind == "measured":
-        row.update(step_ms=10.0, tokens_per_s=1.0, peak_alloc_mib=peak_alloc, loss=1.0, accum=1)
+        row.update(step_ms=10.0, tokens_per_s=1.0, loss=1.0, accum=1)
+    else:
+        row["device"] = "H100 SXM 80GB (planned on AMD EPYC (2 threads))"
     return row
 
 
@@ -35,19 +39,22 @@ def test_a_run_records_its_breakdown(results_file, monkeypatch):
 def test_the_memory_section_compares_predicted_with_measured(results_file, tmp_path):
     rows = [
         _run("baseline", 32000, [500, 0, 1000, 25000, 6000]),
-        _run("flash", 16000, [500, 0, 1000, 11800, 3100], retries=3),
-        _run("flash", float("nan"), [500, 0, 1000, 11600, 3100], kind="predicted", phase="predicted"),
+        _run("flash", 16000, [500, 0, 1000, 11800, 3100], retries=3, cuda=(17000, 18000)),
+        _run("flash", 16200, [500, 0, 1000, 11600, 3100], kind="predicted", phase="predicted", cuda=(17500, 17100)),
         {**BASE, "run_id": "mb", "technique": "flash", "phase": "maxbatch", "kind": "predicted", "batch": 40,
          "reason": "gpt2 T=1024 with flash: largest batch B=40 on a 40 GiB GPU (planned)"},
     ]
     results.append_rows(results_file, rows)
-    text = report.build(results_file, tmp_path / "REPORT.md", tmp_path / "plots", budget_gb=16)
+    text = report.build(results_file, tmp_path / "REPORT.md", tmp_path / "plots", budget_gb=17)
     memory_section = text.split("## Memory")[1]
-    assert "| `flash` | predicted | 16,200 |" in memory_section and "+1.2%" in memory_section  # 16,200 / 16,000
+    predicted = next(line for line in memory_section.splitlines() if line.startswith("| `flash` | predicted for H100"))
+    # the three CUDA figures, and the errors of allocated (16,200 / 16,000) and device total (17,100 / 18,000)
+    assert "| 16,200 | 17,500 | 17,100 | +1.2% / -5.0% |" in predicted
     assert "3 retries" in memory_section
     assert "+16,100" in memory_section  # tracked peaks: 32,500 - 16,400 MiB
     assert "largest batch B=40" in memory_section and "| 40 |" in memory_section
-    assert "What fits in 16 GiB:** `flash` (predicted" in memory_section
+    # judged on the device total: the measured 18,000 MiB does not fit 17 GiB, the predicted 17,100 does
+    assert "What fits in 17 GiB:** `flash` (predicted for H100 SXM 80GB, 16.70 GiB device total)" in memory_section
     png = tmp_path / "plots" / "memory_gpt2_b16_t1024.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](plots/memory_gpt2_b16_t1024.png)" in memory_section
     # the predicted and maxbatch rows form no configuration table of their own

@@ -1,4 +1,5 @@
-"""GPU specs, in one table: the dense peak that model FLOPs are judged against (MFU).
+"""GPU specs, in one table: what each GPU is (the name `GPU=` takes, the name torch reports),
+its memory, its generation, and the dense peak that model FLOPs are judged against (MFU).
 
 Each model states its own FLOPs per token (utils/models/, `flops_per_token`: *model* FLOPs,
 so activation checkpointing's recomputation is not counted and MFU says how well the model's
@@ -10,36 +11,69 @@ from the table gets no MFU, never a guessed one; PEAK_TFLOPS=... supplies one.
 Plain python: the report imports this without torch.
 """
 
+import dataclasses
 import re
 
-# (pattern matched against the device name, {precision: dense TFLOP/s}), first match wins.
-# Sources: NVIDIA's datasheets (H100 PCIe / SXM / NVL: "NVIDIA H100 Tensor Core GPU"; H200
-# shares SXM's compute; A100: "NVIDIA A100 Tensor Core GPU"; A10, L4, T4: their product
-# datasheets), halving the "with sparsity" tensor figures; GeForce cards: the Ada and Ampere
-# architecture whitepapers (appendix tables: FP16 tensor with FP32 accumulate) and, for the
-# laptop RTX 3050 Ti, its 1695 MHz boost x 2560 CUDA cores x 2 FLOPs.
-PEAKS = [
-    (r"H100.*PCIe", {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0}),
-    (r"H100 NVL", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5}),
-    (r"H100|H200|GH200", {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4}),  # SXM
-    (r"A100", {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0}),
-    (r"A10G?\b", {"fp32": 31.2, "tf32": 62.5, "bf16": 125.0}),  # A10 datasheet; A10G is AWS's A10
-    (r"\bL4\b", {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0}),
-    (r"RTX 4090", {"fp32": 82.6, "tf32": 82.6, "bf16": 165.2}),  # GeForce: bf16 with fp32 accumulate
-    (r"RTX 3090", {"fp32": 35.6, "tf32": 35.6, "bf16": 71.0}),
-    (r"RTX 3050 Ti Laptop", {"fp32": 8.7, "tf32": 8.7, "bf16": 17.4}),  # laptop part, at 1695 MHz boost
-    (r"\bT4\b", {"fp32": 8.1, "fp16": 65.0}),  # Turing: fp16 tensor cores, no TF32 or bf16
-]
+
+@dataclasses.dataclass(frozen=True)
+class GPU:
+    key: str  # the name GPU= takes
+    pattern: str  # matched against the device name torch reports; first match in GPUS wins
+    name: str
+    memory_gib: float  # on-board memory (the datasheet's GB of HBM / GDDR are GiB: nvidia-smi's total)
+    capability: tuple  # CUDA compute capability: the generation
+    peaks: dict  # {precision: dense TFLOP/s}
+
+
+# Sources: NVIDIA's datasheets (H100 PCIe / SXM / NVL: "NVIDIA H100 Tensor Core GPU"; H200 and
+# GH200 share SXM's compute: "NVIDIA H200 Tensor Core GPU", "NVIDIA GH200 Grace Hopper
+# Superchip"; A100: "NVIDIA A100 Tensor Core GPU"; A10, L4, T4: their product datasheets),
+# halving the "with sparsity" tensor figures; GeForce cards: the Ada and Ampere architecture
+# whitepapers (appendix tables: FP16 tensor with FP32 accumulate) and, for the laptop RTX 3050
+# Ti, its 1695 MHz boost x 2560 CUDA cores x 2 FLOPs. Compute capabilities: NVIDIA's "CUDA GPUs"
+# table (developer.nvidia.com/cuda-gpus).
+HOPPER_SXM = {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4}
+AMPERE_A100 = {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0}
+GPUS = (
+    GPU("h100-pcie", r"H100.*PCIe", "H100 PCIe", 80, (9, 0), {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0}),
+    GPU("h100-nvl", r"H100 NVL", "H100 NVL", 94, (9, 0), {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5}),
+    GPU("h100-sxm", r"H100", "H100 SXM 80GB", 80, (9, 0), HOPPER_SXM),
+    GPU("gh200", r"GH200", "GH200 96GB", 96, (9, 0), HOPPER_SXM),
+    GPU("h200", r"H200", "H200 141GB", 141, (9, 0), HOPPER_SXM),
+    GPU("a100-80gb", r"A100.*80GB", "A100 80GB", 80, (8, 0), AMPERE_A100),
+    GPU("a100-40gb", r"A100", "A100 40GB", 40, (8, 0), AMPERE_A100),
+    GPU("a10", r"A10G?\b", "A10 / A10G", 24, (8, 6), {"fp32": 31.2, "tf32": 62.5, "bf16": 125.0}),  # A10G: AWS's
+    GPU("l4", r"\bL4\b", "L4", 24, (8, 9), {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0}),
+    # GeForce: bf16 with fp32 accumulate
+    GPU("rtx-4090", r"RTX 4090", "GeForce RTX 4090", 24, (8, 9), {"fp32": 82.6, "tf32": 82.6, "bf16": 165.2}),
+    GPU("rtx-3090", r"RTX 3090", "GeForce RTX 3090", 24, (8, 6), {"fp32": 35.6, "tf32": 35.6, "bf16": 71.0}),
+    GPU("rtx-3050-ti-laptop", r"RTX 3050 Ti Laptop", "GeForce RTX 3050 Ti Laptop", 4, (8, 6),
+        {"fp32": 8.7, "tf32": 8.7, "bf16": 17.4}),  # at its 1695 MHz boost
+    GPU("t4", r"\bT4\b", "T4", 16, (7, 5), {"fp32": 8.1, "fp16": 65.0}),  # Turing: fp16 tensor cores only
+)
+GENERATIONS = {7: "Volta / Turing", 8: "Ampere / Ada", 9: "Hopper", 10: "Blackwell", 12: "Blackwell (GeForce)"}
 PRECISION = {"fp32": "fp32", "tf32": "tf32", "bf16-autocast": "bf16", "fp16-autocast": "fp16"}
+
+
+def by_key(key):
+    """The GPU `GPU=key` names; ValueError naming the known keys otherwise."""
+    for gpu in GPUS:
+        if gpu.key == key:
+            return gpu
+    raise ValueError(f"unknown GPU {key!r} (known: {', '.join(g.key for g in GPUS)})")
+
+
+def by_name(device):
+    """The GPU whose pattern matches a device name torch reports, or None."""
+    return next((gpu for gpu in GPUS if re.search(gpu.pattern, str(device))), None)
 
 
 def peak_tflops(device, dtype, override=None):
     """Dense peak TFLOP/s for this device and dtype column value (or `override`), or None."""
     if override:
         return float(override)
-    precision = PRECISION.get(dtype)
-    for pattern, peaks in PEAKS:
-        if re.search(pattern, str(device)):
-            # fp16 tensor cores run at the bf16 rate wherever a card has both
-            return peaks.get(precision, peaks.get("bf16") if precision == "fp16" else None)
-    return None
+    precision, gpu = PRECISION.get(dtype), by_name(device)
+    if gpu is None:
+        return None
+    # fp16 tensor cores run at the bf16 rate wherever a card has both
+    return gpu.peaks.get(precision, gpu.peaks.get("bf16") if precision == "fp16" else None)

@@ -12,7 +12,7 @@ import argparse
 import os
 from dataclasses import dataclass
 
-from utils import checks
+from utils import checks, devices
 
 SEED_MAX = 2**64 - 1  # torch.manual_seed's range
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
@@ -158,10 +158,17 @@ SETTINGS = (
     S("MATRIX_REPORT", "MATRIX.md", "where make matrix writes its table, main effects and interactions", "matrix",
       path=True),
     # memory: plan, maxbatch, scaling
-    S("PLAN", "0", "make maxbatch / matrix: 1 asks the planner for a GPU of GPU_MEMORY_GB, not this device", "memory",
-      _flag),
-    S("GPU_MEMORY_GB", "", "make maxbatch PLAN=1: the GPU's memory in GiB (40 for an A100 40GB)", "memory",
+    S("PLAN", "0", "make maxbatch / matrix: 1 asks the planner about the GPU named by GPU=, not this device",
+      "memory", _flag),
+    S("GPU", "h100-sxm", "make plan / maxbatch PLAN=1 / matrix PLAN=1: the GPU planned for (a key of "
+      "utils/devices.py's table: " + ", ".join(g.key for g in devices.GPUS) + ")", "memory",
+      _choice(*(g.key for g in devices.GPUS))),
+    S("GPU_MEMORY_GB", "", "planned GPU's memory in GiB instead of the table's (a card of another size)", "memory",
       _optional(_number)),
+    S("ALLOCATOR", "native", "planned CUDA caching allocator: native, or expandable_segments "
+      "(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)", "memory", _choice("native", "expandable_segments")),
+    S("MODULE_LOADING", "lazy", "planned CUDA module loading: lazy (torch >= 1.13 with CUDA >= 11.7), or eager "
+      "(older, or CUDA_MODULE_LOADING=EAGER): sets the CUDA context's size", "memory", _choice("lazy", "eager")),
     S("MAXMEM_GB", "", "make maxbatch on a CPU: hard memory cap of each trial process, GiB", "memory",
       _optional(_number)),
     S("SCALING_MODELS", "tiny small gpt2 gpt2-medium gpt2-large gpt2-xl gpt-2.7b",

@@ -39,18 +39,22 @@ def cells(base, factors, optimizers, canonical):
 
 
 def _run_figures(rows):
-    """Per run of a cell: (median step ms, median tokens/s, comparable peak MiB, kind)."""
+    """Per run of a cell: (median step ms, median tokens/s, peak allocated MiB, kind, peak
+    reserved MiB, device total MiB). Allocated: CUDA's (measured or predicted), else the tracked
+    tensor peak; reserved and device total: CUDA's only (NaN elsewhere)."""
     out = []
     for _, run in rows.groupby("run_id", sort=False):
-        if predicted(run).all():
-            out.append((np.nan, np.nan, run["mem_peak_mib"].max(), "predicted"))
-            continue
-        steps = measured(run)
+        planned = predicted(run).all()
+        steps = run if planned else measured(run)
         if steps.empty:
             continue
         alloc = steps["peak_alloc_mib"].max()
         memory = alloc if alloc == alloc else steps["mem_peak_mib"].max()
-        out.append((steps["step_ms"].median(), steps["tokens_per_s"].median(), memory, "measured"))
+        cuda = [steps[c].max() if c in steps else np.nan for c in ("peak_reserved_mib", "device_total_mib")]
+        if planned:
+            out.append((np.nan, np.nan, memory, "predicted", *cuda))
+        else:
+            out.append((steps["step_ms"].median(), steps["tokens_per_s"].median(), memory, "measured", *cuda))
     return out
 
 
@@ -61,11 +65,14 @@ def table(df, cell_list):
         mine = df[df["technique"] == cell.name]
         figures = _run_figures(mine[mine["phase"] != "maxbatch"])
         batches = mine[mine["phase"] == "maxbatch"]
-        step, tokens, memory = (_median([f[i] for f in figures]) for i in range(3))
+        step, tokens, memory, _, reserved, total = (_median([f[i] for f in figures]) if i != 3 else None
+                                                    for i in range(6))
         rows.append({"cell": cell, "runs": len(figures), "kind": figures[0][3] if figures else "",
-                     "step_ms": step, "tokens_per_s": tokens, "memory_mib": memory,
+                     "step_ms": step, "tokens_per_s": tokens, "memory_mib": memory, "reserved_mib": reserved,
+                     "device_total_mib": total,
                      "max_batch": int(batches["batch"].iloc[-1]) if len(batches) else None,
-                     "per_run": {"step_ms": [f[0] for f in figures], "memory_mib": [f[2] for f in figures]}})
+                     "per_run": {"step_ms": [f[0] for f in figures], "memory_mib": [f[2] for f in figures],
+                                 "device_total_mib": [f[5] for f in figures]}})
     return pd.DataFrame(rows)
 
 

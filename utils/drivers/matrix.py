@@ -3,15 +3,16 @@
 Every combination of FACTORS (techniques on or off) x OPTIMIZERS on top of BASE is a cell:
 BASE=bf16 FACTORS="checkpointing flash" OPTIMIZERS="adamw lion" is 8 cells, from bf16 with
 the baseline's AdamW to flash+checkpointing+lion. Measured: each cell a fresh process,
-REPEATS interleaved as make all runs them. PLAN=1 GPU_MEMORY_GB=40: planned for that GPU on
-fake tensors instead. MAXBATCH=1: also the largest batch per cell (measured, or planned).
+REPEATS interleaved as make all runs them. PLAN=1 GPU=a100-40gb: planned for that GPU on
+fake tensors instead (peak allocated, reserved and device total). MAXBATCH=1: also the
+largest batch per cell (measured, or planned).
 Then MATRIX_REPORT: a row per cell (a mark per factor, the optimizer, peak memory, step
 time and it/s, tokens/s, max batch), each factor's and optimizer's main effect on memory and
 on step time, and each pair of factors' interaction, with CIs where there are repeats.
 Predicted cells are marked predicted and have no time. In OPTIMIZERS, adamw is the
 baseline's AdamW.
 
-usage: python -m utils.drivers.matrix   (BASE, FACTORS, OPTIMIZERS, PLAN, GPU_MEMORY_GB,
+usage: python -m utils.drivers.matrix   (BASE, FACTORS, OPTIMIZERS, PLAN, GPU, GPU_MEMORY_GB, ALLOCATOR,
 MAXBATCH, MATRIX_REPORT, MATRIX_MAX_CELLS, REPEATS and the run settings from the environment)
 """
 
@@ -25,7 +26,7 @@ from utils.drivers import all as repeats
 from utils.drivers import maxbatch
 from utils.measure import config, env
 from utils.plan import planner
-from utils.plan.config import load_config, planned_device, predicted_row
+from utils.plan.config import load_config, load_target, planned_device, predicted_row
 from utils.report.matrix import markdown
 from utils.techniques import setup_of
 
@@ -55,19 +56,22 @@ def design():
     return base, factors, optimizers, cells
 
 
-def _planned(cells, gpu_gb, with_batch):
-    """Plan each cell (and its largest batch): the rows written."""
-    rows, device = [], planned_device()
+def _planned(cells, target, with_batch):
+    """Plan each cell (and its largest batch) on the target GPU: the rows written."""
+    rows, device = [], planned_device(target)
     for i, cell in enumerate(cells, 1):
         print(f"\n=== [{i}/{len(cells)}] {cell.name} (planned)", flush=True)
         cfg, setup = load_config(cell.name), setup_of(cell.name)[1]
-        plan = planner.plan(setup, cfg)
+        plan = planner.plan(setup, cfg, target)
         rows.append(predicted_row(cfg, cell.name, plan, device))
-        print(f"matrix: {cell.name}: {plan.peak_mib / 1024:.2f} GiB peak allocated (predicted)", flush=True)
+        memory = plan.memory
+        print(f"matrix: {cell.name} on {memory.gpu} (predicted): {memory.allocated_mib / 1024:.2f} GiB allocated, "
+              f"{memory.reserved_mib / 1024:.2f} reserved, {memory.total_mib / 1024:.2f} device total"
+              + ("" if memory.fits else " (does not fit)"), flush=True)
         if with_batch:
-            best, _ = maxbatch.planned_search(cell.name, gpu_gb, planned={cfg.batch: plan.peak_mib / 1024})
+            best, _ = maxbatch.planned_search(cell.name, target, planned={cfg.batch: memory})
             rows.append(results.identity(cfg, cell.name, device, batch=best, status="ok", phase="maxbatch",
-                                         kind="predicted", reason=f"largest batch B={best} on a {gpu_gb:g} GiB GPU"))
+                                         kind="predicted", reason=f"largest batch B={best} on {memory.gpu}"))
     return rows
 
 
@@ -93,9 +97,8 @@ def _announce(cells, planned, runs_each, with_batch):
 def main():
     try:
         base, factors, optimizers, cells = design()
-        planned, gpu_gb, with_batch = (settings.get(name) for name in ("PLAN", "GPU_MEMORY_GB", "MAXBATCH"))
-        if planned and gpu_gb is None:
-            raise checks.BadInput("PLAN=1 needs GPU_MEMORY_GB= (the GPU's memory in GiB, e.g. 40 for an A100 40GB)")
+        planned, with_batch = settings.get("PLAN"), settings.get("MAXBATCH")
+        target = load_target() if planned else None
         out = checks.output_file("MATRIX_REPORT", settings.text("MATRIX_REPORT"))
         cfg = load_config(cells[0].name) if planned else config.load(cells[0].name, argv=[])
         runs_each = settings.get("REPEATS")
@@ -108,7 +111,7 @@ def main():
     _announce(cells, planned, runs_each, with_batch)
     status = 0
     if planned:
-        rows = _planned(cells, gpu_gb, with_batch)
+        rows = _planned(cells, target, with_batch)
         ids = {row["run_id"] for row in rows}
         results.append_rows(cfg.results_file, rows)
     else:
@@ -120,7 +123,8 @@ def main():
         ids = {*filter(None, state.run_ids), *(row["run_id"] for row in extra)}
     df = results.read(cfg.results_file)
     table = matrix.table(df[df["run_id"].isin(ids)], cells)
-    where = f"planned for a {gpu_gb:g} GiB GPU" if planned else env.capture(cfg.device)["device"]
+    where = (f"planned for {target.gpu.name} ({target.gpu.memory_gib:g} GiB, allocator {target.allocator})"
+             if planned else env.capture(cfg.device)["device"])
     text = markdown(table, factors, base, cfg, where, planned)
     out.write_text(text)
     print(text + f"\nmatrix: wrote {out}")

@@ -11,8 +11,8 @@ GiB: a batch fits when its predicted peak allocated plus the headroom below fits
 One row per technique is appended to RESULTS_FILE (phase `maxbatch`, batch = the answer,
 kind measured or predicted); 0 means not even B=1 trains.
 
-usage: python -m utils.drivers.maxbatch   (TECHNIQUE if given, else TECHNIQUES; PLAN,
-GPU_MEMORY_GB, MAXMEM_GB and the run settings from the environment)
+usage: python -m utils.drivers.maxbatch   (TECHNIQUE if given, else TECHNIQUES; PLAN, GPU,
+GPU_MEMORY_GB, ALLOCATOR, MODULE_LOADING, MAXMEM_GB and the run settings from the environment)
 """
 
 import subprocess
@@ -24,15 +24,10 @@ from utils import checks, registry, results, settings
 from utils.drivers.runner import memory_cap, run
 from utils.measure import config, env
 from utils.plan import planner
-from utils.plan.config import load_config, planned_device
+from utils.plan.config import load_config, load_target, planned_device
 from utils.techniques import setup_of
 
 TRIAL_STEPS = {"STEPS": "2", "WARMUP": "1", "REPEATS": "1"}
-# PLAN=1 headroom beyond the predicted allocated peak: the CUDA context and cuBLAS workspace
-# (outside the allocator's count, ~0.5-1 GiB on an A100 / H100 with CUDA 12), and the caching
-# allocator's reserved memory above its allocated peak (segments, fragmentation: ~10% is common)
-CONTEXT_GIB = 1.0
-RESERVED_OVER_ALLOCATED = 0.10
 MAX_BATCH = 2**16  # search ceiling: a batch past this is not a memory question any more
 
 
@@ -92,32 +87,39 @@ def measured_trial(technique, batch, maxmem_gb, scratch):
 
 
 class PlannedFit:
-    """Whether a batch fits a GPU of `gpu_memory_gb` GiB by the planner, each batch planned once."""
+    """Whether a batch fits the target GPU by the planner (its device total: the allocator's
+    replay ran out of nothing), each batch planned once."""
 
-    def __init__(self, technique, gpu_memory_gb):
-        self.technique, self.budget, self.peaks = technique, gpu_memory_gb, {}
+    def __init__(self, technique, target):
+        self.technique, self.target, self.budget, self.memory = technique, target, target.gpu.memory_gib, {}
         self.setup = setup_of(technique)[1]
 
-    def total_gib(self, batch):
-        if batch not in self.peaks:
+    def planned(self, batch):
+        if batch not in self.memory:
             cfg = load_config(self.technique, ["--batch", str(batch)])
-            self.peaks[batch] = planner.plan(self.setup, cfg).peak_mib / 1024
-        return self.peaks[batch] * (1 + RESERVED_OVER_ALLOCATED) + CONTEXT_GIB
+            self.memory[batch] = planner.plan(self.setup, cfg, self.target).memory
+        return self.memory[batch]
+
+    def total_gib(self, batch):
+        """The device total the batch needs (where it does not fit: what it would need), GiB."""
+        return self.planned(batch).total_mib / 1024
 
     def __call__(self, batch):
-        return self.total_gib(batch) <= self.budget
+        return self.planned(batch).fits
 
 
-def planned_search(technique, gpu_memory_gb, limit=MAX_BATCH, planned=None):
+def planned_search(technique, target, limit=MAX_BATCH, planned=None):
     """(largest batch, trials) on the planned GPU, in a few plans: the planned peak is the
     larger of the optimizer step's (constant in the batch) and backward's (affine in it), a
     convex, piecewise-linear function: the line through B=1 and B=2 points past the answer (x2
     steps beyond it where it fell short), and the chord between the last batch that fits and
     the first that does not (regula falsi: a chord never lies below a convex function) lands
     on the answer once both ends are in the affine part, a few plans where bisection takes
-    log2 of the answer. `planned`: peaks (GiB) already planned, by batch."""
-    fits, trials = PlannedFit(technique, gpu_memory_gb), []
-    fits.peaks.update(planned or {})  # {batch: GiB} already planned
+    log2 of the answer (the replay's reserved memory follows the allocated peak in steps of
+    its segments, so the chord is a guess the bisection corrects). `planned`: DeviceMemory
+    already planned, by batch."""
+    fits, trials = PlannedFit(technique, target), []
+    fits.memory.update(planned or {})
 
     def trial(b):
         trials.append((b, fits(b)))
@@ -152,9 +154,8 @@ def techniques():
 def main():
     try:
         names = techniques()
-        planned, gpu_gb, maxmem_gb = (settings.get(name) for name in ("PLAN", "GPU_MEMORY_GB", "MAXMEM_GB"))
-        if planned and gpu_gb is None:
-            raise checks.BadInput("PLAN=1 needs GPU_MEMORY_GB= (the GPU's memory in GiB, e.g. 40 for an A100 40GB)")
+        planned, maxmem_gb = settings.get("PLAN"), settings.get("MAXMEM_GB")
+        target = load_target() if planned else None
         cfgs = {n: (load_config(n) if planned else config.load(n, argv=[])) for n in names}
         if planned:
             for name, cfg in cfgs.items():
@@ -165,9 +166,9 @@ def main():
         print(f"maxbatch: error: {err}", file=sys.stderr)
         return checks.EXIT_BAD_INPUT
     if planned:
-        device = planned_device()
-        where = (f"a {gpu_gb:g} GiB GPU (planned: predicted peak x {1 + RESERVED_OVER_ALLOCATED:g} for reserved "
-                 f"over allocated, + {CONTEXT_GIB:g} GiB CUDA context and workspace)")
+        device = planned_device(target)
+        where = (f"{target.gpu.name}, {target.gpu.memory_gib:g} GiB (planned: the device total, the caching allocator "
+                 f"({target.allocator}) replayed + the CUDA context, fits)")
     else:
         device = env.capture(next(iter(cfgs.values())).device)
         where = f"{device['device']}" + (f" capped at MAXMEM_GB={maxmem_gb:g}" if maxmem_gb else "")
@@ -176,7 +177,7 @@ def main():
         scratch = str(Path(tmp) / "trials.csv")
         for name, cfg in cfgs.items():
             try:
-                best, trials = (planned_search(name, gpu_gb) if planned
+                best, trials = (planned_search(name, target) if planned
                                 else search(lambda b, n=name: measured_trial(n, b, maxmem_gb, scratch)))
             except RuntimeError as err:
                 print(f"maxbatch: {name}: cannot search: {err}", file=sys.stderr)

@@ -18,7 +18,7 @@ import sys
 from utils import checks, models, registry, results, settings
 from utils.drivers.runner import run
 from utils.plan import planner
-from utils.plan.config import load_config, planned_device, predicted_row
+from utils.plan.config import load_config, load_target, planned_device, predicted_row
 from utils.plots.memory import plot_scaling
 from utils.techniques import setup_of
 
@@ -50,21 +50,23 @@ def main():
         size = [f"--{k.lower()}={v}" for k, v in shape().items()]
         cfgs = {(n, m): load_config(n, ["--model", m, *size]) for n in names for m in sizes}
         params = {m: approx_params(m, cfgs[names[0], m]) for m in sizes}
+        target = load_target()
         for (name, _), cfg in cfgs.items():
             planner.check_modelled(setup_of(name)[1], cfg)
     except (checks.BadInput, planner.NotModelled) as err:
         print(f"scaling: error: {err}", file=sys.stderr)
         return checks.EXIT_BAD_INPUT
     any_cfg = next(iter(cfgs.values()))
-    device = planned_device()
+    device = planned_device(target)
     for name in names:
         planning = False
         for model in sorted(sizes, key=params.get):
             planning = planning or not measure(name, model, timeout)
             if planning:
-                plan = planner.plan(setup_of(name)[1], cfgs[name, model])
+                plan = planner.plan(setup_of(name)[1], cfgs[name, model], target)
                 results.append_rows(any_cfg.results_file, [predicted_row(cfgs[name, model], name, plan, device)])
-                print(f"scaling: planned {name} on {model}: {plan.peak_mib / 1024:.2f} GiB peak allocated", flush=True)
+                print(f"scaling: planned {name} on {model}: {plan.memory.allocated_mib / 1024:.2f} GiB allocated, "
+                      f"{plan.memory.total_mib / 1024:.2f} device total on {plan.memory.gpu}", flush=True)
     os.makedirs(plots_dir, exist_ok=True)
     path = os.path.join(plots_dir, f"{prefix}scaling.png")
     drawn = plot_scaling(results.read(any_cfg.results_file), names, any_cfg.batch, any_cfg.seq, path)

@@ -46,6 +46,7 @@ class Phase:
     wall_ms: float  # the whole phase, gaps between steps and the final sync included
     peak_alloc_mib: float = None  # CUDA only
     peak_reserved_mib: float = None  # CUDA only
+    device_total_mib: float = None  # CUDA only
     peak_rss_mib: float = None
 
     @property
@@ -177,6 +178,8 @@ def _timed_steps(run, batches, steps, clock, name, cuda, evaluator=None, trained
     if cuda:
         phase.peak_alloc_mib = torch.cuda.max_memory_allocated() / MIB
         phase.peak_reserved_mib = torch.cuda.max_memory_reserved() / MIB
+        free, total = torch.cuda.mem_get_info()
+        phase.device_total_mib = (total - free) / MIB  # context + reserved (+ any other process): nvidia-smi's
     return phase
 
 

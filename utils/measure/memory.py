@@ -14,7 +14,7 @@ the dispatcher), so those runs get no breakdown rather than a wrong one.
 import contextlib
 
 import torch
-from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker
+from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker, _UpdateType
 
 from utils.results import MEMORY_PARTS
 
@@ -33,6 +33,32 @@ def breakdown_mib(snapshot):
         "temporaries": kinds.get("Temp", 0) + kinds.get("Other", 0),
     }
     return {name: round(value / MIB, 1) for name, value in parts.items()}
+
+
+class PeakTracker(MemTracker):
+    """PyTorch's MemTracker keeping only what the suite reads: the whole step's peak (its
+    per-module peaks scan every module at every op, 80% of a GPT2-XL plan's time), and, with
+    `record=True`, every allocation and free in order (`events`: (storage key, bytes), bytes
+    negative for a free) for the caching allocator's replay (utils/plan/allocator.py)."""
+
+    def __init__(self, record=False):
+        super().__init__()
+        self.events = [] if record else None
+
+    def _update_peak_stats(self, peak_state):
+        for device, snap in self._curr_mem_snap.items():
+            if self._peak_mem.get(device, 0) < snap[_TOTAL_KEY]:
+                self._peak_mem[device] = snap[_TOTAL_KEY]
+                self._peak_mem_snap[device] = dict(snap)
+
+    def _update_snap(self, u_type, winfo, old_mem_consumed=None, old_reftype=None):
+        super()._update_snap(u_type, winfo, old_mem_consumed=old_mem_consumed, old_reftype=old_reftype)
+        if self.events is None or u_type == _UpdateType.REF:
+            return
+        key = id(winfo)
+        if u_type == _UpdateType.SIZE:  # a storage resized (FSDP2 frees and refills its unsharded ones)
+            self.events.append((key, -old_mem_consumed))
+        self.events.append((key, -winfo.mem_consumed if u_type == _UpdateType.DEL else winfo.mem_consumed))
 
 
 @contextlib.contextmanager
@@ -73,7 +99,7 @@ def tracked_step(run, batches):
     if untrackable(run):
         return {}
     micro_batches = [next(batches) for _ in range(run.accum)]  # outside the tracker, as the planner's
-    tracker = MemTracker()
+    tracker = PeakTracker()
     tracker.track_external(run.model, run.optimizer)
     with one_iteration_per_forward(tracker, run.model):
         run.step(run, micro_batches)

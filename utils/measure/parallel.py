@@ -53,7 +53,7 @@ def combine(phase, world):
     phase.parts_ms = {part: [every[r].parts_ms[part][i] for i, r in enumerate(slowest)] for part in phase.parts_ms}
     phase.loss = [sum(losses) / world.size for losses in zip(*(p.loss for p in every))]
     phase.wall_ms = max(p.wall_ms for p in every)
-    for name in ("peak_alloc_mib", "peak_reserved_mib", "peak_rss_mib"):
+    for name in ("peak_alloc_mib", "peak_reserved_mib", "device_total_mib", "peak_rss_mib"):
         values = [getattr(p, name) for p in every if getattr(p, name) is not None]
         setattr(phase, name, max(values) if values else None)
     return phase

@@ -75,6 +75,7 @@ def _step_rows(base, phase, tokens_per_step):
             "scaler_skipped": phase.skipped[step],
             "peak_alloc_mib": _mib(phase.peak_alloc_mib),
             "peak_reserved_mib": _mib(phase.peak_reserved_mib),
+            "device_total_mib": _mib(phase.device_total_mib),
             "peak_rss_mib": _mib(phase.peak_rss_mib),
         }
 

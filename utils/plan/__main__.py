@@ -1,21 +1,23 @@
 """`make plan` / `make plan_check`: predicted peak GPU memory per technique, on any machine.
 
 make plan        each technique of TECHNIQUES (blank: every script) at MODEL / LAYERS / BATCH /
-                 SEQ (MODEL auto: gpt2, the GPU default): predicted peak allocated and its
-                 breakdown, printed and appended to RESULTS_FILE as `predicted` rows (never
-                 step-time statistics)
-make plan_check  the planner against the H100 peaks of ../shared/README.md (GPT-2 124M,
-                 B=16, T=1024): predicted, measured, error, and the 10% bar
+                 SEQ (MODEL auto: gpt2, the GPU default) on GPU (ALLOCATOR, MODULE_LOADING):
+                 predicted peak allocated, reserved and device total, the breakdown and the
+                 time each plan took, printed and appended to RESULTS_FILE as `predicted` rows
+                 (never step-time statistics)
+make plan_check  the planner against every measured figure it can model: predicted,
+                 measured, the error, which figure it is, and the bars
 
 usage: python -m utils.plan [--check]   (settings from the environment)
 """
 
 import argparse
 import sys
+import time
 
 from utils import checks, registry, results
 from utils.plan import planner, reference
-from utils.plan.config import load_config, planned_device, predicted_row
+from utils.plan.config import load_config, load_target, planned_device, predicted_row
 from utils.plan.cuda import CUDA_MODEL, NOT_MODELLED
 from utils.results import MEMORY_PARTS
 from utils.techniques import setup_of
@@ -25,8 +27,29 @@ def _mib(mib):
     return f"{mib:,.1f}"
 
 
+def _header(first, target, memory):
+    depth = f"{first.layers} layer{'s' * (first.layers != 1)}"
+    gpu = target.gpu
+    print(f"plan: {first.model} ({depth}), B={first.batch} T={first.seq}, one training step on {gpu.name} "
+          f"({gpu.memory_gib:g} GiB), allocator {target.allocator}, CUDA module loading {target.loading} "
+          f"(fake tensors, {planner.STEPS} steps; MiB)")
+    print(f"  allocated: the tensors' peak + cuBLAS workspaces; reserved: the caching allocator replayed; "
+          f"device total: reserved + {memory.note}")
+    print(f"{'technique':<16} " + " ".join(f"{h:>10}" for h in ("allocated", "reserved", "total", *MEMORY_PARTS))
+          + "  fits   plan s")
+
+
+def _line(name, plan, seconds):
+    memory = plan.memory
+    fits = "yes" if memory.fits else "**no**"
+    retries = f" ({memory.retries} retries)" if memory.retries else ""
+    figures = (memory.allocated_mib, memory.reserved_mib, memory.total_mib, *plan.breakdown.values())
+    return f"{name:<16} " + " ".join(f"{_mib(v):>10}" for v in figures) + f"  {fits:<6} {seconds:5.1f}{retries}"
+
+
 def plan_techniques(names):
     try:
+        target = load_target()
         cfgs = {name: load_config(name) for name in names}
         setups = {name: setup_of(name)[1] for name in names}
     except checks.BadInput as err:
@@ -42,20 +65,16 @@ def plan_techniques(names):
         print(f"plan: error: the planner cannot model {'; '.join(f'{n}: {w}' for n, w in refused.items())}",
               file=sys.stderr)
         return checks.EXIT_BAD_INPUT
-    first = cfgs[names[0]]
-    depth = f"{first.layers} layer{'s' * (first.layers != 1)}"
-    print(f"plan: {first.model} ({depth}), B={first.batch} T={first.seq}, peak CUDA memory allocated "
-          f"per training step (fake tensors, {planner.STEPS} steps; MiB)")
-    print(f"{'technique':<14} " + " ".join(f"{h:>10}" for h in ("peak", *MEMORY_PARTS)))
-    rows = []
-    device = planned_device()
+    rows, device, first = [], planned_device(target), cfgs[names[0]]
     for name, cfg in cfgs.items():
         if name in refused:
-            print(f"{name:<14} not modelled: {refused[name]}", flush=True)
+            print(f"{name:<16} not modelled: {refused[name]}", flush=True)
             continue
-        plan = planner.plan(setups[name], cfg)
-        parts = " ".join(f"{_mib(v):>10}" for v in plan.breakdown.values())
-        print(f"{name:<14} {_mib(plan.peak_mib):>10} {parts}", flush=True)
+        start = time.perf_counter()
+        plan = planner.plan(setups[name], cfg, target)
+        if not rows:
+            _header(first, target, plan.memory)
+        print(_line(name, plan, time.perf_counter() - start), flush=True)
         rows.append(predicted_row(cfg, name, plan, device))
     print("modelled on the CUDA side: " + "; ".join(CUDA_MODEL))
     print("not modelled: " + "; ".join(NOT_MODELLED))

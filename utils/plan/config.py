@@ -1,11 +1,19 @@
 """What a plan is for and how it is written down: the run config (MODEL auto means gpt2, the
-GPU default), the device it is planned for, and its `predicted` row."""
+GPU default), the GPU it is planned for, and its `predicted` row."""
+
+import dataclasses
 
 from utils import checks, results, settings
-from utils.measure import config, env
+from utils.devices import by_key
+from utils.measure import config, env, preflight
 from utils.measure.memory import columns
 
 ABSURD_BYTES = 2**40  # 1 TiB: several times the largest single GPU's memory
+# host memory a plan's fake step holds: its fake tensors and its allocation trace. Measured
+# (peak RSS growth, GPT2-XL B=4 T=256, 12 / 48 / 192 layers): 70 MiB + 0.51 MiB per block,
+# per micro-batch; taken at twice that, as a bound
+TRACE_FIXED_BYTES = 140 * 2**20
+TRACE_BLOCK_BYTES = 2**20
 
 
 def check_batch(cfg):
@@ -19,6 +27,17 @@ def check_batch(cfg):
         )
 
 
+def check_trace(cfg, available):
+    """Refuse a plan whose fake step and trace would not fit in this machine's memory."""
+    blocks = cfg.layers or 1
+    need = TRACE_FIXED_BYTES + TRACE_BLOCK_BYTES * blocks * cfg.accum
+    if available is not None and need > available:
+        raise checks.BadInput(
+            f"a plan of {blocks:,} blocks x {cfg.accum} micro-batches holds about {need / 2**30:,.1f} GiB of fake "
+            f"tensors and trace on this machine, which has {available / 2**30:,.1f} GiB available; plan fewer LAYERS"
+        )
+
+
 def load_config(technique, argv=None):
     """The run config a plan is for: MODEL auto means gpt2 (the GPU default), whatever this
     machine is; DEVICE is not asked (the plan is for a CUDA GPU)."""
@@ -28,17 +47,39 @@ def load_config(technique, argv=None):
         argv += ["--model", "gpt2" if model == "auto" else model]
     cfg = config.load(technique, argv)
     check_batch(cfg)
+    check_trace(cfg, preflight.available_bytes("cpu"))
     return cfg
 
 
-def planned_device():
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The GPU a plan is for and how its CUDA runtime is set up."""
+
+    gpu: object  # a utils.devices.GPU
+    allocator: str = "native"
+    loading: str = "lazy"
+
+
+def load_target():
+    """GPU=, GPU_MEMORY_GB=, ALLOCATOR= and MODULE_LOADING= from the environment."""
+    gpu, memory_gb = by_key(settings.get("GPU")), settings.get("GPU_MEMORY_GB")
+    if memory_gb is not None:
+        gpu = dataclasses.replace(gpu, name=f"{gpu.name} at {memory_gb:g} GiB", memory_gib=memory_gb)
+    return Target(gpu, settings.get("ALLOCATOR"), settings.get("MODULE_LOADING"))
+
+
+def planned_device(target):
     here = env.capture("cpu")
-    return {**here, "device": f"CUDA GPU (planned on {here['device']})"}
+    return {**here, "device": f"{target.gpu.name} (planned on {here['device']})"}
 
 
 def predicted_row(cfg, technique, plan, device):
+    """A `predicted` row: the plan's breakdown (tensors) and what its GPU would show."""
+    memory = plan.memory
     return results.identity(
         cfg, technique, device, status="ok", phase="predicted", kind="predicted", n_params=plan.n_params,
         flops_per_token=plan.flops_per_token, **plan.record, attention=plan.attention,
-        **columns(plan.breakdown, plan.peak_mib),
+        **columns(plan.breakdown, plan.peak_mib), peak_alloc_mib=round(memory.allocated_mib, 1),
+        peak_reserved_mib=round(memory.reserved_mib, 1), device_total_mib=round(memory.total_mib, 1),
+        alloc_retries=memory.retries,
     )

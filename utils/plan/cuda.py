@@ -26,7 +26,9 @@ CPU_ONLY_FP32 = ("cross_entropy_loss",)  # CPU casts the logits up front; CUDA d
 
 CUDA_MODEL = (
     "CUDA's autocast op policy (softmax, log_softmax and layer_norm in fp32; cross-entropy not cast whole)",
-    "the caching allocator's 512-byte block rounding (the peak predicted is the allocated peak)",
+    "the caching allocator: 512-byte rounding, 2 / 20 MiB segments, best-fit reuse with splitting, cached frees, "
+    "release and retry at the device's capacity (utils/plan/allocator.py), or expandable segments",
+    "cuBLAS workspaces (one per thread: forward's and backward's) and the CUDA context (utils/plan/device.py)",
     "torch.optim's CUDA default of foreach kernels (whole-model temporaries in the optimizer step)",
     "the technique's capability checks answered as an Ampere-or-newer GPU",
     "8-bit optimizer states at their real size (uint8 plus per-block absmax)",
@@ -37,8 +39,8 @@ CUDA_MODEL = (
     "at the input's dtype)",
 )
 NOT_MODELLED = (
-    "the CUDA context and cuBLAS / cuDNN workspaces (outside the allocator's count; maxbatch adds a headroom)",
-    "reserved memory: the allocator's 2 / 20 MiB segments and fragmentation above the allocated peak",
+    "the kernels a step loads into the CUDA context beyond the bare context; cuBLASLt and cuDNN workspaces",
+    "allocator streams other than the default one, and PYTORCH_CUDA_ALLOC_CONF options but expandable_segments",
     "kernel-internal scratch (flash backward's fp32 dq accumulator: B x T x d x 4 bytes per layer, transient)",
     "cuDNN's LSTM workspace and reserve space (an LSTM is planned as its CPU kernels allocate)",
 )

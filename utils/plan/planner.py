@@ -19,9 +19,9 @@ import dataclasses
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker
+from torch.distributed._tools.mem_tracker import _TOTAL_KEY
 
-from utils.measure.memory import MIB, breakdown_mib, one_iteration_per_forward
+from utils.measure.memory import MIB, PeakTracker, breakdown_mib, one_iteration_per_forward
 from utils.plan.cuda import (
     cuda_autocast_policy,
     cuda_dropout,
@@ -31,6 +31,7 @@ from utils.plan.cuda import (
     planned_gpu,
     real_bitsandbytes_qmaps,
 )
+from utils.plan.device import device_memory
 from utils.techniques.run import Skip, new_run
 
 STEPS = 2  # step 1 creates the optimizer state; step 2 is the steady state
@@ -48,6 +49,9 @@ class Plan:
     attention: str  # the attention kernel CUDA would run
     n_params: int
     flops_per_token: int
+    events: list = dataclasses.field(repr=False, default=None)  # the step's allocations and frees, in order
+    peak_bytes: int = 0
+    memory: object = None  # on the target GPU (utils.plan.device.DeviceMemory), where one was given
 
 
 def refuse_unmodelled(run):
@@ -79,18 +83,18 @@ def check_modelled(setup, cfg):
         _set_up(setup, cfg, model_cuda=True)
 
 
-def plan(setup, cfg, steps=STEPS, model_cuda=True):
+def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
     """Predict the peak CUDA memory of `setup` (a script's setup function) at cfg's
-    model / batch / seq / accum. Raises NotModelled for what it cannot predict.
-    model_cuda=False plans the step as this CPU runs it (to check the planner against a
-    real run here)."""
+    model / batch / seq / accum, and with a `target` (utils.plan.config.Target) what that GPU
+    would reserve and show. Raises NotModelled for what it cannot predict. model_cuda=False
+    plans the step as this CPU runs it (to check the planner against a real run here)."""
     with FakeTensorMode(allow_non_fake_inputs=True), real_bitsandbytes_qmaps():
         run = _set_up(setup, cfg, model_cuda)
         run.cfg = dataclasses.replace(cfg, device="cpu")  # the autocast the step enters: CPU's, with CUDA's policy
         if model_cuda:
             cuda_optimizer_defaults(run.optimizer)
         micro = [(torch.zeros(cfg.batch, cfg.seq, dtype=torch.long),) * 2 for _ in range(run.accum)]  # token 0
-        tracker = MemTracker()
+        tracker = PeakTracker(record=True)
         tracker.track_external(run.model, run.optimizer)
         cuda = (cuda_rounding(), cuda_autocast_policy(), cuda_sdpa_dropout(), cuda_dropout()) if model_cuda else ()
         with contextlib.ExitStack() as stack:
@@ -100,7 +104,7 @@ def plan(setup, cfg, steps=STEPS, model_cuda=True):
                 run.step(run, micro)
         snapshot = next(iter(tracker.get_tracker_snapshot("peak").values()))
     attention = run.model.attention
-    return Plan(
+    result = Plan(
         peak_mib=round(snapshot[_TOTAL_KEY] / MIB, 1),
         breakdown=breakdown_mib(snapshot),
         record=run.record(),
@@ -108,4 +112,9 @@ def plan(setup, cfg, steps=STEPS, model_cuda=True):
         attention="sdpa:flash" if attention == "sdpa" and run.autocast_dtype else attention,
         n_params=run.model.num_params(),
         flops_per_token=run.model.flops_per_token(cfg.seq),
+        events=tracker.events,
+        peak_bytes=snapshot[_TOTAL_KEY],
     )
+    if target is not None:
+        result.memory = device_memory(result, target)
+    return result

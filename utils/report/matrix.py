@@ -23,18 +23,27 @@ def _ci(point, low, high, spec, scale=1.0):
     return text if low != low else f"{text} [{low / scale:{spec}}, {high / scale:{spec}}]"
 
 
+def _has(table, column):
+    return column in table and table[column].notna().any()
+
+
 def _cells(table, factors, planned):
     unit, per = _unit(table)
-    memory = f"peak allocated {unit} (predicted)" if planned else f"peak memory {unit}"
-    header = ["cell", *factors, "optimizer", memory, "step ms", "it/s", "tokens/s", "max batch", "runs"]
+    kind = " (predicted)" if planned else ""
+    cuda = [c for c in ("reserved_mib", "device_total_mib") if _has(table, c)]
+    names = {"reserved_mib": f"peak reserved {unit}{kind}", "device_total_mib": f"device total {unit}{kind}"}
+    memory = f"peak allocated {unit}{kind}" if planned or cuda else f"peak memory {unit}"
+    header = ["cell", *factors, "optimizer", memory, *(names[c] for c in cuda), "step ms", "it/s", "tokens/s",
+              "max batch", "runs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in table.iterrows():
         cell = row["cell"]
         step = row["step_ms"]
         marks = ("✓" if on else "" for on in cell.on)
+        figures = [_num(row[c] / per, ".2f") for c in ("memory_mib", *cuda)]
         speed = [_num(step, ".2f"), _num(1e3 / step if step == step else math.nan, ".2f"),
                  _num(row["tokens_per_s"], ",.0f")]
-        lines.append("| " + " | ".join([f"`{cell.name}`", *marks, cell.optimizer, _num(row["memory_mib"] / per, ".2f"),
+        lines.append("| " + " | ".join([f"`{cell.name}`", *marks, cell.optimizer, *figures,
                                          *speed, _num(row["max_batch"], "d"), str(row["runs"])]) + " |")
     return "\n".join(lines)
 
@@ -42,9 +51,14 @@ def _cells(table, factors, planned):
 def _effects(table, factors):
     memory, memory_pairs = matrix.effects(table, factors, "memory_mib")
     step, step_pairs = matrix.effects(table, factors, "step_ms")
+    total = matrix.effects(table, factors, "device_total_mib")[0] if _has(table, "device_total_mib") else None
     unit, per = _unit(table)
-    lines = [f"| switched on | Δ peak memory {unit} [95% CI] | Δ step time ms [95% CI] |", "|---|---|---|"]
-    lines += [f"| `{name}` | {_ci(*memory[name], '+.2f', per)} | {_ci(*step[name], '+.2f')} |" for name in memory]
+    extra = f" Δ device total {unit} [95% CI] |" if total else ""
+    lines = [f"| switched on | Δ peak allocated {unit} [95% CI] |{extra} Δ step time ms [95% CI] |",
+             "|---|---|---|" + "---|" * bool(total)]
+    lines += [f"| `{name}` | {_ci(*memory[name], '+.2f', per)} |"
+              + (f" {_ci(*total[name], '+.2f', per)} |" if total else "") + f" {_ci(*step[name], '+.2f')} |"
+              for name in memory]
     if not memory_pairs:
         return "\n".join(lines)
     lines += ["", "Interactions: the effect of the first of a pair with the second off, with it on, and the "
@@ -62,8 +76,9 @@ def _effects(table, factors):
 def markdown(table, factors, base, cfg, where, planned):
     """MATRIX_REPORT's text."""
     on_top = "+".join(base) or "the baseline"
-    kind = ("predicted on fake tensors (`make plan`): the allocated peak, no CUDA context or allocator cache, "
-            "and no time" if planned else "measured on this device; memory is the peak allocated on CUDA, the "
+    kind = ("predicted on fake tensors (`make plan`): the allocated peak, the caching allocator's reserved "
+            "peak replayed, and the device total (reserved + CUDA context: what nvidia-smi would show); no time"
+            if planned else "measured on this device; memory is the peak allocated on CUDA, the "
             "tracked tensor peak (MemTracker) on a CPU")
     return (f"# Matrix: {on_top} × {{{', '.join(factors) or 'no factor'}}} × optimizers\n\n"
             f"{cfg.model} ({cfg.layers} layers) · B={cfg.batch} T={cfg.seq} · {where} · {kind}.\n\n"

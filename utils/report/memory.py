@@ -1,8 +1,9 @@
 """The report's memory section (reads results.csv rows only).
 
 - breakdown per technique (measured: the MemTracker step of each run; predicted: make plan),
-  memory saved vs the baseline, a predicted peak beside the measured CUDA peak of the same
-  configuration with the error, allocator retries flagged;
+  memory saved vs the baseline, the three CUDA figures (peak allocated, peak reserved, device
+  total: measured, or predicted for the GPU named in the row), a predicted figure beside the
+  measured one of the same configuration with the error, allocator retries flagged;
 - the largest batch per technique (make maxbatch rows);
 - what fits in BUDGET_GB, from measured or predicted peaks;
 - a stacked bar of the breakdown per technique (utils/plots/memory.py).
@@ -19,11 +20,14 @@ from utils.results import MEMORY_PARTS as PARTS
 
 GIB = 1024
 KEY = ["model", "batch", "seq"]
+# the CUDA figures a row may carry: the report's name -> results.csv's column
+CUDA = {"cuda_alloc_mib": "peak_alloc_mib", "cuda_reserved_mib": "peak_reserved_mib",
+        "device_total_mib": "device_total_mib"}
 
 
 def breakdowns(df):
-    """One row per (kind, model, batch, seq, technique): the newest breakdown, with the measured
-    CUDA peak allocated and the allocator's retries where the run recorded them."""
+    """One row per (kind, model, batch, seq, technique): the newest breakdown, with the CUDA
+    figures (measured, or predicted) and the allocator's retries where the run recorded them."""
     if "mem_peak_mib" not in df:
         return pd.DataFrame()
     rows = df[df["mem_peak_mib"].notna() & (df["status"] == "ok")].copy()
@@ -31,11 +35,11 @@ def breakdowns(df):
     out = []
     for (kind, *key, technique), group in rows.groupby(["kind", *KEY, "technique"], sort=False):
         last = group[group["run_id"] == group["run_id"].iloc[-1]]
-        ran = measured(last)
+        source = last if kind == "predicted" else measured(last)  # a predicted row carries its own CUDA figures
+        cuda = {name: source[column].max() if column in source and len(source) else float("nan")
+                for name, column in CUDA.items()}
         out.append({"kind": kind, **dict(zip(KEY, key)), "technique": technique, "device": last["device"].iloc[0],
-                    **{c: last[c].iloc[0] for c in COLUMNS},
-                    "cuda_peak_mib": ran["peak_alloc_mib"].max() if len(ran) else float("nan"),
-                    "alloc_retries": last["alloc_retries"].max()})
+                    **{c: last[c].iloc[0] for c in COLUMNS}, **cuda, "alloc_retries": last["alloc_retries"].max()})
     return pd.DataFrame(out)
 
 
@@ -43,22 +47,40 @@ def _mib(v):
     return "–" if v != v else f"{v:,.0f}"
 
 
+def _error(row, measured_rows, name):
+    """A predicted figure against the measured one of the same technique: '+1.2%', or '–'."""
+    if row["kind"] != "predicted" or row["technique"] not in measured_rows.index:
+        return "–"
+    truth = measured_rows.loc[row["technique"], name]
+    return f"{row[name] / truth - 1:+.1%}" if truth == truth and row[name] == row[name] else "–"
+
+
 def breakdown_table(table):
-    lines = ["| technique | kind | peak MiB | " + " | ".join(PARTS) + " | saved vs baseline MiB | measured CUDA peak "
-             "MiB | predicted vs measured | allocator |", "|" + "---|" * (len(PARTS) + 7)]
+    lines = ["| technique | kind | tensor peak MiB | " + " | ".join(PARTS) + " | saved vs baseline MiB | CUDA "
+             "allocated MiB | CUDA reserved MiB | device total MiB | predicted vs measured (allocated / device "
+             "total) | allocator |", "|" + "---|" * (len(PARTS) + 9)]
     base = table[table["technique"] == BASELINE].set_index("kind")["mem_peak_mib"]
-    measured_peaks = table[table["kind"] == "measured"].set_index("technique")["cuda_peak_mib"]
+    measured_rows = table[table["kind"] == "measured"].drop_duplicates("technique", keep="last").set_index("technique")
     for _, row in table.iterrows():
         saved = base.get(row["kind"], float("nan")) - row["mem_peak_mib"]
-        cuda = row["cuda_peak_mib"] if row["kind"] == "measured" else measured_peaks.get(row["technique"], float("nan"))
-        error = f"{row['mem_peak_mib'] / cuda - 1:+.1%}" if row["kind"] == "predicted" and cuda == cuda else "–"
+        errors = " / ".join(_error(row, measured_rows, name) for name in ("cuda_alloc_mib", "device_total_mib"))
         retries = row["alloc_retries"]
         flagged = retries == retries and retries > 0
         flag = f"**{int(retries)} retries: step times include cache flushes**" if flagged else "–"
+        if flagged and row["kind"] == "predicted":
+            flag = f"{int(retries)} retries predicted (the cache flushed near the GPU's capacity)"
         parts = " | ".join(_mib(row[f"mem_{p}_mib"]) for p in PARTS)
-        lines.append(f"| `{row['technique']}` | {row['kind']} | {_mib(row['mem_peak_mib'])} | {parts} | "
-                     f"{'–' if saved != saved else f'{saved:+,.0f}'} | {_mib(cuda)} | {error} | {flag} |")
+        cuda = " | ".join(_mib(row[name]) for name in CUDA)
+        lines.append(f"| `{row['technique']}` | {_kind(row)} | {_mib(row['mem_peak_mib'])} | {parts} | "
+                     f"{'–' if saved != saved else f'{saved:+,.0f}'} | {cuda} | {errors} | {flag} |")
     return "\n".join(lines)
+
+
+def _kind(row):
+    if row["kind"] != "predicted":
+        return row["kind"]
+    gpu = str(row["device"]).split(" (planned on")[0]
+    return f"predicted for {gpu}" if gpu and not gpu.startswith("CUDA GPU") else "predicted"
 
 
 def largest_batches(df):
@@ -72,12 +94,22 @@ def largest_batches(df):
     return "### Largest batch per technique (`make maxbatch`)\n\n" + "\n".join(lines)
 
 
+def _fit_figure(row):
+    """(MiB, which) a budget is judged on: the device total where known (what the GPU holds),
+    else CUDA's peak allocated, else the tracked tensor peak."""
+    for name, label in (("device_total_mib", "device total"), ("cuda_alloc_mib", "allocated"),
+                        ("mem_peak_mib", "tensor peak")):
+        if row[name] == row[name]:
+            return row[name], label
+    return float("nan"), ""
+
+
 def fits(table, budget_gb):
     if budget_gb is None or table.empty:
         return ""
-    within = table[table["mem_peak_mib"] <= budget_gb * GIB].sort_values("mem_peak_mib")
-    names = ", ".join(f"`{r['technique']}` ({r['kind']}, {r['mem_peak_mib'] / GIB:.2f} GiB)"
-                      for _, r in within.iterrows())
+    figures = [(_fit_figure(row), row) for _, row in table.iterrows()]
+    within = sorted((item for item in figures if item[0][0] <= budget_gb * GIB), key=lambda item: item[0][0])
+    names = ", ".join(f"`{r['technique']}` ({_kind(r)}, {mib / GIB:.2f} GiB {label})" for (mib, label), r in within)
     return f"- **What fits in {budget_gb:g} GiB:** " + (names or "nothing measured or predicted here")
 
 
@@ -96,5 +128,8 @@ def section(df, plots_dir, out, prefix="", budget_gb=None):
     if not parts and not batches:
         return ""
     intro = ("## Memory\n\nMeasured: one extra, untimed step under MemTracker after the measured phase; predicted: "
-             "`make plan` (fake tensors, CUDA modelled), never in step-time statistics. Parts are at the step's peak.")
+             "`make plan` (fake tensors, CUDA modelled, the caching allocator replayed), never in step-time "
+             "statistics. Parts are the tensors at the step's peak; the CUDA figures are what "
+             "`torch.cuda.max_memory_allocated`, `max_memory_reserved` and nvidia-smi show (device total: "
+             "reserved + the CUDA context).")
     return "\n\n".join([intro, *parts, batches])

@@ -24,8 +24,12 @@ COLUMNS = {
     "mfu": "model FLOPs utilisation: tflops / peak_tflops (blank where the peak is unknown)",
     "loss": "training loss of that step (mean over its micro-batches)",
     "scaler_skipped": "fp16's GradScaler skipped this step's update (inf/nan gradients); False without a scaler",
-    "peak_alloc_mib": "CUDA only: peak memory held by tensors during the phase, MiB",
-    "peak_reserved_mib": "CUDA only: peak memory reserved by PyTorch's caching allocator during the phase, MiB",
+    "peak_alloc_mib": "CUDA only: peak memory held by tensors during the phase, MiB (predicted rows: the planned "
+    "step's, cuBLAS workspaces included)",
+    "peak_reserved_mib": "CUDA only: peak memory reserved by PyTorch's caching allocator during the phase, MiB "
+    "(predicted rows: the allocator's replay of the planned step)",
+    "device_total_mib": "CUDA only: the device memory in use at the phase's end, cudaMemGetInfo's total - free (what "
+    "nvidia-smi shows for a process alone on the GPU), MiB; predicted rows: reserved + the CUDA context",
     "peak_rss_mib": "the process's peak resident set size so far (host memory), MiB",
     "model": "the model: a preset (tiny, gpt2, ...), hf:<config> or path/to/file.py:function",
     "n_params": "parameters in the model (tied embedding counted once)",

@@ -1,0 +1,105 @@
+"""What the GPU would show for a planned step: allocated, reserved, and the device total.
+
+- **allocated**: the tensors' peak (the fake step's, MemTracker), plus the cuBLAS workspaces;
+- **reserved**: the caching allocator's segments at their peak, from the step's allocations
+  and frees replayed in order (utils/plan/allocator.py);
+- **device total**: reserved + the CUDA context (driver state and loaded kernels, outside the
+  allocator): what nvidia-smi shows for the process, and what an OOM message counts against.
+
+cuBLAS workspaces (aten/src/ATen/cuda/CublasHandlePool.cpp, `parseChosenWorkspaceSize`):
+allocated through the caching allocator, one per (thread, stream) that runs a matmul, kept
+for the process's life: 32 MiB on compute capability 9.x, 10.x and 12.x, else 4096 x 1024 x 2
++ 16 x 1024 x 8 bytes (8.1 MiB). A training step has two such threads: the one calling
+forward and the autograd engine's device thread that runs backward
+(torch/csrc/autograd/engine.cpp).
+
+The CUDA context: torch sets CUDA_MODULE_LOADING=LAZY (since 1.13, pytorch/pytorch#86509)
+where CUDA >= 11.7 supports it, so kernels load when first used. Figures and sources below;
+where a generation has no measured figure the plan says what it assumed. The kernels a
+training step loads on top of the bare context are not counted (not measured here).
+"""
+
+import dataclasses
+
+from utils import checks
+from utils.plan import allocator
+
+MIB = 2**20
+GIB = 2**30
+LOADINGS = ("lazy", "eager")
+
+# (MiB, source): the bare context as measured (nvidia-smi or cudaMemGetInfo's total - free)
+CONTEXT_MEASURED = {
+    ("ada", "lazy"): (426, "unsloth-zoo PR #1053: nvidia-smi 426 MiB after torch.cuda.mem_get_info, "
+                           "RTX 6000 Ada, torch 2.10+cu130"),
+}
+# where no generation's figure is measured: what PyTorch's developers state
+CONTEXT_STATED = {
+    "lazy": (381, "pytorch/pytorch#109888: 'around 400MB if CUDA >= 11.7 is used and lazy module loading "
+                  "enabled' (400 MB = 381 MiB)"),
+    "eager": (636, "pytorch/pytorch#86509: cudaMemGetInfo's total - free 666,632,192 bytes with "
+                   "CUDA_MODULE_LOADING=DEFAULT (a 6.4 MB tensor on the device)"),
+}
+GENERATION_BY_CAPABILITY = {(7, 0): "volta", (7, 5): "turing", (8, 0): "ampere", (8, 6): "ampere",
+                            (8, 9): "ada", (9, 0): "hopper"}
+
+
+def generation(gpu):
+    major = gpu.capability[0]
+    return GENERATION_BY_CAPABILITY.get(gpu.capability, "blackwell" if major >= 10 else f"sm{major}")
+
+
+def context(gpu, loading):
+    """(MiB, source, assumed?) of the CUDA context on `gpu` with this module loading."""
+    measured = CONTEXT_MEASURED.get((generation(gpu), loading))
+    if measured:
+        return (*measured, False)
+    return (*CONTEXT_STATED[loading], True)
+
+
+def cublas_workspaces(gpu):
+    """Bytes of each cuBLAS workspace a training step allocates (forward's thread, backward's)."""
+    each = 4096 * 8 * 1024 if gpu.capability[0] in (9, 10, 12) else 4096 * 1024 * 2 + 16 * 1024 * 8
+    return (each, each)
+
+
+@dataclasses.dataclass
+class DeviceMemory:
+    gpu: str  # the GPU's name
+    mode: str  # the allocator mode replayed
+    allocated_mib: float
+    reserved_mib: float  # on this GPU (after any retries); where it does not fit: what it would need
+    context_mib: float
+    context_source: str
+    context_assumed: bool
+    total_mib: float  # reserved + context
+    capacity_mib: float  # the GPU's memory
+    retries: int  # cache releases after a failed cudaMalloc, in the planned steps
+    fits: bool
+
+    @property
+    def note(self):
+        assumed = " (assumed: no measured figure for this generation)" if self.context_assumed else ""
+        return f"CUDA context {self.context_mib:,.0f} MiB{assumed}: {self.context_source}"
+
+
+def device_memory(plan, target):
+    """Replay a plan's trace (utils.plan.planner.Plan) on `target` (utils.plan.config.Target):
+    its GPU, allocator mode and module loading."""
+    gpu, mode = target.gpu, target.allocator
+    if mode not in allocator.MODES:
+        raise checks.BadInput(f"ALLOCATOR must be one of {', '.join(allocator.MODES)}, got {mode!r}")
+    if target.loading not in LOADINGS:
+        raise checks.BadInput(f"MODULE_LOADING must be one of {', '.join(LOADINGS)}, got {target.loading!r}")
+    context_mib, source, assumed = context(gpu, target.loading)
+    workspaces = cublas_workspaces(gpu)
+    capacity = gpu.memory_gib * GIB
+    on_gpu = allocator.replay(plan.events, capacity - context_mib * MIB, mode, workspaces)
+    fits = on_gpu.oom_at is None
+    needed = on_gpu if fits else allocator.replay(plan.events, None, mode, workspaces)
+    return DeviceMemory(
+        gpu=gpu.name, mode=mode, allocated_mib=(plan.peak_bytes + sum(workspaces)) / MIB,
+        reserved_mib=needed.peak_reserved / MIB, context_mib=context_mib, context_source=source,
+        context_assumed=assumed, total_mib=needed.peak_reserved / MIB + context_mib, capacity_mib=capacity / MIB,
+        retries=on_gpu.retries, fits=fits,
+    )
