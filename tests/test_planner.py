@@ -115,6 +115,11 @@ def test_the_planner_builds_what_training_builds(results_file, monkeypatch, caps
         ({"TECHNIQUES": "baseline", "BATCH": "100000000000"}, "more than any GPU holds"),
         ({"TECHNIQUES": "nope"}, "unknown technique nope"),
         ({"TECHNIQUES": "baseline", "LAYERS": "0"}, "LAYERS must be a positive integer"),
+        ({"TECHNIQUES": "baseline", "ALLOCATOR": "cudaMallocAsync"}, "ALLOCATOR must be one of native"),
+        ({"TECHNIQUES": "baseline", "GPU": "v100"}, "GPU must be one of h100-pcie"),
+        ({"TECHNIQUES": "baseline", "MODULE_LOADING": "lazzy"}, "MODULE_LOADING must be one of lazy, eager"),
+        # 10 million blocks of fake tensors and their trace: more than this machine holds
+        ({"TECHNIQUES": "baseline", "LAYERS": "10000000"}, "a plan of 10,000,000 blocks holds about 9,765.8 GiB"),
     ],
 )
 def test_plan_bad_input_says_one_line_and_writes_nothing(results_file, monkeypatch, capsys, env, message):
@@ -122,6 +127,20 @@ def test_plan_bad_input_says_one_line_and_writes_nothing(results_file, monkeypat
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("plan: error:") and message in lines[0]
     assert not results_file.exists()
+
+
+def test_make_plan_prints_the_three_figures_and_what_it_assumed(results_file, monkeypatch, capsys):
+    assert _plan(monkeypatch, results_file, TECHNIQUES="baseline flash", GPU="t4") == 0
+    out = capsys.readouterr().out
+    assert "on T4 (16 GiB)" in out and "allocator native" in out
+    # no measured context for Turing: the figure used and that it is assumed, with its source
+    assert "CUDA context 381 MiB (assumed: no measured figure for this generation)" in out
+    header = next(line for line in out.splitlines() if line.startswith("technique"))
+    assert header.split()[1:4] == ["allocated", "reserved", "total"] and header.endswith("plan s")
+    rows = results.read(results_file)
+    assert (rows["peak_reserved_mib"] >= rows["peak_alloc_mib"] - 1).all()
+    assert (rows["device_total_mib"] == (rows["peak_reserved_mib"] + 381).round(1)).all()
+    assert rows["device"].str.startswith("T4 (planned on").all()
 
 
 def test_stack_memory_uses_least_memory_of_the_planned_techniques():

@@ -33,8 +33,10 @@ TARGETS = {
     "plots into SESSION_DIR",
     "matrix": "FACTORS on/off x OPTIMIZERS on BASE, a fresh process per cell (PLAN=1: planned), then MATRIX_REPORT "
     "with main effects and interactions",
-    "plan": "predicted peak GPU memory and its breakdown per technique of TECHNIQUES (fake tensors, any machine)",
-    "plan_check": "the planner against the measured H100 peaks it can model: predicted, measured, error, the bar",
+    "plan": "predicted peak allocated, reserved and device total on GPU, and the breakdown, per technique of "
+            "TECHNIQUES (fake tensors, any machine)",
+    "plan_check": "the planner against every measured figure it can model, each labelled (allocated, device total, "
+                  "tracked): predicted, measured, error, the bars",
     "maxbatch": "largest batch that trains per technique (TECHNIQUE, else TECHNIQUES); PLAN=1: planned",
     "scaling": "SCALING_TECHNIQUES x SCALING_MODELS: tokens/s and peak memory against parameters (plot)",
     "init_results": "create RESULTS_FILE with its header (an existing one is only checked)",

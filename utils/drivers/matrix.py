@@ -88,8 +88,8 @@ def _measured_batches(cells, cfg):
 
 def _announce(cells, planned, runs_each, with_batch):
     what = "plans" if planned else f"fresh processes ({runs_each} per cell, interleaved)"
-    what += ", then a largest-batch search per cell (about five plans, or a dozen short runs, each)" * with_batch
-    cost = ("a plan takes seconds for the tiny model, about a minute for GPT2-XL on a 2-core CPU" if planned else
+    what += ", then a largest-batch search per cell (a handful of plans, or a dozen short runs, each)" * with_batch
+    cost = ("a plan takes under a second for the tiny model, about 5 s for GPT2-XL on a 2-core CPU" if planned else
             "each run is a process start (a few seconds) plus WARMUP + STEPS steps")
     print(f"matrix: {len(cells)} cells, {len(cells) * (1 if planned else runs_each)} {what}; {cost}", flush=True)
 

@@ -5,8 +5,10 @@ trained and the first that did not. Measured (the default): each trial is the te
 own script, STEPS=2 after one warm-up step, in a fresh process, so an out-of-memory error
 cannot poison the next trial; its rows go to a scratch file. On a CPU, MAXMEM_GB= caps each
 trial process for real (RLIMIT_DATA: every heap and anonymous mapping, so torch's allocator
-fails as a GPU's would). With PLAN=1 the planner answers instead, for a GPU of GPU_MEMORY_GB
-GiB: a batch fits when its predicted peak allocated plus the headroom below fits.
+fails as a GPU's would). With PLAN=1 the planner answers instead, for the GPU named by GPU=
+(GPU_MEMORY_GB= for another size): a batch fits when the caching allocator's replay of its
+planned step never runs out of the GPU's memory beside the CUDA context (utils/plan/device.py):
+its predicted device total fits.
 
 One row per technique is appended to RESULTS_FILE (phase `maxbatch`, batch = the answer,
 kind measured or predicted); 0 means not even B=1 trains.

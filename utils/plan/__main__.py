@@ -27,7 +27,7 @@ def _mib(mib):
     return f"{mib:,.1f}"
 
 
-def _header(first, target, memory):
+def _header(first, target, memory, width):
     depth = f"{first.layers} layer{'s' * (first.layers != 1)}"
     gpu = target.gpu
     print(f"plan: {first.model} ({depth}), B={first.batch} T={first.seq}, one training step on {gpu.name} "
@@ -35,16 +35,16 @@ def _header(first, target, memory):
           f"(fake tensors, {planner.STEPS} steps; MiB)")
     print(f"  allocated: the tensors' peak + cuBLAS workspaces; reserved: the caching allocator replayed; "
           f"device total: reserved + {memory.note}")
-    print(f"{'technique':<16} " + " ".join(f"{h:>10}" for h in ("allocated", "reserved", "total", *MEMORY_PARTS))
+    print(f"{'technique':<{width}} " + " ".join(f"{h:>10}" for h in ("allocated", "reserved", "total", *MEMORY_PARTS))
           + "  fits   plan s")
 
 
-def _line(name, plan, seconds):
+def _line(name, plan, seconds, width):
     memory = plan.memory
     fits = "yes" if memory.fits else "**no**"
     retries = f" ({memory.retries} retries)" if memory.retries else ""
     figures = (memory.allocated_mib, memory.reserved_mib, memory.total_mib, *plan.breakdown.values())
-    return f"{name:<16} " + " ".join(f"{_mib(v):>10}" for v in figures) + f"  {fits:<6} {seconds:5.1f}{retries}"
+    return f"{name:<{width}} " + " ".join(f"{_mib(v):>10}" for v in figures) + f"  {fits:<6} {seconds:5.1f}{retries}"
 
 
 def plan_techniques(names):
@@ -66,15 +66,16 @@ def plan_techniques(names):
               file=sys.stderr)
         return checks.EXIT_BAD_INPUT
     rows, device, first = [], planned_device(target), cfgs[names[0]]
+    width = max(14, *(len(n) for n in names))
     for name, cfg in cfgs.items():
         if name in refused:
-            print(f"{name:<16} not modelled: {refused[name]}", flush=True)
+            print(f"{name:<{width}} not modelled: {refused[name]}", flush=True)
             continue
         start = time.perf_counter()
         plan = planner.plan(setups[name], cfg, target)
         if not rows:
-            _header(first, target, plan.memory)
-        print(_line(name, plan, time.perf_counter() - start), flush=True)
+            _header(first, target, plan.memory, width)
+        print(_line(name, plan, time.perf_counter() - start, width), flush=True)
         rows.append(predicted_row(cfg, name, plan, device))
     print("modelled on the CUDA side: " + "; ".join(CUDA_MODEL))
     print("not modelled: " + "; ".join(NOT_MODELLED))

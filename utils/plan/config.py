@@ -10,8 +10,8 @@ from utils.measure.memory import columns
 
 ABSURD_BYTES = 2**40  # 1 TiB: several times the largest single GPU's memory
 # host memory a plan's fake step holds: its fake tensors and its allocation trace. Measured
-# (peak RSS growth, GPT2-XL B=4 T=256, 12 / 48 / 192 layers): 70 MiB + 0.51 MiB per block,
-# per micro-batch; taken at twice that, as a bound
+# (peak RSS growth, GPT2-XL B=4 T=256, 12 / 48 / 192 layers): 70 MiB + 0.51 MiB per block
+# (the trace itself is a few MiB); taken at twice that, as a bound
 TRACE_FIXED_BYTES = 140 * 2**20
 TRACE_BLOCK_BYTES = 2**20
 
@@ -30,11 +30,11 @@ def check_batch(cfg):
 def check_trace(cfg, available):
     """Refuse a plan whose fake step and trace would not fit in this machine's memory."""
     blocks = cfg.layers or 1
-    need = TRACE_FIXED_BYTES + TRACE_BLOCK_BYTES * blocks * cfg.accum
+    need = TRACE_FIXED_BYTES + TRACE_BLOCK_BYTES * blocks
     if available is not None and need > available:
         raise checks.BadInput(
-            f"a plan of {blocks:,} blocks x {cfg.accum} micro-batches holds about {need / 2**30:,.1f} GiB of fake "
-            f"tensors and trace on this machine, which has {available / 2**30:,.1f} GiB available; plan fewer LAYERS"
+            f"a plan of {blocks:,} blocks holds about {need / 2**30:,.1f} GiB of fake tensors and trace on this "
+            f"machine, which has {available / 2**30:,.1f} GiB available; plan fewer LAYERS"
         )
 
 
