@@ -130,8 +130,8 @@ SETTINGS = (
     S("T", "", "make run: the technique or '+' combination to run, e.g. bf16+checkpointing+lion (blank: TECHNIQUE)",
       "technique"),
     S("LRS", "", "make lrsweep: the LRs (blank: 1e-4 to 1 in half decades)", "technique", _words),
-    S("NPROC", "2", "make ddp / fsdp / scaling_gpus: processes, at most one per GPU (or CPU core)", "technique",
-      _int(1)),
+    S("NPROC", "2", "make ddp / fsdp / scaling_gpus: processes, at most one per GPU (or CPU core); make plan "
+      "PARALLEL=...: the GPUs planned", "technique", _int(1)),
     S("PORT", "", "make ddp / fsdp: rendezvous port (blank: torchrun --standalone picks one)", "technique",
       _optional(lambda name, text: checks.integer(name, text, 1, 65535))),
     S("LOSS_CHECK", "1", "make ddp / fsdp: compare the losses with one process at BATCH x NPROC (0: skip)",
@@ -165,6 +165,8 @@ SETTINGS = (
       _choice(*(g.key for g in devices.GPUS))),
     S("GPU_MEMORY_GB", "", "planned GPU's memory in GiB instead of the table's (a card of another size)", "memory",
       _optional(_number)),
+    S("PARALLEL", "", "make plan / maxbatch PLAN=1 / matrix PLAN=1: ddp or fsdp plans rank 0 of NPROC GPUs "
+      "(blank: one GPU); make ddp / fsdp set it for their processes", "memory"),
     S("ALLOCATOR", "native", "planned CUDA caching allocator: native, or expandable_segments "
       "(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)", "memory", _choice("native", "expandable_segments")),
     S("MODULE_LOADING", "lazy", "planned CUDA module loading: lazy (torch >= 1.13 with CUDA >= 11.7), or eager "

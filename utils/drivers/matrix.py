@@ -26,7 +26,7 @@ from utils.drivers import all as repeats
 from utils.drivers import maxbatch
 from utils.measure import config, env
 from utils.plan import planner
-from utils.plan.config import load_config, load_target, planned_device, predicted_row
+from utils.plan.config import load_config, load_target, planned_device, predicted_row, where
 from utils.report.matrix import markdown
 from utils.techniques import setup_of
 
@@ -123,9 +123,9 @@ def main():
         ids = {*filter(None, state.run_ids), *(row["run_id"] for row in extra)}
     df = results.read(cfg.results_file)
     table = matrix.table(df[df["run_id"].isin(ids)], cells)
-    where = (f"planned for {target.gpu.name} ({target.gpu.memory_gib:g} GiB, allocator {target.allocator})"
-             if planned else env.capture(cfg.device)["device"])
-    text = markdown(table, factors, base, cfg, where, planned)
+    on = (f"planned for {where(target, cfg.world)}, allocator {target.allocator}" if planned
+          else env.capture(cfg.device)["device"])
+    text = markdown(table, factors, base, cfg, on, planned)
     out.write_text(text)
     print(text + f"\nmatrix: wrote {out}")
     return status

@@ -26,7 +26,7 @@ from utils import checks, registry, results, settings
 from utils.drivers.runner import memory_cap, run
 from utils.measure import config, env
 from utils.plan import planner
-from utils.plan.config import load_config, load_target, planned_device
+from utils.plan.config import load_config, load_target, planned_device, where
 from utils.techniques import setup_of
 
 TRIAL_STEPS = {"STEPS": "2", "WARMUP": "1", "REPEATS": "1"}
@@ -169,11 +169,12 @@ def main():
         return checks.EXIT_BAD_INPUT
     if planned:
         device = planned_device(target)
-        where = (f"{target.gpu.name}, {target.gpu.memory_gib:g} GiB (planned: the device total, the caching allocator "
-                 f"({target.allocator}) replayed + the CUDA context, fits)")
+        on = where(target, next(iter(cfgs.values())).world)
+        on += (f" (planned: the device total, the caching allocator ({target.allocator}) replayed + the CUDA "
+               "context, fits)")
     else:
         device = env.capture(next(iter(cfgs.values())).device)
-        where = f"{device['device']}" + (f" capped at MAXMEM_GB={maxmem_gb:g}" if maxmem_gb else "")
+        on = f"{device['device']}" + (f" capped at MAXMEM_GB={maxmem_gb:g}" if maxmem_gb else "")
     rows, status = [], 0
     with tempfile.TemporaryDirectory() as tmp:
         scratch = str(Path(tmp) / "trials.csv")
@@ -186,7 +187,7 @@ def main():
                 status = 1
                 continue
             tried = ", ".join(f"{b}{'' if ok else ' x'}" for b, ok in trials)
-            line = f"{cfg.model} T={cfg.seq} with {name}: largest batch B={best} on {where}"
+            line = f"{cfg.model} T={cfg.seq} with {name}: largest batch B={best} on {on}"
             print(f"maxbatch: {line} (trials: {tried})", flush=True)
             rows.append(results.identity(cfg, name, device, batch=best, status="ok", reason=line, phase="maxbatch",
                                          kind="predicted" if planned else "measured"))

@@ -90,7 +90,9 @@ def _check_learning(cfg):
         raise ConfigError("TARGET_LOSS is judged on validation loss, but EVAL_EVERY=0 turns evaluation off")
 
 
-def load(technique, argv=None, check_results=True):
+def load(technique, argv=None, check_results=True, world=None):
+    """The run config from the settings (the environment, or `argv`'s flags); `world`: the
+    ranks it is for (None: this process's, from torchrun's environment)."""
     parser = settings.script_parser(f"scripts/{technique}.py", f"train with '{technique}', append rows to a CSV")
     given = vars(parser.parse_args(argv))
     value = {name: settings.BY_NAME[name].parse(text) for name, text in given.items()}
@@ -116,7 +118,7 @@ def load(technique, argv=None, check_results=True):
         peak_tflops=value["PEAK_TFLOPS"],
         compile_mode=value["COMPILE_MODE"],
         accum=value["ACCUM"],
-        world=parallel.world_from_env(),
+        world=world or parallel.world_from_env(),
         layers=checked.layers,
         eval_every=_eval_every(value["EVAL_EVERY"], steps),
         eval_batches=value["EVAL_BATCHES"],

@@ -14,6 +14,7 @@ import os
 import torch
 import torch.distributed as dist
 
+from utils import checks
 from utils.techniques.parallel import World
 
 
@@ -21,6 +22,9 @@ def world_from_env():
     kind = os.environ.get("PARALLEL", "")
     if not kind:
         return World()
+    if "RANK" not in os.environ:
+        raise checks.BadInput(f"PARALLEL={kind} outside torchrun: make ddp / make fsdp train on NPROC processes; "
+                              f"make plan PARALLEL={kind} NPROC=N plans one rank of N GPUs")
     return World(kind, int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
 
 

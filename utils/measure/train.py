@@ -174,10 +174,11 @@ def _train(cfg, setup, base):
     batches = data.batches(cfg)
     warm, measured = loop.measure(run, batches, cfg.steps, cfg.warmup, evaluator)
     warm, measured = parallel.combine(warm, cfg.world), parallel.combine(measured, cfg.world)
-    # allocator health of the run so far, then one more step, untimed, under MemTracker
-    # (one process only: MemTracker does not follow DDP's buckets or FSDP2's sharded parameters)
+    # allocator health of the run so far, then one more step, untimed, under MemTracker: on
+    # every rank under FSDP2 (its collectives need them all; rank 0's breakdown is written),
+    # not under DDP (its buckets were allocated at construction, out of the tracker's sight)
     base.update(memory.allocator_health(cfg.device), kind="measured")
-    if not cfg.world.kind:
+    if cfg.world.kind != "ddp":
         base.update(memory.tracked_step(run, batches))
     return run.accum, warm, measured, evaluator.records if evaluator else []
 

@@ -17,7 +17,7 @@ import time
 
 from utils import checks, registry, results
 from utils.plan import planner, reference
-from utils.plan.config import load_config, load_target, planned_device, predicted_row
+from utils.plan.config import load_config, load_target, planned_device, predicted_row, where
 from utils.plan.cuda import CUDA_MODEL, NOT_MODELLED
 from utils.results import MEMORY_PARTS
 from utils.techniques import setup_of
@@ -29,9 +29,8 @@ def _mib(mib):
 
 def _header(first, target, memory, width):
     depth = f"{first.layers} layer{'s' * (first.layers != 1)}"
-    gpu = target.gpu
-    print(f"plan: {first.model} ({depth}), B={first.batch} T={first.seq}, one training step on {gpu.name} "
-          f"({gpu.memory_gib:g} GiB), allocator {target.allocator}, CUDA module loading {target.loading} "
+    print(f"plan: {first.model} ({depth}), B={first.batch} T={first.seq} per GPU, one training step on "
+          f"{where(target, first.world)}, allocator {target.allocator}, CUDA module loading {target.loading} "
           f"(fake tensors, {planner.STEPS} steps; MiB)")
     print(f"  allocated: the tensors' peak + cuBLAS workspaces; reserved: the caching allocator replayed; "
           f"device total: reserved + {memory.note}")

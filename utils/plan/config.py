@@ -7,6 +7,8 @@ from utils import checks, results, settings
 from utils.devices import by_key
 from utils.measure import config, env, preflight
 from utils.measure.memory import columns
+from utils.plan import parallel
+from utils.techniques.parallel import World
 
 ABSURD_BYTES = 2**40  # 1 TiB: several times the largest single GPU's memory
 # host memory a plan's fake step holds: its fake tensors and its allocation trace. Measured
@@ -38,14 +40,23 @@ def check_trace(cfg, available):
         )
 
 
-def load_config(technique, argv=None):
+def planned_world():
+    """The ranks a plan is for: PARALLEL= and NPROC= (rank 0 of NPROC GPUs), else one GPU."""
+    kind = settings.text("PARALLEL")
+    nproc = settings.get("NPROC") if kind or settings.given("NPROC") else 1
+    parallel.check_world(kind, nproc)
+    return World(kind, 0, 0, nproc) if kind else World()
+
+
+def load_config(technique, argv=None, world=None):
     """The run config a plan is for: MODEL auto means gpt2 (the GPU default), whatever this
-    machine is; DEVICE is not asked (the plan is for a CUDA GPU)."""
+    machine is; DEVICE is not asked (the plan is for a CUDA GPU); `world`: the ranks (None:
+    PARALLEL= and NPROC=)."""
     argv = [*(argv or []), "--device", "cpu"]
     if not any(a.startswith("--model") for a in argv):
         model = settings.text("MODEL")
         argv += ["--model", "gpt2" if model == "auto" else model]
-    cfg = config.load(technique, argv)
+    cfg = config.load(technique, argv, world=world or planned_world())
     check_batch(cfg)
     check_trace(cfg, preflight.available_bytes("cpu"))
     return cfg
@@ -68,6 +79,12 @@ def load_target():
     return Target(gpu, settings.get("ALLOCATOR"), settings.get("MODULE_LOADING"))
 
 
+def where(target, world):
+    """The GPU (and ranks) a plan is for, as its output says it."""
+    ranks = f", rank 0 of {world.size} GPUs ({world.kind})" if world.kind else ""
+    return f"{target.gpu.name} ({target.gpu.memory_gib:g} GiB{ranks})"
+
+
 def planned_device(target):
     here = env.capture("cpu")
     return {**here, "device": f"{target.gpu.name} (planned on {here['device']})"}
@@ -81,5 +98,5 @@ def predicted_row(cfg, technique, plan, device):
         flops_per_token=plan.flops_per_token, **plan.record, attention=plan.attention,
         **columns(plan.breakdown, plan.peak_mib), peak_alloc_mib=round(memory.allocated_mib, 1),
         peak_reserved_mib=round(memory.reserved_mib, 1), device_total_mib=round(memory.total_mib, 1),
-        alloc_retries=memory.retries,
+        alloc_retries=memory.retries, **({"backend": "nccl"} if cfg.world.kind else {}),  # the GPUs' backend
     )

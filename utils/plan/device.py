@@ -1,6 +1,7 @@
 """What the GPU would show for a planned step: allocated, reserved, and the device total.
 
-- **allocated**: the tensors' peak (the fake step's, MemTracker), plus the cuBLAS workspaces;
+- **allocated**: the tensors' peak (the fake step's, MemTracker), plus the cuBLAS workspaces
+  (and DDP's gradient buckets), as the replay holds them;
 - **reserved**: the caching allocator's segments at their peak, from the step's allocations
   and frees replayed in order (utils/plan/allocator.py);
 - **device total**: reserved + the CUDA context (driver state and loaded kernels, outside the
@@ -98,7 +99,7 @@ def device_memory(plan, target):
     fits = on_gpu.oom_at is None
     needed = on_gpu if fits else allocator.replay(plan.events, None, mode, workspaces)
     return DeviceMemory(
-        gpu=gpu.name, mode=mode, allocated_mib=(plan.peak_bytes + sum(workspaces)) / MIB,
+        gpu=gpu.name, mode=mode, allocated_mib=needed.peak_allocated / MIB,
         reserved_mib=needed.peak_reserved / MIB, context_mib=context_mib, context_source=source,
         context_assumed=assumed, total_mib=needed.peak_reserved / MIB + context_mib, capacity_mib=capacity / MIB,
         retries=on_gpu.retries, fits=fits,

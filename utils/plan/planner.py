@@ -32,6 +32,7 @@ from utils.plan.cuda import (
     real_bitsandbytes_qmaps,
 )
 from utils.plan.device import device_memory
+from utils.plan.parallel import DDPBuckets, fake_world
 from utils.techniques.run import Skip, new_run
 
 STEPS = 2  # step 1 creates the optimizer state; step 2 is the steady state
@@ -79,8 +80,30 @@ def _set_up(setup, cfg, model_cuda):
 
 def check_modelled(setup, cfg):
     """Raise NotModelled now (the setup alone, on fake tensors: no step) if plan() would."""
-    with FakeTensorMode(allow_non_fake_inputs=True), real_bitsandbytes_qmaps():
+    with fake_world(cfg.world), FakeTensorMode(allow_non_fake_inputs=True), real_bitsandbytes_qmaps():
         _set_up(setup, cfg, model_cuda=True)
+
+
+def _tracked_steps(run, cfg, steps, model_cuda, buckets):
+    """Take `steps` fake training steps under the tracker (recording every allocation and
+    free); return it. Under FSDP2 one step goes first, untracked: DTensor's sharding
+    propagation runs each op's first call once more on whole-size tensors, on the active fake
+    mode, where the tracker cannot tell them from the step's (on a GPU they are fake)."""
+    micro = [(torch.zeros(cfg.batch, cfg.seq, dtype=torch.long),) * 2 for _ in range(run.accum)]  # token 0
+    tracker = PeakTracker(record=True)
+    cuda = (cuda_rounding(), cuda_autocast_policy(), cuda_sdpa_dropout(), cuda_dropout()) if model_cuda else ()
+    with contextlib.ExitStack() as stack:
+        for context in cuda:
+            stack.enter_context(context)
+        if cfg.world.kind == "fsdp":
+            run.step(run, micro)
+        tracker.track_external(run.model, run.optimizer)
+        stack.enter_context(one_iteration_per_forward(tracker, run.train_model))
+        for step in range(steps):
+            if buckets:
+                buckets.before_step(step, tracker.events)
+            run.step(run, micro)
+    return tracker
 
 
 def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
@@ -88,20 +111,13 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
     model / batch / seq / accum, and with a `target` (utils.plan.config.Target) what that GPU
     would reserve and show. Raises NotModelled for what it cannot predict. model_cuda=False
     plans the step as this CPU runs it (to check the planner against a real run here)."""
-    with FakeTensorMode(allow_non_fake_inputs=True), real_bitsandbytes_qmaps():
+    with fake_world(cfg.world), FakeTensorMode(allow_non_fake_inputs=True), real_bitsandbytes_qmaps():
         run = _set_up(setup, cfg, model_cuda)
+        buckets = DDPBuckets.take(run)
         run.cfg = dataclasses.replace(cfg, device="cpu")  # the autocast the step enters: CPU's, with CUDA's policy
         if model_cuda:
             cuda_optimizer_defaults(run.optimizer)
-        micro = [(torch.zeros(cfg.batch, cfg.seq, dtype=torch.long),) * 2 for _ in range(run.accum)]  # token 0
-        tracker = PeakTracker(record=True)
-        tracker.track_external(run.model, run.optimizer)
-        cuda = (cuda_rounding(), cuda_autocast_policy(), cuda_sdpa_dropout(), cuda_dropout()) if model_cuda else ()
-        with contextlib.ExitStack() as stack:
-            for context in (*cuda, one_iteration_per_forward(tracker, run.model)):
-                stack.enter_context(context)
-            for _ in range(steps):
-                run.step(run, micro)
+        tracker = _tracked_steps(run, cfg, steps, model_cuda, buckets)
         snapshot = next(iter(tracker.get_tracker_snapshot("peak").values()))
     attention = run.model.attention
     result = Plan(

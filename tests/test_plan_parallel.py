@@ -1,0 +1,88 @@
+"""N GPUs planned on one CPU: FSDP2 and DDP on a fake process group, against real gloo runs."""
+
+import dataclasses
+
+import pytest
+from helpers import run_make
+
+from utils import registry, results
+from utils.drivers import maxbatch
+from utils.plan import __main__ as plan_command
+from utils.plan import allocator, planner
+from utils.plan.config import load_config
+from utils.techniques.parallel import World
+
+
+def _cfg(world, model="tiny", batch=4, seq=128):
+    cfg = load_config("baseline", ["--model", model, "--batch", str(batch), "--seq", str(seq), "--data", "fixed"],
+                      world=world)
+    return dataclasses.replace(cfg, device="cpu")
+
+
+def test_fsdp_shards_what_one_gpu_holds_whole():
+    setup = registry.load_setup("baseline")
+    one, two, eight = (planner.plan(setup, _cfg(w)) for w in (World(), World("fsdp", 0, 0, 2), World("fsdp", 0, 0, 8)))
+    # the weights, gradients and AdamW's states are split across the ranks (the root's stay whole in forward)
+    assert one.breakdown["optimizer"] > 1.8 * two.breakdown["optimizer"] > 3 * eight.breakdown["optimizer"]
+    assert eight.peak_mib < two.peak_mib < one.peak_mib
+
+
+def test_ddp_holds_one_gpus_step_and_its_gradient_buckets():
+    setup = registry.load_setup("baseline")
+    one, ddp = (planner.plan(setup, _cfg(w), model_cuda=False) for w in (World(), World("ddp", 0, 0, 4)))
+    assert ddp.peak_bytes == one.peak_bytes  # the step itself is one GPU's
+    alone, with_buckets = (allocator.replay(p.events).peak_allocated for p in (one, ddp))
+    # DDP's buckets: a flat fp32 copy of every gradient, kept beside the gradients themselves
+    assert with_buckets - alone == pytest.approx(4 * one.n_params, rel=0.02)
+
+
+def _plan(monkeypatch, results_file, **env):
+    for name, value in {"RESULTS_FILE": str(results_file), "MODEL": "tiny", "TECHNIQUES": "baseline", **env}.items():
+        monkeypatch.setenv(name, value)
+    return plan_command.main([])
+
+
+def test_make_plan_answers_per_gpu(results_file, monkeypatch, capsys):
+    assert _plan(monkeypatch, results_file, PARALLEL="fsdp", NPROC="8") == 0
+    assert "rank 0 of 8 GPUs (fsdp)" in capsys.readouterr().out
+    row = results.read(results_file).iloc[-1]
+    assert (row["parallel"], row["world_size"], row["backend"], row["kind"]) == ("fsdp", 8, "nccl", "predicted")
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"PARALLEL": "fsdp", "NPROC": "1025"}, "NPROC=1025: the planner plans up to 1024 ranks"),
+        ({"PARALLEL": "fsdp", "NPROC": "eight"}, "NPROC must be a positive integer"),
+        ({"PARALLEL": "fsdp", "NPROC": "1"}, "one rank is not sharded or replicated"),
+        ({"PARALLEL": "zero3", "NPROC": "8"}, "PARALLEL must be one of ddp, fsdp"),
+        ({"NPROC": "8"}, "NPROC=8 needs PARALLEL=ddp or PARALLEL=fsdp"),
+    ],
+)
+def test_bad_worlds_are_one_line_and_write_nothing(results_file, monkeypatch, capsys, env, message):
+    assert _plan(monkeypatch, results_file, **env) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("plan: error:") and message in lines[0]
+    assert not results_file.exists()
+
+
+def test_maxbatch_answers_what_fits_per_gpu_on_n_gpus(results_file, monkeypatch):
+    env = {"TECHNIQUE": "baseline", "PLAN": "1", "GPU_MEMORY_GB": "0.5", "MODEL": "tiny", "SEQ": "64",
+           "PARALLEL": "fsdp", "NPROC": "4", "RESULTS_FILE": str(results_file)}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert maxbatch.main() == 0
+    row = results.read(results_file).iloc[-1]
+    assert (row["world_size"], row["parallel"]) == (4, "fsdp") and "rank 0 of 4 GPUs (fsdp)" in row["reason"]
+
+
+@pytest.mark.e2e
+def test_the_fake_fsdp_plan_matches_a_real_two_rank_gloo_run(results_file):
+    shape = {"MODEL": "tiny", "BATCH": "4", "SEQ": "128", "DATA": "fixed"}
+    proc = run_make("fsdp", results_file=results_file, NPROC="2", STEPS="2", WARMUP="1", LOSS_CHECK="0",
+                    EVAL_EVERY="0", **shape)
+    assert proc.returncode == 0, proc.stderr
+    real = results.read(results_file).iloc[-1]
+    assert real["world_size"] == 2 and real["mem_peak_mib"] > 0  # rank 0's tracked step
+    fake = planner.plan(registry.load_setup("baseline"), _cfg(World("fsdp", 0, 0, 2)), model_cuda=False)
+    assert fake.peak_mib == pytest.approx(real["mem_peak_mib"], rel=0.05)
