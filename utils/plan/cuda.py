@@ -13,6 +13,8 @@ import torch
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 from torch.distributed._tools import mem_tracker
 
+from utils.plan.compiled import APPROXIMATED as COMPILE_MODEL
+
 # c10/cuda/CUDACachingAllocator.cpp: every block is a multiple of kMinBlockSize = 512 bytes
 BLOCK = 512
 # the planned GPU answers the techniques' capability checks as an Ampere-or-newer part does
@@ -25,6 +27,7 @@ CUDA_FP32 = ("layer_norm", "native_layer_norm", "group_norm")  # fp32: inputs ca
 CPU_ONLY_FP32 = ("cross_entropy_loss",)  # CPU casts the logits up front; CUDA decomposes first
 
 CUDA_MODEL = (
+    COMPILE_MODEL,
     "CUDA's autocast op policy (softmax, log_softmax and layer_norm in fp32; cross-entropy not cast whole)",
     "the caching allocator: 512-byte rounding, 2 / 20 MiB segments, best-fit reuse with splitting, cached frees, "
     "release and retry at the device's capacity (utils/plan/allocator.py), or expandable segments",
@@ -39,6 +42,8 @@ CUDA_MODEL = (
     "at the input's dtype)",
 )
 NOT_MODELLED = (
+    "inductor's buffer reuse between kernels and its realisation of pointwise buffers many kernels read; CUDA graphs "
+    "(cudagraphs, compile modes reduce-overhead and max-autotune: a private pool)",
     "the kernels a step loads into the CUDA context beyond the bare context; cuBLASLt and cuDNN workspaces",
     "allocator streams other than the default one, and PYTORCH_CUDA_ALLOC_CONF options but expandable_segments",
     "kernel-internal scratch (flash backward's fp32 dq accumulator: B x T x d x 4 bytes per layer, transient)",

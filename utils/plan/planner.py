@@ -11,7 +11,9 @@ The fake tensors live on the CPU device (a CPU-only torch cannot run autograd ov
 CUDA tensors: its autograd engine asks for a CUDA stream). Where CPU and CUDA kernels differ
 in what they allocate, the CUDA side is modelled (`CUDA_MODEL` lists each point), and what
 could not be modelled is said (`NOT_MODELLED`; both in utils/plan/cuda.py); a technique whose memory the planner cannot
-model is refused, never guessed.
+model is refused, never guessed. torch.compile is planned from AOTAutograd's partition with
+fusion modelled (utils/plan/compiled.py); N GPUs as rank 0 of a fake process group
+(utils/plan/parallel.py).
 """
 
 import contextlib
@@ -22,6 +24,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import _TOTAL_KEY
 
 from utils.measure.memory import MIB, PeakTracker, breakdown_mib, one_iteration_per_forward
+from utils.plan.compiled import GRAPHED_MODES, Graphs, plan_compile, quiet_global_hooks
 from utils.plan.cuda import (
     cuda_autocast_policy,
     cuda_dropout,
@@ -56,11 +59,9 @@ class Plan:
 
 
 def refuse_unmodelled(run):
-    if run.compile_mode:
-        raise NotModelled(
-            "torch.compile: inductor's fusion and activation recomputation decide what is kept, "
-            "and they do not run on fake tensors here; measure it on the GPU"
-        )
+    if run.compile_mode in GRAPHED_MODES:
+        raise NotModelled(f"torch.compile mode {run.compile_mode}: inductor captures CUDA graphs, whose private "
+                          "memory pool is not modelled; plan COMPILE_MODE=default, or measure it on the GPU")
     if run.step.graphed:
         raise NotModelled("CUDA graphs: the graph's private memory pool is not modelled; measure it on the GPU")
 
@@ -68,14 +69,14 @@ def refuse_unmodelled(run):
 def _set_up(setup, cfg, model_cuda):
     """The technique applied to a model built on the (fake) CPU device, through the same path
     as training (utils.techniques.run.new_run); raises NotModelled."""
-    run = new_run(dataclasses.replace(cfg, device="cuda") if model_cuda else cfg)
+    run, graphs = new_run(dataclasses.replace(cfg, device="cuda") if model_cuda else cfg), Graphs()
     try:
-        with planned_gpu() if model_cuda else contextlib.nullcontext():
+        with planned_gpu() if model_cuda else contextlib.nullcontext(), plan_compile(graphs):
             setup(run)
     except Skip as why:
         raise NotModelled(f"the technique cannot run without a GPU here ({why})") from None
     refuse_unmodelled(run)
-    return run
+    return run, graphs
 
 
 def check_modelled(setup, cfg):
@@ -84,20 +85,23 @@ def check_modelled(setup, cfg):
         _set_up(setup, cfg, model_cuda=True)
 
 
-def _tracked_steps(run, cfg, steps, model_cuda, buckets):
+def _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs):
     """Take `steps` fake training steps under the tracker (recording every allocation and
-    free); return it. Under FSDP2 one step goes first, untracked: DTensor's sharding
+    free); return it. One step goes first, untracked, under FSDP2 (DTensor's sharding
     propagation runs each op's first call once more on whole-size tensors, on the active fake
-    mode, where the tracker cannot tell them from the step's (on a GPU they are fake)."""
+    mode, where the tracker cannot tell them from the step's; on a GPU they are fake) and
+    under torch.compile (dynamo does not trace under the tracker's dispatch mode: the first
+    step compiles, the tracked ones run the compiled graphs)."""
     micro = [(torch.zeros(cfg.batch, cfg.seq, dtype=torch.long),) * 2 for _ in range(run.accum)]  # token 0
     tracker = PeakTracker(record=True)
     cuda = (cuda_rounding(), cuda_autocast_policy(), cuda_sdpa_dropout(), cuda_dropout()) if model_cuda else ()
     with contextlib.ExitStack() as stack:
-        for context in cuda:
+        for context in (*cuda, quiet_global_hooks()):
             stack.enter_context(context)
-        if cfg.world.kind == "fsdp":
+        if cfg.world.kind == "fsdp" or run.compile_mode:
             run.step(run, micro)
         tracker.track_external(run.model, run.optimizer)
+        graphs.mode = tracker  # compiled graphs run under it (dynamo itself runs with it set aside)
         stack.enter_context(one_iteration_per_forward(tracker, run.train_model))
         for step in range(steps):
             if buckets:
@@ -112,12 +116,12 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
     would reserve and show. Raises NotModelled for what it cannot predict. model_cuda=False
     plans the step as this CPU runs it (to check the planner against a real run here)."""
     with fake_world(cfg.world), FakeTensorMode(allow_non_fake_inputs=True), real_bitsandbytes_qmaps():
-        run = _set_up(setup, cfg, model_cuda)
+        run, graphs = _set_up(setup, cfg, model_cuda)
         buckets = DDPBuckets.take(run)
         run.cfg = dataclasses.replace(cfg, device="cpu")  # the autocast the step enters: CPU's, with CUDA's policy
         if model_cuda:
             cuda_optimizer_defaults(run.optimizer)
-        tracker = _tracked_steps(run, cfg, steps, model_cuda, buckets)
+        tracker = _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs)
         snapshot = next(iter(tracker.get_tracker_snapshot("peak").values()))
     attention = run.model.attention
     result = Plan(

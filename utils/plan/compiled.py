@@ -1,0 +1,146 @@
+"""torch.compile planned: what AOTAutograd keeps for backward, traced on fake tensors.
+
+Inductor's memory is set by two things: which activations the forward saves for backward
+(AOTAutograd's partition of the joint forward + backward graph: inductor's min-cut
+rematerialisation partitioner, which recomputes cheap ops in backward instead of saving
+them) and how its kernels use buffers (fusion: a chain of pointwise ops writes one output,
+no intermediates). The plan compiles the model as the `aot_eager_decomp_partition` backend
+does (torch/_dynamo/backends/debugging.py: inductor's decompositions and its min-cut
+partitioner), then runs each graph op by op (torch.fx.Interpreter, each value freed after its
+last use) with the tracker entered around it (as `aot_eager_decomp_partition_with_mode` does:
+dynamo itself runs with no dispatch mode on the stack, the tracker saying
+`ignore_compile_internals`). So the saved activations are inductor's. Fusion is modelled,
+and it is a model, not inductor's scheduler: a pointwise op's output (torch.Tag.pointwise)
+is fused into its consumers and never materialised unless it leaves the graph (a saved
+activation, a gradient, an output) or feeds an op inductor runs as a separate kernel (a
+matmul, attention, a scatter: anything neither pointwise, a reduction nor a view); a view
+passes that need on to the tensor it views; constants (full, zeros, iota) and a scatter into
+one (inductor's scatter_upon_const_tensor) count as pointwise. Reductions and extern kernels
+write their outputs. Not modelled: inductor's buffer reuse between kernels (the plan can be
+high) and its realisation of a pointwise buffer that many kernels read (the plan can be low).
+CUDA-graph modes (reduce-overhead, max-autotune) keep a private memory pool and stay refused.
+"""
+
+import contextlib
+import functools
+import warnings
+from unittest import mock
+
+import torch
+import torch.fx
+from functorch.compile import min_cut_rematerialization_partition
+from torch._dynamo.backends.common import aot_autograd
+
+GRAPHED_MODES = ("reduce-overhead", "max-autotune")  # inductor captures CUDA graphs in these modes
+APPROXIMATED = ("torch.compile: AOTAutograd's min-cut partition on inductor's decompositions (the saved activations "
+                "inductor keeps), fusion modelled: pointwise intermediates not written unless they leave the graph or "
+                "feed a matmul, attention or scatter")
+
+
+def _is_view(target):
+    schema = getattr(target, "_schema", None)
+    return schema is not None and not schema.is_mutable and any(r.alias_info for r in schema.returns)
+
+
+aten, prims = torch.ops.aten, torch.ops.prims
+# constants inductor computes inside the kernels that read them, never as buffers
+FACTORIES = (aten.full.default, aten.zeros.default, aten.ones.default, aten.scalar_tensor.default, prims.iota.default)
+SCATTERS = (aten.scatter.value, aten.scatter.src)
+
+
+def _fusible(node):
+    if node.op != "call_function":
+        return False
+    if node.target in FACTORIES:
+        return True
+    if node.target in SCATTERS:
+        # a scatter into a constant is a pointwise select (inductor's scatter_upon_const_tensor,
+        # torch/_inductor/fx_passes/post_grad.py): cross-entropy's backward builds one
+        return node.args[0].op == "call_function" and node.args[0].target in FACTORIES
+    return torch.Tag.pointwise in getattr(node.target, "tags", ())
+
+
+def materialised(graph):
+    """The nodes whose outputs inductor would write to memory (see the module's docstring)."""
+    outputs = {arg for node in graph.nodes if node.op == "output" for arg in node.all_input_nodes}
+    needed = set()
+
+    def needs_memory(node):  # does this value have to exist in memory for its consumers?
+        if node in outputs:
+            return True
+        for user in node.users:
+            if user.op != "call_function":
+                return True
+            if _is_view(user.target):
+                if needs_memory(user):
+                    return True
+            elif not _fusible(user) and torch.Tag.reduction not in getattr(user.target, "tags", ()):
+                return True  # an extern kernel reads it from memory
+        return False
+
+    for node in graph.nodes:
+        # a view allocates nothing: it is tracked (its base's storage) only where it must exist
+        written = needs_memory(node) if _is_view(getattr(node, "target", None)) else not _fusible(node)
+        if written or needs_memory(node):
+            needed.add(node)
+    return needed
+
+
+class _FusedInterpreter(torch.fx.Interpreter):
+    def __init__(self, module, tracker):
+        super().__init__(module)
+        self.tracker, self.kept = tracker, materialised(module.graph)
+
+    def run_node(self, node):
+        if self.tracker is None or node in self.kept:
+            return super().run_node(node)
+        self.tracker.unmaterialised = True  # fused into its consumers: no memory of its own
+        try:
+            return super().run_node(node)
+        finally:
+            self.tracker.unmaterialised = False
+
+
+class Graphs:
+    """The compiled graphs' runner: each graph runs under `mode` (the plan's tracker, once it
+    exists; none during the step that compiles), its fused intermediates untracked."""
+
+    def __init__(self):
+        self.mode = None
+
+    def _runner(self, graph, example_inputs):
+        def run(args):
+            with self.mode or contextlib.nullcontext():
+                return _FusedInterpreter(graph, self.mode).boxed_run(args)
+
+        run._boxed_call = True  # AOTAutograd's boxed calling convention: the callee frees its inputs
+        return run
+
+    def backend(self, graph, example_inputs, **kwargs):
+        from torch._inductor.compile_fx import select_decomp_table
+
+        return aot_autograd(
+            fw_compiler=self._runner, bw_compiler=self._runner, decompositions=select_decomp_table(),
+            partition_fn=functools.partial(min_cut_rematerialization_partition, compiler="inductor"),
+        )(graph, example_inputs)
+
+
+@contextlib.contextmanager
+def plan_compile(graphs):
+    """Within it, torch.compile compiles for the plan (`graphs`: a Graphs), whatever was asked."""
+    compile_ = torch.compile
+
+    def planned(model, *args, mode=None, **kwargs):
+        return compile_(model, backend=graphs.backend)
+
+    with mock.patch.object(torch, "compile", planned):
+        yield
+
+
+@contextlib.contextmanager
+def quiet_global_hooks():
+    """MemTracker's module hooks are global: a compiled model's call warns that they fire once
+    more, for its wrapper. The planner resets its tracker per root call: nothing to warn of."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using `torch.compile")
+        yield
