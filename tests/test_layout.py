@@ -27,7 +27,7 @@ ALLOWED = {
     "plan": {"measure", "techniques", "models", "results", "settings", "checks", "registry", "devices"},
     "analysis": {"results", "models", "checks"},
     "plots": {"analysis", "results", "checks", "settings", "registry"},
-    "report": {"analysis", "plots", "results", "checks", "settings"},
+    "report": {"analysis", "plots", "results", "checks", "settings", "devices"},
     "__init__": set(),  # the package's map: a docstring
 }
 ALLOWED["drivers"] = set(ALLOWED) - {"drivers", "__init__"}  # commands over many runs: anything but each other

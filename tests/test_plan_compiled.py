@@ -57,7 +57,7 @@ def _real_compiled_peak(setup, cfg):
     tracker.track_external(run.model, run.optimizer)
     graphs.mode = tracker
     micro = [next(data) for _ in range(run.accum)]
-    with one_iteration_per_forward(tracker, run.train_model):
+    with compiled.quiet_global_hooks(), one_iteration_per_forward(tracker, run.train_model):
         run.step(run, micro)
     return next(iter(tracker.get_tracker_snapshot("peak").values()))["Total"] / 2**20
 

@@ -23,6 +23,7 @@ class GPU:
     memory_gib: float  # on-board memory (the datasheet's GB of HBM / GDDR are GiB: nvidia-smi's total)
     capability: tuple  # CUDA compute capability: the generation
     peaks: dict  # {precision: dense TFLOP/s}
+    bandwidth_tbs: float  # memory bandwidth, TB/s (10^12 bytes/s), datasheet
 
 
 # Sources: NVIDIA's datasheets (H100 PCIe / SXM / NVL: "NVIDIA H100 Tensor Core GPU"; H200 and
@@ -31,25 +32,26 @@ class GPU:
 # halving the "with sparsity" tensor figures; GeForce cards: the Ada and Ampere architecture
 # whitepapers (appendix tables: FP16 tensor with FP32 accumulate) and, for the laptop RTX 3050
 # Ti, its 1695 MHz boost x 2560 CUDA cores x 2 FLOPs. Compute capabilities: NVIDIA's "CUDA GPUs"
-# table (developer.nvidia.com/cuda-gpus).
+# table (developer.nvidia.com/cuda-gpus). Bandwidths: the same datasheets (A100 80GB: SXM's
+# 2,039 GB/s; the laptop RTX 3050 Ti: 128-bit GDDR6 at 12 Gbps, 192 GB/s).
 HOPPER_SXM = {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4}
 AMPERE_A100 = {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0}
 GPUS = (
-    GPU("h100-pcie", r"H100.*PCIe", "H100 PCIe", 80, (9, 0), {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0}),
-    GPU("h100-nvl", r"H100 NVL", "H100 NVL", 94, (9, 0), {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5}),
-    GPU("h100-sxm", r"H100", "H100 SXM 80GB", 80, (9, 0), HOPPER_SXM),
-    GPU("gh200", r"GH200", "GH200 96GB", 96, (9, 0), HOPPER_SXM),
-    GPU("h200", r"H200", "H200 141GB", 141, (9, 0), HOPPER_SXM),
-    GPU("a100-80gb", r"A100.*80GB", "A100 80GB", 80, (8, 0), AMPERE_A100),
-    GPU("a100-40gb", r"A100", "A100 40GB", 40, (8, 0), AMPERE_A100),
-    GPU("a10", r"A10G?\b", "A10 / A10G", 24, (8, 6), {"fp32": 31.2, "tf32": 62.5, "bf16": 125.0}),  # A10G: AWS's
-    GPU("l4", r"\bL4\b", "L4", 24, (8, 9), {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0}),
+    GPU("h100-pcie", r"H100.*PCIe", "H100 PCIe", 80, (9, 0), {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0}, 2.0),
+    GPU("h100-nvl", r"H100 NVL", "H100 NVL", 94, (9, 0), {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5}, 3.9),
+    GPU("h100-sxm", r"H100", "H100 SXM 80GB", 80, (9, 0), HOPPER_SXM, 3.35),
+    GPU("gh200", r"GH200", "GH200 96GB", 96, (9, 0), HOPPER_SXM, 4.0),
+    GPU("h200", r"H200", "H200 141GB", 141, (9, 0), HOPPER_SXM, 4.8),
+    GPU("a100-80gb", r"A100.*80GB", "A100 80GB", 80, (8, 0), AMPERE_A100, 2.039),
+    GPU("a100-40gb", r"A100", "A100 40GB", 40, (8, 0), AMPERE_A100, 1.555),
+    GPU("a10", r"A10G?\b", "A10 / A10G", 24, (8, 6), {"fp32": 31.2, "tf32": 62.5, "bf16": 125.0}, 0.6),  # A10G: AWS's
+    GPU("l4", r"\bL4\b", "L4", 24, (8, 9), {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0}, 0.3),
     # GeForce: bf16 with fp32 accumulate
-    GPU("rtx-4090", r"RTX 4090", "GeForce RTX 4090", 24, (8, 9), {"fp32": 82.6, "tf32": 82.6, "bf16": 165.2}),
-    GPU("rtx-3090", r"RTX 3090", "GeForce RTX 3090", 24, (8, 6), {"fp32": 35.6, "tf32": 35.6, "bf16": 71.0}),
+    GPU("rtx-4090", r"RTX 4090", "GeForce RTX 4090", 24, (8, 9), {"fp32": 82.6, "tf32": 82.6, "bf16": 165.2}, 1.008),
+    GPU("rtx-3090", r"RTX 3090", "GeForce RTX 3090", 24, (8, 6), {"fp32": 35.6, "tf32": 35.6, "bf16": 71.0}, 0.936),
     GPU("rtx-3050-ti-laptop", r"RTX 3050 Ti Laptop", "GeForce RTX 3050 Ti Laptop", 4, (8, 6),
-        {"fp32": 8.7, "tf32": 8.7, "bf16": 17.4}),  # at its 1695 MHz boost
-    GPU("t4", r"\bT4\b", "T4", 16, (7, 5), {"fp32": 8.1, "fp16": 65.0}),  # Turing: fp16 tensor cores only
+        {"fp32": 8.7, "tf32": 8.7, "bf16": 17.4}, 0.192),  # at its 1695 MHz boost
+    GPU("t4", r"\bT4\b", "T4", 16, (7, 5), {"fp32": 8.1, "fp16": 65.0}, 0.32),  # Turing: fp16 tensor cores only
 )
 GENERATIONS = {7: "Volta / Turing", 8: "Ampere / Ada", 9: "Hopper", 10: "Blackwell", 12: "Blackwell (GeForce)"}
 PRECISION = {"fp32": "fp32", "tf32": "tf32", "bf16-autocast": "bf16", "fp16-autocast": "fp16"}

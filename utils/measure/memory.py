@@ -14,6 +14,7 @@ the dispatcher), so those runs get no breakdown rather than a wrong one.
 import contextlib
 
 import torch
+from torch._guards import active_fake_mode
 from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker, _UpdateType
 
 from utils.results import MEMORY_PARTS
@@ -41,10 +42,19 @@ class PeakTracker(MemTracker):
     `record=True`, every allocation and free in order (`events`: (storage key, bytes), bytes
     negative for a free) for the caching allocator's replay (utils/plan/allocator.py)."""
 
-    def __init__(self, record=False):
+    def __init__(self, record=False, on_op=None):
         super().__init__()
         self.events = [] if record else None
         self.unmaterialised = False  # the planner's compiled graphs: an op inductor would fuse away
+        self.on_op = on_op  # (func, args, kwargs, out, phase) per op the step runs: the planner's timing
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = super().__torch_dispatch__(func, types, args, kwargs)
+        if (self.on_op is not None and out is not NotImplemented and not self.unmaterialised
+                and active_fake_mode() is self._fake_mode_on_entry):
+            phase = "optimizer" if self._in_opt else "backward" if self._mod_tracker.is_bw else "forward"
+            self.on_op(func, args, kwargs or {}, out, phase)
+        return out
 
     def _track(self, reftype, t):
         if not self.unmaterialised:

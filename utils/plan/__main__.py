@@ -15,7 +15,7 @@ import argparse
 import sys
 import time
 
-from utils import checks, registry, results
+from utils import checks, devices, registry, results
 from utils.plan import planner, reference
 from utils.plan.config import load_config, load_target, planned_device, predicted_row, where
 from utils.plan.cuda import CUDA_MODEL, NOT_MODELLED
@@ -46,6 +46,26 @@ def _line(name, plan, seconds, width):
     return f"{name:<{width}} " + " ".join(f"{_mib(v):>10}" for v in figures) + f"  {fits:<6} {seconds:5.1f}{retries}"
 
 
+def _time_table(plans, target):
+    """Predicted step time per technique: a roofline over the step's ops (utils/plan/timing.py)."""
+    if not plans:
+        return
+    base = plans.get(registry.BASELINE) or next(iter(plans.values()))
+    base_name = next(n for n, p in plans.items() if p is base)
+    width = max(14, *(len(n) for n in plans))
+    print(f"\npredicted step time on {target.gpu.name}: a roofline over the step's ops (timing.py's declared "
+          f"efficiencies), not measured; bound: G GPU, h host launches")
+    print(f"{'technique':<{width}} {'step ms':>9} {'forward':>9} {'backward':>9} {'optimizer':>9} {'tokens/s':>10} "
+          f"{'MFU':>6} {'kernels':>8}  speedup vs {base_name}")
+    for name, plan in plans.items():
+        step = plan.time
+        parts = " ".join(f"{ms:>8.1f}{step.bound[phase][0]}" for phase, ms in step.ms.items())
+        peak = devices.peak_tflops(target.gpu.name, plan.record["dtype"])
+        mfu = f"{plan.flops_per_token * step.tokens_per_s / (peak * 1e12):.1%}" if peak else "–"
+        print(f"{name:<{width}} {step.step_ms:>9.1f} {parts} {step.tokens_per_s:>10,.0f} {mfu:>6} {step.kernels:>8}  "
+              f"{base.time.step_ms / step.step_ms:.2f}x")
+
+
 def plan_techniques(names):
     try:
         target = load_target()
@@ -64,7 +84,7 @@ def plan_techniques(names):
         print(f"plan: error: the planner cannot model {'; '.join(f'{n}: {w}' for n, w in refused.items())}",
               file=sys.stderr)
         return checks.EXIT_BAD_INPUT
-    rows, device, first = [], planned_device(target), cfgs[names[0]]
+    rows, device, first, planned = [], planned_device(target), cfgs[names[0]], {}
     width = max(14, *(len(n) for n in names))
     for name, cfg in cfgs.items():
         if name in refused:
@@ -76,6 +96,8 @@ def plan_techniques(names):
             _header(first, target, plan.memory, width)
         print(_line(name, plan, time.perf_counter() - start, width), flush=True)
         rows.append(predicted_row(cfg, name, plan, device))
+        planned[name] = plan
+    _time_table(planned, target)
     print("modelled on the CUDA side: " + "; ".join(CUDA_MODEL))
     print("not modelled: " + "; ".join(NOT_MODELLED))
     try:

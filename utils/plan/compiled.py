@@ -30,6 +30,7 @@ import torch
 import torch.fx
 from functorch.compile import min_cut_rematerialization_partition
 from torch._dynamo.backends.common import aot_autograd
+from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
 GRAPHED_MODES = ("reduce-overhead", "max-autotune")  # inductor captures CUDA graphs in these modes
 APPROXIMATED = ("torch.compile: AOTAutograd's min-cut partition on inductor's decompositions (the saved activations "
@@ -86,15 +87,49 @@ def materialised(graph):
     return needed
 
 
+def _value_bytes(node):
+    value = node.meta.get("val") if hasattr(node, "meta") else None
+    return value.numel() * value.element_size() if isinstance(value, torch.Tensor) else 0
+
+
+def fused_reads(graph, kept):
+    """{kernel node: bytes it reads}: a written node's kernel reads the written tensors (or the
+    graph's inputs) its fused producers start from, not the producers' outputs."""
+    reads = {}
+    for node in graph.nodes:
+        if node not in kept or node.op != "call_function":
+            continue
+        frontier, todo = set(), list(node.all_input_nodes)
+        while todo:
+            source = todo.pop()
+            if source in kept or source.op != "call_function":
+                frontier.add(source)
+            elif source not in frontier:
+                frontier.add(source)
+                todo.extend(source.all_input_nodes)
+        reads[node] = sum(_value_bytes(n) for n in frontier if n in kept or n.op != "call_function")
+    return reads
+
+
 class _FusedInterpreter(torch.fx.Interpreter):
     def __init__(self, module, tracker):
         super().__init__(module)
         self.tracker, self.kept = tracker, materialised(module.graph)
+        self.reads = fused_reads(module.graph, self.kept)
+        self.recorder = getattr(tracker, "on_op", None)
 
     def run_node(self, node):
-        if self.tracker is None or node in self.kept:
+        if self.tracker is None:
             return super().run_node(node)
-        self.tracker.unmaterialised = True  # fused into its consumers: no memory of its own
+        if node in self.kept:
+            if self.recorder is not None:
+                self.recorder.fused_reads, self.recorder.in_graph = self.reads.get(node), True
+            try:
+                return super().run_node(node)
+            finally:
+                if self.recorder is not None:
+                    self.recorder.fused_reads, self.recorder.in_graph = None, False
+        self.tracker.unmaterialised = True  # fused into its consumers: no memory of its own, no kernel
         try:
             return super().run_node(node)
         finally:
@@ -110,7 +145,9 @@ class Graphs:
 
     def _runner(self, graph, example_inputs):
         def run(args):
-            with self.mode or contextlib.nullcontext():
+            # the tracker, where dynamo set it aside (compiled code runs it twice otherwise)
+            active = self.mode is None or self.mode in _get_current_dispatch_mode_stack()
+            with contextlib.nullcontext() if active else self.mode:
                 return _FusedInterpreter(graph, self.mode).boxed_run(args)
 
         run._boxed_call = True  # AOTAutograd's boxed calling convention: the callee frees its inputs
@@ -131,7 +168,10 @@ def plan_compile(graphs):
     compile_ = torch.compile
 
     def planned(model, *args, mode=None, **kwargs):
-        return compile_(model, backend=graphs.backend)
+        # each plan compiles afresh, at its own static shapes (a second plan of another batch in
+        # the same process would otherwise get dynamic shapes: a GPU run compiles one batch)
+        torch._dynamo.reset()
+        return compile_(model, backend=graphs.backend, dynamic=False)
 
     with mock.patch.object(torch, "compile", planned):
         yield

@@ -4,7 +4,7 @@ GPU default), the GPU it is planned for, and its `predicted` row."""
 import dataclasses
 
 from utils import checks, results, settings
-from utils.devices import by_key
+from utils.devices import by_key, peak_tflops
 from utils.measure import config, env, preflight
 from utils.measure.memory import columns
 from utils.plan import parallel
@@ -99,4 +99,18 @@ def predicted_row(cfg, technique, plan, device):
         **columns(plan.breakdown, plan.peak_mib), peak_alloc_mib=round(memory.allocated_mib, 1),
         peak_reserved_mib=round(memory.reserved_mib, 1), device_total_mib=round(memory.total_mib, 1),
         alloc_retries=memory.retries, **({"backend": "nccl"} if cfg.world.kind else {}),  # the GPUs' backend
+        **_time_columns(plan, cfg),
     )
+
+
+def _time_columns(plan, cfg):
+    """The predicted step time's columns (a roofline: utils/plan/timing.py), where planned."""
+    step = plan.time
+    if step is None:
+        return {}
+    peak = peak_tflops(step.gpu, plan.record["dtype"])
+    tflops = plan.flops_per_token * step.tokens_per_s / 1e12
+    world = cfg.world.size if cfg.world.kind else 1
+    return {"step": 0, "step_ms": round(step.step_ms, 3), **{f"{p}_ms": round(ms, 3) for p, ms in step.ms.items()},
+            "tokens_per_s": round(step.tokens_per_s * world), "device_tokens_per_s": round(step.tokens_per_s),
+            "tflops": round(tflops, 2), "peak_tflops": peak, "mfu": round(tflops / peak, 4) if peak else None}

@@ -36,6 +36,7 @@ from utils.plan.cuda import (
 )
 from utils.plan.device import device_memory
 from utils.plan.parallel import DDPBuckets, fake_world
+from utils.plan.timing import OpRecorder, step_time
 from utils.techniques.run import Skip, new_run
 
 STEPS = 2  # step 1 creates the optimizer state; step 2 is the steady state
@@ -56,6 +57,10 @@ class Plan:
     events: list = dataclasses.field(repr=False, default=None)  # the step's allocations and frees, in order
     peak_bytes: int = 0
     memory: object = None  # on the target GPU (utils.plan.device.DeviceMemory), where one was given
+    ops: list = dataclasses.field(repr=False, default=None)  # the last step's ops (utils.plan.timing.Op)
+    tf32: bool = False  # fp32 matmuls on TF32 tensor cores
+    graphed: bool = False  # the step replays as one CUDA graph
+    time: object = None  # on the target GPU (utils.plan.timing.StepTime), where one was given
 
 
 def refuse_unmodelled(run):
@@ -93,7 +98,7 @@ def _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs):
     under torch.compile (dynamo does not trace under the tracker's dispatch mode: the first
     step compiles, the tracked ones run the compiled graphs)."""
     micro = [(torch.zeros(cfg.batch, cfg.seq, dtype=torch.long),) * 2 for _ in range(run.accum)]  # token 0
-    tracker = PeakTracker(record=True)
+    tracker = PeakTracker(record=True, on_op=OpRecorder())
     cuda = (cuda_rounding(), cuda_autocast_policy(), cuda_sdpa_dropout(), cuda_dropout()) if model_cuda else ()
     with contextlib.ExitStack() as stack:
         for context in (*cuda, quiet_global_hooks()):
@@ -106,6 +111,7 @@ def _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs):
         for step in range(steps):
             if buckets:
                 buckets.before_step(step, tracker.events)
+            tracker.on_op.ops.clear()  # the timing is the last step's: the steady state
             run.step(run, micro)
     return tracker
 
@@ -117,6 +123,7 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
     plans the step as this CPU runs it (to check the planner against a real run here)."""
     with fake_world(cfg.world), FakeTensorMode(allow_non_fake_inputs=True), real_bitsandbytes_qmaps():
         run, graphs = _set_up(setup, cfg, model_cuda)
+        tf32 = torch.backends.cuda.matmul.allow_tf32  # as the technique set it
         buckets = DDPBuckets.take(run)
         run.cfg = dataclasses.replace(cfg, device="cpu")  # the autocast the step enters: CPU's, with CUDA's policy
         if model_cuda:
@@ -134,7 +141,12 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
         flops_per_token=run.model.flops_per_token(cfg.seq),
         events=tracker.events,
         peak_bytes=snapshot[_TOTAL_KEY],
+        ops=tracker.on_op.ops,
+        tf32=tf32,
+        graphed=bool(run.step.graphed),
     )
     if target is not None:
         result.memory = device_memory(result, target)
+        tokens = cfg.batch * cfg.seq * run.accum
+        result.time = step_time(result.ops, target.gpu, tokens, result.tf32, result.graphed)
     return result

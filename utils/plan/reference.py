@@ -12,43 +12,52 @@ Three sets of measurements, none used to set any constant of the planner:
 """
 
 import dataclasses
+import statistics
+
+import pandas as pd
+import torch
 
 from utils.devices import by_key
-from utils.measure import memory
+from utils.measure import loop, memory
 from utils.measure.data import batches
-from utils.plan import planner
+from utils.plan import planner, timing
 from utils.plan.config import Target, load_config
 from utils.techniques import setup_of
+from utils.techniques.parallel import World
 from utils.techniques.run import new_run
 
 ALLOCATED_BAR = 0.05  # allocated within 5% of every H100 row modelled
+SPEEDUP_BAR, SPEEDUP_SHARE = 0.20, 0.80  # each speedup over the baseline within 20%, for at least 80% of the rows
+RANK_BAR = 0.9  # Spearman correlation of predicted and measured step times
+TIME_BAR = 0.30  # absolute step time within 30%
 TOTAL_BAR = 0.10  # device total within 10% of each of the study's rows, and in the same order
 CPU_BAR = 0.02  # fake vs real tracking on this CPU
 
-# (configuration, the suite's technique or combination that makes it, batch, peak allocated GiB)
+# (configuration, the suite's technique or combination that makes it, batch, peak allocated GiB,
+# ms per step: median of 25 steps timed with CUDA events)
 H100_PEAKS = (
-    ("fp32, AdamW, manual attention", "baseline", 16, 31.9),
-    ("tf32", "tf32", 16, 31.9),
-    ("bf16 autocast", "bf16", 16, 29.6),
-    ("bf16 + SDPA flash", "flash", 16, 16.0),
-    ("bf16 + flash + fused AdamW", "flash+fused", 16, 16.1),
-    ("bf16 + flash + AdamW8bit", "flash+8bit", 16, 15.4),
-    ("bf16 + flash + Lion (bnb)", "flash+lion", 16, 15.6),
-    ("bf16 + flash + Lion8bit", "flash+lion8bit", 16, 15.2),
-    ("bf16 + flash + fused + checkpointing", "flash+checkpointing+fused", 16, 11.4),
-    ("fp16 + flash + fused", "fp16+flash+fused", 16, 16.4),
-    ("fp32 + torch.compile", "compile", 16, 29.4),
-    ("bf16 + flash + fused + compile", "stack", 16, 11.5),
-    ("same, B=32", "stack", 32, 21.3),
+    ("fp32, AdamW, manual attention", "baseline", 16, 31.9, 385.3),
+    ("tf32", "tf32", 16, 31.9, 164.5),
+    ("bf16 autocast", "bf16", 16, 29.6, 137.2),
+    ("bf16 + SDPA flash", "flash", 16, 16.0, 48.2),
+    ("bf16 + flash + fused AdamW", "flash+fused", 16, 16.1, 45.7),
+    ("bf16 + flash + AdamW8bit", "flash+8bit", 16, 15.4, 54.0),
+    ("bf16 + flash + Lion (bnb)", "flash+lion", 16, 15.6, 51.0),
+    ("bf16 + flash + Lion8bit", "flash+lion8bit", 16, 15.2, 51.6),
+    ("bf16 + flash + fused + checkpointing", "flash+checkpointing+fused", 16, 11.4, 53.3),
+    ("fp16 + flash + fused", "fp16+flash+fused", 16, 16.4, 45.1),
+    ("fp32 + torch.compile", "compile", 16, 29.4, 323.8),
+    ("bf16 + flash + fused + compile", "stack", 16, 11.5, 34.8),
+    ("same, B=32", "stack", 32, 21.3, 66.7),
 )
-# the study's six rows: (configuration, technique, nvidia-smi GB read as GiB)
+# the study's six rows: (configuration, technique, nvidia-smi GB read as GiB, iterations per second)
 GPT2XL_TOTALS = (
-    ("AdamW", "bf16", 37.9),
-    ("AdamW + checkpointing", "bf16+checkpointing", 30.9),
-    ("AdamW + flash", "flash", 36.6),
-    ("Lion", "bf16+lion", 33.3),
-    ("AdamW + checkpointing + flash", "flash+checkpointing", 28.8),
-    ("Lion + checkpointing + flash", "flash+checkpointing+lion", 24.3),
+    ("AdamW", "bf16", 37.9, 4.99),
+    ("AdamW + checkpointing", "bf16+checkpointing", 30.9, 3.76),
+    ("AdamW + flash", "flash", 36.6, 5.80),
+    ("Lion", "bf16+lion", 33.3, 5.16),
+    ("AdamW + checkpointing + flash", "flash+checkpointing", 28.8, 4.40),
+    ("Lion + checkpointing + flash", "flash+checkpointing+lion", 24.3, 4.57),
 )
 # why a row misses its bar, where the reason is known (docs/memory.md has the analysis)
 EXPLAINED = {
@@ -69,15 +78,17 @@ def _verdict(error, bar):
 
 
 def h100_rows():
-    """The H100 table: predicted allocated (tensors + cuBLAS workspaces) vs measured."""
-    target, errors = Target(by_key("h100-sxm")), []
+    """The H100 table: predicted allocated (tensors + cuBLAS workspaces) vs measured; each row's
+    plan (and its predicted step time, for h100_times) by row."""
+    target, errors, plans = Target(by_key("h100-sxm")), [], {}
     print("\n### H100 reference table: peak allocated (GPT-2 124M, T=1024, torch 2.11+cu130)\n")
     _row(["configuration", "B", "figure", "measured GiB", "predicted GiB", "error", f"within {ALLOCATED_BAR:.0%}"])
     _row(["---"] * 7)
-    for label, technique, batch, measured_gib in H100_PEAKS:
-        cfg = load_config(technique, ["--batch", str(batch), "--seq", "1024", "--model", "gpt2", "--layers", "12"])
+    for label, technique, batch, measured_gib, _ in H100_PEAKS:
+        cfg = load_config(technique, ["--batch", str(batch), "--seq", "1024", "--model", "gpt2", "--layers", "12"],
+                          world=World())
         try:
-            plan = planner.plan(setup_of(technique)[1], cfg, target)
+            plans[label] = plan = planner.plan(setup_of(technique)[1], cfg, target)
         except planner.NotModelled as why:
             _row([f"{label} (`{technique}`)", batch, "allocated", measured_gib, f"not modelled: {why}", "–", "–"])
             continue
@@ -85,7 +96,33 @@ def h100_rows():
         errors.append((label, predicted / measured_gib - 1))
         _row([f"{label} (`{technique}`)", batch, "allocated", measured_gib, f"{predicted:.2f}",
               f"{errors[-1][1]:+.1%}", _verdict(errors[-1][1], ALLOCATED_BAR)])
-    return errors
+    return errors, plans
+
+
+def h100_times(plans):
+    """Predicted step time and speedup over the baseline vs the H100's measured ones."""
+    print("\n### H100 reference table: step time (predicted: the roofline of utils/plan/timing.py)\n")
+    _row(["configuration", "B", "measured ms", "predicted ms", "error", f"within {TIME_BAR:.0%}", "measured speedup",
+          "predicted speedup", "error", f"within {SPEEDUP_BAR:.0%}"])
+    _row(["---"] * 10)
+    base = next(row for row in H100_PEAKS if row[1] == "baseline")
+    rows = []
+    for label, technique, batch, _, measured_ms in H100_PEAKS:
+        if label not in plans:
+            continue
+        predicted_ms = plans[label].time.step_ms
+        per_token = batch / base[2]  # a speedup per token: B=32 trains twice the tokens of B=16
+        speedups = (base[4] / measured_ms * per_token, plans[base[0]].time.step_ms / predicted_ms * per_token)
+        rows.append((label, measured_ms, predicted_ms, predicted_ms / measured_ms - 1, speedups[1] / speedups[0] - 1))
+        cells = [f"{label} (`{technique}`)", batch, measured_ms, f"{predicted_ms:.1f}", f"{rows[-1][3]:+.1%}",
+                 _verdict(rows[-1][3], TIME_BAR)]
+        if technique == "baseline":
+            cells += ["1.00", "1.00", "–", "–"]
+        else:
+            error = rows[-1][4]
+            cells += [f"{speedups[0]:.2f}", f"{speedups[1]:.2f}", f"{error:+.1%}", _verdict(error, SPEEDUP_BAR)]
+        _row(cells)
+    return rows
 
 
 def gpt2xl_rows():
@@ -94,18 +131,21 @@ def gpt2xl_rows():
     print("\n### GPT2-XL optimizer-memory study: device total (Hugging Face GPT2-XL, B=4, T=256, bf16, "
           "A100 40GB, nvidia-smi)\n")
     _row(["configuration", "figure", "measured GiB", "predicted GiB (allocated / reserved / device total)", "error",
-          f"within {TOTAL_BAR:.0%}"])
-    _row(["---"] * 6)
-    for label, technique, measured_gib in GPT2XL_TOTALS:
-        cfg = load_config(technique, ["--batch", "4", "--seq", "256", "--model", "hf:gpt2-xl", "--layers", "48"])
-        found = planner.plan(setup_of(technique)[1], cfg, target).memory
+          f"within {TOTAL_BAR:.0%}", "measured it/s", "predicted it/s", "error"])
+    _row(["---"] * 9)
+    for label, technique, measured_gib, its in GPT2XL_TOTALS:
+        cfg = load_config(technique, ["--batch", "4", "--seq", "256", "--model", "hf:gpt2-xl", "--layers", "48"],
+                          world=World())
+        plan = planner.plan(setup_of(technique)[1], cfg, target)
+        found, predicted_its = plan.memory, 1e3 / plan.time.step_ms
         total = found.total_mib / 1024
         error = total / measured_gib - 1
         why = _why_missed(label, measured_gib, found) if abs(error) > TOTAL_BAR else None
-        out.append((label, measured_gib, total, error, why))
+        out.append((label, measured_gib, total, error, why, predicted_its / its - 1))
         figures = f"{found.allocated_mib / 1024:.2f} / {found.reserved_mib / 1024:.2f} / **{total:.2f}**"
         verdict = _verdict(error, TOTAL_BAR) + (f" ({why})" if why else "")
-        _row([f"{label} (`{technique}`)", "device total", measured_gib, figures, f"{error:+.1%}", verdict])
+        _row([f"{label} (`{technique}`)", "device total", measured_gib, figures, f"{error:+.1%}", verdict, its,
+              f"{predicted_its:.2f}", f"{out[-1][5]:+.1%}"])
     print(f"\ncontext: {found.context_mib:,.0f} MiB ({'assumed: ' if found.context_assumed else ''}"
           f"{found.context_source}); allocator native, module loading lazy")
     return out
@@ -149,6 +189,49 @@ def cpu_rows():
     return errors
 
 
+CPU_TIME_TECHNIQUES = ("baseline", "checkpointing", "lion", "fused", "accum")  # fp32: this CPU's measured peak
+
+
+def cpu_times():
+    """This CPU as a second check of the roofline: its own measured rates, the suite's real steps."""
+    device, tflops, tbs = timing.measured_cpu(f"{torch.get_num_threads()} threads")
+    print(f"\n### This CPU: step time, the same roofline on its measured rates ({tflops:.3f} TFLOP/s fp32 matmul, "
+          f"{tbs * 1e3:.1f} GB/s copy; ops run where they are dispatched: device + host time)\n")
+    _row(["model", "technique", "measured ms (median of 5)", "predicted ms", "error", f"within {TIME_BAR:.0%}"])
+    _row(["---"] * 6)
+    rows = []
+    for model, batch, seq in (("tiny", 4, 128), ("small", 4, 256)):
+        for technique in CPU_TIME_TECHNIQUES:
+            cfg = dataclasses.replace(load_config(technique, ["--model", model, "--batch", str(batch), "--seq",
+                                                              str(seq)], world=World()), device="cpu", data="fixed")
+            setup = setup_of(technique)[1]
+            run = new_run(cfg)
+            setup(run)
+            measured_ms = statistics.median(loop.measure(run, batches(cfg), 5, 2)[1].step_ms)
+            plan = planner.plan(setup, cfg, model_cuda=False)
+            predicted = timing.step_time(plan.ops, device, batch * seq * run.accum, serial=True).step_ms
+            rows.append((f"{model} {technique}", predicted / measured_ms - 1))
+            _row([model, f"`{technique}`", f"{measured_ms:.1f}", f"{predicted:.1f}", f"{rows[-1][1]:+.1%}",
+                  _verdict(rows[-1][1], TIME_BAR)])
+    return rows
+
+
+def _time_bars(times, study):
+    """Speedups within 20% for 80% of the rows, the ranking (Spearman), absolute times within 30%."""
+    speedups = [(row[0], row[4]) for row in times if row is not times[0]]
+    within = sum(abs(e) <= SPEEDUP_BAR for _, e in speedups)
+    met = within >= SPEEDUP_SHARE * len(speedups)
+    print(f"- H100 speedup over the baseline: {within} of {len(speedups)} within {SPEEDUP_BAR:.0%} (bar: "
+          f"{SPEEDUP_SHARE:.0%} of the rows): {'met' if met else '**missed**'}"
+          + "".join(f"; {label} {error:+.1%}" for label, error in speedups if abs(error) > SPEEDUP_BAR))
+    # Spearman: the Pearson correlation of the ranks
+    rank = pd.Series([r[1] for r in times]).rank().corr(pd.Series([r[2] for r in times]).rank())
+    verdict = "met" if rank >= RANK_BAR else "**missed**"
+    print(f"- H100 ranking by step time: Spearman {rank:.3f} (bar {RANK_BAR}): {verdict}")
+    _bar_line("H100 absolute step time", [(r[0], r[3]) for r in times], TIME_BAR)
+    _bar_line("GPT2-XL study it/s (A100 40GB)", [(row[0], row[5]) for row in study], TIME_BAR)
+
+
 def _bar_line(name, errors, bar, explained=()):
     missed = [label for label, error in errors if abs(error) > bar]
     unexplained = [m for m in missed if m not in explained]
@@ -161,14 +244,18 @@ def _bar_line(name, errors, bar, explained=()):
 
 def check():
     """Print the validation table and the bars; 0 (the bars are benchmark targets, printed)."""
-    print("## plan_check: predicted vs measured memory\n\nEach figure is labelled: allocated "
+    print("## plan_check: predicted vs measured memory and step time\n\nEach figure is labelled: allocated "
           "(`torch.cuda.max_memory_allocated`), device total (reserved + CUDA context: nvidia-smi), tracked "
-          "(MemTracker's tensor peak on this CPU).")
-    h100 = h100_rows()
+          "(MemTracker's tensor peak on this CPU); step times are a roofline over the planned step's ops, "
+          "predicted, never measured.")
+    h100, plans = h100_rows()
+    times = h100_times(plans)
     study = gpt2xl_rows()
     cpu = cpu_rows()
+    cpu_time = cpu_times()
     print("\n### Bars\n")
     _bar_line("H100 allocated", h100, ALLOCATED_BAR)
+    _time_bars(times, study)
     _bar_line("GPT2-XL study device total", [(row[0], row[3]) for row in study], TOTAL_BAR,
               {row[0] for row in study if row[4]})
     for name, rows in (("all six rows", study), ("the four AdamW rows", [r for r in study if "Lion" not in r[0]])):
@@ -176,4 +263,5 @@ def check():
         print(f"- GPT2-XL study order, {name}: " + ("the same as measured" if not order else
               "**differs** for " + ", ".join(f"{a} vs {b}" for a, b in order)))
     _bar_line("this CPU tracked", cpu, CPU_BAR)
+    _bar_line("this CPU step time", cpu_time, TIME_BAR)
     return 0

@@ -18,7 +18,7 @@ from pathlib import Path
 from utils import results
 from utils.analysis import convergence, stats
 from utils.plots import plots_for
-from utils.report import memory
+from utils.report import memory, predicted
 from utils.report.tables import recommendation, table
 
 
@@ -45,7 +45,8 @@ def build(
         df["mfu"] = df["tflops"] / peak_tflops
     configs = stats.configurations(df, device_filter)
     memory_section = memory.section(df, plots_dir, out, prefix, budget_gb)
-    if not configs and not memory_section:
+    predicted_section = predicted.section(df)
+    if not configs and not memory_section and not predicted_section:
         raise results.ResultsFileError(
             f"{results_file} has no runs" + (f" on a device matching {device_filter!r}" if device_filter else "")
         )
@@ -71,7 +72,7 @@ def build(
             + "\n".join(f"_{n}_" for n in notes)
             + f"\n\n{images}"
         )
-    sections += [memory_section] if memory_section else []
+    sections += [s for s in (memory_section, predicted_section) if s]
     text = "\n\n".join(sections) + "\n"
     out.write_text(text)
     return text

@@ -1,0 +1,110 @@
+"""Predicted step time: FLOPs and bytes of known ops, the roofline on synthetic ops, and technique
+effects that come out of the trace (nothing written per technique)."""
+
+import dataclasses
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from utils import devices, results
+from utils.analysis import stats
+from utils.measure import config
+from utils.measure.memory import PeakTracker
+from utils.plan import planner, timing
+from utils.plan.config import Target
+from utils.registry import load_setup
+
+CFG = config.RunConfig(technique="x", steps=1, warmup=0, model="tiny", batch=4, seq=64, device="cpu",
+                       data="fixed", seed=0, lr=6e-4, results_file="unused.csv")
+H100 = devices.by_key("h100-sxm")
+
+
+def _recorded(fn):
+    recorder = timing.OpRecorder()
+    with FakeTensorMode():
+        a, b = torch.empty(64, 32), torch.empty(32, 16)
+        with PeakTracker(on_op=recorder):
+            fn(a, b)
+    return recorder.ops
+
+
+def test_flops_and_bytes_of_known_ops():
+    ops = _recorded(lambda a, b: (a @ b).t().add_(1.0))
+    mm, add = ops  # the transpose is a view: no kernel, nothing moved
+    assert (mm.name, mm.kind, mm.flops) == ("mm", "matmul", 2 * 64 * 32 * 16)
+    assert mm.bytes == 4 * (64 * 32 + 32 * 16 + 64 * 16)  # both inputs read, the output written
+    assert (add.name, add.kind, add.flops) == ("add_", "memory", 0)
+    assert add.bytes == 2 * 4 * 64 * 16  # in place: read and written once
+
+
+def test_the_roofline_takes_the_slower_of_compute_and_memory():
+    matmul = timing.Op("mm", "forward", "matmul", flops=10**12, bytes=10**9, dtype=torch.bfloat16, compiled=False)
+    compute = 10**12 / (989.4e12 * timing.MATMUL_EFFICIENCY)
+    assert timing.op_seconds(matmul, H100) == pytest.approx(compute)  # 1.27 ms of compute beats 0.37 ms of bytes
+    stream = dataclasses.replace(matmul, kind="memory", flops=0, bytes=3 * 10**9)
+    assert timing.op_seconds(stream, H100) == pytest.approx(3e9 / (3.35e12 * timing.MEMORY_EFFICIENCY))
+    fp32 = dataclasses.replace(matmul, dtype=torch.float32)
+    assert timing.op_seconds(fp32, H100, tf32=True) < timing.op_seconds(fp32, H100)  # tensor cores or not
+    # ten thousand tiny ops: the host's launches bound the phase, unless one CUDA graph replays them
+    tiny = [dataclasses.replace(stream, bytes=1000)] * 10_000
+    assert timing.step_time(tiny, H100, 1).bound["forward"] == "host"
+    assert timing.step_time(tiny, H100, 1, graphed=True).ms["forward"] < 1
+
+
+@pytest.fixture(scope="module")
+def plans():
+    return {name: planner.plan(load_setup(name), dataclasses.replace(CFG, seq=256), Target(H100))
+            for name in ("baseline", "bf16", "flash", "fused")}
+
+
+def test_bf16_halves_the_bytes_of_the_pointwise_ops(plans):
+    def gelu_bytes(plan):
+        return sum(op.bytes for op in plan.ops if op.name == "gelu" and op.phase == "forward")
+
+    assert gelu_bytes(plans["bf16"]) == gelu_bytes(plans["baseline"]) // 2
+
+
+def test_flash_removes_the_t_by_t_traffic(plans):
+    def t_by_t(plan):  # ops over the B x heads x T x T scores: the mask, softmax, dropout and their backward
+        return [op for op in plan.ops if op.shape[-2:] == (256, 256)]
+
+    assert len(t_by_t(plans["bf16"])) > 4 and not t_by_t(plans["flash"])
+    assert any(op.kind == "attention" for op in plans["flash"].ops)
+    assert plans["flash"].time.step_ms < plans["bf16"].time.step_ms
+
+
+def test_fused_adamw_launches_fewer_optimizer_kernels(plans):
+    def optimizer_ops(plan):
+        return sum(op.phase == "optimizer" for op in plan.ops)
+
+    assert optimizer_ops(plans["fused"]) < optimizer_ops(plans["baseline"])
+
+
+def test_predicted_times_never_enter_measured_statistics(results_file, monkeypatch):
+    from utils.plan import __main__ as plan_command
+
+    for name, value in {"RESULTS_FILE": str(results_file), "MODEL": "tiny", "TECHNIQUES": "baseline flash"}.items():
+        monkeypatch.setenv(name, value)
+    assert plan_command.main([]) == 0
+    df = results.read(results_file)
+    assert (df["step_ms"] > 0).all() and set(df["kind"]) == {"predicted"}
+    assert df["device"].str.startswith("H100 SXM 80GB (planned on").all()
+    assert stats.measured(df).empty and not stats.configurations(df)
+
+
+def test_the_report_shows_predicted_times_apart_with_their_error(results_file, tmp_path, monkeypatch):
+    from utils import report
+    from utils.plan import __main__ as plan_command
+
+    for name, value in {"RESULTS_FILE": str(results_file), "MODEL": "tiny", "TECHNIQUES": "baseline"}.items():
+        monkeypatch.setenv(name, value)
+    assert plan_command.main([]) == 0
+    planned = results.read(results_file).iloc[-1]
+    measured_row = {**planned.to_dict(), "kind": "measured", "phase": "measured", "run_id": "gpu", "status": "ok",
+                    "device": "NVIDIA H100 80GB HBM3", "step_ms": planned["step_ms"] * 2, "accum": 1}
+    results.append_rows(results_file, [measured_row])
+    text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots")
+    section = text.split("## Predicted step time")[1]
+    assert "### Predicted for H100 SXM 80GB, not measured" in section and "-50.0%" in section  # half the measured
+    assert "**" not in section  # never bolded

@@ -1,0 +1,194 @@
+"""How fast on a GPU you don't have: a roofline over the fake step's own ops.
+
+Every aten op of the planned step (the last of its steps: the steady state) is recorded with
+its FLOPs (PyTorch's flop counter registry, torch/utils/flop_counter.py: matmuls, convolutions,
+attention) and the bytes it moves (its tensor inputs and outputs at their dtypes; an in-place
+op reads and writes what it mutates; views move nothing). Each op then takes
+max(FLOPs / achievable compute, bytes / achievable bandwidth) on the GPU: the roofline
+(Williams, Waterman and Patterson, CACM 2009), as PyTorch's RuntimeEstimator's roofline mode
+does (torch/distributed/_tools/runtime_estimator.py, learnt from, not used: it asserts CUDA).
+The host must also issue every kernel: a phase takes the longer of its GPU time and its
+launch time (ops x per-op overhead), so small kernels are launch-bound.
+
+Technique effects come out of the trace, not a table: bf16 changes the ops' dtypes (the peak
+used and the bytes), flash replaces the T x T ops by one attention op, fused AdamW and foreach
+change the optimizer's ops, checkpointing repeats the forward ops it recomputes, compile's
+fused intermediates move nothing and launch no kernel (utils/plan/compiled.py's fusion model),
+CUDA graphs launch the whole step at once.
+
+Efficiency is declared, never fitted to the rows it is judged on (each constant's source
+beside it).
+"""
+
+import dataclasses
+
+import torch
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
+
+# a large bf16 matmul measures ~798 of the H100 SXM's 989 dense TFLOP/s (the team's reference
+# measurements, torch 2.11+cu130, 2026-11-23): the fraction of peak a matmul reaches
+MATMUL_EFFICIENCY = 798 / 989.4
+# FlashAttention-2 (Dao, 2023, section 4): 50-73% of the A100's peak in its forward and
+# backward; on the H100 it reaches ~335 of 989 TFLOP/s (it does not use Hopper's new units)
+ATTENTION_EFFICIENCY = {9: 335 / 989.4, 8: 0.5}
+# the fraction of datasheet bandwidth a streaming kernel sustains: ~90% in NVIDIA's and the
+# STREAM benchmark's copy/triad figures on HBM parts; elementwise and reduction kernels that
+# PyTorch launches reach less, and this is the one assumption here no source pins (said so)
+MEMORY_EFFICIENCY = 0.8
+# host time per op PyTorch eager dispatches (the dispatcher, Python and the launch: "about 10 us
+# per op", He, "Making Deep Learning Go Brrrr From First Principles", 2022), per kernel a
+# compiled graph launches (inductor's wrapper code: the launch itself, ~4 us, same source)
+EAGER_OP_US = 10.0
+COMPILED_KERNEL_US = 4.0
+PHASES = ("forward", "backward", "optimizer")
+# the fused attention kernels, forward and backward (the CPU's flash op stands for CUDA's: cuda.py)
+ATTENTION_OPS = tuple(f"_scaled_dot_product_{kind}{suffix}" for kind in ("flash_attention", "efficient_attention",
+                                                                         "cudnn_attention", "flash_attention_for_cpu")
+                      for suffix in ("", "_backward"))
+FREE_OPS = {"detach", "alias", "lift_fresh", "_local_scalar_dense", "_unsafe_view", "item"}
+
+
+def _is_view(func):
+    schema = func._schema
+    return not schema.is_mutable and any(r.alias_info for r in schema.returns)
+
+
+def _tensors(tree):
+    return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
+
+
+def _nbytes(t):
+    return t.numel() * t.element_size()
+
+
+@dataclasses.dataclass
+class Op:
+    name: str
+    phase: str
+    kind: str  # matmul, attention or memory (bandwidth-bound)
+    flops: int
+    bytes: int
+    dtype: torch.dtype
+    compiled: bool  # launched by a compiled graph
+    shape: tuple = ()  # of its largest tensor
+
+
+class OpRecorder:
+    """PeakTracker's on_op: every op of the step, its FLOPs and bytes. `fused_reads`: set by the
+    compiled graphs' runner for a kernel that reads its inputs through fused producers."""
+
+    def __init__(self):
+        self.ops, self.fused_reads, self.in_graph = [], None, False
+
+    def __call__(self, func, args, kwargs, out, phase):
+        name = func._overloadpacket.__name__
+        if name in FREE_OPS or _is_view(func):
+            return
+        inputs = list({id(t): t for t in _tensors((args, kwargs))}.values())
+        outputs = _tensors(out)
+        mutated = [a for a, arg in zip(args, func._schema.arguments) if arg.alias_info and arg.alias_info.is_write]
+        if not outputs and not mutated:
+            return  # a query of metadata (device, size): no kernel
+        written = sum(_nbytes(t) for t in outputs if all(t is not m for m in _tensors(mutated)))
+        written += sum(_nbytes(t) for t in _tensors(mutated))
+        read = self.fused_reads if self.fused_reads is not None else sum(_nbytes(t) for t in inputs)
+        kind = "attention" if name in ATTENTION_OPS else None
+        flops = _attention_flops(func, args, kwargs) if kind else _counted_flops(func, args, kwargs, out)
+        kind = kind or ("matmul" if flops else "memory")
+        dtype = inputs[0].dtype if inputs else (outputs[0].dtype if outputs else torch.float32)
+        largest = max(inputs + outputs, key=_nbytes).shape if inputs or outputs else ()
+        self.ops.append(Op(name, phase, kind, flops, read + written, dtype, self.in_graph, tuple(largest)))
+
+
+def _counted_flops(func, args, kwargs, out):
+    count = flop_registry.get(func._overloadpacket)
+    return count(*args, **kwargs, out_val=out) if count else 0
+
+
+def _attention_flops(func, args, kwargs):
+    """A fused attention kernel's FLOPs (torch/utils/flop_counter.py's SDPA counts), halved
+    when causal: the kernels skip the masked half (FlashAttention-2 counts them so too)."""
+    backward = func._overloadpacket.__name__.endswith("_backward")
+    shapes = [t.shape for t in args[:4 if backward else 3]]
+    flops = sdpa_backward_flop_count(*shapes) if backward else sdpa_flop_count(*shapes)
+    names = [a.name for a in func._schema.arguments]
+    at = names.index("is_causal") if "is_causal" in names else len(args)
+    causal = kwargs.get("is_causal", args[at] if at < len(args) else False)
+    return flops // 2 if causal is True else flops
+
+
+@dataclasses.dataclass
+class StepTime:
+    gpu: str
+    ms: dict  # phase -> ms
+    kernels: int
+    bound: dict  # phase -> "GPU" or "host"
+    tokens: int  # per step, this GPU's
+
+    @property
+    def step_ms(self):
+        return sum(self.ms.values())
+
+    @property
+    def tokens_per_s(self):
+        return self.tokens / (self.step_ms / 1e3) if self.step_ms else 0.0
+
+
+def _compute_tflops(op, gpu, tf32):
+    if op.dtype in (torch.bfloat16, torch.float16):
+        peak = gpu.peaks.get("bf16") or gpu.peaks.get("fp16")
+    else:
+        peak = gpu.peaks.get("tf32" if tf32 else "fp32") or gpu.peaks["fp32"]
+    if op.kind == "attention":
+        return peak * ATTENTION_EFFICIENCY.get(gpu.capability[0], ATTENTION_EFFICIENCY[8])
+    return peak * MATMUL_EFFICIENCY
+
+
+def op_seconds(op, gpu, tf32=False):
+    """The roofline time of one op on `gpu` (a utils.devices.GPU)."""
+    compute = op.flops / (_compute_tflops(op, gpu, tf32) * 1e12) if op.flops else 0.0
+    memory = op.bytes / (gpu.bandwidth_tbs * 1e12 * MEMORY_EFFICIENCY)
+    return max(compute, memory)
+
+
+def step_time(ops, gpu, tokens, tf32=False, graphed=False, serial=False):
+    """Per phase: the longer of the GPU's roofline time and the host's launch time (none for a
+    step replayed as one CUDA graph); `serial`: a CPU, which runs each op where it dispatches
+    it, takes both. `tokens`: what one step trains on this device."""
+    ms, bound = {}, {}
+    for phase in PHASES:
+        mine = [op for op in ops if op.phase == phase]
+        device = sum(op_seconds(op, gpu, tf32) for op in mine) * 1e3
+        host = 0.0 if graphed else sum(COMPILED_KERNEL_US if op.compiled else EAGER_OP_US for op in mine) / 1e3
+        ms[phase] = device + host if serial else max(device, host)
+        bound[phase] = "GPU" if device >= host else "host"
+    return StepTime(gpu.name, ms, len(ops), bound, tokens)
+
+
+
+def measured_cpu(threads_note):
+    """This CPU as a device of the table: its fp32 matmul rate and copy bandwidth, measured
+    (a 1024^3 matmul and a 256 MiB copy, best of five), entered over the declared efficiencies
+    so that the roofline uses the rates measured. A second check of the method, where it can run."""
+    import time
+
+    from utils.devices import GPU
+
+    def best(fn, repeats=5):
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    a = torch.randn(1024, 1024)
+    matmul_tflops = 2 * 1024**3 / best(lambda: a @ a) / 1e12
+    src = torch.randn(2**26)  # written: untouched pages would be read as the shared zero page
+    dst = torch.empty_like(src)
+    copy_tbs = 2 * src.numel() * 4 / best(lambda: dst.copy_(src)) / 1e12  # read and write
+    peaks = {"fp32": matmul_tflops / MATMUL_EFFICIENCY}
+    return GPU("cpu", "", f"this CPU ({threads_note})", 0, (0, 0), peaks, copy_tbs / MEMORY_EFFICIENCY), \
+        matmul_tflops, copy_tbs

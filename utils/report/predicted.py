@@ -1,0 +1,48 @@
+"""The report's predicted step times (make plan's rows with a roofline time), in their own
+section: per GPU they were predicted for, never bolded, ranked or recommended against a
+measured figure. Beside each, the measured median of the same technique and shape on a device
+of that name, where the file has one, and the error."""
+
+import pandas as pd
+
+from utils.analysis.stats import measured, predicted
+from utils.devices import by_name
+
+KEY = ["technique", "model", "batch", "seq"]
+
+
+def _gpu(device):
+    return str(device).split(" (planned on")[0]  # the table's name for the GPU (utils/plan/config.py)
+
+
+def section(df):
+    """Markdown, or "" when no predicted row carries a time."""
+    if "step_ms" not in df:
+        return ""
+    rows = df[predicted(df) & df["step_ms"].notna()].copy()
+    if rows.empty:
+        return ""
+    rows["gpu"] = rows["device"].map(_gpu)
+    ran = measured(df)
+    lines = []
+    for gpu, group in rows.groupby("gpu", sort=False):
+        newest = group.groupby(KEY, sort=False).tail(1)
+        lines += [f"### Predicted for {gpu}, not measured", "",
+                  "| technique | model | B | T | step ms | forward | backward | optimizer | tokens/s | MFU | "
+                  "measured here (median ms) | error |", "|" + "---|" * 12]
+        for _, row in newest.iterrows():
+            here = ran["device"].map(lambda d: getattr(by_name(d), "name", None)) == gpu
+            same = ran[(ran[KEY] == row[KEY]).all(axis=1) & here]
+            truth = same["step_ms"].median() if len(same) else float("nan")
+            error = f"{row['step_ms'] / truth - 1:+.1%}" if truth == truth else "–"
+            mfu = f"{row['mfu']:.1%}" if pd.notna(row.get("mfu")) else "–"
+            lines.append(f"| `{row['technique']}` | {row['model']} | {row['batch']} | {row['seq']} | "
+                         f"{row['step_ms']:.1f} | {row['forward_ms']:.1f} | {row['backward_ms']:.1f} | "
+                         f"{row['optimizer_ms']:.1f} | {row['tokens_per_s']:,.0f} | {mfu} | "
+                         f"{'–' if truth != truth else f'{truth:.1f}'} | {error} |")
+        lines.append("")
+    intro = ("## Predicted step time (`make plan GPU=...`)\n\nA roofline over the planned step's own ops on the "
+             "GPU's datasheet peaks and declared efficiencies (utils/plan/timing.py): predicted, not measured, and "
+             "never compared for bold or a recommendation with the measured rows above. Its measured error on the "
+             "reference rows is in docs/plan_check.md (`make plan_check`).")
+    return intro + "\n\n" + "\n".join(lines).rstrip()
