@@ -104,7 +104,7 @@ def main():
         runs_each = settings.get("REPEATS")
         if planned:
             for cell in cells:
-                planner.check_modelled(setup_of(cell.name)[1], cfg)
+                planner.check_modelled(setup_of(cell.name)[1], cfg, target)
     except (checks.BadInput, planner.NotModelled) as err:
         print(f"matrix: error: {err}", file=sys.stderr)
         return checks.EXIT_BAD_INPUT

@@ -161,7 +161,7 @@ def main():
         cfgs = {n: (load_config(n) if planned else config.load(n, argv=[])) for n in names}
         if planned:
             for name, cfg in cfgs.items():
-                planner.check_modelled(setup_of(name)[1], cfg)
+                planner.check_modelled(setup_of(name)[1], cfg, target)
         elif maxmem_gb:
             check_cap(maxmem_gb)
     except (checks.BadInput, planner.NotModelled) as err:

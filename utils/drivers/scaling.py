@@ -52,7 +52,7 @@ def main():
         params = {m: approx_params(m, cfgs[names[0], m]) for m in sizes}
         target = load_target()
         for (name, _), cfg in cfgs.items():
-            planner.check_modelled(setup_of(name)[1], cfg)
+            planner.check_modelled(setup_of(name)[1], cfg, target)
     except (checks.BadInput, planner.NotModelled) as err:
         print(f"scaling: error: {err}", file=sys.stderr)
         return checks.EXIT_BAD_INPUT

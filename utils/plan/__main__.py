@@ -77,7 +77,7 @@ def plan_techniques(names):
     refused = {}
     for name, cfg in cfgs.items():
         try:
-            planner.check_modelled(setups[name], cfg)
+            planner.check_modelled(setups[name], cfg, target)
         except planner.NotModelled as why:
             refused[name] = str(why)
     if len(refused) == len(names):

@@ -33,7 +33,7 @@ CUDA_MODEL = (
     "release and retry at the device's capacity (utils/plan/allocator.py), or expandable segments",
     "cuBLAS workspaces (one per thread: forward's and backward's) and the CUDA context (utils/plan/device.py)",
     "torch.optim's CUDA default of foreach kernels (whole-model temporaries in the optimizer step)",
-    "the technique's capability checks answered as an Ampere-or-newer GPU",
+    "the technique's capability checks answered as the planned GPU's generation (GPU=)",
     "8-bit optimizer states at their real size (uint8 plus per-block absmax)",
     "SDPA's fused kernel as the CPU's fake flash kernel (output + log-sum-exp, nothing T x T)",
     "SDPA with dropout as CUDA's flash kernel runs it (the dropout inside the kernel, no mask), where the CPU "
@@ -139,11 +139,12 @@ def _op(name):
 
 
 @contextlib.contextmanager
-def planned_gpu():
-    """Answer the techniques' CUDA capability checks as the planned GPU would."""
+def planned_gpu(capability=PLANNED_CAPABILITY):
+    """Answer the techniques' CUDA capability checks as the planned GPU would (bf16 natively
+    from compute capability 8.0, Ampere, on)."""
     with (
-        mock.patch.object(torch.cuda, "get_device_capability", lambda *a: PLANNED_CAPABILITY),
-        mock.patch.object(torch.cuda, "is_bf16_supported", lambda *a, **k: True),
+        mock.patch.object(torch.cuda, "get_device_capability", lambda *a: tuple(capability)),
+        mock.patch.object(torch.cuda, "is_bf16_supported", lambda *a, **k: tuple(capability) >= (8, 0)),
         warnings.catch_warnings(),
     ):
         warnings.simplefilter("ignore")  # GradScaler("cuda") without CUDA: disabled, said once

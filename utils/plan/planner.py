@@ -71,23 +71,26 @@ def refuse_unmodelled(run):
         raise NotModelled("CUDA graphs: the graph's private memory pool is not modelled; measure it on the GPU")
 
 
-def _set_up(setup, cfg, model_cuda):
+def _set_up(setup, cfg, model_cuda, target=None):
     """The technique applied to a model built on the (fake) CPU device, through the same path
-    as training (utils.techniques.run.new_run); raises NotModelled."""
+    as training (utils.techniques.run.new_run), its capability checks answered as `target`'s
+    GPU (utils.plan.config.Target; None: an Ampere-or-newer one); raises NotModelled."""
     run, graphs = new_run(dataclasses.replace(cfg, device="cuda") if model_cuda else cfg), Graphs()
+    gpu = planned_gpu(target.gpu.capability) if target else planned_gpu()
     try:
-        with planned_gpu() if model_cuda else contextlib.nullcontext(), plan_compile(graphs):
+        with gpu if model_cuda else contextlib.nullcontext(), plan_compile(graphs):
             setup(run)
     except Skip as why:
-        raise NotModelled(f"the technique cannot run without a GPU here ({why})") from None
+        where = f"on {target.gpu.name}" if target else "without a GPU here"
+        raise NotModelled(f"the technique cannot run {where} ({why})") from None
     refuse_unmodelled(run)
     return run, graphs
 
 
-def check_modelled(setup, cfg):
+def check_modelled(setup, cfg, target=None):
     """Raise NotModelled now (the setup alone, on fake tensors: no step) if plan() would."""
     with fake_world(cfg.world), FakeTensorMode(allow_non_fake_inputs=True), real_bitsandbytes_qmaps():
-        _set_up(setup, cfg, model_cuda=True)
+        _set_up(setup, cfg, model_cuda=True, target=target)
 
 
 def _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs):
@@ -122,7 +125,7 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
     would reserve and show. Raises NotModelled for what it cannot predict. model_cuda=False
     plans the step as this CPU runs it (to check the planner against a real run here)."""
     with fake_world(cfg.world), FakeTensorMode(allow_non_fake_inputs=True), real_bitsandbytes_qmaps():
-        run, graphs = _set_up(setup, cfg, model_cuda)
+        run, graphs = _set_up(setup, cfg, model_cuda, target)
         tf32 = torch.backends.cuda.matmul.allow_tf32  # as the technique set it
         buckets = DDPBuckets.take(run)
         run.cfg = dataclasses.replace(cfg, device="cpu")  # the autocast the step enters: CPU's, with CUDA's policy
