@@ -10,7 +10,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from utils.measure import config
 from utils.measure.data import batches
 from utils.measure.memory import PeakTracker, one_iteration_per_forward
-from utils.plan import compiled, planner
+from utils.plan import compiled, planner, timing
 from utils.registry import load_setup
 from utils.techniques import setup_of
 from utils.techniques.run import new_run
@@ -24,7 +24,7 @@ def _written(fn, *args):
 
     graph = make_fx(fn, decomposition_table=select_decomp_table())(*args).graph  # as the plan's graphs
     kept = compiled.materialised(graph)
-    return {n.name for n in graph.nodes if n.op == "call_function" and n in kept and not compiled._is_view(n.target)}
+    return {n.name for n in graph.nodes if n.op == "call_function" and n in kept and not timing.is_view(n.target)}
 
 
 def test_pointwise_chains_are_fused_and_what_a_matmul_reads_is_written():

@@ -65,8 +65,7 @@ def table(df, cell_list):
         mine = df[df["technique"] == cell.name]
         figures = _run_figures(mine[mine["phase"] != "maxbatch"])
         batches = mine[mine["phase"] == "maxbatch"]
-        step, tokens, memory, _, reserved, total = (_median([f[i] for f in figures]) if i != 3 else None
-                                                    for i in range(6))
+        step, tokens, memory, reserved, total = (_median([f[i] for f in figures]) for i in (0, 1, 2, 4, 5))
         rows.append({"cell": cell, "runs": len(figures), "kind": figures[0][3] if figures else "",
                      "step_ms": step, "tokens_per_s": tokens, "memory_mib": memory, "reserved_mib": reserved,
                      "device_total_mib": total,

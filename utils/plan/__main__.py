@@ -15,9 +15,9 @@ import argparse
 import sys
 import time
 
-from utils import checks, devices, registry, results
+from utils import checks, registry, results
 from utils.plan import planner, reference
-from utils.plan.config import load_config, load_target, planned_device, predicted_row, where
+from utils.plan.config import load_config, load_target, model_tflops, planned_device, predicted_row, where
 from utils.plan.cuda import CUDA_MODEL, NOT_MODELLED
 from utils.results import MEMORY_PARTS
 from utils.techniques import setup_of
@@ -60,8 +60,8 @@ def _time_table(plans, target):
     for name, plan in plans.items():
         step = plan.time
         parts = " ".join(f"{ms:>8.1f}{step.bound[phase][0]}" for phase, ms in step.ms.items())
-        peak = devices.peak_tflops(target.gpu.name, plan.record["dtype"])
-        mfu = f"{plan.flops_per_token * step.tokens_per_s / (peak * 1e12):.1%}" if peak else "–"
+        tflops, peak = model_tflops(plan)
+        mfu = f"{tflops / peak:.1%}" if peak else "–"
         print(f"{name:<{width}} {step.step_ms:>9.1f} {parts} {step.tokens_per_s:>10,.0f} {mfu:>6} {step.kernels:>8}  "
               f"{base.time.step_ms / step.step_ms:.2f}x")
 

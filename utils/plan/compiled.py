@@ -32,15 +32,12 @@ from functorch.compile import min_cut_rematerialization_partition
 from torch._dynamo.backends.common import aot_autograd
 from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
+from utils.plan.timing import is_view
+
 GRAPHED_MODES = ("reduce-overhead", "max-autotune")  # inductor captures CUDA graphs in these modes
 APPROXIMATED = ("torch.compile: AOTAutograd's min-cut partition on inductor's decompositions (the saved activations "
                 "inductor keeps), fusion modelled: pointwise intermediates not written unless they leave the graph or "
                 "feed a matmul, attention or scatter")
-
-
-def _is_view(target):
-    schema = getattr(target, "_schema", None)
-    return schema is not None and not schema.is_mutable and any(r.alias_info for r in schema.returns)
 
 
 aten, prims = torch.ops.aten, torch.ops.prims
@@ -72,7 +69,7 @@ def materialised(graph):
         for user in node.users:
             if user.op != "call_function":
                 return True
-            if _is_view(user.target):
+            if is_view(user.target):
                 if needs_memory(user):
                     return True
             elif not _fusible(user) and torch.Tag.reduction not in getattr(user.target, "tags", ()):
@@ -81,7 +78,7 @@ def materialised(graph):
 
     for node in graph.nodes:
         # a view allocates nothing: it is tracked (its base's storage) only where it must exist
-        written = needs_memory(node) if _is_view(getattr(node, "target", None)) else not _fusible(node)
+        written = needs_memory(node) if is_view(getattr(node, "target", None)) else not _fusible(node)
         if written or needs_memory(node):
             needed.add(node)
     return needed
@@ -99,15 +96,15 @@ def fused_reads(graph, kept):
     for node in graph.nodes:
         if node not in kept or node.op != "call_function":
             continue
-        frontier, todo = set(), list(node.all_input_nodes)
+        written, fused, todo = set(), set(), list(node.all_input_nodes)  # written: what the kernel reads
         while todo:
             source = todo.pop()
             if source in kept or source.op != "call_function":
-                frontier.add(source)
-            elif source not in frontier:
-                frontier.add(source)
+                written.add(source)
+            elif source not in fused:
+                fused.add(source)
                 todo.extend(source.all_input_nodes)
-        reads[node] = sum(_value_bytes(n) for n in frontier if n in kept or n.op != "call_function")
+        reads[node] = sum(_value_bytes(n) for n in written)
     return reads
 
 

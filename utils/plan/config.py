@@ -103,13 +103,17 @@ def predicted_row(cfg, technique, plan, device):
     )
 
 
+def model_tflops(plan):
+    """(model TFLOP/s at the predicted step time, the GPU's dense peak at the plan's precision or None)."""
+    return plan.flops_per_token * plan.time.tokens_per_s / 1e12, peak_tflops(plan.time.gpu, plan.record["dtype"])
+
+
 def _time_columns(plan, cfg):
     """The predicted step time's columns (a roofline: utils/plan/timing.py), where planned."""
     step = plan.time
     if step is None:
         return {}
-    peak = peak_tflops(step.gpu, plan.record["dtype"])
-    tflops = plan.flops_per_token * step.tokens_per_s / 1e12
+    tflops, peak = model_tflops(plan)
     world = cfg.world.size if cfg.world.kind else 1
     return {"step": 0, "step_ms": round(step.step_ms, 3), **{f"{p}_ms": round(ms, 3) for p, ms in step.ms.items()},
             "tokens_per_s": round(step.tokens_per_s * world), "device_tokens_per_s": round(step.tokens_per_s),

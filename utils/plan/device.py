@@ -67,14 +67,12 @@ def cublas_workspaces(gpu):
 @dataclasses.dataclass
 class DeviceMemory:
     gpu: str  # the GPU's name
-    mode: str  # the allocator mode replayed
     allocated_mib: float
     reserved_mib: float  # on this GPU (after any retries); where it does not fit: what it would need
     context_mib: float
     context_source: str
     context_assumed: bool
     total_mib: float  # reserved + context
-    capacity_mib: float  # the GPU's memory
     retries: int  # cache releases after a failed cudaMalloc, in the planned steps
     fits: bool
 
@@ -99,8 +97,8 @@ def device_memory(plan, target):
     fits = on_gpu.oom_at is None
     needed = on_gpu if fits else allocator.replay(plan.events, None, mode, workspaces)
     return DeviceMemory(
-        gpu=gpu.name, mode=mode, allocated_mib=needed.peak_allocated / MIB,
+        gpu=gpu.name, allocated_mib=needed.peak_allocated / MIB,
         reserved_mib=needed.peak_reserved / MIB, context_mib=context_mib, context_source=source,
-        context_assumed=assumed, total_mib=needed.peak_reserved / MIB + context_mib, capacity_mib=capacity / MIB,
-        retries=on_gpu.retries, fits=fits,
+        context_assumed=assumed, total_mib=needed.peak_reserved / MIB + context_mib, retries=on_gpu.retries,
+        fits=fits,
     )

@@ -19,9 +19,9 @@ from torch.nn.parallel import distributed
 from torch.testing._internal.distributed.fake_pg import FakeStore
 
 from utils import checks
+from utils.techniques.parallel import KINDS
 
 MAX_RANKS = 1024
-KINDS = ("ddp", "fsdp")
 
 
 def check_world(kind, nproc):

@@ -48,19 +48,22 @@ class NotModelled(ValueError):
 
 @dataclasses.dataclass
 class Plan:
-    peak_mib: float
+    peak_bytes: int  # the tensors' peak (the tracker's)
     breakdown: dict  # params, grads, optimizer, activations, temporaries (MiB) at the peak
     record: dict  # what ran, in results.csv's terms (utils.techniques.Run.record)
     attention: str  # the attention kernel CUDA would run
     n_params: int
     flops_per_token: int
     events: list = dataclasses.field(repr=False, default=None)  # the step's allocations and frees, in order
-    peak_bytes: int = 0
     memory: object = None  # on the target GPU (utils.plan.device.DeviceMemory), where one was given
     ops: list = dataclasses.field(repr=False, default=None)  # the last step's ops (utils.plan.timing.Op)
     tf32: bool = False  # fp32 matmuls on TF32 tensor cores
     graphed: bool = False  # the step replays as one CUDA graph
     time: object = None  # on the target GPU (utils.plan.timing.StepTime), where one was given
+
+    @property
+    def peak_mib(self):
+        return round(self.peak_bytes / MIB, 1)
 
 
 def refuse_unmodelled(run):
@@ -135,7 +138,7 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
         snapshot = next(iter(tracker.get_tracker_snapshot("peak").values()))
     attention = run.model.attention
     result = Plan(
-        peak_mib=round(snapshot[_TOTAL_KEY] / MIB, 1),
+        peak_bytes=snapshot[_TOTAL_KEY],
         breakdown=breakdown_mib(snapshot),
         record=run.record(),
         # on CUDA in half precision SDPA dispatches to its flash kernel at these shapes
@@ -143,7 +146,6 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
         n_params=run.model.num_params(),
         flops_per_token=run.model.flops_per_token(cfg.seq),
         events=tracker.events,
-        peak_bytes=snapshot[_TOTAL_KEY],
         ops=tracker.on_op.ops,
         tf32=tf32,
         graphed=bool(run.step.graphed),

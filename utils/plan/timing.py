@@ -21,10 +21,13 @@ beside it).
 """
 
 import dataclasses
+import time
 
 import torch
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
+
+from utils.devices import GPU
 
 # a large bf16 matmul measures ~798 of the H100 SXM's 989 dense TFLOP/s (the team's reference
 # measurements, torch 2.11+cu130, 2026-11-23): the fraction of peak a matmul reaches
@@ -53,9 +56,10 @@ ATTENTION_OPS = tuple(f"_scaled_dot_product_{kind}{suffix}" for kind in ("flash_
 FREE_OPS = {"detach", "alias", "lift_fresh", "_local_scalar_dense", "_unsafe_view", "item"}
 
 
-def _is_view(func):
-    schema = func._schema
-    return not schema.is_mutable and any(r.alias_info for r in schema.returns)
+def is_view(target):
+    """Whether an op (or an FX node's target) returns an alias of its input: no kernel, no memory."""
+    schema = getattr(target, "_schema", None)
+    return schema is not None and not schema.is_mutable and any(r.alias_info for r in schema.returns)
 
 
 def _tensors(tree):
@@ -87,15 +91,16 @@ class OpRecorder:
 
     def __call__(self, func, args, kwargs, out, phase):
         name = func._overloadpacket.__name__
-        if name in FREE_OPS or _is_view(func):
+        if name in FREE_OPS or is_view(func):
             return
         inputs = list({id(t): t for t in _tensors((args, kwargs))}.values())
         outputs = _tensors(out)
-        mutated = [a for a, arg in zip(args, func._schema.arguments) if arg.alias_info and arg.alias_info.is_write]
+        written_args = [a for a, arg in zip(args, func._schema.arguments) if arg.alias_info and arg.alias_info.is_write]
+        mutated = _tensors(written_args)
         if not outputs and not mutated:
             return  # a query of metadata (device, size): no kernel
-        written = sum(_nbytes(t) for t in outputs if all(t is not m for m in _tensors(mutated)))
-        written += sum(_nbytes(t) for t in _tensors(mutated))
+        written = sum(_nbytes(t) for t in outputs if all(t is not m for m in mutated))
+        written += sum(_nbytes(t) for t in mutated)
         read = self.fused_reads if self.fused_reads is not None else sum(_nbytes(t) for t in inputs)
         kind = "attention" if name in ATTENTION_OPS else None
         flops = _attention_flops(func, args, kwargs) if kind else _counted_flops(func, args, kwargs, out)
@@ -170,14 +175,11 @@ def step_time(ops, gpu, tokens, tf32=False, graphed=False, serial=False):
     return StepTime(gpu.name, ms, len(ops), bound, tokens)
 
 
-
 def measured_cpu(threads_note):
     """This CPU as a device of the table: its fp32 matmul rate and copy bandwidth, measured
     (a 1024^3 matmul and a 256 MiB copy, best of five), entered over the declared efficiencies
-    so that the roofline uses the rates measured. A second check of the method, where it can run."""
-    import time
-
-    from utils.devices import GPU
+    so that the roofline uses the rates measured. A second check of the method, where it can run.
+    Returns (the device, matmul TFLOP/s, copy TB/s)."""
 
     def best(fn, repeats=5):
         fn()
@@ -194,5 +196,5 @@ def measured_cpu(threads_note):
     dst = torch.empty_like(src)
     copy_tbs = 2 * src.numel() * 4 / best(lambda: dst.copy_(src)) / 1e12  # read and write
     peaks = {"fp32": matmul_tflops / MATMUL_EFFICIENCY}
-    return GPU("cpu", "", f"this CPU ({threads_note})", 0, (0, 0), peaks, copy_tbs / MEMORY_EFFICIENCY), \
-        matmul_tflops, copy_tbs
+    device = GPU("cpu", "", f"this CPU ({threads_note})", 0, (0, 0), peaks, copy_tbs / MEMORY_EFFICIENCY)
+    return device, matmul_tflops, copy_tbs
