@@ -9,18 +9,29 @@
 TECHNIQUE_TARGETS := $(sort $(basename $(notdir $(wildcard scripts/*.py))))
 
 # PYTHON unset: bootstrap .venv from requirements.txt once, reuse it after.
-# PYTHON=python3: use that interpreter's packages as they are (e.g. a GPU box's torch).
+# PYTHON=python3 (or `export PYTHON=python3` once): use that interpreter's packages as they are (e.g. a GPU
+# box's torch), each target first checking that it has what the target needs (utils/requirements.py).
 VENV := .venv
 ifeq ($(origin PYTHON),undefined)
 PYTHON := $(VENV)/bin/python
 SETUP := $(VENV)/.installed $(VENV)/.on-path
+STDLIB_PYTHON := python3
+else
+SETUP := python_check
+STDLIB_PYTHON := $(PYTHON)
 endif
+# the goals asked, for python_check: what make test needs that make all does not
+export MAKECMDGOALS
 # the scripts import utils from this folder, whichever interpreter runs them
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: all run $(TECHNIQUE_TARGETS) ddp fsdp scaling_gpus plots report compare profile grid grid_report lrsweep session
-.PHONY: matrix plan plan_check maxbatch scaling init_results reset clean test test-e2e lint help
+.PHONY: matrix plan plan_check maxbatch scaling init_results reset clean test test-e2e lint help python_check
 .DEFAULT_GOAL := help
+
+# one line naming what PYTHON lacks for the goals asked (exit 2), before anything runs
+python_check:
+	@$(PYTHON) -m utils.requirements
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -89,7 +100,7 @@ scaling: $(SETUP)
 
 # standard library only: without PYTHON any python3 does, no venv needed
 init_results reset clean:
-	@$(if $(SETUP),python3,$(PYTHON)) -m utils.drivers.files $@
+	@$(STDLIB_PYTHON) -m utils.drivers.files $@
 
 test: $(SETUP)
 	$(PYTHON) -m pytest -q -m "not e2e" tests

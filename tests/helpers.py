@@ -76,6 +76,11 @@ def rows_of(technique, step_ms, steps=20, status="ok", reason="", run_id=None, *
     ]
 
 
+def last_measured(df):
+    """A run's last measured step row (its last row is an evaluation's, with no step figures)."""
+    return df[df["phase"] == "measured"].iloc[-1]
+
+
 def noisy(mean, n=50, runs=1, seed=0):
     """`runs` runs of `n` step times around `mean`, 5% noise."""
     rng = np.random.default_rng(seed)

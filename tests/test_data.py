@@ -48,7 +48,7 @@ def test_markov_batches_follow_the_chain():
 class Cfg:
     def __init__(self, source, batch=2, seq=8, seed=0):
         self.data, self.batch, self.seq, self.device, self.seed = source, batch, seq, "cpu", seed
-        self.world = World()  # one process
+        self.world, self.reference_ranks = World(), 1  # one process, training on its own batches
 
 
 def test_validation_batches_are_held_out_and_fixed():

@@ -16,13 +16,14 @@ UTILS = ROOT / "utils"
 # package (or leaf module) -> the utils packages it may import, besides itself
 ALLOWED = {
     "checks": set(),
+    "requirements": set(),  # stdlib only: it runs before anything is known to import
     "devices": set(),
     "settings": {"checks", "devices"},  # GPU= is checked against the device table
     "registry": {"checks", "settings"},
     "results": {"checks"},
     "reference": {"models", "registry", "settings", "results"},
     "models": {"checks"},
-    "techniques": {"models", "registry", "checks"},
+    "techniques": {"models", "registry", "checks", "settings"},
     "measure": {"techniques", "models", "results", "settings", "checks", "devices", "registry"},
     "plan": {"measure", "techniques", "models", "results", "settings", "checks", "registry", "devices"},
     "analysis": {"results", "models", "checks"},

@@ -38,7 +38,8 @@ def test_a_parallel_run_appends_rows_and_trains_as_one_process(results_file, kin
     # changes the update, so the loss check would see it; Adam's update would hide it
     proc = run_make(kind, f"TECHNIQUE={technique}", results_file=results_file, **TWO)
     assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
-    assert "loss check: largest |loss - single process at B=4|" in proc.stdout and ": match" in proc.stdout
+    assert "loss check: largest |loss - single process, 2 x B=2 accumulated|" in proc.stdout
+    assert ": match" in proc.stdout
     rows = _rows(results_file, kind)
     assert rows["run_id"].nunique() == 1 and len(results.read(results_file)) == len(rows)  # reference kept apart
     assert set(rows["world_size"]) == {2} and set(rows["backend"]) == {"gloo"}

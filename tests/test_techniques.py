@@ -77,12 +77,18 @@ def test_without_a_scaler_the_step_reports_nothing_skipped():
     assert run.step(run, [_batch(1)])[1] is None
 
 
+def _cpu_graph_step():
+    # capture and warm-up that run the body itself: the graph step's logic runs eagerly on a CPU
+    return step.CudaGraphStep(capture=lambda body: body, warm=lambda body, n: [body() for _ in range(n)],
+                              capturable=False)  # capturable: CUDA only
+
+
 def test_the_cuda_graph_step_replays_each_batch_like_the_eager_step():
     # capture that returns the body itself: the static-buffer logic runs eagerly on a CPU
     eager, graphed = _run(), _run()
     for run in (eager, graphed):
         t.adamw(run)
-    graphed.step = step.CudaGraphStep(capture=lambda body: body, capturable=False)  # capturable: CUDA only
+    graphed.step = _cpu_graph_step()
     for seed in range(3):
         batch = _batch(seed)
         loss_eager, _ = eager.step(eager, [batch])
@@ -96,7 +102,7 @@ def test_the_cuda_graph_step_replays_each_batch_like_the_eager_step():
 def test_a_cuda_graph_step_is_timed_whole():
     run = _run()
     t.adamw(run)
-    run.step = step.CudaGraphStep(capture=lambda body: body, capturable=False)
+    run.step = _cpu_graph_step()
     _, measured = bench.measure(run, data.batches(run.cfg), steps=2, warmup=1)
     assert all(ms > 0 for ms in measured.step_ms)
     assert all(part == [None, None] for part in measured.parts_ms.values())  # blank, never invented

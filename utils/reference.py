@@ -46,6 +46,8 @@ TARGETS = {
     "test-e2e": "end-to-end tests: make all over every technique, torchrun, session, grid, maxbatch trials",
     "lint": "ruff over the code (ruff.toml: lines <= 120)",
     "help": "this text (also what plain make prints)",
+    "python_check": "with PYTHON=...: what that interpreter lacks for the goals asked, in one line (run before each "
+    "target)",
 }
 
 

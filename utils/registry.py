@@ -40,9 +40,15 @@ FUNCTIONS = {
     "cuda_graphs": ("step", None),
 }
 # pairs of functions that refuse each other, and why
+HOST_STEPPED = "cuda_graphs captures the whole step as GPU work, and this optimizer steps from the host"
 CONFLICTS = {
     frozenset(("cuda_graphs", "compile_model")): "cuda_graphs captures the eager step; for compiled graphs use "
     "compile with COMPILE_MODE=reduce-overhead",
+    frozenset(("cuda_graphs", "autocast_fp16")): "cuda_graphs cannot capture fp16's GradScaler, whose inf check "
+    "reads the GPU from the host every step; use bf16",
+    # bitsandbytes synchronises after every parameter; torchao's offload steps on the CPU
+    **{frozenset(("cuda_graphs", f)): f"{HOST_STEPPED} ({f})"
+       for f in ("adamw_8bit", "lion", "lion_8bit", "offload_adamw")},
 }
 EQUALS = re.compile(r"Equals the combination ([\w+-]+)\.")
 
@@ -222,6 +228,16 @@ def combination(text):
     base = [c for c in calls_of(BASELINE) if FUNCTIONS[c.function][1] not in groups]  # lion replaces AdamW
     calls = sorted([*base, *chosen], key=lambda c: STAGES.index(c.stage))  # stable: the baseline's first
     return Combination(name, tuple(kept), tuple(calls))
+
+
+def is_technique(name):
+    """Whether `name` is a technique script or a '+' combination (the drivers load configs by their own names)."""
+    return "+" in name or script(name).is_file()
+
+
+def functions_of(name):
+    """The technique functions a technique or combination calls (raises BadInput)."""
+    return {call.function for call in combination(name).calls}
 
 
 def check(names, what="technique"):

@@ -16,6 +16,7 @@ from utils import checks, devices
 
 SEED_MAX = 2**64 - 1  # torch.manual_seed's range
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
+GRAPHED_COMPILE_MODES = ("reduce-overhead", "max-autotune")  # inductor captures CUDA graphs in these modes
 MODEL_AUTO = "auto (gpt2 on CUDA, tiny on CPU; make plan: gpt2)"
 MODEL_HELP = (f"the model: a preset, hf:<name> (a Hugging Face causal LM from its config, random weights: shipped "
               f"names, a config.json, or a hub id where the hub is reachable) or path/to/file.py:function "
@@ -107,6 +108,8 @@ SETTINGS = (
     S("PEAK_TFLOPS", "table", "dense peak TFLOP/s for MFU (table: by device and dtype, utils/devices.py)", "run",
       lambda name, text: None if text == "table" else checks.number(name, text), True),
     S("REPEAT", "0", "repeat index written to a run's rows (make all sets it for each run)", "run", _int(0), True),
+    S("REFERENCE_RANKS", "1", "train one process on N ranks' data, their N micro-batches accumulated per step (make "
+      "ddp / fsdp's loss check sets it)", "run", _int(1), True),
     # make all
     S("TECHNIQUES", "", "what make all, plan and maxbatch run, in order (blank: every script, baseline first)",
       "all", _words),
@@ -134,8 +137,8 @@ SETTINGS = (
       "PARALLEL=...: the GPUs planned", "technique", _int(1)),
     S("PORT", "", "make ddp / fsdp: rendezvous port (blank: torchrun --standalone picks one)", "technique",
       _optional(lambda name, text: checks.integer(name, text, 1, 65535))),
-    S("LOSS_CHECK", "1", "make ddp / fsdp: compare the losses with one process at BATCH x NPROC (0: skip)",
-      "technique", _flag),
+    S("LOSS_CHECK", "1", "make ddp / fsdp: compare the losses with one process on the same global batch, NPROC "
+      "micro-batches of BATCH accumulated (0: skip)", "technique", _flag),
     S("KIND", "ddp", "make scaling_gpus: ddp or fsdp", "technique", _choice("ddp", "fsdp")),
     # the LSTM-vs-GPT grid
     S("GRID_MODELS", "tiny lstm", "make grid: the model presets", "grid", _words),

@@ -152,6 +152,8 @@ def main(names=None):
     try:
         names = registry.check(names) if names else registry.selected()
         cfg = config.load("all", argv=[])  # one clear error for bad settings, not one per technique
+        for name in names:
+            config.check_technique(name, cfg.compile_mode, cfg.accum)
         repeats, precision, max_repeats, budget_s = repeat_settings()
     except checks.BadInput as err:
         print(f"all: error: {err}", file=sys.stderr)

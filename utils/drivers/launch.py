@@ -11,8 +11,10 @@ Several machines: run the same line on each with torchrun's rendezvous instead o
 
 Checked before anything starts: NPROC against the devices, PORT free, the settings. After a
 run: which rank failed and why (each rank leaves a one-line summary; a rank that left none
-was killed), and, with LOSS_CHECK=1, the loss curve against a single process at BATCH x NPROC
-on the same sequences (utils/measure/data.py), within LOSS_TOLERANCE.
+was killed), and, with LOSS_CHECK=1, the loss curve against a single process on the same
+sequences (utils/measure/data.py), within LOSS_TOLERANCE: the same global batch of NPROC x BATCH
+per step, taken as NPROC micro-batches of BATCH and accumulated, so the reference needs one
+rank's memory however many ranks there are.
 """
 
 import os
@@ -63,14 +65,15 @@ def check(kind, technique):
 
 
 def loss_check(technique, nproc, run_id, cfg, tmp):
-    """The distributed run's losses against one process at BATCH x NPROC on the same data."""
+    """The distributed run's losses against one process on the same data: each step the NPROC
+    ranks' micro-batches of BATCH, accumulated (REFERENCE_RANKS)."""
     dropout = models.check(cfg.model, cfg.seq, cfg.layers, cfg.blocks).dropout
     if dropout:
         return True, (f"loss check: skipped: {cfg.model} trains with dropout (p={dropout:g}), whose random masks "
                       f"differ between {nproc} ranks and one process, so the losses cannot match step by step "
                       "(a config with its dropout at 0 can be checked)")
     reference = Path(tmp) / "reference.csv"
-    single = run(technique, {"RESULTS_FILE": str(reference), "BATCH": str(cfg.batch * nproc), "PARALLEL": ""},
+    single = run(technique, {"RESULTS_FILE": str(reference), "REFERENCE_RANKS": str(nproc), "PARALLEL": ""},
                  capture=True)
     if single.status != "ok":
         return False, f"loss check: the single-process reference did not run: {single.line}"
@@ -85,7 +88,8 @@ def loss_check(technique, nproc, run_id, cfg, tmp):
     )
     ok = deviation <= LOSS_TOLERANCE
     verdict = "match" if ok else "MISMATCH: the parallel run does not train as one process does"
-    return ok, f"loss check: largest |loss - single process at B={cfg.batch * nproc}| = {deviation:.2e} " + (
+    single_text = f"single process, {nproc} x B={cfg.batch} accumulated"
+    return ok, f"loss check: largest |loss - {single_text}| = {deviation:.2e} " + (
         f"<= {LOSS_TOLERANCE:g}: {verdict}" if ok else f"> {LOSS_TOLERANCE:g}: {verdict}"
     )
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from utils import checks, models, results, settings
-from utils.measure import data, parallel
+from utils import checks, models, registry, results, settings
+from utils.measure import data, env, parallel
 from utils.techniques.parallel import World
 
 ConfigError = checks.BadInput  # bad input: reported as one line, exit status 2
@@ -42,14 +42,40 @@ class RunConfig:
     target_loss: float = None  # validation loss the run reports reaching (TARGET_LOSS)
     blocks: str = None  # BLOCKS: a foreign model's blocks (None: found)
     vocab_size: int = None  # the model's vocabulary (None: unknown, a file's module without an embedding)
+    reference_ranks: int = 1  # the loss check's one process: train on N ranks' slices, accumulated (data.batches)
 
 
 def _device(text):
     if text == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"DEVICE=cuda but torch {torch.__version__} sees no CUDA GPU")
-    if text == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return text
+    if text != "auto":
+        return text
+    if torch.cuda.is_available():
+        return "cuda"
+    gpus = env.visible_gpus()
+    if gpus:  # a GPU box whose torch cannot use its GPU: its CPU figures must not pass for the GPU's
+        raise ConfigError(
+            f"DEVICE=auto: nvidia-smi lists {len(gpus)} GPU(s) ({gpus[0]}) but torch {torch.__version__} "
+            f"(CUDA {torch.version.cuda or 'none: a CPU build'}) cannot use them; install a torch built for this "
+            "driver, or set DEVICE=cpu to measure the CPU on purpose"
+        )
+    return "cpu"
+
+
+def check_technique(technique, compile_mode, accum, reference_ranks=1):
+    """What a technique's settings forbid, refused before it builds anything: compile's CUDA-graph
+    modes with gradient accumulation, whose graphs overwrite the outputs one micro-batch's
+    backward still needs (pytorch/pytorch#169545: silently wrong gradients)."""
+    if compile_mode not in settings.GRAPHED_COMPILE_MODES:
+        return
+    functions = registry.functions_of(technique)
+    micro_batches = (accum if "accumulate" in functions else 1) * reference_ranks
+    if "compile_model" in functions and micro_batches > 1:
+        raise ConfigError(
+            f"{technique} with COMPILE_MODE={compile_mode} accumulates {micro_batches} micro-batches per step: CUDA "
+            "graphs overwrite the outputs one micro-batch's backward still needs (pytorch/pytorch#169545); use "
+            "COMPILE_MODE=default, or no accumulation"
+        )
 
 
 def model_name(text, device):
@@ -118,15 +144,18 @@ def load(technique, argv=None, check_results=True, world=None):
         peak_tflops=value["PEAK_TFLOPS"],
         compile_mode=value["COMPILE_MODE"],
         accum=value["ACCUM"],
-        world=world or parallel.world_from_env(),
+        world=world or parallel.world_from_env(device),
         layers=checked.layers,
         eval_every=_eval_every(value["EVAL_EVERY"], steps),
         eval_batches=value["EVAL_BATCHES"],
         target_loss=value["TARGET_LOSS"],
         blocks=value["BLOCKS"],
         vocab_size=checked.vocab_size,
+        reference_ranks=value["REFERENCE_RANKS"],
     )
     _check_learning(cfg)
+    if registry.is_technique(technique):
+        check_technique(technique, cfg.compile_mode, cfg.accum, cfg.reference_ranks)
     if check_results:
         results.check_appendable(cfg.results_file)
     return cfg

@@ -165,12 +165,19 @@ def _stream(source, batch, seq, device, seed, split):
 def batches(cfg):
     """This process's training batches. Under DDP/FSDP every rank draws the same global batch
     of world x BATCH sequences and keeps its slice: the sequences a single process at BATCH x
-    world would see, so the two runs' losses compare step by step."""
-    world = cfg.world
-    if world.size == 1:
+    world would see, so the two runs' losses compare step by step. The loss check's one
+    process (cfg.reference_ranks = N) draws the same global batches and yields each one's N
+    slices in rank order, as N micro-batches it accumulates: the ranks' data at one rank's
+    memory."""
+    world, ranks = cfg.world, cfg.reference_ranks
+    if world.size == 1 and ranks == 1:
         return _stream(cfg.data, cfg.batch, cfg.seq, cfg.device, cfg.seed, split=0)
-    rows = slice(world.rank * cfg.batch, (world.rank + 1) * cfg.batch)
-    return ((x[rows], y[rows]) for x, y in _stream(cfg.data, cfg.batch * world.size, cfg.seq, cfg.device, cfg.seed, 0))
+    stream = _stream(cfg.data, cfg.batch * max(world.size, ranks), cfg.seq, cfg.device, cfg.seed, 0)
+    if world.size > 1:
+        rows = slice(world.rank * cfg.batch, (world.rank + 1) * cfg.batch)
+        return ((x[rows], y[rows]) for x, y in stream)
+    return ((x[r * cfg.batch:(r + 1) * cfg.batch], y[r * cfg.batch:(r + 1) * cfg.batch])
+            for x, y in stream for r in range(ranks))
 
 
 def validation_batches(cfg, count):

@@ -2,6 +2,7 @@
 
 import os
 import platform
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -36,11 +37,34 @@ def git_sha():
     return sha + ("+dirty" if _run("git", "status", "--porcelain", "--untracked-files=no") else "")
 
 
-def capture(device):
+NVIDIA_DRIVER_FILE = Path("/proc/driver/nvidia/version")  # the kernel module's: there without nvidia-smi
+
+
+def visible_gpus():
+    """The GPUs nvidia-smi lists (its -L lines), whether or not torch can use them; [] without it."""
+    return [line for line in _run("nvidia-smi", "-L").splitlines() if line.startswith("GPU ")]
+
+
+def driver_version(index=0, driver_file=NVIDIA_DRIVER_FILE):
+    """The NVIDIA driver's version: nvidia-smi's, else the kernel module's (containers often
+    lack nvidia-smi), else blank."""
+    version = _run("nvidia-smi", f"--id={index}", "--query-gpu=driver_version", "--format=csv,noheader")
+    if version:
+        return version
+    try:
+        match = re.search(r"Kernel Module\s+([\d.]+)", driver_file.read_text())
+    except OSError:
+        return ""
+    return match.group(1) if match else ""
+
+
+def capture(device, index=None):
+    """What ran where. On CUDA, GPU `index` (None: the current device): under torchrun each rank
+    names its own GPU, whether or not it has been made current yet."""
     if device == "cuda":
-        index = torch.cuda.current_device()
+        index = torch.cuda.current_device() if index is None else index
         name = torch.cuda.get_device_name(index)
-        driver = _run("nvidia-smi", f"--id={index}", "--query-gpu=driver_version", "--format=csv,noheader")
+        driver = driver_version(index)
     else:
         name = f"{cpu_name()} ({torch.get_num_threads()} threads)"
         driver = ""

@@ -12,6 +12,14 @@ capture) are timed too, with a sync at each mark, but kept in their own phase.
 Beside the per-step times, each phase's wall-clock is taken from before its first step to
 after the final sync: data, host overhead and gaps between steps included, so a loop whose
 GPU time is fast but whose host is the bottleneck shows it (wall tokens/s < step tokens/s).
+
+Memory (CUDA): each phase's peak allocated and reserved are training's own. An evaluation's
+memory is left out (the peaks are read before it and reset after it); its time is left out of
+the wall-clock, and it falls between one step's last mark and the next step's first, so it
+enters no step time (the step after it starts on an idle GPU: a kernel launch's latency, a few
+microseconds). A graphed step (cudagraphs, compile's reduce-overhead / max-autotune) allocates
+its memory once, at capture, in the graph's private pool, and every replay reuses it without
+asking the allocator: its measured peak is counted from the warm-up on, capture included.
 """
 
 import resource
@@ -26,6 +34,7 @@ from tqdm import tqdm
 from utils.techniques.step import PARTS, autocast
 
 MIB = 2**20
+gpu = torch.cuda  # the CUDA runtime calls the loop makes: a test swaps in a fake to run this path on a CPU
 
 # aten op SDPA dispatched to -> the kernel name results.csv records
 SDPA_KERNELS = {
@@ -101,7 +110,7 @@ class HostClock:
 
     def mark(self, label):
         if self.sync:
-            torch.cuda.synchronize()
+            gpu.synchronize()
         self.marks.append((label, time.perf_counter()))
 
     def read_ms(self):
@@ -116,12 +125,12 @@ class EventClock:
         self.marks = []
 
     def mark(self, label):
-        event = torch.cuda.Event(enable_timing=True)
+        event = gpu.Event(enable_timing=True)
         event.record()
         self.marks.append((label, event))
 
     def read_ms(self):
-        torch.cuda.synchronize()  # note: the measured loop's only CPU-GPU sync point
+        gpu.synchronize()  # note: the measured loop's only CPU-GPU sync point (with evaluations')
         start = self.marks[0][1]
         return [(label, start.elapsed_time(event)) for label, event in self.marks]
 
@@ -144,7 +153,32 @@ def split_steps(marks):
     return step_ms, parts
 
 
-def _timed_steps(run, batches, steps, clock, name, cuda, evaluator=None, trained_before_ms=0.0):
+class Peaks:
+    """The CUDA allocator's peaks over training only: read before each evaluation, reset after
+    it, so what an evaluation holds is never counted; on a CPU it reads nothing."""
+
+    def __init__(self, cuda):
+        self.cuda, self.allocated, self.reserved = cuda, 0, 0
+        self.reset()
+
+    def reset(self):
+        if self.cuda:
+            gpu.reset_peak_memory_stats()
+
+    def read(self):
+        if self.cuda:
+            self.allocated = max(self.allocated, gpu.max_memory_allocated())
+            self.reserved = max(self.reserved, gpu.max_memory_reserved())
+
+    def into(self, phase):
+        if self.cuda:
+            self.read()
+            phase.peak_alloc_mib, phase.peak_reserved_mib = self.allocated / MIB, self.reserved / MIB
+            free, total = gpu.mem_get_info()
+            phase.device_total_mib = (total - free) / MIB  # context + reserved (+ any other process): nvidia-smi's
+
+
+def _timed_steps(run, batches, steps, clock, name, peaks, evaluator=None, trained_before_ms=0.0):
     losses, skipped = [], []
     progress = tqdm(total=steps, desc=f"{run.cfg.technique} {name}", leave=False, disable=not sys.stderr.isatty())
     wall_start = time.perf_counter()
@@ -157,10 +191,12 @@ def _timed_steps(run, batches, steps, clock, name, cuda, evaluator=None, trained
         skipped.append(skip)
         progress.update()  # host-side counter only: no sync, no .item()
         if evaluator is not None and evaluator.due(loss):
-            if cuda:
-                torch.cuda.synchronize()  # training so far has finished: the clock below is its wall-clock
+            if peaks.cuda:
+                gpu.synchronize()  # training so far has finished: the clock below is its wall-clock
+            peaks.read()
             trained_ms = trained_before_ms + (time.perf_counter() - wall_start) * 1e3 - eval_ms
             eval_ms += evaluator.evaluate(trained_ms)
+            peaks.reset()
     marks = clock.read_ms()
     loss_values = torch.stack(losses).float().cpu().tolist()
     wall_ms = (time.perf_counter() - wall_start) * 1e3 - eval_ms
@@ -175,34 +211,30 @@ def _timed_steps(run, batches, steps, clock, name, cuda, evaluator=None, trained
         wall_ms=wall_ms,
         peak_rss_mib=_peak_rss_mib(),
     )
-    if cuda:
-        phase.peak_alloc_mib = torch.cuda.max_memory_allocated() / MIB
-        phase.peak_reserved_mib = torch.cuda.max_memory_reserved() / MIB
-        free, total = torch.cuda.mem_get_info()
-        phase.device_total_mib = (total - free) / MIB  # context + reserved (+ any other process): nvidia-smi's
+    peaks.into(phase)
     return phase
 
 
 def measure(run, batches, steps, warmup, evaluator=None):
     """Train `warmup` then `steps` steps; return (warm-up Phase or None, measured Phase).
     With an evaluator (utils/measure/evaluate.py), evaluate before the first step and whenever it is
-    due, out of the step times and the phases' wall-clocks."""
+    due, out of the step times, the phases' wall-clocks and their peaks."""
     cuda = run.cfg.device == "cuda"
     run.model.train()
     if evaluator is not None:
         evaluator.evaluate(0.0)  # the untrained model: where every curve starts
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
+    peaks = Peaks(cuda)
     warm = None
     if warmup:
         # warm-up may sync at every mark: its times then hold compile and autotuning
-        warm = _timed_steps(run, batches, warmup, HostClock(sync=cuda), "warmup", cuda, evaluator)
+        warm = _timed_steps(run, batches, warmup, HostClock(sync=cuda), "warmup", peaks, evaluator)
     if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()  # the measured phase's peak is its own
+        gpu.synchronize()
+    if not run.graphed:
+        peaks = Peaks(cuda)  # the measured phase's peak is its own; a graph's was allocated at capture
     clock = EventClock() if cuda else HostClock(sync=False)
     trained_ms = warm.wall_ms if warm else 0.0
-    return warm, _timed_steps(run, batches, steps, clock, "measured", cuda, evaluator, trained_ms)
+    return warm, _timed_steps(run, batches, steps, clock, "measured", peaks, evaluator, trained_ms)
 
 
 def one_step(run, batches):

@@ -116,6 +116,18 @@ def untrackable(run):
     return None
 
 
+def device_optimizers(optimizer):
+    """The optimizers whose state MemTracker can follow: the optimizer itself, or, for torchao's
+    CPUOffloadOptimizer (which never calls Optimizer.__init__, so has no `state`), the one it
+    keeps on the device for the small parameters, `d_opt` (torchao/optim/cpu_offload.py); the
+    host-side optimizers' state is in host memory, outside every device figure."""
+    if optimizer is None:
+        return []
+    if hasattr(optimizer, "state"):
+        return [optimizer]
+    return [opt for opt in [getattr(optimizer, "d_opt", None)] if opt is not None]
+
+
 def tracked_step(run, batches):
     """Take one more (untimed) step under MemTracker; return its breakdown columns, or {} if
     the run cannot be tracked."""
@@ -123,7 +135,7 @@ def tracked_step(run, batches):
         return {}
     micro_batches = [next(batches) for _ in range(run.accum)]  # outside the tracker, as the planner's
     tracker = PeakTracker()
-    tracker.track_external(run.model, run.optimizer)
+    tracker.track_external(run.model, *device_optimizers(run.optimizer))
     with one_iteration_per_forward(tracker, run.model):
         run.step(run, micro_batches)
     snapshot = tracker.get_tracker_snapshot("peak")

@@ -18,14 +18,15 @@ from utils import checks
 from utils.techniques.parallel import World
 
 
-def world_from_env():
+def world_from_env(device):
+    """This rank of torchrun's world (RANK, LOCAL_RANK, WORLD_SIZE), training on `device`."""
     kind = os.environ.get("PARALLEL", "")
     if not kind:
         return World()
     if "RANK" not in os.environ:
         raise checks.BadInput(f"PARALLEL={kind} outside torchrun: make ddp / make fsdp train on NPROC processes; "
                               f"make plan PARALLEL={kind} NPROC=N plans one rank of N GPUs")
-    return World(kind, int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
+    return World(kind, int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]), device)
 
 
 def start(world):

@@ -17,9 +17,11 @@ GB = 1e9
 
 
 def available_bytes(device):
-    """Free memory of the device the run trains on (None where it cannot be read)."""
+    """Memory the run may use on the device it trains on (None where it cannot be read). On a
+    GPU: what is free plus what this process's allocator already holds, the model's weights
+    among them, which the lower bound counts too (free alone would count them twice)."""
     if device == "cuda":
-        return torch.cuda.mem_get_info()[0]
+        return torch.cuda.mem_get_info()[0] + torch.cuda.memory_reserved()
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):

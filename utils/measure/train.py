@@ -32,12 +32,13 @@ def _first_line(err):
     return text.splitlines()[0][:200] if text else type(err).__name__
 
 
+# what an out-of-memory says where it is not a torch.OutOfMemoryError: CUDA's own, the host
+# allocator's, and cuBLAS's when it cannot allocate its workspace (a RuntimeError)
+OOM_MESSAGES = ("out of memory", "can't allocate memory", "cublas_status_alloc_failed")
+
+
 def _is_oom(err):
-    return (
-        isinstance(err, torch.OutOfMemoryError)
-        or "out of memory" in str(err).lower()
-        or "can't allocate memory" in str(err)
-    )
+    return isinstance(err, torch.OutOfMemoryError) or any(text in str(err).lower() for text in OOM_MESSAGES)
 
 
 def _significant(value):
@@ -154,6 +155,7 @@ def build_run(cfg, setup):
     run = new_run(cfg, cfg.device)
     setup(run)
     parallelize(run)  # under torchrun, if no later stage did already
+    run.accum *= cfg.reference_ranks  # the loss check's one process: each rank's micro-batches, accumulated
     return run
 
 
@@ -202,8 +204,8 @@ def main(setup, name=None, argv=None):
         _report("error", f"{name}: error: {err}")
         sys.exit(EXIT_BAD_INPUT)
 
-    base = results.identity(cfg, name, env.capture(cfg.device), loss_floor=data.floor(cfg.data))
     world = cfg.world
+    base = results.identity(cfg, name, env.capture(cfg.device, world.local_rank), loss_floor=data.floor(cfg.data))
     if world.kind:
         # torchrun stops the other ranks with SIGTERM when one fails: leave as interrupted, writing nothing
         signal.signal(signal.SIGTERM, signal.default_int_handler)

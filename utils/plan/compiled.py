@@ -34,7 +34,6 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
 from utils.plan.timing import is_view
 
-GRAPHED_MODES = ("reduce-overhead", "max-autotune")  # inductor captures CUDA graphs in these modes
 APPROXIMATED = ("torch.compile: AOTAutograd's min-cut partition on inductor's decompositions (the saved activations "
                 "inductor keeps), fusion modelled: pointwise intermediates not written unless they leave the graph or "
                 "feed a matmul, attention or scatter")

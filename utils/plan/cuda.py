@@ -14,6 +14,7 @@ from torch._subclasses.fake_tensor import unset_fake_temporarily
 from torch.distributed._tools import mem_tracker
 
 from utils.plan.compiled import APPROXIMATED as COMPILE_MODEL
+from utils.techniques.optimizers import QUIET_BITSANDBYTES_LOGGER
 
 # c10/cuda/CUDACachingAllocator.cpp: every block is a multiple of kMinBlockSize = 512 bytes
 BLOCK = 512
@@ -156,7 +157,7 @@ def real_bitsandbytes_qmaps():
     """bitsandbytes builds its 256-entry quantisation maps with data-dependent code at
     construction: build those few real floats outside the fake mode."""
     # its CPU backend warns at import about an optional 4-bit kernel package the planner never uses
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    logging.getLogger(QUIET_BITSANDBYTES_LOGGER).setLevel(logging.ERROR)
     try:
         from bitsandbytes.optim.optimizer import Optimizer8bit
     except ImportError:

@@ -23,8 +23,9 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import _TOTAL_KEY
 
-from utils.measure.memory import MIB, PeakTracker, breakdown_mib, one_iteration_per_forward
-from utils.plan.compiled import GRAPHED_MODES, Graphs, plan_compile, quiet_global_hooks
+from utils import settings
+from utils.measure.memory import MIB, PeakTracker, breakdown_mib, device_optimizers, one_iteration_per_forward
+from utils.plan.compiled import Graphs, plan_compile, quiet_global_hooks
 from utils.plan.cuda import (
     cuda_autocast_policy,
     cuda_dropout,
@@ -67,7 +68,7 @@ class Plan:
 
 
 def refuse_unmodelled(run):
-    if run.compile_mode in GRAPHED_MODES:
+    if run.compile_mode in settings.GRAPHED_COMPILE_MODES:
         raise NotModelled(f"torch.compile mode {run.compile_mode}: inductor captures CUDA graphs, whose private "
                           "memory pool is not modelled; plan COMPILE_MODE=default, or measure it on the GPU")
     if run.step.graphed:
@@ -111,7 +112,7 @@ def _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs):
             stack.enter_context(context)
         if cfg.world.kind == "fsdp" or run.compile_mode:
             run.step(run, micro)
-        tracker.track_external(run.model, run.optimizer)
+        tracker.track_external(run.model, *device_optimizers(run.optimizer))
         graphs.mode = tracker  # compiled graphs run under it (dynamo itself runs with it set aside)
         stack.enter_context(one_iteration_per_forward(tracker, run.train_model))
         for step in range(steps):
@@ -129,7 +130,7 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
     plans the step as this CPU runs it (to check the planner against a real run here)."""
     with fake_world(cfg.world), FakeTensorMode(allow_non_fake_inputs=True), real_bitsandbytes_qmaps():
         run, graphs = _set_up(setup, cfg, model_cuda, target)
-        tf32 = torch.backends.cuda.matmul.allow_tf32  # as the technique set it
+        tf32 = run.dtype == "tf32"  # as the technique set it
         buckets = DDPBuckets.take(run)
         run.cfg = dataclasses.replace(cfg, device="cpu")  # the autocast the step enters: CPU's, with CUDA's policy
         if model_cuda:

@@ -12,8 +12,10 @@ WEIGHT_DECAY = 0.1
 # default. An optimizer whose literature says otherwise gets its own from its script (default_lr=).
 ADAMW_LR = 6e-4
 BETAS = (0.9, 0.95)
-# bitsandbytes' CPU backend warns at import about an optional 4-bit kernel package no technique uses
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+# bitsandbytes' CPU backend warns at import about an optional 4-bit kernel package no technique uses;
+# only that module is quietened: its CUDA loader's warnings (no binary for this CUDA) must be seen
+QUIET_BITSANDBYTES_LOGGER = "bitsandbytes.backends.cpu.ops"
+logging.getLogger(QUIET_BITSANDBYTES_LOGGER).setLevel(logging.ERROR)
 
 
 def _lr(run, default_lr):
@@ -54,17 +56,30 @@ def fused_adamw(run):
     run.optimizer = torch.optim.AdamW(_param_groups(run.model), lr=run.lr, betas=BETAS, fused=True)
 
 
-def _bitsandbytes():
+def _bitsandbytes(run):
+    """bitsandbytes, once it is known to run here. Its optimizers on CUDA need its native CUDA
+    binary; without one it loads a stand-in that raises at the first kernel (mid-step), so
+    that is refused here, before anything trains. Note its 8-bit optimizers synchronise the
+    host with the GPU after every parameter's update (bitsandbytes 0.50.2, Optimizer8bit.step
+    -> utils.sync_gpu): a cost of its step loop, paid per parameter tensor, beside the
+    quantisation's."""
     try:
         import bitsandbytes
+        from bitsandbytes import cextension
     except ImportError as err:
         raise Skip(f"bitsandbytes is not importable ({err}); pip install bitsandbytes==0.50.2") from None
+    if on_cuda(run) and torch.cuda.is_available() and isinstance(cextension.lib,
+                                                                 cextension.ErrorHandlerMockBNBNativeLibrary):
+        why = next((line.strip() for line in str(getattr(cextension.lib, "error_msg", "")).splitlines()
+                    if line.strip()), "no binary found")
+        raise Skip(f"bitsandbytes {bitsandbytes.__version__} cannot load its CUDA binary for torch's CUDA "
+                   f"{torch.version.cuda} ({why[:150]}); install a bitsandbytes built for it")
     return bitsandbytes
 
 
 @technique
 def adamw_8bit(run):
-    bnb = _bitsandbytes()
+    bnb = _bitsandbytes(run)
     run.lr = _lr(run, ADAMW_LR)
     run.optimizer = bnb.optim.AdamW8bit(_param_groups(run.model), lr=run.lr, betas=BETAS)
 
@@ -72,12 +87,12 @@ def adamw_8bit(run):
 @technique
 def lion(run, lr_scale, weight_decay_scale):
     try:
-        from bitsandbytes.optim import Lion
-    except ImportError:
+        Lion = _bitsandbytes(run).optim.Lion
+    except Skip as why:
         try:
             from lion_pytorch import Lion
         except ImportError:
-            raise Skip("Lion needs bitsandbytes or lion-pytorch; pip install bitsandbytes==0.50.2") from None
+            raise Skip(f"Lion needs bitsandbytes or lion-pytorch: {why}") from None
     _lion_with(run, Lion, lr_scale, weight_decay_scale)
 
 
@@ -92,7 +107,7 @@ def _lion_with(run, optimizer_class, lr_scale, weight_decay_scale):
 @technique
 def lion_8bit(run, lr_scale, weight_decay_scale):
     """bitsandbytes Lion8bit: Lion's one moment, block-wise quantised to uint8 (1 byte per parameter)."""
-    _lion_with(run, _bitsandbytes().optim.Lion8bit, lr_scale, weight_decay_scale)
+    _lion_with(run, _bitsandbytes(run).optim.Lion8bit, lr_scale, weight_decay_scale)
 
 
 @technique

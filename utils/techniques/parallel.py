@@ -11,8 +11,6 @@ runs under `run.no_sync` (DDP's `no_sync()`, FSDP2's `set_requires_gradient_sync
 import contextlib
 from dataclasses import dataclass
 
-import torch
-
 KINDS = ("ddp", "fsdp")
 
 
@@ -22,10 +20,12 @@ class World:
     rank: int = 0
     local_rank: int = 0
     size: int = 1
+    device: str = "cpu"  # what the ranks train on (DEVICE, resolved): it picks the backend
 
     @property
     def backend(self):
-        return "" if not self.kind else ("nccl" if torch.cuda.is_available() else "gloo")
+        # NCCL for ranks on GPUs, gloo for ranks on CPUs: by DEVICE, not by whether a GPU is visible
+        return "" if not self.kind else ("nccl" if self.device == "cuda" else "gloo")
 
 
 def wrap(run):

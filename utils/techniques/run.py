@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from utils import models, registry
+from utils import models, registry, settings
 from utils.registry import STAGES
 from utils.techniques import parallel, step
 
@@ -43,6 +43,11 @@ class Run:
         self.mlp = getattr(self.model, "mlp_name", self.mlp)  # a foreign model's own MLP: "own"
         self.scaler = torch.amp.GradScaler(self.cfg.device, enabled=False)
         self.step = step.EagerStep()
+
+    @property
+    def graphed(self):
+        """The step replays CUDA graphs (cudagraphs, or compile's graph-capturing modes)."""
+        return self.step.graphed or self.compile_mode in settings.GRAPHED_COMPILE_MODES
 
     def record(self):
         """What will run, in results.csv's terms (the attention kernel is probed later)."""

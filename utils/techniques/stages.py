@@ -2,10 +2,13 @@
 in stage order; utils/techniques/__init__.py says why the order is what it is."""
 
 import importlib.util
+import os
+import sys
 
 import torch
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
+from utils import checks
 from utils.techniques import step
 from utils.techniques.run import Skip, on_cuda, technique
 
@@ -25,11 +28,50 @@ def gated_mlp(run, kind):
 # 2. precision
 
 
+# environment variables that overrule torch's TF32 settings: torch's own (aten/src/ATen/Context.cpp,
+# allowTF32CuBLAS: TF32 for every cuBLAS fp32 matmul) and NVIDIA's (cuBLAS and cuDNN docs: "0" turns TF32 off)
+TF32_FORCED_ON = "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE"
+TF32_FORCED_OFF = "NVIDIA_TF32_OVERRIDE"
+# torch >= 2.9 sets TF32 per backend by fp32_precision ("ieee" or "tf32"); reading the legacy
+# allow_tf32 flags after using it raises, so one API is used for both, chosen once
+NEW_TF32_API = hasattr(torch.backends.cuda.matmul, "fp32_precision")
+
+
+def tf32_state():
+    """TF32 as torch now holds it, read back: {setting: on} for cuBLAS matmuls and cuDNN."""
+    if NEW_TF32_API:
+        return {
+            "cuda.matmul": torch.backends.cuda.matmul.fp32_precision == "tf32",
+            "cudnn.conv": torch.backends.cudnn.conv.fp32_precision == "tf32",
+            "cudnn.rnn": torch.backends.cudnn.rnn.fp32_precision == "tf32",
+        }
+    return {"cuda.matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
+
+
+def set_tf32(on):
+    """Turn TF32 on or off for cuBLAS and cuDNN (cuDNN's convolutions and RNNs default to TF32)
+    and check that torch holds it."""
+    if NEW_TF32_API:
+        precision = "tf32" if on else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = precision
+        torch.backends.cudnn.conv.fp32_precision = precision
+        torch.backends.cudnn.rnn.fp32_precision = precision
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = on
+        torch.backends.cudnn.allow_tf32 = on
+    held = tf32_state()
+    if any(value != on for value in held.values()):
+        raise RuntimeError(f"TF32 set {'on' if on else 'off'} but torch reads back {held}")
+
+
 @technique
 def strict_fp32(run):
     # fp32 means fp32: pytorch may otherwise run fp32 matmuls on TF32 tensor cores
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    set_tf32(False)
+    forced = os.environ.get(TF32_FORCED_ON, "") not in ("", "0")
+    if on_cuda(run) and forced:
+        raise checks.BadInput(f"{TF32_FORCED_ON}={os.environ[TF32_FORCED_ON]} makes cuBLAS run every fp32 matmul "
+                              "in TF32 whatever torch is told, so no run here is fp32: unset it")
     run.dtype = "fp32"
 
 
@@ -43,8 +85,10 @@ def tf32(run):
     major, minor = torch.cuda.get_device_capability()
     if major < 8:
         raise Skip(f"TF32 needs compute capability 8.0 (Ampere) or newer; this GPU is {major}.{minor}")
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    if os.environ.get(TF32_FORCED_OFF) == "0":
+        raise checks.BadInput(f"{TF32_FORCED_OFF}=0 turns TF32 off in cuBLAS and cuDNN whatever torch is told, "
+                              "so tf32 would run fp32: unset it")
+    set_tf32(True)
     run.dtype = "tf32"
 
 
@@ -69,13 +113,30 @@ def autocast_fp16(run):
 # 3. attention
 
 
+def flash_attn_package():
+    """(usable, why not): the flash-attn package imports, or the reason it cannot. A package
+    built against another torch or CUDA is found by find_spec yet fails at import (undefined
+    symbol), which would fail the first forward."""
+    if importlib.util.find_spec("flash_attn") is None:
+        return False, "flash-attn is not installed"
+    try:
+        from flash_attn import flash_attn_func  # noqa: F401 - the import is the check
+    except Exception as err:  # noqa: BLE001 - an ABI mismatch raises ImportError, OSError or RuntimeError
+        return False, f"flash-attn is installed but does not import ({type(err).__name__}: {str(err)[:120]})"
+    return True, ""
+
+
 @technique
 def flash_attention(run):
     if on_cuda(run) and run.autocast_dtype not in (torch.bfloat16, torch.float16):
         raise ValueError("flash attention kernels need fp16/bf16 on CUDA: apply an autocast before flash_attention")
     # the flash-attn package when it can run (CUDA), else pytorch's SDPA, which dispatches
     # to its own flash kernel where the shapes and dtype allow; the kernel that ran is probed
-    use_package = on_cuda(run) and importlib.util.find_spec("flash_attn") is not None
+    use_package = False
+    if on_cuda(run):
+        use_package, why_not = flash_attn_package()
+        if not use_package and "not installed" not in why_not:
+            print(f"{run.cfg.technique}: {why_not}: PyTorch SDPA instead", file=sys.stderr, flush=True)
     try:
         run.model.set_attention("flash_attn" if use_package else "sdpa")
     except ValueError as err:
@@ -127,4 +188,7 @@ def cuda_graphs(run):
         raise ValueError("cuda_graphs captures the eager step; for compiled graphs use COMPILE_MODE=reduce-overhead")
     if run.cfg.world.kind:
         raise Skip("cuda_graphs captures one process's step; under DDP/FSDP the collectives need capturing too")
+    why = step.uncapturable(run)
+    if why:  # a combination's parts are refused by name first (utils/registry.py CONFLICTS); a step built by hand here
+        raise checks.BadInput(why)
     run.step = step.CudaGraphStep()

@@ -38,7 +38,7 @@ class EagerStep:
             with run.no_sync() if i < last else contextlib.nullcontext():
                 with autocast(run):
                     _, loss = run.train_model(x, y)
-                    loss = loss / run.accum
+                    loss = loss / len(micro_batches)  # the gradient: the mean over every micro-batch's sequences
                 mark("forward")
                 run.scaler.scale(loss).backward()
                 mark("backward")
@@ -52,15 +52,21 @@ class EagerStep:
         return total, (None if before is None else _scale(run.scaler) < before)
 
 
-def cuda_capture(body, warmup_iters=3):
-    """Warm `body` up on a side stream (as the CUDA graphs docs require), capture it, and
-    return the graph's replay."""
+WARMUP_ITERS = 3  # eager runs of the step before capture (the CUDA graphs docs' example uses 3)
+
+
+def side_stream_warmup(body, iters):
+    """Run `body` on a side stream before capture, as the CUDA graphs docs require."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        for _ in range(warmup_iters):
+        for _ in range(iters):
             body()
     torch.cuda.current_stream().wait_stream(stream)
+
+
+def cuda_capture(body):
+    """Capture `body` into a CUDA graph; return the graph's replay."""
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         body()
@@ -74,27 +80,63 @@ def make_capturable(optimizer):
             group["capturable"] = True
 
 
+def uncapturable(run):
+    """Why the run's step cannot be captured whole as one CUDA graph, or None."""
+    if run.scaler.is_enabled():
+        return "cuda_graphs cannot capture fp16's GradScaler: its inf check reads the GPU from the host each step"
+    opt = run.optimizer
+    if opt is not None and not type(opt).__module__.startswith("torch.optim"):
+        return (f"cuda_graphs needs a capturable torch.optim optimizer; {type(opt).__module__}.{type(opt).__name__} "
+                "steps from the host (bitsandbytes syncs per parameter, torchao's offload steps on the CPU)")
+    return None
+
+
+def _training_state(run):
+    """Copies of everything a step changes: weights and buffers, optimizer state, the RNGs."""
+    tensors = list(run.model.state_dict().values())
+    state = {id(t): t.clone() for s in run.optimizer.state.values() for t in s.values() if torch.is_tensor(t)}
+    cuda = any(t.is_cuda for t in tensors)
+    rng = (torch.get_rng_state(), torch.cuda.get_rng_state() if cuda else None)
+    return tensors, [t.clone() for t in tensors], state, rng
+
+
+@torch.no_grad()
+def _rewind(run, saved):
+    """Put the training state back as `saved` found it, in place (the graph captures addresses).
+    Optimizer state made since (Adam's moments and step, at their first step) goes back to the
+    zeros a first step starts from."""
+    tensors, copies, state, (cpu_rng, cuda_rng) = saved
+    for tensor, copy in zip(tensors, copies):
+        tensor.copy_(copy)
+    for s in run.optimizer.state.values():
+        for t in s.values():
+            if torch.is_tensor(t):
+                t.copy_(state[id(t)]) if id(t) in state else t.zero_()
+    torch.set_rng_state(cpu_rng)
+    if cuda_rng is not None:
+        torch.cuda.set_rng_state(cuda_rng)
+
+
 class CudaGraphStep:
     """The whole step (every micro-batch's forward and backward, the optimizer step)
     captured once into a CUDA graph and replayed: one launch per step instead of thousands.
 
     Inputs are copied into static buffers the graph reads; the loss is a static output the
     replay overwrites. Events cannot sit inside a graph, so only the whole replay is timed:
-    the loop leaves the parts blank. `capture` is injectable so the buffer logic can be
-    checked on a CPU (tests pass one that returns `body` itself)."""
+    the loop leaves the parts blank. Capture needs the step run eagerly first; those runs
+    change the weights and the optimizer state, so they are rewound before capture, and the
+    first replay is the run's first optimizer step, recorded like every other. `warm` and
+    `capture` are injectable so this logic is checked on a CPU (tests run `body` itself)."""
 
     graphed = True
 
-    def __init__(self, capture=cuda_capture, capturable=True):
-        self.capture, self.capturable, self.replay = capture, capturable, None
+    def __init__(self, capture=cuda_capture, warm=side_stream_warmup, capturable=True):
+        self.capture, self.warm, self.capturable, self.replay = capture, warm, capturable, None
 
     def _prepare(self, run, micro_batches):
-        if run.scaler.is_enabled():
-            raise ValueError("cuda_graphs cannot capture GradScaler's host-side inf check: use it without fp16")
-        if not type(run.optimizer).__module__.startswith("torch.optim"):
-            raise ValueError(
-                f"cuda_graphs needs a capturable torch.optim optimizer, not {type(run.optimizer).__name__}"
-            )
+        why = uncapturable(run)
+        if why:
+            raise ValueError(why)
         if self.capturable:
             make_capturable(run.optimizer)
         self.inputs = [(x.clone(), y.clone()) for x, y in micro_batches]
@@ -107,12 +149,15 @@ class CudaGraphStep:
                 # autocast's cast cache must be off while capturing (CUDA graphs docs)
                 with autocast(run, cache_enabled=False):
                     _, loss = run.train_model(x, y)
-                    loss = loss / run.accum
+                    loss = loss / len(self.inputs)
                 loss.backward()
                 total = total + loss.detach()
             run.optimizer.step()
             self.loss = total
 
+        saved = _training_state(run)
+        self.warm(body, WARMUP_ITERS)
+        _rewind(run, saved)
         self.replay = self.capture(body)
 
     def __call__(self, run, micro_batches, mark=lambda part: None):
