@@ -116,6 +116,10 @@ def test_an_interpreter_is_told_in_one_line_what_it_lacks():
     assert requirements.problems(["test"], find, version) == ["missing pandas, pytest (pip install pandas pytest)"]
     old = requirements.problems(["lint"], lambda name: object(), lambda name: "2.5.1")
     assert old == ["torch 2.5.1 is older than 2.9, the oldest whose APIs the suite calls"]
+    with pytest.MonkeyPatch.context() as m:  # a script run by hand, without make, is refused the same
+        m.setattr(torch, "__version__", "2.5.1+cu121")
+        with pytest.raises(config.ConfigError, match="torch 2.5.1\\+cu121 is older than 2.9"):
+            config.load("baseline", argv=[])
     # the tables name packages requirements.txt pins: one list, checked against it
     assert set(requirements.OPTIONAL) | set(requirements.FOR_GOALS) <= set(requirements.pinned())
 

@@ -24,7 +24,7 @@ ALLOWED = {
     "reference": {"models", "registry", "settings", "results"},
     "models": {"checks"},
     "techniques": {"models", "registry", "checks", "settings"},
-    "measure": {"techniques", "models", "results", "settings", "checks", "devices", "registry"},
+    "measure": {"techniques", "models", "results", "settings", "checks", "devices", "registry", "requirements"},
     "plan": {"measure", "techniques", "models", "results", "settings", "checks", "registry", "devices"},
     "analysis": {"results", "models", "checks"},
     "plots": {"analysis", "results", "checks", "settings", "registry"},

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from utils import checks, models, registry, results, settings
+from utils import checks, models, registry, requirements, results, settings
 from utils.measure import data, env, parallel
 from utils.techniques.parallel import World
 
@@ -119,6 +119,9 @@ def _check_learning(cfg):
 def load(technique, argv=None, check_results=True, world=None):
     """The run config from the settings (the environment, or `argv`'s flags); `world`: the
     ranks it is for (None: this process's, from torchrun's environment)."""
+    if requirements.version_tuple(torch.__version__) < requirements.MIN_TORCH:
+        raise ConfigError(f"torch {torch.__version__} is older than {'.'.join(map(str, requirements.MIN_TORCH))}, "
+                          "the oldest whose APIs the suite calls")
     parser = settings.script_parser(f"scripts/{technique}.py", f"train with '{technique}', append rows to a CSV")
     given = vars(parser.parse_args(argv))
     value = {name: settings.BY_NAME[name].parse(text) for name, text in given.items()}
