@@ -16,7 +16,7 @@
     plots/        make plots / compare: charts from rows
     plan/         make plan / plan_check: GPU memory predicted on fake tensors
     drivers/      commands over many runs (all, grid, lrsweep, maxbatch, scaling, launch,
-                  profile, session), each run a fresh process through drivers/runner.py
+                  profile, session, gpu_check), each run a fresh process through drivers/runner.py
 
 Imports run one way: drivers -> plan -> measure -> techniques -> models, each of them free to
 use the leaves (settings, checks, registry, devices, results). report and plots -> analysis

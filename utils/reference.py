@@ -39,6 +39,9 @@ TARGETS = {
                   "tracked): predicted, measured, error, the bars",
     "maxbatch": "largest batch that trains per technique (TECHNIQUE, else TECHNIQUES); PLAN=1: planned",
     "scaling": "SCALING_TECHNIQUES x SCALING_MODELS: tokens/s and peak memory against parameters (plot)",
+    "gpu_check": "a first GPU run's check of the GPU path (under 10 min): TF32 flags and matmul error, make all at "
+    "a small shape, step vs wall clocks, CUDA graphs' memory, ddp/fsdp (2+ GPUs), make plan for this GPU; each "
+    "figure against its bar, into docs/results/<device>/; exit 1 if one fails, 2 without a GPU",
     "init_results": "create RESULTS_FILE with its header (an existing one is only checked)",
     "reset": "move RESULTS_FILE to RESULTS_FILE.<utc time>.bak, then remove the plots in PLOTS_DIR",
     "clean": "remove the plots in PLOTS_DIR and the caches (keeps results and .venv)",
