@@ -15,6 +15,8 @@ from utils import results
 from utils import techniques as t
 from utils.drivers.gpu_check import judge, judge_memory, measure, probe, report
 from utils.drivers.gpu_check.judge import FAIL, NA, PASS
+from utils.techniques import stages
+from utils.techniques.parallel import World
 
 HOPPER, TURING = (9, 0), (7, 5)
 RAN = {"dtype": "fp32", "attention": "manual", "optimizer": "torch.optim.AdamW", "fused": False, "compiled": False,
@@ -51,13 +53,17 @@ def verdicts(check, subject):
 
 # (a) precision
 
+SWITCHES = ("cuda.matmul", "cudnn.conv", "cudnn.rnn")
+ALL_OFF, ALL_ON = dict.fromkeys(SWITCHES, False), dict.fromkeys(SWITCHES, True)
+
+
 def reading(error, flags):
     return {"flags": dict(flags), "dtype": "x", "error": error}
 
 
-def probed(strict=2e-6, tf32=2e-3, capability=HOPPER, overrides=None, strict_flags=judge.STRICT_FLAGS):
+def probed(strict=2e-6, tf32=2e-3, capability=HOPPER, overrides=None, strict_flags=ALL_OFF):
     return {"capability": list(capability), "overrides": overrides or {},
-            "strict_fp32": reading(strict, strict_flags), "tf32": reading(tf32, judge.TF32_FLAGS)}
+            "strict_fp32": reading(strict, strict_flags), "tf32": reading(tf32, ALL_ON)}
 
 
 def test_precision_passes_fp32_and_tf32_as_each_should_compute():
@@ -70,7 +76,8 @@ def test_precision_passes_fp32_and_tf32_as_each_should_compute():
     {"tf32": 2e-6},  # tf32 switched on in name only
     {"overrides": {"TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": "1"}},
     {"overrides": {"NVIDIA_TF32_OVERRIDE": "0"}},
-    {"strict_flags": {**judge.STRICT_FLAGS, "cudnn.allow_tf32": True}},
+    {"strict_flags": {**ALL_OFF, "cudnn.rnn": True}},  # an LSTM's fp32 would run TF32
+    {"strict_flags": {}},  # nothing read back
 ])
 def test_precision_fails_where_the_setting_is_not_what_ran(given):
     assert judge.precision(probed(**given)).verdict == FAIL
@@ -83,13 +90,20 @@ def test_tf32_skipped_is_not_applicable_before_ampere_and_a_failure_after():
     assert judge.precision({**probed(), "tf32": skipped}).verdict == FAIL
 
 
-def test_strict_fp32_leaves_the_flags_the_check_expects():
-    cudnn = torch.backends.cudnn.allow_tf32
+def test_strict_fp32_leaves_every_switch_off_and_an_override_is_refused_in_the_probe(monkeypatch):
+    run = t.Run(SimpleNamespace(device="cuda", world=World(), technique="x"), torch.nn.Identity())
+    monkeypatch.setattr(probe, "matmul_error", lambda device: 2e-6)  # the one CUDA call
+    before = stages.tf32_state()["cuda.matmul"]
     try:
-        t.strict_fp32(t.Run(SimpleNamespace(device="cpu"), torch.nn.Identity()))  # the flags are the same here
-        assert probe.flags() == judge.STRICT_FLAGS
+        held = probe.reading(run, t.strict_fp32)["flags"]
+        assert held and not any(held.values())
+        monkeypatch.setenv("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "1")
+        refused = probe.reading(run, t.strict_fp32)
+        assert "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1" in refused["refused"]
+        assert judge.precision({**probed(), "strict_fp32": refused}).verdict == FAIL
     finally:
-        torch.backends.cudnn.allow_tf32 = cudnn
+        stages.set_tf32(before)
+    assert set(judge.OVERRIDES) == {stages.TF32_FORCED_ON, stages.TF32_FORCED_OFF}
 
 
 def test_the_precision_bars_printed_are_the_constants():

@@ -65,11 +65,13 @@ def _bitsandbytes(run):
     quantisation's."""
     try:
         import bitsandbytes
-        from bitsandbytes import cextension
     except ImportError as err:
         raise Skip(f"bitsandbytes is not importable ({err}); pip install bitsandbytes==0.50.2") from None
-    if on_cuda(run) and torch.cuda.is_available() and isinstance(cextension.lib,
-                                                                 cextension.ErrorHandlerMockBNBNativeLibrary):
+    if not (on_cuda(run) and torch.cuda.is_available()):
+        return bitsandbytes
+    from bitsandbytes import cextension
+
+    if isinstance(cextension.lib, cextension.ErrorHandlerMockBNBNativeLibrary):
         why = next((line.strip() for line in str(getattr(cextension.lib, "error_msg", "")).splitlines()
                     if line.strip()), "no binary found")
         raise Skip(f"bitsandbytes {bitsandbytes.__version__} cannot load its CUDA binary for torch's CUDA "

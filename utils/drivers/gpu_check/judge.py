@@ -15,11 +15,8 @@ PASS, FAIL, NA, INFO = "pass", "FAIL", "not applicable", "info"
 STRICT_FP32_MAX_ERROR = 1e-5
 TF32_MIN_ERROR = 1e-4
 AMPERE = (8, 0)  # TF32 and native bf16 need compute capability 8.0
-STRICT_FLAGS = {"cuda.matmul.allow_tf32": False, "cudnn.allow_tf32": False,
-                "float32_matmul_precision": "highest", "cuda.matmul.fp32_precision": "ieee"}
-TF32_FLAGS = {"cuda.matmul.allow_tf32": True, "cudnn.allow_tf32": True,
-              "float32_matmul_precision": "high", "cuda.matmul.fp32_precision": "tf32"}
-# variable -> (the value that defeats a setting, the setting it defeats)
+# variable -> (the value that defeats a setting, the setting it defeats); the techniques refuse
+# the same two (utils/techniques/stages.py: TF32_FORCED_ON, TF32_FORCED_OFF; a test holds them equal)
 OVERRIDES = {"TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": ("1", "strict_fp32"), "NVIDIA_TF32_OVERRIDE": ("0", "tf32")}
 
 # (b) smoke: the techniques, and what each run's rows must say ran
@@ -100,8 +97,8 @@ def precision(probe):
     """The probe's readings (probe.py) after strict_fp32, then after tf32: the flags each
     leaves, an fp32 matmul's error under each, and the override variables."""
     older = tuple(probe["capability"]) < AMPERE
-    results = _setting("strict_fp32", probe["strict_fp32"], STRICT_FLAGS, older)
-    results += _setting("tf32", probe["tf32"], TF32_FLAGS, older)
+    results = _setting("strict_fp32", probe["strict_fp32"], False, older)
+    results += _setting("tf32", probe["tf32"], True, older)
     for name, (defeating, defeated) in OVERRIDES.items():
         value = probe["overrides"].get(name)
         shown, bar = "unset" if value is None else value, f"unset, or not {defeating} ({defeating} defeats {defeated})"
@@ -113,13 +110,18 @@ def precision(probe):
                  "then computes (max |fp32 - fp64| / RMS of the fp64 product)", tuple(results))
 
 
-def _setting(name, reading, flags, older):
-    if "skipped" in reading:
-        verdict = NA if name == "tf32" and older else FAIL
-        return [Result(name, "applied", f"skipped: {reading['skipped']}", "applies (tf32: compute capability 8.0+)",
-                       verdict)]
-    results = [judged(name, flag, text(reading["flags"][flag]), str(want), reading["flags"][flag] == want)
-               for flag, want in flags.items() if flag in reading["flags"]]
+def _setting(name, reading, on, older):
+    """A setting's readings: every TF32 switch torch reads back (stages.tf32_state) on for tf32,
+    off for strict_fp32, and the matmul error it computes with."""
+    if "skipped" in reading or "refused" in reading:
+        verdict = NA if name == "tf32" and older and "skipped" in reading else FAIL
+        why = f"skipped: {reading['skipped']}" if "skipped" in reading else f"refused: {reading['refused']}"
+        return [Result(name, "applied", why, "applies (tf32: compute capability 8.0+)", verdict)]
+    want = "on" if on else "off"
+    results = [judged(name, f"TF32 {switch}", "on" if held else "off", want, held == on)
+               for switch, held in reading["flags"].items()]
+    if not results:
+        results.append(judged(name, "TF32 switches", "none read back", f"each {want}", False))
     error = reading["error"]
     if name == "tf32":
         bar, ok = f">= {TF32_MIN_ERROR:g}", error >= TF32_MIN_ERROR

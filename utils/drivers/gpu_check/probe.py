@@ -14,21 +14,14 @@ from types import SimpleNamespace
 
 import torch
 
+from utils import checks
 from utils import techniques as t
 from utils.drivers.gpu_check.judge import OVERRIDES
 from utils.measure import env
+from utils.techniques import stages
+from utils.techniques.parallel import World
 
 MATMUL_SIZE = 2048
-
-
-def flags():
-    """The TF32 switches as torch reports them (fp32_precision only where this torch has it)."""
-    matmul = torch.backends.cuda.matmul
-    read = {"cuda.matmul.allow_tf32": matmul.allow_tf32, "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
-            "float32_matmul_precision": torch.get_float32_matmul_precision()}
-    if hasattr(matmul, "fp32_precision"):
-        read["cuda.matmul.fp32_precision"] = matmul.fp32_precision
-    return read
 
 
 def matmul_error(device, size=MATMUL_SIZE, seed=0):
@@ -46,12 +39,16 @@ def reading(run, technique):
         technique(run)
     except t.Skip as why:
         return {"skipped": str(why)}
-    return {"flags": flags(), "dtype": run.dtype, "error": matmul_error("cuda")}
+    except checks.BadInput as why:  # an override variable the technique refuses to run under
+        return {"refused": str(why)}
+    # read back through the API the suite set them with: torch 2.13 raises on reading the legacy
+    # allow_tf32 flags once fp32_precision has been set
+    return {"flags": stages.tf32_state(), "dtype": run.dtype, "error": matmul_error("cuda")}
 
 
 def probe():
     # a Run on a stand-in config: the precision functions read only its device
-    run = t.Run(SimpleNamespace(device="cuda"), torch.nn.Identity())
+    run = t.Run(SimpleNamespace(device="cuda", world=World(), technique="gpu_check"), torch.nn.Identity())
     return {
         **env.capture("cuda"),
         "capability": list(torch.cuda.get_device_capability()),
