@@ -4,7 +4,7 @@ Lion keeps one moment per parameter (AdamW keeps two); Lion8bit quantises it blo
 uint8 with one fp32 absmax per block of 256, so optimizer state is ~1 byte per parameter
 instead of AdamW's 8 (tensors under 4096 elements stay 32-bit). Same LR / 3 and weight decay
 x 3 as `lion`. Pays in memory only: the smallest optimizer state the suite has; on an H100
-(../shared/README.md, GPT-2 124M with bf16 + flash) it took 15.2 GiB vs AdamW's 16.0, at
+(utils/plan/h100.py, GPT-2 124M with bf16 + flash) it took 15.2 GiB vs AdamW's 16.0, at
 about the same speed (51.6 vs 48.2 ms). Skipped, with the reason, without bitsandbytes.
 """
 

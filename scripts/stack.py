@@ -3,8 +3,8 @@
 bf16 autocast, flash attention, fused AdamW and whole-model torch.compile (COMPILE_MODE,
 default "default"), at the batch given.
 
-Each choice is a measured row (GPT-2 124M, B=16, T=1024, H100, ../shared/README.md's bare
-loop; run `make all` on the GPU to measure them with this suite): bf16 137 ms/step vs tf32
+Each choice is a measured row of the H100 reference table (GPT-2 124M, B=16, T=1024, a bare
+loop: utils/plan/h100.py; `make all` on the GPU measures them with this suite): bf16 137 ms/step vs tf32
 165; + SDPA flash 48 ms; + fused AdamW 45.7; + compile 34.8 (471k tokens/s). Left out, also
 measured there: fp16 (45.1 vs 45.7 ms, within noise, and it needs a GradScaler), compile
 mode reduce-overhead (459k vs 468k tokens/s: the GPU, not the launch path, is the limit),

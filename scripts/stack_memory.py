@@ -1,7 +1,7 @@
 """stack_memory: the least-memory combination: bf16 + flash + checkpointing + Lion8bit.
 
 bf16 autocast halves most activations; flash attention drops the T x T score matrices
-(H100, GPT-2 124M B=16 T=1024, ../shared/README.md: 29.6 -> 16.0 GiB); checkpointing keeps
+(H100, GPT-2 124M B=16 T=1024, utils/plan/h100.py: 29.6 -> 16.0 GiB); checkpointing keeps
 one block's activations instead of all (+ fused AdamW: 16.1 -> 11.4 GiB, ~15% slower); Lion8bit
 keeps 1 byte of optimizer state per parameter (AdamW8bit 2, AdamW 8). Left out: offload
 (less GPU memory still, but CUDA only and bound by PCIe: `make offload` measures it on a

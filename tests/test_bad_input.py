@@ -444,8 +444,8 @@ def test_a_run_that_cannot_fit_is_refused_before_it_trains(existing, monkeypatch
         train.main(registry.load_setup("baseline"), name="baseline", argv=[])
     assert exit_.value.code == checks.EXIT_BAD_INPUT
     line = _one_line(capsys.readouterr().err)
-    assert "this run cannot fit: it needs at least 320.3 GB" in line
-    assert "one layer's T x T attention scores 320.0" in line
+    assert "this run cannot fit: it needs at least 298.3 GiB" in line
+    assert "one layer's T x T attention scores 298.0" in line
     assert "or use flash" in line and results_file.read_bytes() == before
 
 
@@ -456,3 +456,15 @@ def test_the_lower_bound_is_what_any_step_must_hold():
                      "one layer's T x T attention scores": 2 * 3 * 4 * 64 * 64}
     model.set_attention("sdpa")  # flash: no T x T scores to count
     assert "one layer's T x T attention scores" not in model.least_bytes(3, 64)
+
+
+def test_every_command_says_bad_input_and_ctrl_c_in_one_line(capsys):
+    @checks.command("thing", KeyError)
+    def main(raised):
+        raise raised
+
+    for raised, code, said in [(checks.BadInput("BATCH must be positive"), 2, "thing: error: BATCH must be positive"),
+                               (KeyError("no such row"), 2, "thing: error: 'no such row'"),
+                               (KeyboardInterrupt(), 130, "thing: interrupted")]:
+        assert main(raised) == code
+        assert capsys.readouterr().err.strip().splitlines() == [said]

@@ -40,3 +40,10 @@ def test_every_link_of_the_docs_pages_leads_somewhere():
     for page in (ROOT / "docs").glob("*.md"):
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
             assert (page.parent / target).exists(), f"{page.name}: {target}"
+
+
+def test_the_docs_index_lists_every_page_once():
+    index = (ROOT / "docs" / "README.md").read_text()
+    listed = re.findall(r"^\| \[([\w.]+\.md)\]\(", index, flags=re.M)
+    pages = sorted(p.name for p in (ROOT / "docs").glob("*.md") if p.name != "README.md")
+    assert sorted(listed) == pages

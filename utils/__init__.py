@@ -4,6 +4,8 @@
     checks.py     bad input, checked in one place (one line, exit 2)
     registry.py   the techniques: the scripts folder is the list
     devices.py    GPU dense peaks per dtype, each with its source (MFU)
+    units.py      MiB and GiB, once
+    requirements.py  what an interpreter given as PYTHON= lacks, in one line (stdlib only)
     reference.py  make help and docs/reference.md, made from the tables above
     models/       the GPT and LSTM, their presets, Hugging Face configs (hf:) and modules from files,
                   one resolve and one build_model, behind one interface (Costed)
@@ -19,7 +21,7 @@
                   profile, session, gpu_check), each run a fresh process through drivers/runner.py
 
 Imports run one way: drivers -> plan -> measure -> techniques -> models, each of them free to
-use the leaves (settings, checks, registry, devices, results). report and plots -> analysis
+use the leaves (settings, checks, registry, devices, results, units). report and plots -> analysis
 -> results never import torch: a CSV from another machine reports and plots anywhere.
 tests/test_layout.py holds every module to this.
 """

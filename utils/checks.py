@@ -5,17 +5,42 @@ wrong; the commands print it and exit with EXIT_BAD_INPUT before anything is tra
 written. Standard library only, so report, plots and `make reset` use it without torch.
 """
 
+import functools
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 PREFIX_MAX_CHARS = 100  # room for a configuration slug and a plot name within 255-byte file names
 
 
 class BadInput(ValueError):
     """Bad input: reported as one line, exit status EXIT_BAD_INPUT."""
+
+
+def command(name, *also):
+    """A command's main, wrapped once: bad input (BadInput, or one of `also`) is printed as
+    `name: error: ...` in one line, exit EXIT_BAD_INPUT; Ctrl-C as one line, exit
+    EXIT_INTERRUPTED; never a traceback for either."""
+
+    def wrap(main):
+        @functools.wraps(main)
+        def run(*args, **kwargs):
+            try:
+                return main(*args, **kwargs)
+            except (BadInput, *also) as err:
+                print(f"{name}: error: {err}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            except KeyboardInterrupt:
+                print(f"{name}: interrupted", file=sys.stderr)
+                return EXIT_INTERRUPTED
+
+        return run
+
+    return wrap
 
 
 def integer(name, text, minimum=1, maximum=None):

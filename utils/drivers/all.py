@@ -148,16 +148,13 @@ def summary(names, state, precision):
     return 1 if failed else 0  # an interrupted or cut-short run is listed as an error too
 
 
+@checks.command("all")
 def main(names=None):
-    try:
-        names = registry.check(names) if names else registry.selected()
-        cfg = config.load("all", argv=[])  # one clear error for bad settings, not one per technique
-        for name in names:
-            config.check_technique(name, cfg.compile_mode, cfg.accum)
-        repeats, precision, max_repeats, budget_s = repeat_settings()
-    except checks.BadInput as err:
-        print(f"all: error: {err}", file=sys.stderr)
-        return checks.EXIT_BAD_INPUT
+    names = registry.check(names) if names else registry.selected()
+    cfg = config.load("all", argv=[])  # one clear error for bad settings, not one per technique
+    for name in names:
+        config.check_technique(name, cfg.compile_mode, cfg.accum)
+    repeats, precision, max_repeats, budget_s = repeat_settings()
     state = run_rounds(names, cfg.results_file, repeats, precision, max_repeats, budget_s)
     return summary(names, state, precision)
 

@@ -132,17 +132,14 @@ def paths():
                  checks.file_prefix("PLOTSPREFIX", settings.text("PLOTSPREFIX")))
 
 
+@checks.command("grid", convergence.TargetError)
 def main(argv=None):
     mode = (argv or sys.argv[1:] or ["run"])[0]
-    try:
-        cells, lrs = plan()
-        files = paths()
-        target = settings.get("TARGET_LOSS")
-        if mode == "run":
-            check_settings(cells, target)
-    except checks.BadInput as err:
-        print(f"grid: error: {err}", file=sys.stderr)
-        return checks.EXIT_BAD_INPUT
+    cells, lrs = plan()
+    files = paths()
+    target = settings.get("TARGET_LOSS")
+    if mode == "run":
+        check_settings(cells, target)
     failed = []
     if mode == "run":  # every cell a fresh process, REPEATS rounds interleaved as make all runs them
         jobs = [Job(optimizer, (("MODEL", model), ("LAYERS", str(layers)), ("LR", lrs.get(optimizer, "auto"))),
@@ -151,11 +148,7 @@ def main(argv=None):
         failed = [line for status, line in state.outcomes if status in FAILED]
         for line in failed:
             print(f"grid: failed: {line}", file=sys.stderr)
-    try:
-        report(files, cells, target)
-    except (results.ResultsFileError, convergence.TargetError) as err:
-        print(f"grid: error: {err}", file=sys.stderr)
-        return checks.EXIT_BAD_INPUT
+    report(files, cells, target)
     return 1 if failed else 0
 
 

@@ -44,16 +44,13 @@ def verdict(table, technique):
     return line + f"\nlrsweep: to use it in the grid: make grid GRID_LRS='{technique}={lr}'"
 
 
+@checks.command("lrsweep")
 def main():
-    try:
-        technique = registry.check([settings.text("TECHNIQUE")], "TECHNIQUE")[0]
-        lrs = [checks.number("LRS", v) for v in settings.get("LRS")] or _default_lrs()
-        cfg = config.load(technique, argv=[])
-        if not cfg.eval_every:
-            raise checks.BadInput("the sweep compares validation losses: EVAL_EVERY=0 turns evaluation off")
-    except checks.BadInput as err:
-        print(f"lrsweep: error: {err}", file=sys.stderr)
-        return checks.EXIT_BAD_INPUT
+    technique = registry.check([settings.text("TECHNIQUE")], "TECHNIQUE")[0]
+    lrs = [checks.number("LRS", v) for v in settings.get("LRS")] or _default_lrs()
+    cfg = config.load(technique, argv=[])
+    if not cfg.eval_every:
+        raise checks.BadInput("the sweep compares validation losses: EVAL_EVERY=0 turns evaluation off")
     before = set(results.read(cfg.results_file)["run_id"]) if _has_rows(cfg.results_file) else set()
     failed = 0
     for i, lr in enumerate(lrs, 1):

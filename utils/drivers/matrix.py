@@ -94,20 +94,17 @@ def _announce(cells, planned, runs_each, with_batch):
     print(f"matrix: {len(cells)} cells, {len(cells) * (1 if planned else runs_each)} {what}; {cost}", flush=True)
 
 
+@checks.command("matrix", planner.NotModelled)
 def main():
-    try:
-        base, factors, optimizers, cells = design()
-        planned, with_batch = settings.get("PLAN"), settings.get("MAXBATCH")
-        target = load_target() if planned else None
-        out = checks.output_file("MATRIX_REPORT", settings.text("MATRIX_REPORT"))
-        cfg = load_config(cells[0].name) if planned else config.load(cells[0].name, argv=[])
-        runs_each = settings.get("REPEATS")
-        if planned:
-            for cell in cells:
-                planner.check_modelled(setup_of(cell.name)[1], cfg, target)
-    except (checks.BadInput, planner.NotModelled) as err:
-        print(f"matrix: error: {err}", file=sys.stderr)
-        return checks.EXIT_BAD_INPUT
+    base, factors, optimizers, cells = design()
+    planned, with_batch = settings.get("PLAN"), settings.get("MAXBATCH")
+    target = load_target() if planned else None
+    out = checks.output_file("MATRIX_REPORT", settings.text("MATRIX_REPORT"))
+    cfg = load_config(cells[0].name) if planned else config.load(cells[0].name, argv=[])
+    runs_each = settings.get("REPEATS")
+    if planned:
+        for cell in cells:
+            planner.check_modelled(setup_of(cell.name)[1], cfg, target)
     _announce(cells, planned, runs_each, with_batch)
     status = 0
     if planned:

@@ -153,20 +153,17 @@ def techniques():
     return registry.check([settings.text("TECHNIQUE")]) if settings.given("TECHNIQUE") else registry.selected()
 
 
+@checks.command("maxbatch", planner.NotModelled)
 def main():
-    try:
-        names = techniques()
-        planned, maxmem_gb = settings.get("PLAN"), settings.get("MAXMEM_GB")
-        target = load_target() if planned else None
-        cfgs = {n: (load_config(n) if planned else config.load(n, argv=[])) for n in names}
-        if planned:
-            for name, cfg in cfgs.items():
-                planner.check_modelled(setup_of(name)[1], cfg, target)
-        elif maxmem_gb:
-            check_cap(maxmem_gb)
-    except (checks.BadInput, planner.NotModelled) as err:
-        print(f"maxbatch: error: {err}", file=sys.stderr)
-        return checks.EXIT_BAD_INPUT
+    names = techniques()
+    planned, maxmem_gb = settings.get("PLAN"), settings.get("MAXMEM_GB")
+    target = load_target() if planned else None
+    cfgs = {n: (load_config(n) if planned else config.load(n, argv=[])) for n in names}
+    if planned:
+        for name, cfg in cfgs.items():
+            planner.check_modelled(setup_of(name)[1], cfg, target)
+    elif maxmem_gb:
+        check_cap(maxmem_gb)
     if planned:
         device = planned_device(target)
         on = where(target, next(iter(cfgs.values())).world)
@@ -192,11 +189,7 @@ def main():
             rows.append(results.identity(cfg, name, device, batch=best, status="ok", reason=line, phase="maxbatch",
                                          kind="predicted" if planned else "measured"))
     if rows:
-        try:
-            results.append_rows(next(iter(cfgs.values())).results_file, rows)
-        except results.ResultsFileError as err:
-            print(f"maxbatch: error: {err}", file=sys.stderr)
-            return checks.EXIT_BAD_INPUT
+        results.append_rows(next(iter(cfgs.values())).results_file, rows)
     return status
 
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils import registry
+from utils.units import GIB
 
 FAILED = ("error", "oom")
-GIB = 2**30
 
 
 @dataclass(frozen=True)

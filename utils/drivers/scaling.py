@@ -40,22 +40,19 @@ def shape():
     return {name: text if (text := settings.text(name)) != "auto" else default for name, default in SHAPE.items()}
 
 
+@checks.command("scaling", planner.NotModelled)
 def main():
-    try:
-        names = registry.check(settings.get("SCALING_TECHNIQUES"), "technique in SCALING_TECHNIQUES:")
-        sizes = models.resolve_all(settings.get("SCALING_MODELS"), "SCALING_MODELS")
-        timeout = settings.get("SCALING_TIMEOUT")
-        plots_dir = checks.output_dir("PLOTS_DIR", settings.text("PLOTS_DIR"))
-        prefix = checks.file_prefix("PLOTSPREFIX", settings.text("PLOTSPREFIX"))
-        size = [f"--{k.lower()}={v}" for k, v in shape().items()]
-        cfgs = {(n, m): load_config(n, ["--model", m, *size]) for n in names for m in sizes}
-        params = {m: approx_params(m, cfgs[names[0], m]) for m in sizes}
-        target = load_target()
-        for (name, _), cfg in cfgs.items():
-            planner.check_modelled(setup_of(name)[1], cfg, target)
-    except (checks.BadInput, planner.NotModelled) as err:
-        print(f"scaling: error: {err}", file=sys.stderr)
-        return checks.EXIT_BAD_INPUT
+    names = registry.check(settings.get("SCALING_TECHNIQUES"), "technique in SCALING_TECHNIQUES:")
+    sizes = models.resolve_all(settings.get("SCALING_MODELS"), "SCALING_MODELS")
+    timeout = settings.get("SCALING_TIMEOUT")
+    plots_dir = checks.output_dir("PLOTS_DIR", settings.text("PLOTS_DIR"))
+    prefix = checks.file_prefix("PLOTSPREFIX", settings.text("PLOTSPREFIX"))
+    size = [f"--{k.lower()}={v}" for k, v in shape().items()]
+    cfgs = {(n, m): load_config(n, ["--model", m, *size]) for n in names for m in sizes}
+    params = {m: approx_params(m, cfgs[names[0], m]) for m in sizes}
+    target = load_target()
+    for (name, _), cfg in cfgs.items():
+        planner.check_modelled(setup_of(name)[1], cfg, target)
     any_cfg = next(iter(cfgs.values()))
     device = planned_device(target)
     for name in names:

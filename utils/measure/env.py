@@ -5,9 +5,12 @@ import platform
 import re
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
+
+from utils import checks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,19 +81,14 @@ def capture(device, index=None):
     }
 
 
+@checks.command("session")
 def main():
     """python -m utils.measure.env: the device name the rows will carry (make session)."""
-    import sys
+    from utils.measure import config  # config reads this module's visible_gpus: imported when run, not before
 
-    from utils import checks
-    from utils.measure import config
-
-    try:
-        print(capture(config.load("session", argv=[], check_results=False).device)["device"])
-    except checks.BadInput as err:
-        print(f"session: error: {err}", file=sys.stderr)
-        sys.exit(checks.EXIT_BAD_INPUT)
+    print(capture(config.load("session", argv=[], check_results=False).device)["device"])
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -32,8 +32,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from tqdm import tqdm
 
 from utils.techniques.step import PARTS, autocast
+from utils.units import MIB
 
-MIB = 2**20
 gpu = torch.cuda  # the CUDA runtime calls the loop makes: a test swaps in a fake to run this path on a CPU
 
 # aten op SDPA dispatched to -> the kernel name results.csv records

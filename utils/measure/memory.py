@@ -18,8 +18,7 @@ from torch._guards import active_fake_mode
 from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker, _UpdateType
 
 from utils.results import MEMORY_PARTS
-
-MIB = 2**20
+from utils.units import MIB
 
 
 def breakdown_mib(snapshot):

@@ -12,8 +12,7 @@ from pathlib import Path
 import torch
 
 from utils import checks
-
-GB = 1e9
+from utils.units import GIB
 
 
 def available_bytes(device):
@@ -37,10 +36,10 @@ def check(run, cfg):
     available = available_bytes(cfg.device)
     if available is None or sum(least.values()) <= available:
         return
-    parts = ", ".join(f"{name} {size / GB:,.1f}" for name, size in least.items())
+    parts = ", ".join(f"{name} {size / GIB:,.1f}" for name, size in least.items())
     where = "this GPU has" if cfg.device == "cuda" else "this machine has"
     raise checks.BadInput(
-        f"this run cannot fit: it needs at least {sum(least.values()) / GB:,.1f} GB ({parts}) at B={cfg.batch} "
-        f"T={cfg.seq}, and {where} {available / GB:,.1f} GB available; lower BATCH or SEQ"
+        f"this run cannot fit: it needs at least {sum(least.values()) / GIB:,.1f} GiB ({parts}) at B={cfg.batch} "
+        f"T={cfg.seq}, and {where} {available / GIB:,.1f} GiB available; lower BATCH or SEQ"
         + (", or use flash (no T x T scores)" if any("T x T" in name for name in least) else "")
     )

@@ -67,13 +67,9 @@ def _time_table(plans, target):
 
 
 def plan_techniques(names):
-    try:
-        target = load_target()
-        cfgs = {name: load_config(name) for name in names}
-        setups = {name: setup_of(name)[1] for name in names}
-    except checks.BadInput as err:
-        print(f"plan: error: {err}", file=sys.stderr)
-        return checks.EXIT_BAD_INPUT
+    target = load_target()
+    cfgs = {name: load_config(name) for name in names}
+    setups = {name: setup_of(name)[1] for name in names}
     refused = {}
     for name, cfg in cfgs.items():
         try:
@@ -81,9 +77,7 @@ def plan_techniques(names):
         except planner.NotModelled as why:
             refused[name] = str(why)
     if len(refused) == len(names):
-        print(f"plan: error: the planner cannot model {'; '.join(f'{n}: {w}' for n, w in refused.items())}",
-              file=sys.stderr)
-        return checks.EXIT_BAD_INPUT
+        raise checks.BadInput(f"the planner cannot model {'; '.join(f'{n}: {w}' for n, w in refused.items())}")
     rows, device, first, planned = [], planned_device(target), cfgs[names[0]], {}
     width = max(14, *(len(n) for n in names))
     for name, cfg in cfgs.items():
@@ -100,27 +94,19 @@ def plan_techniques(names):
     _time_table(planned, target)
     print("modelled on the CUDA side: " + "; ".join(CUDA_MODEL))
     print("not modelled: " + "; ".join(NOT_MODELLED))
-    try:
-        results.append_rows(first.results_file, rows)
-    except results.ResultsFileError as err:
-        print(f"plan: error: {err}", file=sys.stderr)
-        return checks.EXIT_BAD_INPUT
+    results.append_rows(first.results_file, rows)
     print(f"plan: {len(rows)} predicted rows appended to {first.results_file}")
     return 0
 
 
+@checks.command("plan")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
     if args.check:
         return reference.check()
-    try:
-        names = registry.selected()
-    except checks.BadInput as err:
-        print(f"plan: error: {err}", file=sys.stderr)
-        return checks.EXIT_BAD_INPUT
-    return plan_techniques(names)
+    return plan_techniques(registry.selected())
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ import bisect
 import dataclasses
 import math
 
-MIB = 2**20
+from utils.units import MIB
+
 MIN_BLOCK = 512  # kMinBlockSize
 SMALL_SIZE = MIB  # kSmallSize: the largest small-pool request
 SMALL_BUFFER = 2 * MIB  # kSmallBuffer

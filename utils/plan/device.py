@@ -24,9 +24,8 @@ import dataclasses
 
 from utils import checks
 from utils.plan import allocator
+from utils.units import GIB, MIB
 
-MIB = 2**20
-GIB = 2**30
 LOADINGS = ("lazy", "eager")
 
 # (MiB, source): the bare context as measured (nvidia-smi or cudaMemGetInfo's total - free)

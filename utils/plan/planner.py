@@ -24,7 +24,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import _TOTAL_KEY
 
 from utils import settings
-from utils.measure.memory import MIB, PeakTracker, breakdown_mib, device_optimizers, one_iteration_per_forward
+from utils.measure.memory import PeakTracker, breakdown_mib, device_optimizers, one_iteration_per_forward
 from utils.plan.compiled import Graphs, plan_compile, quiet_global_hooks
 from utils.plan.cuda import (
     cuda_autocast_policy,
@@ -39,6 +39,7 @@ from utils.plan.device import device_memory
 from utils.plan.parallel import DDPBuckets, fake_world
 from utils.plan.timing import OpRecorder, step_time
 from utils.techniques.run import Skip, new_run
+from utils.units import MIB
 
 STEPS = 2  # step 1 creates the optimizer state; step 2 is the steady state
 

@@ -22,6 +22,7 @@ from utils.measure import loop, memory
 from utils.measure.data import batches
 from utils.plan import planner, timing
 from utils.plan.config import Target, load_config
+from utils.plan.h100 import H100_PEAKS
 from utils.techniques import setup_of
 from utils.techniques.parallel import World
 from utils.techniques.run import new_run
@@ -33,23 +34,6 @@ TIME_BAR = 0.30  # absolute step time within 30%
 TOTAL_BAR = 0.10  # device total within 10% of each of the study's rows, and in the same order
 CPU_BAR = 0.02  # fake vs real tracking on this CPU
 
-# (configuration, the suite's technique or combination that makes it, batch, peak allocated GiB,
-# ms per step: median of 25 steps timed with CUDA events)
-H100_PEAKS = (
-    ("fp32, AdamW, manual attention", "baseline", 16, 31.9, 385.3),
-    ("tf32", "tf32", 16, 31.9, 164.5),
-    ("bf16 autocast", "bf16", 16, 29.6, 137.2),
-    ("bf16 + SDPA flash", "flash", 16, 16.0, 48.2),
-    ("bf16 + flash + fused AdamW", "flash+fused", 16, 16.1, 45.7),
-    ("bf16 + flash + AdamW8bit", "flash+8bit", 16, 15.4, 54.0),
-    ("bf16 + flash + Lion (bnb)", "flash+lion", 16, 15.6, 51.0),
-    ("bf16 + flash + Lion8bit", "flash+lion8bit", 16, 15.2, 51.6),
-    ("bf16 + flash + fused + checkpointing", "flash+checkpointing+fused", 16, 11.4, 53.3),
-    ("fp16 + flash + fused", "fp16+flash+fused", 16, 16.4, 45.1),
-    ("fp32 + torch.compile", "compile", 16, 29.4, 323.8),
-    ("bf16 + flash + fused + compile", "stack", 16, 11.5, 34.8),
-    ("same, B=32", "stack", 32, 21.3, 66.7),
-)
 # the study's six rows: (configuration, technique, nvidia-smi GB read as GiB, iterations per second)
 GPT2XL_TOTALS = (
     ("AdamW", "bf16", 37.9, 4.99),
@@ -116,14 +100,14 @@ def h100_times(plans):
         rows.append((label, measured_ms, predicted_ms, predicted_ms / measured_ms - 1, speedups[1] / speedups[0] - 1))
         cells = [f"{label} (`{technique}`)", batch, measured_ms, f"{predicted_ms:.1f}", f"{rows[-1][3]:+.1%}",
                  _verdict(rows[-1][3], TIME_BAR)]
-        if label == timing.CALIBRATION[0]:  # the efficiency was set on this row: no evidence
+        if label == timing.CALIBRATION:  # the efficiency was set on this row: no evidence
             cells[5] = "calibration row"
             rows.pop()
         if technique == "baseline":
             cells += ["1.00", "1.00", "–", "–"]
         else:
             error = speedups[1] / speedups[0] - 1
-            verdict = _verdict(error, SPEEDUP_BAR) if label != timing.CALIBRATION[0] else "calibration row"
+            verdict = _verdict(error, SPEEDUP_BAR) if label != timing.CALIBRATION else "calibration row"
             cells += [f"{speedups[0]:.2f}", f"{speedups[1]:.2f}", f"{error:+.1%}", verdict]
         _row(cells)
     return rows

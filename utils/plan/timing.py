@@ -27,11 +27,12 @@ import torch
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 
-from utils.devices import GPU
+from utils.devices import GPU, by_key
+from utils.plan import h100
 
-# a large bf16 matmul measures ~798 of the H100 SXM's 989 dense TFLOP/s (the team's reference
-# measurements, torch 2.11+cu130, 2026-11-23): the fraction of peak a matmul reaches
-MATMUL_EFFICIENCY = 798 / 989.4
+# a large bf16 matmul measures ~798 of the H100 SXM's 989 dense TFLOP/s (utils/plan/h100.py):
+# the fraction of peak a matmul reaches
+MATMUL_EFFICIENCY = h100.MATMUL_BF16_TFLOPS / by_key("h100-sxm").peaks["bf16"]
 # FlashAttention-2 (Dao, 2023, section 4): 50-73% of the A100's peak in its forward and
 # backward; on the H100 it reaches ~335 of 989 TFLOP/s (it does not use Hopper's new units)
 ATTENTION_EFFICIENCY = {9: 335 / 989.4, 8: 0.5}
@@ -41,7 +42,7 @@ ATTENTION_EFFICIENCY = {9: 335 / 989.4, 8: 0.5}
 # rounded). That row is then no evidence (plan_check marks it); every other row is held out.
 # (Streaming copy/triad benchmarks reach ~90% on HBM parts; PyTorch's elementwise, reduction
 # and normalisation kernels less, which is what this measures.)
-CALIBRATION = ("bf16 + SDPA flash", "flash", 16, 48.2)
+CALIBRATION = h100.row("bf16 + SDPA flash")[0]  # the row's label: plan_check keeps it out of every bar
 MEMORY_EFFICIENCY = 0.70
 # host time per op PyTorch eager dispatches (the dispatcher, Python and the launch: "about 10 us
 # per op", He, "Making Deep Learning Go Brrrr From First Principles", 2022), per kernel a

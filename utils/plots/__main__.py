@@ -8,27 +8,24 @@ from utils.plots import plots_for, select
 from utils.plots.steps import plot_time_difference
 
 
+@checks.command("plots")
 def main(argv=None):
     compare = (argv or sys.argv[1:]) == ["--compare"]
-    try:
-        out = checks.output_dir("PLOTS_DIR", settings.text("PLOTS_DIR"))
-        prefix = checks.file_prefix("PLOTSPREFIX", settings.text("PLOTSPREFIX"))
-        df, notes = select(settings.text("RESULTS_FILE"), settings.text("DEVICE_FILTER"))
-        if compare:
-            # a combination by its canonical name, as its rows carry it (lion+flash: flash+lion)
-            given = settings.text("A"), settings.text("B")
-            a, b = (registry.check([name])[0] if "+" in name else name for name in given)
-            out.mkdir(parents=True, exist_ok=True)
-            path, mean, low, high = plot_time_difference(df, a, b, out / f"{prefix}timediff_{a}_vs_{b}.png")
-            paths = [path]
-            verdict = "no detectable difference" if low <= 0 <= high else f"{a if mean < 0 else b} is faster"
-            notes.append(f"{a} - {b}: mean {mean:+.3f} ms/step, 95% CI [{low:+.3f}, {high:+.3f}]: {verdict}")
-        else:
-            paths, more = plots_for(df, out, prefix)
-            notes += more
-    except checks.BadInput as err:
-        print(f"plots: error: {err}", file=sys.stderr)
-        return checks.EXIT_BAD_INPUT
+    out = checks.output_dir("PLOTS_DIR", settings.text("PLOTS_DIR"))
+    prefix = checks.file_prefix("PLOTSPREFIX", settings.text("PLOTSPREFIX"))
+    df, notes = select(settings.text("RESULTS_FILE"), settings.text("DEVICE_FILTER"))
+    if compare:
+        # a combination by its canonical name, as its rows carry it (lion+flash: flash+lion)
+        given = settings.text("A"), settings.text("B")
+        a, b = (registry.check([name])[0] if "+" in name else name for name in given)
+        out.mkdir(parents=True, exist_ok=True)
+        path, mean, low, high = plot_time_difference(df, a, b, out / f"{prefix}timediff_{a}_vs_{b}.png")
+        paths = [path]
+        verdict = "no detectable difference" if low <= 0 <= high else f"{a if mean < 0 else b} is faster"
+        notes.append(f"{a} - {b}: mean {mean:+.3f} ms/step, 95% CI [{low:+.3f}, {high:+.3f}]: {verdict}")
+    else:
+        paths, more = plots_for(df, out, prefix)
+        notes += more
     for line in [*notes, *(f"wrote {p}" for p in paths)]:
         print(f"plots: {line}")
     return 0

@@ -9,8 +9,7 @@ import pandas as pd  # noqa: E402
 
 from utils.analysis.stats import measured, predicted  # noqa: E402
 from utils.results import MEMORY_PARTS as PARTS  # noqa: E402
-
-GIB = 1024  # MiB per GiB
+from utils.units import MIB_PER_GIB
 
 
 def plot_breakdown(table, title, path):
@@ -18,7 +17,7 @@ def plot_breakdown(table, title, path):
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(table) + 2))
     left = pd.Series(0.0, index=table.index)
     for part in PARTS:
-        values = table[f"mem_{part}_mib"].fillna(0) / GIB
+        values = table[f"mem_{part}_mib"].fillna(0) / MIB_PER_GIB
         bars = ax.barh(labels, values, left=left, label=part)
         for bar, kind in zip(bars, table["kind"]):
             if kind == "predicted":
@@ -46,13 +45,14 @@ def plot_scaling(df, techniques, batch, seq, path):
         if len(mine):
             per_model = mine.groupby("n_params").agg(tokens=("tokens_per_s", "median"), alloc=("peak_alloc_mib", "max"),
                                                     tracked=("mem_peak_mib", "max"))
-            memory = per_model["alloc"].fillna(per_model["tracked"]) / GIB
+            memory = per_model["alloc"].fillna(per_model["tracked"]) / MIB_PER_GIB
             ax_mem.plot(per_model.index, memory, "o-", color=color, label=f"{technique} measured")
             ax_tok.plot(per_model.index, per_model["tokens"], "o-", color=color, label=f"{technique} measured")
             drawn = True
         planned = rows[predicted(rows) & (rows["technique"] == technique)].groupby("n_params")["mem_peak_mib"].last()
         if len(planned):
-            ax_mem.plot(planned.index, planned / GIB, "o--", mfc="none", color=color, label=f"{technique} predicted")
+            ax_mem.plot(planned.index, planned / MIB_PER_GIB, "o--", mfc="none", color=color,
+                        label=f"{technique} predicted")
             drawn = True
     if not drawn:
         plt.close(fig)

@@ -8,19 +8,17 @@ from utils.analysis import convergence
 from utils.report import build
 
 
+@checks.command("report", convergence.TargetError)
 def main():
-    try:  # every setting first, so a bad one stops before any plot is drawn
-        budget, peak, target = (settings.get(name) for name in ("BUDGET_GB", "PEAK_TFLOPS", "TARGET_LOSS"))
-        out = settings.text("REPORT")
-        checks.output_file("REPORT", out)
-        plots_dir = settings.text("PLOTS_DIR")
-        checks.output_dir("PLOTS_DIR", plots_dir)
-        prefix = checks.file_prefix("PLOTSPREFIX", settings.text("PLOTSPREFIX"))
-        text = build(settings.text("RESULTS_FILE"), out, plots_dir, prefix, settings.text("DEVICE_FILTER"), budget,
-                     peak, target)
-    except (checks.BadInput, convergence.TargetError) as err:
-        print(f"report: error: {err}", file=sys.stderr)
-        return checks.EXIT_BAD_INPUT
+    # every setting first, so a bad one stops before any plot is drawn
+    budget, peak, target = (settings.get(name) for name in ("BUDGET_GB", "PEAK_TFLOPS", "TARGET_LOSS"))
+    out = settings.text("REPORT")
+    checks.output_file("REPORT", out)
+    plots_dir = settings.text("PLOTS_DIR")
+    checks.output_dir("PLOTS_DIR", plots_dir)
+    prefix = checks.file_prefix("PLOTSPREFIX", settings.text("PLOTSPREFIX"))
+    text = build(settings.text("RESULTS_FILE"), out, plots_dir, prefix, settings.text("DEVICE_FILTER"), budget,
+                 peak, target)
     print("\n".join(line for line in text.splitlines() if not line.startswith("![")))
     print(f"\nreport: wrote {out}")
     return 0

@@ -5,13 +5,12 @@ effect and each pair's interaction, with CIs where there were repeats."""
 import math
 
 from utils.analysis import matrix
-
-GIB = 1024  # MiB per GiB
+from utils.units import MIB_PER_GIB
 
 
 def _unit(table):
     """(name, MiB per unit): GiB, or MiB where every peak is below one GiB."""
-    return ("GiB", GIB) if table["memory_mib"].max() >= GIB else ("MiB", 1)
+    return ("GiB", MIB_PER_GIB) if table["memory_mib"].max() >= MIB_PER_GIB else ("MiB", 1)
 
 
 def _num(value, spec):

@@ -17,8 +17,8 @@ from utils.analysis.stats import BASELINE, measured
 from utils.plots.memory import plot_breakdown
 from utils.results import MEMORY_COLUMNS as COLUMNS
 from utils.results import MEMORY_PARTS as PARTS
+from utils.units import MIB_PER_GIB
 
-GIB = 1024
 KEY = ["model", "batch", "seq"]
 # the CUDA figures a row may carry: the report's name -> results.csv's column
 CUDA = {"cuda_alloc_mib": "peak_alloc_mib", "cuda_reserved_mib": "peak_reserved_mib",
@@ -108,8 +108,9 @@ def fits(table, budget_gb):
     if budget_gb is None or table.empty:
         return ""
     figures = [(_fit_figure(row), row) for _, row in table.iterrows()]
-    within = sorted((item for item in figures if item[0][0] <= budget_gb * GIB), key=lambda item: item[0][0])
-    names = ", ".join(f"`{r['technique']}` ({_kind(r)}, {mib / GIB:.2f} GiB {label})" for (mib, label), r in within)
+    within = sorted((item for item in figures if item[0][0] <= budget_gb * MIB_PER_GIB), key=lambda item: item[0][0])
+    names = ", ".join(f"`{r['technique']}` ({_kind(r)}, {mib / MIB_PER_GIB:.2f} GiB {label})"
+                      for (mib, label), r in within)
     return f"- **What fits in {budget_gb:g} GiB:** " + (names or "nothing measured or predicted here")
 
 

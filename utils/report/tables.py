@@ -4,8 +4,8 @@ import numpy as np
 
 from utils.analysis import stats
 from utils.analysis.convergence import fmt as _fmt
+from utils.units import MIB_PER_GIB
 
-GIB = 1024  # MiB per GiB
 ONE_RUN = "†"  # marks a row whose CIs rest on a single process
 ONE_RUN_NOTE = (
     f"{ONE_RUN} one run: its CIs cover the noise from step to step within one process only, not the "
@@ -38,7 +38,7 @@ def _memory_columns(summary, get):
     """The memory column that is compared (bold: least), and on a CPU the process's RSS
     beside it, shown but never compared (mostly the Python process, not the technique)."""
     if summary["peak_alloc_mib"].notna().any():
-        cells = [f"{a / GIB:.2f} / {r / GIB:.2f}" if a == a else "–"
+        cells = [f"{a / MIB_PER_GIB:.2f} / {r / MIB_PER_GIB:.2f}" if a == a else "–"
                  for a, r in zip(summary["peak_alloc_mib"], summary["peak_reserved_mib"])]
         return {"peak alloc / reserved GiB": _bold_best(cells, get("memory_mib"), min)}
     return {
@@ -157,7 +157,7 @@ def recommendation(summary, budget_gb):
     if budget_gb is None:
         lines.append("- **Within a memory budget:** set `BUDGET_GB=` to get the fastest technique that fits.")
     else:
-        fits = ok[ok["memory_mib"] <= budget_gb * GIB]
+        fits = ok[ok["memory_mib"] <= budget_gb * MIB_PER_GIB]
         lines.append(
             f"- **Fastest within {budget_gb:g} GiB:** "
             + (
@@ -170,7 +170,7 @@ def recommendation(summary, budget_gb):
 
 
 def _size(mib):
-    return f"{mib / GIB:.2f} GiB" if mib >= GIB else f"{mib:.1f} MiB"
+    return f"{mib / MIB_PER_GIB:.2f} GiB" if mib >= MIB_PER_GIB else f"{mib:.1f} MiB"
 
 
 def least_memory(ok):
