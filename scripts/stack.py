@@ -12,7 +12,7 @@ max-autotune (autotuning ran past 7 minutes), per-block compile (426k), float8 (
 matmuls too small), 8-bit AdamW and Lion (slower; they save memory, not time). A larger
 batch helps a little (B=32: 492k) but the batch is the user's choice, so BATCH stays as given.
 Each line is the same function its own script applies; utils/techniques/ applies them
-in a fixed order, so they compose. Equals the combination flash+fused+compile.
+in a fixed order, so they compose. Its row in utils/catalog.py says it equals flash+fused+compile.
 """
 
 from utils import techniques as t

@@ -7,7 +7,7 @@ keeps 1 byte of optimizer state per parameter (AdamW8bit 2, AdamW 8). Left out: 
 (less GPU memory still, but CUDA only and bound by PCIe: `make offload` measures it on a
 GPU) and torch.compile (it saved memory on the H100, 11.5 GiB, but the planner cannot model
 it, and this stack is the one `make plan` and `make maxbatch PLAN=1` can answer for).
-Equals the combination flash+checkpointing+lion8bit.
+Its row in utils/catalog.py says it equals flash+checkpointing+lion8bit.
 """
 
 from utils import techniques as t

@@ -1,18 +1,24 @@
 """Combinations: the baseline plus each part's own lines, named one way, refused when they
 conflict, and equal to the scripts that spell them."""
 
+import ast
+import dataclasses
 import math
+import shutil
 
 import pytest
 from helpers import run_make
 
-from utils import checks, registry, results
+from utils import catalog, checks, reference, registry, results
 from utils import techniques as t
 from utils.measure import data
 from utils.measure import loop as bench
 from utils.measure.config import RunConfig
 from utils.measure.train import build_run
+from utils.plan import planner
 from utils.techniques import setup_of
+
+PLAN_CFG = RunConfig("t", 1, 0, "tiny", 2, 16, "cpu", "coinflip", 0, None, "unused.csv", layers=2)
 
 
 @pytest.mark.parametrize(
@@ -71,21 +77,60 @@ def test_conflicts_are_refused_in_one_line_before_anything_runs(written, said):
 
 @pytest.mark.parametrize("script", ["stack", "stack_memory"])
 def test_a_named_combination_script_applies_what_its_combination_applies(script):
-    spelled = registry.EQUALS.search(registry.script(script).read_text()).group(1)
+    spelled = "+".join(catalog.BY_NAME[script].equals)
     assert registry.combination(spelled).calls == registry.calls_of(script)
     assert registry.combination(spelled).name == script
 
 
 def test_every_technique_function_has_a_stage_in_the_one_table():
     public = {name for name in t.__all__ if hasattr(getattr(t, name), "stage")}
-    assert public == set(registry.FUNCTIONS)
-    assert all(getattr(t, name).stage == registry.FUNCTIONS[name][0] for name in public)
+    assert public == set(catalog.FUNCTIONS)
+    assert all(getattr(t, name).stage == catalog.FUNCTIONS[name][0] for name in public)
 
 
-def test_every_script_reads_as_a_list_of_technique_calls():
+def _value(node):
+    # a literal or constant arithmetic (1 / 3): evaluated with nothing in scope
+    return eval(compile(ast.Expression(node), "<setup>", "eval"), {"__builtins__": {}})
+
+
+def script_calls(path):
+    """A script's setup body as Calls: each line must be a t.<technique>(run, ...) call."""
+    tree = ast.parse(path.read_text())
+    setup = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "setup")
+    calls = []
+    for statement in setup.body:
+        call = statement.value
+        assert isinstance(statement, ast.Expr) and call.func.attr in catalog.FUNCTIONS and call.args[0].id == "run"
+        calls.append(catalog.Call(call.func.attr, tuple(_value(a) for a in call.args[1:]),
+                                  tuple((k.arg, _value(k.value)) for k in call.keywords)))
+    return tuple(calls)
+
+
+def test_the_table_is_the_scripts_folder_and_each_script_its_row():
+    assert sorted(p.stem for p in registry.SCRIPTS.glob("*.py")) == sorted(registry.known())
     for name in registry.known():
-        assert registry.calls_of(name), name  # each composes; its own lines are what it adds
+        assert script_calls(registry.script(name)) == catalog.BY_NAME[name].calls, name
     assert registry.own_calls("adamw") == () and registry.own_calls("baseline") == ()
+
+
+def test_a_new_technique_is_a_row_and_a_script(tmp_path, monkeypatch):
+    scripts = tmp_path / "scripts"
+    shutil.copytree(registry.SCRIPTS, scripts)
+    baseline = (scripts / "baseline.py").read_text()
+    (scripts / "halfckpt.py").write_text(baseline.replace('"""baseline:', '"""halfckpt: bf16 and checkpointing;', 1)
+                                         .replace("    t.adamw(run)", "    t.autocast_bf16(run)\n"
+                                                  "    t.checkpoint_blocks(run)\n    t.adamw(run)"))
+    row = catalog.Technique("halfckpt", (catalog.FP32, catalog.call("autocast_bf16"), catalog.call("checkpoint_blocks"),
+                                         catalog.ADAMW), "as bf16")
+    monkeypatch.setattr(registry, "SCRIPTS", scripts)
+    monkeypatch.setattr(registry, "TECHNIQUES", (*catalog.TECHNIQUES, row))
+    monkeypatch.setitem(registry.BY_NAME, "halfckpt", row)
+    assert script_calls(scripts / "halfckpt.py") == row.calls
+    assert registry.combination("lion+halfckpt").name == "halfckpt+lion"  # combinations
+    assert "halfckpt       bf16 and checkpointing;" in reference.help_text()  # help
+    cfg = dataclasses.replace(PLAN_CFG, technique="halfckpt")
+    plan = planner.plan(setup_of("halfckpt")[1], cfg, model_cuda=False)  # the planner
+    assert plan.peak_bytes > 0 and plan.record["dtype"] == "bf16-autocast" and plan.record["checkpointing"]
 
 
 def test_a_combination_trains_and_records_what_ran():

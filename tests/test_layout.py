@@ -19,11 +19,12 @@ ALLOWED = {
     "requirements": set(),  # stdlib only: it runs before anything is known to import
     "devices": set(),
     "settings": {"checks", "devices"},  # GPU= is checked against the device table
-    "registry": {"checks", "settings"},
+    "catalog": set(),  # the techniques as data: stdlib, imports nothing
+    "registry": {"checks", "settings", "catalog"},
     "results": {"checks"},
-    "reference": {"models", "registry", "settings", "results"},
+    "reference": {"models", "registry", "settings", "results", "catalog"},
     "models": {"checks"},
-    "techniques": {"models", "registry", "checks", "settings"},
+    "techniques": {"models", "registry", "checks", "settings", "catalog"},
     "measure": {"techniques", "models", "results", "settings", "checks", "devices", "registry", "requirements"},
     "plan": {"measure", "techniques", "models", "results", "settings", "checks", "registry", "devices"},
     "analysis": {"results", "models", "checks"},

@@ -2,7 +2,8 @@
 
     settings.py   every setting once (name, default, check, help): flags, make help, docs
     checks.py     bad input, checked in one place (one line, exit 2)
-    registry.py   the techniques: the scripts folder is the list
+    catalog.py    the techniques as data: calls, where each runs, what it changes (stdlib)
+    registry.py   the techniques by name and their combinations, from the catalog
     devices.py    GPU dense peaks per dtype, each with its source (MFU)
     units.py      MiB and GiB, once
     requirements.py  what an interpreter given as PYTHON= lacks, in one line (stdlib only)

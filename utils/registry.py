@@ -1,12 +1,11 @@
-"""The technique registry: the scripts folder is the list, and combinations of its scripts.
+"""The technique registry: the techniques' table (utils/catalog.py) and combinations of them.
 
-`scripts/<name>.py` is the technique `name` (baseline first, the rest by name). A combination
-is written with `+` (`bf16+checkpointing+lion`): the baseline plus each part's own lines,
-read from the scripts' `setup` bodies (a list of `t.<function>(run, ...)` calls), applied in
-the stages' order whatever order they are written in. Its canonical name sorts the parts by
-stage, drops a part another already brings (`bf16+flash` is `flash`: flash's script brings
-bf16 autocast), and is a script's name where a script spells the same combination (`stack`
-says so in its docstring: "Equals the combination flash+fused+compile"), so one configuration
+`scripts/<name>.py` is the technique `name`, standalone, as its row in the table declares it
+(a test holds each to its row). A combination is written with `+` (`bf16+checkpointing+lion`):
+the baseline plus each part's own calls, applied in the stages' order whatever order they are
+written in. Its canonical name sorts the parts by stage, drops a part another already brings
+(`bf16+flash` is `flash`: flash brings bf16 autocast), and is a technique's name where its row
+declares it equals the same combination (`stack` is flash+fused+compile), so one configuration
 has one name in results.csv. Conflicts are refused before anything runs.
 
 Stdlib only: make help, make <combination> and the checks before a run read it without torch.
@@ -14,64 +13,20 @@ Stdlib only: make help, make <combination> and the checks before a run read it w
 
 import ast
 import importlib.util
-import re
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 from utils import checks, settings
+from utils.catalog import BY_NAME, CONFLICTS, FUNCTIONS, STAGES, TECHNIQUES
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 BASELINE = "baseline"
-STAGES = ("architecture", "precision", "attention", "memory", "parallel", "optimizer", "compile", "step")
-# technique function -> (stage, the group of which a run holds one: two of a group conflict)
-FUNCTIONS = {
-    "gated_mlp": ("architecture", "MLP"),
-    "strict_fp32": ("precision", None),
-    "tf32": ("precision", None),
-    "autocast_bf16": ("precision", "precision"),
-    "autocast_fp16": ("precision", "precision"),
-    "flash_attention": ("attention", None),
-    "checkpoint_blocks": ("memory", None),
-    **dict.fromkeys(("adamw", "adam", "sgd", "fused_adamw", "adamw_8bit", "lion", "lion_8bit", "offload_adamw"),
-                    ("optimizer", "optimizer")),
-    "compile_model": ("compile", None),
-    "accumulate": ("step", None),
-    "cuda_graphs": ("step", None),
-}
-# pairs of functions that refuse each other, and why
-HOST_STEPPED = "cuda_graphs captures the whole step as GPU work, and this optimizer steps from the host"
-CONFLICTS = {
-    frozenset(("cuda_graphs", "compile_model")): "cuda_graphs captures the eager step; for compiled graphs use "
-    "compile with COMPILE_MODE=reduce-overhead",
-    frozenset(("cuda_graphs", "autocast_fp16")): "cuda_graphs cannot capture fp16's GradScaler, whose inf check "
-    "reads the GPU from the host every step; use bf16",
-    # bitsandbytes synchronises after every parameter; torchao's offload steps on the CPU
-    **{frozenset(("cuda_graphs", f)): f"{HOST_STEPPED} ({f})"
-       for f in ("adamw_8bit", "lion", "lion_8bit", "offload_adamw")},
-}
-EQUALS = re.compile(r"Equals the combination ([\w+-]+)\.")
-
-
-@dataclass(frozen=True)
-class Call:
-    function: str
-    args: tuple = ()
-    kwargs: tuple = ()  # (name, value) pairs
-
-    @property
-    def stage(self):
-        return FUNCTIONS[self.function][0]
-
-    def __str__(self):
-        given = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs]
-        return f"{self.function}({', '.join(['run', *given])})"
 
 
 def known():
-    """Every technique script, baseline first, then by name (the Makefile derives the same list)."""
-    names = sorted(p.stem for p in SCRIPTS.glob("*.py"))
-    return sorted(names, key=lambda name: name != BASELINE)
+    """Every technique, baseline first, then by name (the Makefile derives the same list from the
+    scripts folder; a test holds the two equal)."""
+    return sorted(sorted(t.name for t in TECHNIQUES), key=lambda name: name != BASELINE)
 
 
 def script(name):
@@ -94,26 +49,9 @@ def load_setup(name):
     return module.setup
 
 
-def _value(node):
-    # a literal or constant arithmetic (1 / 3): evaluated with nothing in scope
-    return eval(compile(ast.Expression(node), "<setup>", "eval"), {"__builtins__": {}})
-
-
-@cache
 def calls_of(name):
-    """The technique calls of scripts/<name>.py's setup, in order, read from its source."""
-    tree = ast.parse(script(name).read_text())
-    setup = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "setup"), None)
-    calls = []
-    for statement in setup.body if setup else []:
-        call = statement.value if isinstance(statement, ast.Expr) else None
-        function = getattr(getattr(call, "func", None), "attr", None)
-        if function not in FUNCTIONS or not call.args or getattr(call.args[0], "id", None) != "run":
-            raise checks.BadInput(f"{name}: its setup is not a list of t.<technique>(run, ...) calls, so it cannot "
-                                  f"be combined (line {statement.lineno})")
-        calls.append(Call(function, tuple(_value(a) for a in call.args[1:]),
-                          tuple((k.arg, _value(k.value)) for k in call.keywords)))
-    return tuple(calls)
+    """The technique calls of `name`, in its script's order, from its row."""
+    return BY_NAME[name].calls
 
 
 def own_calls(name):
@@ -122,13 +60,12 @@ def own_calls(name):
 
 
 def _alias_parts(name):
-    match = EQUALS.search(ast.get_docstring(ast.parse(script(name).read_text())) or "")
-    return tuple(match.group(1).split("+")) if match else None
+    return BY_NAME[name].equals or None
 
 
 def check_scripts(names, what="technique"):
     """Refuse an empty list or a name with no script, in one line naming the known ones."""
-    unknown = [name for name in names if not script(name).is_file()]
+    unknown = [name for name in names if name not in BY_NAME]
     if unknown or not names:
         given = " ".join(unknown) or "(none given)"
         raise checks.BadInput(f"unknown {what} {given}; known: {' '.join(known())}")
@@ -231,8 +168,8 @@ def combination(text):
 
 
 def is_technique(name):
-    """Whether `name` is a technique script or a '+' combination (the drivers load configs by their own names)."""
-    return "+" in name or script(name).is_file()
+    """Whether `name` is a technique or a '+' combination (the drivers load configs by their own names)."""
+    return "+" in name or name in BY_NAME
 
 
 def functions_of(name):

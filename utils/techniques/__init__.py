@@ -2,7 +2,7 @@
 
 Job: everything a technique script may call (`from utils import techniques as t`), the run
 state they change (run.py), the step the loop drives (step.py) and the parallel stage
-(parallel.py). Which techniques exist is the scripts folder's business (utils/registry.py).
+(parallel.py). Which techniques exist is utils/catalog.py's table.
 May import: torch, utils.models, utils.registry, utils.checks.
 
     1. architecture   gated_mlp (rebuild the model, same seed, before anything else)
@@ -24,7 +24,7 @@ subset composes (see scripts/stack.py). No script names the parallel stage: unde
 it is applied as the run passes it, so every technique runs under DDP and FSDP2 unchanged.
 A technique that cannot run on this machine raises Skip with a reason for the user; the run
 is then recorded as skipped, not failed. Which function belongs to which stage is one table,
-utils/registry.py's FUNCTIONS (stdlib, so combinations are checked without torch); the
+utils/catalog.py's FUNCTIONS (stdlib, so combinations are checked without torch); the
 `technique` decorator enters a function's stage from it. A combination (`flash+lion`) is the
 baseline's calls plus each part's own, in this order (combined.py).
 """

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from utils import models, registry, settings
-from utils.registry import STAGES
+from utils import models, settings
+from utils.catalog import FUNCTIONS, STAGES
 from utils.techniques import parallel, step
 
 
@@ -82,9 +82,9 @@ def new_run(cfg, device=None):
 
 
 def technique(function):
-    """A technique function: it enters its stage (utils/registry.py's FUNCTIONS, the one table
+    """A technique function: it enters its stage (utils/catalog.py's FUNCTIONS, the one table
     of which function belongs to which stage) before it changes the run."""
-    stage = registry.FUNCTIONS[function.__name__][0]
+    stage = FUNCTIONS[function.__name__][0]
 
     @functools.wraps(function)
     def apply(run, *args, **kwargs):

@@ -1,0 +1,121 @@
+"""The techniques, declared as data: one row each, read by combinations, help, the reference
+docs, the planner and (to come) the tuner. Stdlib only, so `make <name>` refuses a bad name
+before any process imports torch.
+
+A row says what the technique is: its calls (the baseline's and its own, in its script's
+order: `diff scripts/baseline.py scripts/<name>.py` is the row's own calls), the named
+combination it equals, where it can run, and what it changes besides speed. Each script is
+held to its row by a test (tests read the scripts' `setup` bodies; nothing here parses source).
+Which stage a function belongs to, and which of its group a run holds one of, is FUNCTIONS.
+"""
+
+from dataclasses import dataclass
+
+STAGES = ("architecture", "precision", "attention", "memory", "parallel", "optimizer", "compile", "step")
+# technique function -> (stage, the group of which a run holds one: two of a group conflict)
+FUNCTIONS = {
+    "gated_mlp": ("architecture", "MLP"),
+    "strict_fp32": ("precision", None),
+    "tf32": ("precision", None),
+    "autocast_bf16": ("precision", "precision"),
+    "autocast_fp16": ("precision", "precision"),
+    "flash_attention": ("attention", None),
+    "checkpoint_blocks": ("memory", None),
+    **dict.fromkeys(("adamw", "adam", "sgd", "fused_adamw", "adamw_8bit", "lion", "lion_8bit", "offload_adamw"),
+                    ("optimizer", "optimizer")),
+    "compile_model": ("compile", None),
+    "accumulate": ("step", None),
+    "cuda_graphs": ("step", None),
+}
+HOST_STEPPED = "cuda_graphs captures the whole step as GPU work, and this optimizer steps from the host"
+# pairs of functions that refuse each other, and why
+CONFLICTS = {
+    frozenset(("cuda_graphs", "compile_model")): "cuda_graphs captures the eager step; for compiled graphs use "
+    "compile with COMPILE_MODE=reduce-overhead",
+    frozenset(("cuda_graphs", "autocast_fp16")): "cuda_graphs cannot capture fp16's GradScaler, whose inf check "
+    "reads the GPU from the host every step; use bf16",
+    # bitsandbytes synchronises after every parameter; torchao's offload steps on the CPU
+    **{frozenset(("cuda_graphs", f)): f"{HOST_STEPPED} ({f})"
+       for f in ("adamw_8bit", "lion", "lion_8bit", "offload_adamw")},
+}
+
+
+@dataclass(frozen=True)
+class Call:
+    function: str
+    args: tuple = ()
+    kwargs: tuple = ()  # (name, value) pairs
+
+    @property
+    def stage(self):
+        return FUNCTIONS[self.function][0]
+
+    def __str__(self):
+        given = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs]
+        return f"{self.function}({', '.join(['run', *given])})"
+
+
+def call(function, *args, **kwargs):
+    return Call(function, args, tuple(kwargs.items()))
+
+
+SAME_MATH = "same math up to rounding"
+
+
+@dataclass(frozen=True)
+class Technique:
+    name: str
+    calls: tuple  # Calls, in its script's order
+    learns: str = SAME_MATH  # what it changes besides speed and memory
+    cuda_only: bool = False  # nothing to measure on a CPU
+    min_capability: tuple = None  # the CUDA compute capability it needs
+    packages: tuple = ()  # packages it needs beyond torch (skipped, with the reason, without them)
+    equals: tuple = ()  # the combination a named combination script spells
+
+
+FP32, ADAMW = call("strict_fp32"), call("adamw")
+LION_ADVICE = {"lr_scale": 1 / 3, "weight_decay_scale": 3}  # the Lion paper's: LR / 3, weight decay x 3
+BF16 = (8, 0)  # native bf16 and TF32 tensor cores: Ampere
+OTHER_OPTIMIZER = "another optimizer: what is learnt, and how fast, changes"
+T = Technique
+TECHNIQUES = (
+    T("baseline", (FP32, ADAMW)),
+    T("8bit", (FP32, call("adamw_8bit")), "AdamW with 8-bit block-quantised state: close to AdamW, not equal",
+      packages=("bitsandbytes",)),
+    T("accum", (FP32, ADAMW, call("accumulate")), "the same mean gradient over ACCUM x BATCH sequences per step"),
+    T("adam", (FP32, call("adam", default_lr=1e-3)), "Adam without decoupled weight decay, LR 1e-3"),
+    T("adamw", (FP32, ADAMW)),
+    T("bf16", (FP32, call("autocast_bf16"), ADAMW), "matmuls and activations in bf16 (8 mantissa bits)",
+      min_capability=BF16),
+    T("checkpointing", (FP32, call("checkpoint_blocks"), ADAMW)),
+    T("compile", (FP32, ADAMW, call("compile_model"))),
+    T("cudagraphs", (FP32, ADAMW, call("cuda_graphs")), cuda_only=True),
+    T("flash", (FP32, call("autocast_bf16"), call("flash_attention"), ADAMW),
+      "bf16 autocast (its prerequisite on CUDA); attention's own result to rounding", min_capability=BF16),
+    T("fp16", (FP32, call("autocast_fp16"), ADAMW), "fp16 with a loss scale: a step with inf/nan gradients is skipped"),
+    T("fused", (FP32, call("fused_adamw"))),
+    T("geglu", (call("gated_mlp", "geglu"), FP32, ADAMW), "another architecture: a GeGLU MLP"),
+    T("lion", (FP32, call("lion", **LION_ADVICE)), OTHER_OPTIMIZER, packages=("bitsandbytes or lion-pytorch",)),
+    T("lion8bit", (FP32, call("lion_8bit", **LION_ADVICE)), OTHER_OPTIMIZER + ", its state in 8 bits",
+      packages=("bitsandbytes",)),
+    T("momentum", (FP32, call("sgd", momentum=0.9, default_lr=0.01)), OTHER_OPTIMIZER),
+    T("offload", (FP32, call("offload_adamw")), cuda_only=True, packages=("torchao",)),
+    T("sgd", (FP32, call("sgd", default_lr=0.1)), OTHER_OPTIMIZER),
+    T("stack", (FP32, call("autocast_bf16"), call("flash_attention"), call("fused_adamw"), call("compile_model")),
+      "as bf16 and flash", min_capability=BF16, equals=("flash", "fused", "compile")),
+    T("stack_memory", (FP32, call("autocast_bf16"), call("flash_attention"), call("checkpoint_blocks"),
+                       call("lion_8bit", **LION_ADVICE)), "as bf16, flash and lion8bit", min_capability=BF16,
+      packages=("bitsandbytes",), equals=("flash", "checkpointing", "lion8bit")),
+    T("swiglu", (call("gated_mlp", "swiglu"), FP32, ADAMW), "another architecture: a SwiGLU MLP"),
+    T("tf32", (call("tf32"), ADAMW), "fp32 matmuls in TF32 (10 mantissa bits)", cuda_only=True,
+      min_capability=BF16),
+)
+BY_NAME = {t.name: t for t in TECHNIQUES}
+
+
+def runs_on(technique):
+    """Where a technique can run, in words (help and the reference docs)."""
+    where = "CUDA" if technique.cuda_only else "CPU or CUDA"
+    if technique.min_capability:
+        where += f" (on CUDA: compute capability {'.'.join(map(str, technique.min_capability))}+)"
+    return where + "".join(f"; needs {p}" for p in technique.packages)
