@@ -35,7 +35,9 @@ ALLOWED = {
 ALLOWED["units"] = set()  # MiB and GiB, once: any package may use them
 for allowed in ALLOWED.values():
     allowed.add("units")
-ALLOWED["drivers"] = set(ALLOWED) - {"drivers", "__init__"}  # commands over many runs: anything but each other
+# commands over many runs: anything; among themselves only the runner, all's rounds, maxbatch's search and
+# gpu_check's own modules (a package within drivers), none of them a cycle
+ALLOWED["drivers"] = set(ALLOWED) - {"drivers", "__init__"}
 MODULES = sorted(p for p in UTILS.rglob("*.py"))
 
 
@@ -62,6 +64,15 @@ def test_imports_run_one_way(path):
     package = _package(path)
     strays = _imported(path) - ALLOWED[package] - {package}
     assert not strays, f"{package} may not import {strays}"
+
+
+def test_drivers_share_only_the_runner_the_rounds_and_the_search():
+    shared = {"runner", "all", "maxbatch", "gpu_check"}
+    for path in (UTILS / "drivers").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("utils.drivers"):
+                parts = node.module.split(".")[2:] or [alias.name for alias in node.names]
+                assert parts[0] in shared, f"{path.relative_to(ROOT)} imports {node.module}"
 
 
 def test_the_layout_names_every_package_and_leaf():
