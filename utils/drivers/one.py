@@ -11,18 +11,12 @@ import os
 import sys
 
 from utils import checks, registry, settings
-
-
-def command(name):
-    """The command line that runs technique or combination `name` (canonical) once."""
-    if "+" in name:
-        return [sys.executable, "-m", "utils.measure.train", name]
-    return [sys.executable, str(registry.script(name))]
+from utils.drivers import runner
 
 
 def main(name=None):
     name = name or settings.text("T") or settings.text("TECHNIQUE")  # make run
-    if "+" not in name and not registry.script(name).is_file():
+    if not registry.is_technique(name):
         print(f"make: unknown target or technique {name!r} (techniques: {' '.join(registry.known())}; a combination "
               "is written with '+': flash+lion; see make help)", file=sys.stderr)
         return checks.EXIT_BAD_INPUT
@@ -35,7 +29,7 @@ def main(name=None):
     if canonical != name:
         print(f"{name}: runs as {canonical}", flush=True)
     if single:
-        os.execv(sys.executable, command(canonical))
+        os.execv(sys.executable, runner.command(canonical))
     from utils.drivers import all as repeats  # here, not above: a single run never loads torch twice
 
     return repeats.main([canonical])

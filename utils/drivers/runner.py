@@ -43,16 +43,21 @@ def torchrun(nproc, port=None):
     return [sys.executable, "-m", "torch.distributed.run", *rendezvous, f"--nproc_per_node={nproc}"]
 
 
+def command(name, launcher=None):
+    """The command line that runs technique or combination `name` (canonical) once: its script,
+    or, for a combination (no script), utils.measure.train by name; under `launcher` if given."""
+    target = ["-m", "utils.measure.train", name] if "+" in name else [str(registry.script(name))]
+    return [*(launcher or [sys.executable]), *target]
+
+
 def run(name, overrides=None, capture=False, timeout=None, memory_gib=None, launcher=None, ranks=1):
     """Run scripts/<name>.py, or combination `name` by name (under `launcher` with `ranks`
     processes, if given) with `overrides` on top of this environment; return its Outcome."""
     with tempfile.TemporaryDirectory() as tmp:
         summary = Path(tmp) / "summary.json"
         env = {**os.environ, **(overrides or {}), "SUMMARY_FILE": str(summary)}
-        target = ["-m", "utils.measure.train", name] if "+" in name else [str(registry.script(name))]
-        command = [*(launcher or [sys.executable]), *target]
         try:
-            proc = subprocess.run(command, env=env, capture_output=capture, text=True, timeout=timeout,
+            proc = subprocess.run(command(name, launcher), env=env, capture_output=capture, text=True, timeout=timeout,
                                   preexec_fn=memory_cap(memory_gib) if memory_gib else None)
         except subprocess.TimeoutExpired:
             return Outcome("timeout", f"{name}: stopped after {timeout:g} s")
