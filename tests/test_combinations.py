@@ -110,7 +110,8 @@ def test_the_table_is_the_scripts_folder_and_each_script_its_row():
     assert sorted(p.stem for p in registry.SCRIPTS.glob("*.py")) == sorted(registry.known())
     for name in registry.known():
         assert script_calls(registry.script(name)) == catalog.BY_NAME[name].calls, name
-    assert registry.own_calls("adamw") == () and registry.own_calls("baseline") == ()
+    assert registry.own_calls(catalog.AA_CHECK) == () and registry.own_calls(catalog.BASELINE) == ()
+    assert catalog.BY_NAME[catalog.AA_CHECK].calls == catalog.BY_NAME[catalog.BASELINE].calls  # the A/A test
 
 
 def test_a_new_technique_is_a_row_and_a_script(tmp_path, monkeypatch):

@@ -27,9 +27,9 @@ ALLOWED = {
     "techniques": {"models", "registry", "checks", "settings", "catalog"},
     "measure": {"techniques", "models", "results", "settings", "checks", "devices", "registry", "requirements"},
     "plan": {"measure", "techniques", "models", "results", "settings", "checks", "registry", "devices"},
-    "analysis": {"results", "models", "checks"},
-    "plots": {"analysis", "results", "checks", "settings", "registry"},
-    "report": {"analysis", "plots", "results", "checks", "settings", "devices"},
+    "analysis": {"results", "models", "checks", "catalog"},
+    "plots": {"analysis", "results", "checks", "settings", "registry", "catalog"},
+    "report": {"analysis", "plots", "results", "checks", "settings", "devices", "catalog"},
     "__init__": set(),  # the package's map: a docstring
 }
 ALLOWED["units"] = set()  # MiB and GiB, once: any package may use them

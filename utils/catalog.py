@@ -11,6 +11,8 @@ Which stage a function belongs to, and which of its group a run holds one of, is
 
 from dataclasses import dataclass
 
+BASELINE = "baseline"  # what every speedup is against
+AA_CHECK = "adamw"  # the baseline's calls under another name: an A/A test of the machine's noise
 STAGES = ("architecture", "precision", "attention", "memory", "parallel", "optimizer", "compile", "step")
 # technique function -> (stage, the group of which a run holds one: two of a group conflict)
 FUNCTIONS = {

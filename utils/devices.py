@@ -53,8 +53,16 @@ GPUS = (
         {"fp32": 8.7, "tf32": 8.7, "bf16": 17.4}, 0.192),  # at its 1695 MHz boost
     GPU("t4", r"\bT4\b", "T4", 16, (7, 5), {"fp32": 8.1, "fp16": 65.0}, 0.32),  # Turing: fp16 tensor cores only
 )
-GENERATIONS = {7: "Volta / Turing", 8: "Ampere / Ada", 9: "Hopper", 10: "Blackwell", 12: "Blackwell (GeForce)"}
+# compute capability -> architecture (NVIDIA's "CUDA GPUs" table); 10.x and newer: Blackwell
+GENERATION_BY_CAPABILITY = {(7, 0): "volta", (7, 5): "turing", (8, 0): "ampere", (8, 6): "ampere",
+                            (8, 9): "ada", (9, 0): "hopper"}
 PRECISION = {"fp32": "fp32", "tf32": "tf32", "bf16-autocast": "bf16", "fp16-autocast": "fp16"}
+
+
+def generation(gpu):
+    """The GPU's architecture, by its compute capability."""
+    major = gpu.capability[0]
+    return GENERATION_BY_CAPABILITY.get(tuple(gpu.capability), "blackwell" if major >= 10 else f"sm{major}")
 
 
 def by_key(key):

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils import checks, settings
-from utils.catalog import BY_NAME, CONFLICTS, FUNCTIONS, STAGES, TECHNIQUES
+from utils.catalog import BASELINE, BY_NAME, CONFLICTS, FUNCTIONS, STAGES, TECHNIQUES
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-BASELINE = "baseline"
 
 
 def known():

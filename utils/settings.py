@@ -16,6 +16,8 @@ from utils import checks, devices
 
 SEED_MAX = 2**64 - 1  # torch.manual_seed's range
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
+ALLOCATOR_MODES = ("native", "expandable_segments")  # the CUDA caching allocator's (PYTORCH_CUDA_ALLOC_CONF)
+MODULE_LOADINGS = ("lazy", "eager")  # CUDA_MODULE_LOADING: what the CUDA context holds
 GRAPHED_COMPILE_MODES = ("reduce-overhead", "max-autotune")  # inductor captures CUDA graphs in these modes
 MODEL_AUTO = "auto (gpt2 on CUDA, tiny on CPU; make plan: gpt2)"
 MODEL_HELP = (f"the model: a preset, hf:<name> (a Hugging Face causal LM from its config, random weights: shipped "
@@ -171,9 +173,9 @@ SETTINGS = (
     S("PARALLEL", "", "make plan / maxbatch PLAN=1 / matrix PLAN=1: ddp or fsdp plans rank 0 of NPROC GPUs "
       "(blank: one GPU); make ddp / fsdp set it for their processes", "memory"),
     S("ALLOCATOR", "native", "planned CUDA caching allocator: native, or expandable_segments "
-      "(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)", "memory", _choice("native", "expandable_segments")),
+      "(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)", "memory", _choice(*ALLOCATOR_MODES)),
     S("MODULE_LOADING", "lazy", "planned CUDA module loading: lazy (torch >= 1.13 with CUDA >= 11.7), or eager "
-      "(older, or CUDA_MODULE_LOADING=EAGER): sets the CUDA context's size", "memory", _choice("lazy", "eager")),
+      "(older, or CUDA_MODULE_LOADING=EAGER): sets the CUDA context's size", "memory", _choice(*MODULE_LOADINGS)),
     S("MAXMEM_GB", "", "make maxbatch on a CPU: hard memory cap of each trial process, GiB", "memory",
       _optional(_number)),
     S("SCALING_MODELS", "tiny small gpt2 gpt2-medium gpt2-large gpt2-xl gpt-2.7b",

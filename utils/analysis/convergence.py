@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from utils import checks
-from utils.analysis.stats import BASELINE
+from utils.catalog import BASELINE
 
 # largest |training loss - the baseline's| at the same step, in nats, that still counts as the
 # same arithmetic: fp32 only reorders sums (fused kernels, compile, recomputation); tf32, bf16

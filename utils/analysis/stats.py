@@ -14,10 +14,10 @@ speedup whose CI reaches into 1 ± floor is "within the noise floor", not shown 
 import numpy as np
 import pandas as pd
 
+from utils.catalog import AA_CHECK, BASELINE
+
 RESAMPLES = 2000
 CONFIDENCE = 0.95
-BASELINE = "baseline"
-AA_CHECK = "adamw"  # identical to the baseline: an A/A test of the machine
 MIN_RUNS = 3  # a bootstrap over fewer runs cannot see how much runs differ; adaptive repeats need this many
 
 

@@ -32,6 +32,7 @@ import bisect
 import dataclasses
 import math
 
+from utils.settings import ALLOCATOR_MODES
 from utils.units import MIB
 
 MIN_BLOCK = 512  # kMinBlockSize
@@ -40,7 +41,6 @@ SMALL_BUFFER = 2 * MIB  # kSmallBuffer
 MIN_LARGE_ALLOC = 10 * MIB  # kMinLargeAlloc
 LARGE_BUFFER = 20 * MIB  # kLargeBuffer
 ROUND_LARGE = 2 * MIB  # kRoundLarge
-MODES = ("native", "expandable_segments")
 
 
 def round_size(size):
@@ -85,8 +85,8 @@ class CachingAllocator:
     """The allocator's state: cached free blocks by pool, segments, reserved and allocated bytes."""
 
     def __init__(self, capacity=None, mode="native"):
-        if mode not in MODES:
-            raise ValueError(f"unknown allocator mode {mode!r} (known: {', '.join(MODES)})")
+        if mode not in ALLOCATOR_MODES:
+            raise ValueError(f"unknown allocator mode {mode!r} (known: {', '.join(ALLOCATOR_MODES)})")
         self.capacity, self.expandable = capacity, mode == "expandable_segments"
         self.free_blocks = {True: [], False: []}  # small? -> sorted [(size, address, block)]
         self.allocated = self.reserved = self.retries = 0

@@ -22,11 +22,10 @@ training step loads on top of the bare context are not counted (not measured her
 
 import dataclasses
 
-from utils import checks
+from utils import checks, settings
+from utils.devices import generation
 from utils.plan import allocator
 from utils.units import GIB, MIB
-
-LOADINGS = ("lazy", "eager")
 
 # (MiB, source): the bare context as measured (nvidia-smi or cudaMemGetInfo's total - free)
 CONTEXT_MEASURED = {
@@ -40,15 +39,6 @@ CONTEXT_STATED = {
     "eager": (636, "pytorch/pytorch#86509: cudaMemGetInfo's total - free 666,632,192 bytes with "
                    "CUDA_MODULE_LOADING=DEFAULT (a 6.4 MB tensor on the device)"),
 }
-GENERATION_BY_CAPABILITY = {(7, 0): "volta", (7, 5): "turing", (8, 0): "ampere", (8, 6): "ampere",
-                            (8, 9): "ada", (9, 0): "hopper"}
-
-
-def generation(gpu):
-    major = gpu.capability[0]
-    return GENERATION_BY_CAPABILITY.get(gpu.capability, "blackwell" if major >= 10 else f"sm{major}")
-
-
 def context(gpu, loading):
     """(MiB, source, assumed?) of the CUDA context on `gpu` with this module loading."""
     measured = CONTEXT_MEASURED.get((generation(gpu), loading))
@@ -85,10 +75,11 @@ def device_memory(plan, target):
     """Replay a plan's trace (utils.plan.planner.Plan) on `target` (utils.plan.config.Target):
     its GPU, allocator mode and module loading."""
     gpu, mode = target.gpu, target.allocator
-    if mode not in allocator.MODES:
-        raise checks.BadInput(f"ALLOCATOR must be one of {', '.join(allocator.MODES)}, got {mode!r}")
-    if target.loading not in LOADINGS:
-        raise checks.BadInput(f"MODULE_LOADING must be one of {', '.join(LOADINGS)}, got {target.loading!r}")
+    if mode not in settings.ALLOCATOR_MODES:
+        raise checks.BadInput(f"ALLOCATOR must be one of {', '.join(settings.ALLOCATOR_MODES)}, got {mode!r}")
+    if target.loading not in settings.MODULE_LOADINGS:
+        raise checks.BadInput(f"MODULE_LOADING must be one of {', '.join(settings.MODULE_LOADINGS)}, got "
+                              f"{target.loading!r}")
     context_mib, source, assumed = context(gpu, target.loading)
     workspaces = cublas_workspaces(gpu)
     capacity = gpu.memory_gib * GIB

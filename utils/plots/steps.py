@@ -14,7 +14,8 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, ScalarFormatter  # noqa: E402
 
 from utils.analysis import stats  # noqa: E402
-from utils.analysis.stats import BASELINE, measured  # noqa: E402
+from utils.analysis.stats import measured  # noqa: E402
+from utils.catalog import AA_CHECK, BASELINE  # noqa: E402
 from utils.results import ResultsFileError  # noqa: E402
 
 WIDE = 10  # above this max/min ratio of step times, time axes are logarithmic
@@ -145,7 +146,7 @@ def plot_speedups(summary, df, path):
     legend = []
     floor = stats.aa_floor(summary)
     if floor:
-        label = f"noise floor: {stats.AA_CHECK} (A/A) off by {floor[0]:.1%}; within it: not shown"
+        label = f"noise floor: {AA_CHECK} (A/A) off by {floor[0]:.1%}; within it: not shown"
         legend.append(ax.axvspan(1 - floor[0], 1 + floor[0], color="gold", alpha=0.3, label=label))
     if any(one_run):
         label = "one run: CI of step-to-step noise only"

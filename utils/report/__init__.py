@@ -17,6 +17,7 @@ from pathlib import Path
 
 from utils import results
 from utils.analysis import convergence, stats
+from utils.catalog import AA_CHECK
 from utils.plots import plots_for
 from utils.report import memory, predicted
 from utils.report.tables import recommendation, table
@@ -56,7 +57,7 @@ def build(
         "Step times are of measured steps only "
         f"(warm-up excluded); CIs are 95% bootstrap intervals ({stats.RESAMPLES} resamples, runs then steps). "
         "A speedup whose CI holds 1.0 is reported as no detectable difference, one whose CI reaches into the "
-        f"noise floor (how far `{stats.AA_CHECK}`, an A/A copy of the baseline, lands from 1.0) as within "
+        f"noise floor (how far `{AA_CHECK}`, an A/A copy of the baseline, lands from 1.0) as within "
         "the noise floor. MFU is against the dense peak of the precision "
         "that ran (blank where the device is not in the table; `PEAK_TFLOPS=` sets one). Best of each column in bold."
     ]

@@ -13,7 +13,8 @@ import os
 
 import pandas as pd
 
-from utils.analysis.stats import BASELINE, measured
+from utils.analysis.stats import measured
+from utils.catalog import BASELINE
 from utils.plots.memory import plot_breakdown
 from utils.results import MEMORY_COLUMNS as COLUMNS
 from utils.results import MEMORY_PARTS as PARTS

@@ -4,6 +4,7 @@ import numpy as np
 
 from utils.analysis import stats
 from utils.analysis.convergence import fmt as _fmt
+from utils.catalog import AA_CHECK
 from utils.units import MIB_PER_GIB
 
 ONE_RUN = "†"  # marks a row whose CIs rest on a single process
@@ -198,15 +199,15 @@ def floor_line(summary):
     floor = stats.aa_floor(summary)
     if floor is None:
         return (
-            f"- **Noise floor:** not measured: run `{stats.AA_CHECK}` (the baseline under another name) in this "
+            f"- **Noise floor:** not measured: run `{AA_CHECK}` (the baseline under another name) in this "
             "configuration to see how much two identical configurations differ here"
         )
     point, low, high = floor
-    aa = summary.loc[stats.AA_CHECK]
+    aa = summary.loc[AA_CHECK]
     held = aa["speedup_lo"] <= 1 <= aa["speedup_hi"]
     drift = "" if held else "; its CI excludes 1.0, so this machine drifted or is noisy"
     return (
-        f"- **Noise floor:** `{stats.AA_CHECK}`, identical to the baseline, measured {_speedup(aa)}: two "
+        f"- **Noise floor:** `{AA_CHECK}`, identical to the baseline, measured {_speedup(aa)}: two "
         f"identical configurations differed by {point:.1%} [{low:.1%}, {high:.1%}] here{drift}; a speedup whose CI "
         f"reaches into {1 - point:.2f}–{1 + point:.2f} is reported as within the noise floor, not shown"
     )
