@@ -3,6 +3,7 @@
 import multiprocessing
 
 import pytest
+from helpers import tiny_run
 
 from utils import results
 from utils.measure import config
@@ -93,3 +94,8 @@ def test_a_file_of_an_older_version_is_read_but_not_appended_to(results_file):
     with pytest.raises(results.ResultsFileError, match="older version.*make reset"):
         results.append_rows(results_file, _rows(1))
     assert results_file.read_bytes() == before
+
+
+def test_a_run_records_every_what_ran_column():
+    assert set(results.WHAT_RAN) - {"attention"} <= set(tiny_run().record())  # attention: probed as it runs
+    assert set(results.WHAT_RAN) <= set(results.COLUMNS)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from utils.catalog import AA_CHECK, BASELINE
+from utils.results import WHAT_RAN
 
 RESAMPLES = 2000
 CONFIDENCE = 0.95
@@ -153,8 +154,7 @@ def summary(df):
         status = statuses.index[0] if len(statuses) == 1 else ", ".join(f"{s}×{n}" for s, n in statuses.items())
         row = {"technique": technique, "status": status, "reason": last["reason"] if last["status"] != "ok" else "",
                "runs": group["run_id"].nunique(), "measured_runs": len(runs)}
-        for column in ("dtype", "attention", "optimizer", "fused", "compiled", "checkpointing",
-                       "mlp", "compile_mode", "accum", "cuda_graphs"):
+        for column in WHAT_RAN:
             row[column] = last[column]
         if runs:
             ok = measured(group)

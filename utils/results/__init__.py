@@ -6,10 +6,10 @@ pandas (read only); never torch, so a CSV from another machine reads anywhere.
 """
 
 from utils.results.rows import identity
-from utils.results.schema import COLUMNS, HEADER, MEMORY_COLUMNS, MEMORY_PARTS, NUMERIC, STATUSES
+from utils.results.schema import COLUMNS, HEADER, MEMORY_COLUMNS, MEMORY_PARTS, NUMERIC, STATUSES, WHAT_RAN
 from utils.results.store import ResultsFileError, append_rows, check_appendable, format_rows, init, read, reset
 
 __all__ = [
     "COLUMNS", "HEADER", "MEMORY_COLUMNS", "MEMORY_PARTS", "NUMERIC", "STATUSES", "ResultsFileError", "append_rows",
-    "check_appendable", "format_rows", "identity", "init", "read", "reset",
+    "check_appendable", "format_rows", "identity", "init", "read", "reset", "WHAT_RAN",
 ]

@@ -103,5 +103,9 @@ BOOLEAN = ("fused", "compiled", "checkpointing", "cuda_graphs", "scaler_skipped"
 NUMERIC = tuple(c for c in COLUMNS if c not in TEXT + BOOLEAN)
 
 # the memory breakdown's parts (MemTracker's reference types, grouped), in column order
+# what ran (the run's configuration as a technique applied it: utils/techniques/run.py Run.record
+# writes them, the report's summary carries them per technique)
+WHAT_RAN = ("dtype", "attention", "optimizer", "fused", "compiled", "checkpointing", "mlp", "compile_mode", "accum",
+            "cuda_graphs")
 MEMORY_PARTS = ("params", "grads", "optimizer", "activations", "temporaries")
 MEMORY_COLUMNS = tuple(f"mem_{part}_mib" for part in MEMORY_PARTS) + ("mem_peak_mib",)
