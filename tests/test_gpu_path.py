@@ -229,3 +229,10 @@ def test_cublas_failing_to_allocate_is_out_of_memory():
     assert _is_oom(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"))
     assert _is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert not _is_oom(RuntimeError("CUBLAS_STATUS_NOT_SUPPORTED"))
+
+
+def test_the_loop_runs_without_tqdm(monkeypatch):
+    monkeypatch.setattr(loop, "progress_bar", loop.NoProgress)  # a GPU box's python may lack tqdm
+    run = tiny_run()
+    _, measured = loop.measure(run, data.batches(run.cfg), steps=2, warmup=0)
+    assert len(measured.step_ms) == 2

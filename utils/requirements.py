@@ -21,11 +21,13 @@ REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
 # the oldest torch whose APIs the suite calls: fp32_precision (the TF32 switch), FSDP2's
 # set_force_sum_reduction_for_comms, MemTracker; the suite is tested on requirements.txt's pin
 MIN_TORCH = (2, 9)
-# packages only some techniques use: missing, those techniques are skipped with the reason
+# packages only some techniques (or a nicety) use: missing, those techniques are skipped with the
+# reason (and a run shows no progress bar)
 OPTIONAL = {
     "bitsandbytes": "8bit, lion, lion8bit, stack_memory",
     "torchao": "offload",
     "transformers": "MODEL=hf:...",
+    "tqdm": "the progress bar of a run in a terminal",
 }
 # packages only some make goals use: missing, only those goals are refused
 FOR_GOALS = {"pytest": ("test", "test-e2e", "session", "gpu_check"), "ruff": ("lint",)}

@@ -29,12 +29,30 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from tqdm import tqdm
 
 from utils.techniques.step import PARTS, autocast
 from utils.units import MIB
 
 gpu = torch.cuda  # the CUDA runtime calls the loop makes: a test swaps in a fake to run this path on a CPU
+
+
+class NoProgress:
+    """tqdm's interface, doing nothing: the bar where tqdm is not installed (a GPU box's own python)."""
+
+    def __init__(self, **_):
+        pass
+
+    def update(self):
+        pass
+
+    def close(self):
+        pass
+
+
+try:
+    from tqdm import tqdm as progress_bar
+except ImportError:
+    progress_bar = NoProgress
 
 # aten op SDPA dispatched to -> the kernel name results.csv records
 SDPA_KERNELS = {
@@ -180,7 +198,8 @@ class Peaks:
 
 def _timed_steps(run, batches, steps, clock, name, peaks, evaluator=None, trained_before_ms=0.0):
     losses, skipped = [], []
-    progress = tqdm(total=steps, desc=f"{run.cfg.technique} {name}", leave=False, disable=not sys.stderr.isatty())
+    progress = progress_bar(total=steps, desc=f"{run.cfg.technique} {name}", leave=False,
+                            disable=not sys.stderr.isatty())
     wall_start = time.perf_counter()
     eval_ms = 0.0  # evaluations inside this phase: left out of its wall-clock
     for _ in range(steps):
