@@ -99,6 +99,22 @@ def test_predicted_rows_never_enter_step_time_statistics(results_file, monkeypat
     assert stats.measured(fake_timed).empty
 
 
+def test_a_technique_that_fails_to_plan_costs_the_others_nothing(results_file, monkeypatch, capsys):
+    plan = planner.plan
+
+    def fails_for_fused(setup, cfg, *args, **kwargs):
+        if cfg.technique == "fused":
+            raise NotImplementedError("no rule registered for HigherOrderOperator run_and_save_rng_state")
+        return plan(setup, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(planner, "plan", fails_for_fused)
+    assert _plan(monkeypatch, results_file, TECHNIQUES="fused baseline") == 1
+    said = capsys.readouterr()
+    assert "fused" in said.err and "failed: NotImplementedError: no rule registered" in said.err
+    assert "1 predicted rows appended" in said.out and "failed: fused" in said.out
+    assert list(results.read(results_file)["technique"]) == ["baseline"]  # kept, not lost with the failure
+
+
 def test_the_planner_builds_what_training_builds(results_file, monkeypatch, capsys):
     # MODEL=lstm plans the LSTM, and LAYERS is the depth planned: the same build path as training
     assert _plan(monkeypatch, results_file, TECHNIQUES="baseline", MODEL="lstm") == 0

@@ -78,25 +78,33 @@ def plan_techniques(names):
             refused[name] = str(why)
     if len(refused) == len(names):
         raise checks.BadInput(f"the planner cannot model {'; '.join(f'{n}: {w}' for n, w in refused.items())}")
-    rows, device, first, planned = [], planned_device(target), cfgs[names[0]], {}
+    rows, device, first, planned, failed = [], planned_device(target), cfgs[names[0]], {}, []
     width = max(14, *(len(n) for n in names))
     for name, cfg in cfgs.items():
         if name in refused:
             print(f"{name:<{width}} not modelled: {refused[name]}", flush=True)
             continue
         start = time.perf_counter()
-        plan = planner.plan(setups[name], cfg, target)
+        try:
+            plan = planner.plan(setups[name], cfg, target)
+        except Exception as err:  # noqa: BLE001 - one technique's failure must not cost the others their rows
+            failed.append(name)
+            said = (str(err).strip().splitlines() or [""])[0][:200]
+            print(f"{name:<{width}} failed: {type(err).__name__}: {said}", file=sys.stderr, flush=True)
+            continue
         if not rows:
             _header(first, target, plan.memory, width)
         print(_line(name, plan, time.perf_counter() - start, width), flush=True)
         rows.append(predicted_row(cfg, name, plan, device))
         planned[name] = plan
-    _time_table(planned, target)
+    if planned:
+        _time_table(planned, target)
     print("modelled on the CUDA side: " + "; ".join(CUDA_MODEL))
     print("not modelled: " + "; ".join(NOT_MODELLED))
     results.append_rows(first.results_file, rows)
-    print(f"plan: {len(rows)} predicted rows appended to {first.results_file}")
-    return 0
+    print(f"plan: {len(rows)} predicted rows appended to {first.results_file}"
+          + (f"; failed: {' '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 @checks.command("plan")
