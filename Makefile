@@ -107,10 +107,10 @@ init_results reset clean:
 	@$(STDLIB_PYTHON) -m utils.drivers.files $@
 
 test: $(SETUP)
-	$(PYTHON) -m pytest -q -m "not e2e" tests
+	$(PYTHON) -m pytest -q tests/unit
 
 test-e2e: $(SETUP)
-	$(PYTHON) -m pytest -q -m e2e tests
+	$(PYTHON) -m pytest -q tests/e2e
 
 lint: $(SETUP)
 	$(PYTHON) -m ruff check .

@@ -1,7 +1,9 @@
 """What several test modules share: a tiny CPU configuration, ways to run a script, make or
-a command in-process, and synthetic results rows with known answers. Test modules import
-this, never each other."""
+a command in-process, the one line a refused command says, synthetic results rows and output
+with known answers, and tiny runs built in this process. Test modules import this, never
+each other (tests/unit/ and tests/e2e/ alike)."""
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -16,8 +18,11 @@ from utils import techniques as t
 from utils.measure import data, loop
 from utils.measure.config import RunConfig
 from utils.models import build_model
+from utils.plan.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
+# docs/models.md's model from a file: MODEL=<path>.py:<function>
+EXAMPLE = f"{ROOT}/docs/examples/tiny_transformer.py:build"
 
 # small enough that a technique runs in a second or two on a CPU (compile: ~20 s)
 TINY = {"STEPS": "3", "WARMUP": "1", "MODEL": "tiny", "BATCH": "2", "SEQ": "16", "DEVICE": "cpu"}
@@ -40,6 +45,14 @@ def run_make(*args, results_file, cwd=ROOT, **extra):
                           env=tiny_env(results_file, **extra), capture_output=True, text=True, cwd=cwd)
 
 
+def one_line(text):
+    """The one line a command said on `text` (its stderr), failing if it said more."""
+    # make's own "make: *** [Makefile:N: target] Error 2" trailer is make's, not ours
+    lines = [line for line in text.strip().splitlines() if line and not line.startswith("make: ***")]
+    assert len(lines) == 1, text
+    return lines[0]
+
+
 def copy_suite(folder):
     """A copy of the suite in `folder` (to add a script to); returns scripts/baseline.py's text."""
     for part in ("Makefile", "requirements.txt", "scripts", "utils"):
@@ -48,7 +61,15 @@ def copy_suite(folder):
     return (folder / "scripts" / "baseline.py").read_text()
 
 
-# synthetic rows
+# synthetic rows and output
+
+# the format of nanoGPT bench.py's lines (its source: print(f"time per iteration: ...ms, MFU: ...%"))
+BENCH_OUTPUT = """Compiling model...
+0/10 loss: 10.9
+time per iteration: 31.2500ms, MFU: 35.10%
+0/20 loss: 10.2
+time per iteration: 27.7000ms, MFU: 40.00%
+"""
 
 CONFIG = {"device": "Test GPU", "model": "tiny", "layers": 2, "batch": 4, "seq": 128, "data": "coinflip",
           "n_params": 445952}
@@ -98,6 +119,25 @@ def tiny_run(device="cpu"):
     t.strict_fp32(run)
     t.adamw(run)
     return run
+
+
+def bare_run(accum=1, data_source="coinflip"):
+    """The tiny model at B=2, T=16 with nothing applied yet: each technique applies itself;
+    `build` builds it again (gated_mlp rebuilds it with its MLP)."""
+    cfg = RunConfig("test", 3, 0, "tiny", 2, 16, "cpu", data_source, 0, 1e-3, "unused.csv", accum=accum)
+
+    def build(mlp="gelu"):
+        torch.manual_seed(0)
+        return build_model("tiny", 16, mlp=mlp)
+
+    return t.Run(cfg, build(), build=build)
+
+
+def plan_cfg(world, model="tiny", batch=4, seq=128):
+    """The baseline's run config as the planner reads it (DATA=fixed, on this CPU) for `world`'s ranks."""
+    cfg = load_config("baseline", ["--model", model, "--batch", str(batch), "--seq", str(seq), "--data", "fixed"],
+                      world=world)
+    return dataclasses.replace(cfg, device="cpu")
 
 
 def measure_run(run, steps=10, warmup=2):

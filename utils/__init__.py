@@ -24,5 +24,5 @@
 Imports run one way: drivers -> plan -> measure -> techniques -> models, each of them free to
 use the leaves (settings, checks, registry, devices, results, units). report and plots -> analysis
 -> results never import torch: a CSV from another machine reports and plots anywhere.
-tests/test_layout.py holds every module to this.
+tests/unit/test_layout.py holds every module to this.
 """

@@ -1,6 +1,6 @@
 """The reference, made from the tables that hold it: `make help` (the targets, the techniques
 from the scripts' docstrings, the settings) and docs/reference.md (the same, plus the model
-presets and the results.csv columns). tests/test_reference.py fails when docs/reference.md
+presets and the results.csv columns). tests/unit/test_reference.py fails when docs/reference.md
 is not what this prints, or when a Makefile target is missing from TARGETS.
 
 usage: python3 -m utils.reference help|docs   (stdlib only: make help needs no venv)
@@ -45,8 +45,9 @@ TARGETS = {
     "init_results": "create RESULTS_FILE with its header (an existing one is only checked)",
     "reset": "move RESULTS_FILE to RESULTS_FILE.<utc time>.bak, then remove the plots in PLOTS_DIR",
     "clean": "remove the plots in PLOTS_DIR and the caches (keeps results and .venv)",
-    "test": "unit and in-process integration tests (CPU, under 3 minutes on 2 cores)",
-    "test-e2e": "end-to-end tests: make all over every technique, torchrun, session, grid, maxbatch trials",
+    "test": "tests/unit/: unit and in-process integration tests (CPU, under 3 minutes on 2 cores)",
+    "test-e2e": "tests/e2e/: make all over every technique, torchrun, session, grid, maxbatch trials, killed runs, "
+    "injected delays, the GPU tests",
     "lint": "ruff over the code (ruff.toml: lines <= 120)",
     "help": "this text (also what plain make prints)",
     "python_check": "with PYTHON=...: what that interpreter lacks for the goals asked, in one line (run before each "

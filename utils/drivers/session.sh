@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make session`: on whatever device this is, in one call, the device's own tests and the
 # README's figures, into docs/results/<device>/:
-#   1. environment (nvidia-smi, torch), 2. the GPU tests (tests/test_cuda.py; skipped on a
+#   1. environment (nvidia-smi, torch), 2. the GPU tests (tests/e2e/test_cuda.py; skipped on a
 #   CPU), 3. make all into a fresh results file there, 4. nanoGPT's bench.py beside it when
 #   NANOGPT_DIR is set, 5. make report and make plots there.
 # Each stage's output goes to a log beside the figures; a failing stage is reported and the
@@ -25,7 +25,7 @@ stage() {  # stage NAME COMMAND...: run, log to $out/NAME.log, remember a failur
 }
 
 stage environment bash -c "nvidia-smi 2>/dev/null || true; $PYTHON -c 'import torch; print(torch.__version__, torch.version.cuda)'"
-stage gpu_tests $PYTHON -m pytest -q tests/test_cuda.py
+stage gpu_tests $PYTHON -m pytest -q tests/e2e/test_cuda.py
 if [ -e "$out/results.csv" ]; then
     mv "$out/results.csv" "$out/results.csv.$(date -u +%Y%m%dT%H%M%SZ).bak"  # never overwrite earlier figures
 fi

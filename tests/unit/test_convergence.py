@@ -21,7 +21,7 @@ from utils.measure.config import RunConfig
 from utils.measure.evaluate import Evaluator
 from utils.measure.train import build_run
 
-GOLDEN = Path(__file__).parent / "golden" / "baseline_tiny_cpu.json"
+GOLDEN = Path(__file__).parents[1] / "golden" / "baseline_tiny_cpu.json"
 
 
 def _baseline(steps, batch=2, seq=16, lr=None, seed=1337):
@@ -81,7 +81,7 @@ def test_evaluation_time_never_enters_step_times_or_training_wall_clock(monkeypa
 
 def test_the_golden_loss_curve_of_the_tiny_cpu_baseline():
     # a change that alters the math (init, data, optimizer, loss) moves these; regenerate
-    # deliberately with: python tests/test_convergence.py --update-golden
+    # deliberately with: python tests/unit/test_convergence.py --update-golden
     golden = json.loads(GOLDEN.read_text())
     run = _baseline(golden["steps"])
     _, measured = bench.measure(run, data.batches(run.cfg), golden["steps"], 0)

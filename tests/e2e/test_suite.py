@@ -8,7 +8,6 @@ from helpers import TINY, run_make
 from utils import results
 from utils.registry import known as known_techniques
 
-pytestmark = pytest.mark.e2e
 TECHNIQUES = known_techniques()
 SKIPPED_ON_CPU = {"tf32", "cudagraphs", "offload"}  # a CUDA tensor-core mode; CUDA graph capture; GPU -> host
 

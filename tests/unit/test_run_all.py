@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from helpers import rows_of, run_make
+from helpers import rows_of
 
 from utils import checks, results
 from utils.analysis import stats
@@ -132,26 +132,6 @@ def test_adaptive_rounds_stop_by_themselves_and_say_why(results_file, monkeypatc
     assert "not measured (skipped or failed): tf32" in summary
     runs = results.read(results_file).drop_duplicates("run_id")
     assert list(runs["technique"]) == ["baseline", "adamw"] * 3  # tf32, skipped in round 1, never again
-
-
-@pytest.mark.e2e
-def test_make_all_with_precision_stops_by_itself_and_says_why(results_file):
-    proc = run_make(
-        "all", "TECHNIQUES=baseline tf32 adamw", "PRECISION=0.5", "MAX_REPEATS=3", results_file=results_file, STEPS="3"
-    )
-    assert proc.returncode == 0, proc.stderr
-    summary = proc.stdout.split("=== summary")[1]
-    assert "adaptive: stopped after 3 round(s): " in summary and "not measured (skipped or failed): tf32" in summary
-    runs = results.read(results_file).drop_duplicates("run_id")
-    assert list(zip(runs["technique"], runs["repeat"])) == [
-        ("baseline", 0),
-        ("tf32", 0),
-        ("adamw", 0),
-        ("baseline", 1),
-        ("adamw", 1),
-        ("baseline", 2),
-        ("adamw", 2),
-    ]
 
 
 def test_max_repeats_floor_is_the_bootstrap_minimum(monkeypatch):

@@ -1,12 +1,12 @@
 """The techniques, checked for what they claim on a CPU: each script sets up and trains; accumulation is the
 big batch's gradient, the GradScaler's skips are seen, the CUDA graph step's buffers carry
-each batch, DATA=fixed reuses one batch, the loop's wall clock sees gaps the steps do not."""
+each batch, DATA=fixed reuses one batch."""
 
 import math
-import time
 
 import pytest
 import torch
+from helpers import bare_run
 
 from utils import registry, settings
 from utils import techniques as t
@@ -14,18 +14,7 @@ from utils.measure import data
 from utils.measure import loop as bench
 from utils.measure.config import RunConfig
 from utils.measure.train import build_run
-from utils.models import build_model
 from utils.techniques import step
-
-
-def _run(accum=1, data_source="coinflip"):
-    cfg = RunConfig("test", 3, 0, "tiny", 2, 16, "cpu", data_source, 0, 1e-3, "unused.csv", accum=accum)
-
-    def build(mlp="gelu"):
-        torch.manual_seed(0)
-        return build_model("tiny", 16, mlp=mlp)
-
-    return t.Run(cfg, build(), build=build)
 
 
 def _batch(seed, batch=2):
@@ -34,9 +23,9 @@ def _batch(seed, batch=2):
 
 def test_accumulation_gives_the_big_batchs_gradient():
     (x1, y1), (x2, y2) = _batch(1), _batch(2)
-    whole = _run()
+    whole = bare_run()
     t.sgd(whole)  # plain SGD: the update is the gradient, so weights compare gradients
-    small = _run(accum=2)
+    small = bare_run(accum=2)
     t.sgd(small)
     t.accumulate(small)
     loss_whole, _ = whole.step(whole, [(torch.cat([x1, x2]), torch.cat([y1, y2]))])
@@ -47,7 +36,7 @@ def test_accumulation_gives_the_big_batchs_gradient():
 
 
 def test_accum_counts_every_micro_batchs_tokens(tmp_path):
-    run = _run(accum=3)
+    run = bare_run(accum=3)
     t.adamw(run)
     t.accumulate(run)
     _, measured = bench.measure(run, data.batches(run.cfg), steps=2, warmup=0)
@@ -57,7 +46,7 @@ def test_accum_counts_every_micro_batchs_tokens(tmp_path):
 
 
 def test_the_grad_scaler_reports_a_skipped_step():
-    run = _run()
+    run = bare_run()
     t.autocast_fp16(run)
     t.adamw(run)
     before = [p.detach().clone() for p in run.model.parameters()]
@@ -71,7 +60,7 @@ def test_the_grad_scaler_reports_a_skipped_step():
 
 
 def test_without_a_scaler_the_step_reports_nothing_skipped():
-    run = _run()
+    run = bare_run()
     t.adamw(run)
     assert not run.scaler.is_enabled()
     assert run.step(run, [_batch(1)])[1] is None
@@ -85,7 +74,7 @@ def _cpu_graph_step():
 
 def test_the_cuda_graph_step_replays_each_batch_like_the_eager_step():
     # capture that returns the body itself: the static-buffer logic runs eagerly on a CPU
-    eager, graphed = _run(), _run()
+    eager, graphed = bare_run(), bare_run()
     for run in (eager, graphed):
         t.adamw(run)
     graphed.step = _cpu_graph_step()
@@ -100,7 +89,7 @@ def test_the_cuda_graph_step_replays_each_batch_like_the_eager_step():
 
 
 def test_a_cuda_graph_step_is_timed_whole():
-    run = _run()
+    run = bare_run()
     t.adamw(run)
     run.step = _cpu_graph_step()
     _, measured = bench.measure(run, data.batches(run.cfg), steps=2, warmup=1)
@@ -110,7 +99,7 @@ def test_a_cuda_graph_step_is_timed_whole():
 
 
 def test_a_graphed_optimizer_keeps_its_step_count_on_the_device():
-    run = _run()
+    run = bare_run()
     t.adamw(run)
     assert {g["capturable"] for g in run.optimizer.param_groups} == {False}
     step.make_capturable(run.optimizer)
@@ -118,40 +107,22 @@ def test_a_graphed_optimizer_keeps_its_step_count_on_the_device():
 
 
 def test_cuda_graphs_refuse_what_they_cannot_capture():
-    run = _run()
+    run = bare_run()
     t.autocast_fp16(run)
     t.adamw(run)
     run.step = step.CudaGraphStep(capture=lambda body: body)
     with pytest.raises(ValueError, match="GradScaler"):
         run.step(run, [_batch(0)])
     with pytest.raises(t.Skip, match="CPU"):
-        t.cuda_graphs(_run())
+        t.cuda_graphs(bare_run())
 
 
 def test_fixed_data_reuses_one_batch():
-    batches = data.batches(_run(data_source="fixed").cfg)
+    batches = data.batches(bare_run(data_source="fixed").cfg)
     first, second = next(batches), next(batches)
     assert all(torch.equal(a, b) for a, b in zip(first, second))
-    fresh = data.batches(_run().cfg)
+    fresh = data.batches(bare_run().cfg)
     assert not torch.equal(next(fresh)[0], next(fresh)[0])
-
-
-def test_the_wall_clock_sees_gaps_between_steps_that_step_times_do_not():
-    run = _run()
-    t.adamw(run)
-
-    slept_ms = []
-
-    def slow_data(batches, delay_s=0.05):
-        for batch in batches:
-            start = time.perf_counter()
-            time.sleep(delay_s)  # e.g. a data loader the GPU waits for
-            slept_ms.append((time.perf_counter() - start) * 1e3)  # as slept: a busy machine oversleeps
-            yield batch
-
-    _, measured = bench.measure(run, slow_data(data.batches(run.cfg)), steps=4, warmup=0)
-    # what the step times leave out holds at least every sleep: they fell between the steps
-    assert measured.wall_ms - sum(measured.step_ms) >= sum(slept_ms[:4])
 
 
 def test_split_steps_sums_each_parts_intervals():
@@ -174,7 +145,7 @@ def test_split_steps_sums_each_parts_intervals():
 def test_compile_passes_its_mode_to_torch_compile_and_records_it(mode, monkeypatch):
     asked = []
     monkeypatch.setattr(torch, "compile", lambda model, mode=None: asked.append(mode) or ("compiled", model))
-    run = _run()
+    run = bare_run()
     run.cfg = RunConfig(**{**run.cfg.__dict__, "compile_mode": mode})
     t.adamw(run)
     t.compile_model(run)
@@ -184,7 +155,7 @@ def test_compile_passes_its_mode_to_torch_compile_and_records_it(mode, monkeypat
 
 
 def test_gated_mlp_rebuilds_the_model_before_anything_else():
-    run = _run()
+    run = bare_run()
     t.gated_mlp(run, "swiglu")
     assert run.record()["mlp"] == "swiglu" and run.train_model is run.model
     t.strict_fp32(run)

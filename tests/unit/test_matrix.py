@@ -1,9 +1,9 @@
 """make matrix: the design checked before anything runs, main effects and interactions on
-synthetic cells with a known answer, a 2 x 2 planned in this process and measured end to end."""
+synthetic cells with a known answer, a 2 x 2 planned in this process."""
 
 import pandas as pd
 import pytest
-from helpers import run_make, tiny_env
+from helpers import tiny_env
 
 from utils import results
 from utils.analysis import matrix
@@ -89,15 +89,3 @@ def test_a_planned_2x2_marks_each_cell_and_what_it_predicts(results_file, tmp_pa
     peaks = df.set_index("technique")["mem_peak_mib"]
     assert peaks["bf16+checkpointing"] < peaks["bf16"] and peaks["flash"] < peaks["bf16"]  # what each factor saves
     assert "matrix: 4 cells, 4 plans" in capsys.readouterr().out
-
-
-@pytest.mark.e2e
-def test_a_measured_2x2_with_repeats_runs_each_cell_interleaved(results_file, tmp_path):
-    proc = run_make("matrix", "FACTORS=checkpointing swiglu", "OPTIMIZERS=adamw", "REPEATS=2", "MAXBATCH=0",
-                    f"MATRIX_REPORT={tmp_path / 'M.md'}", results_file=results_file, STEPS="2")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    runs = results.read(results_file).drop_duplicates("run_id")
-    order = ["baseline", "swiglu", "checkpointing", "swiglu+checkpointing"]
-    assert list(runs["technique"]) == order * 2 and list(runs["repeat"]) == [0] * 4 + [1] * 4
-    text = (tmp_path / "M.md").read_text()
-    assert "| `checkpointing` | +" in text and "[" in text.split("## Main effects")[1]  # CIs from the repeats

@@ -1,4 +1,5 @@
-"""GPU paths; skipped without CUDA (run `make test PYTHON=python3` on a GPU box)."""
+"""GPU paths; skipped without CUDA (on a GPU box, make session runs them, as does
+`make test-e2e PYTHON=python3`)."""
 
 import statistics
 

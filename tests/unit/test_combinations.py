@@ -7,9 +7,8 @@ import math
 import shutil
 
 import pytest
-from helpers import run_make
 
-from utils import catalog, checks, reference, registry, results
+from utils import catalog, checks, reference, registry
 from utils import techniques as t
 from utils.measure import data
 from utils.measure import loop as bench
@@ -144,13 +143,3 @@ def test_a_combination_trains_and_records_what_ran():
     assert record["lr"] == pytest.approx(t.ADAMW_LR / 3)
     warm, measured = bench.measure(run, data.batches(cfg), steps=2, warmup=1)
     assert all(math.isfinite(loss) for loss in warm.loss + measured.loss)
-
-
-def test_make_runs_a_combination_by_its_canonical_name(results_file):
-    proc = run_make("run", "T=lion+bf16+checkpointing", results_file=results_file, STEPS="2")
-    assert proc.returncode == 0, proc.stderr
-    assert "lion+bf16+checkpointing: runs as bf16+checkpointing+lion" in proc.stdout
-    rows = results.read(results_file)
-    assert set(rows["technique"]) == {"bf16+checkpointing+lion"} and set(rows["checkpointing"]) == {True}
-    proc = run_make("lion+8bit", results_file=results_file)
-    assert proc.returncode == 2 and "each choose the optimizer" in proc.stderr and "Traceback" not in proc.stderr

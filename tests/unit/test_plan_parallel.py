@@ -1,27 +1,19 @@
-"""N GPUs planned on one CPU: FSDP2 and DDP on a fake process group, against real gloo runs."""
-
-import dataclasses
+"""N GPUs planned on one CPU: FSDP2 and DDP on a fake process group."""
 
 import pytest
-from helpers import run_make
+from helpers import plan_cfg
 
 from utils import registry, results
 from utils.drivers import maxbatch
 from utils.plan import __main__ as plan_command
 from utils.plan import allocator, planner
-from utils.plan.config import load_config
 from utils.techniques.parallel import World
-
-
-def _cfg(world, model="tiny", batch=4, seq=128):
-    cfg = load_config("baseline", ["--model", model, "--batch", str(batch), "--seq", str(seq), "--data", "fixed"],
-                      world=world)
-    return dataclasses.replace(cfg, device="cpu")
 
 
 def test_fsdp_shards_what_one_gpu_holds_whole():
     setup = registry.load_setup("baseline")
-    one, two, eight = (planner.plan(setup, _cfg(w)) for w in (World(), World("fsdp", 0, 0, 2), World("fsdp", 0, 0, 8)))
+    one, two, eight = (planner.plan(setup, plan_cfg(w))
+                       for w in (World(), World("fsdp", 0, 0, 2), World("fsdp", 0, 0, 8)))
     # the weights, gradients and AdamW's states are split across the ranks (the root's stay whole in forward)
     assert one.breakdown["optimizer"] > 1.8 * two.breakdown["optimizer"] > 3 * eight.breakdown["optimizer"]
     assert eight.peak_mib < two.peak_mib < one.peak_mib
@@ -29,7 +21,7 @@ def test_fsdp_shards_what_one_gpu_holds_whole():
 
 def test_ddp_holds_one_gpus_step_and_its_gradient_buckets():
     setup = registry.load_setup("baseline")
-    one, ddp = (planner.plan(setup, _cfg(w), model_cuda=False) for w in (World(), World("ddp", 0, 0, 4)))
+    one, ddp = (planner.plan(setup, plan_cfg(w), model_cuda=False) for w in (World(), World("ddp", 0, 0, 4)))
     assert ddp.peak_bytes == one.peak_bytes  # the step itself is one GPU's
     alone, with_buckets = (allocator.replay(p.events).peak_allocated for p in (one, ddp))
     # DDP's buckets: a flat fp32 copy of every gradient, kept beside the gradients themselves
@@ -74,15 +66,3 @@ def test_maxbatch_answers_what_fits_per_gpu_on_n_gpus(results_file, monkeypatch)
     assert maxbatch.main() == 0
     row = results.read(results_file).iloc[-1]
     assert (row["world_size"], row["parallel"]) == (4, "fsdp") and "rank 0 of 4 GPUs (fsdp)" in row["reason"]
-
-
-@pytest.mark.e2e
-def test_the_fake_fsdp_plan_matches_a_real_two_rank_gloo_run(results_file):
-    shape = {"MODEL": "tiny", "BATCH": "4", "SEQ": "128", "DATA": "fixed"}
-    proc = run_make("fsdp", results_file=results_file, NPROC="2", STEPS="2", WARMUP="1", LOSS_CHECK="0",
-                    EVAL_EVERY="0", **shape)
-    assert proc.returncode == 0, proc.stderr
-    real = results.read(results_file).iloc[-1]
-    assert real["world_size"] == 2 and real["mem_peak_mib"] > 0  # rank 0's tracked step
-    fake = planner.plan(registry.load_setup("baseline"), _cfg(World("fsdp", 0, 0, 2)), model_cuda=False)
-    assert fake.peak_mib == pytest.approx(real["mem_peak_mib"], rel=0.05)

@@ -6,15 +6,12 @@ shape against every command that reads them. Most rows call the commands' entry 
 this process (fast); a few go through make, to show the same line and status end to end.
 """
 
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, rows_of, run_make, run_script, tiny_env
+from helpers import one_line, rows_of, run_make, run_script, tiny_env
 
 from utils import checks, registry, results
 from utils import techniques as t
@@ -24,24 +21,6 @@ from utils.measure import config, train
 from utils.models import build_model
 from utils.plots import __main__ as plots_command
 from utils.report import __main__ as report_command
-
-
-@pytest.fixture
-def existing(results_file):
-    """A results file holding earlier rows, and its bytes."""
-    rows = [
-        {**dict.fromkeys(results.COLUMNS, ""), "technique": "baseline", "status": "ok", "step": i, "step_ms": 20.5}
-        for i in range(3)
-    ]
-    results.append_rows(results_file, rows)
-    return results_file, results_file.read_bytes()
-
-
-def _one_line(text):
-    # make's own "make: *** [Makefile:N: target] Error 2" trailer is make's, not ours
-    lines = [line for line in text.strip().splitlines() if line and not line.startswith("make: ***")]
-    assert len(lines) == 1, text
-    return lines[0]
 
 
 @pytest.mark.parametrize(
@@ -56,7 +35,7 @@ def test_bad_settings_through_make(existing, args, expected):
     results_file, before = existing
     proc = run_make(*args, results_file=results_file)
     assert proc.returncode == 2
-    assert expected in _one_line(proc.stderr)
+    assert expected in one_line(proc.stderr)
     assert results_file.read_bytes() == before
 
 
@@ -85,7 +64,7 @@ def test_bad_settings_of_make_all_stop_before_any_run(existing, monkeypatch, cap
 def test_cuda_asked_for_on_a_machine_without_it(existing):
     results_file, before = existing
     proc = run_script("baseline", results_file, DEVICE="cuda")
-    assert proc.returncode == 2 and "sees no CUDA GPU" in _one_line(proc.stderr)
+    assert proc.returncode == 2 and "sees no CUDA GPU" in one_line(proc.stderr)
     assert results_file.read_bytes() == before
 
 
@@ -105,52 +84,18 @@ def test_out_of_memory_is_recorded_and_exits_non_zero(existing, monkeypatch, cap
     with pytest.raises(SystemExit) as exit_:
         train.main(setup, name="oomtest", argv=["--steps", "2", "--model", "tiny", "--device", "cpu"])
     assert exit_.value.code == train.EXIT_OOM
-    assert "oomtest: oom: out of memory at B=4 T=128" in _one_line(capsys.readouterr().err)
+    assert "oomtest: oom: out of memory at B=4 T=128" in one_line(capsys.readouterr().err)
     after = results_file.read_bytes()
     assert after.startswith(before)  # earlier rows untouched; one status row added
     row = results.read(results_file).iloc[-1]
     assert (row["technique"], row["status"]) == ("oomtest", "oom") and "Tried to allocate" in row["reason"]
 
 
-def test_a_killed_run_writes_nothing(existing):
-    results_file, before = existing
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "baseline.py")],
-        env=tiny_env(results_file, STEPS="100000"),
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert "measured steps" in proc.stdout.readline()  # started: training is under way
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert results_file.read_bytes() == before
-
-
-def test_an_interrupted_run_writes_nothing_and_says_so(existing):
-    results_file, before = existing
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "baseline.py")],
-        env=tiny_env(results_file, STEPS="100000"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert "measured steps" in proc.stdout.readline()
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == train.EXIT_INTERRUPTED and "nothing was written" in _one_line(err)
-    assert results_file.read_bytes() == before
-
-
 def _said_one_line(capsys, code, *words):
     """The command exited with status 2 and said one line holding each of `words`."""
     err = capsys.readouterr().err
     assert code == checks.EXIT_BAD_INPUT, err
-    line = _one_line(err)
+    line = one_line(err)
     assert all(word in line for word in words), line
 
 
@@ -430,7 +375,7 @@ def test_bad_input_through_make(existing, tmp_path, args, said):
         *(arg.format(tmp=tmp_path) for arg in args), results_file=results_file, PLOTS_DIR=str(tmp_path / "plots")
     )
     assert (
-        proc.returncode == 2 and said.format(tmp=tmp_path) in _one_line(proc.stderr) and "Traceback" not in proc.stderr
+        proc.returncode == 2 and said.format(tmp=tmp_path) in one_line(proc.stderr) and "Traceback" not in proc.stderr
     )
     assert results_file.read_bytes() == before and (tmp_path / "f").read_text() == "abc\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f", "results.csv"]
@@ -443,7 +388,7 @@ def test_a_run_that_cannot_fit_is_refused_before_it_trains(existing, monkeypatch
     with pytest.raises(SystemExit) as exit_:
         train.main(registry.load_setup("baseline"), name="baseline", argv=[])
     assert exit_.value.code == checks.EXIT_BAD_INPUT
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert "this run cannot fit: it needs at least 298.3 GiB" in line
     assert "one layer's T x T attention scores 298.0" in line
     assert "or use flash" in line and results_file.read_bytes() == before

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 import torch
-from helpers import ROOT, run_make
+from helpers import EXAMPLE, ROOT
 
 from utils import checks, models, results
 from utils.measure import config, data, loop, memory, train
@@ -21,7 +21,6 @@ from utils.plan import planner
 from utils.registry import load_setup
 
 TINY_HF = ("hf:gpt2-tiny", "hf:llama-tiny")
-EXAMPLE = f"{ROOT}/docs/examples/tiny_transformer.py:build"
 
 
 def cfg_of(model, batch=2, seq=16, **extra):
@@ -127,7 +126,6 @@ HF_OUTPUT_MODEL = """
     def build(seq):
         return Wrapped(seq)
 """
-
 
 def test_a_model_from_a_file_trains_and_is_costed_like_the_suites(tmp_path):
     run, loss = losses(cfg_of(EXAMPLE), "checkpointing")
@@ -314,30 +312,3 @@ def test_maxbatch_plans_a_foreign_model_for_a_gpu(results_file, monkeypatch, cap
     assert maxbatch.main() == 0
     row = results.read(results_file).iloc[-1]
     assert (row["kind"], row["model"]) == ("predicted", "hf:gpt2-tiny") and int(row["batch"]) >= 1
-
-
-@pytest.mark.e2e
-def test_make_all_over_a_shipped_tiny_config_runs_or_skips_every_technique(results_file):
-    proc = run_make("all", "TECHNIQUES=baseline flash checkpointing swiglu 8bit", results_file=results_file,
-                    MODEL="hf:gpt2-tiny", STEPS="2")
-    assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
-    assert "all: 4 ok, 1 skipped, 0 failed" in proc.stdout and "swiglu: skipped: hf:gpt2-tiny brings its own MLP" in (
-        proc.stdout)
-    ok = results.read(results_file).query("status == 'ok'")
-    assert set(ok["flops_source"]) == {"measured"} and set(ok["blocks"]) == {"transformer.h (2)"}
-
-
-@pytest.mark.e2e
-def test_fsdp_shards_a_hugging_face_models_blocks_and_trains_as_one_process(results_file):
-    proc = run_make("fsdp", "NPROC=2", results_file=results_file, MODEL="hf:llama-tiny", STEPS="3")
-    assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
-    assert ": match" in proc.stdout
-    rows = results.read(results_file).query("parallel == 'fsdp'")
-    assert set(rows["blocks"]) == {"model.layers (2)"} and set(rows["world_size"]) == {2}
-
-
-@pytest.mark.e2e
-def test_a_model_from_a_file_trains_through_make(results_file):
-    proc = run_make("checkpointing", f"MODEL={EXAMPLE}", results_file=results_file)
-    assert proc.returncode == 0 and "checkpointing: ok" in proc.stdout, proc.stderr
-    assert set(results.read(results_file)["blocks"]) == {"layers (2)"}

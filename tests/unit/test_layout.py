@@ -1,6 +1,7 @@
 """The package's layout holds: imports run one way, the report and plots never load torch,
 the stdlib-only modules stay so, the scripts are the baseline plus their own lines, no
-module or function outgrows its job, and no name speaks in the project's history."""
+module or function outgrows its job, no name speaks in the project's history, and every test
+is in tests/unit/ (nothing trains in a subprocess, no torchrun, no sleep) or tests/e2e/."""
 
 import ast
 import re
@@ -126,7 +127,72 @@ HISTORY = re.compile(r"\bseeds? 00\d|\bissue \d+|\bissues? #?\d{1,3}\b", re.IGNO
 
 def test_no_name_speaks_in_the_projects_history():
     texts = [*MODULES, *(ROOT / "scripts").glob("*.py"), ROOT / "Makefile", ROOT / "README.md",
-             *(ROOT / "docs").rglob("*.md"), *(ROOT / "tests").glob("*.py")]
+             *(ROOT / "docs").rglob("*.md"), *(ROOT / "tests").rglob("*.py")]
     said = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in texts for m in HISTORY.finditer(p.read_text())
             if p.name != "test_layout.py"]
     assert not said
+
+
+# The unit tests that start make, a script or a target's module, each for something that trains nothing
+# and ends at once ("module::function" -> what it starts). Anything else that does belongs in tests/e2e/.
+NON_TRAINING = {
+    "test_make.py::test_help_lists_every_target_technique_and_variable_with_its_default": "make help: prints text",
+    "test_make.py::test_the_technique_list_is_the_scripts_folder": "make help",
+    "test_make.py::test_init_results_and_reset_keep_a_backup": "make init_results, reset: file moves, stdlib only",
+    "test_report.py::test_make_report_prints_the_table": "make report of synthetic rows: tables, figures",
+    "test_bad_input.py::test_bad_settings_through_make": "each row refused at its settings, before any model",
+    "test_bad_input.py::test_bad_input_through_make": "each row refused at its settings, before any model",
+    "test_bad_input.py::test_cuda_asked_for_on_a_machine_without_it": "DEVICE=cuda refused before any model",
+    "test_gpu_refusals.py::test_every_target_checks_the_given_interpreter_first": "make -n: prints the recipes",
+    "test_readme.py::test_a_script_runs_on_its_own_from_anywhere": "scripts/bf16.py --help: prints the flags",
+    "test_gpu_check.py::test_on_this_cpu_it_says_one_line_and_exits_2": "gpu_check without a GPU: one line, exit 2",
+}
+SUBPROCESS = {f"subprocess.{name}" for name in ("run", "Popen", "call", "check_call", "check_output")}
+# what make's targets run besides make itself and scripts/: their modules
+TARGET_MODULES = ("utils.drivers", "utils.measure.train", "utils.plan")
+
+
+def _starts_a_target(command):
+    words = [n.value for n in ast.walk(command) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    return any(w == "make" or "scripts" in w or w.startswith(TARGET_MODULES) for w in words)
+
+
+def _e2e_only(node):
+    """What `node` does that keeps a test out of tests/unit/: ("starts", what) for a command that may train
+    (allowed where NON_TRAINING says it does not), ("never", what) for torchrun or a sleep."""
+    if isinstance(node, ast.ImportFrom) and node.module == "time" and "sleep" in {a.name for a in node.names}:
+        return "never", "time.sleep"
+    if isinstance(node, ast.Attribute) and node.attr == "sleep" and ast.unparse(node.value) == "time":
+        return "never", "time.sleep"
+    if isinstance(node, ast.Constant) and node.value in ("torchrun", "torch.distributed.run"):
+        return "never", node.value
+    if isinstance(node, (ast.Import, ast.ImportFrom)) and "torch.distributed.run" in ast.unparse(node):
+        return "never", "torch.distributed.run"
+    if not isinstance(node, ast.Call):
+        return None
+    name = ast.unparse(node.func)
+    if name in ("run_make", "run_script"):
+        return "starts", name
+    if name in SUBPROCESS:
+        command = node.args[0] if node.args else None
+        if not isinstance(command, (ast.List, ast.Tuple)):  # a command built elsewhere: unknown, so it counts
+            return "starts", f"{name} of a command not written out in the call"
+        if _starts_a_target(command):
+            return "starts", f"{name}({ast.unparse(command)})"
+    return None
+
+
+def test_the_tests_are_in_unit_or_e2e_and_the_unit_ones_train_nothing_in_a_subprocess():
+    assert not list((ROOT / "tests").glob("test_*.py")), "a test module belongs in tests/unit/ or tests/e2e/"
+    found = {}  # "module::function" -> [(kind, what), ...]
+    for path in sorted((ROOT / "tests" / "unit").glob("*.py")):
+        if path.name == "test_layout.py":  # names what it looks for
+            continue
+        for top in ast.parse(path.read_text()).body:
+            where = f"{path.name}::{getattr(top, 'name', '<module>')}"
+            found.setdefault(where, []).extend(seen for node in ast.walk(top) if (seen := _e2e_only(node)))
+    strays = {where: [what for kind, what in seen if kind == "never" or where not in NON_TRAINING]
+              for where, seen in found.items()}
+    assert not {where: whats for where, whats in strays.items() if whats}, "these belong in tests/e2e/"
+    starting = {where for where, seen in found.items() if any(kind == "starts" for kind, _ in seen)}
+    assert set(NON_TRAINING) <= starting, "NON_TRAINING names a test that no longer starts anything"

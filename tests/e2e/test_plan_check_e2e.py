@@ -1,0 +1,17 @@
+"""make plan_check end to end: every row labelled and the bars."""
+
+from helpers import run_make
+
+from utils.plan import reference
+
+
+def test_make_plan_check_prints_every_row_labelled_and_the_bars(results_file):
+    proc = run_make("plan_check", results_file=results_file)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    labelled = [r for r in rows if " allocated |" in r or " device total |" in r or " tracked |" in r]
+    cpu = len(reference.CPU_TECHNIQUES) * 2
+    assert len(labelled) == len(reference.H100_PEAKS) + len(reference.GPT2XL_TOTALS) + cpu
+    for name in ("H100 allocated", "GPT2-XL study device total", "GPT2-XL study order", "this CPU tracked"):
+        assert f"- {name}" in out
