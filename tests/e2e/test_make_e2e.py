@@ -47,11 +47,15 @@ def test_repeats_run_interleaved_and_are_labelled(results_file):
     assert proc.returncode == 2 and "REPEATS must be a positive integer" in proc.stderr
 
 
-def test_a_new_script_is_all_it_takes(tmp_path):
-    # a copy of the suite with one more script: make help, make <name> and make all know it
+def test_a_new_row_and_script_is_all_it_takes(tmp_path):
+    # a copy of the suite with one more row in the catalog and its script: make help, make <name> and make all know it
     baseline = copy_suite(tmp_path)
     dummy = baseline.replace('"""baseline:', '"""dummy: a made-up technique.', 1)
     (tmp_path / "scripts" / "dummy.py").write_text(dummy)
+    catalog = tmp_path / "utils" / "catalog.py"
+    row = '    T("baseline", (FP32, ADAMW)),\n'
+    assert row in catalog.read_text()
+    catalog.write_text(catalog.read_text().replace(row, row + '    T("dummy", (FP32, ADAMW)),\n'))
     results_file = tmp_path / "results.csv"
 
     def make(*args):

@@ -15,6 +15,7 @@ from helpers import ROOT
 from utils import checks, registry, requirements
 from utils.drivers import all as run_all
 from utils.measure import config
+from utils.plan import planner
 from utils.techniques import Skip, optimizers, stages
 from utils.techniques.parallel import World
 
@@ -131,3 +132,10 @@ def test_every_target_checks_the_given_interpreter_first():
     assert lines[0] == f"{sys.executable} -m utils.requirements" and "utils.drivers.one flash" in lines[1]
     proc = subprocess.run([sys.executable, "-m", "utils.requirements", "lint"], cwd=ROOT, capture_output=True)
     assert proc.returncode == 0 and not proc.stderr
+
+
+def test_offload_is_not_planned_even_on_a_gpu_box(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # on a GPU box offload would build for real
+    cfg = config.RunConfig("offload", 1, 0, "tiny", 2, 16, "cpu", "coinflip", 0, None, "unused.csv", layers=2)
+    with pytest.raises(planner.NotModelled, match="CPUOffloadOptimizer keeps AdamW's state in host memory"):
+        planner.check_modelled(registry.load_setup("offload"), cfg)

@@ -76,6 +76,8 @@ def plan_techniques(names):
             planner.check_modelled(setups[name], cfg, target)
         except planner.NotModelled as why:
             refused[name] = str(why)
+        except Exception:  # noqa: BLE001, S110 - it fails again when planned below, and is reported there
+            pass
     if len(refused) == len(names):
         raise checks.BadInput(f"the planner cannot model {'; '.join(f'{n}: {w}' for n, w in refused.items())}")
     rows, device, first, planned, failed = [], planned_device(target), cfgs[names[0]], {}, []

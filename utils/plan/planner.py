@@ -23,7 +23,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import _TOTAL_KEY
 
-from utils import settings
+from utils import checks, registry, settings
 from utils.measure.memory import PeakTracker, breakdown_mib, device_optimizers, one_iteration_per_forward
 from utils.plan.compiled import Graphs, plan_compile, quiet_global_hooks
 from utils.plan.cuda import (
@@ -76,10 +76,26 @@ def refuse_unmodelled(run):
         raise NotModelled("CUDA graphs: the graph's private memory pool is not modelled; measure it on the GPU")
 
 
+# technique functions the planner does not run on fake tensors, and why
+UNPLANNED = {"offload_adamw": "offload: torchao's CPUOffloadOptimizer keeps AdamW's state in host memory and steps on "
+             "the CPU (pinned buffers, a CUDA stream): not modelled; measure it on the GPU"}
+
+
+def _functions(technique):
+    """The technique functions `technique` calls, where it is one the catalog knows."""
+    try:
+        return registry.functions_of(technique)
+    except checks.BadInput:
+        return set()
+
+
 def _set_up(setup, cfg, model_cuda, target=None):
     """The technique applied to a model built on the (fake) CPU device, through the same path
     as training (utils.techniques.run.new_run), its capability checks answered as `target`'s
     GPU (utils.plan.config.Target; None: an Ampere-or-newer one); raises NotModelled."""
+    unplanned = UNPLANNED.keys() & _functions(cfg.technique)
+    if unplanned:
+        raise NotModelled(UNPLANNED[unplanned.pop()])
     run, graphs = new_run(dataclasses.replace(cfg, device="cuda") if model_cuda else cfg), Graphs()
     gpu = planned_gpu(target.gpu.capability) if target else planned_gpu()
     try:
