@@ -54,11 +54,21 @@ def one_line(text):
 
 
 def copy_suite(folder):
-    """A copy of the suite in `folder` (to add a script to); returns scripts/baseline.py's text."""
+    """A copy of the suite in `folder` (to add a technique to); returns scripts/baseline.py's text."""
     for part in ("Makefile", "requirements.txt", "scripts", "utils"):
         copy = shutil.copytree if (ROOT / part).is_dir() else shutil.copy
         copy(ROOT / part, folder / part)
     return (folder / "scripts" / "baseline.py").read_text()
+
+
+def add_technique(folder, name, script):
+    """A technique added to a copied suite as a user adds one: its script, and its row in the
+    catalog (the baseline's calls: a script whose own lines are test hooks, not technique calls)."""
+    (folder / "scripts" / f"{name}.py").write_text(script)
+    catalog = folder / "utils" / "catalog.py"
+    row = '    T("baseline", (FP32, ADAMW)),\n'
+    assert row in catalog.read_text()
+    catalog.write_text(catalog.read_text().replace(row, row + f'    T("{name}", (FP32, ADAMW)),\n'))
 
 
 # synthetic rows and output

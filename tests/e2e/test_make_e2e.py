@@ -4,7 +4,7 @@ import subprocess
 import sys
 import textwrap
 
-from helpers import copy_suite, run_make, tiny_env
+from helpers import add_technique, copy_suite, run_make, tiny_env
 
 from utils import results
 
@@ -51,11 +51,7 @@ def test_a_new_row_and_script_is_all_it_takes(tmp_path):
     # a copy of the suite with one more row in the catalog and its script: make help, make <name> and make all know it
     baseline = copy_suite(tmp_path)
     dummy = baseline.replace('"""baseline:', '"""dummy: a made-up technique.', 1)
-    (tmp_path / "scripts" / "dummy.py").write_text(dummy)
-    catalog = tmp_path / "utils" / "catalog.py"
-    row = '    T("baseline", (FP32, ADAMW)),\n'
-    assert row in catalog.read_text()
-    catalog.write_text(catalog.read_text().replace(row, row + '    T("dummy", (FP32, ADAMW)),\n'))
+    add_technique(tmp_path, "dummy", dummy)
     results_file = tmp_path / "results.csv"
 
     def make(*args):

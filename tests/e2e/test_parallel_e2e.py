@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import TINY, copy_suite, run_make, tiny_env
+from helpers import TINY, add_technique, copy_suite, run_make, tiny_env
 
 from utils import results
 
@@ -56,7 +56,7 @@ def test_a_killed_rank_stops_the_run_and_writes_nothing(tmp_path):
     ).replace('"""\n\n', '"""\n\nimport os\n', 1)
     killer = killer.replace("def setup(run):", "CALLS = []\n\n\ndef die_on_second_call(*_):\n    CALLS.append(1)\n"
               "    if len(CALLS) == 2:\n        os.kill(os.getpid(), 9)\n\n\ndef setup(run):")
-    (tmp_path / "scripts" / "killrank.py").write_text(killer)
+    add_technique(tmp_path, "killrank", killer)
     results_file = tmp_path / "results.csv"
     results.append_rows(results_file, [{**dict.fromkeys(results.COLUMNS, ""), "technique": "earlier", "status": "ok"}])
     before = results_file.read_bytes()
