@@ -24,9 +24,9 @@ from utils import checks, registry, results, settings
 from utils.analysis import matrix
 from utils.drivers import all as repeats
 from utils.drivers import maxbatch
-from utils.measure import config, env
+from utils.measure import env
 from utils.plan import planner
-from utils.plan.config import load_config, load_target, planned_device, predicted_row, where
+from utils.plan.config import load_config, planned_device, predicted_row, runs_of, where
 from utils.report.matrix import markdown
 from utils.techniques import setup_of
 
@@ -98,13 +98,10 @@ def _announce(cells, planned, runs_each, with_batch):
 def main():
     base, factors, optimizers, cells = design()
     planned, with_batch = settings.get("PLAN"), settings.get("MAXBATCH")
-    target = load_target() if planned else None
     out = checks.output_file("MATRIX_REPORT", settings.text("MATRIX_REPORT"))
-    cfg = load_config(cells[0].name) if planned else config.load(cells[0].name, argv=[])
+    target, cfgs = runs_of([cell.name for cell in cells], planned)
+    cfg = cfgs[cells[0].name]
     runs_each = settings.get("REPEATS")
-    if planned:
-        for cell in cells:
-            planner.check_modelled(setup_of(cell.name)[1], cfg, target)
     _announce(cells, planned, runs_each, with_batch)
     status = 0
     if planned:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 from utils import checks, registry, results, settings
 from utils.drivers.runner import memory_cap, run
-from utils.measure import config, env
+from utils.measure import env
 from utils.plan import planner
-from utils.plan.config import load_config, load_target, planned_device, where
+from utils.plan.config import load_config, planned_device, runs_of, where
 from utils.techniques import setup_of
 
 TRIAL_STEPS = {"STEPS": "2", "WARMUP": "1", "REPEATS": "1"}
@@ -157,12 +157,8 @@ def techniques():
 def main():
     names = techniques()
     planned, maxmem_gb = settings.get("PLAN"), settings.get("MAXMEM_GB")
-    target = load_target() if planned else None
-    cfgs = {n: (load_config(n) if planned else config.load(n, argv=[])) for n in names}
-    if planned:
-        for name, cfg in cfgs.items():
-            planner.check_modelled(setup_of(name)[1], cfg, target)
-    elif maxmem_gb:
+    target, cfgs = runs_of(names, planned)
+    if maxmem_gb and not planned:
         check_cap(maxmem_gb)
     if planned:
         device = planned_device(target)

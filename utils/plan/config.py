@@ -7,7 +7,8 @@ from utils import checks, results, settings
 from utils.devices import by_key, peak_tflops
 from utils.measure import config, env, preflight
 from utils.measure.memory import columns
-from utils.plan import parallel
+from utils.plan import parallel, planner
+from utils.techniques import setup_of
 from utils.techniques.parallel import World
 
 ABSURD_BYTES = 2**40  # 1 TiB: several times the largest single GPU's memory
@@ -60,6 +61,19 @@ def load_config(technique, argv=None, world=None):
     check_batch(cfg)
     check_trace(cfg, preflight.available_bytes("cpu"))
     return cfg
+
+
+def runs_of(names, planned):
+    """(target, {name: config}): the one place a driver over several runs chooses between planning
+    them for GPU= (the target; each refused now with NotModelled if the planner cannot model it)
+    and measuring them on this machine (target None)."""
+    if not planned:
+        return None, {name: config.load(name, argv=[]) for name in names}
+    target = load_target()
+    cfgs = {name: load_config(name) for name in names}
+    for name, cfg in cfgs.items():
+        planner.check_modelled(setup_of(name)[1], cfg, target)
+    return target, cfgs
 
 
 @dataclasses.dataclass(frozen=True)
