@@ -1,9 +1,13 @@
 # Training-optimization benchmarks: one target per technique, all, report, plots, plan, test.
 # `make help` lists every target, technique and variable with its default (utils/reference.py).
 #
-# Settings pass one way: VARIABLE=value on make's command line (or in the environment) reaches
-# the command as an environment variable, and utils/settings.py reads and checks it there.
-# Nothing here states a default; the targets are thin aliases for python -m commands.
+# Settings pass one way: VARIABLE=value on make's command line reaches the command as SUITE_VARIABLE,
+# and utils/settings.py reads and checks it there (a shell's own T or DEVICE never does; set
+# SUITE_STEPS=... in the environment on purpose). Nothing here states a default; the targets are
+# thin aliases for python -m commands.
+
+# every variable given on make's command line, namespaced for the Python side (a typo is refused there)
+$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $v)),$(eval export SUITE_$v = $$($v))))
 
 # the technique list is the scripts folder: scripts/<name>.py is `make <name>`
 TECHNIQUE_TARGETS := $(sort $(basename $(notdir $(wildcard scripts/*.py))))

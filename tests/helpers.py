@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils import results
+from utils import results, settings
 from utils import techniques as t
-from utils.measure import data, loop
-from utils.measure.config import RunConfig
+from utils.measure import config, data, loop
 from utils.models import build_model
 from utils.plan.config import load_config
 
@@ -26,13 +25,36 @@ EXAMPLE = f"{ROOT}/docs/examples/tiny_transformer.py:build"
 
 # small enough that a technique runs in a second or two on a CPU (compile: ~20 s)
 TINY = {"STEPS": "3", "WARMUP": "1", "MODEL": "tiny", "BATCH": "2", "SEQ": "16", "DEVICE": "cpu"}
-# the variables of a `make test` that may be running these tests: not the tests' own
-INHERITED = ("SUMMARY_FILE", "TECHNIQUES", "PYTHON", "MAKELEVEL", "MAKEFLAGS", "MFLAGS", "PLOTSPREFIX", "PLOTS_DIR")
+# make's own variables of a `make test` that may be running these tests: not the tests' own
+INHERITED = ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")
+
+
+def environ(values):
+    """`values` as a command's environment holds them: settings namespaced (SUITE_STEPS) as the
+    Makefile passes them, anything else (OMP_NUM_THREADS, HF_HUB_OFFLINE) as given."""
+    named = {k: v for k, v in values.items() if k in settings.BY_NAME}
+    return {**{k: str(v) for k, v in values.items() if k not in named}, **settings.environ(named)}
+
+
+def run_config(technique, **fields):
+    """A RunConfig as config.load builds it from the settings' defaults (the model, batch, sequence
+    and device of `fields`, else tiny, 2, 16, this CPU), the other `fields` over it."""
+    shape = {"model": "tiny", "batch": 2, "seq": 16, "device": "cpu"}
+    given = dataclasses.replace(settings.read(env={}), **{k: fields.get(k, v) for k, v in shape.items()})
+    return dataclasses.replace(config.load(technique, given, check_results=False), **fields)
 
 
 def tiny_env(results_file, **extra):
-    env = {k: v for k, v in os.environ.items() if k not in INHERITED}
-    return {**env, **TINY, "RESULTS_FILE": str(results_file), **extra}
+    """This environment without a running `make test`'s settings and make variables, with the tiny
+    settings, RESULTS_FILE and `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in INHERITED and not k.startswith(settings.PREFIX)}
+    return {**env, **environ({**TINY, "RESULTS_FILE": str(results_file), **extra})}
+
+
+def set_env(monkeypatch, name, value):
+    """monkeypatch.setenv, a setting namespaced as the Makefile passes it."""
+    for key, text in environ({name: value}).items():
+        monkeypatch.setenv(key, text)
 
 
 def run_script(name, results_file, **extra):
@@ -124,7 +146,8 @@ def noisy(mean, n=50, runs=1, seed=0):
 def tiny_run(device="cpu"):
     """The baseline (fp32, AdamW) on the tiny model at B=2, T=16."""
     torch.manual_seed(0)
-    cfg = RunConfig("test", 10, 2, "tiny", 2, 16, device, "coinflip", 0, 1e-3, "unused.csv", layers=2)
+    cfg = run_config("test", steps=10, warmup=2, model="tiny", batch=2, seq=16, device=device, data="coinflip", seed=0,
+                     lr=1e-3, layers=2)
     run = t.Run(cfg, build_model("tiny", cfg.seq).to(device))
     t.strict_fp32(run)
     t.adamw(run)
@@ -134,7 +157,8 @@ def tiny_run(device="cpu"):
 def bare_run(accum=1, data_source="coinflip"):
     """The tiny model at B=2, T=16 with nothing applied yet: each technique applies itself;
     `build` builds it again (gated_mlp rebuilds it with its MLP)."""
-    cfg = RunConfig("test", 3, 0, "tiny", 2, 16, "cpu", data_source, 0, 1e-3, "unused.csv", accum=accum)
+    cfg = run_config("test", steps=3, warmup=0, model="tiny", batch=2, seq=16, device="cpu", data=data_source, seed=0,
+                     lr=1e-3, accum=accum)
 
     def build(mlp="gelu"):
         torch.manual_seed(0)
@@ -145,8 +169,7 @@ def bare_run(accum=1, data_source="coinflip"):
 
 def plan_cfg(world, model="tiny", batch=4, seq=128):
     """The baseline's run config as the planner reads it (DATA=fixed, on this CPU) for `world`'s ranks."""
-    cfg = load_config("baseline", ["--model", model, "--batch", str(batch), "--seq", str(seq), "--data", "fixed"],
-                      world=world)
+    cfg = load_config("baseline", settings.read(env={}), world=world, model=model, batch=batch, seq=seq, data="fixed")
     return dataclasses.replace(cfg, device="cpu")
 
 

@@ -34,6 +34,8 @@ class GPU:
 # Ti, its 1695 MHz boost x 2560 CUDA cores x 2 FLOPs. Compute capabilities: NVIDIA's "CUDA GPUs"
 # table (developer.nvidia.com/cuda-gpus). Bandwidths: the same datasheets (A100 80GB: SXM's
 # 2,039 GB/s; the laptop RTX 3050 Ti: 128-bit GDDR6 at 12 Gbps, 192 GB/s).
+ALLOCATOR_MODES = ("native", "expandable_segments")  # the CUDA caching allocator's (PYTORCH_CUDA_ALLOC_CONF)
+MODULE_LOADINGS = ("lazy", "eager")  # CUDA_MODULE_LOADING: what the CUDA context holds
 HOPPER_SXM = {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4}
 AMPERE_A100 = {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0}
 GPUS = (

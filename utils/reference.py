@@ -14,7 +14,7 @@ from utils.results.schema import COLUMNS
 # target -> what it does (the technique targets come from the scripts folder)
 TARGETS = {
     "<technique>": "train with one technique (scripts/<technique>.py), append its rows to RESULTS_FILE; "
-    "REPEATS>1 or PRECISION: through all",
+    "REPEATS>1 or CI_HALF_WIDTH: through all",
     "<a+b+c>": "a combination: the baseline plus each part's own lines, in stage order (make flash+checkpointing+lion)",
     "run": "the technique or combination in T (else TECHNIQUE): make run T=bf16+checkpointing+lion",
     "all": "every technique of TECHNIQUES, each in a fresh process, REPEATS times interleaved; goes on past one "
@@ -56,7 +56,7 @@ TARGETS = {
 
 
 def help_text():
-    lines = ["usage: make [target] [VARIABLE=value ...]", "", "targets:"]
+    lines = ["usage: make [target] [VARIABLE=value ...]   (the command reads each as SUITE_VARIABLE)", "", "targets:"]
     for name, text in TARGETS.items():
         lines.append(f"  {name:<14} {text}")
         if name == "<technique>":
@@ -97,8 +97,11 @@ def docs_text():
         "",
         "## Variables",
         "",
-        "Give them on make's command line (`make all STEPS=100`) or in the environment; a technique script run "
-        "by hand takes each run setting as a flag too (`--steps 100`). Blank means the default.",
+        "Give them on make's command line (`make all STEPS=100`): make passes each to the command as `SUITE_STEPS`, "
+        "and that namespaced variable is all the suite reads, so set `SUITE_STEPS=100` in the environment to give "
+        "one there (a shell's own `STEPS`, `T` or `DEVICE` never reaches a run; a `SUITE_` name that is no "
+        "setting is refused). A technique script run by hand takes each run setting as a flag too "
+        "(`--steps 100`). Blank means the default.",
     ]
     for group, title in settings.GROUPS.items():
         out += ["", f"### {title[0].upper()}{title[1:]}", "", "| variable | default | meaning |", "|---|---|---|"]

@@ -16,7 +16,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils import checks, settings
+from utils import checks
 from utils.catalog import BASELINE, BY_NAME, CONFLICTS, FUNCTIONS, STAGES, TECHNIQUES
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -183,6 +183,6 @@ def check(names, what="technique"):
     return [combination(name).name if "+" in name else check_scripts([name], what)[0] for name in names]
 
 
-def selected():
-    """TECHNIQUES, checked: the techniques a command over several runs covers (blank: all)."""
-    return check(settings.get("TECHNIQUES") or known())
+def selected(techniques):
+    """TECHNIQUES (`techniques`), checked: the techniques a command over several runs covers (none: all)."""
+    return check(list(techniques) or known())

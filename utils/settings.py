@@ -1,45 +1,56 @@
-"""Every setting once: its name (the Make variable, the environment variable), default, check
-and help. The scripts' flags, every driver's reading of its settings, `make help` and
-docs/reference.md are made from this table; nothing else states a default.
+"""Every setting once: its name, default, check, type and help. The scripts' flags, `make help`,
+docs/reference.md and the one typed `Settings` object each command reads are made from this
+table; nothing else states a default.
 
-Settings travel one way: `make X NAME=value` exports NAME to the command it runs (Make does
-so for every variable given on its command line), and each command reads it here, from the
-environment or, for a script run by hand, from its flag (`--name`). Stdlib only: make help,
-make reset and the report read it without torch.
+Settings travel one way: `make X NAME=value` exports SUITE_NAME to the command it runs (the
+Makefile does so for every variable given on its command line), and the command's entry point
+parses them all here, once (`read`), into a frozen `Settings` it passes down; a script run by
+hand takes its flags (`--name`) over the same. Only SUITE_-prefixed variables are read, so a
+shell's own T, A, B, PORT or DEVICE never leaks into a run; a SUITE_ name that is no setting is
+refused. Only entry points (utils/drivers, the scripts' utils.measure.train, the __main__
+modules) import this module. Stdlib only: make help, make reset and the report read it
+without torch.
 """
 
 import argparse
+import dataclasses
+import difflib
 import os
 from dataclasses import dataclass
 
-from utils import checks, devices
+from utils import catalog, checks, devices
 
+PREFIX = "SUITE_"  # the environment's namespace: SUITE_STEPS is STEPS
 SEED_MAX = 2**64 - 1  # torch.manual_seed's range
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
-ALLOCATOR_MODES = ("native", "expandable_segments")  # the CUDA caching allocator's (PYTORCH_CUDA_ALLOC_CONF)
-MODULE_LOADINGS = ("lazy", "eager")  # CUDA_MODULE_LOADING: what the CUDA context holds
-GRAPHED_COMPILE_MODES = ("reduce-overhead", "max-autotune")  # inductor captures CUDA graphs in these modes
 MODEL_AUTO = "auto (gpt2 on CUDA, tiny on CPU; make plan: gpt2)"
 MODEL_HELP = (f"the model: a preset, hf:<name> (a Hugging Face causal LM from its config, random weights: shipped "
               f"names, a config.json, or a hub id where the hub is reachable) or path/to/file.py:function "
               f"(build(seq) -> nn.Module); {MODEL_AUTO}; see docs/models.md")
 
 
+@dataclass(frozen=True)
+class Parse:
+    """A setting's check, `parse(name, text)` -> value (raising checks.BadInput with one line),
+    and the type of the value, which types the Settings field."""
+
+    parse: object
+    type: object = str
+
+    def __call__(self, name, text):
+        return self.parse(name, text)
+
+
 def _auto(check):
     """`check`, or None for auto."""
-    return lambda name, text: None if text == "auto" else check(name, text)
+    return Parse(lambda name, text: None if text == "auto" else check(name, text), check.type | None)
 
 
 def _int(minimum, maximum=None):
-    return lambda name, text: checks.integer(name, text, minimum, maximum)
-
-
-def _number(name, text):
-    return checks.number(name, text)
+    return Parse(lambda name, text: checks.integer(name, text, minimum, maximum), int)
 
 
 def _optional(check):
-    return lambda name, text: checks.optional(check, name, text)
+    return Parse(lambda name, text: checks.optional(check, name, text), check.type | None)
 
 
 def _choice(*allowed):
@@ -48,19 +59,14 @@ def _choice(*allowed):
             raise checks.BadInput(f"{name} must be one of {', '.join(allowed)}, got {text!r}")
         return text
 
-    return check
+    return Parse(check)
 
 
-def _words(name, text):
-    return text.split()
-
-
-def _flag(name, text):
-    return checks.integer(name, text, 0, 1) == 1
-
-
-def _fraction(name, text):
-    return checks.optional(checks.number, name, text, 1)
+TEXT = Parse(lambda name, text: text)
+_number = Parse(checks.number, float)
+_words = Parse(lambda name, text: tuple(text.split()), tuple)
+_flag = Parse(lambda name, text: checks.integer(name, text, 0, 1) == 1, bool)
+_fraction = Parse(lambda name, text: checks.optional(checks.number, name, text, 1), float | None)
 
 
 @dataclass(frozen=True)
@@ -69,12 +75,17 @@ class Setting:
     default: str
     help: str
     group: str
-    check: object = None  # (name, text) -> value, raising checks.BadInput; None: the text as given
+    check: Parse = TEXT  # its parse and type; TEXT: the text as given
     flag: bool = False  # also a flag of every technique script (--steps, ...)
     path: bool = False  # a file or folder: given blank it is refused ("is empty"), never a default
 
+    @property
+    def field(self):
+        """Its Settings attribute: STEPS is settings.steps."""
+        return self.name.lower()
+
     def parse(self, text):
-        return self.check(self.name, text) if self.check else text
+        return self.check(self.name, text)
 
 
 S = Setting
@@ -83,49 +94,53 @@ SETTINGS = (
     S("STEPS", "50", "measured training steps per run", "run", _int(1), True),
     S("WARMUP", "auto", "warm-up steps, timed and kept apart (auto: 10 on CUDA, 3 on CPU)", "run", _auto(_int(0)),
       True),
-    S("MODEL", "auto", MODEL_HELP, "run", None, True),
+    S("MODEL", "auto", MODEL_HELP, "run", TEXT, True),
     S("LAYERS", "auto", "layers (blocks) of the model: a preset's or an hf: config's (num_hidden_layers; auto: its "
       "own)", "run", _auto(_int(1)), True),
     S("BLOCKS", "auto", "a foreign model's blocks, the nn.ModuleList checkpointing wraps and FSDP2 shards, e.g. "
       "transformer.h (auto: transformer.h, model.layers, ... or its largest ModuleList)", "run",
-      _auto(lambda name, text: text), True),
+      _auto(TEXT), True),
     S("BATCH", "auto", "sequences per step (auto: the preset's, e.g. gpt2 16, tiny 4)", "run", _auto(_int(1)), True),
     S("SEQ", "auto", "tokens per sequence (auto: the preset's, e.g. gpt2 1024, tiny 128)", "run", _auto(_int(1)), True),
     S("DEVICE", "auto", "auto (cuda if torch sees a GPU, else cpu), cpu or cuda", "run", _choice("auto", "cpu", "cuda"),
       True),
     S("DATA", "coinflip", "coinflip (P(1)=2/3 flips), fixed (one batch reused), markov (8-symbol chain, known "
-      "entropy rate), a text file (bytes) or a uint16 .bin token file", "run", None, True),
+      "entropy rate), a text file (bytes) or a uint16 .bin token file", "run", TEXT, True),
     S("SEED", "1337", "seed for weights and data", "run", _int(0, SEED_MAX), True),
     S("LR", "auto", "learning rate (auto: the optimizer's default from its literature, stated in its script)", "run",
       _auto(_number), True),
     S("ACCUM", "4", "micro-batches of BATCH per optimizer step, for techniques that accumulate", "run", _int(1), True),
     S("COMPILE_MODE", "default", "torch.compile mode of techniques that compile",
-      "run", _choice(*COMPILE_MODES), True),
+      "run", _choice(*catalog.COMPILE_MODES), True),
     S("EVAL_EVERY", "auto", "evaluate on held-out data every N training steps (auto: STEPS/5; 0: never)", "run",
       _auto(_int(0)), True),
     S("EVAL_BATCHES", "4", "held-out batches per evaluation", "run", _int(1), True),
     S("TARGET_LOSS", "", "validation loss to reach: runs, report and grid say when it was (blank: none)", "run",
       _optional(_number), True),
-    S("RESULTS_FILE", "results.csv", "the CSV rows are appended to (and read from)", "run", None, True, True),
+    S("RESULTS_FILE", "results.csv", "the CSV rows are appended to (and read from)", "run", TEXT, True, True),
     S("PEAK_TFLOPS", "table", "dense peak TFLOP/s for MFU (table: by device and dtype, utils/devices.py)", "run",
-      lambda name, text: None if text == "table" else checks.number(name, text), True),
+      Parse(lambda name, text: None if text == "table" else checks.number(name, text), float | None), True),
     S("REPEAT", "0", "repeat index written to a run's rows (make all sets it for each run)", "run", _int(0), True),
+    S("SUMMARY_FILE", "", "where a run also writes its one-line outcome as JSON, for the driver that started it "
+      "(blank: nowhere)", "run", path=False),
     S("REFERENCE_RANKS", "1", "train one process on N ranks' data, their N micro-batches accumulated per step (make "
       "ddp / fsdp's loss check sets it)", "run", _int(1), True),
     # make all
     S("TECHNIQUES", "", "what make all, plan and maxbatch run, in order (blank: every script, baseline first)",
       "all", _words),
     S("REPEATS", "1", "runs per technique, each a fresh process, interleaved A B C A B C", "all", _int(1)),
-    S("PRECISION", "", "e.g. 0.02: add interleaved rounds until each technique's CI is within +-2%", "all",
+    S("CI_HALF_WIDTH", "", "e.g. 0.02: add interleaved rounds until each technique's CI is within +-2%", "all",
       _fraction),
-    S("MAX_REPEATS", "10", "with PRECISION: at most this many runs per technique (3 at least)", "all", _int(3)),
-    S("TIME_BUDGET_MIN", "30", "with PRECISION: start no round that would end past this many minutes", "all", _number),
+    S("MAX_REPEATS", "10", "with CI_HALF_WIDTH: at most this many runs per technique (3 at least)", "all",
+      _int(3)),
+    S("TIME_BUDGET_MIN", "30", "with CI_HALF_WIDTH: start no round that would end past this many minutes", "all",
+      _number),
     # report, plots, compare
     S("REPORT", "REPORT.md", "where make report writes", "report", path=True),
     S("PLOTS_DIR", "plots", "where plots and profiles go", "report", path=True),
     S("PLOTSPREFIX", "", "prefix of plot file names, e.g. h100_", "report"),
     S("DEVICE_FILTER", "", "report / plots: only devices whose name contains this, e.g. H100", "report"),
-    S("BUDGET_GB", "", "report: also name the fastest technique whose peak memory fits in this many GiB", "report",
+    S("BUDGET_GIB", "", "report: also name the fastest technique whose peak memory fits in this many GiB", "report",
       _optional(_number)),
     S("A", "sgd", "make compare: the first technique", "report"),
     S("B", "adam", "make compare: the second technique", "report"),
@@ -138,7 +153,7 @@ SETTINGS = (
     S("NPROC", "2", "make ddp / fsdp / scaling_gpus: processes, at most one per GPU (or CPU core); make plan "
       "PARALLEL=...: the GPUs planned", "technique", _int(1)),
     S("PORT", "", "make ddp / fsdp: rendezvous port (blank: torchrun --standalone picks one)", "technique",
-      _optional(lambda name, text: checks.integer(name, text, 1, 65535))),
+      _optional(_int(1, 65535))),
     S("LOSS_CHECK", "1", "make ddp / fsdp: compare the losses with one process on the same global batch, NPROC "
       "micro-batches of BATCH accumulated (0: skip)", "technique", _flag),
     S("KIND", "ddp", "make scaling_gpus: ddp or fsdp", "technique", _choice("ddp", "fsdp")),
@@ -168,15 +183,16 @@ SETTINGS = (
     S("GPU", "h100-sxm", "make plan / maxbatch PLAN=1 / matrix PLAN=1: the GPU planned for (a key of "
       "utils/devices.py's table: " + ", ".join(g.key for g in devices.GPUS) + ")", "memory",
       _choice(*(g.key for g in devices.GPUS))),
-    S("GPU_MEMORY_GB", "", "planned GPU's memory in GiB instead of the table's (a card of another size)", "memory",
+    S("GPU_MEMORY_GIB", "", "planned GPU's memory in GiB instead of the table's (a card of another size)", "memory",
       _optional(_number)),
     S("PARALLEL", "", "make plan / maxbatch PLAN=1 / matrix PLAN=1: ddp or fsdp plans rank 0 of NPROC GPUs "
       "(blank: one GPU); make ddp / fsdp set it for their processes", "memory"),
     S("ALLOCATOR", "native", "planned CUDA caching allocator: native, or expandable_segments "
-      "(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)", "memory", _choice(*ALLOCATOR_MODES)),
+      "(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)", "memory", _choice(*devices.ALLOCATOR_MODES)),
     S("MODULE_LOADING", "lazy", "planned CUDA module loading: lazy (torch >= 1.13 with CUDA >= 11.7), or eager "
-      "(older, or CUDA_MODULE_LOADING=EAGER): sets the CUDA context's size", "memory", _choice(*MODULE_LOADINGS)),
-    S("MAXMEM_GB", "", "make maxbatch on a CPU: hard memory cap of each trial process, GiB", "memory",
+      "(older, or CUDA_MODULE_LOADING=EAGER): sets the CUDA context's size", "memory",
+      _choice(*devices.MODULE_LOADINGS)),
+    S("MAXMEM_GIB", "", "make maxbatch on a CPU: hard memory cap of each trial process, GiB", "memory",
       _optional(_number)),
     S("SCALING_MODELS", "tiny small gpt2 gpt2-medium gpt2-large gpt2-xl gpt-2.7b",
       "make scaling: model presets; measured while the machine can, planned beyond", "memory", _words),
@@ -203,29 +219,65 @@ GROUPS = {
 }
 
 
+Settings = dataclasses.make_dataclass(
+    "Settings", [(s.field, s.check.type) for s in SETTINGS] + [("given", frozenset)], frozen=True,
+    namespace={"__doc__": "Every setting, parsed: settings.steps is STEPS (utils/settings.py's table says what "
+                          "each means); `given`: the names the user set."},
+)
+
+
+def variable(name):
+    """The environment variable a setting is read from."""
+    return PREFIX + name
+
+
+def environ(texts):
+    """{NAME: text} as the environment entries a child process reads them from."""
+    return {variable(name): str(text) for name, text in texts.items()}
+
+
+def _unknown(env):
+    """Refuse a SUITE_ variable that is no setting (a typo on make's command line), naming the nearest."""
+    for key in sorted(env):
+        name = key[len(PREFIX):]
+        if key.startswith(PREFIX) and name not in BY_NAME:
+            near = difflib.get_close_matches(name, BY_NAME, n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise checks.BadInput(f"{name} is not a setting{hint}; make help lists them")
+
+
+def _text(setting, env):
+    """The setting as given, else its default; blank means the default, but for a path, which is
+    then refused as empty where it is checked."""
+    given = env.get(variable(setting.name))
+    return given if given or (setting.path and given is not None) else setting.default
+
+
 def text(name, env=None):
-    """The setting as given (environment, else its default); blank means the default, but for
-    a path, which is then refused as empty where it is checked."""
+    """One setting's text as given, unchecked: only for what must be known even when the others are
+    refused (a run's SUMMARY_FILE)."""
+    return _text(BY_NAME[name], os.environ if env is None else env)
+
+
+def read(env=None, argv=None, prog=None):
+    """Every setting, checked and parsed once (raises checks.BadInput with one line): from `env`
+    (None: this process's environment), and for a technique script (`argv` not None) its flags
+    over them."""
     env = os.environ if env is None else env
-    if BY_NAME[name].path and name in env:
-        return env[name]
-    return env.get(name) or BY_NAME[name].default
+    _unknown(env)
+    texts = {s.name: _text(s, env) for s in SETTINGS}
+    given = {s.name for s in SETTINGS if env.get(variable(s.name))}
+    if argv is not None:
+        flagged = {k: v for k, v in vars(script_parser(prog or "script").parse_args(argv)).items() if v is not None}
+        texts.update(flagged)
+        given |= set(flagged)
+    return Settings(**{s.field: s.parse(texts[s.name]) for s in SETTINGS}, given=frozenset(given))
 
 
-def get(name, env=None):
-    """The setting, checked and parsed (raises checks.BadInput with one line)."""
-    return BY_NAME[name].parse(text(name, env))
-
-
-def given(name, env=None):
-    """Whether the user set it (on make's command line or in the environment)."""
-    return bool((os.environ if env is None else env).get(name))
-
-
-def script_parser(prog, description):
-    """The flags of a technique script: one per run setting, defaulting to the environment."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+def script_parser(prog):
+    """The flags of a technique script: one per run setting, over the environment's."""
+    parser = argparse.ArgumentParser(prog=prog, description="train one technique, append its rows to a CSV")
     for s in FLAGS:
-        parser.add_argument(f"--{s.name.lower().replace('_', '-')}", dest=s.name, default=text(s.name),
-                            help=f"{s.help} [{s.name}, default {s.default or 'blank'}]")
+        parser.add_argument(f"--{s.name.lower().replace('_', '-')}", dest=s.name,
+                            help=f"{s.help} [{variable(s.name)}, default {s.default or 'blank'}]")
     return parser

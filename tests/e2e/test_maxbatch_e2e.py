@@ -7,7 +7,7 @@ from utils import results
 
 def test_maxmem_caps_each_trial_for_real(results_file):
     # tiny at T=2048: the T x T scores take ~0.4 GB per sequence, so a 0.8 GiB cap stops B at 1 or 2
-    proc = run_make("maxbatch", "TECHNIQUE=baseline", "MAXMEM_GB=0.8", results_file=results_file, SEQ="2048",
+    proc = run_make("maxbatch", "TECHNIQUE=baseline", "MAXMEM_GIB=0.8", results_file=results_file, SEQ="2048",
                     STEPS="1")
     assert proc.returncode == 0, proc.stderr
     row = results.read(results_file).iloc[-1]

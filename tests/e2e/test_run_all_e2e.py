@@ -1,4 +1,4 @@
-"""make all with PRECISION end to end: the rounds it runs and why it stops."""
+"""make all with CI_HALF_WIDTH end to end: the rounds it runs and why it stops."""
 
 from helpers import run_make
 
@@ -7,7 +7,8 @@ from utils import results
 
 def test_make_all_with_precision_stops_by_itself_and_says_why(results_file):
     proc = run_make(
-        "all", "TECHNIQUES=baseline tf32 adamw", "PRECISION=0.5", "MAX_REPEATS=3", results_file=results_file, STEPS="3"
+        "all", "TECHNIQUES=baseline tf32 adamw", "CI_HALF_WIDTH=0.5", "MAX_REPEATS=3", results_file=results_file,
+        STEPS="3"
     )
     assert proc.returncode == 0, proc.stderr
     summary = proc.stdout.split("=== summary")[1]

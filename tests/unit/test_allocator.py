@@ -5,7 +5,7 @@ import time
 import pytest
 from helpers import ROOT
 
-from utils import checks, devices, registry
+from utils import checks, devices, registry, settings
 from utils.plan import allocator, device, planner
 from utils.plan.config import Target, load_config
 
@@ -90,7 +90,7 @@ def test_unknown_allocator_mode_is_refused():
 
 @pytest.fixture(scope="module")
 def tiny_plan():
-    cfg = load_config("baseline", ["--model", "tiny", "--seq", "64", "--batch", "4"])
+    cfg = load_config("baseline", settings.read(env={}), model="tiny", seq=64, batch=4)
     start = time.perf_counter()
     plan = planner.plan(registry.load_setup("baseline"), cfg, Target(devices.by_key("a100-40gb")))
     return plan, time.perf_counter() - start

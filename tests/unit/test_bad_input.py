@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import one_line, rows_of, run_make, run_script, tiny_env
+from helpers import one_line, rows_of, run_make, run_script, set_env, tiny_env
 
-from utils import checks, registry, results
+from utils import checks, registry, results, settings
 from utils import techniques as t
 from utils.drivers import all as run_all
 from utils.drivers import files, profile
@@ -53,9 +53,9 @@ def test_bad_settings_through_make(existing, args, expected):
 )
 def test_bad_settings_of_make_all_stop_before_any_run(existing, monkeypatch, capsys, env, said):
     results_file, before = existing
-    monkeypatch.setenv("RESULTS_FILE", str(results_file))
+    set_env(monkeypatch, "RESULTS_FILE", str(results_file))
     for name, value in env.items():
-        monkeypatch.setenv(name, value)
+        set_env(monkeypatch, name, value)
     _said_one_line(capsys, run_all.main(), "all: error:", said)
     assert results_file.read_bytes() == before
 
@@ -70,7 +70,7 @@ def test_cuda_asked_for_on_a_machine_without_it(existing):
 
 def test_out_of_memory_is_recorded_and_exits_non_zero(existing, monkeypatch, capsys):
     results_file, before = existing
-    monkeypatch.setenv("RESULTS_FILE", str(results_file))
+    set_env(monkeypatch, "RESULTS_FILE", str(results_file))
 
     def setup(run):
         t.strict_fp32(run)
@@ -119,34 +119,35 @@ SCRIPT_NUMBERS = [  # flag, value, what the line says
 @pytest.mark.parametrize("flag, value, said", SCRIPT_NUMBERS)
 def test_every_numeric_setting_of_a_run_is_range_checked(results_file, flag, value, said):
     with pytest.raises(config.ConfigError, match=said):
-        config.load("baseline", argv=[f"--{flag}", value, "--device", "cpu", "--results-file", str(results_file)])
+        config.load("baseline", settings.read(argv=[f"--{flag}", value, "--device", "cpu", "--results-file",
+                                                    str(results_file)]))
     assert not results_file.exists()
 
 
 ALL_NUMBERS = [  # make all's own settings
     ({"REPEATS": "0"}, "REPEATS must be a positive integer"),
-    ({"PRECISION": "0"}, "PRECISION must be a number between 0 and 1"),
-    ({"PRECISION": "1.5"}, "PRECISION must be a number between 0 and 1"),
-    ({"PRECISION": "nan"}, "PRECISION must be"),
+    ({"CI_HALF_WIDTH": "0"}, "CI_HALF_WIDTH must be a number between 0 and 1"),
+    ({"CI_HALF_WIDTH": "1.5"}, "CI_HALF_WIDTH must be a number between 0 and 1"),
+    ({"CI_HALF_WIDTH": "nan"}, "CI_HALF_WIDTH must be"),
     ({"MAX_REPEATS": "2"}, "MAX_REPEATS must be an integer >= 3"),
     ({"MAX_REPEATS": "many"}, "MAX_REPEATS must be"),
     ({"TIME_BUDGET_MIN": "0"}, "TIME_BUDGET_MIN must be a positive number"),
     ({"TIME_BUDGET_MIN": "inf"}, "TIME_BUDGET_MIN must be"),
-    ({"PRECISION": "0.02", "REPEATS": "5", "MAX_REPEATS": "4"}, "MAX_REPEATS=4 is below REPEATS=5"),
+    ({"CI_HALF_WIDTH": "0.02", "REPEATS": "5", "MAX_REPEATS": "4"}, "MAX_REPEATS=4 is below REPEATS=5"),
 ]
 
 
 @pytest.mark.parametrize("env, said", ALL_NUMBERS)
 def test_every_setting_of_make_all_is_range_checked(monkeypatch, env, said):
     for name, value in env.items():
-        monkeypatch.setenv(name, value)
+        set_env(monkeypatch, name, value)
     with pytest.raises(checks.BadInput, match=said):
-        run_all.repeat_settings()
+        run_all.repeat_settings(settings.read())
 
 
 @pytest.mark.parametrize(
     "name, value",
-    [("BUDGET_GB", "0"), ("BUDGET_GB", "nan"), ("PEAK_TFLOPS", "-1"), ("PEAK_TFLOPS", "inf"), ("TARGET_LOSS", "x")],
+    [("BUDGET_GIB", "0"), ("BUDGET_GIB", "nan"), ("PEAK_TFLOPS", "-1"), ("PEAK_TFLOPS", "inf"), ("TARGET_LOSS", "x")],
 )
 def test_every_numeric_setting_of_the_report_is_range_checked(existing, tmp_path, monkeypatch, capsys, name, value):
     results_file, before = existing
@@ -186,17 +187,17 @@ PATH_CASES = [  # commands, variable, bad value ({tmp}: a folder holding a file 
 ]
 
 
-def _set(monkeypatch, **settings):
-    for name, value in settings.items():
-        monkeypatch.setenv(name, str(value))
+def _set(monkeypatch, **values):
+    for name, value in values.items():
+        set_env(monkeypatch, name, str(value))
 
 
-def _run_command(command, settings, monkeypatch):
+def _run_command(command, values, monkeypatch):
     """Run `command`'s entry point in this process with these settings; return its exit status."""
-    _set(monkeypatch, **settings)
+    _set(monkeypatch, **values)
     if command == "technique":  # the checks a script makes before it builds anything
         try:
-            config.load("baseline", argv=["--device", "cpu", "--model", "tiny"])
+            config.load("baseline", settings.read(argv=["--device", "cpu", "--model", "tiny"]))
         except checks.BadInput as err:
             print(f"baseline: error: {err}", file=sys.stderr)
             return checks.EXIT_BAD_INPUT
@@ -207,7 +208,7 @@ def _run_command(command, settings, monkeypatch):
         if command == "report":
             return report_command.main()
         return plots_command.main(["--compare"] if command == "compare" else [])
-    monkeypatch.setenv("TECHNIQUE", "baseline")
+    set_env(monkeypatch, "TECHNIQUE", "baseline")
     return profile.main()
 
 
@@ -348,7 +349,7 @@ def test_profile_never_touches_the_results_file(tmp_path, monkeypatch, capsys):
         "SEQ": "16",
         "DEVICE": "cpu",
     }.items():
-        monkeypatch.setenv(name, value)
+        set_env(monkeypatch, name, value)
     _set(monkeypatch, TECHNIQUE="baseline", PLOTS_DIR=tmp_path / "plots")
     assert profile.main() == 0
     assert (
@@ -360,7 +361,7 @@ MAKE_CASES = [  # through make: the same one line and status 2, nothing written
     (["baseline", "RESULTS_FILE={tmp}/d"], "RESULTS_FILE={tmp}/d is a folder"),
     (["baseline", "DATA={tmp}/f"], "DATA={tmp}/f: its training split holds 3 tokens"),
     (["plots", "PLOTSPREFIX=a/b_"], "PLOTSPREFIX='a/b_' holds a '/'"),
-    (["all", "PRECISION=2"], "PRECISION must be a number between 0 and 1"),
+    (["all", "CI_HALF_WIDTH=2"], "CI_HALF_WIDTH must be a number between 0 and 1"),
     (["reset", "PLOTS_DIR="], "PLOTS_DIR is empty"),  # not rm -f /*.png
     (["reset", "RESULTS_FILE={tmp}/f"], "is not a results file of this suite"),
 ]
@@ -384,7 +385,7 @@ def test_bad_input_through_make(existing, tmp_path, args, said):
 def test_a_run_that_cannot_fit_is_refused_before_it_trains(existing, monkeypatch, capsys):
     results_file, before = existing
     for name, value in tiny_env(results_file, SEQ="100000", BATCH="4").items():
-        monkeypatch.setenv(name, value)
+        set_env(monkeypatch, name, value)
     with pytest.raises(SystemExit) as exit_:
         train.main(registry.load_setup("baseline"), name="baseline", argv=[])
     assert exit_.value.code == checks.EXIT_BAD_INPUT

@@ -7,17 +7,18 @@ import math
 import shutil
 
 import pytest
+from helpers import run_config
 
 from utils import catalog, checks, reference, registry
 from utils import techniques as t
 from utils.measure import data
 from utils.measure import loop as bench
-from utils.measure.config import RunConfig
 from utils.measure.train import build_run
 from utils.plan import planner
 from utils.techniques import setup_of
 
-PLAN_CFG = RunConfig("t", 1, 0, "tiny", 2, 16, "cpu", "coinflip", 0, None, "unused.csv", layers=2)
+PLAN_CFG = run_config("t", steps=1, warmup=0, model="tiny", batch=2, seq=16, device="cpu", data="coinflip", seed=0,
+                      lr=None, layers=2)
 
 
 @pytest.mark.parametrize(
@@ -135,7 +136,8 @@ def test_a_new_technique_is_a_row_and_a_script(tmp_path, monkeypatch):
 
 def test_a_combination_trains_and_records_what_ran():
     name, setup = setup_of("lion+bf16+checkpointing")
-    cfg = RunConfig(name, 2, 1, "tiny", 2, 16, "cpu", "coinflip", 0, None, "unused.csv", layers=2)
+    cfg = run_config(name, steps=2, warmup=1, model="tiny", batch=2, seq=16, device="cpu", data="coinflip", seed=0,
+                     lr=None, layers=2)
     run = build_run(cfg, setup)
     record = run.record()
     assert (record["dtype"], record["checkpointing"], record["optimizer"]) == (

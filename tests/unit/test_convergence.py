@@ -11,13 +11,13 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
+from helpers import run_config
 
 from utils import results
 from utils import techniques as t
 from utils.analysis import convergence, grid
 from utils.measure import data, evaluate
 from utils.measure import loop as bench
-from utils.measure.config import RunConfig
 from utils.measure.evaluate import Evaluator
 from utils.measure.train import build_run
 
@@ -25,7 +25,8 @@ GOLDEN = Path(__file__).parents[1] / "golden" / "baseline_tiny_cpu.json"
 
 
 def _baseline(steps, batch=2, seq=16, lr=None, seed=1337):
-    cfg = RunConfig("baseline", steps, 0, "tiny", batch, seq, "cpu", "coinflip", seed, lr, "unused.csv")
+    cfg = run_config("baseline", steps=steps, warmup=0, model="tiny", batch=batch, seq=seq, device="cpu",
+                     data="coinflip", seed=seed, lr=lr)
     return build_run(cfg, lambda run: (t.strict_fp32(run), t.adamw(run)))
 
 

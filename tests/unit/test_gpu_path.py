@@ -10,11 +10,10 @@ import time
 import pandas as pd
 import pytest
 import torch
-from helpers import last_measured, rows_of, tiny_run
+from helpers import last_measured, rows_of, run_config, set_env, tiny_run
 
 from utils import techniques as t
 from utils.measure import config, data, env, loop, memory, preflight
-from utils.measure.config import RunConfig
 from utils.measure.train import _is_oom, build_run
 from utils.techniques import step
 from utils.techniques.parallel import World
@@ -129,7 +128,8 @@ def test_a_cuda_graph_step_rewinds_its_warm_up_so_every_optimizer_step_is_record
 
 
 def test_the_loss_checks_reference_takes_the_ranks_slices_and_accumulates_them():
-    cfg = RunConfig("t", 2, 0, "tiny", 2, 16, "cpu", "coinflip", 0, None, "unused.csv", layers=2)
+    cfg = run_config("t", steps=2, warmup=0, model="tiny", batch=2, seq=16, device="cpu", data="coinflip", seed=0,
+                     lr=None, layers=2)
     two = dataclasses.replace(cfg, reference_ranks=2)
     ranks = [data.batches(dataclasses.replace(cfg, world=World("ddp", r, r, 2))) for r in range(2)]
     reference = data.batches(two)
@@ -203,10 +203,9 @@ def test_the_backend_follows_the_device_not_the_gpus_visible(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert World("ddp", device="cpu").backend == "gloo"
     assert World("ddp", device="cuda").backend == "nccl" and World().backend == ""
-    monkeypatch.setenv("PARALLEL", "fsdp")
     for name, value in {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}.items():
-        monkeypatch.setenv(name, value)
-    assert config.parallel.world_from_env("cpu").backend == "gloo"
+        set_env(monkeypatch, name, value)
+    assert config.parallel.world_from_env("fsdp", "cpu").backend == "gloo"
 
 
 def test_auto_refuses_the_cpu_where_torch_cannot_use_the_gpus_the_box_has(monkeypatch):

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import ROOT
+from helpers import ROOT, run_config, set_env
 
-from utils import checks, registry, requirements
+from utils import checks, registry, requirements, settings
 from utils.drivers import all as run_all
 from utils.measure import config
 from utils.plan import planner
@@ -42,12 +42,12 @@ def test_tf32_is_read_back_as_set(restore_tf32):
 
 
 def test_an_environment_that_overrules_tf32_is_refused(monkeypatch, restore_tf32):
-    monkeypatch.setenv(stages.TF32_FORCED_ON, "1")
+    set_env(monkeypatch, stages.TF32_FORCED_ON, "1")
     with pytest.raises(checks.BadInput, match="TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 .* unset it"):
         stages.strict_fp32(_cuda_run())
     monkeypatch.delenv(stages.TF32_FORCED_ON)
     stages.strict_fp32(_cuda_run())  # nothing overrules it: fp32
-    monkeypatch.setenv(stages.TF32_FORCED_OFF, "0")
+    set_env(monkeypatch, stages.TF32_FORCED_OFF, "0")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
     with pytest.raises(checks.BadInput, match="NVIDIA_TF32_OVERRIDE=0 .* tf32 would run fp32"):
         stages.tf32(_cuda_run())
@@ -99,7 +99,7 @@ def test_compile_graphed_modes_with_accumulation_are_refused_up_front(monkeypatc
     config.check_technique("compile+accum", "reduce-overhead", 1)
     config.check_technique("accum", "reduce-overhead", 4)  # nothing compiled
     for name, value in {"COMPILE_MODE": "reduce-overhead", "RESULTS_FILE": str(results_file), "DEVICE": "cpu"}.items():
-        monkeypatch.setenv(name, value)
+        set_env(monkeypatch, name, value)
     assert run_all.main(["baseline", "compile+accum"]) == 2  # before the baseline runs
     assert "pytorch/pytorch#169545" in capsys.readouterr().err and not results_file.exists()
 
@@ -120,7 +120,7 @@ def test_an_interpreter_is_told_in_one_line_what_it_lacks():
     with pytest.MonkeyPatch.context() as m:  # a script run by hand, without make, is refused the same
         m.setattr(torch, "__version__", "2.5.1+cu121")
         with pytest.raises(config.ConfigError, match="torch 2.5.1\\+cu121 is older than 2.9"):
-            config.load("baseline", argv=[])
+            config.load("baseline", settings.read())
     # the tables name packages requirements.txt pins: one list, checked against it
     assert set(requirements.OPTIONAL) | set(requirements.FOR_GOALS) <= set(requirements.pinned())
 
@@ -136,6 +136,7 @@ def test_every_target_checks_the_given_interpreter_first():
 
 def test_offload_is_not_planned_even_on_a_gpu_box(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # on a GPU box offload would build for real
-    cfg = config.RunConfig("offload", 1, 0, "tiny", 2, 16, "cpu", "coinflip", 0, None, "unused.csv", layers=2)
+    cfg = run_config("offload", steps=1, warmup=0, model="tiny", batch=2, seq=16, device="cpu", data="coinflip",
+                     seed=0, lr=None, layers=2)
     with pytest.raises(planner.NotModelled, match="CPUOffloadOptimizer keeps AdamW's state in host memory"):
         planner.check_modelled(registry.load_setup("offload"), cfg)

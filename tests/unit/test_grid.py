@@ -3,6 +3,7 @@ sweep's verdict."""
 
 import numpy as np
 import pytest
+from helpers import set_env
 
 from utils import results
 from utils import techniques as t
@@ -34,7 +35,7 @@ def test_a_bad_grid_setting_stops_the_grid_before_anything_runs(results_file, tm
     monkeypatch.setattr(grid.repeats, "run_rounds", lambda *a: pytest.fail("a cell ran"))
     for name, value in {"RESULTS_FILE": str(results_file), "GRID_OPTIMIZERS": "adam", "GRID_LAYERS": "1",
                         "GRID_REPORT": str(tmp_path / "GRID.md"), "DEVICE": "cpu", **env}.items():
-        monkeypatch.setenv(name, value)
+        set_env(monkeypatch, name, value)
     assert grid.main(["run"]) == 2
     line = _one_line(capsys.readouterr().err)
     assert line.startswith("grid: error: ") and said in line
@@ -58,7 +59,7 @@ def test_the_report_refuses_a_target_below_the_floor(results_file, tmp_path, mon
     )
     for name, value in {"RESULTS_FILE": results_file, "TARGET_LOSS": "0.5", "REPORT": tmp_path / "R.md",
                         "PLOTS_DIR": tmp_path}.items():
-        monkeypatch.setenv(name, str(value))
+        set_env(monkeypatch, name, str(value))
     assert report_command.main() == 2
     assert "TARGET_LOSS=0.5 is below the entropy of DATA=coinflip" in _one_line(capsys.readouterr().err)
     assert not (tmp_path / "R.md").exists()

@@ -19,15 +19,16 @@ ALLOWED = {
     "checks": set(),
     "requirements": set(),  # stdlib only: it runs before anything is known to import
     "devices": set(),
-    "settings": {"checks", "devices"},  # GPU= is checked against the device table
+    "settings": {"checks", "devices", "catalog"},  # GPU= and COMPILE_MODE= are checked against their tables
     "catalog": set(),  # the techniques as data: stdlib, imports nothing
-    "registry": {"checks", "settings", "catalog"},
+    "registry": {"checks", "catalog"},
     "results": {"checks"},
     "reference": {"models", "registry", "settings", "results", "catalog"},
     "models": {"checks"},
-    "techniques": {"models", "registry", "checks", "settings", "catalog"},
-    "measure": {"techniques", "models", "results", "settings", "checks", "devices", "registry", "requirements"},
-    "plan": {"measure", "techniques", "models", "results", "settings", "checks", "registry", "devices"},
+    "techniques": {"models", "registry", "checks", "catalog"},
+    "measure": {"techniques", "models", "results", "settings", "checks", "devices", "registry", "requirements",
+                "catalog"},
+    "plan": {"measure", "techniques", "models", "results", "settings", "checks", "registry", "devices", "catalog"},
     "analysis": {"results", "models", "checks", "catalog"},
     "plots": {"analysis", "results", "checks", "settings", "registry", "catalog"},
     "report": {"analysis", "plots", "results", "checks", "settings", "devices", "catalog"},
@@ -65,6 +66,27 @@ def test_imports_run_one_way(path):
     package = _package(path)
     strays = _imported(path) - ALLOWED[package] - {package}
     assert not strays, f"{package} may not import {strays}"
+
+
+# the commands: only these parse the settings (utils.settings.read) and pass them down
+ENTRY_POINTS = {"utils/reference.py", "utils/measure/train.py"}
+# the environment read where it is no setting of the suite's: torchrun's ranks, NVIDIA's TF32 overrides
+# (a check of the process), the goals make was asked for (before anything is known to import)
+READS_ENVIRONMENT = {"utils/settings.py", "utils/measure/parallel.py", "utils/techniques/stages.py",
+                     "utils/requirements.py"}
+
+
+def _entry_point(path):
+    name = str(path.relative_to(ROOT))
+    return name in ENTRY_POINTS or path.name == "__main__.py" or name.startswith("utils/drivers/")
+
+
+def test_only_the_entry_points_import_the_settings_and_nothing_else_reads_the_environment():
+    importers = {str(p.relative_to(ROOT)) for p in MODULES if "settings" in _imported(p)} - {"utils/settings.py"}
+    assert importers == {str(p.relative_to(ROOT)) for p in MODULES if _entry_point(p) and "settings" in _imported(p)}
+    assert {"utils/measure/train.py", "utils/plan/__main__.py", "utils/drivers/all.py"} <= importers
+    readers = {str(p.relative_to(ROOT)) for p in MODULES if re.search(r"os\.environ|os\.getenv", p.read_text())}
+    assert {r for r in readers if not _entry_point(ROOT / r)} <= READS_ENVIRONMENT
 
 
 def test_drivers_share_only_the_runner_the_rounds_and_the_search():
@@ -146,6 +168,8 @@ NON_TRAINING = {
     "test_gpu_refusals.py::test_every_target_checks_the_given_interpreter_first": "make -n: prints the recipes",
     "test_readme.py::test_a_script_runs_on_its_own_from_anywhere": "scripts/bf16.py --help: prints the flags",
     "test_gpu_check.py::test_on_this_cpu_it_says_one_line_and_exits_2": "gpu_check without a GPU: one line, exit 2",
+    "test_reference.py::test_a_setting_reaches_the_python_side_namespaced_from_makes_command_line_only":
+        "make -f probe.mk: prints its environment",
 }
 SUBPROCESS = {f"subprocess.{name}" for name in ("run", "Popen", "call", "check_call", "check_output")}
 # what make's targets run besides make itself and scripts/: their modules

@@ -4,15 +4,16 @@ either model's depth."""
 
 import pytest
 import torch
+from helpers import run_config
 from torch.utils.flop_counter import FlopCounterMode
 
 from utils import models
 from utils import techniques as t
-from utils.measure.config import RunConfig
 
 
 def _run(preset="lstm", layers=None):
-    cfg = RunConfig("test", 1, 0, preset, 2, 16, "cpu", "coinflip", 0, 1e-3, "unused.csv", layers=layers)
+    cfg = run_config("test", steps=1, warmup=0, model=preset, batch=2, seq=16, device="cpu", data="coinflip", seed=0,
+                     lr=1e-3, layers=layers)
 
     def build(mlp="gelu"):
         torch.manual_seed(0)

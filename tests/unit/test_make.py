@@ -51,4 +51,4 @@ def test_the_technique_list_is_the_scripts_folder(results_file):
     for name in names:  # each with the first line of its script's docstring
         summary = (SCRIPTS / f"{name}.py").read_text().split("\n")[0].removeprefix('"""').split(": ", 1)[1]
         assert f" {name} " in help_text and summary in help_text, name
-    assert registry.selected() == names  # make all's default: every script, baseline first
+    assert registry.selected(()) == names  # make all's default: every script, baseline first

@@ -3,7 +3,7 @@ synthetic cells with a known answer, a 2 x 2 planned in this process."""
 
 import pandas as pd
 import pytest
-from helpers import tiny_env
+from helpers import set_env, tiny_env
 
 from utils import results
 from utils.analysis import matrix
@@ -12,7 +12,7 @@ from utils.drivers import matrix as matrix_command
 
 def _set(monkeypatch, results_file, tmp_path, **env):
     for name, value in {**tiny_env(results_file), "MATRIX_REPORT": str(tmp_path / "M.md"), **env}.items():
-        monkeypatch.setenv(name, str(value))
+        set_env(monkeypatch, name, str(value))
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,7 @@ def test_with_repeats_every_effect_has_a_ci_around_it():
 
 def test_a_planned_2x2_marks_each_cell_and_what_it_predicts(results_file, tmp_path, monkeypatch, capsys):
     _set(monkeypatch, results_file, tmp_path, BASE="bf16", FACTORS="checkpointing flash", OPTIMIZERS="adamw",
-         PLAN="1", GPU_MEMORY_GB="40", MODEL="tiny", SEQ="128", BATCH="4")
+         PLAN="1", GPU_MEMORY_GIB="40", MODEL="tiny", SEQ="128", BATCH="4")
     assert matrix_command.main() == 0
     text = (tmp_path / "M.md").read_text()
     cells = [line for line in text.split("## Main effects")[0].splitlines() if line.startswith("| `")]

@@ -1,8 +1,9 @@
 """make maxbatch: the search, PLAN=1, bad input."""
 
 import pytest
+from helpers import set_env
 
-from utils import results
+from utils import results, settings
 from utils.drivers import maxbatch
 from utils.plan.config import load_target
 
@@ -21,12 +22,12 @@ def test_the_search_reports_zero_when_nothing_fits():
 
 def _maxbatch(monkeypatch, results_file, **env):
     for name, value in {"RESULTS_FILE": str(results_file), "DEVICE": "cpu", "TECHNIQUE": "baseline", **env}.items():
-        monkeypatch.setenv(name, value)
+        set_env(monkeypatch, name, value)
     return maxbatch.main()
 
 
 def test_plan_one_answers_for_a_gpu_budget(results_file, monkeypatch, capsys):
-    env = {"TECHNIQUE": "stack_memory", "PLAN": "1", "GPU": "a100-40gb", "GPU_MEMORY_GB": "0.5", "MODEL": "tiny",
+    env = {"TECHNIQUE": "stack_memory", "PLAN": "1", "GPU": "a100-40gb", "GPU_MEMORY_GIB": "0.5", "MODEL": "tiny",
            "SEQ": "64"}
     assert _maxbatch(monkeypatch, results_file, **env) == 0
     row = results.read(results_file).iloc[-1]
@@ -35,7 +36,8 @@ def test_plan_one_answers_for_a_gpu_budget(results_file, monkeypatch, capsys):
     assert row["device"].startswith("A100 40GB at 0.5 GiB (planned on")
     assert "largest batch B=" in capsys.readouterr().out
     # the answer is the planner's device total: it fits the card, one more sequence does not
-    fits = maxbatch.PlannedFit("stack_memory", load_target())
+    given = settings.read()
+    fits = maxbatch.PlannedFit("stack_memory", load_target(given), given)
     best = int(row["batch"])
     assert fits(best) and not fits(best + 1) and fits.total_gib(best) <= 0.5 < fits.total_gib(best + 1)
 
@@ -43,13 +45,13 @@ def test_plan_one_answers_for_a_gpu_budget(results_file, monkeypatch, capsys):
 @pytest.mark.parametrize(
     "env, message",
     [
-        ({"PLAN": "1", "GPU_MEMORY_GB": "abc"}, "GPU_MEMORY_GB must be a positive number, got 'abc'"),
+        ({"PLAN": "1", "GPU_MEMORY_GIB": "abc"}, "GPU_MEMORY_GIB must be a positive number, got 'abc'"),
         ({"PLAN": "1", "GPU": "h900"}, "GPU must be one of h100-pcie"),
         ({"PLAN": "1", "ALLOCATOR": "cudaMallocAsync"}, "ALLOCATOR must be one of native, expandable_segments"),
         ({"PLAN": "2"}, "PLAN must be an integer from 0 to 1"),
-        ({"PLAN": "1", "GPU_MEMORY_GB": "40", "TECHNIQUE": "cudagraphs"}, "CUDA graphs"),
+        ({"PLAN": "1", "GPU_MEMORY_GIB": "40", "TECHNIQUE": "cudagraphs"}, "CUDA graphs"),
         ({"TECHNIQUE": "nope"}, "unknown technique nope"),
-        ({"MAXMEM_GB": "0.01"}, "below what Python with torch needs"),
+        ({"MAXMEM_GIB": "0.01"}, "below what Python with torch needs"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(results_file, monkeypatch, capsys, env, message):
@@ -66,9 +68,10 @@ def test_a_search_from_a_guess_finds_the_same_answer(limit, start):
 
 def test_the_planned_search_finds_bisections_answer_in_fewer_plans(monkeypatch):
     for name, value in {"MODEL": "tiny", "SEQ": "64", "DEVICE": "cpu"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("GPU_MEMORY_GB", "0.5")  # the context (0.37 GiB) and a few dozen tiny batches
-    best, trials = maxbatch.planned_search("baseline", load_target())
-    bisected, plain = maxbatch.search(maxbatch.PlannedFit("baseline", load_target()))
+        set_env(monkeypatch, name, value)
+    set_env(monkeypatch, "GPU_MEMORY_GIB", "0.5")  # the context (0.37 GiB) and a few dozen tiny batches
+    given = settings.read()
+    best, trials = maxbatch.planned_search("baseline", load_target(given), given)
+    bisected, plain = maxbatch.search(maxbatch.PlannedFit("baseline", load_target(given), given))
     assert best == bisected >= 8  # the same answer as x2 then bisection
     assert len(trials) < len(plain)

@@ -2,7 +2,7 @@
 maxbatch rows."""
 
 import pytest
-from helpers import tiny_env
+from helpers import set_env, tiny_env
 
 from utils import registry, report, results
 from utils.measure import memory, train
@@ -27,7 +27,7 @@ def _run(technique, peak_alloc, parts, retries=0, kind="measured", phase="measur
 
 def test_a_run_records_its_breakdown(results_file, monkeypatch):
     for name, value in tiny_env(results_file).items():
-        monkeypatch.setenv(name, value)
+        set_env(monkeypatch, name, value)
     train.main(registry.load_setup("lion8bit"), name="lion8bit", argv=[])
     rows = results.read(results_file)
     assert set(rows["kind"]) == {"measured"} and rows["alloc_retries"].isna().all()  # no allocator on a CPU
@@ -45,7 +45,7 @@ def test_the_memory_section_compares_predicted_with_measured(results_file, tmp_p
          "reason": "gpt2 T=1024 with flash: largest batch B=40 on a 40 GiB GPU (planned)"},
     ]
     results.append_rows(results_file, rows)
-    text = report.build(results_file, tmp_path / "REPORT.md", tmp_path / "plots", budget_gb=17)
+    text = report.build(results_file, tmp_path / "REPORT.md", tmp_path / "plots", budget_gib=17)
     memory_section = text.split("## Memory")[1]
     predicted = next(line for line in memory_section.splitlines() if line.startswith("| `flash` | predicted for H100"))
     # the three CUDA figures, and the errors of allocated (16,200 / 16,000) and device total (17,100 / 18,000)

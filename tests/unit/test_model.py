@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from helpers import run_config
 from torch.utils.flop_counter import FlopCounterMode
 
 from utils import techniques as t
-from utils.measure.config import RunConfig
 from utils.models import build_model
 from utils.models.gpt import gated_hidden
 
@@ -53,7 +53,8 @@ def test_causal_attention_ignores_the_future():
 
 
 def _run():
-    cfg = RunConfig("test", 1, 0, "tiny", 2, 16, "cpu", "coinflip", 0, 1e-3, "unused.csv")
+    cfg = run_config("test", steps=1, warmup=0, model="tiny", batch=2, seq=16, device="cpu", data="coinflip", seed=0,
+                     lr=1e-3)
     return t.Run(cfg, build_model("tiny", 16))
 
 

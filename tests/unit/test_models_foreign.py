@@ -8,12 +8,13 @@ import dataclasses
 import sys
 import textwrap
 
+import huggingface_hub
 import pytest
 import torch
-from helpers import EXAMPLE, ROOT
+from helpers import EXAMPLE, ROOT, run_config, set_env
 
-from utils import checks, models, results
-from utils.measure import config, data, loop, memory, train
+from utils import checks, models, results, settings
+from utils.measure import data, loop, memory, train
 from utils.measure.train import build_run
 from utils.models import flops, foreign
 from utils.plan import __main__ as plan_command
@@ -25,8 +26,8 @@ TINY_HF = ("hf:gpt2-tiny", "hf:llama-tiny")
 
 def cfg_of(model, batch=2, seq=16, **extra):
     checked = models.check(model, seq)
-    return config.RunConfig("test", 8, 0, model, batch, seq, "cpu", "coinflip", 0, None, "unused.csv",
-                            layers=checked.layers, vocab_size=checked.vocab_size, eval_every=0, **extra)
+    return run_config("test", steps=8, warmup=0, model=model, batch=batch, seq=seq, device="cpu", data="coinflip",
+                      seed=0, lr=None, layers=checked.layers, vocab_size=checked.vocab_size, eval_every=0, **extra)
 
 
 def losses(cfg, technique, steps=6):
@@ -100,7 +101,7 @@ def test_the_planner_on_a_tiny_hugging_face_model_agrees_with_a_real_tracked_ste
 def test_plan_writes_predicted_rows_for_a_hugging_face_model(results_file, monkeypatch, capsys):
     for name, value in {"RESULTS_FILE": str(results_file), "MODEL": "hf:gpt2-tiny", "TECHNIQUES": "baseline flash",
                         "BATCH": "2", "SEQ": "32"}.items():
-        monkeypatch.setenv(name, value)
+        set_env(monkeypatch, name, value)
     assert plan_command.main([]) == 0
     df = results.read(results_file)
     assert set(df["model"]) == {"hf:gpt2-tiny"} and set(df["flops_source"]) == {"measured"}
@@ -174,7 +175,7 @@ BAD_FILES = {
 
 def _refused(monkeypatch, capsys, results_file, env):
     for name, value in {"RESULTS_FILE": str(results_file), "DEVICE": "cpu", "SEQ": "32", **env}.items():
-        monkeypatch.setenv(name, value)
+        set_env(monkeypatch, name, value)
     with pytest.raises(SystemExit) as exit_:
         train.main(load_setup("baseline"), name="baseline", argv=[])
     lines = capsys.readouterr().err.strip().splitlines()
@@ -195,7 +196,7 @@ def test_a_file_model_that_cannot_be_driven_is_refused_in_one_line(tmp_path, mon
 
 
 def test_bad_models_are_refused_in_one_line(tmp_path, monkeypatch, capsys, results_file):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as HF_HUB_OFFLINE=1 at its import
     t5 = _write(tmp_path, "t5.json", '{"model_type": "t5", "vocab_size": 64, "num_layers": 2}')
     bert = _write(tmp_path, "bert.json", '{"model_type": "bert", "vocab_size": 64, "num_hidden_layers": 1, '
                   '"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}')
@@ -265,11 +266,11 @@ def test_drivers_over_many_models_take_hugging_face_names_and_refuse_what_they_c
     from utils.drivers import grid
 
     assert models.resolve_all(["hf:openai-community/gpt2", "tiny", "hf:gpt2"], "SCALING_MODELS") == ["hf:gpt2", "tiny"]
-    monkeypatch.setenv("GRID_MODELS", f"tiny {EXAMPLE}")
+    set_env(monkeypatch, "GRID_MODELS", f"tiny {EXAMPLE}")
     with pytest.raises(checks.BadInput, match="builds its own depth, and the grid varies LAYERS"):
-        grid.plan()
-    monkeypatch.setenv("GRID_MODELS", "hf:llama-tiny lstm")
-    cells, _ = grid.plan()
+        grid.plan(settings.read())
+    set_env(monkeypatch, "GRID_MODELS", "hf:llama-tiny lstm")
+    cells, _ = grid.plan(settings.read())
     assert {model for model, _, _ in cells} == {"hf:llama-tiny", "lstm"}
     assert models.label("hf:llama-tiny") == "hf:llama-tiny" and models.label("lstm") == "LSTM"
 
@@ -294,7 +295,7 @@ def test_drift_and_evaluation_read_a_foreign_models_rows(results_file, monkeypat
 
     for name, value in {"RESULTS_FILE": str(results_file), "DEVICE": "cpu", "MODEL": "hf:llama-tiny", "BATCH": "2",
                         "SEQ": "16", "STEPS": "3", "WARMUP": "0", "EVAL_EVERY": "3", "EVAL_BATCHES": "1"}.items():
-        monkeypatch.setenv(name, value)
+        set_env(monkeypatch, name, value)
     for technique in ("baseline", "fused"):
         train.main(load_setup(technique), name=technique, argv=[])
     df = results.read(results_file)
@@ -307,8 +308,8 @@ def test_maxbatch_plans_a_foreign_model_for_a_gpu(results_file, monkeypatch, cap
     from utils.drivers import maxbatch
 
     for name, value in {"RESULTS_FILE": str(results_file), "DEVICE": "cpu", "TECHNIQUE": "baseline", "PLAN": "1",
-                        "GPU_MEMORY_GB": "1.01", "MODEL": "hf:gpt2-tiny", "SEQ": "256"}.items():
-        monkeypatch.setenv(name, value)
+                        "GPU_MEMORY_GIB": "1.01", "MODEL": "hf:gpt2-tiny", "SEQ": "256"}.items():
+        set_env(monkeypatch, name, value)
     assert maxbatch.main() == 0
     row = results.read(results_file).iloc[-1]
     assert (row["kind"], row["model"]) == ("predicted", "hf:gpt2-tiny") and int(row["batch"]) >= 1

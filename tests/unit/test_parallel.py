@@ -8,13 +8,13 @@ from unittest import mock
 
 import pytest
 import torch.distributed as dist
+from helpers import run_config, set_env
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.distributed.fsdp._fully_shard import _fsdp_param_group
 
 from utils import techniques as t
 from utils.drivers import launch, runner
 from utils.measure import data
-from utils.measure.config import RunConfig
 from utils.measure.train import build_run
 from utils.techniques.parallel import World
 
@@ -31,8 +31,8 @@ def test_the_outcome_names_the_rank_that_failed(tmp_path):
 
 
 def test_bad_launches_are_one_line_before_anything_starts(results_file, monkeypatch, capsys):
-    monkeypatch.setenv("RESULTS_FILE", str(results_file))
-    monkeypatch.setenv("DEVICE", "cpu")
+    set_env(monkeypatch, "RESULTS_FILE", str(results_file))
+    set_env(monkeypatch, "DEVICE", "cpu")
     with socket.socket() as busy:
         busy.bind(("localhost", 0))
         busy.listen()
@@ -48,7 +48,7 @@ def test_bad_launches_are_one_line_before_anything_starts(results_file, monkeypa
         for extra, expected in cases:
             with monkeypatch.context() as m:
                 for name, value in extra.items():
-                    m.setenv(name, value)
+                    set_env(m, name, value)
                 assert launch.main(["ddp"]) == 2
             lines = capsys.readouterr().err.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("ddp: error:") and expected in lines[0], (extra, lines)
@@ -67,8 +67,8 @@ def one_rank(tmp_path):
 def _reductions_per_step(kind, accum, sync_every_micro_batch=False):
     """Gradient reductions in one optimizer step of `accum` micro-batches: DDP's all-reduces
     (counted by a comm hook) or FSDP2's reduce-scatters (its foreach_reduce calls)."""
-    cfg = RunConfig("t", 1, 0, "tiny", 2, 16, "cpu", "coinflip", 0, None, "unused.csv", accum=accum,
-                    world=World(kind, 0, 0, 1), layers=2)
+    cfg = run_config("t", steps=1, warmup=0, model="tiny", batch=2, seq=16, device="cpu", data="coinflip", seed=0,
+                     lr=None, accum=accum, world=World(kind, 0, 0, 1), layers=2)
     run = build_run(cfg, lambda r: (t.strict_fp32(r), t.adamw(r), t.accumulate(r)))
     if sync_every_micro_batch:  # what the step did before: no no_sync
         run.no_sync = contextlib.nullcontext

@@ -5,9 +5,9 @@ import dataclasses
 
 import pytest
 import torch
+from helpers import run_config
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from utils.measure import config
 from utils.measure.data import batches
 from utils.measure.memory import PeakTracker, one_iteration_per_forward
 from utils.plan import compiled, planner, timing
@@ -15,8 +15,7 @@ from utils.registry import load_setup
 from utils.techniques import setup_of
 from utils.techniques.run import new_run
 
-CFG = config.RunConfig(technique="x", steps=1, warmup=0, model="tiny", batch=4, seq=64, device="cpu",
-                       data="fixed", seed=0, lr=6e-4, results_file="unused.csv")
+CFG = run_config("x", steps=1, warmup=0, model="tiny", batch=4, seq=64, device="cpu", data="fixed", seed=0, lr=6e-4)
 
 
 def _written(fn, *args):

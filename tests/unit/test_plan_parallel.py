@@ -1,7 +1,7 @@
 """N GPUs planned on one CPU: FSDP2 and DDP on a fake process group."""
 
 import pytest
-from helpers import plan_cfg
+from helpers import plan_cfg, set_env
 
 from utils import registry, results
 from utils.drivers import maxbatch
@@ -30,7 +30,7 @@ def test_ddp_holds_one_gpus_step_and_its_gradient_buckets():
 
 def _plan(monkeypatch, results_file, **env):
     for name, value in {"RESULTS_FILE": str(results_file), "MODEL": "tiny", "TECHNIQUES": "baseline", **env}.items():
-        monkeypatch.setenv(name, value)
+        set_env(monkeypatch, name, value)
     return plan_command.main([])
 
 
@@ -59,10 +59,10 @@ def test_bad_worlds_are_one_line_and_write_nothing(results_file, monkeypatch, ca
 
 
 def test_maxbatch_answers_what_fits_per_gpu_on_n_gpus(results_file, monkeypatch):
-    env = {"TECHNIQUE": "baseline", "PLAN": "1", "GPU_MEMORY_GB": "0.5", "MODEL": "tiny", "SEQ": "64",
+    env = {"TECHNIQUE": "baseline", "PLAN": "1", "GPU_MEMORY_GIB": "0.5", "MODEL": "tiny", "SEQ": "64",
            "PARALLEL": "fsdp", "NPROC": "4", "RESULTS_FILE": str(results_file)}
     for name, value in env.items():
-        monkeypatch.setenv(name, value)
+        set_env(monkeypatch, name, value)
     assert maxbatch.main() == 0
     row = results.read(results_file).iloc[-1]
     assert (row["world_size"], row["parallel"]) == (4, "fsdp") and "rank 0 of 4 GPUs (fsdp)" in row["reason"]

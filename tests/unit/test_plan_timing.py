@@ -5,18 +5,17 @@ import dataclasses
 
 import pytest
 import torch
+from helpers import run_config, set_env
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from utils import devices, results
 from utils.analysis import stats
-from utils.measure import config
 from utils.measure.memory import PeakTracker
 from utils.plan import planner, timing
 from utils.plan.config import Target
 from utils.registry import load_setup
 
-CFG = config.RunConfig(technique="x", steps=1, warmup=0, model="tiny", batch=4, seq=64, device="cpu",
-                       data="fixed", seed=0, lr=6e-4, results_file="unused.csv")
+CFG = run_config("x", steps=1, warmup=0, model="tiny", batch=4, seq=64, device="cpu", data="fixed", seed=0, lr=6e-4)
 H100 = devices.by_key("h100-sxm")
 
 
@@ -85,7 +84,7 @@ def test_predicted_times_never_enter_measured_statistics(results_file, monkeypat
     from utils.plan import __main__ as plan_command
 
     for name, value in {"RESULTS_FILE": str(results_file), "MODEL": "tiny", "TECHNIQUES": "baseline flash"}.items():
-        monkeypatch.setenv(name, value)
+        set_env(monkeypatch, name, value)
     assert plan_command.main([]) == 0
     df = results.read(results_file)
     assert (df["step_ms"] > 0).all() and set(df["kind"]) == {"predicted"}
@@ -98,7 +97,7 @@ def test_the_report_shows_predicted_times_apart_with_their_error(results_file, t
     from utils.plan import __main__ as plan_command
 
     for name, value in {"RESULTS_FILE": str(results_file), "MODEL": "tiny", "TECHNIQUES": "baseline"}.items():
-        monkeypatch.setenv(name, value)
+        set_env(monkeypatch, name, value)
     assert plan_command.main([]) == 0
     planned = results.read(results_file).iloc[-1]
     measured_row = {**planned.to_dict(), "kind": "measured", "phase": "measured", "run_id": "gpu", "status": "ok",

@@ -4,12 +4,13 @@ import dataclasses
 
 import pytest
 import torch
+from helpers import run_config, set_env
 from torch.distributed._tools import mem_tracker
 
 from utils import results
 from utils import techniques as t
 from utils.analysis import stats
-from utils.measure import config, memory
+from utils.measure import memory
 from utils.measure.data import batches
 from utils.measure.train import build_run
 from utils.models import build_model
@@ -17,8 +18,7 @@ from utils.plan import __main__ as plan_command
 from utils.plan import planner
 from utils.registry import load_setup
 
-CFG = config.RunConfig(technique="x", steps=1, warmup=0, model="tiny", batch=2, seq=32, device="cpu",
-                       data="fixed", seed=0, lr=6e-4, results_file="unused.csv")
+CFG = run_config("x", steps=1, warmup=0, model="tiny", batch=2, seq=32, device="cpu", data="fixed", seed=0, lr=6e-4)
 
 
 @pytest.mark.parametrize("technique", ["baseline", "8bit", "checkpointing", "accum"])
@@ -84,7 +84,7 @@ def test_what_cannot_be_modelled_is_refused():
 
 def _plan(monkeypatch, results_file, **env):
     for name, value in {"RESULTS_FILE": str(results_file), "MODEL": "tiny", **env}.items():
-        monkeypatch.setenv(name, value)
+        set_env(monkeypatch, name, value)
     return plan_command.main([])
 
 

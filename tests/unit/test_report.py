@@ -59,7 +59,7 @@ def test_table_bolds_the_best_of_each_column(synthetic, tmp_path):
 
 
 def test_recommendations_with_a_budget(synthetic, tmp_path):
-    text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots", budget_gb=2.5)
+    text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots", budget_gib=2.5)
     assert "**Fastest:** `fast`" in text and "**Least memory:** `lean`" in text
     assert "**Fastest within 2.5 GiB:** `baseline`" in text or "**Fastest within 2.5 GiB:** `adamw`" in text
 
@@ -94,9 +94,9 @@ def test_several_devices_get_a_section_each_or_one_by_filter(synthetic, tmp_path
 
 def test_make_report_prints_the_table(synthetic, tmp_path):
     proc = run_make(
-        "report", f"REPORT={tmp_path / 'R.md'}", f"PLOTS_DIR={tmp_path}", "BUDGET_GB=abc", results_file=synthetic
+        "report", f"REPORT={tmp_path / 'R.md'}", f"PLOTS_DIR={tmp_path}", "BUDGET_GIB=abc", results_file=synthetic
     )
-    assert proc.returncode == 2 and "BUDGET_GB" in proc.stderr
+    assert proc.returncode == 2 and "BUDGET_GIB" in proc.stderr
     proc = run_make("report", f"REPORT={tmp_path / 'R.md'}", f"PLOTS_DIR={tmp_path}", results_file=synthetic)
     assert proc.returncode == 0, proc.stderr
     table = [line for line in proc.stdout.splitlines() if line.startswith("| `")]
@@ -168,6 +168,6 @@ def test_combinations_are_techniques_of_the_report_like_any_other(results_file, 
             for r in range(3) for row in rows_of(name, noisy(ms, seed=r), run_id=f"{name}{r}", repeat=r,
                                                  peak_alloc_mib=peak, peak_reserved_mib=peak)]
     results.append_rows(results_file, rows)
-    text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots", budget_gb=0.4)
+    text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots", budget_gib=0.4)
     assert "- **Fastest:** `flash`" in text and "- **Least memory:** `flash+checkpointing`" in text
     assert "- **Fastest within 0.4 GiB:** `flash+checkpointing`" in text

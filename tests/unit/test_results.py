@@ -3,9 +3,9 @@
 import multiprocessing
 
 import pytest
-from helpers import tiny_run
+from helpers import set_env, tiny_run
 
-from utils import results
+from utils import results, settings
 from utils.measure import config
 
 ROW = {column: "" for column in results.COLUMNS}
@@ -60,9 +60,9 @@ def test_bad_files_are_refused_and_left_unchanged(results_file, kind):
 
 def test_config_refuses_a_bad_results_file_before_any_work(results_file, monkeypatch):
     results_file.write_bytes(BAD_FILES["foreign header"])
-    monkeypatch.setenv("RESULTS_FILE", str(results_file))
+    set_env(monkeypatch, "RESULTS_FILE", str(results_file))
     with pytest.raises(config.ConfigError, match="header"):
-        config.load("baseline", argv=[])
+        config.load("baseline", settings.read())
 
 
 def _append_many(path, technique, times):

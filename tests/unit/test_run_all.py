@@ -1,10 +1,10 @@
-"""make all with PRECISION: the stopping rule on synthetic data, and the rounds it runs."""
+"""make all with CI_HALF_WIDTH: the stopping rule on synthetic data, and the rounds it runs."""
 
 import numpy as np
 import pytest
-from helpers import rows_of
+from helpers import rows_of, set_env
 
-from utils import checks, results
+from utils import checks, results, settings
 from utils.analysis import stats
 from utils.drivers import all as run_all
 from utils.drivers import runner
@@ -94,8 +94,8 @@ def test_only_the_runs_of_this_invocation_count(results_file):
 
 def _fake_runs(monkeypatch, results_file, mean_ms):
     """make all's runner replaced by one that appends a synthetic run (no process, no torch)."""
-    monkeypatch.setenv("RESULTS_FILE", str(results_file))
-    monkeypatch.setenv("DEVICE", "cpu")
+    set_env(monkeypatch, "RESULTS_FILE", str(results_file))
+    set_env(monkeypatch, "DEVICE", "cpu")
     count = iter(range(1000))
 
     def run(name, overrides):
@@ -112,7 +112,7 @@ def _fake_runs(monkeypatch, results_file, mean_ms):
 
 def test_rounds_interleave_and_label_each_run(results_file, monkeypatch, capsys):
     _fake_runs(monkeypatch, results_file, {"baseline": 20.0, "fused": 18.0})
-    monkeypatch.setenv("REPEATS", "2")
+    set_env(monkeypatch, "REPEATS", "2")
     assert run_all.main(["baseline", "tf32", "fused"]) == 0
     runs = results.read(results_file).drop_duplicates("run_id")
     assert list(zip(runs["technique"], runs["repeat"])) == [("baseline", 0), ("fused", 0), ("baseline", 1),
@@ -123,8 +123,8 @@ def test_rounds_interleave_and_label_each_run(results_file, monkeypatch, capsys)
 
 def test_adaptive_rounds_stop_by_themselves_and_say_why(results_file, monkeypatch, capsys):
     _fake_runs(monkeypatch, results_file, {"baseline": 20.0, "adamw": 20.0})
-    monkeypatch.setenv("PRECISION", "0.5")
-    monkeypatch.setenv("MAX_REPEATS", "5")
+    set_env(monkeypatch, "CI_HALF_WIDTH", "0.5")
+    set_env(monkeypatch, "MAX_REPEATS", "5")
     assert run_all.main(["baseline", "tf32", "adamw"]) == 0
     summary = capsys.readouterr().out.split("=== summary")[1]
     # a 50% CI is met at once; three runs are the least a bootstrap over runs may rest on
@@ -135,6 +135,6 @@ def test_adaptive_rounds_stop_by_themselves_and_say_why(results_file, monkeypatc
 
 
 def test_max_repeats_floor_is_the_bootstrap_minimum(monkeypatch):
-    monkeypatch.setenv("MAX_REPEATS", str(stats.MIN_RUNS - 1))
+    set_env(monkeypatch, "MAX_REPEATS", str(stats.MIN_RUNS - 1))
     with pytest.raises(checks.BadInput, match=f"MAX_REPEATS must be an integer >= {stats.MIN_RUNS}"):
-        run_all.repeat_settings()
+        run_all.repeat_settings(settings.read())

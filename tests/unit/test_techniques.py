@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from helpers import bare_run
+from helpers import bare_run, run_config
 
-from utils import registry, settings
+from utils import catalog, registry
 from utils import techniques as t
 from utils.measure import data
 from utils.measure import loop as bench
@@ -141,7 +141,7 @@ def test_split_steps_sums_each_parts_intervals():
     assert parts == {"forward": [2, None], "backward": [5, None], "optimizer": [1, None]}
 
 
-@pytest.mark.parametrize("mode", settings.COMPILE_MODES)
+@pytest.mark.parametrize("mode", catalog.COMPILE_MODES)
 def test_compile_passes_its_mode_to_torch_compile_and_records_it(mode, monkeypatch):
     asked = []
     monkeypatch.setattr(torch, "compile", lambda model, mode=None: asked.append(mode) or ("compiled", model))
@@ -171,7 +171,8 @@ def test_every_script_sets_up_and_trains_in_this_process(name):
     """Each technique's own setup, applied in its stage order to the tiny model: it records what
     it applied and trains two steps (a compiled model is checked wired, not compiled: that
     takes tens of seconds and is make test-e2e's)."""
-    cfg = RunConfig(name, 1, 1, "tiny", 2, 16, "cpu", "coinflip", 0, None, "unused.csv", layers=2, accum=2)
+    cfg = run_config(name, steps=1, warmup=1, model="tiny", batch=2, seq=16, device="cpu", data="coinflip", seed=0,
+                     lr=None, layers=2, accum=2)
     try:
         run = build_run(cfg, registry.load_setup(name))
     except t.Skip as why:

@@ -5,7 +5,7 @@ With REPEATS=N each technique runs N times, interleaved (A B C A B C ...), so th
 the machine (clocks, temperature, other load) spreads evenly over the techniques instead of
 landing on whichever ran last. Each run's rows carry its repeat index.
 
-With PRECISION=p it keeps adding such rounds until the CI that judges each technique (its
+With CI_HALF_WIDTH=p it keeps adding such rounds until the CI that judges each technique (its
 speedup's against the baseline; the baseline's own mean, and every technique's where no
 baseline runs) has a half-width within ±p of its value, from at least stats.MIN_RUNS runs
 (and REPEATS), or until MAX_REPEATS rounds, or until another round would end past
@@ -14,7 +14,7 @@ Only the runs of this invocation count (their run_ids, reported by each script),
 that were in RESULTS_FILE before. A technique skipped or failed in the first round is not
 repeated and does not hold up the others.
 
-usage: python -m utils.drivers.all [technique ...]   (default: TECHNIQUES; REPEATS, PRECISION
+usage: python -m utils.drivers.all [technique ...]   (default: TECHNIQUES; REPEATS, CI_HALF_WIDTH
 and the run settings from the environment)
 """
 
@@ -28,14 +28,14 @@ from utils.drivers.runner import FAILED, run
 from utils.measure import config
 
 
-def repeat_settings():
+def repeat_settings(given):
     """REPEATS and the adaptive settings, checked:
     (repeats, precision or None, max_repeats, time budget in seconds)."""
-    repeats, precision, max_repeats = (settings.get(name) for name in ("REPEATS", "PRECISION", "MAX_REPEATS"))
-    budget_s = settings.get("TIME_BUDGET_MIN") * 60
+    repeats, precision, max_repeats = given.repeats, given.ci_half_width, given.max_repeats
+    budget_s = given.time_budget_min * 60
     if precision is not None and max_repeats < repeats:
         raise checks.BadInput(
-            f"MAX_REPEATS={max_repeats} is below REPEATS={repeats}: with PRECISION, REPEATS is the least"
+            f"MAX_REPEATS={max_repeats} is below REPEATS={repeats}: with CI_HALF_WIDTH, REPEATS is the least"
         )
     return repeats, precision, max_repeats, budget_s
 
@@ -98,7 +98,7 @@ def _round(state, active, repeats, precision, planned):
 
 
 def run_rounds(jobs, results_file, repeats, precision=None, max_repeats=None, budget_s=float("inf")):
-    """REPEATS interleaved rounds of `jobs` (names or Jobs: A B C A B C), or with PRECISION
+    """REPEATS interleaved rounds of `jobs` (names or Jobs: A B C A B C), or with CI_HALF_WIDTH
     rounds until the stopping rule says stop."""
     jobs = [job if isinstance(job, Job) else Job(job) for job in jobs]
     state, active, started = Rounds(), jobs, time.monotonic()
@@ -150,11 +150,12 @@ def summary(names, state, precision):
 
 @checks.command("all")
 def main(names=None):
-    names = registry.check(names) if names else registry.selected()
-    cfg = config.load("all", argv=[])  # one clear error for bad settings, not one per technique
+    given = settings.read()
+    names = registry.check(names) if names else registry.selected(given.techniques)
+    cfg = config.load("all", given)  # one clear error for bad settings, not one per technique
     for name in names:
         config.check_technique(name, cfg.compile_mode, cfg.accum)
-    repeats, precision, max_repeats, budget_s = repeat_settings()
+    repeats, precision, max_repeats, budget_s = repeat_settings(given)
     state = run_rounds(names, cfg.results_file, repeats, precision, max_repeats, budget_s)
     return summary(names, state, precision)
 

@@ -18,23 +18,23 @@ ROOT = Path(__file__).resolve().parents[2]
 GENERATED = ("*.png", "*profile_*.txt", "*profile_*.csv")  # what make plots / report / profile write
 
 
-def plots_dir():
-    folder = settings.text("PLOTS_DIR")
+def plots_dir(given):
+    folder = given.plots_dir
     if not folder:
         raise checks.BadInput("PLOTS_DIR is empty: give a folder")
     return folder
 
 
-def remove_plots():
-    folder = plots_dir()
+def remove_plots(given):
+    folder = plots_dir(given)
     for pattern in GENERATED:
         for path in Path(folder).glob(pattern):
             path.unlink()
     return folder
 
 
-def clean():
-    folder = remove_plots()
+def clean(given):
+    folder = remove_plots(given)
     shutil.rmtree(ROOT / ".pytest_cache", ignore_errors=True)
     for cache in ROOT.rglob("__pycache__"):
         if ".venv" not in cache.parts:
@@ -42,16 +42,16 @@ def clean():
     return f"clean: removed the plots and profiles in {folder}/ and the caches (results and .venv kept)"
 
 
-def reset():
-    target = settings.text("RESULTS_FILE")
-    plots_dir()  # before anything moves
+def reset(given):
+    target = given.results_file
+    plots_dir(given)  # before anything moves
     moved = store.reset(target)
     line = f"reset: {target} moved to {moved}" if moved else f"reset: no {target} to back up"
-    return f"{line}\nreset: removed the plots and profiles in {remove_plots()}/"
+    return f"{line}\nreset: removed the plots and profiles in {remove_plots(given)}/"
 
 
-def init():
-    target = settings.text("RESULTS_FILE")
+def init(given):
+    target = given.results_file
     store.init(target)
     return f"init_results: {target} is ready"
 
@@ -61,12 +61,13 @@ COMMANDS = {"init_results": init, "reset": reset, "clean": clean}
 
 def main(argv=None):
     command = (argv or sys.argv[1:])[0]
-    try:
-        print(COMMANDS[command]())
-    except checks.BadInput as err:
-        print(f"{command}: error: {err}", file=sys.stderr)
-        return checks.EXIT_BAD_INPUT
-    return 0
+
+    @checks.command(command)
+    def run():
+        print(COMMANDS[command](settings.read()))
+        return 0
+
+    return run()
 
 
 if __name__ == "__main__":

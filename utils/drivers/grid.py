@@ -13,10 +13,10 @@ usage: python -m utils.drivers.grid run|report   (GRID_MODELS, GRID_LAYERS, GRID
        GRID_LRS, GRID_REPORT, RESULTS_FILE, PLOTS_DIR, PLOTSPREFIX, TARGET_LOSS from the environment)
 """
 
+import dataclasses
 import itertools
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from utils import checks, models, registry, results, settings
@@ -39,33 +39,33 @@ def _lrs(text):
     return out
 
 
-def plan():
+def plan(given):
     """[(model, layers, optimizer)] in run order and the per-optimizer LRs, after checking
-    every grid setting (bad input stops here, before anything runs)."""
-    grid_models, optimizers = settings.get("GRID_MODELS"), settings.get("GRID_OPTIMIZERS")
+    every grid setting of `given` (bad input stops here, before anything runs)."""
+    grid_models, optimizers = list(given.grid_models), list(given.grid_optimizers)
     grid_models = models.resolve_all(grid_models, "GRID_MODELS") if grid_models else []
     own_depth = [m for m in grid_models if models.arch(m) == "file"]
     if own_depth:
         raise checks.BadInput(f"GRID_MODELS: {own_depth[0]} builds its own depth, and the grid varies LAYERS "
                               "(GRID_LAYERS): presets and hf: configs only")
     optimizers = registry.check(optimizers, "technique in GRID_OPTIMIZERS:")
-    layers = [checks.integer("GRID_LAYERS", n) for n in settings.get("GRID_LAYERS")]
+    layers = [checks.integer("GRID_LAYERS", n) for n in given.grid_layers]
     if not (grid_models and layers and optimizers):
         raise checks.BadInput("GRID_MODELS, GRID_LAYERS and GRID_OPTIMIZERS must each name at least one")
-    lrs = _lrs(settings.get("GRID_LRS"))
+    lrs = _lrs(given.grid_lrs)
     stray = set(lrs) - set(optimizers)
     if stray:
         raise checks.BadInput(f"GRID_LRS names {' '.join(sorted(stray))}, which is not in GRID_OPTIMIZERS")
     return list(itertools.product(grid_models, layers, optimizers)), lrs
 
 
-def check_settings(cells, target):
+def check_settings(cells, given):
     """The run settings every cell shares (STEPS, DATA, EVAL_EVERY, ...), checked once."""
     for model in dict.fromkeys(model for model, _, _ in cells):  # the data check depends on the vocabulary only
-        cfg = config.load("grid", argv=["--model", model])
+        cfg = config.load("grid", dataclasses.replace(given, model=model))
     if not cfg.eval_every:
         raise checks.BadInput("the grid compares validation perplexity: EVAL_EVERY=0 turns evaluation off")
-    config.check_target(target, cfg.data)
+    config.check_target(given.target_loss, cfg.data)
 
 
 def grid_rows(df, cells):
@@ -117,7 +117,7 @@ def report(paths, cells, target):
     print(f"\ngrid: wrote {out} and {len(figures)} figure(s) in {paths.plots_dir}/")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Paths:
     results: str
     out: str
@@ -125,26 +125,27 @@ class Paths:
     prefix: str
 
 
-def paths():
-    out = settings.text("GRID_REPORT")
+def paths(given):
+    out = given.grid_report
     checks.output_file("GRID_REPORT", out)
-    return Paths(settings.text("RESULTS_FILE"), out, str(checks.output_dir("PLOTS_DIR", settings.text("PLOTS_DIR"))),
-                 checks.file_prefix("PLOTSPREFIX", settings.text("PLOTSPREFIX")))
+    return Paths(given.results_file, out, str(checks.output_dir("PLOTS_DIR", given.plots_dir)),
+                 checks.file_prefix("PLOTSPREFIX", given.plotsprefix))
 
 
 @checks.command("grid", convergence.TargetError)
 def main(argv=None):
     mode = (argv or sys.argv[1:] or ["run"])[0]
-    cells, lrs = plan()
-    files = paths()
-    target = settings.get("TARGET_LOSS")
+    given = settings.read()
+    cells, lrs = plan(given)
+    files = paths(given)
+    target = given.target_loss
     if mode == "run":
-        check_settings(cells, target)
+        check_settings(cells, given)
     failed = []
     if mode == "run":  # every cell a fresh process, REPEATS rounds interleaved as make all runs them
         jobs = [Job(optimizer, (("MODEL", model), ("LAYERS", str(layers)), ("LR", lrs.get(optimizer, "auto"))),
                     f"{model}, {layers} layer(s), {optimizer}") for model, layers, optimizer in cells]
-        state = repeats.run_rounds(jobs, files.results, settings.get("REPEATS"))
+        state = repeats.run_rounds(jobs, files.results, given.repeats)
         failed = [line for status, line in state.outcomes if status in FAILED]
         for line in failed:
             print(f"grid: failed: {line}", file=sys.stderr)

@@ -7,7 +7,7 @@ launcher, one process per device (GPUs: NCCL; CPUs: gloo).
 
 Several machines: run the same line on each with torchrun's rendezvous instead of --standalone
 (see the README): torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d
---rdzv-endpoint=HOST:PORT scripts/<technique>.py, with PARALLEL=ddp|fsdp in the environment.
+--rdzv-endpoint=HOST:PORT scripts/<technique>.py, with SUITE_PARALLEL=ddp|fsdp in the environment.
 
 Checked before anything starts: NPROC against the devices, PORT free, the settings. After a
 run: which rank failed and why (each rank leaves a one-line summary; a rank that left none
@@ -45,12 +45,12 @@ def max_processes(device):
     return os.cpu_count() or 1
 
 
-def check(kind, technique):
-    """The launch's settings, checked before anything starts: (cfg, nproc, port)."""
+def check(kind, technique, given):
+    """The launch's settings (`given`, parsed), checked before anything starts: (cfg, nproc, port)."""
     if kind not in KINDS:
         raise LaunchError(f"unknown parallel kind {kind!r}; one of {', '.join(KINDS)}")
-    cfg = config.load(technique, argv=[])
-    nproc, port = settings.get("NPROC"), settings.get("PORT")
+    cfg = config.load(technique, given)
+    nproc, port = given.nproc, given.port
     limit = max_processes(cfg.device)
     if nproc > limit:
         what = f"{limit} GPU(s)" if cfg.device == "cuda" else f"{limit} CPU core(s)"
@@ -73,8 +73,7 @@ def loss_check(technique, nproc, run_id, cfg, tmp):
                       f"differ between {nproc} ranks and one process, so the losses cannot match step by step "
                       "(a config with its dropout at 0 can be checked)")
     reference = Path(tmp) / "reference.csv"
-    single = run(technique, {"RESULTS_FILE": str(reference), "REFERENCE_RANKS": str(nproc), "PARALLEL": ""},
-                 capture=True)
+    single = run(technique, {"RESULTS_FILE": reference, "REFERENCE_RANKS": nproc, "PARALLEL": ""}, capture=True)
     if single.status != "ok":
         return False, f"loss check: the single-process reference did not run: {single.line}"
     curves = []
@@ -97,8 +96,8 @@ def loss_check(technique, nproc, run_id, cfg, tmp):
 def launch(kind, technique, nproc, port, cfg, loss_check_on):
     """One run under torchrun, appended to RESULTS_FILE by rank 0; returns the exit status."""
     # torchrun's own default, set here so that it does not print a banner about it
-    threads = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    outcome = run(technique, {"PARALLEL": kind, **threads}, launcher=torchrun(nproc, port), ranks=nproc)
+    threads = os.environ.get("OMP_NUM_THREADS", "1")
+    outcome = run(technique, {"PARALLEL": kind}, launcher=torchrun(nproc, port), ranks=nproc, threads=threads)
     if outcome.status == "error":  # rank 0 has said how an ok or skipped run went
         print(f"{kind}: error: {outcome.line}", file=sys.stderr, flush=True)
         return 1
@@ -125,21 +124,22 @@ def scaling(kind, technique, nproc, port, cfg, out_dir, prefix):
     return 0
 
 
-def main(argv):
-    command = "scaling" if argv[0] == "scaling" else "run"
-    kind = settings.text("KIND") if command == "scaling" else argv[0]
-    try:
-        technique = registry.check([settings.text("TECHNIQUE")], "TECHNIQUE")[0]
-        cfg, nproc, port = check(kind, technique)
-        loss_check_on = settings.get("LOSS_CHECK")
-        out_dir = checks.output_dir("PLOTS_DIR", settings.text("PLOTS_DIR"))
-        prefix = checks.file_prefix("PLOTSPREFIX", settings.text("PLOTSPREFIX"))
-    except checks.BadInput as err:  # config, results and launch errors are all BadInput
-        print(f"{kind}: error: {err}", file=sys.stderr)
-        return checks.EXIT_BAD_INPUT
+def start(command):
+    """`command` (ddp, fsdp, or scaling: world sizes 1..NPROC of KIND), every setting checked first."""
+    given = settings.read()
+    kind = given.kind if command == "scaling" else command
+    technique = registry.check([given.technique], "TECHNIQUE")[0]
+    cfg, nproc, port = check(kind, technique, given)
+    out_dir = checks.output_dir("PLOTS_DIR", given.plots_dir)
+    prefix = checks.file_prefix("PLOTSPREFIX", given.plotsprefix)
     if command == "scaling":
         return scaling(kind, technique, nproc, port, cfg, out_dir, prefix)
-    return launch(kind, technique, nproc, port, cfg, loss_check_on)
+    return launch(kind, technique, nproc, port, cfg, given.loss_check)
+
+
+def main(argv):
+    # config, results and launch errors are all BadInput: one line named for the command, exit 2
+    return checks.command(argv[0])(start)(argv[0])
 
 
 if __name__ == "__main__":

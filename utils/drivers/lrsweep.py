@@ -46,9 +46,10 @@ def verdict(table, technique):
 
 @checks.command("lrsweep")
 def main():
-    technique = registry.check([settings.text("TECHNIQUE")], "TECHNIQUE")[0]
-    lrs = [checks.number("LRS", v) for v in settings.get("LRS")] or _default_lrs()
-    cfg = config.load(technique, argv=[])
+    given = settings.read()
+    technique = registry.check([given.technique], "TECHNIQUE")[0]
+    lrs = [checks.number("LRS", v) for v in given.lrs] or _default_lrs()
+    cfg = config.load(technique, given)
     if not cfg.eval_every:
         raise checks.BadInput("the sweep compares validation losses: EVAL_EVERY=0 turns evaluation off")
     before = set(results.read(cfg.results_file)["run_id"]) if _has_rows(cfg.results_file) else set()

@@ -12,7 +12,7 @@ on step time, and each pair of factors' interaction, with CIs where there are re
 Predicted cells are marked predicted and have no time. In OPTIMIZERS, adamw is the
 baseline's AdamW.
 
-usage: python -m utils.drivers.matrix   (BASE, FACTORS, OPTIMIZERS, PLAN, GPU, GPU_MEMORY_GB, ALLOCATOR,
+usage: python -m utils.drivers.matrix   (BASE, FACTORS, OPTIMIZERS, PLAN, GPU, GPU_MEMORY_GIB, ALLOCATOR,
 MAXBATCH, MATRIX_REPORT, MATRIX_MAX_CELLS, REPEATS and the run settings from the environment)
 """
 
@@ -26,7 +26,7 @@ from utils.drivers import all as repeats
 from utils.drivers import maxbatch
 from utils.measure import env
 from utils.plan import planner
-from utils.plan.config import load_config, planned_device, predicted_row, runs_of, where
+from utils.plan.config import planned_device, predicted_row, runs_of, where
 from utils.report.matrix import markdown
 from utils.techniques import setup_of
 
@@ -35,10 +35,10 @@ def _optimizer(name):
     return registry.stage_of(name) == "optimizer"
 
 
-def design():
+def design(given):
     """(base parts, factors, optimizers, cells), every name and cell checked: bad input stops here."""
-    base = [p for p in settings.text("BASE").split("+") if p]
-    factors, optimizers = settings.get("FACTORS"), settings.get("OPTIMIZERS")
+    base = [p for p in given.base.split("+") if p]
+    factors, optimizers = list(given.factors), list(given.optimizers)
     registry.check_scripts([*base, *factors] or ["baseline"], "technique in BASE or FACTORS:")
     registry.check_scripts(optimizers, "optimizer in OPTIMIZERS:")
     if stray := [f for f in factors if _optimizer(f)]:
@@ -47,7 +47,7 @@ def design():
         raise checks.BadInput(f"OPTIMIZERS: {' '.join(stray)} is not an optimizer (adamw is the baseline's)")
     if len(set(factors)) < len(factors) or len(set(optimizers)) < len(optimizers):
         raise checks.BadInput("FACTORS and OPTIMIZERS must each name a technique once")
-    count, limit = 2 ** len(factors) * len(optimizers), settings.get("MATRIX_MAX_CELLS")
+    count, limit = 2 ** len(factors) * len(optimizers), given.matrix_max_cells
     if count > limit:
         raise checks.BadInput(f"{len(factors)} factors x {len(optimizers)} optimizer(s) make {count} cells, above "
                               f"MATRIX_MAX_CELLS={limit}: raise it to run them all, or name fewer FACTORS")
@@ -56,20 +56,21 @@ def design():
     return base, factors, optimizers, cells
 
 
-def _planned(cells, target, with_batch):
-    """Plan each cell (and its largest batch) on the target GPU: the rows written."""
+def _planned(cells, cfgs, target, given):
+    """Plan each cell (its config in `cfgs`; and, with MAXBATCH=1, its largest batch) on the target
+    GPU: the rows written."""
     rows, device = [], planned_device(target)
     for i, cell in enumerate(cells, 1):
         print(f"\n=== [{i}/{len(cells)}] {cell.name} (planned)", flush=True)
-        cfg, setup = load_config(cell.name), setup_of(cell.name)[1]
+        cfg, setup = cfgs[cell.name], setup_of(cell.name)[1]
         plan = planner.plan(setup, cfg, target)
         rows.append(predicted_row(cfg, cell.name, plan, device))
         memory = plan.memory
         print(f"matrix: {cell.name} on {memory.gpu} (predicted): {memory.allocated_mib / 1024:.2f} GiB allocated, "
               f"{memory.reserved_mib / 1024:.2f} reserved, {memory.total_mib / 1024:.2f} device total"
               + ("" if memory.fits else " (does not fit)"), flush=True)
-        if with_batch:
-            best, _ = maxbatch.planned_search(cell.name, target, planned={cfg.batch: memory})
+        if given.maxbatch:
+            best, _ = maxbatch.planned_search(cell.name, target, given, planned={cfg.batch: memory})
             rows.append(results.identity(cfg, cell.name, device, batch=best, status="ok", phase="maxbatch",
                                          kind="predicted", reason=f"largest batch B={best} on {memory.gpu}"))
     return rows
@@ -96,16 +97,17 @@ def _announce(cells, planned, runs_each, with_batch):
 
 @checks.command("matrix", planner.NotModelled)
 def main():
-    base, factors, optimizers, cells = design()
-    planned, with_batch = settings.get("PLAN"), settings.get("MAXBATCH")
-    out = checks.output_file("MATRIX_REPORT", settings.text("MATRIX_REPORT"))
-    target, cfgs = runs_of([cell.name for cell in cells], planned)
+    given = settings.read()
+    base, factors, optimizers, cells = design(given)
+    planned, with_batch = given.plan, given.maxbatch
+    out = checks.output_file("MATRIX_REPORT", given.matrix_report)
+    target, cfgs = runs_of([cell.name for cell in cells], given)
     cfg = cfgs[cells[0].name]
-    runs_each = settings.get("REPEATS")
+    runs_each = given.repeats
     _announce(cells, planned, runs_each, with_batch)
     status = 0
     if planned:
-        rows = _planned(cells, target, with_batch)
+        rows = _planned(cells, cfgs, target, given)
         ids = {row["run_id"] for row in rows}
         results.append_rows(cfg.results_file, rows)
     else:

@@ -3,10 +3,10 @@
 Grow the batch x2 from 1 until a trial fails, then bisect between the last batch that
 trained and the first that did not. Measured (the default): each trial is the technique's
 own script, STEPS=2 after one warm-up step, in a fresh process, so an out-of-memory error
-cannot poison the next trial; its rows go to a scratch file. On a CPU, MAXMEM_GB= caps each
+cannot poison the next trial; its rows go to a scratch file. On a CPU, MAXMEM_GIB= caps each
 trial process for real (RLIMIT_DATA: every heap and anonymous mapping, so torch's allocator
 fails as a GPU's would). With PLAN=1 the planner answers instead, for the GPU named by GPU=
-(GPU_MEMORY_GB= for another size): a batch fits when the caching allocator's replay of its
+(GPU_MEMORY_GIB= for another size): a batch fits when the caching allocator's replay of its
 planned step never runs out of the GPU's memory beside the CUDA context (utils/plan/device.py):
 its predicted device total fits.
 
@@ -14,7 +14,7 @@ One row per technique is appended to RESULTS_FILE (phase `maxbatch`, batch = the
 kind measured or predicted); 0 means not even B=1 trains.
 
 usage: python -m utils.drivers.maxbatch   (TECHNIQUE if given, else TECHNIQUES; PLAN, GPU,
-GPU_MEMORY_GB, ALLOCATOR, MODULE_LOADING, MAXMEM_GB and the run settings from the environment)
+GPU_MEMORY_GIB, ALLOCATOR, MODULE_LOADING, MAXMEM_GIB and the run settings from the environment)
 """
 
 import subprocess
@@ -67,20 +67,20 @@ def search(fits, limit=MAX_BATCH, start=1):
     return low, trials
 
 
-def check_cap(maxmem_gb):
+def check_cap(maxmem_gib):
     """Refuse a cap below what Python with torch itself needs to start."""
-    proc = subprocess.run([sys.executable, "-c", "import torch"], preexec_fn=memory_cap(maxmem_gb),
+    proc = subprocess.run([sys.executable, "-c", "import torch"], preexec_fn=memory_cap(maxmem_gib),
                           capture_output=True)
     if proc.returncode != 0:
-        raise checks.BadInput(f"MAXMEM_GB={maxmem_gb:g} is below what Python with torch needs to start")
+        raise checks.BadInput(f"MAXMEM_GIB={maxmem_gib:g} is below what Python with torch needs to start")
 
 
-def measured_trial(technique, batch, maxmem_gb, scratch):
+def measured_trial(technique, batch, maxmem_gib, scratch):
     """Run the technique at `batch` in a fresh process (rows to the `scratch` file): True if
     it trained, False if it ran out of memory; anything else (skip, error) raises
     RuntimeError with its line."""
     outcome = run(technique, {**TRIAL_STEPS, "BATCH": str(batch), "RESULTS_FILE": scratch}, capture=True,
-                  memory_gib=maxmem_gb)
+                  memory_gib=maxmem_gib)
     if outcome.status == "ok":
         return True
     if outcome.status == "oom" or "MemoryError" in outcome.output or "can't allocate memory" in outcome.output:
@@ -92,13 +92,14 @@ class PlannedFit:
     """Whether a batch fits the target GPU by the planner (its device total: the allocator's
     replay ran out of nothing), each batch planned once."""
 
-    def __init__(self, technique, target):
+    def __init__(self, technique, target, given):
         self.technique, self.target, self.budget, self.memory = technique, target, target.gpu.memory_gib, {}
+        self.given = given
         self.setup = setup_of(technique)[1]
 
     def planned(self, batch):
         if batch not in self.memory:
-            cfg = load_config(self.technique, ["--batch", str(batch)])
+            cfg = load_config(self.technique, self.given, batch=batch)
             self.memory[batch] = planner.plan(self.setup, cfg, self.target).memory
         return self.memory[batch]
 
@@ -110,7 +111,7 @@ class PlannedFit:
         return self.planned(batch).fits
 
 
-def planned_search(technique, target, limit=MAX_BATCH, planned=None):
+def planned_search(technique, target, given, limit=MAX_BATCH, planned=None):
     """(largest batch, trials) on the planned GPU, in a few plans: the planned peak is the
     larger of the optimizer step's (constant in the batch) and backward's (affine in it), a
     convex, piecewise-linear function: the line through B=1 and B=2 points past the answer (x2
@@ -119,8 +120,8 @@ def planned_search(technique, target, limit=MAX_BATCH, planned=None):
     on the answer once both ends are in the affine part, a few plans where bisection takes
     log2 of the answer (the replay's reserved memory follows the allocated peak in steps of
     its segments, so the chord is a guess the bisection corrects). `planned`: DeviceMemory
-    already planned, by batch."""
-    fits, trials = PlannedFit(technique, target), []
+    already planned, by batch; `given`: the settings."""
+    fits, trials = PlannedFit(technique, target, given), []
     fits.memory.update(planned or {})
 
     def trial(b):
@@ -148,18 +149,21 @@ def planned_search(technique, target, limit=MAX_BATCH, planned=None):
     return low, trials
 
 
-def techniques():
+def techniques(given):
     """TECHNIQUE when given, else every technique of TECHNIQUES."""
-    return registry.check([settings.text("TECHNIQUE")]) if settings.given("TECHNIQUE") else registry.selected()
+    if "TECHNIQUE" in given.given:
+        return registry.check([given.technique])
+    return registry.selected(given.techniques)
 
 
 @checks.command("maxbatch", planner.NotModelled)
 def main():
-    names = techniques()
-    planned, maxmem_gb = settings.get("PLAN"), settings.get("MAXMEM_GB")
-    target, cfgs = runs_of(names, planned)
-    if maxmem_gb and not planned:
-        check_cap(maxmem_gb)
+    given = settings.read()
+    names = techniques(given)
+    planned, maxmem_gib = given.plan, given.maxmem_gib
+    target, cfgs = runs_of(names, given)
+    if maxmem_gib and not planned:
+        check_cap(maxmem_gib)
     if planned:
         device = planned_device(target)
         on = where(target, next(iter(cfgs.values())).world)
@@ -167,14 +171,14 @@ def main():
                "context, fits)")
     else:
         device = env.capture(next(iter(cfgs.values())).device)
-        on = f"{device['device']}" + (f" capped at MAXMEM_GB={maxmem_gb:g}" if maxmem_gb else "")
+        on = f"{device['device']}" + (f" capped at MAXMEM_GIB={maxmem_gib:g}" if maxmem_gib else "")
     rows, status = [], 0
     with tempfile.TemporaryDirectory() as tmp:
         scratch = str(Path(tmp) / "trials.csv")
         for name, cfg in cfgs.items():
             try:
-                best, trials = (planned_search(name, target) if planned
-                                else search(lambda b, n=name: measured_trial(n, b, maxmem_gb, scratch)))
+                best, trials = (planned_search(name, target, given) if planned
+                                else search(lambda b, n=name: measured_trial(n, b, maxmem_gib, scratch)))
             except RuntimeError as err:
                 print(f"maxbatch: {name}: cannot search: {err}", file=sys.stderr)
                 status = 1

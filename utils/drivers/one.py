@@ -1,6 +1,6 @@
 """make <technique>, make <a+b+c>, make run T=...: one run is the script itself (or,
 for a combination, which has no script, python -m utils.measure.train with its canonical
-name), its own output and exit status; with REPEATS > 1 or PRECISION the runs go through make
+name), its own output and exit status; with REPEATS > 1 or CI_HALF_WIDTH the runs go through make
 all's driver. Light on purpose: it imports no torch before it hands over, and a bad name or
 a conflict is refused here, before anything starts.
 
@@ -15,14 +15,19 @@ from utils.drivers import runner
 
 
 def main(name=None):
-    name = name or settings.text("T") or settings.text("TECHNIQUE")  # make run
+    try:
+        given = settings.read()
+    except checks.BadInput as err:
+        print(f"{name or 'run'}: error: {err}", file=sys.stderr)
+        return checks.EXIT_BAD_INPUT
+    name = name or given.t or given.technique  # make run
     if not registry.is_technique(name):
         print(f"make: unknown target or technique {name!r} (techniques: {' '.join(registry.known())}; a combination "
               "is written with '+': flash+lion; see make help)", file=sys.stderr)
         return checks.EXIT_BAD_INPUT
     try:
         canonical = registry.check([name])[0]
-        single = settings.get("REPEATS") == 1 and settings.get("PRECISION") is None
+        single = given.repeats == 1 and given.ci_half_width is None
     except checks.BadInput as err:
         print(f"make: {err} (see make help)", file=sys.stderr)
         return checks.EXIT_BAD_INPUT

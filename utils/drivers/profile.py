@@ -52,10 +52,11 @@ def plot(rows, path, title):
 @checks.command("profile")
 def main():
     try:
-        out = checks.output_dir("PLOTS_DIR", settings.text("PLOTS_DIR"))
-        prefix = checks.file_prefix("PLOTSPREFIX", settings.text("PLOTSPREFIX"))
-        technique, setup = setup_of(settings.text("TECHNIQUE"))
-        cfg = config.load(technique, argv=[], check_results=False)  # writes no results
+        given = settings.read()
+        out = checks.output_dir("PLOTS_DIR", given.plots_dir)
+        prefix = checks.file_prefix("PLOTSPREFIX", given.plotsprefix)
+        technique, setup = setup_of(given.technique)
+        cfg = config.load(technique, given, check_results=False)  # writes no results
         run = build_run(cfg, setup)
     except Skip as why:
         print(f"profile: {technique} skipped: {why}")

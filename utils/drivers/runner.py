@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils import registry
+from utils import registry, settings
 from utils.units import GIB
 
 FAILED = ("error", "oom")
@@ -50,12 +50,14 @@ def command(name, launcher=None):
     return [*(launcher or [sys.executable]), *target]
 
 
-def run(name, overrides=None, capture=False, timeout=None, memory_gib=None, launcher=None, ranks=1):
+def run(name, overrides=None, capture=False, timeout=None, memory_gib=None, launcher=None, ranks=1, threads=None):
     """Run scripts/<name>.py, or combination `name` by name (under `launcher` with `ranks`
-    processes, if given) with `overrides` on top of this environment; return its Outcome."""
+    processes, if given) with the settings `overrides` ({NAME: value}) over this environment's
+    (and OMP_NUM_THREADS=`threads` if given); return its Outcome."""
     with tempfile.TemporaryDirectory() as tmp:
         summary = Path(tmp) / "summary.json"
-        env = {**os.environ, **(overrides or {}), "SUMMARY_FILE": str(summary)}
+        env = {**os.environ, **settings.environ({**(overrides or {}), "SUMMARY_FILE": summary}),
+               **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
         try:
             proc = subprocess.run(command(name, launcher), env=env, capture_output=capture, text=True, timeout=timeout,
                                   preexec_fn=memory_cap(memory_gib) if memory_gib else None)

@@ -22,13 +22,14 @@ from utils.plan.config import load_config, load_target, planned_device, predicte
 from utils.plots.memory import plot_scaling
 from utils.techniques import setup_of
 
-RUN_STEPS = {"STEPS": "5", "WARMUP": "1", "REPEATS": "1"}
-SHAPE = {"BATCH": "1", "SEQ": "256"}  # one shape for every model (BATCH / SEQ override it): GPT2-XL's T=256
+RUN_STEPS = {"STEPS": 5, "WARMUP": 1, "REPEATS": 1}
+SHAPE = {"batch": 1, "seq": 256}  # one shape for every model (BATCH / SEQ override it): GPT2-XL's T=256
 
 
-def measure(technique, model, timeout):
-    """A short measured run; True if it finished ok within the timeout."""
-    outcome = run(technique, {**RUN_STEPS, "MODEL": model, **shape()}, capture=True, timeout=timeout)
+def measure(technique, model, size, timeout):
+    """A short measured run at `size` ({batch, seq}); True if it finished ok within the timeout."""
+    shape = {name.upper(): value for name, value in size.items()}
+    outcome = run(technique, {**RUN_STEPS, "MODEL": model, **shape}, capture=True, timeout=timeout)
     if outcome.status == "timeout":
         print(f"scaling: {technique} on {model}: over {timeout:g} s, planned from here on", flush=True)
         return False
@@ -36,21 +37,24 @@ def measure(technique, model, timeout):
     return outcome.status == "ok"
 
 
-def shape():
-    return {name: text if (text := settings.text(name)) != "auto" else default for name, default in SHAPE.items()}
+def shape(given):
+    """BATCH and SEQ where given, else SHAPE's: {batch, seq}."""
+    return {name: getattr(given, name) or default for name, default in SHAPE.items()}
 
 
 @checks.command("scaling", planner.NotModelled)
 def main():
-    names = registry.check(settings.get("SCALING_TECHNIQUES"), "technique in SCALING_TECHNIQUES:")
-    sizes = models.resolve_all(settings.get("SCALING_MODELS"), "SCALING_MODELS")
-    timeout = settings.get("SCALING_TIMEOUT")
-    plots_dir = checks.output_dir("PLOTS_DIR", settings.text("PLOTS_DIR"))
-    prefix = checks.file_prefix("PLOTSPREFIX", settings.text("PLOTSPREFIX"))
-    size = [f"--{k.lower()}={v}" for k, v in shape().items()]
-    cfgs = {(n, m): load_config(n, ["--model", m, *size]) for n in names for m in sizes}
-    params = {m: approx_params(m, cfgs[names[0], m]) for m in sizes}
-    target = load_target()
+    given = settings.read()
+    names = registry.check(list(given.scaling_techniques), "technique in SCALING_TECHNIQUES:")
+    sizes = models.resolve_all(list(given.scaling_models), "SCALING_MODELS")
+    timeout = given.scaling_timeout
+    plots_dir = checks.output_dir("PLOTS_DIR", given.plots_dir)
+    prefix = checks.file_prefix("PLOTSPREFIX", given.plotsprefix)
+    size = shape(given)
+    cfgs = {(n, m): load_config(n, given, model=m, **size) for n in names for m in sizes}
+    params = {m: models.count_params(m, cfg.seq, cfg.layers, cfg.blocks) for m in sizes
+              for cfg in [cfgs[names[0], m]]}
+    target = load_target(given)
     for (name, _), cfg in cfgs.items():
         planner.check_modelled(setup_of(name)[1], cfg, target)
     any_cfg = next(iter(cfgs.values()))
@@ -58,7 +62,7 @@ def main():
     for name in names:
         planning = False
         for model in sorted(sizes, key=params.get):
-            planning = planning or not measure(name, model, timeout)
+            planning = planning or not measure(name, model, size, timeout)
             if planning:
                 plan = planner.plan(setup_of(name)[1], cfgs[name, model], target)
                 results.append_rows(any_cfg.results_file, [predicted_row(cfgs[name, model], name, plan, device)])
@@ -69,15 +73,6 @@ def main():
     drawn = plot_scaling(results.read(any_cfg.results_file), names, any_cfg.batch, any_cfg.seq, path)
     print(f"scaling: wrote {drawn}" if drawn else "scaling: nothing to draw")
     return 0
-
-
-def approx_params(model, cfg):
-    """Sort key: a preset's GPT-2 12 L d^2 block weights + V d embedding; a foreign model's
-    parameters, counted on fake tensors."""
-    if model in models.PRESETS:
-        shape = models.PRESETS[model][0]
-        return 12 * cfg.layers * shape["n_embd"] ** 2 + shape["vocab_size"] * shape["n_embd"]
-    return models.check(model, cfg.seq, cfg.layers, cfg.blocks).n_params
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@
 set -uo pipefail
 : "${PYTHON:?}"
 # the device as results.csv names it (GPU name, or CPU model and threads): figures are per machine
-device=$($PYTHON -m utils.measure.env) || exit 2
+device=$($PYTHON -m utils.drivers.device_name) || exit 2
 slug=$(echo "$device" | tr 'A-Z' 'a-z' | sed -E 's/[^a-z0-9]+/_/g; s/^_|_$//g')
-out=${SESSION_DIR:-docs/results/$slug}
+out=${SUITE_SESSION_DIR:-docs/results/$slug}
 mkdir -p "$out"
 failed=()
 
@@ -30,8 +30,8 @@ if [ -e "$out/results.csv" ]; then
     mv "$out/results.csv" "$out/results.csv.$(date -u +%Y%m%dT%H%M%SZ).bak"  # never overwrite earlier figures
 fi
 stage all make --no-print-directory all PYTHON="$PYTHON" RESULTS_FILE="$out/results.csv"
-if [ -n "${NANOGPT_DIR:-}" ]; then
-    stage nanogpt_bench $PYTHON -m utils.drivers.nanogpt_bench "$NANOGPT_DIR" --out "$out/nanogpt_bench.txt"
+if [ -n "${SUITE_NANOGPT_DIR:-}" ]; then
+    stage nanogpt_bench $PYTHON -m utils.drivers.nanogpt_bench "$SUITE_NANOGPT_DIR" --out "$out/nanogpt_bench.txt"
 fi
 stage report make --no-print-directory report PYTHON="$PYTHON" RESULTS_FILE="$out/results.csv" \
     REPORT="$out/REPORT.md" PLOTS_DIR="$out" PLOTSPREFIX="${slug}_"

@@ -1,9 +1,9 @@
 """Settings -> one validated RunConfig for a technique script.
 
 Every script takes the same flags (utils/settings.py's run settings); each defaults to the
-environment variable Make exports (STEPS, WARMUP, MODEL, ...), so `make bf16 STEPS=20` and
-`python scripts/bf16.py --steps 20` are the same run. Bad input stops here, before the model
-is built or any file is touched.
+environment variable Make exports (SUITE_STEPS, SUITE_MODEL, ...), so `make bf16 STEPS=20` and
+`python scripts/bf16.py --steps 20` are the same run. The entry point parses them; bad input
+stops here, before the model is built or any file is touched.
 """
 
 import math
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from utils import checks, models, registry, requirements, results, settings
+from utils import catalog, checks, models, registry, requirements, results
 from utils.measure import data, env, parallel
 from utils.techniques.parallel import World
 
@@ -20,6 +20,9 @@ ConfigError = checks.BadInput  # bad input: reported as one line, exit status 2
 
 @dataclass(frozen=True)
 class RunConfig:
+    """One run, every field from the settings (utils/settings.py states each default, once) or
+    resolved from them (the model's layers and vocabulary, the device, the ranks)."""
+
     technique: str
     steps: int
     warmup: int
@@ -29,20 +32,20 @@ class RunConfig:
     device: str
     data: str
     seed: int
-    lr: float
+    lr: float | None  # None: the optimizer's own default, stated in its script
     results_file: str
-    repeat: int = 0
-    peak_tflops: float = None  # None: from the device table
-    compile_mode: str = "default"  # read by techniques that compile
-    accum: int = 4  # read by techniques that accumulate gradients
-    world: World = World()  # this rank under torchrun (make ddp / fsdp); one process otherwise
-    layers: int = None  # LAYERS, or the preset's (None only where a test leaves it out)
-    eval_every: int = 0  # evaluate every this many training steps (warm-up included); 0: never
-    eval_batches: int = 4  # held-out batches per evaluation
-    target_loss: float = None  # validation loss the run reports reaching (TARGET_LOSS)
-    blocks: str = None  # BLOCKS: a foreign model's blocks (None: found)
-    vocab_size: int = None  # the model's vocabulary (None: unknown, a file's module without an embedding)
-    reference_ranks: int = 1  # the loss check's one process: train on N ranks' slices, accumulated (data.batches)
+    repeat: int
+    peak_tflops: float | None  # None: from the device table
+    compile_mode: str  # read by techniques that compile
+    accum: int  # read by techniques that accumulate gradients
+    world: World  # this rank under torchrun (make ddp / fsdp); one process otherwise
+    layers: int  # LAYERS, or the model's own
+    eval_every: int  # evaluate every this many training steps (warm-up included); 0: never
+    eval_batches: int  # held-out batches per evaluation
+    target_loss: float | None  # validation loss the run reports reaching (TARGET_LOSS)
+    blocks: str | None  # BLOCKS: a foreign model's blocks (None: found)
+    vocab_size: int | None  # the model's vocabulary (None: unknown, a file's module without an embedding)
+    reference_ranks: int  # the loss check's one process: train on N ranks' slices, accumulated (data.batches)
 
 
 def _device(text):
@@ -66,7 +69,7 @@ def check_technique(technique, compile_mode, accum, reference_ranks=1):
     """What a technique's settings forbid, refused before it builds anything: compile's CUDA-graph
     modes with gradient accumulation, whose graphs overwrite the outputs one micro-batch's
     backward still needs (pytorch/pytorch#169545: silently wrong gradients)."""
-    if compile_mode not in settings.GRAPHED_COMPILE_MODES:
+    if compile_mode not in catalog.GRAPHED_COMPILE_MODES:
         return
     functions = registry.functions_of(technique)
     micro_batches = (accum if "accumulate" in functions else 1) * reference_ranks
@@ -116,45 +119,42 @@ def _check_learning(cfg):
         raise ConfigError("TARGET_LOSS is judged on validation loss, but EVAL_EVERY=0 turns evaluation off")
 
 
-def load(technique, argv=None, check_results=True, world=None):
-    """The run config from the settings (the environment, or `argv`'s flags); `world`: the
-    ranks it is for (None: this process's, from torchrun's environment)."""
+def load(technique, settings, check_results=True, world=None):
+    """The run config from `settings` (a utils.settings.Settings, parsed by the entry point); `world`:
+    the ranks it is for (None: this process's, from torchrun's environment)."""
     if requirements.version_tuple(torch.__version__) < requirements.MIN_TORCH:
         raise ConfigError(f"torch {torch.__version__} is older than {'.'.join(map(str, requirements.MIN_TORCH))}, "
                           "the oldest whose APIs the suite calls")
-    parser = settings.script_parser(f"scripts/{technique}.py", f"train with '{technique}', append rows to a CSV")
-    given = vars(parser.parse_args(argv))
-    value = {name: settings.BY_NAME[name].parse(text) for name, text in given.items()}
-    device = _device(value["DEVICE"])
-    model = model_name(value["MODEL"], device)
+    device = _device(settings.device)
+    model = model_name(settings.model, device)
     default_batch, default_seq = models.default_shape(model)
-    steps, seq = value["STEPS"], value["SEQ"] or default_seq
-    models.check_layers(model, value["LAYERS"])
-    checked = models.check(model, seq, value["LAYERS"], value["BLOCKS"])
+    steps, seq = settings.steps, settings.seq or default_seq
+    models.check_layers(model, settings.layers)
+    checked = models.check(model, seq, settings.layers, settings.blocks)
     cfg = RunConfig(
         technique=technique,
         steps=steps,
-        warmup=value["WARMUP"] if value["WARMUP"] is not None else (10 if device == "cuda" else 3),
+        warmup=settings.warmup if settings.warmup is not None else (10 if device == "cuda" else 3),
         model=model,
-        batch=value["BATCH"] or default_batch,
+        batch=settings.batch or default_batch,
         seq=seq,
         device=device,
-        data=value["DATA"],
-        seed=value["SEED"],
-        lr=value["LR"],
-        results_file=value["RESULTS_FILE"],
-        repeat=value["REPEAT"],
-        peak_tflops=value["PEAK_TFLOPS"],
-        compile_mode=value["COMPILE_MODE"],
-        accum=value["ACCUM"],
-        world=world or parallel.world_from_env(device),
+        data=settings.data,
+        seed=settings.seed,
+        lr=settings.lr,
+        results_file=settings.results_file,
+        repeat=settings.repeat,
+        peak_tflops=settings.peak_tflops,
+        compile_mode=settings.compile_mode,
+        accum=settings.accum,
+        world=world or parallel.world_from_env(settings.parallel, device),
         layers=checked.layers,
-        eval_every=_eval_every(value["EVAL_EVERY"], steps),
-        eval_batches=value["EVAL_BATCHES"],
-        target_loss=value["TARGET_LOSS"],
-        blocks=value["BLOCKS"],
+        eval_every=_eval_every(settings.eval_every, steps),
+        eval_batches=settings.eval_batches,
+        target_loss=settings.target_loss,
+        blocks=settings.blocks,
         vocab_size=checked.vocab_size,
-        reference_ranks=value["REFERENCE_RANKS"],
+        reference_ranks=settings.reference_ranks,
     )
     _check_learning(cfg)
     if registry.is_technique(technique):

@@ -5,12 +5,9 @@ import platform
 import re
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
-
-from utils import checks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,16 +76,3 @@ def capture(device, index=None):
         "git_sha": git_sha(),
         "host": socket.gethostname() or os.uname().nodename,
     }
-
-
-@checks.command("session")
-def main():
-    """python -m utils.measure.env: the device name the rows will carry (make session)."""
-    from utils.measure import config  # config reads this module's visible_gpus: imported when run, not before
-
-    print(capture(config.load("session", argv=[], check_results=False).device)["device"])
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

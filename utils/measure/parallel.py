@@ -18,9 +18,9 @@ from utils import checks
 from utils.techniques.parallel import World
 
 
-def world_from_env(device):
-    """This rank of torchrun's world (RANK, LOCAL_RANK, WORLD_SIZE), training on `device`."""
-    kind = os.environ.get("PARALLEL", "")
+def world_from_env(kind, device):
+    """This rank of torchrun's world (RANK, LOCAL_RANK, WORLD_SIZE) for PARALLEL=`kind`, training on
+    `device`."""
     if not kind:
         return World()
     if "RANK" not in os.environ:

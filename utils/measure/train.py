@@ -9,7 +9,6 @@ one status row saying why, so results.csv shows what did not run as well as what
 
 import inspect
 import json
-import os
 import signal
 import statistics
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from utils import checks, devices, results
+from utils import checks, devices, results, settings
 from utils.measure import config, data, env, loop, memory, parallel, preflight
 from utils.measure.evaluate import Evaluator
 from utils.techniques.combined import setup_of
@@ -140,13 +139,14 @@ ONE_PROCESS = parallel.World()
 
 def _report(status, line, world=ONE_PROCESS, run_id=None):
     """Print the run's one-line outcome; `make all` and `make ddp` also collect it through
-    SUMMARY_FILE (under torchrun one file per rank, SUMMARY_FILE.<rank>)."""
+    SUMMARY_FILE (under torchrun one file per rank, SUMMARY_FILE.<rank>): read as text, as it
+    must reach the driver even when the other settings are refused."""
     if world.kind and status not in ("ok", "skipped"):
         line = f"{line} (rank {world.rank})"
     if world.rank == 0 or status not in ("ok", "skipped"):
         print(line, file=sys.stdout if status in ("ok", "skipped") else sys.stderr, flush=True)
-    if os.environ.get("SUMMARY_FILE"):
-        path = os.environ["SUMMARY_FILE"] + (f".{world.rank}" if world.kind else "")
+    if summary := settings.text("SUMMARY_FILE"):
+        path = summary + (f".{world.rank}" if world.kind else "")
         Path(path).write_text(json.dumps({"status": status, "line": line, "run_id": run_id}))
 
 
@@ -199,7 +199,7 @@ def main(setup, name=None, argv=None):
     """Run one technique: `setup(run)` applies it (see utils/techniques/)."""
     name = name or Path(inspect.getfile(setup)).stem
     try:
-        cfg = config.load(name, argv)
+        cfg = config.load(name, settings.read(argv=sys.argv[1:] if argv is None else argv, prog=f"scripts/{name}.py"))
     except config.ConfigError as err:
         _report("error", f"{name}: error: {err}")
         sys.exit(EXIT_BAD_INPUT)

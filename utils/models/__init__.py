@@ -112,6 +112,17 @@ def check(model, seq, layers=None, blocks=None):
     return foreign.check(spec, seq, (layers or spec.layers) if spec.arch == "hf" else None, blocks)
 
 
+def count_params(model, seq, layers=None, blocks=None):
+    """Its parameters as the model's own num_params() counts them (tied weights once): the suite's
+    models built on the meta device (no memory, any size), a foreign one as check() builds it."""
+    if resolve(model).foreign:
+        return check(model, seq, layers, blocks).n_params
+    import torch
+
+    with torch.device("meta"):
+        return build_model(model, seq, layers=layers).num_params()
+
+
 def check_layers(model, layers):
     """Refuse LAYERS for a model that builds its own depth (a module from a file)."""
     if layers and arch(model) == "file":

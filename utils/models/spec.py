@@ -7,7 +7,6 @@ A hub name is the one case that may reach the network, for its config.json alone
 """
 
 import json
-import os
 import re
 import socket
 from dataclasses import dataclass, field
@@ -113,8 +112,8 @@ def hf_spec_from(text, path, batch=None, seq=None):
     return Spec(text, "hf", vocab, batch or LOCAL_BATCH, seq, layers, context, str(path), config)
 
 
-def _hub_reachable():
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+def _hub_reachable(endpoint):
+    host = urlparse(endpoint).hostname
     try:
         socket.create_connection((host, 443), timeout=HUB_TIMEOUT_S).close()
         return True
@@ -137,7 +136,8 @@ def _from_hub(text, hub_id):
     cached = huggingface_hub.try_to_load_from_cache(hub_id, "config.json")
     if isinstance(cached, str):
         return cached
-    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True") or not _hub_reachable():
+    # HF_HUB_OFFLINE and HF_ENDPOINT as huggingface_hub itself reads them
+    if huggingface_hub.constants.HF_HUB_OFFLINE or not _hub_reachable(huggingface_hub.constants.ENDPOINT):
         raise checks.BadInput(f"MODEL={text}: {hub_id} is not a shipped config and the Hugging Face hub is out of "
                               f"reach for its config.json; {offline}")
     try:

@@ -15,7 +15,7 @@ import argparse
 import sys
 import time
 
-from utils import checks, registry, results
+from utils import checks, registry, results, settings
 from utils.plan import planner, reference
 from utils.plan.config import load_config, load_target, model_tflops, planned_device, predicted_row, where
 from utils.plan.cuda import CUDA_MODEL, NOT_MODELLED
@@ -66,9 +66,9 @@ def _time_table(plans, target):
               f"{base.time.step_ms / step.step_ms:.2f}x")
 
 
-def plan_techniques(names):
-    target = load_target()
-    cfgs = {name: load_config(name) for name in names}
+def plan_techniques(names, given):
+    target = load_target(given)
+    cfgs = {name: load_config(name, given) for name in names}
     setups = {name: setup_of(name)[1] for name in names}
     refused = {}
     for name, cfg in cfgs.items():
@@ -114,9 +114,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
+    given = settings.read()
     if args.check:
-        return reference.check()
-    return plan_techniques(registry.selected())
+        return reference.check(given)
+    return plan_techniques(registry.selected(given.techniques), given)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import bisect
 import dataclasses
 import math
 
-from utils.settings import ALLOCATOR_MODES
+from utils.devices import ALLOCATOR_MODES
 from utils.units import MIB
 
 MIN_BLOCK = 512  # kMinBlockSize

@@ -3,7 +3,7 @@ GPU default), the GPU it is planned for, and its `predicted` row."""
 
 import dataclasses
 
-from utils import checks, results, settings
+from utils import checks, results
 from utils.devices import by_key, peak_tflops
 from utils.measure import config, env, preflight
 from utils.measure.memory import columns
@@ -41,36 +41,34 @@ def check_trace(cfg, available):
         )
 
 
-def planned_world():
+def planned_world(given):
     """The ranks a plan is for: PARALLEL= and NPROC= (rank 0 of NPROC GPUs), else one GPU."""
-    kind = settings.text("PARALLEL")
-    nproc = settings.get("NPROC") if kind or settings.given("NPROC") else 1
+    kind = given.parallel
+    nproc = given.nproc if kind or "NPROC" in given.given else 1
     parallel.check_world(kind, nproc)
     return World(kind, 0, 0, nproc) if kind else World()
 
 
-def load_config(technique, argv=None, world=None):
-    """The run config a plan is for: MODEL auto means gpt2 (the GPU default), whatever this
-    machine is; DEVICE is not asked (the plan is for a CUDA GPU); `world`: the ranks (None:
-    PARALLEL= and NPROC=)."""
-    argv = [*(argv or []), "--device", "cpu"]
-    if not any(a.startswith("--model") for a in argv):
-        model = settings.text("MODEL")
-        argv += ["--model", "gpt2" if model == "auto" else model]
-    cfg = config.load(technique, argv, world=world or planned_world())
+def load_config(technique, given, world=None, **fields):
+    """The run config a plan is for, from the settings `given` with `fields` over them (batch=4):
+    MODEL auto means gpt2 (the GPU default), whatever this machine is; DEVICE is not asked (the
+    plan is for a CUDA GPU); `world`: the ranks (None: PARALLEL= and NPROC=)."""
+    model = fields.pop("model", "gpt2" if given.model == "auto" else given.model)
+    given = dataclasses.replace(given, device="cpu", model=model, **fields)
+    cfg = config.load(technique, given, world=world or planned_world(given))
     check_batch(cfg)
     check_trace(cfg, preflight.available_bytes("cpu"))
     return cfg
 
 
-def runs_of(names, planned):
+def runs_of(names, given):
     """(target, {name: config}): the one place a driver over several runs chooses between planning
     them for GPU= (the target; each refused now with NotModelled if the planner cannot model it)
     and measuring them on this machine (target None)."""
-    if not planned:
-        return None, {name: config.load(name, argv=[]) for name in names}
-    target = load_target()
-    cfgs = {name: load_config(name) for name in names}
+    if not given.plan:
+        return None, {name: config.load(name, given) for name in names}
+    target = load_target(given)
+    cfgs = {name: load_config(name, given) for name in names}
     for name, cfg in cfgs.items():
         planner.check_modelled(setup_of(name)[1], cfg, target)
     return target, cfgs
@@ -85,12 +83,12 @@ class Target:
     loading: str = "lazy"
 
 
-def load_target():
-    """GPU=, GPU_MEMORY_GB=, ALLOCATOR= and MODULE_LOADING= from the environment."""
-    gpu, memory_gb = by_key(settings.get("GPU")), settings.get("GPU_MEMORY_GB")
-    if memory_gb is not None:
-        gpu = dataclasses.replace(gpu, name=f"{gpu.name} at {memory_gb:g} GiB", memory_gib=memory_gb)
-    return Target(gpu, settings.get("ALLOCATOR"), settings.get("MODULE_LOADING"))
+def load_target(given):
+    """GPU=, GPU_MEMORY_GIB=, ALLOCATOR= and MODULE_LOADING= of the settings `given`."""
+    gpu, memory_gib = by_key(given.gpu), given.gpu_memory_gib
+    if memory_gib is not None:
+        gpu = dataclasses.replace(gpu, name=f"{gpu.name} at {memory_gib:g} GiB", memory_gib=memory_gib)
+    return Target(gpu, given.allocator, given.module_loading)
 
 
 def where(target, world):

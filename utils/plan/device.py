@@ -22,7 +22,7 @@ training step loads on top of the bare context are not counted (not measured her
 
 import dataclasses
 
-from utils import checks, settings
+from utils import checks, devices
 from utils.devices import generation
 from utils.plan import allocator
 from utils.units import GIB, MIB
@@ -75,10 +75,10 @@ def device_memory(plan, target):
     """Replay a plan's trace (utils.plan.planner.Plan) on `target` (utils.plan.config.Target):
     its GPU, allocator mode and module loading."""
     gpu, mode = target.gpu, target.allocator
-    if mode not in settings.ALLOCATOR_MODES:
-        raise checks.BadInput(f"ALLOCATOR must be one of {', '.join(settings.ALLOCATOR_MODES)}, got {mode!r}")
-    if target.loading not in settings.MODULE_LOADINGS:
-        raise checks.BadInput(f"MODULE_LOADING must be one of {', '.join(settings.MODULE_LOADINGS)}, got "
+    if mode not in devices.ALLOCATOR_MODES:
+        raise checks.BadInput(f"ALLOCATOR must be one of {', '.join(devices.ALLOCATOR_MODES)}, got {mode!r}")
+    if target.loading not in devices.MODULE_LOADINGS:
+        raise checks.BadInput(f"MODULE_LOADING must be one of {', '.join(devices.MODULE_LOADINGS)}, got "
                               f"{target.loading!r}")
     context_mib, source, assumed = context(gpu, target.loading)
     workspaces = cublas_workspaces(gpu)

@@ -23,7 +23,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import _TOTAL_KEY
 
-from utils import checks, registry, settings
+from utils import catalog, checks, registry
 from utils.measure.memory import PeakTracker, breakdown_mib, device_optimizers, one_iteration_per_forward
 from utils.plan.compiled import Graphs, plan_compile, quiet_global_hooks
 from utils.plan.cuda import (
@@ -69,7 +69,7 @@ class Plan:
 
 
 def refuse_unmodelled(run):
-    if run.compile_mode in settings.GRAPHED_COMPILE_MODES:
+    if run.compile_mode in catalog.GRAPHED_COMPILE_MODES:
         raise NotModelled(f"torch.compile mode {run.compile_mode}: inductor captures CUDA graphs, whose private "
                           "memory pool is not modelled; plan COMPILE_MODE=default, or measure it on the GPU")
     if run.step.graphed:

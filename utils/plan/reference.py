@@ -61,7 +61,7 @@ def _verdict(error, bar):
     return "yes" if abs(error) <= bar else "**no**"
 
 
-def h100_rows():
+def h100_rows(given):
     """The H100 table: predicted allocated (tensors + cuBLAS workspaces) vs measured; each row's
     plan (and its predicted step time, for h100_times) by row."""
     target, errors, plans = Target(by_key("h100-sxm")), [], {}
@@ -69,8 +69,7 @@ def h100_rows():
     _row(["configuration", "B", "figure", "measured GiB", "predicted GiB", "error", f"within {ALLOCATED_BAR:.0%}"])
     _row(["---"] * 7)
     for label, technique, batch, measured_gib, _ in H100_PEAKS:
-        cfg = load_config(technique, ["--batch", str(batch), "--seq", "1024", "--model", "gpt2", "--layers", "12"],
-                          world=World())
+        cfg = load_config(technique, given, batch=batch, seq=1024, model="gpt2", layers=12, world=World())
         try:
             plans[label] = plan = planner.plan(setup_of(technique)[1], cfg, target)
         except planner.NotModelled as why:
@@ -113,7 +112,7 @@ def h100_times(plans):
     return rows
 
 
-def gpt2xl_rows():
+def gpt2xl_rows(given):
     """The GPT2-XL study on an A100 40GB: predicted device total vs nvidia-smi."""
     target, out = Target(by_key("a100-40gb")), []
     print("\n### GPT2-XL optimizer-memory study: device total (Hugging Face GPT2-XL, B=4, T=256, bf16, "
@@ -122,8 +121,7 @@ def gpt2xl_rows():
           f"within {TOTAL_BAR:.0%}", "measured it/s", "predicted it/s", "error"])
     _row(["---"] * 9)
     for label, technique, measured_gib, its in GPT2XL_TOTALS:
-        cfg = load_config(technique, ["--batch", "4", "--seq", "256", "--model", "hf:gpt2-xl", "--layers", "48"],
-                          world=World())
+        cfg = load_config(technique, given, batch=4, seq=256, model="hf:gpt2-xl", layers=48, world=World())
         plan = planner.plan(setup_of(technique)[1], cfg, target)
         found, predicted_its = plan.memory, 1e3 / plan.time.step_ms
         total = found.total_mib / 1024
@@ -154,7 +152,7 @@ def _order_misses(rows):
     return [(a[0], b[0]) for i, a in enumerate(rows) for b in rows[i + 1:] if (a[1] - b[1]) * (a[2] - b[2]) < 0]
 
 
-def cpu_rows():
+def cpu_rows(given):
     """Real tracked steps on this CPU vs the planner's step as this CPU runs it."""
     errors = []
     print("\n### This CPU: the tracked tensor peak of a real step vs the plan of the same step (fake tensors)\n")
@@ -162,8 +160,8 @@ def cpu_rows():
     _row(["---"] * 7)
     for model, batch, seq in (("tiny", 4, 128), ("small", 4, 256)):
         for technique in CPU_TECHNIQUES:
-            cfg = dataclasses.replace(load_config(technique, ["--model", model, "--batch", str(batch), "--seq",
-                                                              str(seq)]), device="cpu", data="fixed")
+            cfg = dataclasses.replace(load_config(technique, given, model=model, batch=batch, seq=seq), device="cpu",
+                                      data="fixed")
             setup = setup_of(technique)[1]
             run, data = new_run(cfg), batches(cfg)
             setup(run)
@@ -180,7 +178,7 @@ def cpu_rows():
 CPU_TIME_TECHNIQUES = ("baseline", "checkpointing", "lion", "fused", "accum")  # fp32: this CPU's measured peak
 
 
-def cpu_times():
+def cpu_times(given):
     """This CPU as a second check of the roofline: its own measured rates, the suite's real steps."""
     device, tflops, tbs = timing.measured_cpu(f"{torch.get_num_threads()} threads")
     print(f"\n### This CPU: step time, the same roofline on its measured rates ({tflops:.3f} TFLOP/s fp32 matmul, "
@@ -190,8 +188,8 @@ def cpu_times():
     rows = []
     for model, batch, seq in (("tiny", 4, 128), ("small", 4, 256)):
         for technique in CPU_TIME_TECHNIQUES:
-            cfg = dataclasses.replace(load_config(technique, ["--model", model, "--batch", str(batch), "--seq",
-                                                              str(seq)], world=World()), device="cpu", data="fixed")
+            cfg = dataclasses.replace(load_config(technique, given, model=model, batch=batch, seq=seq, world=World()),
+                                      device="cpu", data="fixed")
             setup = setup_of(technique)[1]
             run = new_run(cfg)
             setup(run)
@@ -230,17 +228,17 @@ def _bar_line(name, errors, bar, explained=()):
     return not unexplained
 
 
-def check():
+def check(given):
     """Print the validation table and the bars; 0 (the bars are benchmark targets, printed)."""
     print("## plan_check: predicted vs measured memory and step time\n\nEach figure is labelled: allocated "
           "(`torch.cuda.max_memory_allocated`), device total (reserved + CUDA context: nvidia-smi), tracked "
           "(MemTracker's tensor peak on this CPU); step times are a roofline over the planned step's ops, "
           "predicted, never measured.")
-    h100, plans = h100_rows()
+    h100, plans = h100_rows(given)
     times = h100_times(plans)
-    study = gpt2xl_rows()
-    cpu = cpu_rows()
-    cpu_time = cpu_times()
+    study = gpt2xl_rows(given)
+    cpu = cpu_rows(given)
+    cpu_time = cpu_times(given)
     print("\n### Bars\n")
     _bar_line("H100 allocated", h100, ALLOCATED_BAR)
     _time_bars(times, study)

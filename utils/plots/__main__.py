@@ -11,13 +11,13 @@ from utils.plots.steps import plot_time_difference
 @checks.command("plots")
 def main(argv=None):
     compare = (argv or sys.argv[1:]) == ["--compare"]
-    out = checks.output_dir("PLOTS_DIR", settings.text("PLOTS_DIR"))
-    prefix = checks.file_prefix("PLOTSPREFIX", settings.text("PLOTSPREFIX"))
-    df, notes = select(settings.text("RESULTS_FILE"), settings.text("DEVICE_FILTER"))
+    given = settings.read()
+    out = checks.output_dir("PLOTS_DIR", given.plots_dir)
+    prefix = checks.file_prefix("PLOTSPREFIX", given.plotsprefix)
+    df, notes = select(given.results_file, given.device_filter)
     if compare:
         # a combination by its canonical name, as its rows carry it (lion+flash: flash+lion)
-        given = settings.text("A"), settings.text("B")
-        a, b = (registry.check([name])[0] if "+" in name else name for name in given)
+        a, b = (registry.check([name])[0] if "+" in name else name for name in (given.a, given.b))
         out.mkdir(parents=True, exist_ok=True)
         path, mean, low, high = plot_time_difference(df, a, b, out / f"{prefix}timediff_{a}_vs_{b}.png")
         paths = [path]

@@ -5,7 +5,7 @@ newest first, or only devices matching DEVICE_FILTER): the environment, then one
 technique with median and mean step time (95% bootstrap CI), tokens/s, TFLOP/s, MFU, peak
 memory, speedup vs baseline with its CI, memory saved, final loss and status. The best value
 of each column is bold. Closing lines recommend the fastest technique, the leanest and the
-fastest within BUDGET_GB; then the learning and memory sections.
+fastest within BUDGET_GIB; then the learning and memory sections.
 
 Job: markdown from results.csv rows. May import: utils.analysis, utils.plots, utils.results,
 utils.checks, utils.settings; never torch, so a CSV from another machine reports anywhere.
@@ -36,7 +36,7 @@ def _slug(text):
 
 
 def build(
-    results_file, out, plots_dir, prefix="", device_filter="", budget_gb=None, peak_tflops=None, target_loss=None
+    results_file, out, plots_dir, prefix="", device_filter="", budget_gib=None, peak_tflops=None, target_loss=None
 ):
     """Write the report; return its markdown."""
     df = results.read(results_file)
@@ -45,7 +45,7 @@ def build(
         df["peak_tflops"] = peak_tflops
         df["mfu"] = df["tflops"] / peak_tflops
     configs = stats.configurations(df, device_filter)
-    memory_section = memory.section(df, plots_dir, out, prefix, budget_gb)
+    memory_section = memory.section(df, plots_dir, out, prefix, budget_gib)
     predicted_section = predicted.section(df)
     if not configs and not memory_section and not predicted_section:
         raise results.ResultsFileError(
@@ -68,7 +68,7 @@ def build(
         images = "\n".join(f"![{p.stem}]({os.path.relpath(p, out.parent)})" for p in paths)
         learning = convergence.section(rows, summary, target_loss)
         sections.append(
-            f"## {name}\n\n{environment(rows)}\n\n{table(summary)}\n\n{recommendation(summary, budget_gb)}\n\n"
+            f"## {name}\n\n{environment(rows)}\n\n{table(summary)}\n\n{recommendation(summary, budget_gib)}\n\n"
             + (f"{learning}\n\n" if learning else "")
             + "\n".join(f"_{n}_" for n in notes)
             + f"\n\n{images}"

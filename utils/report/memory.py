@@ -5,7 +5,7 @@
   total: measured, or predicted for the GPU named in the row), a predicted figure beside the
   measured one of the same configuration with the error, allocator retries flagged;
 - the largest batch per technique (make maxbatch rows);
-- what fits in BUDGET_GB, from measured or predicted peaks;
+- what fits in BUDGET_GIB, from measured or predicted peaks;
 - a stacked bar of the breakdown per technique (utils/plots/memory.py).
 """
 
@@ -105,17 +105,17 @@ def _fit_figure(row):
     return float("nan"), ""
 
 
-def fits(table, budget_gb):
-    if budget_gb is None or table.empty:
+def fits(table, budget_gib):
+    if budget_gib is None or table.empty:
         return ""
     figures = [(_fit_figure(row), row) for _, row in table.iterrows()]
-    within = sorted((item for item in figures if item[0][0] <= budget_gb * MIB_PER_GIB), key=lambda item: item[0][0])
+    within = sorted((item for item in figures if item[0][0] <= budget_gib * MIB_PER_GIB), key=lambda item: item[0][0])
     names = ", ".join(f"`{r['technique']}` ({_kind(r)}, {mib / MIB_PER_GIB:.2f} GiB {label})"
                       for (mib, label), r in within)
-    return f"- **What fits in {budget_gb:g} GiB:** " + (names or "nothing measured or predicted here")
+    return f"- **What fits in {budget_gib:g} GiB:** " + (names or "nothing measured or predicted here")
 
 
-def section(df, plots_dir, out, prefix="", budget_gb=None):
+def section(df, plots_dir, out, prefix="", budget_gib=None):
     """The markdown memory section (empty when the file has no memory rows)."""
     table = breakdowns(df)
     parts = []
@@ -125,7 +125,7 @@ def section(df, plots_dir, out, prefix="", budget_gb=None):
         path = plot_breakdown(group.reset_index(drop=True), f"Memory breakdown: {title}",
                               os.path.join(plots_dir, f"{prefix}memory_{key[0]}_b{key[1]}_t{key[2]}.png"))
         image = f"![memory breakdown]({os.path.relpath(path, os.path.dirname(os.path.abspath(out)))})"
-        parts.append(f"### {title}\n\n{breakdown_table(group)}\n\n{fits(group, budget_gb)}\n\n{image}")
+        parts.append(f"### {title}\n\n{breakdown_table(group)}\n\n{fits(group, budget_gib)}\n\n{image}")
     batches = largest_batches(df)
     if not parts and not batches:
         return ""

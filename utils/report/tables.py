@@ -11,7 +11,7 @@ ONE_RUN = "†"  # marks a row whose CIs rest on a single process
 ONE_RUN_NOTE = (
     f"{ONE_RUN} one run: its CIs cover the noise from step to step within one process only, not the "
     "variation between processes, which is often larger; a difference is shown only across repeats "
-    "(`REPEATS=3`, or `PRECISION=0.02` to repeat until the CIs are narrow)."
+    "(`REPEATS=3`, or `CI_HALF_WIDTH=0.02` to repeat until the CIs are narrow)."
 )
 VERDICT_NOTES = {
     "no detectable difference": " (no detectable difference)",
@@ -130,7 +130,7 @@ def what_ran(row):
     return ", ".join(words)
 
 
-def recommendation(summary, budget_gb):
+def recommendation(summary, budget_gib):
     ok = summary[summary["status"] == "ok"].dropna(subset=["median_ms"])
     if ok.empty:
         return "No technique ran successfully in this configuration."
@@ -151,16 +151,16 @@ def recommendation(summary, budget_gb):
         named = ", ".join(f"`{t}` {_speedup(single.loc[t])}" for t in single.index)
         lines.append(
             f"- **Not shown by one run{ONE_RUN}:** {named}: speedups over the baseline whose CIs see one "
-            "process only; repeat (`REPEATS=3` or `PRECISION=0.02`) before calling them faster"
+            "process only; repeat (`REPEATS=3` or `CI_HALF_WIDTH=0.02`) before calling them faster"
         )
     lines.append(floor_line(summary))
     lines.append(least_memory(ok))
-    if budget_gb is None:
-        lines.append("- **Within a memory budget:** set `BUDGET_GB=` to get the fastest technique that fits.")
+    if budget_gib is None:
+        lines.append("- **Within a memory budget:** set `BUDGET_GIB=` to get the fastest technique that fits.")
     else:
-        fits = ok[ok["memory_mib"] <= budget_gb * MIB_PER_GIB]
+        fits = ok[ok["memory_mib"] <= budget_gib * MIB_PER_GIB]
         lines.append(
-            f"- **Fastest within {budget_gb:g} GiB:** "
+            f"- **Fastest within {budget_gib:g} GiB:** "
             + (
                 f"`{fits['median_ms'].idxmin()}`, {fits['median_ms'].min():.2f} ms/step"
                 if len(fits)

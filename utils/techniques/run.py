@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from utils import models, settings
+from utils import catalog, models
 from utils.catalog import FUNCTIONS, STAGES
 from utils.techniques import parallel, step
 
@@ -47,7 +47,7 @@ class Run:
     @property
     def graphed(self):
         """The step replays CUDA graphs (cudagraphs, or compile's graph-capturing modes)."""
-        return self.step.graphed or self.compile_mode in settings.GRAPHED_COMPILE_MODES
+        return self.step.graphed or self.compile_mode in catalog.GRAPHED_COMPILE_MODES
 
     def record(self):
         """What will run, in results.csv's terms (the attention kernel is probed later)."""

@@ -30,8 +30,8 @@ PARALLEL = ("ddp", "fsdp")  # (e), with 2+ GPUs
 # no one command may take longer than the whole check should
 COMMAND_TIMEOUT_S = 600
 TIMED_OUT = 124  # the exit status timeout(1) gives
-# the caller's settings and make's own variables stay behind: the check runs its own fixed shape
-NOT_PASSED = {s.name for s in settings.SETTINGS} | {"MAKEFLAGS", "MAKELEVEL", "MFLAGS", "SUMMARY_FILE"}
+# the caller's settings (SUITE_*) and make's own variables stay behind: the check runs its own fixed shape
+NOT_PASSED = {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}
 
 
 class ProbeFailed(RuntimeError):
@@ -73,7 +73,8 @@ def rows(folder):
 
 
 def child_env():
-    return {name: value for name, value in os.environ.items() if name not in NOT_PASSED}
+    return {name: value for name, value in os.environ.items()
+            if name not in NOT_PASSED and not name.startswith(settings.PREFIX)}
 
 
 def _stop(proc):
