@@ -5,6 +5,7 @@ check's reference), what they refuse before anything runs, and what they read fr
 bitsandbytes and flash-attn checks are in test_gpu_refusals.py."""
 
 import dataclasses
+import subprocess
 import time
 
 import pandas as pd
@@ -235,3 +236,24 @@ def test_the_loop_runs_without_tqdm(monkeypatch):
     run = tiny_run()
     _, measured = loop.measure(run, data.batches(run.cfg), steps=2, warmup=0)
     assert len(measured.step_ms) == 2
+
+
+def test_the_sha_is_dirty_for_changed_code_not_for_the_figures_a_session_sets_aside(tmp_path, monkeypatch):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    figures = tmp_path / "docs" / "results" / "cpu" / "results.csv"
+    figures.parent.mkdir(parents=True)
+    figures.write_text("run_id\n")
+    (tmp_path / "train.py").write_text("steps = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "suite")
+    monkeypatch.setattr(env, "ROOT", tmp_path)
+    clean = env.git_sha()
+    assert len(clean) == 12 and "+" not in clean
+    figures.unlink()  # make session moves the committed figures aside before it writes its own
+    assert env.git_sha() == clean
+    (tmp_path / "train.py").write_text("steps = 2\n")
+    assert env.git_sha() == clean + "+dirty"

@@ -51,6 +51,14 @@ def test_the_roofline_takes_the_slower_of_compute_and_memory():
     assert timing.step_time(tiny, H100, 1, graphed=True).ms["forward"] < 1
 
 
+def test_the_host_time_per_op_is_this_machines_and_a_cpu_adds_it_to_each_op():
+    tiny = [timing.Op("add", "forward", "memory", flops=0, bytes=1000, dtype=torch.float32, compiled=False)] * 1000
+    serial = [timing.step_time(tiny, H100, 1, serial=True, eager_op_us=us).ms["forward"] for us in (2.0, 7.0)]
+    assert serial[1] - serial[0] == pytest.approx(1000 * 5.0 / 1e3)  # 1000 ops, 5 us more each
+    measured = timing.host_op_us()
+    assert 0 < measured < 10_000  # microseconds per op: any host, however busy
+
+
 @pytest.fixture(scope="module")
 def plans():
     return {name: planner.plan(load_setup(name), dataclasses.replace(CFG, seq=256), Target(H100))

@@ -30,6 +30,7 @@ import torch
 import torch.fx
 from functorch.compile import min_cut_rematerialization_partition
 from torch._dynamo.backends.common import aot_autograd
+from torch._prims.rng_prims import run_and_save_rng_state, run_with_rng_state
 from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
 from utils.plan.timing import is_view
@@ -107,7 +108,21 @@ def fused_reads(graph, kept):
     return reads
 
 
+# checkpointing's recompute inside a compiled graph replays its random ops from a saved RNG state:
+# two higher-order ops, run here as their fake-tensor rules do (torch/_prims/rng_prims.py), so the
+# op inside reaches the tracker as any other op (a HOP has no rule for a dispatch mode of ours)
+RNG_REPLAY = {
+    run_and_save_rng_state: lambda op, *args, **kwargs: (torch.get_rng_state(), op(*args, **kwargs)),
+    run_with_rng_state: lambda state, op, *args, **kwargs: op(*args, **kwargs),
+}
+
+
 class _FusedInterpreter(torch.fx.Interpreter):
+    def call_function(self, target, args, kwargs):
+        if target in RNG_REPLAY:
+            return RNG_REPLAY[target](*args, **kwargs)
+        return super().call_function(target, args, kwargs)
+
     def __init__(self, module, tracker):
         super().__init__(module)
         self.tracker, self.kept = tracker, materialised(module.graph)

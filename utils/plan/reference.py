@@ -181,8 +181,10 @@ CPU_TIME_TECHNIQUES = ("baseline", "checkpointing", "lion", "fused", "accum")  #
 def cpu_times(given):
     """This CPU as a second check of the roofline: its own measured rates, the suite's real steps."""
     device, tflops, tbs = timing.measured_cpu(f"{torch.get_num_threads()} threads")
+    op_us = timing.host_op_us()
     print(f"\n### This CPU: step time, the same roofline on its measured rates ({tflops:.3f} TFLOP/s fp32 matmul, "
-          f"{tbs * 1e3:.1f} GB/s copy; ops run where they are dispatched: device + host time)\n")
+          f"{tbs * 1e3:.1f} GB/s copy, {op_us:.1f} us host time per eager op; ops run where they are dispatched: "
+          "device + host time)\n")
     _row(["model", "technique", "measured ms (median of 5)", "predicted ms", "error", f"within {TIME_BAR:.0%}"])
     _row(["---"] * 6)
     rows = []
@@ -195,7 +197,8 @@ def cpu_times(given):
             setup(run)
             measured_ms = statistics.median(loop.measure(run, batches(cfg), 5, 2)[1].step_ms)
             plan = planner.plan(setup, cfg, model_cuda=False)
-            predicted = timing.step_time(plan.ops, device, batch * seq * run.accum, serial=True).step_ms
+            predicted = timing.step_time(plan.ops, device, batch * seq * run.accum, serial=True,
+                                         eager_op_us=op_us).step_ms
             rows.append((f"{model} {technique}", predicted / measured_ms - 1))
             _row([model, f"`{technique}`", f"{measured_ms:.1f}", f"{predicted:.1f}", f"{rows[-1][1]:+.1%}",
                   _verdict(rows[-1][1], TIME_BAR)])

@@ -24,6 +24,7 @@ import dataclasses
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 
@@ -162,18 +163,63 @@ def op_seconds(op, gpu, tf32=False):
     return max(compute, memory)
 
 
-def step_time(ops, gpu, tokens, tf32=False, graphed=False, serial=False):
+def step_time(ops, gpu, tokens, tf32=False, graphed=False, serial=False, eager_op_us=EAGER_OP_US):
     """Per phase: the longer of the GPU's roofline time and the host's launch time (none for a
     step replayed as one CUDA graph); `serial`: a CPU, which runs each op where it dispatches
-    it, takes both. `tokens`: what one step trains on this device."""
+    it, takes both. `tokens`: what one step trains on this device; `eager_op_us`: the host's
+    time per eager op (measured where the host is this machine: host_op_us)."""
     ms, bound = {}, {}
     for phase in PHASES:
         mine = [op for op in ops if op.phase == phase]
         device = sum(op_seconds(op, gpu, tf32) for op in mine) * 1e3
-        host = 0.0 if graphed else sum(COMPILED_KERNEL_US if op.compiled else EAGER_OP_US for op in mine) / 1e3
+        host = 0.0 if graphed else sum(COMPILED_KERNEL_US if op.compiled else eager_op_us for op in mine) / 1e3
         ms[phase] = device + host if serial else max(device, host)
         bound[phase] = "GPU" if device >= host else "host"
     return StepTime(gpu.name, ms, len(ops), bound, tokens)
+
+
+def _best(fn, repeats=5):
+    """The shortest of `repeats` timed calls, after one untimed: the machine's rate, not its noise."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+class _Recording(TorchDispatchMode):
+    """Every op run under it, to an OpRecorder (as the planner's tracker does)."""
+
+    def __init__(self, recorder):
+        super().__init__()
+        self.recorder = recorder
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.recorder(func, args, kwargs or {}, out, "forward")
+        return out
+
+
+def host_op_us():
+    """This machine's host time per eager op: a chain of ops on 16-element tensors (no compute to
+    speak of) through forward and backward, as a training step dispatches them (Python, the
+    dispatcher, autograd, the views and queries between), timed (best of five), over the ops an
+    OpRecorder counts in it (counted once, apart): per op as the plan counts its ops."""
+    x = torch.randn(16, requires_grad=True)
+
+    def chain():
+        y = x
+        for _ in range(64):
+            y = torch.tanh(y * 1.01)
+        y.sum().backward()
+        x.grad = None
+
+    recorder = OpRecorder()
+    with _Recording(recorder):
+        chain()
+    return _best(chain) / len(recorder.ops) * 1e6
 
 
 def measured_cpu(threads_note):
@@ -181,16 +227,7 @@ def measured_cpu(threads_note):
     (a 1024^3 matmul and a 256 MiB copy, best of five), entered over the declared efficiencies
     so that the roofline uses the rates measured. A second check of the method, where it can run.
     Returns (the device, matmul TFLOP/s, copy TB/s)."""
-
-    def best(fn, repeats=5):
-        fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
+    best = _best
     a = torch.randn(1024, 1024)
     matmul_tflops = 2 * 1024**3 / best(lambda: a @ a) / 1e12
     src = torch.randn(2**26)  # written: untouched pages would be read as the shared zero page
