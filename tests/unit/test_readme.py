@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import pandas as pd
 from helpers import ROOT
 
 from utils.registry import known as known_techniques
@@ -48,3 +49,32 @@ def test_the_docs_index_lists_every_page_once():
     listed = re.findall(r"^\| \[([\w.]+\.md)\]\(", index, flags=re.M)
     pages = sorted(p.name for p in (ROOT / "docs").glob("*.md") if p.name != "README.md")
     assert sorted(listed) == pages
+
+
+RESULTS = ROOT / "docs" / "results" / "amd_epyc_2_threads"
+
+
+def _table(text, first_header):
+    """The markdown table whose header row starts with `first_header`: a list of {column: cell}."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(first_header))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, (c.strip() for c in line.strip("|").split("|")))))
+    return rows
+
+
+def test_the_readmes_results_are_the_committed_reports_from_a_commit_of_this_history():
+    shown = _table(README, "| technique | runs | median ms |")
+    report = {row["technique"]: row for row in _table((RESULTS / "REPORT.md").read_text(), "| technique | runs |")}
+    assert [row["technique"] for row in shown] == list(report)  # every row, in the report's order
+    for row in shown:
+        assert row == {column: report[row["technique"]][column] for column in row}, row["technique"]
+    shas = set(pd.read_csv(RESULTS / "results.csv")["git_sha"])
+    assert len(shas) == 1 and "+dirty" not in next(iter(shas))
+    if (ROOT / ".git").exists():  # a clone: the commit that ran is in its history
+        sha = next(iter(shas))
+        subprocess.run(["git", "cat-file", "-e", f"{sha}^{{commit}}"], cwd=ROOT, check=True)

@@ -62,7 +62,7 @@ COLUMNS = {
     "driver": "NVIDIA driver version (blank on CPU)",
     "cuda": "CUDA version torch was built with (blank for a CPU build)",
     "torch": "torch version",
-    "git_sha": "commit of this suite that ran (+dirty if it had local changes)",
+    "git_sha": "commit of this suite that ran (+dirty if its code had local changes; docs/results/ is figures)",
     "host": "machine name",
     # does it still learn (evaluation rows, phase=eval; blank on training rows)
     "layers": "layers (blocks) of the model: LAYERS, or the preset's",
