@@ -29,6 +29,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 
 from utils.devices import GPU, by_key
+from utils.models import build_model
 from utils.plan import h100
 
 # a large bf16 matmul measures ~798 of the H100 SXM's 989 dense TFLOP/s (utils/plan/h100.py):
@@ -203,23 +204,26 @@ class _Recording(TorchDispatchMode):
 
 
 def host_op_us():
-    """This machine's host time per eager op: a chain of ops on 16-element tensors (no compute to
-    speak of) through forward and backward, as a training step dispatches them (Python, the
-    dispatcher, autograd, the views and queries between), timed (best of five), over the ops an
-    OpRecorder counts in it (counted once, apart): per op as the plan counts its ops."""
-    x = torch.randn(16, requires_grad=True)
+    """This machine's host time per eager op: the suite's smallest GPT (one block of the tiny
+    preset) trained one step at B=1, T=8, where compute is a few microseconds and the step is all
+    dispatch (Python, modules, the dispatcher, autograd, AdamW's per-parameter loop), timed (best
+    of five) over the ops an OpRecorder counts in it (counted once, apart): per op as a plan
+    counts them. Not the rows it is judged on: those train B=4 x T=128 and more."""
+    torch.manual_seed(0)
+    model = build_model("tiny", 8, layers=1)
+    optimizer = torch.optim.AdamW(model.parameters())
+    tokens = torch.zeros(1, 8, dtype=torch.long)
 
-    def chain():
-        y = x
-        for _ in range(64):
-            y = torch.tanh(y * 1.01)
-        y.sum().backward()
-        x.grad = None
+    def step():
+        model(tokens, tokens)[1].backward()  # the GPT returns (logits, loss)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
+    step()  # the optimizer state exists from here on, as in a plan's steady state
     recorder = OpRecorder()
     with _Recording(recorder):
-        chain()
-    return _best(chain) / len(recorder.ops) * 1e6
+        step()
+    return _best(step) / len(recorder.ops) * 1e6
 
 
 def measured_cpu(threads_note):
