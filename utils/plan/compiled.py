@@ -19,9 +19,15 @@ one (inductor's scatter_upon_const_tensor) count as pointwise. Reductions and ex
 write their outputs. Not modelled: inductor's buffer reuse between kernels (the plan can be
 high) and its realisation of a pointwise buffer that many kernels read (the plan can be low).
 CUDA-graph modes (reduce-overhead, max-autotune) keep a private memory pool and stay refused.
+
+The step's time is not that model's: each graph is lowered and scheduled by inductor itself
+(`scheduled_kernels`: its post-grad passes, lowering and fusion, no code generated), and the
+timing counts inductor's kernels with the bytes its scheduler says each moves. The fake tensors
+are on the CPU device, so the fusion decided is inductor's C++ backend's, not Triton's.
 """
 
 import contextlib
+import copy
 import functools
 import warnings
 from unittest import mock
@@ -30,10 +36,11 @@ import torch
 import torch.fx
 from functorch.compile import min_cut_rematerialization_partition
 from torch._dynamo.backends.common import aot_autograd
+from torch._guards import detect_fake_mode
 from torch._prims.rng_prims import run_and_save_rng_state, run_with_rng_state
 from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
-from utils.plan.timing import is_view
+from utils.plan.timing import ATTENTION_OPS, Op, attention_flops, counted_flops, is_view
 
 APPROXIMATED = ("torch.compile: AOTAutograd's min-cut partition on inductor's decompositions (the saved activations "
                 "inductor keeps), fusion modelled: pointwise intermediates not written unless they leave the graph or "
@@ -84,30 +91,6 @@ def materialised(graph):
     return needed
 
 
-def _value_bytes(node):
-    value = node.meta.get("val") if hasattr(node, "meta") else None
-    return value.numel() * value.element_size() if isinstance(value, torch.Tensor) else 0
-
-
-def fused_reads(graph, kept):
-    """{kernel node: bytes it reads}: a written node's kernel reads the written tensors (or the
-    graph's inputs) its fused producers start from, not the producers' outputs."""
-    reads = {}
-    for node in graph.nodes:
-        if node not in kept or node.op != "call_function":
-            continue
-        written, fused, todo = set(), set(), list(node.all_input_nodes)  # written: what the kernel reads
-        while todo:
-            source = todo.pop()
-            if source in kept or source.op != "call_function":
-                written.add(source)
-            elif source not in fused:
-                fused.add(source)
-                todo.extend(source.all_input_nodes)
-        reads[node] = sum(_value_bytes(n) for n in written)
-    return reads
-
-
 # checkpointing's recompute inside a compiled graph replays its random ops from a saved RNG state:
 # two higher-order ops, run here as their fake-tensor rules do (torch/_prims/rng_prims.py), so the
 # op inside reaches the tracker as any other op (a HOP has no rule for a dispatch mode of ours)
@@ -117,30 +100,85 @@ RNG_REPLAY = {
 }
 
 
+def _fx_flops(node):
+    """(FLOPs, kind, dtype of its first input) of one FX node, as the timing recorder counts an op:
+    attention or a matmul; (0, "memory", None) for anything else."""
+    target = node.target
+    if not hasattr(target, "_overloadpacket"):
+        return 0, "memory", None
+    args, kwargs = torch.fx.node.map_aggregate(
+        (node.args, node.kwargs), lambda a: a.meta.get("val") if isinstance(a, torch.fx.Node) else a)
+    dtype = next((a.dtype for a in args if isinstance(a, torch.Tensor)), None)
+    if target._overloadpacket.__name__ in ATTENTION_OPS:
+        return attention_flops(target, args, kwargs), "attention", dtype
+    flops = counted_flops(target, args, kwargs, node.meta.get("val"))
+    return flops, "matmul" if flops else "memory", dtype
+
+
+def _dtype(kernel):
+    """What a scheduled kernel computes in (a kernel of several outputs: its first's)."""
+    for node in (kernel.node, *(n.node for n in kernel.get_nodes())):
+        try:
+            return node.get_dtype()
+        except (AttributeError, NotImplementedError):
+            continue
+    return torch.float32
+
+
+def scheduled_kernels(graph, example_inputs, phase):
+    """The graph's kernels as inductor lowers and schedules them (its post-grad passes, lowering and
+    fusion: torch/_inductor/compile_fx.py up to code generation, which is not run): per kernel an Op
+    of the bytes inductor's scheduler counts it to read and write (`get_read_write_buffers_sizes`:
+    a buffer made and used inside one fused kernel costs nothing), the FLOPs of the matmul or
+    attention an extern kernel runs. The fake tensors are on the CPU device: inductor's C++
+    scheduler decides the fusion (its rules: torch/_inductor/codegen/cpp.py)."""
+    from torch._inductor.compile_fx import _recursive_post_grad_passes
+    from torch._inductor.debug import DebugContext
+    from torch._inductor.graph import GraphLowering
+    from torch._inductor.ir import MultiOutput
+    from torch._inductor.scheduler import ExternKernelSchedulerNode
+    from torch._inductor.virtualized import V
+
+    fake = detect_fake_mode(example_inputs)
+    lowered = copy.deepcopy(graph)  # the passes rewrite it; the plan runs the graph AOTAutograd made
+    with V.set_fake_mode(fake):
+        _recursive_post_grad_passes(lowered, False)
+    inductor = GraphLowering(lowered, example_inputs=example_inputs, shape_env=fake.shape_env,
+                             is_backward=phase == "backward")
+    kernels = []
+    # the lowering of checkpointing's RNG replay reads the generator's real state (a real tensor)
+    with DebugContext(), V.set_graph_handler(inductor), V.set_extern_kernel_nodes([]), V.set_fake_mode(fake), \
+            mock.patch.object(fake, "allow_non_fake_inputs", True):
+        inductor.run(*example_inputs)
+        inductor._update_scheduler()
+        for node in inductor.scheduler.nodes:
+            flops, kind, dtype = 0, "memory", None
+            # an extern kernel runs its matmul or attention; a MultiOutput only picks one of its outputs
+            if isinstance(node, ExternKernelSchedulerNode) and not isinstance(node.node, MultiOutput):
+                counted = [_fx_flops(origin) for origin in node.node.origins]
+                flops = sum(f for f, _, _ in counted)
+                kind, dtype = next(((k, d) for f, k, d in counted if f), ("memory", None))
+            kernels.append(Op(node.get_name(), phase, kind, flops, node.get_read_write_buffers_sizes(),
+                              dtype or _dtype(node), True))
+    return kernels
+
+
 class _FusedInterpreter(torch.fx.Interpreter):
+    """A compiled graph run op by op under the tracker, its fused intermediates untracked."""
+
+    def __init__(self, module, tracker):
+        super().__init__(module)
+        self.tracker, self.kept = tracker, materialised(module.graph)
+
     def call_function(self, target, args, kwargs):
         if target in RNG_REPLAY:
             return RNG_REPLAY[target](*args, **kwargs)
         return super().call_function(target, args, kwargs)
 
-    def __init__(self, module, tracker):
-        super().__init__(module)
-        self.tracker, self.kept = tracker, materialised(module.graph)
-        self.reads = fused_reads(module.graph, self.kept)
-        self.recorder = getattr(tracker, "on_op", None)
-
     def run_node(self, node):
-        if self.tracker is None:
+        if self.tracker is None or node in self.kept:
             return super().run_node(node)
-        if node in self.kept:
-            if self.recorder is not None:
-                self.recorder.fused_reads, self.recorder.in_graph = self.reads.get(node), True
-            try:
-                return super().run_node(node)
-            finally:
-                if self.recorder is not None:
-                    self.recorder.fused_reads, self.recorder.in_graph = None, False
-        self.tracker.unmaterialised = True  # fused into its consumers: no memory of its own, no kernel
+        self.tracker.unmaterialised = True  # fused into its consumers: no memory of its own
         try:
             return super().run_node(node)
         finally:
@@ -149,17 +187,28 @@ class _FusedInterpreter(torch.fx.Interpreter):
 
 class Graphs:
     """The compiled graphs' runner: each graph runs under `mode` (the plan's tracker, once it
-    exists; none during the step that compiles), its fused intermediates untracked."""
+    exists; none during the step that compiles), its fused intermediates untracked, and each run
+    hands the tracker's timing recorder the graph's kernels as inductor schedules them."""
 
     def __init__(self):
         self.mode = None
 
-    def _runner(self, graph, example_inputs):
+    def _runner(self, graph, example_inputs, phase):
+        kernels = scheduled_kernels(graph, example_inputs, phase)
+
         def run(args):
+            recorder = getattr(self.mode, "on_op", None)
+            if recorder is not None:  # the step's time counts inductor's kernels, not the graph's ops
+                recorder.ops.extend(kernels)
+                recorder.in_graph = True
             # the tracker, where dynamo set it aside (compiled code runs it twice otherwise)
             active = self.mode is None or self.mode in _get_current_dispatch_mode_stack()
-            with contextlib.nullcontext() if active else self.mode:
-                return _FusedInterpreter(graph, self.mode).boxed_run(args)
+            try:
+                with contextlib.nullcontext() if active else self.mode:
+                    return _FusedInterpreter(graph, self.mode).boxed_run(args)
+            finally:
+                if recorder is not None:
+                    recorder.in_graph = False
 
         run._boxed_call = True  # AOTAutograd's boxed calling convention: the callee frees its inputs
         return run
@@ -168,7 +217,8 @@ class Graphs:
         from torch._inductor.compile_fx import select_decomp_table
 
         return aot_autograd(
-            fw_compiler=self._runner, bw_compiler=self._runner, decompositions=select_decomp_table(),
+            fw_compiler=functools.partial(self._runner, phase="forward"),
+            bw_compiler=functools.partial(self._runner, phase="backward"), decompositions=select_decomp_table(),
             partition_fn=functools.partial(min_cut_rematerialization_partition, compiler="inductor"),
         )(graph, example_inputs)
 

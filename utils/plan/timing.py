@@ -12,9 +12,10 @@ launch time (ops x per-op overhead), so small kernels are launch-bound.
 
 Technique effects come out of the trace, not a table: bf16 changes the ops' dtypes (the peak
 used and the bytes), flash replaces the T x T ops by one attention op, fused AdamW and foreach
-change the optimizer's ops, checkpointing repeats the forward ops it recomputes, compile's
-fused intermediates move nothing and launch no kernel (utils/plan/compiled.py's fusion model),
-CUDA graphs launch the whole step at once.
+change the optimizer's ops, checkpointing repeats the forward ops it recomputes, CUDA graphs
+launch the whole step at once. A compiled graph's ops are inductor's kernels, lowered and
+scheduled by inductor itself (utils/plan/compiled.py: scheduled_kernels), each with the bytes its
+scheduler counts it to move.
 
 Efficiency is declared, never fitted to the rows it is judged on (each constant's source
 beside it).
@@ -86,13 +87,15 @@ class Op:
 
 
 class OpRecorder:
-    """PeakTracker's on_op: every op of the step, its FLOPs and bytes. `fused_reads`: set by the
-    compiled graphs' runner for a kernel that reads its inputs through fused producers."""
+    """PeakTracker's on_op: every op of the step, its FLOPs and bytes. `in_graph`: set while a
+    compiled graph runs, whose kernels (inductor's) its runner records instead of its ops."""
 
     def __init__(self):
-        self.ops, self.fused_reads, self.in_graph = [], None, False
+        self.ops, self.in_graph = [], False
 
     def __call__(self, func, args, kwargs, out, phase):
+        if self.in_graph:
+            return  # a compiled graph's ops: its kernels, as inductor schedules them, were recorded instead
         name = func._overloadpacket.__name__
         if name in FREE_OPS or is_view(func):
             return
@@ -104,21 +107,21 @@ class OpRecorder:
             return  # a query of metadata (device, size): no kernel
         written = sum(_nbytes(t) for t in outputs if all(t is not m for m in mutated))
         written += sum(_nbytes(t) for t in mutated)
-        read = self.fused_reads if self.fused_reads is not None else sum(_nbytes(t) for t in inputs)
+        read = sum(_nbytes(t) for t in inputs)
         kind = "attention" if name in ATTENTION_OPS else None
-        flops = _attention_flops(func, args, kwargs) if kind else _counted_flops(func, args, kwargs, out)
+        flops = attention_flops(func, args, kwargs) if kind else counted_flops(func, args, kwargs, out)
         kind = kind or ("matmul" if flops else "memory")
         dtype = inputs[0].dtype if inputs else (outputs[0].dtype if outputs else torch.float32)
         largest = max(inputs + outputs, key=_nbytes).shape if inputs or outputs else ()
-        self.ops.append(Op(name, phase, kind, flops, read + written, dtype, self.in_graph, tuple(largest)))
+        self.ops.append(Op(name, phase, kind, flops, read + written, dtype, False, tuple(largest)))
 
 
-def _counted_flops(func, args, kwargs, out):
+def counted_flops(func, args, kwargs, out):
     count = flop_registry.get(func._overloadpacket)
     return count(*args, **kwargs, out_val=out) if count else 0
 
 
-def _attention_flops(func, args, kwargs):
+def attention_flops(func, args, kwargs):
     """A fused attention kernel's FLOPs (torch/utils/flop_counter.py's SDPA counts), halved
     when causal: the kernels skip the masked half (FlashAttention-2 counts them so too)."""
     backward = func._overloadpacket.__name__.endswith("_backward")

@@ -1,0 +1,85 @@
+"""A compiled graph's step time counts inductor's own kernels: the bytes its scheduler says each
+moves (utils/plan/compiled.py: scheduled_kernels), held to the golden counts of PyTorch's
+test/inductor/test_perf.py (elements moved, fp32 inputs; there on CUDA, here on this CPU)."""
+
+import functools
+
+import pytest
+import torch
+from functorch.compile import make_boxed_func, min_cut_rematerialization_partition
+from torch._dynamo.backends.common import aot_autograd
+from torch._inductor.compile_fx import select_decomp_table
+
+from utils.plan import compiled
+
+
+def count_numel(f, *inputs, train=False):
+    """Elements inductor's kernels read and write for `f` (forward, and with `train` backward too)."""
+    kernels = []
+
+    def compiler(phase):
+        def compile_(graph, example_inputs):
+            kernels.extend(compiled.scheduled_kernels(graph, example_inputs, phase))
+            return make_boxed_func(graph.forward)
+
+        return compile_
+
+    backend = aot_autograd(fw_compiler=compiler("forward"), bw_compiler=compiler("backward"),
+                           decompositions=select_decomp_table(),
+                           partition_fn=functools.partial(min_cut_rematerialization_partition, compiler="inductor"))
+    torch._dynamo.reset()
+    out = torch.compile(f, backend=backend)(*inputs)
+    if train:
+        sum(o.mean() for o in (out if isinstance(out, tuple) else (out,))).backward()
+    return sum(kernel.bytes for kernel in kernels) // 4
+
+
+def T(*size, grad=False):
+    return torch.randn(size, requires_grad=grad)
+
+
+def _cos_mm_cos(x):
+    x = x.cos()
+    x = torch.mm(x, x)
+    return x.cos()
+
+
+def _norm_chain(a):
+    for _ in range(3):
+        a = a * a.sum(dim=1, keepdim=True)
+    return a
+
+
+LAYER_NORM = torch.nn.LayerNorm(10)
+GOLDEN = [  # (name, function, inputs, elements): test_perf.py's
+    ("pointwise", lambda x: x.cos(), (T(10),), 20),
+    ("broadcast add", lambda x, y: x + y, (T(10, 10), T(10)), 210),
+    ("transpose add", lambda x: x + x.t(), (T(10, 10),), 200),
+    ("reduction", lambda x: x.sum(dim=1), (T(10, 10),), 110),
+    ("extern mm", lambda x: torch.mm(x, x), (T(10, 10),), 200),
+    ("cos, mm, cos", _cos_mm_cos, (T(10, 10),), 600),
+    ("cat of pointwise", lambda a, b: torch.cat([a.sin(), b.sin()]), (T(10), T(10)), 40),
+    ("softmax", lambda a: torch.softmax(a, dim=1), (T(10, 10),), 200),
+    ("double softmax", lambda a: torch.softmax(torch.softmax(a, dim=1), dim=1), (T(10, 10),), 200),
+    ("norm chain", _norm_chain, (T(10, 10),), 200),
+    ("index", lambda a, b: a[b], (T(10), torch.randint(0, 10, (10,), dtype=torch.int32)), 30),
+]
+
+
+@pytest.mark.parametrize("name, f, inputs, elements", GOLDEN, ids=[g[0] for g in GOLDEN])
+def test_inductors_kernels_move_what_test_perf_says(name, f, inputs, elements):
+    assert count_numel(f, *inputs) == elements
+
+
+def test_a_layer_norm_kernel_writes_its_output_and_statistics():
+    with torch.no_grad():
+        assert count_numel(LAYER_NORM, T(10, 10)) == 220
+
+
+@pytest.mark.parametrize("f, inputs, elements", [
+    (lambda x: x.cos().cos().cos(), (T(10, grad=True),), 50),  # full recompute: only x is saved
+    (lambda a, b, c, d: (a + b + c + d).cos().cos(), tuple(T(10, grad=True) for _ in range(4)), 90),
+    (lambda x: (x < 0) * x, (T(100, grad=True),), 450),  # a bool mask saved, not a float
+], ids=["full recompute", "partial recompute", "saved dtype"])
+def test_training_graphs_recompute_as_inductors_partitioner_does(f, inputs, elements):
+    assert count_numel(f, *inputs, train=True) == elements
