@@ -313,3 +313,9 @@ def test_maxbatch_plans_a_foreign_model_for_a_gpu(results_file, monkeypatch, cap
     assert maxbatch.main() == 0
     row = results.read(results_file).iloc[-1]
     assert (row["kind"], row["model"]) == ("predicted", "hf:gpt2-tiny") and int(row["batch"]) >= 1
+
+
+def test_a_model_from_a_file_is_planned_compiled():
+    # torch.compile's guards import the model's module by name: the file's module is registered as an import
+    plan = planner.plan(load_setup("compile"), cfg_of(EXAMPLE, seq=32))
+    assert plan.record["compiled"] and plan.peak_mib > 0

@@ -11,6 +11,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from utils import devices, results
 from utils.analysis import stats
 from utils.measure.memory import PeakTracker
+from utils.measure.train import build_run
 from utils.plan import planner, timing
 from utils.plan.config import Target
 from utils.registry import load_setup
@@ -57,6 +58,24 @@ def test_the_host_time_per_op_is_this_machines_and_a_cpu_adds_it_to_each_op():
     assert serial[1] - serial[0] == pytest.approx(1000 * 5.0 / 1e3)  # 1000 ops, 5 us more each
     measured = timing.host_op_us()
     assert 0 < measured < 10_000  # microseconds per op: any host, however busy
+
+
+def test_an_optimizer_that_syncs_per_parameter_adds_its_host_time_to_the_gpus():
+    step = [timing.Op("optimizer_update_8bit_blockwise", "optimizer", "memory", flops=0, bytes=10**6,
+                      dtype=torch.float32, compiled=False)] * 100
+    device = timing.step_time(step, H100, 1).ms["optimizer"]  # overlapped: the GPU's 100 kernels, or the host
+    synced = timing.step_time(step, H100, 1, synced=timing.SyncedSteps(100, 16.0)).ms["optimizer"]
+    assert synced == pytest.approx(100 * timing.op_seconds(step[0], H100) * 1e3 + 100 * 16.0 / 1e3)
+    assert synced > device
+
+
+def test_bitsandbytes_steps_are_planned_as_synchronised_and_slower_than_fused_adamw():
+    plans = {n: planner.plan(load_setup(n), CFG, Target(H100)) for n in ("fused", "8bit")}
+    synced = planner.synced_steps(build_run(CFG, load_setup("8bit")).optimizer)
+    assert synced.params == len(list(build_run(CFG, load_setup("8bit")).model.parameters()))
+    assert timing.EAGER_OP_US < synced.host_us < 10_000  # its Python loop, plus one launch, per parameter
+    assert planner.synced_steps(build_run(CFG, load_setup("fused")).optimizer) is None
+    assert plans["8bit"].time.ms["optimizer"] > plans["fused"].time.ms["optimizer"]
 
 
 @pytest.fixture(scope="module")

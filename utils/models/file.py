@@ -30,10 +30,13 @@ def load(path, function, name):
     module_name = f"suite_model_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
+    # registered as an import would be: torch.compile's guards find the model's module by its name
+    sys.modules[module_name] = module
     sys.path.insert(0, str(path.parent))
     try:
         spec.loader.exec_module(module)
     except Exception as err:  # noqa: BLE001 - the user's file: whatever it raises, said in one line
+        del sys.modules[module_name]
         raise checks.BadInput(f"MODEL={name}: importing {path.name} raised {first_line(err)}") from None
     finally:
         sys.path.remove(str(path.parent))

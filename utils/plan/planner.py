@@ -18,6 +18,7 @@ fusion modelled (utils/plan/compiled.py); N GPUs as rank 0 of a fake process gro
 
 import contextlib
 import dataclasses
+from unittest import mock
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -37,7 +38,7 @@ from utils.plan.cuda import (
 )
 from utils.plan.device import device_memory
 from utils.plan.parallel import DDPBuckets, fake_world
-from utils.plan.timing import OpRecorder, step_time
+from utils.plan.timing import OpRecorder, SyncedSteps, step_time, synced_host_us
 from utils.techniques.run import Skip, new_run
 from utils.units import MIB
 
@@ -171,5 +172,22 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
     if target is not None:
         result.memory = device_memory(result, target)
         tokens = cfg.batch * cfg.seq * run.accum
-        result.time = step_time(result.ops, target.gpu, tokens, result.tf32, result.graphed)
+        result.time = step_time(result.ops, target.gpu, tokens, result.tf32, result.graphed,
+                                synced=synced_steps(run.optimizer))
     return result
+
+
+def synced_steps(optimizer):
+    """timing.SyncedSteps for an optimizer that waits for the GPU after every parameter
+    (bitsandbytes'), its host time per parameter measured here; None for any other."""
+    try:
+        import bitsandbytes.functional as bnb_kernels
+        from bitsandbytes.optim.optimizer import Optimizer8bit
+    except ImportError:
+        return None
+    if not isinstance(optimizer, Optimizer8bit):
+        return None
+    params = sum(1 for group in optimizer.param_groups for p in group["params"] if p.requires_grad)
+    stubs = [mock.patch.object(bnb_kernels, name, lambda *args, **kwargs: None)
+             for name in ("optimizer_update_8bit_blockwise", "optimizer_update_32bit")]
+    return SyncedSteps(params, synced_host_us(type(optimizer), stubs))

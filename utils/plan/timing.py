@@ -21,6 +21,7 @@ Efficiency is declared, never fitted to the rows it is judged on (each constant'
 beside it).
 """
 
+import contextlib
 import dataclasses
 import time
 
@@ -167,17 +168,33 @@ def op_seconds(op, gpu, tf32=False):
     return max(compute, memory)
 
 
-def step_time(ops, gpu, tokens, tf32=False, graphed=False, serial=False, eager_op_us=EAGER_OP_US):
+@dataclasses.dataclass(frozen=True)
+class SyncedSteps:
+    """An optimizer whose step waits for the GPU after every parameter: bitsandbytes'
+    `Optimizer8bit.step` calls `sync_gpu(p)` (torch.cuda.synchronize) after each parameter's update
+    (bitsandbytes/optim/optimizer.py, 0.50.2; Lion and the 32-bit states included), so the host's
+    work for the next parameter and the GPU's kernels never overlap: the phase takes their sum."""
+
+    params: int  # parameters stepped one by one, each followed by a synchronisation
+    host_us: float  # the host's time per parameter (the optimizer's Python loop and its launches)
+
+
+def step_time(ops, gpu, tokens, tf32=False, graphed=False, serial=False, eager_op_us=EAGER_OP_US, synced=None):
     """Per phase: the longer of the GPU's roofline time and the host's launch time (none for a
     step replayed as one CUDA graph); `serial`: a CPU, which runs each op where it dispatches
     it, takes both. `tokens`: what one step trains on this device; `eager_op_us`: the host's
-    time per eager op (measured where the host is this machine: host_op_us)."""
+    time per eager op (measured where the host is this machine: host_op_us); `synced`: a
+    SyncedSteps optimizer, whose phase is the GPU's time plus the host's, per parameter."""
     ms, bound = {}, {}
     for phase in PHASES:
         mine = [op for op in ops if op.phase == phase]
         device = sum(op_seconds(op, gpu, tf32) for op in mine) * 1e3
         host = 0.0 if graphed else sum(COMPILED_KERNEL_US if op.compiled else eager_op_us for op in mine) / 1e3
-        ms[phase] = device + host if serial else max(device, host)
+        if phase == "optimizer" and synced is not None:
+            host = synced.params * synced.host_us / 1e3
+            ms[phase] = device + host
+        else:
+            ms[phase] = device + host if serial else max(device, host)
         bound[phase] = "GPU" if device >= host else "host"
     return StepTime(gpu.name, ms, len(ops), bound, tokens)
 
@@ -227,6 +244,27 @@ def host_op_us():
     with _Recording(recorder):
         step()
     return _best(step) / len(recorder.ops) * 1e6
+
+
+def synced_host_us(optimizer_class, kernels, numel=4096, params=32):
+    """This machine's host time per parameter of a synchronising optimizer's step: its Python loop
+    over `params` parameters of `numel` elements (bitsandbytes' 8-bit state starts at 4096, its
+    min_8bit_size), timed (best of five, per parameter) with its update kernels stubbed out
+    (`kernels`: patches that make them no-ops: a CPU's kernels are no stand-in for CUDA's), plus
+    the launch of the one kernel each parameter's update is (EAGER_OP_US). The synchronisation's
+    own latency is not counted: a lower bound. The planning machine's host stands in for the
+    GPU box's."""
+    torch.manual_seed(0)
+    weights = [torch.nn.Parameter(torch.randn(numel)) for _ in range(params)]
+    for w in weights:
+        w.grad = torch.randn(numel)
+    optimizer = optimizer_class(weights)
+    with contextlib.ExitStack() as stack:
+        for patch in kernels:
+            stack.enter_context(patch)
+        optimizer.step()  # the state exists from here on
+        loop_s = _best(optimizer.step)
+    return loop_s / params * 1e6 + EAGER_OP_US
 
 
 def measured_cpu(threads_note):
