@@ -52,8 +52,8 @@ def main():
     prefix = checks.file_prefix("PLOTSPREFIX", given.plotsprefix)
     size = shape(given)
     cfgs = {(n, m): load_config(n, given, model=m, **size) for n in names for m in sizes}
-    params = {m: models.count_params(m, cfg.seq, cfg.layers, cfg.blocks) for m in sizes
-              for cfg in [cfgs[names[0], m]]}
+    firsts = {m: cfgs[names[0], m] for m in sizes}
+    params = {m: models.count_params(m, cfg.seq, cfg.layers, cfg.blocks) for m, cfg in firsts.items()}
     target = load_target(given)
     for (name, _), cfg in cfgs.items():
         planner.check_modelled(setup_of(name)[1], cfg, target)

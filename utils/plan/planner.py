@@ -18,6 +18,7 @@ fusion modelled (utils/plan/compiled.py); N GPUs as rank 0 of a fake process gro
 
 import contextlib
 import dataclasses
+import functools
 from unittest import mock
 
 import torch
@@ -188,6 +189,13 @@ def synced_steps(optimizer):
     if not isinstance(optimizer, Optimizer8bit):
         return None
     params = sum(1 for group in optimizer.param_groups for p in group["params"] if p.requires_grad)
+    return SyncedSteps(params, _bitsandbytes_host_us(type(optimizer), bnb_kernels))
+
+
+@functools.cache
+def _bitsandbytes_host_us(optimizer_class, bnb_kernels):
+    """synced_host_us of a bitsandbytes optimizer, its update kernels stubbed: measured once per
+    process (make maxbatch and plan_check plan the same optimizer many times)."""
     stubs = [mock.patch.object(bnb_kernels, name, lambda *args, **kwargs: None)
              for name in ("optimizer_update_8bit_blockwise", "optimizer_update_32bit")]
-    return SyncedSteps(params, synced_host_us(type(optimizer), stubs))
+    return synced_host_us(optimizer_class, stubs)
