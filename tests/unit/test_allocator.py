@@ -58,6 +58,20 @@ def test_a_growing_request_fragments_the_cache_and_expandable_segments_avoid_it(
     assert expandable.peak_reserved == 60 * MIB  # the free tail grows by one 20 MiB page
 
 
+def test_a_graph_pool_keeps_its_own_blocks_and_a_full_device_releases_the_default_pools_cache():
+    graph = [("g", 60 * MIB, "graph"), ("g", -60 * MIB)]
+    # freed in the graph's pool, its 60 MiB segment stays there: the default pool cudaMallocs anew
+    shared = allocator.replay(graph + _events(("a", "x", 60)))
+    assert (shared.peak_allocated, shared.peak_reserved) == (60 * MIB, 120 * MIB)
+    assert allocator.replay(_events(("a", "g", 60), ("f", "g"), ("a", "x", 60))).peak_reserved == 60 * MIB
+    # the graph pool finds no room: the default pool's wholly free segment is released for it
+    full = allocator.replay(_events(("a", "x", 60), ("f", "x")) + [("g", 80 * MIB, "graph")], capacity=100 * MIB)
+    assert full.oom_at is None and full.retries == 1 and full.peak_reserved == 80 * MIB
+    # the graph's own cache is never released: the default pool runs out of memory
+    held = allocator.replay(graph + _events(("a", "x", 50)), capacity=100 * MIB)
+    assert held.oom_at == 2
+
+
 def test_an_oom_retry_frees_the_cache_and_a_real_oom_is_reported():
     trace = _events(("a", "x", 60), ("f", "x"), ("a", "y", 80))
     retried = allocator.replay(trace, capacity=100 * MIB)

@@ -232,8 +232,8 @@ def test_parallel_fails_an_exit_or_a_loss_check_that_did_not_match(outcome):
 # (f) the planner
 
 PLAN_OUTPUT = ("baseline          3,013.9 ...\n"
-               "cudagraphs     not modelled: CUDA graphs: the graph's private memory pool is not modelled; measure it "
-               "on the GPU\n")
+               "cudagraphs     not modelled: torch.compile mode max-autotune: its kernels are the winners of timing "
+               "Triton templates on the GPU\n")
 
 
 def predicted(technique, scale=1.0):
@@ -250,7 +250,7 @@ def test_plan_passes_a_prediction_within_its_tolerances_and_says_what_it_refused
     check = judge_memory.plan(plan_rows(tmp_path, 1.05), "h100-sxm", "NVIDIA H100 80GB HBM3", 0, PLAN_OUTPUT)
     assert check.verdict == PASS, report.text(check)
     refused = next(r for r in check.results if r.subject == "cudagraphs")
-    assert refused.verdict == NA and refused.value.startswith("not planned: CUDA graphs")
+    assert refused.verdict == NA and refused.value.startswith("not planned: torch.compile mode max-autotune")
     printed = report.text(check)
     for what, (_, tolerance, _) in judge_memory.PLANNED.items():
         assert f"within ±{tolerance:.0%}" in printed, what

@@ -14,6 +14,7 @@ from utils.measure.memory import PeakTracker
 from utils.measure.train import build_run
 from utils.plan import planner, timing
 from utils.plan.config import Target
+from utils.plan.cudagraphs import STEP
 from utils.registry import load_setup
 
 CFG = run_config("x", steps=1, warmup=0, model="tiny", batch=4, seq=64, device="cpu", data="fixed", seed=0, lr=6e-4)
@@ -49,7 +50,7 @@ def test_the_roofline_takes_the_slower_of_compute_and_memory():
     # ten thousand tiny ops: the host's launches bound the phase, unless one CUDA graph replays them
     tiny = [dataclasses.replace(stream, bytes=1000)] * 10_000
     assert timing.step_time(tiny, H100, 1).bound["forward"] == "host"
-    assert timing.step_time(tiny, H100, 1, graphed=True).ms["forward"] < 1
+    assert timing.step_time(tiny, H100, 1, graphed=STEP).ms["forward"] < 1
 
 
 def test_the_host_time_per_op_is_this_machines_and_a_cpu_adds_it_to_each_op():

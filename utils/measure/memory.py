@@ -39,12 +39,14 @@ class PeakTracker(MemTracker):
     """PyTorch's MemTracker keeping only what the suite reads: the whole step's peak (its
     per-module peaks scan every module at every op, 80% of a GPT2-XL plan's time), and, with
     `record=True`, every allocation and free in order (`events`: (storage key, bytes), bytes
-    negative for a free) for the caching allocator's replay (utils/plan/allocator.py)."""
+    negative for a free; an allocation made while `pool` names a CUDA graph's private pool carries
+    it as a third element) for the caching allocator's replay (utils/plan/allocator.py)."""
 
     def __init__(self, record=False, on_op=None):
         super().__init__()
         self.events = [] if record else None
         self.unmaterialised = False  # the planner's compiled graphs: an op inductor would fuse away
+        self.pool = None  # the private pool allocations come from while a CUDA graph is captured
         self.on_op = on_op  # (func, args, kwargs, out, phase) per op the step runs: the planner's timing
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -78,7 +80,10 @@ class PeakTracker(MemTracker):
         key = id(winfo)
         if u_type == _UpdateType.SIZE:  # a storage resized (FSDP2 frees and refills its unsharded ones)
             self.events.append((key, -old_mem_consumed))
-        self.events.append((key, -winfo.mem_consumed if u_type == _UpdateType.DEL else winfo.mem_consumed))
+        if u_type == _UpdateType.DEL:
+            self.events.append((key, -winfo.mem_consumed))
+        else:
+            self.events.append((key, winfo.mem_consumed) if self.pool is None else (key, winfo.mem_consumed, self.pool))
 
 
 @contextlib.contextmanager

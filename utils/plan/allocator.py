@@ -24,6 +24,12 @@ that grows by mapping pages (2 MiB small, 20 MiB large) at its end, blocks split
 bytes in either pool (Note [Expandable Segments]). Modelled: growth at the end and best fit
 inside; an OOM retry unmaps the free pages at the segment's end only (the allocator also
 unmaps wholly free pages inside, so the model can run out of memory a little earlier).
+A CUDA graph's allocations come from its own private pool (`PrivatePool`, begin_allocate_to_pool:
+every allocation made while a graph is captured, and every one cudagraph trees make while warming
+up or recording): a pool with its own cached blocks, never shared with the device's default pools,
+whose segments stay reserved while the graph lives. A trace event may name its pool (a third
+element); the pools share the device's capacity, and an allocation that finds no room releases
+the default pools' wholly free segments (release_cached_blocks skips the live graphs' pools).
 Not modelled: streams other than the default one (a single-stream step; FSDP2's all-gather
 stream is a later concern), max_split_size_mb, garbage_collection_threshold, roundup_power2.
 """
@@ -41,6 +47,7 @@ SMALL_BUFFER = 2 * MIB  # kSmallBuffer
 MIN_LARGE_ALLOC = 10 * MIB  # kMinLargeAlloc
 LARGE_BUFFER = 20 * MIB  # kLargeBuffer
 ROUND_LARGE = 2 * MIB  # kRoundLarge
+RELEASE = "empty_cache"  # a trace event's key: the default pools' wholly free segments returned (emptyCache)
 
 
 def round_size(size):
@@ -84,10 +91,13 @@ class Replay:
 class CachingAllocator:
     """The allocator's state: cached free blocks by pool, segments, reserved and allocated bytes."""
 
-    def __init__(self, capacity=None, mode="native"):
+    def __init__(self, capacity=None, mode="native", device=None):
         if mode not in ALLOCATOR_MODES:
             raise ValueError(f"unknown allocator mode {mode!r} (known: {', '.join(ALLOCATOR_MODES)})")
         self.capacity, self.expandable = capacity, mode == "expandable_segments"
+        # the pools sharing the device's memory (the default pool first: the one a failed
+        # cudaMalloc releases), this one among them
+        self.device = device if device is not None else [self]
         self.free_blocks = {True: [], False: []}  # small? -> sorted [(size, address, block)]
         self.allocated = self.reserved = self.retries = 0
         self.next_address = 0
@@ -115,7 +125,7 @@ class CachingAllocator:
         block = self._best_fit(small, size) or self._new_memory(small, size)
         if block is None:
             self.retries += 1
-            self._release_cached()
+            self.device[0]._release_cached()
             block = self._new_memory(small, size)
             if block is None:
                 raise OutOfMemory(size)
@@ -160,7 +170,7 @@ class CachingAllocator:
         return blocks.pop(i)[-1]
 
     def _fits(self, nbytes):
-        return self.capacity is None or self.reserved + nbytes <= self.capacity
+        return self.capacity is None or sum(pool.reserved for pool in self.device) + nbytes <= self.capacity
 
     def _new_memory(self, small, size):
         """cudaMalloc a segment (native) or map pages at the segment's end (expandable); None
@@ -235,28 +245,38 @@ def _page(small):
 
 
 def replay(events, capacity=None, mode="native", persistent=()):
-    """Run a plan's trace through the allocator. `events`: (storage key, bytes) in order,
-    bytes negative for a free (utils/measure/memory.py's PeakTracker); `persistent`: sizes
-    allocated first and kept (cuBLAS workspaces). `capacity`: the bytes the allocator may
-    reserve (None: no limit). Returns a Replay; with an OOM, the peaks up to it."""
-    allocator, live, result = CachingAllocator(capacity, mode), {}, Replay()
+    """Run a plan's trace through the allocator. `events`: (storage key, bytes[, pool]) in order,
+    bytes negative for a free (utils/measure/memory.py's PeakTracker), pool naming a CUDA graph's
+    private pool (absent or None: the default pools); the key RELEASE: torch.cuda.empty_cache(); `persistent`: sizes allocated first and kept
+    (cuBLAS workspaces). `capacity`: the bytes the allocator may reserve (None: no limit). Returns
+    a Replay, its peaks summed over the pools; with an OOM, the peaks up to it."""
+    device, live, result = [], {}, Replay()
+    pools = {None: CachingAllocator(capacity, mode, device)}
+    device.append(pools[None])
     events = [(None, size) for size in persistent] + list(events)
-    for index, (key, nbytes) in enumerate(events):
+    for index, (key, nbytes, *pool) in enumerate(events):
+        if key == RELEASE:
+            pools[None]._release_cached()
+            continue
         if nbytes < 0:
-            block = live.pop(key, None)
+            owner, block = live.pop(key, (None, None))
             if block is not None:
-                allocator.free(block)
+                owner.free(block)  # back to the pool it came from
             continue
         if nbytes == 0:
             continue  # a zero-byte storage holds no memory on CUDA either
+        name = pool[0] if pool else None
+        if name not in pools:
+            pools[name] = CachingAllocator(capacity, mode, device)
+            device.append(pools[name])
         try:
-            block = allocator.malloc(nbytes)
+            block = pools[name].malloc(nbytes)
         except OutOfMemory as oom:
             result.oom_at, result.oom_request = index, oom.args[0]
             break
         if key is not None:
-            live[key] = block
-        result.peak_allocated = max(result.peak_allocated, allocator.allocated)
-        result.peak_reserved = max(result.peak_reserved, allocator.reserved)
-    result.retries = allocator.retries
+            live[key] = (pools[name], block)
+        result.peak_allocated = max(result.peak_allocated, sum(p.allocated for p in device))
+        result.peak_reserved = max(result.peak_reserved, sum(p.reserved for p in device))
+    result.retries = sum(p.retries for p in device)
     return result

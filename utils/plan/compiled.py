@@ -18,7 +18,8 @@ passes that need on to the tensor it views; constants (full, zeros, iota) and a 
 one (inductor's scatter_upon_const_tensor) count as pointwise. Reductions and extern kernels
 write their outputs. Not modelled: inductor's buffer reuse between kernels (the plan can be
 high) and its realisation of a pointwise buffer that many kernels read (the plan can be low).
-CUDA-graph modes (reduce-overhead, max-autotune) keep a private memory pool and stay refused.
+In reduce-overhead mode each graph's allocations come from the CUDA graphs' private pool
+(utils/plan/cudagraphs.py).
 
 The step's time is not that model's: each graph is lowered and scheduled by inductor itself
 (`scheduled_kernels`: its post-grad passes, lowering and fusion, no code generated), and the
@@ -40,6 +41,8 @@ from torch._guards import detect_fake_mode
 from torch._prims.rng_prims import run_and_save_rng_state, run_with_rng_state
 from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
+from utils import catalog
+from utils.plan.cudagraphs import in_graph_pool
 from utils.plan.timing import ATTENTION_OPS, Op, attention_flops, counted_flops, is_view
 
 APPROXIMATED = ("torch.compile: AOTAutograd's min-cut partition on inductor's decompositions (the saved activations "
@@ -192,6 +195,7 @@ class Graphs:
 
     def __init__(self):
         self.mode = None
+        self.graphed = False  # compiled for CUDA graphs (reduce-overhead): allocations from their pool
 
     def _runner(self, graph, example_inputs, phase):
         kernels = scheduled_kernels(graph, example_inputs, phase)
@@ -203,8 +207,9 @@ class Graphs:
                 recorder.in_graph = True
             # the tracker, where dynamo set it aside (compiled code runs it twice otherwise)
             active = self.mode is None or self.mode in _get_current_dispatch_mode_stack()
+            pool = in_graph_pool(self.mode) if self.graphed and self.mode is not None else contextlib.nullcontext()
             try:
-                with contextlib.nullcontext() if active else self.mode:
+                with contextlib.nullcontext() if active else self.mode, pool:
                     return _FusedInterpreter(graph, self.mode).boxed_run(args)
             finally:
                 if recorder is not None:
@@ -232,6 +237,7 @@ def plan_compile(graphs):
         # each plan compiles afresh, at its own static shapes (a second plan of another batch in
         # the same process would otherwise get dynamic shapes: a GPU run compiles one batch)
         torch._dynamo.reset()
+        graphs.graphed = mode in catalog.GRAPHED_COMPILE_MODES
         return compile_(model, backend=graphs.backend, dynamic=False)
 
     with mock.patch.object(torch, "compile", planned):

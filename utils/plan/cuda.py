@@ -43,8 +43,8 @@ CUDA_MODEL = (
     "at the input's dtype)",
 )
 NOT_MODELLED = (
-    "inductor's buffer reuse between kernels and its realisation of pointwise buffers many kernels read; CUDA graphs "
-    "(cudagraphs, compile modes reduce-overhead and max-autotune: a private pool)",
+    "inductor's buffer reuse between kernels and its realisation of pointwise buffers many kernels read; what "
+    "cudagraph trees (COMPILE_MODE=reduce-overhead) keep beyond the step's tensors (input copies, older generations)",
     "the kernels a step loads into the CUDA context beyond the bare context; cuBLASLt and cuDNN workspaces",
     "allocator streams other than the default one, and PYTORCH_CUDA_ALLOC_CONF options but expandable_segments",
     "kernel-internal scratch (flash backward's fp32 dq accumulator: B x T x d x 4 bytes per layer, transient)",

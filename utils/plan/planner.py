@@ -28,6 +28,7 @@ from torch.distributed._tools.mem_tracker import _TOTAL_KEY
 from utils import catalog, checks, registry
 from utils.measure.memory import PeakTracker, breakdown_mib, device_optimizers, one_iteration_per_forward
 from utils.plan.compiled import Graphs, plan_compile, quiet_global_hooks
+from utils.plan.cudagraphs import COMPILED, STEP, plan_cuda_graph_step
 from utils.plan.cuda import (
     cuda_autocast_policy,
     cuda_dropout,
@@ -62,7 +63,7 @@ class Plan:
     memory: object = None  # on the target GPU (utils.plan.device.DeviceMemory), where one was given
     ops: list = dataclasses.field(repr=False, default=None)  # the last step's ops (utils.plan.timing.Op)
     tf32: bool = False  # fp32 matmuls on TF32 tensor cores
-    graphed: bool = False  # the step replays as one CUDA graph
+    graphed: str = None  # what replays as CUDA graphs (utils/plan/cudagraphs.py: STEP, COMPILED), or None
     time: object = None  # on the target GPU (utils.plan.timing.StepTime), where one was given
 
     @property
@@ -71,11 +72,10 @@ class Plan:
 
 
 def refuse_unmodelled(run):
-    if run.compile_mode in catalog.GRAPHED_COMPILE_MODES:
-        raise NotModelled(f"torch.compile mode {run.compile_mode}: inductor captures CUDA graphs, whose private "
-                          "memory pool is not modelled; plan COMPILE_MODE=default, or measure it on the GPU")
-    if run.step.graphed:
-        raise NotModelled("CUDA graphs: the graph's private memory pool is not modelled; measure it on the GPU")
+    if run.compile_mode == "max-autotune":
+        raise NotModelled("torch.compile mode max-autotune: its kernels are the winners of timing Triton templates on "
+                          "the GPU, unknowable without it; plan COMPILE_MODE=reduce-overhead (the same CUDA graphs, "
+                          "inductor's default kernels), or measure it on the GPU")
 
 
 # technique functions the planner does not run on fake tensors, and why
@@ -125,6 +125,8 @@ def _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs):
     step compiles, the tracked ones run the compiled graphs)."""
     micro = [(torch.zeros(cfg.batch, cfg.seq, dtype=torch.long),) * 2 for _ in range(run.accum)]  # token 0
     tracker = PeakTracker(record=True, on_op=OpRecorder())
+    if run.step.graphed:
+        plan_cuda_graph_step(run.step, tracker)
     cuda = (cuda_rounding(), cuda_autocast_policy(), cuda_sdpa_dropout(), cuda_dropout()) if model_cuda else ()
     with contextlib.ExitStack() as stack:
         for context in (*cuda, quiet_global_hooks()):
@@ -168,7 +170,7 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
         events=tracker.events,
         ops=tracker.on_op.ops,
         tf32=tf32,
-        graphed=bool(run.step.graphed),
+        graphed=STEP if run.step.graphed else COMPILED if run.graphed else None,
     )
     if target is not None:
         result.memory = device_memory(result, target)

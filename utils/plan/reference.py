@@ -22,15 +22,17 @@ from utils.measure import loop, memory
 from utils.measure.data import batches
 from utils.plan import planner, timing
 from utils.plan.config import Target, load_config
-from utils.plan.h100 import H100_PEAKS
+from utils.plan.h100 import H100_LEVERS, H100_PEAKS
 from utils.techniques import setup_of
 from utils.techniques.parallel import World
 from utils.techniques.run import new_run
 
 ALLOCATED_BAR = 0.05  # allocated within 5% of every H100 row modelled
-SPEEDUP_BAR, SPEEDUP_SHARE = 0.20, 0.80  # each speedup over the baseline within 20%, for at least 80% of the rows
+SPEEDUP_BAR, SPEEDUP_SHARE = 0.15, 0.90  # each speedup over the baseline within 15%, for at least 90% of the rows
 RANK_BAR = 0.9  # Spearman correlation of predicted and measured step times
-TIME_BAR = 0.30  # absolute step time within 30%
+TIME_BAR = 0.20  # step time within 20%: every H100 row, the levers' rows, the GPT2-XL study's AdamW rows
+SYNCED_BAR = 0.10  # bitsandbytes' optimizers (synchronised per parameter): each within 10%, each slower than fused
+CPU_TIME_BAR = 0.30  # this CPU's step time within 30%
 TOTAL_BAR = 0.10  # device total within 10% of each of the study's rows, and in the same order
 CPU_BAR = 0.02  # fake vs real tracking on this CPU
 
@@ -96,7 +98,8 @@ def h100_times(plans):
         predicted_ms = plans[label].time.step_ms
         per_token = batch / base[2]  # a speedup per token: B=32 trains twice the tokens of B=16
         speedups = (base[4] / measured_ms * per_token, plans[base[0]].time.step_ms / predicted_ms * per_token)
-        rows.append((label, measured_ms, predicted_ms, predicted_ms / measured_ms - 1, speedups[1] / speedups[0] - 1))
+        rows.append((label, measured_ms, predicted_ms, predicted_ms / measured_ms - 1, speedups[1] / speedups[0] - 1,
+                     plans[label].record["optimizer"]))
         cells = [f"{label} (`{technique}`)", batch, measured_ms, f"{predicted_ms:.1f}", f"{rows[-1][3]:+.1%}",
                  _verdict(rows[-1][3], TIME_BAR)]
         if label == timing.CALIBRATION:  # the efficiency was set on this row: no evidence
@@ -109,6 +112,26 @@ def h100_times(plans):
             verdict = _verdict(error, SPEEDUP_BAR) if label != timing.CALIBRATION else "calibration row"
             cells += [f"{speedups[0]:.2f}", f"{speedups[1]:.2f}", f"{error:+.1%}", verdict]
         _row(cells)
+    return rows
+
+
+def h100_levers(given):
+    """The levers measured past `stack` that the planner models (CUDA graphs): allocated and step
+    time, predicted vs measured."""
+    target, rows = Target(by_key("h100-sxm")), []
+    print("\n### H100 levers past `stack`: the same loop, the same day (allocated; ms per step)\n")
+    _row(["configuration", "B", "measured GiB", "predicted GiB", "error", "measured ms", "predicted ms", "error",
+          f"within {TIME_BAR:.0%}"])
+    _row(["---"] * 9)
+    for label, technique, batch, measured_gib, measured_ms, mode in H100_LEVERS:
+        cfg = load_config(technique, given, batch=batch, seq=1024, model="gpt2", layers=12, world=World(),
+                          compile_mode=mode)
+        plan = planner.plan(setup_of(technique)[1], cfg, target)
+        gib, ms = plan.memory.allocated_mib / 1024, plan.time.step_ms
+        rows.append((label, ms / measured_ms - 1))
+        _row([f"{label} (`{technique}`, COMPILE_MODE={mode})", batch, measured_gib, f"{gib:.2f}",
+              f"{gib / measured_gib - 1:+.1%}", measured_ms, f"{ms:.1f}", f"{rows[-1][1]:+.1%}",
+              _verdict(rows[-1][1], TIME_BAR)])
     return rows
 
 
@@ -185,7 +208,7 @@ def cpu_times(given):
     print(f"\n### This CPU: step time, the same roofline on its measured rates ({tflops:.3f} TFLOP/s fp32 matmul, "
           f"{tbs * 1e3:.1f} GB/s copy, {op_us:.1f} us host time per eager op; ops run where they are dispatched: "
           "device + host time)\n")
-    _row(["model", "technique", "measured ms (median of 5)", "predicted ms", "error", f"within {TIME_BAR:.0%}"])
+    _row(["model", "technique", "measured ms (median of 5)", "predicted ms", "error", f"within {CPU_TIME_BAR:.0%}"])
     _row(["---"] * 6)
     rows = []
     for model, batch, seq in (("tiny", 4, 128), ("small", 4, 256)):
@@ -201,12 +224,13 @@ def cpu_times(given):
                                          eager_op_us=op_us).step_ms
             rows.append((f"{model} {technique}", predicted / measured_ms - 1))
             _row([model, f"`{technique}`", f"{measured_ms:.1f}", f"{predicted:.1f}", f"{rows[-1][1]:+.1%}",
-                  _verdict(rows[-1][1], TIME_BAR)])
+                  _verdict(rows[-1][1], CPU_TIME_BAR)])
     return rows
 
 
-def _time_bars(times, study):
-    """Speedups within 20% for 80% of the rows, the ranking (Spearman), absolute times within 30%."""
+def _time_bars(times, levers, study):
+    """Speedups within 15% for 90% of the rows, the ranking (Spearman), every time within 20%,
+    bitsandbytes' rows within 10% and slower than fused AdamW, the study's AdamW rows within 20%."""
     speedups = [(row[0], row[4]) for row in times if row is not times[0]]
     within = sum(abs(e) <= SPEEDUP_BAR for _, e in speedups)
     met = within >= SPEEDUP_SHARE * len(speedups)
@@ -217,8 +241,15 @@ def _time_bars(times, study):
     rank = pd.Series([r[1] for r in times]).rank().corr(pd.Series([r[2] for r in times]).rank())
     verdict = "met" if rank >= RANK_BAR else "**missed**"
     print(f"- H100 ranking by step time: Spearman {rank:.3f} (bar {RANK_BAR}): {verdict}")
-    _bar_line("H100 absolute step time", [(r[0], r[3]) for r in times], TIME_BAR)
-    _bar_line("GPT2-XL study it/s (A100 40GB)", [(row[0], row[5]) for row in study], TIME_BAR)
+    _bar_line("H100 step time", [(r[0], r[3]) for r in times], TIME_BAR)
+    synced = [r for r in times if r[5].startswith("bitsandbytes")]
+    fused = next((r for r in times if r[0] == "bf16 + flash + fused AdamW"), None)
+    _bar_line("H100 bitsandbytes rows", [(r[0], r[3]) for r in synced], SYNCED_BAR)
+    slower = [r[0] for r in synced if fused and r[2] > fused[2]]
+    print(f"- H100 bitsandbytes rows predicted slower than fused AdamW, as measured: {len(slower)} of {len(synced)}")
+    _bar_line("H100 levers step time", levers, TIME_BAR)
+    _bar_line("GPT2-XL study it/s (A100 40GB), the AdamW rows", [(r[0], r[5]) for r in study if "Lion" not in r[0]],
+              TIME_BAR)
 
 
 def _bar_line(name, errors, bar, explained=()):
@@ -239,12 +270,13 @@ def check(given):
           "predicted, never measured.")
     h100, plans = h100_rows(given)
     times = h100_times(plans)
+    levers = h100_levers(given)
     study = gpt2xl_rows(given)
     cpu = cpu_rows(given)
     cpu_time = cpu_times(given)
     print("\n### Bars\n")
     _bar_line("H100 allocated", h100, ALLOCATED_BAR)
-    _time_bars(times, study)
+    _time_bars(times, levers, study)
     _bar_line("GPT2-XL study device total", [(row[0], row[3]) for row in study], TOTAL_BAR,
               {row[0] for row in study if row[4]})
     for name, rows in (("all six rows", study), ("the four AdamW rows", [r for r in study if "Lion" not in r[0]])):
@@ -252,5 +284,5 @@ def check(given):
         print(f"- GPT2-XL study order, {name}: " + ("the same as measured" if not order else
               "**differs** for " + ", ".join(f"{a} vs {b}" for a, b in order)))
     _bar_line("this CPU tracked", cpu, CPU_BAR)
-    _bar_line("this CPU step time", cpu_time, TIME_BAR)
+    _bar_line("this CPU step time", cpu_time, CPU_TIME_BAR)
     return 0

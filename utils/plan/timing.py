@@ -33,6 +33,7 @@ from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sd
 from utils.devices import GPU, by_key
 from utils.models import build_model
 from utils.plan import h100
+from utils.plan.cudagraphs import COMPILED, STEP
 
 # a large bf16 matmul measures ~798 of the H100 SXM's 989 dense TFLOP/s (utils/plan/h100.py):
 # the fraction of peak a matmul reaches
@@ -179,9 +180,17 @@ class SyncedSteps:
     host_us: float  # the host's time per parameter (the optimizer's Python loop and its launches)
 
 
-def step_time(ops, gpu, tokens, tf32=False, graphed=False, serial=False, eager_op_us=EAGER_OP_US, synced=None):
-    """Per phase: the longer of the GPU's roofline time and the host's launch time (none for a
-    step replayed as one CUDA graph); `serial`: a CPU, which runs each op where it dispatches
+def _host_us(op, graphed, eager_op_us):
+    """The host's time to issue one op: none where a CUDA graph replays it (`graphed`: what
+    replays, utils/plan/cudagraphs.py's STEP or COMPILED)."""
+    if graphed == STEP or (graphed == COMPILED and op.compiled):
+        return 0.0
+    return COMPILED_KERNEL_US if op.compiled else eager_op_us
+
+
+def step_time(ops, gpu, tokens, tf32=False, graphed=None, serial=False, eager_op_us=EAGER_OP_US, synced=None):
+    """Per phase: the longer of the GPU's roofline time and the host's launch time (none for
+    what replays as CUDA graphs: `graphed`, see _host_us); `serial`: a CPU, which runs each op where it dispatches
     it, takes both. `tokens`: what one step trains on this device; `eager_op_us`: the host's
     time per eager op (measured where the host is this machine: host_op_us); `synced`: a
     SyncedSteps optimizer, whose phase is the GPU's time plus the host's, per parameter."""
@@ -189,7 +198,7 @@ def step_time(ops, gpu, tokens, tf32=False, graphed=False, serial=False, eager_o
     for phase in PHASES:
         mine = [op for op in ops if op.phase == phase]
         device = sum(op_seconds(op, gpu, tf32) for op in mine) * 1e3
-        host = 0.0 if graphed else sum(COMPILED_KERNEL_US if op.compiled else eager_op_us for op in mine) / 1e3
+        host = sum(_host_us(op, graphed, eager_op_us) for op in mine) / 1e3
         if phase == "optimizer" and synced is not None:
             host = synced.params * synced.host_us / 1e3
             ms[phase] = device + host

@@ -125,13 +125,17 @@ class CudaGraphStep:
     replay overwrites. Events cannot sit inside a graph, so only the whole replay is timed:
     the loop leaves the parts blank. Capture needs the step run eagerly first; those runs
     change the weights and the optimizer state, so they are rewound before capture, and the
-    first replay is the run's first optimizer step, recorded like every other. `warm` and
-    `capture` are injectable so this logic is checked on a CPU (tests run `body` itself)."""
+    first replay is the run's first optimizer step, recorded like every other. The warm-up's
+    cached memory is released before capture: the graph allocates from a private pool, which
+    cannot reuse the default pools' cached blocks (without the release the device holds the
+    step's memory twice). `warm`, `capture` and `release` are injectable so this logic is checked
+    on a CPU (tests run `body` itself)."""
 
     graphed = True
 
-    def __init__(self, capture=cuda_capture, warm=side_stream_warmup, capturable=True):
-        self.capture, self.warm, self.capturable, self.replay = capture, warm, capturable, None
+    def __init__(self, capture=cuda_capture, warm=side_stream_warmup, capturable=True, release=torch.cuda.empty_cache):
+        self.capture, self.warm, self.capturable, self.release = capture, warm, capturable, release
+        self.replay = None
 
     def _prepare(self, run, micro_batches):
         why = uncapturable(run)
@@ -158,6 +162,8 @@ class CudaGraphStep:
         saved = _training_state(run)
         self.warm(body, WARMUP_ITERS)
         _rewind(run, saved)
+        del saved  # the copies go before capture, and their memory with the warm-up's
+        self.release()
         self.replay = self.capture(body)
 
     def __call__(self, run, micro_batches, mark=lambda part: None):
