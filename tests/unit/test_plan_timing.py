@@ -5,14 +5,14 @@ import dataclasses
 
 import pytest
 import torch
-from helpers import run_config, set_env
+from helpers import run_config, set_env, tiny_run
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from utils import devices, results
 from utils.analysis import stats
 from utils.measure.memory import PeakTracker
 from utils.measure.train import build_run
-from utils.plan import planner, timing
+from utils.plan import machine, planner, timing
 from utils.plan.config import Target
 from utils.plan.cudagraphs import STEP
 from utils.registry import load_setup
@@ -57,8 +57,14 @@ def test_the_host_time_per_op_is_this_machines_and_a_cpu_adds_it_to_each_op():
     tiny = [timing.Op("add", "forward", "memory", flops=0, bytes=1000, dtype=torch.float32, compiled=False)] * 1000
     serial = [timing.step_time(tiny, H100, 1, serial=True, eager_op_us=us).ms["forward"] for us in (2.0, 7.0)]
     assert serial[1] - serial[0] == pytest.approx(1000 * 5.0 / 1e3)  # 1000 ops, 5 us more each
-    measured = timing.host_op_us()
-    assert 0 < measured < 10_000  # microseconds per op: any host, however busy
+    run = tiny_run()
+    micro = [(torch.zeros(2, 16, dtype=torch.long),) * 2]
+    cpu = machine.measured_cpu("test")[0]
+    measured = machine.host_op_us(lambda mark: run.step(run, micro, mark), cpu, repeats=2)
+    assert set(measured) == set(timing.PHASES)  # one figure per phase, each per op of that phase
+    assert all(0 <= us < 10_000 for us in measured.values())  # microseconds per op: any host, however busy
+    per_phase = timing.step_time(tiny, H100, 1, serial=True, eager_op_us={"forward": 2.0}).ms["forward"]
+    assert per_phase == pytest.approx(serial[0])
 
 
 def test_an_optimizer_that_syncs_per_parameter_adds_its_host_time_to_the_gpus():

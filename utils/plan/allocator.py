@@ -247,9 +247,10 @@ def _page(small):
 def replay(events, capacity=None, mode="native", persistent=()):
     """Run a plan's trace through the allocator. `events`: (storage key, bytes[, pool]) in order,
     bytes negative for a free (utils/measure/memory.py's PeakTracker), pool naming a CUDA graph's
-    private pool (absent or None: the default pools); the key RELEASE: torch.cuda.empty_cache(); `persistent`: sizes allocated first and kept
-    (cuBLAS workspaces). `capacity`: the bytes the allocator may reserve (None: no limit). Returns
-    a Replay, its peaks summed over the pools; with an OOM, the peaks up to it."""
+    private pool (absent or None: the default pools), the key RELEASE: torch.cuda.empty_cache();
+    `persistent`: sizes allocated first and kept (cuBLAS workspaces). `capacity`: the bytes the
+    allocator may reserve (None: no limit). Returns a Replay, its peaks summed over the pools; with
+    an OOM, the peaks up to it."""
     device, live, result = [], {}, Replay()
     pools = {None: CachingAllocator(capacity, mode, device)}
     device.append(pools[None])

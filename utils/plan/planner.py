@@ -25,10 +25,9 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import _TOTAL_KEY
 
-from utils import catalog, checks, registry
+from utils import checks, registry
 from utils.measure.memory import PeakTracker, breakdown_mib, device_optimizers, one_iteration_per_forward
 from utils.plan.compiled import Graphs, plan_compile, quiet_global_hooks
-from utils.plan.cudagraphs import COMPILED, STEP, plan_cuda_graph_step
 from utils.plan.cuda import (
     cuda_autocast_policy,
     cuda_dropout,
@@ -38,9 +37,11 @@ from utils.plan.cuda import (
     planned_gpu,
     real_bitsandbytes_qmaps,
 )
+from utils.plan.cudagraphs import COMPILED, STEP, plan_cuda_graph_step
 from utils.plan.device import device_memory
+from utils.plan.machine import synced_host_us
 from utils.plan.parallel import DDPBuckets, fake_world
-from utils.plan.timing import OpRecorder, SyncedSteps, step_time, synced_host_us
+from utils.plan.timing import OpRecorder, SyncedSteps, step_time
 from utils.techniques.run import Skip, new_run
 from utils.units import MIB
 

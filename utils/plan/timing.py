@@ -21,17 +21,13 @@ Efficiency is declared, never fitted to the rows it is judged on (each constant'
 beside it).
 """
 
-import contextlib
 import dataclasses
-import time
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 
-from utils.devices import GPU, by_key
-from utils.models import build_model
+from utils.devices import by_key
 from utils.plan import h100
 from utils.plan.cudagraphs import COMPILED, STEP
 
@@ -190,15 +186,17 @@ def _host_us(op, graphed, eager_op_us):
 
 def step_time(ops, gpu, tokens, tf32=False, graphed=None, serial=False, eager_op_us=EAGER_OP_US, synced=None):
     """Per phase: the longer of the GPU's roofline time and the host's launch time (none for
-    what replays as CUDA graphs: `graphed`, see _host_us); `serial`: a CPU, which runs each op where it dispatches
-    it, takes both. `tokens`: what one step trains on this device; `eager_op_us`: the host's
-    time per eager op (measured where the host is this machine: host_op_us); `synced`: a
-    SyncedSteps optimizer, whose phase is the GPU's time plus the host's, per parameter."""
+    what replays as CUDA graphs: `graphed`, see _host_us); `serial`: a CPU, which runs each op
+    where it dispatches it, takes both. `tokens`: what one step trains on this device;
+    `eager_op_us`: the host's time per eager op, or per phase {phase: us} (measured where the host
+    is this machine: machine.host_op_us); `synced`: a SyncedSteps optimizer, whose phase is the
+    GPU's time plus the host's, per parameter."""
     ms, bound = {}, {}
     for phase in PHASES:
         mine = [op for op in ops if op.phase == phase]
         device = sum(op_seconds(op, gpu, tf32) for op in mine) * 1e3
-        host = sum(_host_us(op, graphed, eager_op_us) for op in mine) / 1e3
+        op_us = eager_op_us.get(phase, EAGER_OP_US) if isinstance(eager_op_us, dict) else eager_op_us
+        host = sum(_host_us(op, graphed, op_us) for op in mine) / 1e3
         if phase == "optimizer" and synced is not None:
             host = synced.params * synced.host_us / 1e3
             ms[phase] = device + host
@@ -206,87 +204,3 @@ def step_time(ops, gpu, tokens, tf32=False, graphed=None, serial=False, eager_op
             ms[phase] = device + host if serial else max(device, host)
         bound[phase] = "GPU" if device >= host else "host"
     return StepTime(gpu.name, ms, len(ops), bound, tokens)
-
-
-def _best(fn, repeats=5):
-    """The shortest of `repeats` timed calls, after one untimed: the machine's rate, not its noise."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-class _Recording(TorchDispatchMode):
-    """Every op run under it, to an OpRecorder (as the planner's tracker does)."""
-
-    def __init__(self, recorder):
-        super().__init__()
-        self.recorder = recorder
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        self.recorder(func, args, kwargs or {}, out, "forward")
-        return out
-
-
-def host_op_us():
-    """This machine's host time per eager op: the suite's smallest GPT (one block of the tiny
-    preset) trained one step at B=1, T=8, where compute is a few microseconds and the step is all
-    dispatch (Python, modules, the dispatcher, autograd, AdamW's per-parameter loop), timed (best
-    of five) over the ops an OpRecorder counts in it (counted once, apart): per op as a plan
-    counts them. Not the rows it is judged on: those train B=4 x T=128 and more."""
-    torch.manual_seed(0)
-    model = build_model("tiny", 8, layers=1)
-    optimizer = torch.optim.AdamW(model.parameters())
-    tokens = torch.zeros(1, 8, dtype=torch.long)
-
-    def step():
-        model(tokens, tokens)[1].backward()  # the GPT returns (logits, loss)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    step()  # the optimizer state exists from here on, as in a plan's steady state
-    recorder = OpRecorder()
-    with _Recording(recorder):
-        step()
-    return _best(step) / len(recorder.ops) * 1e6
-
-
-def synced_host_us(optimizer_class, kernels, numel=4096, params=32):
-    """This machine's host time per parameter of a synchronising optimizer's step: its Python loop
-    over `params` parameters of `numel` elements (bitsandbytes' 8-bit state starts at 4096, its
-    min_8bit_size), timed (best of five, per parameter) with its update kernels stubbed out
-    (`kernels`: patches that make them no-ops: a CPU's kernels are no stand-in for CUDA's), plus
-    the launch of the one kernel each parameter's update is (EAGER_OP_US). The synchronisation's
-    own latency is not counted: a lower bound. The planning machine's host stands in for the
-    GPU box's."""
-    torch.manual_seed(0)
-    weights = [torch.nn.Parameter(torch.randn(numel)) for _ in range(params)]
-    for w in weights:
-        w.grad = torch.randn(numel)
-    optimizer = optimizer_class(weights)
-    with contextlib.ExitStack() as stack:
-        for patch in kernels:
-            stack.enter_context(patch)
-        optimizer.step()  # the state exists from here on
-        loop_s = _best(optimizer.step)
-    return loop_s / params * 1e6 + EAGER_OP_US
-
-
-def measured_cpu(threads_note):
-    """This CPU as a device of the table: its fp32 matmul rate and copy bandwidth, measured
-    (a 1024^3 matmul and a 256 MiB copy, best of five), entered over the declared efficiencies
-    so that the roofline uses the rates measured. A second check of the method, where it can run.
-    Returns (the device, matmul TFLOP/s, copy TB/s)."""
-    best = _best
-    a = torch.randn(1024, 1024)
-    matmul_tflops = 2 * 1024**3 / best(lambda: a @ a) / 1e12
-    src = torch.randn(2**26)  # written: untouched pages would be read as the shared zero page
-    dst = torch.empty_like(src)
-    copy_tbs = 2 * src.numel() * 4 / best(lambda: dst.copy_(src)) / 1e12  # read and write
-    peaks = {"fp32": matmul_tflops / MATMUL_EFFICIENCY}
-    device = GPU("cpu", "", f"this CPU ({threads_note})", 0, (0, 0), peaks, copy_tbs / MEMORY_EFFICIENCY)
-    return device, matmul_tflops, copy_tbs
