@@ -24,6 +24,7 @@ class GPU:
     capability: tuple  # CUDA compute capability: the generation
     peaks: dict  # {precision: dense TFLOP/s}
     bandwidth_tbs: float  # memory bandwidth, TB/s (10^12 bytes/s), datasheet
+    nvlink: bool = False  # a node's GPUs talk over NVLink (SXM boards, NVSwitch); else over PCIe
 
 
 # Sources: NVIDIA's datasheets (H100 PCIe / SXM / NVL: "NVIDIA H100 Tensor Core GPU"; H200 and
@@ -33,7 +34,10 @@ class GPU:
 # whitepapers (appendix tables: FP16 tensor with FP32 accumulate) and, for the laptop RTX 3050
 # Ti, its 1695 MHz boost x 2560 CUDA cores x 2 FLOPs. Compute capabilities: NVIDIA's "CUDA GPUs"
 # table (developer.nvidia.com/cuda-gpus). Bandwidths: the same datasheets (A100 80GB: SXM's
-# 2,039 GB/s; the laptop RTX 3050 Ti: 128-bit GDDR6 at 12 Gbps, 192 GB/s).
+# 2,039 GB/s; the laptop RTX 3050 Ti: 128-bit GDDR6 at 12 Gbps, 192 GB/s). NVLink: the SXM boards'
+# (HGX / DGX: NVSwitch between a node's 8 GPUs; the A100s are taken as SXM), per the same datasheets;
+# H100 NVL's bridge joins pairs only, and the rest talk over PCIe. The links' bandwidths and
+# latencies are NCCL's own model, as torch/_inductor/comm_analysis.py ports it (utils/plan/comm.py).
 ALLOCATOR_MODES = ("native", "expandable_segments")  # the CUDA caching allocator's (PYTORCH_CUDA_ALLOC_CONF)
 MODULE_LOADINGS = ("lazy", "eager")  # CUDA_MODULE_LOADING: what the CUDA context holds
 HOPPER_SXM = {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4}
@@ -41,11 +45,11 @@ AMPERE_A100 = {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0}
 GPUS = (
     GPU("h100-pcie", r"H100.*PCIe", "H100 PCIe", 80, (9, 0), {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0}, 2.0),
     GPU("h100-nvl", r"H100 NVL", "H100 NVL", 94, (9, 0), {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5}, 3.9),
-    GPU("h100-sxm", r"H100", "H100 SXM 80GB", 80, (9, 0), HOPPER_SXM, 3.35),
-    GPU("gh200", r"GH200", "GH200 96GB", 96, (9, 0), HOPPER_SXM, 4.0),
-    GPU("h200", r"H200", "H200 141GB", 141, (9, 0), HOPPER_SXM, 4.8),
-    GPU("a100-80gb", r"A100.*80GB", "A100 80GB", 80, (8, 0), AMPERE_A100, 2.039),
-    GPU("a100-40gb", r"A100", "A100 40GB", 40, (8, 0), AMPERE_A100, 1.555),
+    GPU("h100-sxm", r"H100", "H100 SXM 80GB", 80, (9, 0), HOPPER_SXM, 3.35, nvlink=True),
+    GPU("gh200", r"GH200", "GH200 96GB", 96, (9, 0), HOPPER_SXM, 4.0, nvlink=True),
+    GPU("h200", r"H200", "H200 141GB", 141, (9, 0), HOPPER_SXM, 4.8, nvlink=True),
+    GPU("a100-80gb", r"A100.*80GB", "A100 80GB", 80, (8, 0), AMPERE_A100, 2.039, nvlink=True),
+    GPU("a100-40gb", r"A100", "A100 40GB", 40, (8, 0), AMPERE_A100, 1.555, nvlink=True),
     GPU("a10", r"A10G?\b", "A10 / A10G", 24, (8, 6), {"fp32": 31.2, "tf32": 62.5, "bf16": 125.0}, 0.6),  # A10G: AWS's
     GPU("l4", r"\bL4\b", "L4", 24, (8, 9), {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0}, 0.3),
     # GeForce: bf16 with fp32 accumulate

@@ -16,11 +16,12 @@ import sys
 import time
 
 from utils import checks, registry, results, settings
-from utils.plan import planner, reference
+from utils.plan import comm, planner, reference
 from utils.plan.config import load_config, load_target, model_tflops, planned_device, predicted_row, where
 from utils.plan.cuda import CUDA_MODEL, NOT_MODELLED
 from utils.results import MEMORY_PARTS
 from utils.techniques import setup_of
+from utils.techniques.parallel import World
 
 
 def _mib(mib):
@@ -44,6 +45,25 @@ def _line(name, plan, seconds, width):
     retries = f" ({memory.retries} retries)" if memory.retries else ""
     figures = (memory.allocated_mib, memory.reserved_mib, memory.total_mib, *plan.breakdown.values())
     return f"{name:<{width}} " + " ".join(f"{_mib(v):>10}" for v in figures) + f"  {fits:<6} {seconds:5.1f}{retries}"
+
+
+def _comm_table(plans, singles, target):
+    """N GPUs: per GPU, the compute, the collectives (hidden and exposed), tokens/s and the scaling
+    against the same step on one GPU (utils/plan/comm.py)."""
+    first = next(iter(plans.values())).time.comm
+    if first is None:
+        return
+    width = max(14, *(len(n) for n in plans))
+    print(f"\nper GPU, N GPUs (rank 0; NODES={target.nodes}; collectives: {comm.BACKEND}; "
+          f"{'NVLink' if target.gpu.nvlink else 'PCIe'} within a node, one NIC per GPU between nodes)")
+    print(f"{'technique':<{width}} {'compute ms':>10} {'comm ms':>9} {'exposed':>9} {'step ms':>9} {'tokens/s':>10} "
+          f"{'1 GPU':>10}  scaling")
+    for name, plan in plans.items():
+        step, one = plan.time, singles.get(name)
+        exposed = sum(step.comm.exposed_ms.values())
+        scaling = f"{step.tokens_per_s / one.tokens_per_s:.0%}" if one else "–"
+        print(f"{name:<{width}} {step.step_ms - exposed:>10.1f} {step.comm.total_ms:>9.1f} {exposed:>9.1f} "
+              f"{step.step_ms:>9.1f} {step.tokens_per_s:>10,.0f} {one.tokens_per_s if one else 0:>10,.0f}  {scaling}")
 
 
 def _time_table(plans, target):
@@ -80,7 +100,7 @@ def plan_techniques(names, given):
             pass
     if len(refused) == len(names):
         raise checks.BadInput(f"the planner cannot model {'; '.join(f'{n}: {w}' for n, w in refused.items())}")
-    rows, device, first, planned, failed = [], planned_device(target), cfgs[names[0]], {}, []
+    rows, device, first, planned, failed, singles = [], planned_device(target), cfgs[names[0]], {}, [], {}
     width = max(14, *(len(n) for n in names))
     for name, cfg in cfgs.items():
         if name in refused:
@@ -99,8 +119,11 @@ def plan_techniques(names, given):
         print(_line(name, plan, time.perf_counter() - start, width), flush=True)
         rows.append(predicted_row(cfg, name, plan, device))
         planned[name] = plan
+        if cfg.world.kind:  # the same step on one GPU: what N GPUs scale against
+            singles[name] = planner.plan(setups[name], load_config(name, given, world=World()), target).time
     if planned:
         _time_table(planned, target)
+        _comm_table(planned, singles, target)
     print("modelled on the CUDA side: " + "; ".join(CUDA_MODEL))
     print("not modelled: " + "; ".join(NOT_MODELLED))
     results.append_rows(first.results_file, rows)

@@ -81,14 +81,18 @@ class Target:
     gpu: object  # a utils.devices.GPU
     allocator: str = "native"
     loading: str = "lazy"
+    nodes: int = 1  # the nodes N GPUs span (collectives between nodes go over the network)
 
 
 def load_target(given):
-    """GPU=, GPU_MEMORY_GIB=, ALLOCATOR= and MODULE_LOADING= of the settings `given`."""
+    """GPU=, GPU_MEMORY_GIB=, ALLOCATOR=, MODULE_LOADING= and NODES= of the settings `given`."""
     gpu, memory_gib = by_key(given.gpu), given.gpu_memory_gib
     if memory_gib is not None:
         gpu = dataclasses.replace(gpu, name=f"{gpu.name} at {memory_gib:g} GiB", memory_gib=memory_gib)
-    return Target(gpu, given.allocator, given.module_loading)
+    ranks = planned_world(given).size
+    if given.nodes > 1 and ranks % given.nodes:
+        raise checks.BadInput(f"NODES={given.nodes} does not divide the NPROC={ranks} GPUs planned")
+    return Target(gpu, given.allocator, given.module_loading, given.nodes)
 
 
 def where(target, world):
@@ -129,4 +133,6 @@ def _time_columns(plan, cfg):
     world = cfg.world.size if cfg.world.kind else 1
     return {"step": 0, "step_ms": round(step.step_ms, 3), **{f"{p}_ms": round(ms, 3) for p, ms in step.ms.items()},
             "tokens_per_s": round(step.tokens_per_s * world), "device_tokens_per_s": round(step.tokens_per_s),
-            "tflops": round(tflops, 2), "peak_tflops": peak, "mfu": round(tflops / peak, 4) if peak else None}
+            "tflops": round(tflops, 2), "peak_tflops": peak, "mfu": round(tflops / peak, 4) if peak else None,
+            **({"comm_ms": round(step.comm.total_ms, 3),
+                "comm_exposed_ms": round(sum(step.comm.exposed_ms.values()), 3)} if step.comm else {})}

@@ -24,7 +24,7 @@ def _best(fn, repeats=5):
     return min(times)
 
 
-class _Recording(TorchDispatchMode):
+class Recording(TorchDispatchMode):
     """Every op run under it, to an OpRecorder (as the planner's tracker does)."""
 
     def __init__(self, recorder):
@@ -52,7 +52,7 @@ def host_op_us(step, device, repeats=5):
         ops[part] += recorder.ops
         recorder.ops = []
 
-    with _Recording(recorder):
+    with Recording(recorder):
         step(collect)
     best = dict.fromkeys(PHASES, float("inf"))
     for _ in range(repeats):

@@ -27,6 +27,7 @@ from torch.distributed._tools.mem_tracker import _TOTAL_KEY
 
 from utils import checks, registry
 from utils.measure.memory import PeakTracker, breakdown_mib, device_optimizers, one_iteration_per_forward
+from utils.plan.comm import comm_time, with_buckets
 from utils.plan.compiled import Graphs, plan_compile, quiet_global_hooks
 from utils.plan.cuda import (
     cuda_autocast_policy,
@@ -177,8 +178,16 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
         result.memory = device_memory(result, target)
         tokens = cfg.batch * cfg.seq * run.accum
         result.time = step_time(result.ops, target.gpu, tokens, result.tf32, result.graphed,
-                                synced=synced_steps(run.optimizer))
+                                synced=synced_steps(run.optimizer), comm=_comm(result, cfg.world, target, buckets))
     return result
+
+
+def _comm(plan, world, target, buckets):
+    """N GPUs: the step's collectives on the planned links (utils/plan/comm.py); None for one."""
+    if not world.kind:
+        return None
+    ops = with_buckets(plan.ops, buckets.rebuilt(), target.gpu, plan.tf32) if buckets else plan.ops
+    return comm_time(ops, target.gpu, world.size, target.nodes, plan.tf32)
 
 
 def synced_steps(optimizer):

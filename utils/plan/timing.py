@@ -97,6 +97,9 @@ class OpRecorder:
         name = func._overloadpacket.__name__
         if name in FREE_OPS or is_view(func):
             return
+        if name in COLLECTIVES:  # what the ranks exchange: timed by utils/plan/comm.py, not the roofline
+            self.ops.append(collective_op(COLLECTIVES[name], phase, args))
+            return
         inputs = list({id(t): t for t in _tensors((args, kwargs))}.values())
         outputs = _tensors(out)
         written_args = [a for a, arg in zip(args, func._schema.arguments) if arg.alias_info and arg.alias_info.is_write]
@@ -112,6 +115,21 @@ class OpRecorder:
         dtype = inputs[0].dtype if inputs else (outputs[0].dtype if outputs else torch.float32)
         largest = max(inputs + outputs, key=_nbytes).shape if inputs or outputs else ()
         self.ops.append(Op(name, phase, kind, flops, read + written, dtype, False, tuple(largest)))
+
+
+# c10d's collectives (as the process group's ops reach the dispatcher) -> NCCL's collective
+COLLECTIVES = {"_allgather_base_": "all_gather", "allgather_into_tensor_coalesced_": "all_gather",
+               "_reduce_scatter_base_": "reduce_scatter", "reduce_scatter_tensor_coalesced_": "reduce_scatter",
+               "allreduce_": "all_reduce", "allreduce_coalesced_": "all_reduce"}
+
+
+def collective_op(kind, phase, args):
+    """A collective as an Op: its bytes are NCCL's nBytes, the whole exchanged size (an all-gather's
+    output, a reduce-scatter's input, an all-reduce's tensors; nccl/src/enqueue.cc multiplies a
+    per-rank count by the ranks), here the larger of its first two tensor arguments (lists summed)."""
+    sides = [sum(_nbytes(t) for t in _tensors(arg)) for arg in args[:2]]
+    tensors = _tensors(args[:2])
+    return Op(kind, phase, "collective", 0, max(sides), tensors[0].dtype if tensors else torch.float32, False)
 
 
 def counted_flops(func, args, kwargs, out):
@@ -138,6 +156,7 @@ class StepTime:
     kernels: int
     bound: dict  # phase -> "GPU" or "host"
     tokens: int  # per step, this GPU's
+    comm: object = None  # N GPUs: the collectives' time (utils/plan/comm.py's CommTime), its exposed part in ms
 
     @property
     def step_ms(self):
@@ -159,7 +178,9 @@ def _compute_tflops(op, gpu, tf32):
 
 
 def op_seconds(op, gpu, tf32=False):
-    """The roofline time of one op on `gpu` (a utils.devices.GPU)."""
+    """The roofline time of one op on `gpu` (a utils.devices.GPU); a collective's is its link's."""
+    if op.kind == "collective":
+        return 0.0
     compute = op.flops / (_compute_tflops(op, gpu, tf32) * 1e12) if op.flops else 0.0
     memory = op.bytes / (gpu.bandwidth_tbs * 1e12 * MEMORY_EFFICIENCY)
     return max(compute, memory)
@@ -184,13 +205,15 @@ def _host_us(op, graphed, eager_op_us):
     return COMPILED_KERNEL_US if op.compiled else eager_op_us
 
 
-def step_time(ops, gpu, tokens, tf32=False, graphed=None, serial=False, eager_op_us=EAGER_OP_US, synced=None):
+def step_time(ops, gpu, tokens, tf32=False, graphed=None, serial=False, eager_op_us=EAGER_OP_US, synced=None,
+              comm=None):
     """Per phase: the longer of the GPU's roofline time and the host's launch time (none for
     what replays as CUDA graphs: `graphed`, see _host_us); `serial`: a CPU, which runs each op
     where it dispatches it, takes both. `tokens`: what one step trains on this device;
     `eager_op_us`: the host's time per eager op, or per phase {phase: us} (measured where the host
     is this machine: machine.host_op_us); `synced`: a SyncedSteps optimizer, whose phase is the
-    GPU's time plus the host's, per parameter."""
+    GPU's time plus the host's, per parameter; `comm`: the collectives' (utils/plan/comm.py's
+    CommTime), whose exposed time adds to each phase's."""
     ms, bound = {}, {}
     for phase in PHASES:
         mine = [op for op in ops if op.phase == phase]
@@ -203,4 +226,6 @@ def step_time(ops, gpu, tokens, tf32=False, graphed=None, serial=False, eager_op
         else:
             ms[phase] = device + host if serial else max(device, host)
         bound[phase] = "GPU" if device >= host else "host"
-    return StepTime(gpu.name, ms, len(ops), bound, tokens)
+        if comm is not None:
+            ms[phase] += comm.exposed_ms[phase]
+    return StepTime(gpu.name, ms, len(ops), bound, tokens, comm)

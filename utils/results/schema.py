@@ -16,6 +16,8 @@ COLUMNS = {
     "forward_ms": "part of the step: forward pass and loss, ms (summed over micro-batches; blank under CUDA graphs)",
     "backward_ms": "part of the step: backward pass, ms (summed over micro-batches; blank under CUDA graphs)",
     "optimizer_ms": "part of the step: optimizer step and zero_grad, ms (blank under CUDA graphs)",
+    "comm_ms": "predicted rows of N GPUs: the step's collectives' own time, ms, hidden behind compute or not",
+    "comm_exposed_ms": "predicted rows of N GPUs: the part of comm_ms the step waits for, ms (within step_ms)",
     "tokens_per_s": "batch x seq x accum x world_size / step time (every rank's tokens; the slowest rank's time)",
     "device_tokens_per_s": "tokens_per_s per device: tokens_per_s / world_size",
     "wall_tokens_per_s": "the phase's tokens / its wall-clock from first step to final sync "
