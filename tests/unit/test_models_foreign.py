@@ -74,6 +74,7 @@ def test_the_shipped_configs_build_the_published_architectures():
     # GPT-2 124M and GPT-2 XL as transformers counts them (tied embedding once), on fake tensors
     assert models.check("hf:gpt2", 16).n_params == 124_439_808
     assert models.check("hf:gpt2-xl", 16).n_params == 1_557_611_200
+    assert models.check("hf:llama-3.1-8b", 16).n_params == 8_030_261_248  # Llama 3.1 8B's, untied
     assert models.check("hf:gpt2", 16).dropout == 0.1 and models.check("hf:llama-tiny", 16).dropout == 0.0
 
 
