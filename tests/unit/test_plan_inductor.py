@@ -1,6 +1,7 @@
 """A compiled graph's step time counts inductor's own kernels: the bytes its scheduler says each
 moves (utils/plan/compiled.py: scheduled_kernels), held to the golden counts of PyTorch's
-test/inductor/test_perf.py (elements moved, fp32 inputs; there on CUDA, here on this CPU)."""
+test/inductor/test_perf.py (elements moved, fp32 inputs; there on CUDA), scheduled as on this CPU and as on
+an H100 (utils/plan/inductor_cuda.py)."""
 
 import functools
 
@@ -10,16 +11,19 @@ from functorch.compile import make_boxed_func, min_cut_rematerialization_partiti
 from torch._dynamo.backends.common import aot_autograd
 from torch._inductor.compile_fx import select_decomp_table
 
+from utils import devices
 from utils.plan import compiled
 
+SCHEDULINGS = {"cpu": None, "h100": devices.by_key("h100-sxm")}
 
-def count_numel(f, *inputs, train=False):
+
+def count_numel(f, *inputs, train=False, gpu=None):
     """Elements inductor's kernels read and write for `f` (forward, and with `train` backward too)."""
     kernels = []
 
     def compiler(phase):
         def compile_(graph, example_inputs):
-            kernels.extend(compiled.scheduled_kernels(graph, example_inputs, phase))
+            kernels.extend(compiled.scheduled_kernels(graph, example_inputs, phase, gpu))
             return make_boxed_func(graph.forward)
 
         return compile_
@@ -66,14 +70,16 @@ GOLDEN = [  # (name, function, inputs, elements): test_perf.py's
 ]
 
 
+@pytest.mark.parametrize("scheduling", SCHEDULINGS)
 @pytest.mark.parametrize("name, f, inputs, elements", GOLDEN, ids=[g[0] for g in GOLDEN])
-def test_inductors_kernels_move_what_test_perf_says(name, f, inputs, elements):
-    assert count_numel(f, *inputs) == elements
+def test_inductors_kernels_move_what_test_perf_says(name, f, inputs, elements, scheduling):
+    assert count_numel(f, *inputs, gpu=SCHEDULINGS[scheduling]) == elements
 
 
-def test_a_layer_norm_kernel_writes_its_output_and_statistics():
+@pytest.mark.parametrize("scheduling", SCHEDULINGS)
+def test_a_layer_norm_kernel_writes_its_output_and_statistics(scheduling):
     with torch.no_grad():
-        assert count_numel(LAYER_NORM, T(10, 10)) == 220
+        assert count_numel(LAYER_NORM, T(10, 10), gpu=SCHEDULINGS[scheduling]) == 220
 
 
 @pytest.mark.parametrize("f, inputs, elements", [
@@ -81,5 +87,6 @@ def test_a_layer_norm_kernel_writes_its_output_and_statistics():
     (lambda a, b, c, d: (a + b + c + d).cos().cos(), tuple(T(10, grad=True) for _ in range(4)), 90),
     (lambda x: (x < 0) * x, (T(100, grad=True),), 450),  # a bool mask saved, not a float
 ], ids=["full recompute", "partial recompute", "saved dtype"])
-def test_training_graphs_recompute_as_inductors_partitioner_does(f, inputs, elements):
-    assert count_numel(f, *inputs, train=True) == elements
+@pytest.mark.parametrize("scheduling", SCHEDULINGS)
+def test_training_graphs_recompute_as_inductors_partitioner_does(f, inputs, elements, scheduling):
+    assert count_numel(f, *inputs, train=True, gpu=SCHEDULINGS[scheduling]) == elements

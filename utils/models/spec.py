@@ -33,7 +33,7 @@ SHIPPED = {
     "smollm2-135m": ("https://huggingface.co/HuggingFaceTB/SmolLM2-135M/blob/main/config.json",
                      "HuggingFaceTB/SmolLM2-135M", 8, 1024, "SmolLM2 135M: Llama-style (RMSNorm, RoPE, SwiGLU, GQA)"),
     "llama-3.1-8b": ("https://huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json", "meta-llama/Llama-3.1-8B",
-                     2, 2048, "Llama 3.1 8B (Meta): RMSNorm, RoPE (llama3 scaling), SwiGLU, 8 KV heads; gated on the hub"),
+                     2, 2048, "Llama 3.1 8B (Meta): RMSNorm, RoPE (llama3 scaling), SwiGLU, 8 KV heads; hub-gated"),
     "llama-3.2-1b": ("https://huggingface.co/meta-llama/Llama-3.2-1B/blob/main/config.json", "meta-llama/Llama-3.2-1B",
                      4, 2048, "Llama 3.2 1B (Meta): Llama 3's architecture, tied embeddings; gated on the hub"),
     "llama-3.2-3b": ("https://huggingface.co/meta-llama/Llama-3.2-3B/blob/main/config.json", "meta-llama/Llama-3.2-3B",

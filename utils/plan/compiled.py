@@ -27,6 +27,7 @@ timing counts inductor's kernels with the bytes its scheduler says each moves. T
 are on the CPU device, so the fusion decided is inductor's C++ backend's, not Triton's.
 """
 
+import collections
 import contextlib
 import copy
 import functools
@@ -43,6 +44,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
 from utils import catalog
 from utils.plan.cudagraphs import in_graph_pool
+from utils.plan.inductor_cuda import cuda_scheduling, on_cuda
 from utils.plan.timing import ATTENTION_OPS, Op, attention_flops, counted_flops, is_view
 
 APPROXIMATED = ("torch.compile: AOTAutograd's min-cut partition on inductor's decompositions (the saved activations "
@@ -128,13 +130,36 @@ def _dtype(kernel):
     return torch.float32
 
 
-def scheduled_kernels(graph, example_inputs, phase):
+def _bytes(kernel):
+    """The bytes inductor's scheduler counts a kernel to read and write (get_read_write_buffer_accesses:
+    a buffer made and used inside one fused kernel costs nothing, any other min(elements iterated x
+    accesses, its size)), each buffer of a fused kernel bounded by what its parts count: for a fused
+    kernel the scheduler takes the elements iterated as 1e9, so an indexed read fused in (an
+    embedding's gather, cross-entropy's pick of the target's logit) is charged the whole buffer."""
+    accesses = kernel.get_read_write_buffer_accesses(include_reads=True, include_writes=True)
+    parts = [part for part in kernel.get_nodes() if part is not kernel]
+    if not parts:
+        return sum(accesses.values())
+    bound = collections.Counter()
+    for part in parts:
+        bound.update(part.get_read_write_buffer_accesses(include_reads=True, include_writes=True))
+    return sum(min(count, bound[name]) if name in bound else count for name, count in accesses.items())
+
+
+def scheduled_kernels(graph, example_inputs, phase, gpu=None):
     """The graph's kernels as inductor lowers and schedules them (its post-grad passes, lowering and
     fusion: torch/_inductor/compile_fx.py up to code generation, which is not run): per kernel an Op
-    of the bytes inductor's scheduler counts it to read and write (`get_read_write_buffers_sizes`:
-    a buffer made and used inside one fused kernel costs nothing), the FLOPs of the matmul or
-    attention an extern kernel runs. The fake tensors are on the CPU device: inductor's C++
-    scheduler decides the fusion (its rules: torch/_inductor/codegen/cpp.py)."""
+    of the bytes its scheduler counts (`_bytes`), the FLOPs of the matmul or attention an extern
+    kernel runs. With `gpu` (a utils.devices.GPU) inductor schedules as on that GPU, Triton's
+    fusion (utils/plan/inductor_cuda.py); without, as on this CPU (its C++ backend's rules)."""
+    fake = detect_fake_mode(example_inputs)
+    # a copy: the passes rewrite it; the plan runs the graph AOTAutograd made
+    lowered, example_inputs = on_cuda(graph, example_inputs, fake) if gpu else (copy.deepcopy(graph), example_inputs)
+    with cuda_scheduling(gpu) if gpu else contextlib.nullcontext():
+        return _scheduled(lowered, example_inputs, phase, fake)
+
+
+def _scheduled(lowered, example_inputs, phase, fake):
     from torch._inductor.compile_fx import _recursive_post_grad_passes
     from torch._inductor.debug import DebugContext
     from torch._inductor.graph import GraphLowering
@@ -142,8 +167,6 @@ def scheduled_kernels(graph, example_inputs, phase):
     from torch._inductor.scheduler import ExternKernelSchedulerNode
     from torch._inductor.virtualized import V
 
-    fake = detect_fake_mode(example_inputs)
-    lowered = copy.deepcopy(graph)  # the passes rewrite it; the plan runs the graph AOTAutograd made
     with V.set_fake_mode(fake):
         _recursive_post_grad_passes(lowered, False)
     inductor = GraphLowering(lowered, example_inputs=example_inputs, shape_env=fake.shape_env,
@@ -161,8 +184,7 @@ def scheduled_kernels(graph, example_inputs, phase):
                 counted = [_fx_flops(origin) for origin in node.node.origins]
                 flops = sum(f for f, _, _ in counted)
                 kind, dtype = next(((k, d) for f, k, d in counted if f), ("memory", None))
-            kernels.append(Op(node.get_name(), phase, kind, flops, node.get_read_write_buffers_sizes(),
-                              dtype or _dtype(node), True))
+            kernels.append(Op(node.get_name(), phase, kind, flops, _bytes(node), dtype or _dtype(node), True))
     return kernels
 
 
@@ -193,12 +215,12 @@ class Graphs:
     exists; none during the step that compiles), its fused intermediates untracked, and each run
     hands the tracker's timing recorder the graph's kernels as inductor schedules them."""
 
-    def __init__(self):
-        self.mode = None
+    def __init__(self, gpu=None):
+        self.mode, self.gpu = None, gpu  # gpu: inductor schedules as on it (None: as on this CPU)
         self.graphed = False  # compiled for CUDA graphs (reduce-overhead): allocations from their pool
 
     def _runner(self, graph, example_inputs, phase):
-        kernels = scheduled_kernels(graph, example_inputs, phase)
+        kernels = scheduled_kernels(graph, example_inputs, phase, self.gpu)
 
         def run(args):
             recorder = getattr(self.mode, "on_op", None)

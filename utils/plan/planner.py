@@ -100,7 +100,9 @@ def _set_up(setup, cfg, model_cuda, target=None):
     unplanned = UNPLANNED.keys() & _functions(cfg.technique)
     if unplanned:
         raise NotModelled(UNPLANNED[unplanned.pop()])
-    run, graphs = new_run(dataclasses.replace(cfg, device="cuda") if model_cuda else cfg), Graphs()
+    # inductor schedules the compiled graphs as on the planned GPU (their kernels time the step)
+    run = new_run(dataclasses.replace(cfg, device="cuda") if model_cuda else cfg)
+    graphs = Graphs(target.gpu if target and model_cuda else None)
     gpu = planned_gpu(target.gpu.capability) if target else planned_gpu()
     try:
         with gpu if model_cuda else contextlib.nullcontext(), plan_compile(graphs):
