@@ -357,31 +357,6 @@ def test_profile_never_touches_the_results_file(tmp_path, monkeypatch, capsys):
     )
 
 
-MAKE_CASES = [  # through make: the same one line and status 2, nothing written
-    (["baseline", "RESULTS_FILE={tmp}/d"], "RESULTS_FILE={tmp}/d is a folder"),
-    (["baseline", "DATA={tmp}/f"], "DATA={tmp}/f: its training split holds 3 tokens"),
-    (["plots", "PLOTSPREFIX=a/b_"], "PLOTSPREFIX='a/b_' holds a '/'"),
-    (["all", "CI_HALF_WIDTH=2"], "CI_HALF_WIDTH must be a number between 0 and 1"),
-    (["reset", "PLOTS_DIR="], "PLOTS_DIR is empty"),  # not rm -f /*.png
-    (["reset", "RESULTS_FILE={tmp}/f"], "is not a results file of this suite"),
-]
-
-
-@pytest.mark.parametrize("args, said", MAKE_CASES)
-def test_bad_input_through_make(existing, tmp_path, args, said):
-    results_file, before = existing
-    (tmp_path / "f").write_text("abc\n")
-    (tmp_path / "d").mkdir()
-    proc = run_make(
-        *(arg.format(tmp=tmp_path) for arg in args), results_file=results_file, PLOTS_DIR=str(tmp_path / "plots")
-    )
-    assert (
-        proc.returncode == 2 and said.format(tmp=tmp_path) in one_line(proc.stderr) and "Traceback" not in proc.stderr
-    )
-    assert results_file.read_bytes() == before and (tmp_path / "f").read_text() == "abc\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f", "results.csv"]
-
-
 def test_a_run_that_cannot_fit_is_refused_before_it_trains(existing, monkeypatch, capsys):
     results_file, before = existing
     for name, value in tiny_env(results_file, SEQ="100000", BATCH="4").items():

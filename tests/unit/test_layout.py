@@ -163,7 +163,6 @@ NON_TRAINING = {
     "test_make.py::test_init_results_and_reset_keep_a_backup": "make init_results, reset: file moves, stdlib only",
     "test_report.py::test_make_report_prints_the_table": "make report of synthetic rows: tables, figures",
     "test_bad_input.py::test_bad_settings_through_make": "each row refused at its settings, before any model",
-    "test_bad_input.py::test_bad_input_through_make": "each row refused at its settings, before any model",
     "test_bad_input.py::test_cuda_asked_for_on_a_machine_without_it": "DEVICE=cuda refused before any model",
     "test_gpu_refusals.py::test_every_target_checks_the_given_interpreter_first": "make -n: prints the recipes",
     "test_readme.py::test_a_script_runs_on_its_own_from_anywhere": "scripts/bf16.py --help: prints the flags",

@@ -64,14 +64,3 @@ def test_bad_input_is_one_line_and_writes_nothing(results_file, monkeypatch, cap
 @pytest.mark.parametrize("limit, start", [(37, 37), (37, 30), (37, 50), (5, 1), (1, 9), (0, 4)])
 def test_a_search_from_a_guess_finds_the_same_answer(limit, start):
     assert maxbatch.search(lambda b: b <= limit, start=start)[0] == limit
-
-
-def test_the_planned_search_finds_bisections_answer_in_fewer_plans(monkeypatch):
-    for name, value in {"MODEL": "tiny", "SEQ": "64", "DEVICE": "cpu"}.items():
-        set_env(monkeypatch, name, value)
-    set_env(monkeypatch, "GPU_MEMORY_GIB", "0.5")  # the context (0.37 GiB) and a few dozen tiny batches
-    given = settings.read()
-    best, trials = maxbatch.planned_search("baseline", load_target(given), given)
-    bisected, plain = maxbatch.search(maxbatch.PlannedFit("baseline", load_target(given), given))
-    assert best == bisected >= 8  # the same answer as x2 then bisection
-    assert len(trials) < len(plain)

@@ -305,17 +305,6 @@ def test_drift_and_evaluation_read_a_foreign_models_rows(results_file, monkeypat
     assert len(df[df["phase"] == "eval"]) == 2 * 2 and set(df["mlp"]) == {"own"}  # before and after
 
 
-def test_maxbatch_plans_a_foreign_model_for_a_gpu(results_file, monkeypatch, capsys):
-    from utils.drivers import maxbatch
-
-    for name, value in {"RESULTS_FILE": str(results_file), "DEVICE": "cpu", "TECHNIQUE": "baseline", "PLAN": "1",
-                        "GPU_MEMORY_GIB": "1.01", "MODEL": "hf:gpt2-tiny", "SEQ": "256"}.items():
-        set_env(monkeypatch, name, value)
-    assert maxbatch.main() == 0
-    row = results.read(results_file).iloc[-1]
-    assert (row["kind"], row["model"]) == ("predicted", "hf:gpt2-tiny") and int(row["batch"]) >= 1
-
-
 def test_a_model_from_a_file_is_planned_compiled():
     # torch.compile's guards import the model's module by name: the file's module is registered as an import
     plan = planner.plan(load_setup("compile"), cfg_of(EXAMPLE, seq=32))

@@ -39,17 +39,15 @@ def test_a_captured_step_allocates_in_its_pool_as_the_eager_step_and_launches_no
 def test_reduce_overhead_puts_the_compiled_graphs_in_the_pool_and_the_eager_optimizer_outside():
     cfg = dataclasses.replace(CFG, compile_mode="reduce-overhead")
     plan = planner.plan(setup_of("compile")[1], cfg, H100)
-    default = planner.plan(setup_of("compile")[1], CFG, H100)
-    assert plan.graphed == COMPILED and default.graphed is None
-    assert _pooled(plan) and not _pooled(default)
-    assert plan.peak_mib == pytest.approx(default.peak_mib, rel=0.01)
+    assert plan.graphed == COMPILED and _pooled(plan)
     # the compiled graphs' kernels cost the host nothing; the eager ops around them (the optimizer, the
     # loss's division by the micro-batches) still cost it their launches
     host = {phase: sum(timing._host_us(op, plan.graphed, timing.EAGER_OP_US) for op in plan.ops if op.phase == phase)
             for phase in timing.PHASES}
     assert all(timing._host_us(op, plan.graphed, timing.EAGER_OP_US) == 0 for op in plan.ops if op.compiled)
     assert host["optimizer"] > host["forward"] + host["backward"] > 0
-    assert plan.time.step_ms <= default.time.step_ms
+    launched = timing.step_time(plan.ops, H100.gpu, plan.time.tokens, graphed=None)  # the same kernels, not graphed
+    assert plan.time.step_ms <= launched.step_ms
 
 
 def test_max_autotune_is_refused_with_its_reason():

@@ -4,7 +4,6 @@ import pytest
 from helpers import plan_cfg, set_env
 
 from utils import registry, results
-from utils.drivers import maxbatch
 from utils.plan import __main__ as plan_command
 from utils.plan import allocator, planner
 from utils.techniques.parallel import World
@@ -56,13 +55,3 @@ def test_bad_worlds_are_one_line_and_write_nothing(results_file, monkeypatch, ca
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("plan: error:") and message in lines[0]
     assert not results_file.exists()
-
-
-def test_maxbatch_answers_what_fits_per_gpu_on_n_gpus(results_file, monkeypatch):
-    env = {"TECHNIQUE": "baseline", "PLAN": "1", "GPU_MEMORY_GIB": "0.5", "MODEL": "tiny", "SEQ": "64",
-           "PARALLEL": "fsdp", "NPROC": "4", "RESULTS_FILE": str(results_file)}
-    for name, value in env.items():
-        set_env(monkeypatch, name, value)
-    assert maxbatch.main() == 0
-    row = results.read(results_file).iloc[-1]
-    assert (row["world_size"], row["parallel"]) == (4, "fsdp") and "rank 0 of 4 GPUs (fsdp)" in row["reason"]
