@@ -40,6 +40,9 @@ class GPU:
 # H100 NVL's bridge joins pairs only, and the rest talk over PCIe. The links' bandwidths and
 # latencies are NCCL's own model, as torch/_inductor/comm_analysis.py ports it (utils/plan/comm.py).
 # SMs: the same datasheets and the architecture whitepapers (H100 SXM 132, PCIe 114; A100 108).
+# h100-hbm2e: the H100 of torchtitan's published benchmarks (benchmarks/llama3_h100_202412_torchtitan.md
+# in its repository: 96 GB HBM2e at 2.4 TB/s, a 500 W limit, 8 per host over NVLink); its peak is
+# "between SXM and NVL" there, and SXM's is taken, as torchtitan's own MFU figures take it: an upper bound.
 ALLOCATOR_MODES = ("native", "expandable_segments")  # the CUDA caching allocator's (PYTORCH_CUDA_ALLOC_CONF)
 MODULE_LOADINGS = ("lazy", "eager")  # CUDA_MODULE_LOADING: what the CUDA context holds
 HOPPER_SXM = {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4}
@@ -48,6 +51,8 @@ GPUS = (
     GPU("h100-pcie", r"H100.*PCIe", "H100 PCIe", 80, (9, 0), {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0}, 2.0,
         sms=114),
     GPU("h100-nvl", r"H100 NVL", "H100 NVL", 94, (9, 0), {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5}, 3.9, sms=132),
+    GPU("h100-hbm2e", r"H100.*HBM2e", "H100 96GB HBM2e (500 W)", 96, (9, 0), HOPPER_SXM, 2.4, nvlink=True,
+        sms=132),  # torchtitan's benchmark GPU (Meta's Grand Teton); peaks: SXM's, see above
     GPU("h100-sxm", r"H100", "H100 SXM 80GB", 80, (9, 0), HOPPER_SXM, 3.35, nvlink=True, sms=132),
     GPU("gh200", r"GH200", "GH200 96GB", 96, (9, 0), HOPPER_SXM, 4.0, nvlink=True, sms=132),
     GPU("h200", r"H200", "H200 141GB", 141, (9, 0), HOPPER_SXM, 4.8, nvlink=True, sms=132),

@@ -89,3 +89,11 @@ def test_checkpointing_inside_a_compiled_graph_is_planned_and_keeps_less():
     assert cut.breakdown["activations"] < plans["flash+compile"].breakdown["activations"]
     recomputed = [len([op for op in p.ops if op.phase == "backward"]) for p in plans.values()]
     assert recomputed[1] > recomputed[0]  # backward runs the blocks' forward again
+
+
+def test_a_hugging_face_llama_is_scheduled_as_on_the_gpu():
+    # its RoPE and grouped KV heads lower through inductor's reinplacing pass, on fake CUDA tensors
+    cfg = load_config("stack", settings.read(env={}), batch=2, seq=64, model="hf:llama-tiny")
+    plan = planner.plan(setup_of("stack")[1], cfg, Target(devices.by_key("h100-sxm")))
+    assert plan.record["compiled"] and plan.time.step_ms > 0
+    assert all(op.compiled for op in plan.ops if op.phase == "forward" and op.kind == "matmul")

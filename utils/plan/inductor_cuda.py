@@ -85,9 +85,12 @@ def cuda_scheduling(gpu):
         (CudaInterface, "device_count", staticmethod(lambda: 1)),
         # Scheduler.create_backend refuses a GPU without Triton (TritonMissing); fusion never imports it
         (scheduler, "has_triton", lambda *args: True),
-        # Tensor.__invert__'s Python binding takes a CUDA device guard (a CPU build has none), the aten op
-        # none: post-grad's FakeTensorUpdater reruns `~mask` (_unsafe_masked_index_put_accumulate's decomposition)
+        # a Tensor method's Python binding takes a CUDA device guard (a CPU build has none), the aten op none:
+        # post-grad's FakeTensorUpdater reruns `~mask` (_unsafe_masked_index_put_accumulate's decomposition),
+        # its reinplacing pass copies into views (reinplace.py, _inplace_generalized_scatter)
         (torch.Tensor, "__invert__", lambda self: torch.ops.aten.bitwise_not.default(self)),
+        (torch.Tensor, "copy_", lambda self, src, non_blocking=False: torch.ops.aten.copy_.default(self, src,
+                                                                                                  non_blocking)),
     ]
     with contextlib.ExitStack() as stack:
         for owner, name, value in patches:

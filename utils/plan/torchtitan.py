@@ -1,0 +1,65 @@
+"""torchtitan's published multi-GPU runs, for `make plan_check`: Llama 3.1 8B trained with FSDP2
+on 8 and on 128 H100s (pytorch/torchtitan, benchmarks/llama3_h100_202412_torchtitan.md, Tables 1
+and 3, torch of 2024-12-23).
+
+What they ran: local batch 2, sequence 8192 (its llama3_8b.toml), selective activation
+checkpointing (its per-op policy: some matmul outputs saved, the rest recomputed), FSDP2 with
+bf16 parameters all-gathered and fp32 gradient reductions (its MixedPrecisionPolicy), AdamW,
+with and without torch.compile, on Grand Teton hosts: 8 H100s (96 GB HBM2e, 2.4 TB/s, 500 W)
+per host over NVLink, 400 Gb/s RDMA per GPU between hosts. "Memory" is its memory monitor's
+max reserved (torch.cuda.max_memory_reserved): the plan's reserved. Tokens/s per GPU: the 90th
+iteration's.
+
+What the suite plans: `flash+checkpointing+fused` (bf16 autocast, SDPA flash, fused AdamW, every
+block checkpointed whole) and the same compiled, the `hf:llama-3.1-8b` config, GPU h100-hbm2e.
+What differs, and which way it moves the figures (DIFFERENCES).
+"""
+
+from utils.devices import by_key
+from utils.plan import planner
+from utils.plan.config import Target, load_config
+from utils.techniques import setup_of
+from utils.techniques.parallel import World
+
+MEMORY_BAR, TOKENS_BAR = 0.10, 0.25  # max reserved within 10%, tokens/s per GPU within 25%
+# (configuration, the suite's technique, GPUs, tokens/s per GPU, max reserved GiB)
+ROWS = (
+    ("FSDP", "flash+checkpointing+fused", 8, 5762, 82.4),
+    ("FSDP + torch.compile", "flash+checkpointing+fused+compile", 8, 6667, 77.0),
+    ("FSDP", "flash+checkpointing+fused", 128, 5605, 67.0),
+    ("FSDP + torch.compile", "flash+checkpointing+fused+compile", 128, 6514, 62.0),
+)
+DIFFERENCES = (
+    "checkpointing: the suite recomputes each block whole, torchtitan's selective policy saves some matmul "
+    "outputs (more memory, less recompute: the plan is low in memory and in tokens/s)",
+    "precision: the suite's bf16 is autocast over fp32 weights (FSDP2 all-gathers fp32, twice torchtitan's bf16 "
+    "bytes; each matmul casts its weight), torchtitan's FSDP2 keeps bf16 copies of the unsharded weights",
+    "the GPU's peak: SXM's taken (torchtitan: between SXM's and NVL's at 500 W), so the plan is high in tokens/s",
+)
+
+
+def rows(given, table_row):
+    """Predicted vs published, per row (each printed by `table_row`, a list of cells -> a markdown
+    row): max reserved and tokens/s per GPU; returns (label, memory error, tokens/s error) per row."""
+    target, out = Target(by_key("h100-hbm2e"), nodes=1), []
+    print("\n### torchtitan: Llama 3.1 8B, FSDP2, local batch 2, T=8192, H100 96GB HBM2e (max reserved; "
+          "tokens/s per GPU)\n")
+    table_row(["configuration", "GPUs", "measured GiB", "predicted GiB (allocated / reserved)", "error",
+          f"within {MEMORY_BAR:.0%}", "measured tokens/s", "predicted tokens/s (exposed comm ms)", "error",
+          f"within {TOKENS_BAR:.0%}"])
+    table_row(["---"] * 10)
+    for label, technique, gpus, tokens, gib in ROWS:
+        nodes = max(gpus // 8, 1)
+        cfg = load_config(technique, given, batch=2, seq=8192, model="hf:llama-3.1-8b", world=World("fsdp", size=gpus))
+        plan = planner.plan(setup_of(technique)[1], cfg, Target(target.gpu, nodes=nodes))
+        reserved, step = plan.memory.reserved_mib / 1024, plan.time
+        errors = (reserved / gib - 1, step.tokens_per_s / tokens - 1)
+        out.append((f"{label}, {gpus} GPUs", *errors))
+        exposed = sum(step.comm.exposed_ms.values())
+        table_row([f"{label} (`{technique}`)", f"{gpus} ({nodes} node{'s' * (nodes > 1)})", gib,
+              f"{plan.memory.allocated_mib / 1024:.1f} / **{reserved:.1f}**", f"{errors[0]:+.1%}",
+              "yes" if abs(errors[0]) <= MEMORY_BAR else "**no**", f"{tokens:,}",
+              f"{step.tokens_per_s:,.0f} ({exposed:.0f})", f"{errors[1]:+.1%}",
+              "yes" if abs(errors[1]) <= TOKENS_BAR else "**no**"])
+    print("\nwhat differs: " + "; ".join(DIFFERENCES))
+    return out
