@@ -23,8 +23,9 @@ In reduce-overhead mode each graph's allocations come from the CUDA graphs' priv
 
 The step's time is not that model's: each graph is lowered and scheduled by inductor itself
 (`scheduled_kernels`: its post-grad passes, lowering and fusion, no code generated), and the
-timing counts inductor's kernels with the bytes its scheduler says each moves. The fake tensors
-are on the CPU device, so the fusion decided is inductor's C++ backend's, not Triton's.
+timing counts inductor's kernels with the bytes its scheduler says each moves. For a plan with a
+GPU inductor schedules as on that GPU, by Triton's rules (utils/plan/inductor_cuda.py: the
+graph's fake tensors relabelled to CUDA); a plan of this CPU's step, by its C++ backend's.
 """
 
 import collections
