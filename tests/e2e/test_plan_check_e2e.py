@@ -13,5 +13,6 @@ def test_make_plan_check_prints_every_row_labelled_and_the_bars(results_file):
     labelled = [r for r in rows if " allocated |" in r or " device total |" in r or " tracked |" in r]
     cpu = len(reference.CPU_TECHNIQUES) * 2
     assert len(labelled) == len(reference.H100_PEAKS) + len(reference.GPT2XL_TOTALS) + cpu
-    for name in ("H100 allocated", "GPT2-XL study device total", "GPT2-XL study order", "this CPU tracked"):
+    for name in ("H100 allocated", "GPT2-XL study device total", "GPT2-XL study order", "this CPU tracked",
+                 "torchtitan max reserved", "torchtitan tokens/s"):
         assert f"- {name}" in out
