@@ -27,6 +27,7 @@ exposed (it adds to the phase's time); the rest is hidden behind compute.
 
 import contextlib
 import dataclasses
+import itertools
 from unittest import mock
 
 from utils.plan.timing import PHASES, Op, op_seconds
@@ -69,9 +70,7 @@ def with_buckets(ops, bucket_bytes, gpu, tf32=False):
     """`ops` with DDP's bucket all-reduces put into backward where its gradients are made."""
     backward = [i for i, op in enumerate(ops) if op.phase == "backward"]
     total_s = sum(op_seconds(ops[i], gpu, tf32) for i in backward)
-    total_bytes, cumulative = sum(bucket_bytes), []
-    for size in bucket_bytes:
-        cumulative.append((cumulative[-1] if cumulative else 0) + size)
+    total_bytes, cumulative = sum(bucket_bytes), list(itertools.accumulate(bucket_bytes))
     pending = [Op("all_reduce", "backward", "collective", 0, size, None, False) for size in bucket_bytes]
     out, done_s = [], 0.0
     for i, op in enumerate(ops):
@@ -91,9 +90,9 @@ def comm_time(ops, gpu, ranks, nodes=1, tf32=False):
     gathered_at, waited = None, False  # where the phase's last all-gather was reached; the optimizer has waited
     phase = None
 
-    def wait(until, phase):
+    def wait(until, waiting):  # the compute of phase `waiting` idles until the collectives' queue reaches `until`
         nonlocal compute
-        exposed[phase] += max(until - compute, 0.0)
+        exposed[waiting] += max(until - compute, 0.0)
         compute = max(compute, until)
 
     for op in ops:
