@@ -46,8 +46,10 @@ def run_config(technique, **fields):
 
 def tiny_env(results_file, **extra):
     """This environment without a running `make test`'s settings and make variables, with the tiny
-    settings, RESULTS_FILE and `extra`."""
+    settings, RESULTS_FILE and `extra`; the suite's folder first on PYTHONPATH, as the Makefile puts it
+    (pytest run with a GPU box's own python3, where no .venv puts it on the path)."""
     env = {k: v for k, v in os.environ.items() if k not in INHERITED and not k.startswith(settings.PREFIX)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), env.get("PYTHONPATH"))))
     return {**env, **environ({**TINY, "RESULTS_FILE": str(results_file), **extra})}
 
 

@@ -169,3 +169,14 @@ def test_stack_memory_uses_least_memory_of_the_planned_techniques():
 def test_lion_8bit_composes_in_the_optimizer_stage():
     run = build_run(CFG, lambda r: (t.strict_fp32(r), t.lion_8bit(r, lr_scale=1 / 3, weight_decay_scale=3)))
     assert type(run.optimizer).__name__ == "Lion8bit" and run.lr == pytest.approx(CFG.lr / 3)
+
+
+def test_fp16_is_planned_with_its_grad_scaler_as_on_the_gpu():
+    # torch disables GradScaler("cuda") where it finds no CUDA, and beside a GPU its step reads
+    # found_inf on the host, which no fake tensor can answer: the plan must run it either way
+    plan = planner.plan(load_setup("fp16"), CFG)
+    ops = {op.name for op in plan.ops}
+    assert "_amp_foreach_non_finite_check_and_unscale_" in ops and "_amp_update_scale_" in ops
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU box: the scaler reads found_inf
+        assert planner.plan(load_setup("fp16"), CFG).ops

@@ -48,11 +48,25 @@ class PeakTracker(MemTracker):
         self.unmaterialised = False  # the planner's compiled graphs: an op inductor would fuse away
         self.pool = None  # the private pool allocations come from while a CUDA graph is captured
         self.on_op = on_op  # (func, args, kwargs, out, phase) per op the step runs: the planner's timing
+        self.step_fake_mode = None  # the fake mode the step runs under (None in eager), taken on the first entry
+        self._entered = 0
+
+    def __enter__(self):
+        # an op under another fake mode (DTensor's sharding propagation) is no work of the step's;
+        # torch 2.13's MemTracker keeps the same as a private attribute that torch 2.11's lacks
+        if not self._entered:
+            self.step_fake_mode = active_fake_mode()
+        self._entered += 1
+        return super().__enter__()
+
+    def __exit__(self, *args):
+        self._entered -= 1
+        return super().__exit__(*args)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = super().__torch_dispatch__(func, types, args, kwargs)
         if (self.on_op is not None and out is not NotImplemented and not self.unmaterialised
-                and active_fake_mode() is self._fake_mode_on_entry):
+                and active_fake_mode() is self.step_fake_mode):
             phase = "optimizer" if self._in_opt else "backward" if self._mod_tracker.is_bw else "forward"
             self.on_op(func, args, kwargs or {}, out, phase)
         return out

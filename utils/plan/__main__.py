@@ -118,6 +118,8 @@ def plan_techniques(names, given):
             _header(first, target, plan.memory, width)
         print(_line(name, plan, time.perf_counter() - start, width), flush=True)
         rows.append(predicted_row(cfg, name, plan, device))
+        # each row written as it is planned: a later technique that aborts the process (a C++ error) costs none
+        results.append_rows(first.results_file, rows[-1:])
         planned[name] = plan
         if cfg.world.kind:  # the same step on one GPU: what N GPUs scale against
             singles[name] = planner.plan(setups[name], load_config(name, given, world=World()), target).time
@@ -126,7 +128,6 @@ def plan_techniques(names, given):
         _comm_table(planned, singles, target)
     print("modelled on the CUDA side: " + "; ".join(CUDA_MODEL))
     print("not modelled: " + "; ".join(NOT_MODELLED))
-    results.append_rows(first.results_file, rows)
     print(f"plan: {len(rows)} predicted rows appended to {first.results_file}"
           + (f"; failed: {' '.join(failed)}" if failed else ""))
     return 1 if failed else 0

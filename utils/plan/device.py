@@ -17,7 +17,7 @@ forward and the autograd engine's device thread that runs backward
 The CUDA context: torch sets CUDA_MODULE_LOADING=LAZY (since 1.13, pytorch/pytorch#86509)
 where CUDA >= 11.7 supports it, so kernels load when first used. Figures and sources below;
 where a generation has no measured figure the plan says what it assumed. The kernels a
-training step loads on top of the bare context are not counted (not measured here).
+training step loads on top of the bare context are counted only where the measured figure holds them.
 """
 
 import dataclasses
@@ -27,8 +27,12 @@ from utils.devices import generation
 from utils.plan import allocator
 from utils.units import GIB, MIB
 
-# (MiB, source): the bare context as measured (nvidia-smi or cudaMemGetInfo's total - free)
+# (MiB, source): the context as measured (nvidia-smi or cudaMemGetInfo's total - free), bare or
+# with the kernels a training step loaded into it, as each source says
 CONTEXT_MEASURED = {
+    ("hopper", "lazy"): (751, "measured by make gpu_check on an NVIDIA H200 (driver 580.159.04, torch "
+                              "2.11+cu130, 2026-12-04): device total - peak reserved after GPT-2's eager fp32 "
+                              "step, the kernels it loaded included (cuDNN attention's +16 MiB, a CUDA graph's +72)"),
     ("ada", "lazy"): (426, "unsloth-zoo PR #1053: nvidia-smi 426 MiB after torch.cuda.mem_get_info, "
                            "RTX 6000 Ada, torch 2.10+cu130"),
 }
@@ -44,6 +48,9 @@ def context(gpu, loading):
     measured = CONTEXT_MEASURED.get((generation(gpu), loading))
     if measured:
         return (*measured, False)
+    lazy = CONTEXT_MEASURED.get((generation(gpu), "lazy"))
+    if loading == "eager" and lazy and lazy[0] > CONTEXT_STATED["eager"][0]:  # eager loads every kernel at start
+        return lazy[0], f"at least the lazy figure measured: {lazy[1]}", True
     return (*CONTEXT_STATED[loading], True)
 
 

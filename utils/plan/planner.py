@@ -37,6 +37,7 @@ from utils.plan.cuda import (
     cuda_sdpa_dropout,
     planned_gpu,
     real_bitsandbytes_qmaps,
+    scaler_steps_without_infs,
 )
 from utils.plan.cudagraphs import COMPILED, STEP, plan_cuda_graph_step
 from utils.plan.device import device_memory
@@ -131,7 +132,8 @@ def _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs):
     tracker = PeakTracker(record=True, on_op=OpRecorder())
     if run.step.graphed:
         plan_cuda_graph_step(run.step, tracker)
-    cuda = (cuda_rounding(), cuda_autocast_policy(), cuda_sdpa_dropout(), cuda_dropout()) if model_cuda else ()
+    cuda = (cuda_rounding(), cuda_autocast_policy(), cuda_sdpa_dropout(), cuda_dropout(), scaler_steps_without_infs()
+            ) if model_cuda else ()
     with contextlib.ExitStack() as stack:
         for context in (*cuda, quiet_global_hooks()):
             stack.enter_context(context)
