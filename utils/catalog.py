@@ -15,7 +15,7 @@ BASELINE = "baseline"  # what every speedup is against
 AA_CHECK = "adamw"  # the baseline's calls under another name: an A/A test of the machine's noise
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 GRAPHED_COMPILE_MODES = ("reduce-overhead", "max-autotune")  # inductor captures CUDA graphs in these modes
-STAGES = ("architecture", "precision", "attention", "memory", "parallel", "optimizer", "compile", "step")
+STAGES = ("architecture", "precision", "attention", "adapters", "memory", "parallel", "optimizer", "compile", "step")
 # technique function -> (stage, the group of which a run holds one: two of a group conflict)
 FUNCTIONS = {
     "gated_mlp": ("architecture", "MLP"),
@@ -23,10 +23,15 @@ FUNCTIONS = {
     "tf32": ("precision", None),
     "autocast_bf16": ("precision", "precision"),
     "autocast_fp16": ("precision", "precision"),
+    "bf16_weights": ("precision", None),
     "flash_attention": ("attention", None),
+    "lora_adapters": ("adapters", None),
     "checkpoint_blocks": ("memory", None),
-    **dict.fromkeys(("adamw", "adam", "sgd", "fused_adamw", "adamw_8bit", "lion", "lion_8bit", "offload_adamw"),
-                    ("optimizer", "optimizer")),
+    "chunked_cross_entropy": ("memory", None),
+    "offload_activations": ("memory", None),
+    **dict.fromkeys(("adamw", "adam", "sgd", "fused_adamw", "adamw_8bit", "paged_adamw_8bit", "lion", "lion_8bit",
+                     "offload_adamw"), ("optimizer", "optimizer")),
+    "step_in_backward": ("optimizer", None),
     "compile_model": ("compile", None),
     "accumulate": ("step", None),
     "cuda_graphs": ("step", None),
@@ -40,7 +45,19 @@ CONFLICTS = {
     "reads the GPU from the host every step; use bf16",
     # bitsandbytes synchronises after every parameter; torchao's offload steps on the CPU
     **{frozenset(("cuda_graphs", f)): f"{HOST_STEPPED} ({f})"
-       for f in ("adamw_8bit", "lion", "lion_8bit", "offload_adamw")},
+       for f in ("adamw_8bit", "paged_adamw_8bit", "lion", "lion_8bit", "offload_adamw")},
+    frozenset(("bf16_weights", "autocast_fp16")): "bf16 weights compute in bf16; fp16's loss scaling is for "
+    "fp16 autocast over fp32 weights",
+    frozenset(("cuda_graphs", "offload_activations")): "offloaded activations are copied to host memory and back, "
+    "which a CUDA graph's private pool does not follow",
+    # each parameter steps as its gradient is ready (torchtune refuses the same three)
+    frozenset(("step_in_backward", "accumulate")): "the optimizer steps in backward, once per backward: "
+    "accumulating gradients over micro-batches needs the step after the last",
+    frozenset(("step_in_backward", "autocast_fp16")): "fp16's GradScaler unscales every gradient before one "
+    "optimizer step; stepped in backward, each parameter's would go unchecked",
+    frozenset(("step_in_backward", "cuda_graphs")): "cuda_graphs captures one optimizer step after backward",
+    frozenset(("step_in_backward", "offload_adamw")): "torchao's offload steps all parameters on the CPU after "
+    "backward",
 }
 
 
@@ -92,6 +109,7 @@ TECHNIQUES = (
     T("bf16", (FP32, call("autocast_bf16"), ADAMW), "matmuls and activations in bf16 (8 mantissa bits)",
       min_capability=BF16),
     T("checkpointing", (FP32, call("checkpoint_blocks"), ADAMW)),
+    T("chunked_ce", (FP32, call("chunked_cross_entropy"), ADAMW)),
     T("compile", (FP32, ADAMW, call("compile_model"))),
     T("cudagraphs", (FP32, ADAMW, call("cuda_graphs")), cuda_only=True),
     T("flash", (FP32, call("autocast_bf16"), call("flash_attention"), ADAMW),
@@ -102,14 +120,22 @@ TECHNIQUES = (
     T("lion", (FP32, call("lion", **LION_ADVICE)), OTHER_OPTIMIZER, packages=("bitsandbytes or lion-pytorch",)),
     T("lion8bit", (FP32, call("lion_8bit", **LION_ADVICE)), OTHER_OPTIMIZER + ", its state in 8 bits",
       packages=("bitsandbytes",)),
+    T("lora", (FP32, call("lora_adapters"), ADAMW), "only low-rank adapters train (LORA_RANK, LORA_TARGETS); the "
+      "base weights stay as built", packages=("peft",)),
     T("momentum", (FP32, call("sgd", momentum=0.9, default_lr=0.01)), OTHER_OPTIMIZER),
     T("offload", (FP32, call("offload_adamw")), cuda_only=True, packages=("torchao",)),
+    T("offload_activations", (FP32, call("offload_activations"), ADAMW)),
+    T("paged_8bit", (FP32, call("paged_adamw_8bit")), "AdamW with 8-bit block-quantised state: close to AdamW, "
+      "not equal", packages=("bitsandbytes",)),
+    T("pure_bf16", (FP32, call("bf16_weights"), ADAMW), "weights, gradients and AdamW's state in bf16, no fp32 "
+      "master copy: small updates round away", min_capability=BF16),
     T("sgd", (FP32, call("sgd", default_lr=0.1)), OTHER_OPTIMIZER),
     T("stack", (FP32, call("autocast_bf16"), call("flash_attention"), call("fused_adamw"), call("compile_model")),
       "as bf16 and flash", min_capability=BF16, equals=("flash", "fused", "compile")),
     T("stack_memory", (FP32, call("autocast_bf16"), call("flash_attention"), call("checkpoint_blocks"),
                        call("lion_8bit", **LION_ADVICE)), "as bf16, flash and lion8bit", min_capability=BF16,
       packages=("bitsandbytes",), equals=("flash", "checkpointing", "lion8bit")),
+    T("step_in_backward", (FP32, ADAMW, call("step_in_backward"))),
     T("swiglu", (call("gated_mlp", "swiglu"), FP32, ADAMW), "another architecture: a SwiGLU MLP"),
     T("tf32", (call("tf32"), ADAMW), "fp32 matmuls in TF32 (10 mantissa bits)", cuda_only=True,
       min_capability=BF16),

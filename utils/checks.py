@@ -69,6 +69,17 @@ def number(name, text, below=math.inf):
     return value
 
 
+def probability(name, text):
+    """A number from 0 up to 1 (1 excluded): a dropout rate."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0 <= value < 1:
+        raise BadInput(f"{name} must be a number from 0 up to 1, got {text!r}")
+    return value
+
+
 def optional(check, name, text, *args):
     """`check` of a variable that may be left empty (None then)."""
     return None if text in (None, "") else check(name, text, *args)

@@ -73,7 +73,7 @@ GPUS = (
 # compute capability -> architecture (NVIDIA's "CUDA GPUs" table); 10.x and newer: Blackwell
 GENERATION_BY_CAPABILITY = {(7, 0): "volta", (7, 5): "turing", (8, 0): "ampere", (8, 6): "ampere",
                             (8, 9): "ada", (9, 0): "hopper"}
-PRECISION = {"fp32": "fp32", "tf32": "tf32", "bf16-autocast": "bf16", "fp16-autocast": "fp16"}
+PRECISION = {"fp32": "fp32", "tf32": "tf32", "bf16-autocast": "bf16", "fp16-autocast": "fp16", "bf16-weights": "bf16"}
 
 
 def generation(gpu):

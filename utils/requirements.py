@@ -27,6 +27,7 @@ OPTIONAL = {
     "bitsandbytes": "8bit, lion, lion8bit, stack_memory",
     "torchao": "offload",
     "transformers": "MODEL=hf:...",
+    "peft": "lora",
     "tqdm": "the progress bar of a run in a terminal",
 }
 # packages only some make goals use: missing, only those goals are refused

@@ -112,6 +112,13 @@ SETTINGS = (
     S("ACCUM", "4", "micro-batches of BATCH per optimizer step, for techniques that accumulate", "run", _int(1), True),
     S("COMPILE_MODE", "default", "torch.compile mode of techniques that compile",
       "run", _choice(*catalog.COMPILE_MODES), True),
+    S("LORA_RANK", "8", "lora: the adapters' rank r (torchtune's Llama 3.1 8B LoRA: 8)", "run", _int(1), True),
+    S("LORA_ALPHA", "16", "lora: the adapters' scale is alpha / r (torchtune's 8B LoRA: 16)", "run", _number, True),
+    S("LORA_DROPOUT", "0", "lora: dropout on the adapters' input, from 0 up to 1", "run",
+      Parse(checks.probability, float), True),
+    S("LORA_TARGETS", "auto", "lora: the modules adapted, by name suffix, comma-separated (auto: the LoRA paper's "
+      "query and value projections: q_proj,v_proj, or a fused qkv such as the suite's GPT's c_attn)", "run", TEXT,
+      True),
     S("EVAL_EVERY", "auto", "evaluate on held-out data every N training steps (auto: STEPS/5; 0: never)", "run",
       _auto(_int(0)), True),
     S("EVAL_BATCHES", "4", "held-out batches per evaluation", "run", _int(1), True),

@@ -304,8 +304,3 @@ def test_drift_and_evaluation_read_a_foreign_models_rows(results_file, monkeypat
     assert list(drift.index) == ["fused"] and not drift.loc["fused", "flagged"]  # fp32 reordering only
     assert len(df[df["phase"] == "eval"]) == 2 * 2 and set(df["mlp"]) == {"own"}  # before and after
 
-
-def test_a_model_from_a_file_is_planned_compiled():
-    # torch.compile's guards import the model's module by name: the file's module is registered as an import
-    plan = planner.plan(load_setup("compile"), cfg_of(EXAMPLE, seq=32))
-    assert plan.record["compiled"] and plan.peak_mib > 0

@@ -8,11 +8,9 @@ import torch
 from helpers import run_config
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from utils import devices, settings
 from utils.measure.data import batches
 from utils.measure.memory import PeakTracker, one_iteration_per_forward
 from utils.plan import compiled, planner, timing
-from utils.plan.config import Target, load_config
 from utils.registry import load_setup
 from utils.techniques import setup_of
 from utils.techniques.run import new_run
@@ -76,24 +74,3 @@ def test_compiling_keeps_less_than_the_same_step_eager():
     cfg = dataclasses.replace(CFG, model="gpt2", layers=1, batch=2, seq=1024)
     eager, compiled_plan = (planner.plan(setup_of(n)[1], cfg) for n in ("flash+fused", "stack"))
     assert compiled_plan.breakdown["activations"] < eager.breakdown["activations"]  # min-cut recomputes, fusion
-
-
-def test_checkpointing_inside_a_compiled_graph_is_planned_and_keeps_less():
-    # the recompute replays the flash kernel from a saved RNG state (its dropout's): two higher-order ops the
-    # plan runs
-    target = Target(devices.by_key("h100-sxm"))
-    plans = {n: planner.plan(setup_of(n)[1], load_config(n, settings.read(env={}), model="tiny", batch=4, seq=128),
-                             target) for n in ("flash+compile", "flash+checkpointing+compile")}
-    cut = plans["flash+checkpointing+compile"]
-    assert cut.record["checkpointing"] and cut.record["compiled"] and cut.attention == "sdpa:flash"
-    assert cut.breakdown["activations"] < plans["flash+compile"].breakdown["activations"]
-    recomputed = [len([op for op in p.ops if op.phase == "backward"]) for p in plans.values()]
-    assert recomputed[1] > recomputed[0]  # backward runs the blocks' forward again
-
-
-def test_a_hugging_face_llama_is_scheduled_as_on_the_gpu():
-    # its RoPE and grouped KV heads lower through inductor's reinplacing pass, on fake CUDA tensors
-    cfg = load_config("stack", settings.read(env={}), batch=2, seq=64, model="hf:llama-tiny")
-    plan = planner.plan(setup_of("stack")[1], cfg, Target(devices.by_key("h100-sxm")))
-    assert plan.record["compiled"] and plan.time.step_ms > 0
-    assert all(op.compiled for op in plan.ops if op.phase == "forward" and op.kind == "matmul")

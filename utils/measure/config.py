@@ -38,6 +38,10 @@ class RunConfig:
     peak_tflops: float | None  # None: from the device table
     compile_mode: str  # read by techniques that compile
     accum: int  # read by techniques that accumulate gradients
+    lora_rank: int  # read by lora: the adapters' rank
+    lora_alpha: float  # their scale, alpha / rank
+    lora_dropout: float  # dropout on their input
+    lora_targets: str  # the modules adapted (auto: the query and value projections)
     world: World  # this rank under torchrun (make ddp / fsdp); one process otherwise
     layers: int  # LAYERS, or the model's own
     eval_every: int  # evaluate every this many training steps (warm-up included); 0: never
@@ -147,6 +151,10 @@ def load(technique, settings, check_results=True, world=None):
         peak_tflops=settings.peak_tflops,
         compile_mode=settings.compile_mode,
         accum=settings.accum,
+        lora_rank=settings.lora_rank,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        lora_targets=settings.lora_targets,
         world=world or parallel.world_from_env(settings.parallel, device),
         layers=checked.layers,
         eval_every=_eval_every(settings.eval_every, steps),

@@ -15,7 +15,9 @@ import contextlib
 
 import torch
 from torch._guards import active_fake_mode
+from torch.distributed._tools.common_utils import get_untyped_storages
 from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker, _UpdateType
+from torch.utils.weak import WeakIdKeyDictionary
 
 from utils.results import MEMORY_PARTS
 from utils.units import MIB
@@ -35,6 +37,16 @@ def breakdown_mib(snapshot):
     return {name: round(value / MIB, 1) for name, value in parts.items()}
 
 
+class _NoHook:
+    """The handle of a hook never registered (PeakTracker's frozen parameters)."""
+
+    def remove(self):
+        return None
+
+
+_NO_HOOK = _NoHook()
+
+
 class PeakTracker(MemTracker):
     """PyTorch's MemTracker keeping only what the suite reads: the whole step's peak (its
     per-module peaks scan every module at every op, 80% of a GPT2-XL plan's time), and, with
@@ -49,6 +61,8 @@ class PeakTracker(MemTracker):
         self.pool = None  # the private pool allocations come from while a CUDA graph is captured
         self.on_op = on_op  # (func, args, kwargs, out, phase) per op the step runs: the planner's timing
         self.step_fake_mode = None  # the fake mode the step runs under (None in eager), taken on the first entry
+        # storages outside PyTorch's allocator (bitsandbytes' paged state, in unified memory): never tracked
+        self.off_device = WeakIdKeyDictionary()
         self._entered = 0
 
     def __enter__(self):
@@ -71,8 +85,24 @@ class PeakTracker(MemTracker):
             self.on_op(func, args, kwargs or {}, out, phase)
         return out
 
+    def _track_module_params_and_buffers(self, module, install_grad_hooks=True):
+        # MemTracker hooks every parameter's gradient, and register_hook refuses a parameter that
+        # needs none (torch's mem_tracker.py): a frozen one (LoRA's base) is marked hooked, with nothing
+        for param in module.parameters():
+            if not param.requires_grad and self._param_to_grad_hook_handles.get(param) is None:
+                self._param_to_grad_hook_handles[param] = (_NO_HOOK, _NO_HOOK)
+        return super()._track_module_params_and_buffers(module, install_grad_hooks)
+
+    def _off_device(self, t):
+        return bool(self.off_device) and all(st in self.off_device for st in get_untyped_storages(t))
+
+    def _update_and_maybe_create_winfos(self, t, reftype, update_existing=False):
+        if self._off_device(t):
+            return set()
+        return super()._update_and_maybe_create_winfos(t, reftype, update_existing)
+
     def _track(self, reftype, t):
-        if not self.unmaterialised:
+        if not self.unmaterialised and not self._off_device(t):
             super()._track(reftype, t)
 
     @classmethod
@@ -141,6 +171,8 @@ def device_optimizers(optimizer):
     host-side optimizers' state is in host memory, outside every device figure."""
     if optimizer is None:
         return []
+    if hasattr(optimizer, "optimizers"):  # stepped in backward: one optimizer per parameter (in_backward.py)
+        return list(optimizer.optimizers)
     if hasattr(optimizer, "state"):
         return [optimizer]
     return [opt for opt in [getattr(optimizer, "d_opt", None)] if opt is not None]

@@ -166,7 +166,7 @@ def _train(cfg, setup, base):
     run = build_run(cfg, setup)
     preflight.check(run, cfg)  # an impossible run is refused here, before it trains
     base["n_params"] = run.model.num_params()
-    base["flops_per_token"] = run.model.flops_per_token(cfg.seq)
+    base["flops_per_token"] = run.flops_per_token(cfg.seq)
     base.update(run.record(), attention=loop.attention_kernel(run))
     base["peak_tflops"] = devices.peak_tflops(base["device"], run.dtype, override=cfg.peak_tflops)
     evaluator = None

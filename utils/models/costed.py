@@ -14,6 +14,11 @@ class Costed(nn.Module):
     attention = "none"  # the attention implementation in use, where the model has one
     flops_source = "formula"  # how flops_per_token was had: formula, or measured (FlopCounterMode)
     mlp_name = "gelu"  # the blocks' MLP, in results.csv's terms (a foreign model's: own)
+    loss_chunks = 1  # the loss's cross-entropy in this many checkpointed chunks (utils/models/loss.py)
+
+    def chunks_unsupported(self):
+        """Why the loss cannot be computed in chunks here, or None (the suite's models: it can)."""
+        return None
 
     def num_params(self):
         return sum(p.numel() for p in self.parameters())  # tied weights counted once

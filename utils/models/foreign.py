@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from utils import checks
 from utils.models import file, flops, hf
 from utils.models.costed import Costed
+from utils.models.loss import cross_entropy
 from utils.models.spec import Checked
 
 KNOWN_BLOCKS = ("transformer.h", "model.layers", "gpt_neox.layers", "transformer.blocks", "model.decoder.layers",
@@ -141,10 +142,21 @@ class Foreign(Costed):
         key = (self.spec.name, seq, self.layers)
         return flops.per_token(key, lambda: build(self.spec, seq, layers=self.layers, blocks=self._blocks_given), seq)
 
+    def chunks_unsupported(self):
+        if not self._calls_hf:
+            return f"{self.spec.name} computes its own loss in its forward: the suite cannot chunk it"
+        config = self.module.config
+        if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+            return f"{self.spec.name} scales its logits after the output projection: the chunks would not"
+        return None
+
     def forward(self, idx, targets):
         if self._calls_hf:
-            logits = self.module(input_ids=idx, use_cache=False).logits  # (B, T, vocab)
             # targets are the next tokens already (utils/measure/data.py): no shift here
+            if self.loss_chunks > 1:  # the decoder's last hidden state, the output projection applied in chunks
+                hidden = self.module.base_model(input_ids=idx, use_cache=False).last_hidden_state
+                return cross_entropy(hidden, self.module.get_output_embeddings(), targets, self.loss_chunks)
+            logits = self.module(input_ids=idx, use_cache=False).logits  # (B, T, vocab)
             return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         try:
             return logits_and_loss(self.module(idx, targets))

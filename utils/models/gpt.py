@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.models.costed import Costed
+from utils.models.loss import cross_entropy
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,4 @@ class GPT(Costed):
         x = self.wte(idx) + self.wpe(pos)  # (B, T, C)
         for block in self.blocks:
             x = block(x)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
-        return logits, loss
+        return cross_entropy(self.ln_f(x), self.lm_head, targets, self.loss_chunks)  # logits (B, T, vocab)

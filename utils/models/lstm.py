@@ -9,9 +9,9 @@ attention techniques skip with the reason) and attention_probe returns None.
 """
 
 import torch.nn as nn
-import torch.nn.functional as F
 
 from utils.models.costed import Costed
+from utils.models.loss import cross_entropy
 
 
 class LSTMBlock(nn.Module):
@@ -50,6 +50,4 @@ class LSTM(Costed):
         x = self.wte(idx)  # (B, T, C)
         for block in self.blocks:
             x = block(x)
-        logits = self.lm_head(x)  # (B, T, vocab)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
-        return logits, loss
+        return cross_entropy(x, self.lm_head, targets, self.loss_chunks)  # logits (B, T, vocab)

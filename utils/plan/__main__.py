@@ -123,6 +123,13 @@ def plan_techniques(names, given):
         planned[name] = plan
         if cfg.world.kind:  # the same step on one GPU: what N GPUs scale against
             singles[name] = planner.plan(setups[name], load_config(name, given, world=World()), target).time
+    for name, plan in planned.items():
+        if plan.memory.unified_mib:
+            memory = plan.memory
+            resident = memory.total_mib - memory.reserved_mib - memory.context_mib
+            print(f"{name}: bitsandbytes' paged optimizer state, {memory.unified_mib:,.1f} MiB of CUDA unified memory "
+                  f"that allocated and reserved never count; the device total holds the {resident:,.1f} MiB the GPU "
+                  "has room for, the driver pages the rest to host memory")
     if planned:
         _time_table(planned, target)
         _comm_table(planned, singles, target)

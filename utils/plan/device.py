@@ -68,14 +68,20 @@ class DeviceMemory:
     context_mib: float
     context_source: str
     context_assumed: bool
-    total_mib: float  # reserved + context
+    total_mib: float  # reserved + context + the unified memory resident (what room allows)
     retries: int  # cache releases after a failed cudaMalloc, in the planned steps
     fits: bool
+    unified_mib: float = 0.0  # unified memory outside the allocator, resident while the GPU has room
 
     @property
     def note(self):
         assumed = " (assumed: no measured figure for this generation)" if self.context_assumed else ""
         return f"CUDA context {self.context_mib:,.0f} MiB{assumed}: {self.context_source}"
+
+
+def free_mib(replayed, context_mib, gpu):
+    """What the GPU has left beside the allocator's peak reserved and the context, MiB (none if over)."""
+    return max(gpu.memory_gib * GIB / MIB - replayed.peak_reserved / MIB - context_mib, 0.0)
 
 
 def device_memory(plan, target):
@@ -90,12 +96,15 @@ def device_memory(plan, target):
     context_mib, source, assumed = context(gpu, target.loading)
     workspaces = cublas_workspaces(gpu)
     capacity = gpu.memory_gib * GIB
+    # unified memory is resident while the GPU has room beside the allocator's pools and the context;
+    # the driver pages the rest to host memory (where nvidia-smi does not see it)
+    unified_mib = plan.unified_bytes / MIB
     on_gpu = allocator.replay(plan.events, capacity - context_mib * MIB, mode, workspaces)
     fits = on_gpu.oom_at is None
     needed = on_gpu if fits else allocator.replay(plan.events, None, mode, workspaces)
     return DeviceMemory(
         gpu=gpu.name, allocated_mib=needed.peak_allocated / MIB,
         reserved_mib=needed.peak_reserved / MIB, context_mib=context_mib, context_source=source,
-        context_assumed=assumed, total_mib=needed.peak_reserved / MIB + context_mib, retries=on_gpu.retries,
-        fits=fits,
+        context_assumed=assumed, retries=on_gpu.retries, fits=fits, unified_mib=unified_mib,
+        total_mib=needed.peak_reserved / MIB + context_mib + min(unified_mib, free_mib(needed, context_mib, gpu)),
     )

@@ -41,6 +41,7 @@ from utils.plan.cuda import (
 )
 from utils.plan.cudagraphs import COMPILED, STEP, plan_cuda_graph_step
 from utils.plan.device import device_memory
+from utils.plan.fakes import fake_modules_converted_in_place, offloaded_activations, paged_states
 from utils.plan.machine import synced_host_us
 from utils.plan.parallel import DDPBuckets, fake_world
 from utils.plan.timing import OpRecorder, SyncedSteps, step_time
@@ -68,6 +69,7 @@ class Plan:
     tf32: bool = False  # fp32 matmuls on TF32 tensor cores
     graphed: str = None  # what replays as CUDA graphs (utils/plan/cudagraphs.py: STEP, COMPILED), or None
     time: object = None  # on the target GPU (utils.plan.timing.StepTime), where one was given
+    unified_bytes: int = 0  # CUDA unified memory outside the allocator (bitsandbytes' paged optimizer state)
 
     @property
     def peak_mib(self):
@@ -106,7 +108,7 @@ def _set_up(setup, cfg, model_cuda, target=None):
     graphs = Graphs(target.gpu if target and model_cuda else None)
     gpu = planned_gpu(target.gpu.capability) if target else planned_gpu()
     try:
-        with gpu if model_cuda else contextlib.nullcontext(), plan_compile(graphs):
+        with gpu if model_cuda else contextlib.nullcontext(), plan_compile(graphs), fake_modules_converted_in_place():
             setup(run)
     except Skip as why:
         where = f"on {target.gpu.name}" if target else "without a GPU here"
@@ -132,8 +134,9 @@ def _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs):
     tracker = PeakTracker(record=True, on_op=OpRecorder())
     if run.step.graphed:
         plan_cuda_graph_step(run.step, tracker)
-    cuda = (cuda_rounding(), cuda_autocast_policy(), cuda_sdpa_dropout(), cuda_dropout(), scaler_steps_without_infs()
-            ) if model_cuda else ()
+    paged = []  # bytes of bitsandbytes' paged state, in unified memory: off the allocator's books
+    cuda = (cuda_rounding(), cuda_autocast_policy(), cuda_sdpa_dropout(), cuda_dropout(), scaler_steps_without_infs(),
+            paged_states(tracker, paged)) if model_cuda else ()
     with contextlib.ExitStack() as stack:
         for context in (*cuda, quiet_global_hooks()):
             stack.enter_context(context)
@@ -147,7 +150,7 @@ def _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs):
                 buckets.before_step(step, tracker.events)
             tracker.on_op.ops.clear()  # the timing is the last step's: the steady state
             run.step(run, micro)
-    return tracker
+    return tracker, sum(paged)
 
 
 def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
@@ -160,9 +163,11 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
         tf32 = run.dtype == "tf32"  # as the technique set it
         buckets = DDPBuckets.take(run)
         run.cfg = dataclasses.replace(cfg, device="cpu")  # the autocast the step enters: CPU's, with CUDA's policy
+        if run.activation_offload:  # saved to the host: off the planned device until backward needs them
+            run.saved_tensors = offloaded_activations
         if model_cuda:
             cuda_optimizer_defaults(run.optimizer)
-        tracker = _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs)
+        tracker, unified_bytes = _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs)
         snapshot = next(iter(tracker.get_tracker_snapshot("peak").values()))
     attention = run.model.attention
     result = Plan(
@@ -172,11 +177,12 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
         # on CUDA in half precision SDPA dispatches to its flash kernel at these shapes
         attention="sdpa:flash" if attention == "sdpa" and run.autocast_dtype else attention,
         n_params=run.model.num_params(),
-        flops_per_token=run.model.flops_per_token(cfg.seq),
+        flops_per_token=run.flops_per_token(cfg.seq),
         events=tracker.events,
         ops=tracker.on_op.ops,
         tf32=tf32,
         graphed=STEP if run.step.graphed else COMPILED if run.graphed else None,
+        unified_bytes=unified_bytes,
     )
     if target is not None:
         result.memory = device_memory(result, target)

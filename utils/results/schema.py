@@ -36,7 +36,7 @@ COLUMNS = {
     "model": "the model: a preset (tiny, gpt2, ...), hf:<config> or path/to/file.py:function",
     "n_params": "parameters in the model (tied embedding counted once)",
     "flops_per_token": "model FLOPs per token for forward + backward: 6N + 12 x layers x width x seq (PaLM appendix B) "
-    "for the suite's GPT, or measured (flops_source)",
+    "for the suite's GPT, or measured (flops_source); less 2 per frozen matmul weight (no weight gradient: lora)",
     "flops_source": "how flops_per_token was had: formula (the suite's models) or measured (FlopCounterMode over one "
     "forward + backward on fake tensors at this seq: models from hf: and files)",
     "peak_tflops": "dense peak TFLOP/s of the device at this dtype (datasheet table or PEAK_TFLOPS); blank if unknown",
@@ -44,7 +44,8 @@ COLUMNS = {
     "seq": "tokens per sequence",
     "data": "coinflip, fixed (one batch reused) or the text file read",
     "accum": "micro-batches of batch sequences per optimizer step (gradient accumulation; 1 without)",
-    "dtype": "compute precision that ran: fp32, tf32, bf16-autocast or fp16-autocast",
+    "dtype": "compute precision that ran: fp32, tf32, bf16-autocast, fp16-autocast or bf16-weights (weights, "
+    "gradients and optimizer state in bf16)",
     "mlp": "MLP of the blocks: gelu, swiglu or geglu; own for a model from hf: or a file",
     "attention": "attention kernel that ran: manual, sdpa:flash, sdpa:efficient, sdpa:cudnn, sdpa:math or flash_attn; "
     "none (no attention) or own (a model from a file with no attention switch)",
@@ -55,6 +56,11 @@ COLUMNS = {
     "blank if not compiled",
     "cuda_graphs": "whether the whole step was captured once as a CUDA graph and replayed",
     "checkpointing": "whether each block's activations were recomputed in backward",
+    "loss_chunks": "the loss's cross-entropy computed in this many checkpointed chunks of tokens (1: whole logits)",
+    "activation_offload": "whether the activations saved for backward were kept in host memory",
+    "step_in_backward": "whether each parameter's optimizer step ran in backward, as its gradient was ready",
+    "adapter": "what trained, where not every weight: LoRA's rank, alpha, dropout and target modules; blank: all",
+    "trainable_params": "parameters that train (require a gradient); n_params where every weight trains",
     "lr": "learning rate the optimizer ran with",
     "seed": "seed for weights and data",
     "parallel": "none, ddp or fsdp (make ddp / make fsdp: torchrun, one process per device)",
@@ -99,15 +105,16 @@ STATUSES = ("ok", "skipped", "oom", "error")
 TEXT = (
     "run_id", "timestamp_utc", "technique", "status", "reason", "phase", "model", "data", "dtype", "mlp", "attention",
     "optimizer", "compile_mode", "parallel", "backend", "device", "driver", "cuda", "torch", "git_sha", "host", "kind",
-    "flops_source", "blocks",
+    "flops_source", "blocks", "adapter",
 )
-BOOLEAN = ("fused", "compiled", "checkpointing", "cuda_graphs", "scaler_skipped")
+BOOLEAN = ("fused", "compiled", "checkpointing", "cuda_graphs", "scaler_skipped", "activation_offload",
+           "step_in_backward")
 NUMERIC = tuple(c for c in COLUMNS if c not in TEXT + BOOLEAN)
 
 # the memory breakdown's parts (MemTracker's reference types, grouped), in column order
 # what ran (the run's configuration as a technique applied it: utils/techniques/run.py Run.record
 # writes them, the report's summary carries them per technique)
 WHAT_RAN = ("dtype", "attention", "optimizer", "fused", "compiled", "checkpointing", "mlp", "compile_mode", "accum",
-            "cuda_graphs")
+            "cuda_graphs", "loss_chunks", "activation_offload", "step_in_backward", "adapter")
 MEMORY_PARTS = ("params", "grads", "optimizer", "activations", "temporaries")
 MEMORY_COLUMNS = tuple(f"mem_{part}_mib" for part in MEMORY_PARTS) + ("mem_peak_mib",)

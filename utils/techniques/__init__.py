@@ -6,17 +6,20 @@ state they change (run.py), the step the loop drives (step.py) and the parallel 
 May import: torch, utils.models, utils.registry, utils.checks.
 
     1. architecture   gated_mlp (rebuild the model, same seed, before anything else)
-    2. precision      strict_fp32, tf32, autocast_bf16, autocast_fp16
+    2. precision      strict_fp32, tf32, autocast_bf16, autocast_fp16, bf16_weights
     3. attention      flash_attention (the model starts with manual attention)
-    4. memory         checkpoint_blocks
-    5. parallel       DDP or FSDP2 under `make ddp` / `make fsdp` (applied by itself, see below)
-    6. optimizer      adamw, fused_adamw, adamw_8bit, lion, lion_8bit, adam, sgd, offload_adamw
-    7. compile        compile_model
-    8. step           accumulate, cuda_graphs (how the loop drives one optimizer step)
+    4. adapters       lora_adapters (the base frozen, low-rank adapters beside its projections)
+    5. memory         checkpoint_blocks, chunked_cross_entropy, offload_activations
+    6. parallel       DDP or FSDP2 under `make ddp` / `make fsdp` (applied by itself, see below)
+    7. optimizer      adamw, fused_adamw, adamw_8bit, paged_adamw_8bit, lion, lion_8bit, adam, sgd,
+                      offload_adamw; then step_in_backward (each parameter's step as its gradient is ready)
+    8. compile        compile_model
+    9. step           accumulate, cuda_graphs (how the loop drives one optimizer step)
 
 Why this order: the architecture decides the weights everything else acts on; the attention
-kernel depends on the precision (flash kernels need half precision on CUDA); checkpointing
-wraps the finished blocks; DDP wraps, or FSDP2 shards, the finished model (torchtitan's
+kernel depends on the precision (flash kernels need half precision on CUDA); adapters sit on
+the finished layers, in their precision; checkpointing wraps the finished blocks (adapters
+inside them); DDP wraps, or FSDP2 shards, the finished model (torchtitan's
 order); the optimizer is built once the parameters are final (sharded, under FSDP2); compile
 traces the finished model; capturing the whole step in a CUDA graph needs the model, the
 optimizer and the micro-batching fixed. Applying a stage after a later one is refused, so any
@@ -29,6 +32,7 @@ utils/catalog.py's FUNCTIONS (stdlib, so combinations are checked without torch)
 baseline's calls plus each part's own, in this order (combined.py).
 """
 
+from utils.techniques.adapters import lora_adapters
 from utils.techniques.combined import setup_of
 from utils.techniques.optimizers import (
     ADAMW_LR,
@@ -39,25 +43,31 @@ from utils.techniques.optimizers import (
     lion,
     lion_8bit,
     offload_adamw,
+    paged_adamw_8bit,
     sgd,
+    step_in_backward,
 )
 from utils.techniques.run import STAGES, Run, Skip, new_run, technique
 from utils.techniques.stages import (
     accumulate,
     autocast_bf16,
     autocast_fp16,
+    bf16_weights,
     checkpoint_blocks,
+    chunked_cross_entropy,
     compile_model,
     cuda_graphs,
     flash_attention,
     gated_mlp,
+    offload_activations,
     strict_fp32,
     tf32,
 )
 
 __all__ = [
     "ADAMW_LR", "STAGES", "Run", "Skip", "new_run", "accumulate", "adam", "adamw", "adamw_8bit",
-    "autocast_bf16", "autocast_fp16", "checkpoint_blocks", "compile_model", "cuda_graphs", "flash_attention",
-    "fused_adamw", "gated_mlp", "lion", "lion_8bit", "offload_adamw", "setup_of", "sgd", "strict_fp32", "technique",
-    "tf32",
+    "autocast_bf16", "autocast_fp16", "bf16_weights", "checkpoint_blocks", "chunked_cross_entropy", "compile_model",
+    "cuda_graphs", "flash_attention", "fused_adamw", "gated_mlp", "lion", "lion_8bit", "lora_adapters",
+    "offload_activations", "offload_adamw", "paged_adamw_8bit", "setup_of", "sgd", "step_in_backward", "strict_fp32",
+    "technique", "tf32",
 ]

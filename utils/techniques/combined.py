@@ -2,7 +2,7 @@
 the parts' calls from their scripts; here they become one setup, applied in stage order)."""
 
 from utils import registry
-from utils.techniques import optimizers, stages
+from utils.techniques import adapters, optimizers, stages
 
 
 def setup_of(name):
@@ -10,7 +10,7 @@ def setup_of(name):
     combination = registry.combination(name)
     if combination.is_script:
         return combination.name, registry.load_setup(combination.name)
-    functions = {**vars(stages), **vars(optimizers)}
+    functions = {**vars(stages), **vars(optimizers), **vars(adapters)}
 
     def setup(run):
         for call in combination.calls:

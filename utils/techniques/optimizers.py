@@ -5,6 +5,7 @@ import logging
 
 import torch
 
+from utils.techniques import in_backward
 from utils.techniques.run import Skip, on_cuda, technique
 
 WEIGHT_DECAY = 0.1
@@ -84,6 +85,29 @@ def adamw_8bit(run):
     bnb = _bitsandbytes(run)
     run.lr = _lr(run, ADAMW_LR)
     run.optimizer = bnb.optim.AdamW8bit(_param_groups(run.model), lr=run.lr, betas=BETAS)
+
+
+@technique
+def paged_adamw_8bit(run):
+    """bitsandbytes PagedAdamW8bit: AdamW8bit's state in CUDA unified memory, which the driver
+    pages out to host memory when the GPU runs short (a spike survives where it would OOM).
+    Unified memory is outside PyTorch's allocator: torch.cuda's allocated and reserved figures
+    never count the state; the device total does while it is resident. On a CPU bitsandbytes
+    falls back to ordinary buffers (it says so)."""
+    bnb = _bitsandbytes(run)
+    run.lr = _lr(run, ADAMW_LR)
+    run.optimizer = bnb.optim.PagedAdamW8bit(_param_groups(run.model), lr=run.lr, betas=BETAS)
+
+
+@technique
+def step_in_backward(run):
+    """Each parameter's optimizer step taken in backward, its gradient freed at once
+    (utils/techniques/in_backward.py), the optimizer already chosen kept."""
+    if run.cfg.world.kind:
+        raise ValueError("step_in_backward steps each parameter as backward reaches it; under DDP / FSDP2 its "
+                         "gradient is not yet reduced across ranks then")
+    run.optimizer = in_backward.wrap(run.optimizer)
+    run.step_in_backward = True
 
 
 @technique

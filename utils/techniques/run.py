@@ -31,6 +31,11 @@ class Run:
     lr: float = None
     compile_mode: str = ""
     checkpointing: bool = False
+    adapter: str = ""  # what trains besides nothing: "" (every weight), or the adapters' description
+    # the context each micro-batch's forward runs in: what autograd saves for backward, and where
+    saved_tensors: object = contextlib.nullcontext
+    activation_offload: bool = False
+    step_in_backward: bool = False  # each parameter's optimizer step taken as its gradient is ready
     accum: int = 1  # micro-batches per optimizer step
     step: object = None  # utils.techniques.step.EagerStep, or CudaGraphStep
     # context for a micro-batch whose gradients stay local (every one of a step but the last):
@@ -49,9 +54,17 @@ class Run:
         """The step replays CUDA graphs (cudagraphs, or compile's graph-capturing modes)."""
         return self.step.graphed or self.compile_mode in catalog.GRAPHED_COMPILE_MODES
 
+    def flops_per_token(self, seq):
+        """The model's FLOPs per token (utils/models/), less 2 per frozen matmul weight: backward
+        computes no gradient for a weight that needs none (LoRA's frozen base), only its input's."""
+        frozen = {id(m.weight): m.weight.numel() for m in self.model.modules()
+                  if not isinstance(m, torch.nn.Embedding) and isinstance(getattr(m, "weight", None), torch.Tensor)
+                  and m.weight.dim() == 2 and not m.weight.requires_grad}
+        return self.model.flops_per_token(seq) - 2 * sum(frozen.values())
+
     def record(self):
         """What will run, in results.csv's terms (the attention kernel is probed later)."""
-        opt = self.optimizer
+        opt = getattr(self.optimizer, "template", self.optimizer)  # stepped in backward: the class each parameter's is
         return {
             "dtype": self.dtype,
             "mlp": self.mlp,
@@ -60,6 +73,11 @@ class Run:
             "compiled": bool(self.compile_mode),
             "compile_mode": self.compile_mode,
             "checkpointing": self.checkpointing,
+            "loss_chunks": self.model.loss_chunks,
+            "activation_offload": self.activation_offload,
+            "step_in_backward": self.step_in_backward,
+            "adapter": self.adapter,
+            "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
             "accum": self.accum,
             "cuda_graphs": self.step.graphed,
             "lr": self.lr if opt else "",

@@ -98,7 +98,22 @@ def autocast_bf16(run):
         raise Skip("this GPU has no native bfloat16 (it needs compute capability 8.0 or newer)")
     # weights, grads and optimizer state stay fp32; matmuls and activations run in bf16
     run.autocast_dtype = torch.bfloat16
-    run.dtype = "bf16-autocast"
+    if run.dtype != BF16_WEIGHTS:  # over bf16 weights autocast changes nothing they do not
+        run.dtype = "bf16-autocast"
+
+
+BF16_WEIGHTS = "bf16-weights"
+
+
+@technique
+def bf16_weights(run):
+    """Weights in bf16, and so their gradients and the optimizer's state (built on them later):
+    no fp32 master copy (torchtune's default, Lightning's "bf16-true"). Half the memory of every
+    per-parameter tensor; an update below a weight's bf16 spacing (8 mantissa bits) is lost."""
+    if on_cuda(run) and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise Skip("this GPU has no native bfloat16 (it needs compute capability 8.0 or newer)")
+    run.model.to(torch.bfloat16)
+    run.dtype = BF16_WEIGHTS
 
 
 @technique
@@ -143,7 +158,7 @@ def flash_attention(run):
         raise Skip(str(err)) from None
 
 
-# 4. memory
+# 5. memory
 
 
 @technique
@@ -159,7 +174,27 @@ def checkpoint_blocks(run):
     run.checkpointing = True
 
 
-# 7. compile
+@technique
+def chunked_cross_entropy(run, chunks=8):
+    # the output projection and the loss in checkpointed chunks of tokens: the whole logits
+    # never exist (utils/models/loss.py); torchtune's recipes use 8
+    why = run.model.chunks_unsupported()
+    if why:
+        raise Skip(why)
+    run.model.loss_chunks = chunks
+
+
+@technique
+def offload_activations(run):
+    # what autograd saves for backward is copied to host memory as forward makes it and back as
+    # backward needs it (torch.autograd.graph.save_on_cpu, pinned on CUDA: copies the GPU does
+    # not wait on the host for); on a CPU it runs, and moves nothing anywhere
+    pin = on_cuda(run)
+    run.saved_tensors = lambda: torch.autograd.graph.save_on_cpu(pin_memory=pin)
+    run.activation_offload = True
+
+
+# 8. compile
 
 
 @technique
@@ -170,7 +205,7 @@ def compile_model(run):
     run.compile_mode = mode
 
 
-# 8. step
+# 9. step
 
 
 @technique

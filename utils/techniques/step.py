@@ -36,7 +36,7 @@ class EagerStep:
         for i, (x, y) in enumerate(micro_batches):
             # under DDP / FSDP2 only the last micro-batch's backward synchronises the gradients
             with run.no_sync() if i < last else contextlib.nullcontext():
-                with autocast(run):
+                with autocast(run), run.saved_tensors():
                     _, loss = run.train_model(x, y)
                     loss = loss / len(micro_batches)  # the gradient: the mean over every micro-batch's sequences
                 mark("forward")

@@ -1,0 +1,43 @@
+"""Compiled plans of whole models (tens of seconds of compiling each): checkpointing inside a
+compiled graph, a Hugging Face Llama scheduled as on the GPU, a model from a file."""
+
+from helpers import EXAMPLE, run_config
+
+from utils import devices, models, settings
+from utils.plan import planner
+from utils.plan.config import Target, load_config
+from utils.registry import load_setup
+from utils.techniques import setup_of
+
+
+def cfg_of(model, seq):
+    checked = models.check(model, seq)
+    return run_config("test", steps=8, warmup=0, model=model, batch=2, seq=seq, device="cpu", data="coinflip",
+                      seed=0, lr=None, layers=checked.layers, vocab_size=checked.vocab_size, eval_every=0)
+
+
+def test_checkpointing_inside_a_compiled_graph_is_planned_and_keeps_less():
+    # the recompute replays the flash kernel from a saved RNG state (its dropout's): two higher-order ops the
+    # plan runs
+    target = Target(devices.by_key("h100-sxm"))
+    plans = {n: planner.plan(setup_of(n)[1], load_config(n, settings.read(env={}), model="tiny", batch=4, seq=128),
+                             target) for n in ("flash+compile", "flash+checkpointing+compile")}
+    cut = plans["flash+checkpointing+compile"]
+    assert cut.record["checkpointing"] and cut.record["compiled"] and cut.attention == "sdpa:flash"
+    assert cut.breakdown["activations"] < plans["flash+compile"].breakdown["activations"]
+    recomputed = [len([op for op in p.ops if op.phase == "backward"]) for p in plans.values()]
+    assert recomputed[1] > recomputed[0]  # backward runs the blocks' forward again
+
+
+def test_a_hugging_face_llama_is_scheduled_as_on_the_gpu():
+    # its RoPE and grouped KV heads lower through inductor's reinplacing pass, on fake CUDA tensors
+    cfg = load_config("stack", settings.read(env={}), batch=2, seq=64, model="hf:llama-tiny")
+    plan = planner.plan(setup_of("stack")[1], cfg, Target(devices.by_key("h100-sxm")))
+    assert plan.record["compiled"] and plan.time.step_ms > 0
+    assert all(op.compiled for op in plan.ops if op.phase == "forward" and op.kind == "matmul")
+
+
+def test_a_model_from_a_file_is_planned_compiled():
+    # torch.compile's guards import the model's module by name: the file's module is registered as an import
+    plan = planner.plan(load_setup("compile"), cfg_of(EXAMPLE, seq=32))
+    assert plan.record["compiled"] and plan.peak_mib > 0

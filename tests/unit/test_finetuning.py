@@ -1,0 +1,147 @@
+"""What fine-tuners use, checked for what each claims on a CPU: pure bf16 weights, the loss in
+chunks, offloaded activations, the optimizer step in backward, LoRA's adapters, the paged 8-bit
+state; and what the planner makes of each."""
+
+import dataclasses
+
+import pytest
+import torch
+from helpers import bare_run, run_config
+
+from utils import checks, registry
+from utils import techniques as t
+from utils.measure import data
+from utils.plan import fakes, planner
+from utils.registry import load_setup
+from utils.techniques import adapters
+
+CFG = run_config("x", steps=1, warmup=0, model="tiny", batch=4, seq=64, device="cpu", data="fixed", seed=0, lr=1e-3)
+
+
+def _batch(seed=1):
+    return next(data.coin_flips(2, 16, "cpu", seed))
+
+
+def _stepped(*techniques):
+    """The tiny model after one AdamW step on one batch with `techniques` applied in order."""
+    run = bare_run()
+    t.strict_fp32(run)
+    for technique in techniques:
+        technique(run)
+    loss, _ = run.step(run, [_batch()])
+    return run, loss
+
+
+def test_pure_bf16_keeps_weights_gradients_and_state_in_bf16():
+    run = bare_run()
+    t.strict_fp32(run)
+    t.bf16_weights(run)
+    t.adamw(run)
+    x, y = _batch()
+    _, loss = run.train_model(x, y)
+    loss.backward()
+    assert {p.grad.dtype for p in run.model.parameters()} == {torch.bfloat16}
+    run.optimizer.step()
+    states = [s for state in run.optimizer.state.values() for s in state.values() if s.dim()]
+    assert {p.dtype for p in run.model.parameters()} == {s.dtype for s in states} == {torch.bfloat16}
+    assert run.record()["dtype"] == "bf16-weights"
+
+
+def test_the_chunked_loss_is_the_whole_loss_and_its_gradient():
+    whole, chunked = bare_run(), bare_run()
+    t.chunked_cross_entropy(chunked)
+    x, y = _batch()
+    logits, loss = whole.model(x, y)
+    no_logits, chunked_loss = chunked.model(x, y)
+    assert logits is not None and no_logits is None and chunked.record()["loss_chunks"] == 8
+    torch.testing.assert_close(chunked_loss, loss)
+    loss.backward()
+    chunked_loss.backward()
+    for a, b in zip(whole.model.parameters(), chunked.model.parameters()):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_offloaded_activations_pass_through_the_saved_tensors_hooks_and_change_nothing():
+    plain, _ = _stepped(t.adamw)
+    offloaded = bare_run()
+    t.strict_fp32(offloaded)
+    t.offload_activations(offloaded)
+    t.adamw(offloaded)
+    packed = []
+    real = torch.autograd.graph.save_on_cpu
+    offloaded.saved_tensors = lambda: _counting(real(pin_memory=False), packed)
+    offloaded.step(offloaded, [_batch()])
+    assert packed and offloaded.record()["activation_offload"]
+    for a, b in zip(plain.model.parameters(), offloaded.model.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+class _counting:
+    def __init__(self, hooks, packed):
+        self.hooks, self.packed = hooks, packed
+
+    def __enter__(self):
+        pack = self.hooks.pack_hook
+        self.hooks.pack_hook = lambda tensor: (self.packed.append(1), pack(tensor))[1]
+        return self.hooks.__enter__()
+
+    def __exit__(self, *args):
+        return self.hooks.__exit__(*args)
+
+
+def test_the_step_in_backward_is_adamws_step_and_frees_each_gradient():
+    plain, _ = _stepped(t.adamw)
+    in_backward, _ = _stepped(t.adamw, t.step_in_backward)
+    assert all(p.grad is None for p in in_backward.model.parameters())  # freed as each stepped
+    for a, b in zip(plain.model.parameters(), in_backward.model.parameters()):
+        torch.testing.assert_close(a, b)
+    record = in_backward.record()
+    assert record["step_in_backward"] and record["optimizer"] == "torch.optim.AdamW"
+
+
+def test_the_step_in_backward_refuses_accumulation_before_anything_runs():
+    with pytest.raises(checks.BadInput, match="once per backward"):
+        registry.combination("step_in_backward+accum")
+
+
+def test_lora_trains_only_its_adapters_and_the_flops_leave_out_frozen_weight_gradients():
+    base = bare_run()
+    run, _ = _stepped(t.lora_adapters, t.adamw)
+    trainable = {n for n, p in run.model.named_parameters() if p.requires_grad}
+    assert trainable and all(adapters.ADAPTER_PREFIX in n for n in trainable)
+    assert all(n.rsplit(".lora_", 1)[0].endswith("c_attn") for n in trainable)  # auto: the fused qkv
+    record = run.record()
+    assert record["adapter"].startswith("lora r=8 alpha=16") and record["trainable_params"] == sum(
+        p.numel() for p in run.model.parameters() if p.requires_grad)
+    # the frozen projections (the blocks' and the output's, tied to the embedding) lose their weight
+    # gradient's 2 FLOPs per weight; the adapters add their own 6
+    frozen = {id(m.weight): m.weight.numel() for m in run.model.modules()
+              if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad}
+    adapted = record["trainable_params"]
+    assert run.flops_per_token(16) == base.flops_per_token(16) + 6 * adapted - 2 * sum(frozen.values())
+    stepped = {name.replace(".base_layer", ""): p for name, p in run.model.named_parameters()}
+    for name, p in base.model.named_parameters():
+        torch.testing.assert_close(p, stepped[name])  # the frozen weights did not move
+
+
+@pytest.mark.parametrize("given, found", [("auto", ("q_proj", "v_proj")), ("q_proj,o_proj", ("q_proj", "o_proj"))])
+def test_lora_targets_auto_and_by_name(given, found):
+    names = ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj", "model.layers.0.self_attn.o_proj"]
+    assert adapters.targets(given, names, "hf:x") == found
+
+
+def test_lora_targets_naming_nothing_is_bad_input():
+    with pytest.raises(checks.BadInput, match="has no module named 'w_q'"):
+        adapters.targets("w_q", ["blocks.0.attn.c_attn"], "tiny")
+
+
+def test_the_plan_counts_frozen_weights_offloaded_activations_and_paged_state_as_the_gpu_would(monkeypatch):
+    baseline, lora, offloaded, adam8 = (planner.plan(load_setup(n), CFG) for n in
+                                        ("baseline", "lora", "offload_activations", "8bit"))
+    assert lora.breakdown["optimizer"] < baseline.breakdown["optimizer"] / 20  # no state for frozen weights
+    assert offloaded.breakdown["activations"] < baseline.breakdown["activations"] / 3  # on the host till backward
+    monkeypatch.setattr(fakes, "PAGED_MIN_NUMEL", 1000)  # the tiny model's matrices paged too
+    paged = planner.plan(load_setup("paged_8bit"), CFG)
+    assert paged.unified_bytes > 0 and paged.peak_bytes < adam8.peak_bytes - paged.unified_bytes / 2
+    bf16 = planner.plan(load_setup("pure_bf16"), dataclasses.replace(CFG))
+    assert bf16.breakdown["params"] == pytest.approx(baseline.breakdown["params"] / 2, abs=0.1)  # MiB, to 0.1
