@@ -26,6 +26,7 @@ FUNCTIONS = {
     "bf16_weights": ("precision", None),
     "flash_attention": ("attention", None),
     "lora_adapters": ("adapters", None),
+    "nf4_base": ("adapters", None),
     "checkpoint_blocks": ("memory", None),
     "chunked_cross_entropy": ("memory", None),
     "offload_activations": ("memory", None),
@@ -129,6 +130,8 @@ TECHNIQUES = (
       "not equal", packages=("bitsandbytes",)),
     T("pure_bf16", (FP32, call("bf16_weights"), ADAMW), "weights, gradients and AdamW's state in bf16, no fp32 "
       "master copy: small updates round away", min_capability=BF16),
+    T("qlora", (FP32, call("bf16_weights"), call("lora_adapters"), call("nf4_base"), ADAMW), "as lora, over a "
+      "base rounded to 4-bit NF4 in bf16 weights", min_capability=BF16, packages=("peft", "torchao")),
     T("sgd", (FP32, call("sgd", default_lr=0.1)), OTHER_OPTIMIZER),
     T("stack", (FP32, call("autocast_bf16"), call("flash_attention"), call("fused_adamw"), call("compile_model")),
       "as bf16 and flash", min_capability=BF16, equals=("flash", "fused", "compile")),

@@ -8,7 +8,8 @@ May import: torch, utils.models, utils.registry, utils.checks.
     1. architecture   gated_mlp (rebuild the model, same seed, before anything else)
     2. precision      strict_fp32, tf32, autocast_bf16, autocast_fp16, bf16_weights
     3. attention      flash_attention (the model starts with manual attention)
-    4. adapters       lora_adapters (the base frozen, low-rank adapters beside its projections)
+    4. adapters       lora_adapters (the base frozen, low-rank adapters beside its projections), then
+                      nf4_base (QLoRA: the frozen projections stored in 4-bit NF4)
     5. memory         checkpoint_blocks, chunked_cross_entropy, offload_activations
     6. parallel       DDP or FSDP2 under `make ddp` / `make fsdp` (applied by itself, see below)
     7. optimizer      adamw, fused_adamw, adamw_8bit, paged_adamw_8bit, lion, lion_8bit, adam, sgd,
@@ -32,7 +33,7 @@ utils/catalog.py's FUNCTIONS (stdlib, so combinations are checked without torch)
 baseline's calls plus each part's own, in this order (combined.py).
 """
 
-from utils.techniques.adapters import lora_adapters
+from utils.techniques.adapters import lora_adapters, nf4_base
 from utils.techniques.combined import setup_of
 from utils.techniques.optimizers import (
     ADAMW_LR,
@@ -67,7 +68,7 @@ from utils.techniques.stages import (
 __all__ = [
     "ADAMW_LR", "STAGES", "Run", "Skip", "new_run", "accumulate", "adam", "adamw", "adamw_8bit",
     "autocast_bf16", "autocast_fp16", "bf16_weights", "checkpoint_blocks", "chunked_cross_entropy", "compile_model",
-    "cuda_graphs", "flash_attention", "fused_adamw", "gated_mlp", "lion", "lion_8bit", "lora_adapters",
-    "offload_activations", "offload_adamw", "paged_adamw_8bit", "setup_of", "sgd", "step_in_backward", "strict_fp32",
-    "technique", "tf32",
+    "cuda_graphs", "flash_attention", "fused_adamw", "gated_mlp", "lion", "lion_8bit", "lora_adapters", "nf4_base",
+    "offload_activations", "offload_adamw", "paged_adamw_8bit", "setup_of", "sgd", "step_in_backward",
+    "strict_fp32", "technique", "tf32",
 ]

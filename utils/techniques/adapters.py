@@ -1,5 +1,6 @@
 """The adapters stage: LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language
-Models") through PEFT: every weight of the model frozen, a trainable low-rank pair B·A (rank r,
+Models") through PEFT, and under it QLoRA's 4-bit base (Dettmers et al. 2023, "QLoRA").
+LoRA: every weight of the model frozen, a trainable low-rank pair B·A (rank r,
 scaled by alpha / r, B starting at zero so the model starts as built) beside each targeted
 projection. No gradient or optimizer state for a frozen weight: what a fine-tune of a large
 model fits by. PEFT injects the adapters into the model in place (inject_adapter_in_model), so
@@ -7,6 +8,9 @@ the suite's model, a transformers model or a file's keeps its interface."""
 
 import contextlib
 import logging
+import math
+
+import torch
 
 from utils import checks
 from utils.techniques.run import Skip, technique
@@ -77,3 +81,38 @@ def lora_adapters(run):
         param.requires_grad_(ADAPTER_PREFIX in name)
     run.adapter = (f"lora r={cfg.lora_rank} alpha={cfg.lora_alpha:g} dropout={cfg.lora_dropout:g} "
                    f"on {','.join(adapted)}")
+
+
+# QLoRA's NormalFloat4: 64 weights share an absmax, and the absmaxes are themselves quantised to
+# 8 bits in blocks of 256 ("double quantisation"); torchao's to_nf4 with these is what torchtune's
+# QLoRA runs (torchtune/modules/low_precision/nf4_linear.py), chosen over bitsandbytes' Linear4bit
+# because it is plain PyTorch: the planner runs it on fake tensors as it runs on the GPU
+NF4_BLOCK, NF4_SCALER_BLOCK = 64, 256
+
+
+@technique
+def nf4_base(run):
+    """Every frozen projection weight of the blocks stored in 4-bit NF4, dequantised to bf16 in
+    each forward and backward (torchao's linear_nf4); the adapters beside them train as LoRA's."""
+    if not run.adapter:
+        raise ValueError("nf4_base quantises the frozen base under adapters: apply lora_adapters first")
+    try:
+        with quiet(*IMPORT_NOISE):
+            from torchao.quantization import to_nf4
+    except ImportError as err:
+        raise Skip(f"torchao is not importable ({err}); pip install torchao==0.18.0") from None
+    frozen = [m for m in run.model.blocks.modules() if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad]
+    quantisable = [m for m in frozen if m.weight.numel() % NF4_BLOCK == 0]
+    if not quantisable:
+        raise Skip(f"no frozen projection of {run.cfg.model}'s blocks holds a multiple of {NF4_BLOCK} weights, "
+                   "NF4's block")
+    smaller = 0
+    for module in quantisable:
+        # to_nf4 takes whole blocks of scalers: a projection with fewer than 256 x 64 weights (a tiny
+        # model's) gets the largest block that divides its scalers
+        scaler_block = math.gcd(module.weight.numel() // NF4_BLOCK, NF4_SCALER_BLOCK)
+        smaller += scaler_block < NF4_SCALER_BLOCK
+        weight = module.weight.detach().to(torch.bfloat16)  # NF4 dequantises to bf16
+        module.weight = torch.nn.Parameter(to_nf4(weight, NF4_BLOCK, scaler_block), requires_grad=False)
+    run.adapter += (f"; NF4 base: {len(quantisable)} of {len(frozen)} frozen projections, block {NF4_BLOCK}, "
+                    f"scalers per {NF4_SCALER_BLOCK}" + (f" ({smaller} small ones per fewer)" if smaller else ""))
