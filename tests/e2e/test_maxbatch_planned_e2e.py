@@ -11,7 +11,7 @@ from utils.plan.config import load_target
 def test_the_planned_search_finds_bisections_answer_in_fewer_plans(monkeypatch):
     for name, value in {"MODEL": "tiny", "SEQ": "64", "DEVICE": "cpu"}.items():
         set_env(monkeypatch, name, value)
-    set_env(monkeypatch, "GPU_MEMORY_GIB", "0.5")  # the context (0.37 GiB) and a few dozen tiny batches
+    set_env(monkeypatch, "GPU_MEMORY_GIB", "1")  # the context (Hopper's 0.73 GiB) and a few dozen tiny batches
     given = settings.read()
     best, trials = maxbatch.planned_search("baseline", load_target(given), given)
     bisected, plain = maxbatch.search(maxbatch.PlannedFit("baseline", load_target(given), given))

@@ -1,13 +1,12 @@
-"""`make plan_check`: the planner against every measured figure it can model, with the error
-and which figure it is (allocated, reserved, device total, or a CPU's tracked tensor peak).
-
-Four sets of measurements, none used to set any constant of the planner:
+"""`make plan_check`: the planner against every measured figure it can model, with the error and
+which figure it is (allocated, reserved, device total, or a CPU's tracked tensor peak). Five sets of
+measurements, none used to set any constant of the planner:
 - the H100 reference table and its levers (GPT-2 124M, T=1024, a bare training loop, torch
   2.11+cu130): `torch.cuda.max_memory_allocated`, so the planner's allocated peak;
-- the GPT2-XL optimizer-memory study (Hugging Face GPT2-XL, B=4, T=256, bf16, one A100 40GB):
-  "VRAM used" read from nvidia-smi, so the device total (reserved + CUDA context). Its "GB"
-  are read as GiB (nvidia-smi reports MiB; 37.9 GB = 38,810 MiB / 1024);
-- torchtitan's Llama 3.1 8B on 8 and 128 H100s (utils/plan/torchtitan.py): max reserved;
+- the GPT2-XL optimizer-memory study (Hugging Face GPT2-XL, B=4, T=256, bf16, one A100 40GB): "VRAM
+  used" read from nvidia-smi, so the device total (reserved + CUDA context), its "GB" read as GiB;
+- torchtitan's Llama 3.1 8B on 8 and 128 H100s (utils/plan/torchtitan.py): max reserved; and
+  torchtune's on one RTX 4090, full, LoRA and QLoRA (utils/plan/torchtune.py): peak active;
 - real steps on this CPU of the tiny and small presets, tracked by MemTracker, against the
   planner's step as this CPU runs it (model_cuda=False): the fake-tensor method itself.
 """
@@ -21,7 +20,7 @@ import torch
 from utils.devices import by_key
 from utils.measure import loop, memory
 from utils.measure.data import batches
-from utils.plan import machine, planner, timing, torchtitan
+from utils.plan import machine, planner, timing, torchtitan, torchtune
 from utils.plan.config import Target, load_config
 from utils.plan.h100 import H100_LEVERS, H100_PEAKS
 from utils.techniques import setup_of
@@ -39,8 +38,7 @@ CPU_BAR = 0.02  # fake vs real tracking on this CPU
 
 # the study's six rows: (configuration, technique, nvidia-smi GB read as GiB, iterations per second)
 GPT2XL_TOTALS = (
-    ("AdamW", "bf16", 37.9, 4.99),
-    ("AdamW + checkpointing", "bf16+checkpointing", 30.9, 3.76),
+    ("AdamW", "bf16", 37.9, 4.99), ("AdamW + checkpointing", "bf16+checkpointing", 30.9, 3.76),
     ("AdamW + flash", "flash", 36.6, 5.80),
     ("Lion", "bf16+lion", 33.3, 5.16),
     ("AdamW + checkpointing + flash", "flash+checkpointing", 28.8, 4.40),
@@ -283,7 +281,8 @@ def check(given):
           "predicted, never measured.")
     h100, plans = h100_rows(given)
     times, levers, study = h100_times(plans), h100_levers(given), gpt2xl_rows(given)
-    titan, cpu, cpu_time = torchtitan.rows(given, _row), cpu_rows(given), cpu_times(given)
+    external = {source: source.rows(given, _row) for source in (torchtitan, torchtune)}
+    cpu, cpu_time = cpu_rows(given), cpu_times(given)
     print("\n### Bars\n")
     _bar_line("H100 allocated", h100, ALLOCATED_BAR)
     _time_bars(times, levers, study)
@@ -295,6 +294,7 @@ def check(given):
               "**differs** for " + ", ".join(f"{a} vs {b}" for a, b in order)))
     _bar_line("this CPU tracked", cpu, CPU_BAR)
     _bar_line("this CPU step time", cpu_time, CPU_TIME_BAR)
-    for i, (name, bar) in enumerate((("max reserved", torchtitan.MEMORY_BAR), ("tokens/s", torchtitan.TOKENS_BAR))):
-        _bar_line(f"torchtitan {name}", [(r[0], r[i + 1]) for r in titan], bar)
+    for source, found in external.items():
+        for i, (name, bar) in enumerate((("memory", source.MEMORY_BAR), ("tokens/s", source.TOKENS_BAR))):
+            _bar_line(f"{source.NAME} {name}", [(r[0], r[i + 1]) for r in found], bar)
     return 0

@@ -1,0 +1,64 @@
+"""torchtune's published single-GPU fine-tunes, for `make plan_check`: Llama 3.1 8B on one RTX
+4090 (pytorch/torchtune README, "Memory and training speed", the 4090 rows: batch 2, sequences
+packed to 2048, bf16, torch.compile), full, LoRA and QLoRA.
+
+What they ran (the recipes' configs, llama3_1/8B_full_single_device.yaml, 8B_lora_single_device
+and 8B_qlora_single_device, as the README's footnotes set them): weights in bf16 with no fp32 copy,
+activation checkpointing of every layer, cross-entropy in 8 chunks of the output projection
+(CEWithChunkedOutputLoss); full: bitsandbytes' PagedAdamW8bit stepped in backward
+(optimizer_in_bwd); LoRA: rank 8, alpha 16 on the query and value projections; QLoRA: rank 8,
+alpha 16 on q, k, v, the output projection and the MLP, the base in NF4 (torchao's to_nf4).
+"Peak memory" is torchtune's memory log, torch.cuda.memory_stats()["active_bytes.all.peak"]
+(torchtune/training/memory.py, get_memory_stats: peak_memory_active): the tensors the allocator
+holds at the peak, the plan's allocated.
+
+What the suite plans: the same techniques as its combinations, eager (DIFFERENCES).
+"""
+
+from utils import devices
+from utils.plan import planner
+from utils.plan.config import Target, load_config
+from utils.techniques import setup_of
+from utils.techniques.parallel import World
+
+NAME = "torchtune"
+MEMORY_BAR, TOKENS_BAR = 0.10, 0.25  # the issue's: memory within 10%, tokens/s within 25%
+LORA_QV = {"lora_rank": 8, "lora_alpha": 16.0, "lora_targets": "q_proj,v_proj"}
+LORA_ALL = {**LORA_QV, "lora_targets": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"}
+# (configuration, the suite's combination, its LoRA settings, tokens/s, peak active GiB)
+ROWS = (
+    ("full: paged AdamW8bit in backward", "pure_bf16+checkpointing+chunked_ce+paged_8bit+step_in_backward", {},
+     1650, 18.9),
+    ("LoRA r8 on q, v", "pure_bf16+lora+checkpointing+chunked_ce", LORA_QV, 3083, 16.2),
+    ("QLoRA r8 on q, k, v, o, MLP", "qlora+checkpointing+chunked_ce", LORA_ALL, 2413, 7.4),
+)
+DIFFERENCES = (
+    "compile: torchtune compiles each layer and the loss (fewer saved activations, less time), the plan is eager: "
+    "high in memory, low in tokens/s",
+    "packing: torchtune's samples are packed to 2048 tokens with a document mask (flex attention), the plan "
+    "attends over the whole 2048 (SDPA's default kernel)",
+    "LoRA: torchtune keeps its adapters in bf16, PEFT's in fp32 (their inputs cast to fp32 on the way in)",
+)
+
+
+def rows(given, table_row):
+    """Predicted vs published, per row (printed by `table_row`): peak active (the plan's allocated)
+    and tokens/s; returns (label, memory error, tokens/s error) per row."""
+    target, out = Target(devices.by_key("rtx-4090")), []
+    print("\n### torchtune: Llama 3.1 8B on one RTX 4090, batch 2, T=2048, bf16 (peak active; tokens/s)\n")
+    table_row(["configuration", "measured GiB", "predicted GiB (allocated / device total)", "error",
+               f"within {MEMORY_BAR:.0%}", "measured tokens/s", "predicted tokens/s", "error",
+               f"within {TOKENS_BAR:.0%}"])
+    table_row(["---"] * 9)
+    for label, technique, lora, tokens, gib in ROWS:
+        cfg = load_config(technique, given, batch=2, seq=2048, model="hf:llama-3.1-8b", world=World(), **lora)
+        plan = planner.plan(setup_of(technique)[1], cfg, target)
+        allocated = plan.memory.allocated_mib / 1024
+        errors = (allocated / gib - 1, plan.time.tokens_per_s / tokens - 1)
+        out.append((label, *errors))
+        table_row([f"{label} (`{technique}`)", gib, f"**{allocated:.1f}** / {plan.memory.total_mib / 1024:.1f}",
+                   f"{errors[0]:+.1%}", "yes" if abs(errors[0]) <= MEMORY_BAR else "**no**", f"{tokens:,}",
+                   f"{plan.time.tokens_per_s:,.0f}", f"{errors[1]:+.1%}",
+                   "yes" if abs(errors[1]) <= TOKENS_BAR else "**no**"])
+    print("\nwhat differs: " + "; ".join(DIFFERENCES))
+    return out
