@@ -94,11 +94,10 @@ class PeakTracker(MemTracker):
         return super()._track_module_params_and_buffers(module, install_grad_hooks)
 
     def _off_device(self, t):
-        return bool(self.off_device) and isinstance(t, torch.Tensor) and all(
-            st in self.off_device for st in get_untyped_storages(t))
+        return bool(self.off_device) and all(st in self.off_device for st in get_untyped_storages(t))
 
     def _update_and_maybe_create_winfos(self, t, reftype, update_existing=False):
-        if self._off_device(t):
+        if not isinstance(t, torch.Tensor) or self._off_device(t):  # None: an optimizer's state not made yet
             return set()
         return super()._update_and_maybe_create_winfos(t, reftype, update_existing)
 
