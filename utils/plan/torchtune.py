@@ -4,10 +4,11 @@ packed to 2048, bf16, torch.compile), full, LoRA and QLoRA.
 
 What they ran (the recipes' configs, llama3_1/8B_full_single_device.yaml, 8B_lora_single_device
 and 8B_qlora_single_device, as the README's footnotes set them): weights in bf16 with no fp32 copy,
-activation checkpointing of every layer, cross-entropy in 8 chunks of the output projection
-(CEWithChunkedOutputLoss); full: bitsandbytes' PagedAdamW8bit stepped in backward
-(optimizer_in_bwd); LoRA: rank 8, alpha 16 on the query and value projections; QLoRA: rank 8,
-alpha 16 on q, k, v, the output projection and the MLP, the base in NF4 (torchao's to_nf4).
+attention through SDPA (the suite's `flash`), activation checkpointing of every layer,
+cross-entropy in 8 chunks of the output projection (CEWithChunkedOutputLoss); full:
+bitsandbytes' PagedAdamW8bit stepped in backward (optimizer_in_bwd); LoRA: rank 8, alpha 16 on
+the query and value projections; QLoRA: rank 8, alpha 16 on q, k, v, the output projection and
+the MLP, the base in NF4 (torchao's to_nf4).
 "Peak memory" is torchtune's memory log, torch.cuda.memory_stats()["active_bytes.all.peak"]
 (torchtune/training/memory.py, get_memory_stats: peak_memory_active): the tensors the allocator
 holds at the peak, the plan's allocated.
@@ -27,17 +28,16 @@ LORA_QV = {"lora_rank": 8, "lora_alpha": 16.0, "lora_targets": "q_proj,v_proj"}
 LORA_ALL = {**LORA_QV, "lora_targets": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"}
 # (configuration, the suite's combination, its LoRA settings, tokens/s, peak active GiB)
 ROWS = (
-    ("full: paged AdamW8bit in backward", "pure_bf16+checkpointing+chunked_ce+paged_8bit+step_in_backward", {},
-     1650, 18.9),
-    ("LoRA r8 on q, v", "pure_bf16+lora+checkpointing+chunked_ce", LORA_QV, 3083, 16.2),
-    ("QLoRA r8 on q, k, v, o, MLP", "qlora+checkpointing+chunked_ce", LORA_ALL, 2413, 7.4),
+    ("full: paged AdamW8bit in backward", "pure_bf16+flash+checkpointing+chunked_ce+paged_8bit+step_in_backward",
+     {}, 1650, 18.9),
+    ("LoRA r8 on q, v", "pure_bf16+flash+lora+checkpointing+chunked_ce", LORA_QV, 3083, 16.2),
+    ("QLoRA r8 on q, k, v, o, MLP", "qlora+flash+checkpointing+chunked_ce", LORA_ALL, 2413, 7.4),
 )
 DIFFERENCES = (
     "compile: torchtune compiles each layer and the loss (fewer saved activations, less time), the plan is eager: "
     "high in memory, low in tokens/s",
     "packing: torchtune's samples are packed to 2048 tokens with a document mask (flex attention), the plan "
     "attends over the whole 2048 (SDPA's default kernel)",
-    "LoRA: torchtune keeps its adapters in bf16, PEFT's in fp32 (their inputs cast to fp32 on the way in)",
 )
 
 
