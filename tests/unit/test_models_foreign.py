@@ -75,6 +75,8 @@ def test_the_shipped_configs_build_the_published_architectures():
     assert models.check("hf:gpt2", 16).n_params == 124_439_808
     assert models.check("hf:gpt2-xl", 16).n_params == 1_557_611_200
     assert models.check("hf:llama-3.1-8b", 16).n_params == 8_030_261_248  # Llama 3.1 8B's, untied
+    assert models.check("hf:mistral-7b", 16).n_params == 7_241_732_096  # Mistral 7B v0.1's
+    assert models.check("hf:qwen2.5-7b", 16).n_params == 7_615_616_512  # Qwen2.5 7B's, q, k, v biases included
     assert models.check("hf:gpt2", 16).dropout == 0.1 and models.check("hf:llama-tiny", 16).dropout == 0.0
 
 
