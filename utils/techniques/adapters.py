@@ -38,9 +38,10 @@ def quiet(*loggers):
             logging.getLogger(name).setLevel(level)
 
 
-def targets(given, names, model):
+def targets(given, names, model, projections=()):
     """The module-name suffixes to adapt: LORA_TARGETS's, each checked against the model's
-    modules (`names`), or auto's first family present. Raises checks.BadInput or Skip."""
+    modules (`names`; `projections`: its weight matrices' modules, named when one is not found),
+    or auto's first family present. Raises checks.BadInput or Skip."""
     if given == "auto":
         found = next((family for family in AUTO_TARGETS if all(_matches(t, names) for t in family)), None)
         if found is None:
@@ -50,17 +51,14 @@ def targets(given, names, model):
     wanted = tuple(t.strip() for t in given.split(",") if t.strip())
     missing = [t for t in wanted if not _matches(t, names)]
     if missing or not wanted:
-        raise checks.BadInput(f"LORA_TARGETS={given!r}: {model} has no module named {missing[0] if missing else ''!r} "
-                              f"(its projections include {', '.join(_linear_names(names)[:8])})")
+        known = sorted({name.rsplit(".", 1)[-1] for name in projections})
+        raise checks.BadInput(f"LORA_TARGETS={given!r}: {model} has no module named {missing[0] if missing else ''!r}"
+                              + (f" (its projections: {', '.join(known)})" if known else ""))
     return wanted
 
 
 def _matches(target, names):
     return any(name == target or name.endswith("." + target) for name in names)
-
-
-def _linear_names(names):
-    return sorted({name.rsplit(".", 1)[-1] for name in names if name})
 
 
 @technique
@@ -71,7 +69,9 @@ def lora_adapters(run):
     except ImportError as err:
         raise Skip(f"peft is not importable ({err}); pip install peft==0.21.2") from None
     cfg = run.cfg
-    adapted = targets(cfg.lora_targets, [name for name, _ in run.model.named_modules()], cfg.model)
+    modules = dict(run.model.named_modules())
+    projections = [name for name, m in modules.items() if isinstance(m, torch.nn.Linear)]
+    adapted = targets(cfg.lora_targets, list(modules), cfg.model, projections)
     for param in run.model.parameters():
         param.requires_grad_(False)
     config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
