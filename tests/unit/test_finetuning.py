@@ -161,3 +161,15 @@ def test_qlora_stores_the_frozen_projections_in_nf4_and_trains_its_adapters():
     assert stored == pytest.approx(weight.numel() * (0.5 + 1 / 64 + 4 / 64 / 256), abs=64)
     planned = {n: planner.plan(setup_of(n)[1], CFG).breakdown["params"] for n in ("pure_bf16+lora", "qlora")}
     assert planned["qlora"] < planned["pure_bf16+lora"]  # planned on fake tensors as it ran
+
+
+def test_the_report_says_what_trained_and_how_the_memory_was_saved():
+    from utils.report.tables import what_ran
+
+    row = {"status": "ok", "dtype": "bf16-weights", "attention": "sdpa:flash", "optimizer": "torch.optim.AdamW",
+           "loss_chunks": 8, "activation_offload": True, "step_in_backward": "True", "accum": 1,
+           "adapter": "lora r=8 alpha=16 dropout=0 on q_proj,v_proj", "trainable_params": 3584.0}
+    said = what_ran(row)
+    assert said.startswith("bf16-weights, sdpa:flash, torch.optim.AdamW") and "loss in 8 chunks" in said
+    assert "activations on the host" in said and "optimizer step in backward" in said
+    assert said.endswith("on q_proj,v_proj, 3,584 parameters trained")

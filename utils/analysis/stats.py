@@ -131,8 +131,7 @@ def _memory_mib(rows):
 
 # the summary's columns, there (blank) even where no technique of the configuration ran
 SUMMARY_COLUMNS = [
-    "status", "reason", "runs", "measured_runs", "one_run", "dtype", "attention", "optimizer", "fused", "compiled",
-    "checkpointing", "mlp", "compile_mode", "accum", "cuda_graphs", "scaler_skipped", "wall_tokens_per_s", "steps",
+    "status", "reason", "runs", "measured_runs", "one_run", *WHAT_RAN, "scaler_skipped", "wall_tokens_per_s", "steps",
     "median_ms", "median_lo", "median_hi", "mean_ms", "mean_lo", "mean_hi", "tokens_per_s", "tflops", "mfu",
     "peak_alloc_mib", "peak_reserved_mib", "peak_rss_mib", "memory_mib", "memory_kind", "memory_saved_mib",
     "final_loss", "warmup_s",

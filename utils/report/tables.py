@@ -121,6 +121,12 @@ def what_ran(row):
         words.append("compiled" + (f" ({mode})" if mode == mode and mode not in (None, "default") else ""))
     if on("checkpointing"):
         words.append("ckpt")
+    if row.get("loss_chunks", 1) == row.get("loss_chunks", 1) and row.get("loss_chunks", 1) > 1:
+        words.append(f"loss in {int(row['loss_chunks'])} chunks")
+    words += [text for column, text in (("activation_offload", "activations on the host"),
+                                        ("step_in_backward", "optimizer step in backward")) if on(column)]
+    if isinstance(row.get("adapter"), str) and row["adapter"]:
+        words.append(f"{row['adapter']}, {int(row['trainable_params']):,} parameters trained")
     if row.get("accum", 1) == row.get("accum", 1) and row.get("accum", 1) > 1:
         words.append(f"accum x{int(row['accum'])}")
     if on("cuda_graphs"):

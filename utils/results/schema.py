@@ -115,6 +115,6 @@ NUMERIC = tuple(c for c in COLUMNS if c not in TEXT + BOOLEAN)
 # what ran (the run's configuration as a technique applied it: utils/techniques/run.py Run.record
 # writes them, the report's summary carries them per technique)
 WHAT_RAN = ("dtype", "attention", "optimizer", "fused", "compiled", "checkpointing", "mlp", "compile_mode", "accum",
-            "cuda_graphs", "loss_chunks", "activation_offload", "step_in_backward", "adapter")
+            "cuda_graphs", "loss_chunks", "activation_offload", "step_in_backward", "adapter", "trainable_params")
 MEMORY_PARTS = ("params", "grads", "optimizer", "activations", "temporaries")
 MEMORY_COLUMNS = tuple(f"mem_{part}_mib" for part in MEMORY_PARTS) + ("mem_peak_mib",)
