@@ -1,12 +1,12 @@
 """`make plan_check`: the planner against every measured figure it can model, with the error and
-which figure it is (allocated, reserved, device total, or a CPU's tracked tensor peak). Five sets of
-measurements, none used to set any constant of the planner:
+which figure it is (allocated, reserved, device total, or a CPU's tracked tensor peak). Six sets of
+measurements, none used to set any constant of the planner (the Hopper context aside, see h200.py):
 - the H100 reference table and its levers (GPT-2 124M, T=1024, a bare training loop, torch
   2.11+cu130): `torch.cuda.max_memory_allocated`, so the planner's allocated peak;
 - the GPT2-XL optimizer-memory study (Hugging Face GPT2-XL, B=4, T=256, bf16, one A100 40GB): "VRAM
   used" read from nvidia-smi, so the device total (reserved + CUDA context), its "GB" read as GiB;
-- torchtitan's Llama 3.1 8B on 8 and 128 H100s (utils/plan/torchtitan.py): max reserved; and
-  torchtune's on one RTX 4090, full, LoRA and QLoRA (utils/plan/torchtune.py): peak active;
+- torchtitan's Llama 3.1 8B on 8 and 128 H100s (utils/plan/torchtitan.py): max reserved; torchtune's
+  on one RTX 4090, full, LoRA and QLoRA (torchtune.py): peak active; this suite's on an H200 (h200.py);
 - real steps on this CPU of the tiny and small presets, tracked by MemTracker, against the
   planner's step as this CPU runs it (model_cuda=False): the fake-tensor method itself.
 """
@@ -20,7 +20,7 @@ import torch
 from utils.devices import by_key
 from utils.measure import loop, memory
 from utils.measure.data import batches
-from utils.plan import machine, planner, timing, torchtitan, torchtune
+from utils.plan import h200, machine, planner, timing, torchtitan, torchtune
 from utils.plan.config import Target, load_config
 from utils.plan.h100 import H100_LEVERS, H100_PEAKS
 from utils.techniques import setup_of
@@ -281,7 +281,7 @@ def check(given):
           "predicted, never measured.")
     h100, plans = h100_rows(given)
     times, levers, study = h100_times(plans), h100_levers(given), gpt2xl_rows(given)
-    external = {source: source.rows(given, _row) for source in (torchtitan, torchtune)}
+    external = {source: source.rows(given, _row) for source in (torchtitan, torchtune, h200)}
     cpu, cpu_time = cpu_rows(given), cpu_times(given)
     print("\n### Bars\n")
     _bar_line("H100 allocated", h100, ALLOCATED_BAR)
@@ -295,6 +295,6 @@ def check(given):
     _bar_line("this CPU tracked", cpu, CPU_BAR)
     _bar_line("this CPU step time", cpu_time, CPU_TIME_BAR)
     for source, found in external.items():
-        for i, (name, bar) in enumerate((("memory", source.MEMORY_BAR), ("tokens/s", source.TOKENS_BAR))):
+        for i, (name, bar) in enumerate(((source.MEMORY, source.MEMORY_BAR), ("tokens/s", source.TOKENS_BAR))):
             _bar_line(f"{source.NAME} {name}", [(r[0], r[i + 1]) for r in found], bar)
     return 0

@@ -25,7 +25,7 @@ from utils.plan.config import Target, load_config
 from utils.techniques import setup_of
 from utils.techniques.parallel import World
 
-NAME = "torchtitan"
+NAME, MEMORY = "torchtitan", "max reserved"
 MEMORY_BAR, TOKENS_BAR = 0.10, 0.25  # max reserved within 10%, tokens/s per GPU within 25%
 # (configuration, the suite's technique, GPUs, tokens/s per GPU, max reserved GiB)
 ROWS = (
