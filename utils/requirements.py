@@ -23,11 +23,11 @@ REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
 MIN_TORCH = (2, 9)
 # packages only some techniques (or a nicety) use: missing, those techniques are skipped with the
 # reason (and a run shows no progress bar)
-OPTIONAL = {
-    "bitsandbytes": "8bit, lion, lion8bit, stack_memory",
-    "torchao": "offload",
+OPTIONAL = {  # the techniques' lists: each row's packages in utils/catalog.py (a test holds them equal)
+    "bitsandbytes": "8bit, lion, lion8bit, paged_8bit, stack_memory",
+    "torchao": "offload, qlora",
     "transformers": "MODEL=hf:...",
-    "peft": "lora",
+    "peft": "lora, qlora",
     "tqdm": "the progress bar of a run in a terminal",
 }
 # packages only some make goals use: missing, only those goals are refused

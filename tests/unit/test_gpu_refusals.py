@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import ROOT, run_config, set_env
 
-from utils import checks, registry, requirements, settings
+from utils import catalog, checks, registry, requirements, settings
 from utils.drivers import all as run_all
 from utils.measure import config
 from utils.plan import planner
@@ -140,3 +140,9 @@ def test_offload_is_not_planned_even_on_a_gpu_box(monkeypatch):
                      seed=0, lr=None, layers=2)
     with pytest.raises(planner.NotModelled, match="CPUOffloadOptimizer keeps AdamW's state in host memory"):
         planner.check_modelled(registry.load_setup("offload"), cfg)
+
+
+@pytest.mark.parametrize("package", ["bitsandbytes", "torchao", "peft"])
+def test_the_optional_packages_name_the_techniques_that_need_them(package):
+    needing = [t.name for t in catalog.TECHNIQUES if any(package in p for p in t.packages)]
+    assert requirements.OPTIONAL[package].split(", ") == sorted(needing)
