@@ -20,6 +20,9 @@ def test_a_killed_run_writes_nothing(existing):
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        # Ctrl-C as a terminal sends it: a test run started in the background of a non-interactive
+        # shell inherits SIGINT ignored, and python keeps an ignored SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert "measured steps" in proc.stdout.readline()  # started: training is under way
     time.sleep(1.0)
@@ -37,6 +40,9 @@ def test_an_interrupted_run_writes_nothing_and_says_so(existing):
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        # Ctrl-C as a terminal sends it: a test run started in the background of a non-interactive
+        # shell inherits SIGINT ignored, and python keeps an ignored SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert "measured steps" in proc.stdout.readline()
     time.sleep(1.0)
