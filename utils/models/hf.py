@@ -17,11 +17,12 @@ CROSS = "cross"
 
 
 @contextlib.contextmanager
-def quiet():
-    """transformers imports torchao for its quantizers, which logs kernels it cannot load on
-    this machine, and torch warns about torchao's pytree registrations: noise for a run that
-    quantizes nothing."""
-    names = ("torchao", "torch.utils._pytree", "transformers")
+def quiet(*names):
+    """These loggers' warnings held back while an import runs, their levels restored after
+    (default: transformers'. It imports torchao for its quantizers, which logs kernels it cannot
+    load on this machine, and torch warns about torchao's pytree registrations: noise for a run
+    that quantizes nothing)."""
+    names = names or ("torchao", "torch.utils._pytree", "transformers")
     levels = {name: logging.getLogger(name).level for name in names}
     for name in names:
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -6,13 +6,12 @@ projection. No gradient or optimizer state for a frozen weight: what a fine-tune
 model fits by. PEFT injects the adapters into the model in place (inject_adapter_in_model), so
 the suite's model, a transformers model or a file's keeps its interface."""
 
-import contextlib
-import logging
 import math
 
 import torch
 
 from utils import checks
+from utils.models.hf import quiet
 from utils.techniques.run import Skip, technique
 
 # LORA_TARGETS=auto: the LoRA paper's choice, the query and value projections (its section 7.1),
@@ -23,19 +22,6 @@ ADAPTER_PREFIX = "lora_"  # PEFT's LoRA parameters: lora_A, lora_B
 # native kernels (torchao 0.18's CUDA-only extensions on a CPU build of torch; its pytree
 # registrations that torch 2.13 deprecates) are no news of this run's
 IMPORT_NOISE = ("torchao", "torch.utils._pytree", "bitsandbytes")
-
-
-@contextlib.contextmanager
-def quiet(*loggers):
-    """These loggers' warnings held back while an import runs; their levels restored after."""
-    saved = {name: logging.getLogger(name).level for name in loggers}
-    for name in loggers:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for name, level in saved.items():
-            logging.getLogger(name).setLevel(level)
 
 
 def targets(given, names, model, projections=()):
