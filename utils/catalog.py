@@ -93,53 +93,66 @@ class Technique:
     min_capability: tuple = None  # the CUDA compute capability it needs
     packages: tuple = ()  # packages it needs beyond torch (skipped, with the reason, without them)
     equals: tuple = ()  # the combination a named combination script spells
+    tune: str = "searched"  # its place in make tune's space: TUNE_ROLES says what each means
 
 
+# make tune's space (utils/tune/space.py): what each technique is to the tuner
+SEARCHED, SAVES_MEMORY, OPT_IN, NOT_A_CHOICE = "searched", "saves memory", "opt-in", "not a choice"
+TUNE_ROLES = {
+    SEARCHED: "always searched: the same learning up to rounding",
+    SAVES_MEMORY: "searched only where the step does not fit without it: it recomputes or moves data, so it can "
+                  "only cost time where memory is not short",
+    OPT_IN: "searched only when TECHNIQUES names it: it changes what is learnt",
+    NOT_A_CHOICE: "the baseline, its calls under another name, a named combination of searched ones, or "
+                  "accumulation (the tuner splits the global batch itself)",
+}
 FP32, ADAMW = call("strict_fp32"), call("adamw")
 LION_ADVICE = {"lr_scale": 1 / 3, "weight_decay_scale": 3}  # the Lion paper's: LR / 3, weight decay x 3
 BF16 = (8, 0)  # native bf16 and TF32 tensor cores: Ampere
 OTHER_OPTIMIZER = "another optimizer: what is learnt, and how fast, changes"
 T = Technique
 TECHNIQUES = (
-    T("baseline", (FP32, ADAMW)),
+    T("baseline", (FP32, ADAMW), tune=NOT_A_CHOICE),
     T("8bit", (FP32, call("adamw_8bit")), "AdamW with 8-bit block-quantised state: close to AdamW, not equal",
-      packages=("bitsandbytes",)),
-    T("accum", (FP32, ADAMW, call("accumulate")), "the same mean gradient over ACCUM x BATCH sequences per step"),
-    T("adam", (FP32, call("adam", default_lr=1e-3)), "Adam without decoupled weight decay, LR 1e-3"),
-    T("adamw", (FP32, ADAMW)),
+      packages=("bitsandbytes",), tune=OPT_IN),
+    T("accum", (FP32, ADAMW, call("accumulate")), "the same mean gradient over ACCUM x BATCH sequences per step",
+      tune=NOT_A_CHOICE),
+    T("adam", (FP32, call("adam", default_lr=1e-3)), "Adam without decoupled weight decay, LR 1e-3", tune=OPT_IN),
+    T("adamw", (FP32, ADAMW), tune=NOT_A_CHOICE),
     T("bf16", (FP32, call("autocast_bf16"), ADAMW), "matmuls and activations in bf16 (8 mantissa bits)",
       min_capability=BF16),
-    T("checkpointing", (FP32, call("checkpoint_blocks"), ADAMW)),
-    T("chunked_ce", (FP32, call("chunked_cross_entropy"), ADAMW)),
+    T("checkpointing", (FP32, call("checkpoint_blocks"), ADAMW), tune=SAVES_MEMORY),
+    T("chunked_ce", (FP32, call("chunked_cross_entropy"), ADAMW), tune=SAVES_MEMORY),
     T("compile", (FP32, ADAMW, call("compile_model"))),
     T("cudagraphs", (FP32, ADAMW, call("cuda_graphs")), cuda_only=True),
     T("flash", (FP32, call("autocast_bf16"), call("flash_attention"), ADAMW),
       "bf16 autocast (its prerequisite on CUDA); attention's own result to rounding", min_capability=BF16),
     T("fp16", (FP32, call("autocast_fp16"), ADAMW), "fp16 with a loss scale: a step with inf/nan gradients is skipped"),
     T("fused", (FP32, call("fused_adamw"))),
-    T("geglu", (call("gated_mlp", "geglu"), FP32, ADAMW), "another architecture: a GeGLU MLP"),
-    T("lion", (FP32, call("lion", **LION_ADVICE)), OTHER_OPTIMIZER, packages=("bitsandbytes or lion-pytorch",)),
+    T("geglu", (call("gated_mlp", "geglu"), FP32, ADAMW), "another architecture: a GeGLU MLP", tune=OPT_IN),
+    T("lion", (FP32, call("lion", **LION_ADVICE)), OTHER_OPTIMIZER, packages=("bitsandbytes or lion-pytorch",),
+      tune=OPT_IN),
     T("lion8bit", (FP32, call("lion_8bit", **LION_ADVICE)), OTHER_OPTIMIZER + ", its state in 8 bits",
-      packages=("bitsandbytes",)),
+      packages=("bitsandbytes",), tune=OPT_IN),
     T("lora", (FP32, call("lora_adapters"), ADAMW), "only low-rank adapters train (LORA_RANK, LORA_TARGETS); the "
-      "base weights stay as built", packages=("peft",)),
-    T("momentum", (FP32, call("sgd", momentum=0.9, default_lr=0.01)), OTHER_OPTIMIZER),
-    T("offload", (FP32, call("offload_adamw")), cuda_only=True, packages=("torchao",)),
-    T("offload_activations", (FP32, call("offload_activations"), ADAMW)),
+      "base weights stay as built", packages=("peft",), tune=OPT_IN),
+    T("momentum", (FP32, call("sgd", momentum=0.9, default_lr=0.01)), OTHER_OPTIMIZER, tune=OPT_IN),
+    T("offload", (FP32, call("offload_adamw")), cuda_only=True, packages=("torchao",), tune=SAVES_MEMORY),
+    T("offload_activations", (FP32, call("offload_activations"), ADAMW), tune=SAVES_MEMORY),
     T("paged_8bit", (FP32, call("paged_adamw_8bit")), "AdamW with 8-bit block-quantised state: close to AdamW, "
-      "not equal", packages=("bitsandbytes",)),
+      "not equal", packages=("bitsandbytes",), tune=OPT_IN),
     T("pure_bf16", (FP32, call("bf16_weights"), ADAMW), "weights, gradients and AdamW's state in bf16, no fp32 "
-      "master copy: small updates round away", min_capability=BF16),
+      "master copy: small updates round away", min_capability=BF16, tune=OPT_IN),
     T("qlora", (FP32, call("bf16_weights"), call("lora_adapters"), call("nf4_base"), ADAMW), "as lora, over a "
-      "base rounded to 4-bit NF4 in bf16 weights", min_capability=BF16, packages=("peft", "torchao")),
-    T("sgd", (FP32, call("sgd", default_lr=0.1)), OTHER_OPTIMIZER),
+      "base rounded to 4-bit NF4 in bf16 weights", min_capability=BF16, packages=("peft", "torchao"), tune=OPT_IN),
+    T("sgd", (FP32, call("sgd", default_lr=0.1)), OTHER_OPTIMIZER, tune=OPT_IN),
     T("stack", (FP32, call("autocast_bf16"), call("flash_attention"), call("fused_adamw"), call("compile_model")),
-      "as bf16 and flash", min_capability=BF16, equals=("flash", "fused", "compile")),
+      "as bf16 and flash", min_capability=BF16, equals=("flash", "fused", "compile"), tune=NOT_A_CHOICE),
     T("stack_memory", (FP32, call("autocast_bf16"), call("flash_attention"), call("checkpoint_blocks"),
                        call("lion_8bit", **LION_ADVICE)), "as bf16, flash and lion8bit", min_capability=BF16,
-      packages=("bitsandbytes",), equals=("flash", "checkpointing", "lion8bit")),
-    T("step_in_backward", (FP32, ADAMW, call("step_in_backward"))),
-    T("swiglu", (call("gated_mlp", "swiglu"), FP32, ADAMW), "another architecture: a SwiGLU MLP"),
+      packages=("bitsandbytes",), equals=("flash", "checkpointing", "lion8bit"), tune=NOT_A_CHOICE),
+    T("step_in_backward", (FP32, ADAMW, call("step_in_backward")), tune=SAVES_MEMORY),
+    T("swiglu", (call("gated_mlp", "swiglu"), FP32, ADAMW), "another architecture: a SwiGLU MLP", tune=OPT_IN),
     T("tf32", (call("tf32"), ADAMW), "fp32 matmuls in TF32 (10 mantissa bits)", cuda_only=True,
       min_capability=BF16),
 )

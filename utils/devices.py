@@ -99,8 +99,12 @@ def peak_tflops(device, dtype, override=None):
     """Dense peak TFLOP/s for this device and dtype column value (or `override`), or None."""
     if override:
         return float(override)
-    precision, gpu = PRECISION.get(dtype), by_name(device)
-    if gpu is None:
-        return None
+    gpu = by_name(device)
+    return None if gpu is None else peak_of(gpu, dtype)
+
+
+def peak_of(gpu, dtype):
+    """The GPU's dense peak TFLOP/s for a dtype column value, or None."""
+    precision = PRECISION.get(dtype)
     # fp16 tensor cores run at the bf16 rate wherever a card has both
     return gpu.peaks.get(precision, gpu.peaks.get("bf16") if precision == "fp16" else None)

@@ -37,6 +37,9 @@ TARGETS = {
             "TECHNIQUES (fake tensors, any machine)",
     "plan_check": "the planner against every measured figure it can model, each labelled (allocated, device total, "
                   "tracked): predicted, measured, error, the bars",
+    "tune": "the fastest setup that fits: the techniques' space planned for GPU (or each of GPUS; FSDP2 on the "
+    "fewest GPUs where one is too small), ranked, pruned, the Pareto front, TUNE_REPORT and the command to paste; "
+    "VERIFY=k: tuned for this machine, the top k measured, the winner's learning checked",
     "maxbatch": "largest batch that trains per technique (TECHNIQUE, else TECHNIQUES); PLAN=1: planned",
     "scaling": "SCALING_TECHNIQUES x SCALING_MODELS: tokens/s and peak memory against parameters (plot)",
     "gpu_check": "a first GPU run's check of the GPU path (under 10 min): TF32 flags and matmul error, make all at "
@@ -90,10 +93,13 @@ def docs_text():
         "",
         "## Techniques",
         "",
-        "| technique | what it is (first line of its script) | runs on | changes besides speed and memory |",
-        "|---|---|---|---|",
+        "| technique | what it is (first line of its script) | runs on | changes besides speed and memory | "
+        "make tune |",
+        "|---|---|---|---|---|",
         *(f"| `{t}` | {_cell(registry.summary(t))} | {catalog.runs_on(catalog.BY_NAME[t])} | "
-          f"{_cell(catalog.BY_NAME[t].learns)} |" for t in registry.known()),
+          f"{_cell(catalog.BY_NAME[t].learns)} | {catalog.BY_NAME[t].tune} |" for t in registry.known()),
+        "",
+        "make tune's roles: " + "; ".join(f"**{role}**: {text}" for role, text in catalog.TUNE_ROLES.items()) + ".",
         "",
         "## Variables",
         "",

@@ -1,15 +1,14 @@
 """Every setting once: its name, default, check, type and help. The scripts' flags, `make help`,
-docs/reference.md and the one typed `Settings` object each command reads are made from this
-table; nothing else states a default.
+docs/reference.md and the one typed `Settings` object each command reads are made from this table; nothing
+else states a default.
 
-Settings travel one way: `make X NAME=value` exports SUITE_NAME to the command it runs (the
-Makefile does so for every variable given on its command line), and the command's entry point
-parses them all here, once (`read`), into a frozen `Settings` it passes down; a script run by
-hand takes its flags (`--name`) over the same. Only SUITE_-prefixed variables are read, so a
-shell's own T, A, B, PORT or DEVICE never leaks into a run; a SUITE_ name that is no setting is
-refused. Only entry points (utils/drivers, the scripts' utils.measure.train, the __main__
-modules) import this module. Stdlib only: make help, make reset and the report read it
-without torch.
+Settings travel one way: `make X NAME=value` exports SUITE_NAME to the command it runs (the Makefile does so
+for every variable given on its command line), and the command's entry point parses them all here, once
+(`read`), into a frozen `Settings` it passes down; a script run by hand takes its flags (`--name`) over the
+same. Only SUITE_-prefixed variables are read, so a shell's own T, A, B, PORT or DEVICE never leaks into a
+run; a SUITE_ name that is no setting is refused. Only entry points (utils/drivers, the scripts'
+utils.measure.train, the __main__ modules) import this module. Stdlib only: make help, make reset and the
+report read it without torch.
 """
 
 import argparse
@@ -98,8 +97,7 @@ SETTINGS = (
     S("LAYERS", "auto", "layers (blocks) of the model: a preset's or an hf: config's (num_hidden_layers; auto: its "
       "own)", "run", _auto(_int(1)), True),
     S("BLOCKS", "auto", "a foreign model's blocks, the nn.ModuleList checkpointing wraps and FSDP2 shards, e.g. "
-      "transformer.h (auto: transformer.h, model.layers, ... or its largest ModuleList)", "run",
-      _auto(TEXT), True),
+      "transformer.h (auto: transformer.h, model.layers, ... or its largest ModuleList)", "run", _auto(TEXT), True),
     S("BATCH", "auto", "sequences per step (auto: the preset's, e.g. gpt2 16, tiny 4)", "run", _auto(_int(1)), True),
     S("SEQ", "auto", "tokens per sequence (auto: the preset's, e.g. gpt2 1024, tiny 128)", "run", _auto(_int(1)), True),
     S("DEVICE", "auto", "auto (cuda if torch sees a GPU, else cpu), cpu or cuda", "run", _choice("auto", "cpu", "cuda"),
@@ -133,15 +131,14 @@ SETTINGS = (
     S("REFERENCE_RANKS", "1", "train one process on N ranks' data, their N micro-batches accumulated per step (make "
       "ddp / fsdp's loss check sets it)", "run", _int(1), True),
     # make all
-    S("TECHNIQUES", "", "what make all, plan and maxbatch run, in order (blank: every script, baseline first)",
+    S("TECHNIQUES", "", "what make all, plan and maxbatch run, in order (blank: every script, baseline first); "
+      "make tune: the techniques that change what is learnt to add to its space (blank: none)",
       "all", _words),
     S("REPEATS", "1", "runs per technique, each a fresh process, interleaved A B C A B C", "all", _int(1)),
     S("CI_HALF_WIDTH", "", "e.g. 0.02: add interleaved rounds until each technique's CI is within +-2%", "all",
       _fraction),
-    S("MAX_REPEATS", "10", "with CI_HALF_WIDTH: at most this many runs per technique (3 at least)", "all",
-      _int(3)),
-    S("TIME_BUDGET_MIN", "30", "with CI_HALF_WIDTH: start no round that would end past this many minutes", "all",
-      _number),
+    S("MAX_REPEATS", "10", "with CI_HALF_WIDTH: at most this many runs per technique (3 at least)", "all", _int(3)),
+    S("TIME_BUDGET_MIN", "30", "with CI_HALF_WIDTH: start no round ending past this many minutes", "all", _number),
     # report, plots, compare
     S("REPORT", "REPORT.md", "where make report writes", "report", path=True),
     S("PLOTS_DIR", "plots", "where plots and profiles go", "report", path=True),
@@ -206,8 +203,18 @@ SETTINGS = (
     S("SCALING_MODELS", "tiny small gpt2 gpt2-medium gpt2-large gpt2-xl gpt-2.7b",
       "make scaling: model presets; measured while the machine can, planned beyond", "memory", _words),
     S("SCALING_TECHNIQUES", "baseline lion 8bit stack_memory", "make scaling: the techniques", "memory", _words),
-    S("SCALING_TIMEOUT", "300", "make scaling: seconds a measured run may take before the rest are planned", "memory",
-      _number),
+    S("SCALING_TIMEOUT", "300", "make scaling: seconds a run may take, then the rest are planned", "memory", _number),
+    # make tune
+    S("GLOBAL_BATCH", "auto", "make tune: sequences per optimizer step, which the tuner reaches as micro-batch x "
+      "accumulation x GPUs and never changes (auto: BATCH, times NPROC with PARALLEL)", "tune", _auto(_int(1))),
+    S("GPUS", "", "make tune: the GPUs to rank, e.g. 'a100-40gb h100-sxm l4' (blank: GPU)", "tune", _words),
+    S("COMPILE_TOP", "4", "make tune: plan torch.compile's modes on this many of the fastest eager configurations "
+      "(0: on every one; each compiled plan costs seconds)", "tune", _int(0)),
+    S("MEMORY_MARGIN", "0.05", "make tune: the GPU memory's share left free", "tune", Parse(checks.probability, float)),
+    S("VERIFY", "0", "make tune: measure the top k on this machine (tuned for it: its GPU, or on a CPU its "
+      "roofline), fresh processes, and check the winner still learns", "tune", _int(0)),
+    S("CONVERGENCE_STEPS", "300", "make tune VERIFY=k: steps of the learning check's two runs", "tune", _int(1)),
+    S("TUNE_REPORT", "TUNE.md", "where make tune writes its answer, table and plot link", "tune", path=True),
     # make session
     S("NANOGPT_DIR", "", "make session: a nanoGPT checkout whose bench.py runs beside the suite", "session"),
     S("SESSION_DIR", "", "make session: where its figures go (blank: docs/results/<device>)", "session"),
@@ -224,14 +231,15 @@ GROUPS = {
     "grid": "the LSTM-vs-GPT grid (make grid)",
     "matrix": "make matrix: a full factorial of techniques",
     "memory": "memory: plan, maxbatch, scaling",
+    "tune": "make tune: the fastest setup that fits",
     "session": "make session and the environment",
 }
 
 
 Settings = dataclasses.make_dataclass(
     "Settings", [(s.field, s.check.type) for s in SETTINGS] + [("given", frozenset)], frozen=True,
-    namespace={"__doc__": "Every setting, parsed: settings.steps is STEPS (utils/settings.py's table says what "
-                          "each means); `given`: the names the user set."},
+    namespace={"__doc__": "Every setting, parsed: settings.steps is STEPS (utils/settings.py's table says what each "
+               "means); `given`: the names the user set.", "__module__": __name__},  # picklable: make tune's workers
 )
 
 

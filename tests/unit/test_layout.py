@@ -34,6 +34,8 @@ ALLOWED = {
     "report": {"analysis", "plots", "results", "checks", "settings", "devices", "catalog"},
     "__init__": set(),  # the package's map: a docstring
 }
+# make tune: the planner over the techniques' space, and (VERIFY) the runner's fresh processes
+ALLOWED["tune"] = ALLOWED["plan"] | {"plan", "drivers", "analysis"}
 ALLOWED["units"] = set()  # MiB and GiB, once: any package may use them
 for allowed in ALLOWED.values():
     allowed.add("units")

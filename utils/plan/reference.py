@@ -20,7 +20,7 @@ import torch
 from utils.devices import by_key
 from utils.measure import loop, memory
 from utils.measure.data import batches
-from utils.plan import h200, machine, planner, timing, torchtitan, torchtune
+from utils.plan import cpu, h200, machine, planner, timing, torchtitan, torchtune
 from utils.plan.config import Target, load_config
 from utils.plan.h100 import H100_LEVERS, H100_PEAKS
 from utils.techniques import setup_of
@@ -199,18 +199,6 @@ def cpu_rows(given):
 CPU_TIME_TECHNIQUES = ("baseline", "checkpointing", "lion", "fused", "accum")  # fp32: this CPU's measured peak
 
 
-def _host_op_us(technique, given, device):
-    """machine.host_op_us of the technique's own step (its script's setup, so its code path: a
-    checkpoint's recompute, bitsandbytes' CPU kernels) on one block of the tiny preset at B=1, T=8,
-    where compute is microseconds: not the rows it is used on (B=4, T=128 and more)."""
-    cfg = dataclasses.replace(load_config(technique, given, model="tiny", layers=1, batch=1, seq=8, world=World()),
-                              device="cpu", data="fixed")
-    run, data = new_run(cfg), batches(cfg)
-    setup_of(technique)[1](run)
-    micro = [next(data) for _ in range(run.accum)]
-    return machine.host_op_us(lambda mark: run.step(run, micro, mark), device)
-
-
 def cpu_times(given):
     """This CPU as a second check of the roofline: its own measured rates, the suite's real steps."""
     device, tflops, tbs = machine.measured_cpu(f"{torch.get_num_threads()} threads")
@@ -220,7 +208,7 @@ def cpu_times(given):
     _row(["model", "technique", "host us per op (forward / backward / optimizer)", "measured ms (median of 25 / 5)",
           "predicted ms", "error", f"within {CPU_TIME_BAR:.0%}"])
     _row(["---"] * 7)
-    rows, op_us = [], {technique: _host_op_us(technique, given, device) for technique in CPU_TIME_TECHNIQUES}
+    rows, op_us = [], {technique: cpu.host_op_us(technique, given, device) for technique in CPU_TIME_TECHNIQUES}
     # steps: a fraction of a second of the tiny preset's steps is at the mercy of a shared machine's dips
     for model, batch, seq, steps in (("tiny", 4, 128, 25), ("small", 4, 256, 5)):
         for technique in CPU_TIME_TECHNIQUES:

@@ -1,0 +1,139 @@
+"""make tune: its space from the techniques' table, the search's splitting and confirming (on a
+pool whose plans follow known lines), the Pareto front, the command it prints, bad input."""
+
+import dataclasses
+
+import pytest
+from helpers import set_env
+
+from utils import catalog, checks, registry
+from utils.devices import by_key
+from utils.tune import __main__ as tune
+from utils.tune import plans, report, search, space
+from utils.tune.space import Config
+
+
+def test_every_technique_has_a_role_and_the_default_space_keeps_the_learning():
+    assert {t.tune for t in catalog.TECHNIQUES} <= catalog.TUNE_ROLES.keys()
+    configs, savers, _ = space.space((), by_key("h100-sxm"))
+    named = {p for c in configs for p in registry.combination(c.technique).parts} - {catalog.BASELINE}
+    parts = {atom for p in named for atom in catalog.BY_NAME[p].equals or (p,)}  # stack: its parts
+    # only what the table says learns the same (up to rounding) is searched unasked
+    assert all(catalog.BY_NAME[p].tune == catalog.SEARCHED for p in parts)
+    assert not parts & {"lion", "8bit", "lora", "qlora", "pure_bf16", "sgd", "geglu"}
+    assert {("stack", "default"), ("stack", "reduce-overhead"), ("baseline", "")} <= {
+        (c.technique, c.compile_mode) for c in configs}
+    assert set(savers) == {t.name for t in catalog.TECHNIQUES if t.tune == catalog.SAVES_MEMORY}
+
+
+def test_the_space_is_pruned_by_capability_conflict_and_unmodelled_modes():
+    h100, _, pruned = space.space((), by_key("h100-sxm"))
+    t4, _, t4_pruned = space.space((), by_key("t4"))
+    names = {c.technique for c in h100}
+    assert "compile+cudagraphs" not in names and "fp16+cudagraphs" not in names  # catalog.CONFLICTS
+    assert pruned["conflict (the catalog refuses the pair)"] > 0
+    assert pruned["compile mode not modelled"] == 2 * sum(c.compile_mode == "default" for c in h100)
+    assert not {c.technique for c in t4} & {"bf16", "flash", "stack", "tf32"}  # Turing: no bf16
+    assert t4_pruned["capability (T4 is 7.5)"] > 0
+    cpu, _, cpu_pruned = space.space((), None)
+    assert not any("cudagraphs" in c.technique or c.compile_mode == "reduce-overhead" for c in cpu)
+    assert cpu_pruned["CUDA only"] > 0
+
+
+def test_opt_in_techniques_join_their_stage_and_bad_names_are_refused():
+    configs, _, _ = space.space(("lion",), by_key("h100-sxm"))
+    assert {"lion", "flash+lion"} <= {c.technique for c in configs}
+    with pytest.raises(checks.BadInput, match="unknown technique"):
+        space.options(("nope",))
+    with pytest.raises(checks.BadInput, match="not a choice of its own"):
+        space.options(("accum",))
+
+
+def test_the_command_and_label_say_how_the_batch_is_reached():
+    one = Config("stack", "reduce-overhead", batch=4, accum=4)
+    assert one.full_name == "stack+accum"
+    assert one.command() == "make run T=stack+accum BATCH=4 ACCUM=4 COMPILE_MODE=reduce-overhead"
+    many = Config("flash+checkpointing", "", batch=2, accum=1, gpus=8, parallel="fsdp")
+    assert many.command() == "make fsdp NPROC=8 TECHNIQUE=flash+checkpointing BATCH=2"
+    assert "on 8 GPUs (fsdp)" in many.label
+
+
+def _figures(mib, ms, screened=False):
+    return plans.Figures(allocated_mib=mib, reserved_mib=mib, total_mib=mib + 500, context_mib=500,
+                         ms={"forward": ms / 3, "backward": 2 * ms / 3 - 1, "optimizer": 1.0}, tokens=1000,
+                         flops_per_token=10**6, dtype="bf16-autocast", screened=screened)
+
+
+def test_figures_are_extrapolated_affinely_in_the_depth():
+    at = plans.extrapolate(_figures(100, 10), _figures(150, 16), depth=12)
+    assert at.allocated_mib == 100 + 11 * 50 and at.screened
+    assert at.step_ms == pytest.approx(10 + 11 * 6)
+
+
+class Pool:
+    """pool.map over a plan function of known lines: memory 1,000 MiB + 1,000 per sequence
+    (checkpointing: + 200), time 10 ms per sequence; the depth and GPU ignored."""
+
+    def __init__(self):
+        self.calls = []
+
+    def map(self, fn, givens, configs, gpus, depths):
+        out = []
+        for config, depth in zip(configs, depths, strict=True):
+            self.calls.append((config, depth))
+            per = 200 if "checkpointing" in config.technique else 1000
+            out.append(_figures(1000 + per * config.batch, 10 * config.batch * config.accum + config.accum))
+        return out
+
+
+def _search(budget_mib, depth=None):
+    return search.Search(Pool(), {}, by_key("h100-sxm"), depth, budget_mib, space.Pruned())
+
+
+def test_a_fitting_batch_is_never_split_nor_given_a_memory_saver():
+    searching = _search(budget_mib=20_000)
+    outcome = searching.screen([Config("baseline", batch=8)])[0]
+    assert outcome.fits and len(searching.pool.calls) == 1
+
+
+def test_what_does_not_fit_gets_savers_then_the_largest_fitting_micro_batch():
+    searching = _search(budget_mib=5_600)  # 8 sequences need 9,500 MiB; with checkpointing 3,100
+    outcome = searching.screen([Config("baseline", batch=8)])[0]
+    assert not outcome.fits
+    found = searching.split(outcome, ["checkpointing"])
+    assert [o.config.technique for o in found] == ["checkpointing"]
+    # no saver: the largest divisor of 8 whose memory fits (4: 5,500 MiB with 500 of context)
+    found = searching.split(outcome, [])
+    assert [(o.config.batch, o.config.accum) for o in found] == [(4, 2)]
+    assert found[0].config.full_name == "accum"
+
+
+def test_confirm_plans_the_fastest_at_full_depth_and_drops_what_does_not_fit_there():
+    searching = _search(budget_mib=5_000, depth=12)
+    ranked = [search.Outcome(Config("baseline", batch=b), _figures(100, b, screened=True), search.FITS)
+              for b in (2, 1, 4, 8, 16, 32)]
+    kept = searching.confirm(ranked)
+    full = [c.batch for c, depth in searching.pool.calls if depth is None]
+    assert full == [2, 1, 4, 8, 16, 32]  # B=4 needs 5,500 MiB at full depth: dropped, the next confirmed...
+    assert [(o.config.batch, o.figures.screened) for o in kept] == [(1, False), (2, False)]  # fastest first
+    assert searching.pruned["does not fit at full depth (device total)"] == 4
+
+
+def test_the_pareto_front_keeps_only_the_undominated():
+    points = [search.Outcome(Config(str(i)), dataclasses.replace(_figures(mib, 1), tokens=tokens), search.FITS)
+              for i, (mib, tokens) in enumerate([(1000, 10), (2000, 30), (3000, 20), (500, 5)])]
+    front, _ = report.pareto(points)
+    assert [o.config.technique for o in front] == ["3", "0", "1"]
+
+
+@pytest.mark.parametrize(("env", "said"), [
+    ({"GPUS": "h100-sxm nope"}, "unknown GPU 'nope'"),
+    ({"PARALLEL": "fsdp", "NPROC": "4", "GLOBAL_BATCH": "6"}, "GLOBAL_BATCH=6 is not a multiple of the 4 GPUs"),
+])
+def test_bad_input_is_refused_before_planning(monkeypatch, tmp_path, capsys, env, said):
+    for name, value in {"MODEL": "tiny", "TUNE_REPORT": str(tmp_path / "TUNE.md"), **env}.items():
+        set_env(monkeypatch, name, value)
+    assert tune.main() == 2
+    err = capsys.readouterr().err
+    assert said in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "TUNE.md").exists()

@@ -1,0 +1,136 @@
+"""make tune's search on one GPU: screen the space, split the batch where it does not fit, confirm
+the first few at full depth.
+
+1. Every configuration of the space at the whole per-GPU batch as one micro-batch, screened
+   (utils/tune/plans.py: planned at 1 and 2 blocks, extrapolated).
+2. Where that does not fit: the same with each memory saver (checkpointing, ...) and with all of
+   them, then smaller micro-batches with accumulation (the global batch never changes): the
+   largest micro-batch dividing it whose memory fits, from the line through B=1 and the whole
+   batch (memory is affine in the batch: utils/drivers/maxbatch.py), screened in turn. A saver
+   or a smaller micro-batch is never tried where the whole batch fits: each adds recomputation,
+   copies or launches for the same work, so it cannot be faster there.
+3. The fastest screened ones planned at full depth, CONFIRM of them that fit kept as planned;
+   one that does not fit at full depth is dropped and the next confirmed.
+"""
+
+import dataclasses
+
+from utils import checks
+from utils.tune import plans
+from utils.tune.space import Config, capable, join
+
+CONFIRM = 3  # planned again at full depth: the top of the table
+FITS = "fits"
+
+
+@dataclasses.dataclass
+class Outcome:
+    config: Config
+    figures: object = None  # plans.Figures, or None
+    why: str = ""  # where there are no figures, or they do not fit
+
+    @property
+    def fits(self):
+        return self.why == FITS
+
+
+class Search:
+    """The search on one GPU with a pool of planning workers (`pool.map(fn, *iterables)`)."""
+
+    def __init__(self, pool, given, gpu, depth, budget_mib, pruned):
+        self.pool, self.given, self.gpu, self.depth, self.budget_mib = pool, given, gpu, depth, budget_mib
+        self.pruned = pruned  # space.Pruned: what the search leaves out, by reason
+        self.planned = 0  # plans made
+
+    def _plan(self, configs, depth):
+        configs = list(configs)
+        self.planned += len(configs)
+        return list(self.pool.map(plans.plan, [self.given] * len(configs), configs, [self.gpu.key] * len(configs),
+                                  [depth] * len(configs)))
+
+    def screen(self, configs):
+        """Outcome per config: its figures at the model's depth (extrapolated where it is deeper
+        than 2 blocks), and whether its least memory fits."""
+        configs = list(configs)
+        if self.depth is None or self.depth <= max(plans.SCREEN_DEPTHS):
+            found = self._plan(configs, None)
+        else:
+            one, two = (self._plan(configs, d) for d in plans.SCREEN_DEPTHS)
+            found = [a if isinstance(a, str) else b if isinstance(b, str) else plans.extrapolate(a, b, self.depth)
+                     for a, b in zip(one, two, strict=True)]
+        return [self._judged(c, f, f.least_mib if not isinstance(f, str) else 0) for c, f in zip(configs, found,
+                                                                                                    strict=True)]
+
+    def _judged(self, config, figures, need_mib):
+        if isinstance(figures, str):
+            self.pruned.add(figures.split(":")[0], f"{config.label}: {figures}")
+            return Outcome(config, None, figures)
+        return Outcome(config, figures, FITS if need_mib <= self.budget_mib else "does not fit")
+
+    def confirm(self, ranked):
+        """The first CONFIRM of `ranked` (fitting Outcomes, fastest first) that fit at full depth,
+        planned there; the rest as screened. Returns the Outcomes, fastest first."""
+        if self.depth is None or self.depth <= max(plans.SCREEN_DEPTHS):
+            return ranked
+        confirmed, rest = [], list(ranked)
+        while rest and len(confirmed) < CONFIRM:
+            batch, rest = rest[:CONFIRM - len(confirmed)], rest[CONFIRM - len(confirmed):]
+            for outcome, full in zip(batch, self._plan([o.config for o in batch], None), strict=True):
+                judged = self._judged(outcome.config, full, 0 if isinstance(full, str) else full.total_mib)
+                if judged.fits:
+                    confirmed.append(judged)
+                elif not isinstance(full, str):
+                    self.pruned.add("does not fit at full depth (device total)",
+                                    f"{outcome.config.label}: {full.total_mib:,.0f} MiB")
+        return sorted(confirmed, key=lambda o: -o.figures.tokens_per_s) + rest
+
+    def split(self, outcome, savers):
+        """Configurations that may fit where `outcome` (at the whole batch) does not: with memory
+        savers, then at smaller micro-batches with accumulation."""
+        config = outcome.config
+        tried = [dataclasses.replace(config, technique=name) for name in self._with_savers(config.technique, savers)]
+        found = [outcome, *self.screen(tried)]
+        if any(o.fits for o in found):
+            return [o for o in found if o.fits]
+        smaller = [o for base in found if base.figures is not None for o in self._smaller(base)]
+        return [o for o in smaller if o.fits]
+
+    def _with_savers(self, technique, savers):
+        names, usable = [], []
+        for saver in savers:
+            try:
+                name = join(technique, saver)
+            except checks.BadInput as why:
+                self.pruned.add("conflict (the catalog refuses the pair)", f"{technique}+{saver}: {why}")
+                continue
+            if capable(name, self.gpu.capability) is None:
+                names.append(name)
+                usable.append(saver)
+        if len(usable) > 1:
+            try:
+                names.append(join(technique, *usable))
+            except checks.BadInput:
+                pass  # each saver alone was planned
+        return list(dict.fromkeys(names))
+
+    def _smaller(self, outcome):
+        """[the Outcome at the largest micro-batch dividing the per-GPU batch whose least memory
+        fits], on the line through B=1 and the whole batch; [] where even B=1 does not."""
+        config = outcome.config
+        whole = config.batch * config.accum
+        try:
+            join(config.technique, "accum")
+        except checks.BadInput as why:
+            self.pruned.add("conflict (the catalog refuses the pair)", f"{config.technique}+accum: {why}")
+            return []
+        if whole == 1:
+            return []
+        one = self.screen([dataclasses.replace(config, batch=1, accum=whole)])[0]
+        if one.figures is None or not one.fits:
+            if one.figures is not None:
+                self.pruned.add("does not fit at micro-batch 1", one.config.label)
+            return []
+        slope = (outcome.figures.least_mib - one.figures.least_mib) / (whole - 1)
+        room = int((self.budget_mib - one.figures.least_mib) / slope) + 1 if slope > 0 else whole
+        best = max(b for b in range(1, whole) if whole % b == 0 and b <= max(room, 1))
+        return [one] if best == 1 else self.screen([dataclasses.replace(config, batch=best, accum=whole // best)])
