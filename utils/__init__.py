@@ -18,10 +18,12 @@
     report/       make report: markdown from rows
     plots/        make plots / compare: charts from rows
     plan/         make plan / plan_check: GPU memory predicted on fake tensors
+    tune/         make tune: the techniques' space planned for a GPU, the fastest that fits; VERIFY
+                  measures the top here
     drivers/      commands over many runs (all, grid, lrsweep, maxbatch, scaling, launch,
                   profile, session, gpu_check), each run a fresh process through drivers/runner.py
 
-Imports run one way: drivers -> plan -> measure -> techniques -> models, each of them free to
+Imports run one way: drivers and tune -> plan -> measure -> techniques -> models, each of them free to
 use the leaves (settings, checks, registry, devices, results, units). report and plots -> analysis
 -> results never import torch: a CSV from another machine reports and plots anywhere.
 tests/unit/test_layout.py holds every module to this.

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 from helpers import set_env
 
-from utils import catalog, checks, registry
+from utils import catalog, checks, registry, settings
 from utils.devices import by_key
 from utils.tune import __main__ as tune
 from utils.tune import plans, report, search, space
@@ -108,15 +108,16 @@ def test_what_does_not_fit_gets_savers_then_the_largest_fitting_micro_batch():
     assert found[0].config.full_name == "accum"
 
 
-def test_confirm_plans_the_fastest_at_full_depth_and_drops_what_does_not_fit_there():
+def test_confirm_plans_the_fastest_at_full_depth_and_drops_what_does_not_fit_there(monkeypatch):
+    monkeypatch.setattr(search, "CONFIRM", 2)
     searching = _search(budget_mib=5_000, depth=12)
     ranked = [search.Outcome(Config("baseline", batch=b), _figures(100, b, screened=True), search.FITS)
-              for b in (2, 1, 4, 8, 16, 32)]
+              for b in (4, 1, 8, 2, 16)]
     kept = searching.confirm(ranked)
     full = [c.batch for c, depth in searching.pool.calls if depth is None]
-    assert full == [2, 1, 4, 8, 16, 32]  # B=4 needs 5,500 MiB at full depth: dropped, the next confirmed...
-    assert [(o.config.batch, o.figures.screened) for o in kept] == [(1, False), (2, False)]  # fastest first
-    assert searching.pruned["does not fit at full depth (device total)"] == 4
+    assert full == [4, 1, 8, 2]  # B=4 and B=8 do not fit at full depth (5,500 and 9,500 MiB): the next confirmed
+    assert [(o.config.batch, o.figures.screened) for o in kept] == [(1, False), (2, False), (16, True)]
+    assert searching.pruned["does not fit at full depth (device total)"] == 2
 
 
 def test_the_pareto_front_keeps_only_the_undominated():
@@ -137,3 +138,31 @@ def test_bad_input_is_refused_before_planning(monkeypatch, tmp_path, capsys, env
     err = capsys.readouterr().err
     assert said in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "TUNE.md").exists()
+
+
+class ShardedPool(Pool):
+    """As Pool, with 200,000 MiB of weights and optimizer state that FSDP2 shards over the GPUs."""
+
+    def map(self, fn, givens, configs, gpus, depths):
+        return [dataclasses.replace(f, allocated_mib=f.allocated_mib + 200_000 / c.gpus)
+                for f, c in zip(super().map(fn, givens, configs, gpus, depths), configs, strict=True)]
+
+
+def test_a_model_no_one_gpu_holds_gets_the_fewest_gpus_with_fsdp2():
+    given = dataclasses.replace(settings.read(env={}), techniques=())
+    found = tune.search_gpu(ShardedPool(), by_key("h100-sxm"), given, None, 8, ("", 1))
+    assert found.world == ("fsdp", 4)  # 2 GPUs hold 100,000 MiB each: more than an 80 GiB H100
+    assert "on 4 with FSDP2" in found.note
+    assert found.outcomes and all(o.config.gpus == 4 and o.config.parallel == "fsdp" for o in found.outcomes)
+    assert found.outcomes[0].config.command().startswith("make fsdp NPROC=4 ")
+
+
+def test_compiled_forms_are_planned_at_the_whole_batch_and_at_the_split_that_fit():
+    fitting = [search.Outcome(Config("flash+checkpointing", batch=2, accum=4), _figures(1, 10), search.FITS),
+               search.Outcome(Config("fused", batch=8), _figures(1, 20), search.FITS)]
+    pruned = space.Pruned()
+    compiled = tune._compiled_of([Config("compile", "default")], fitting, 8, 1, pruned)
+    assert {(c.technique, c.compile_mode, c.batch, c.accum) for c in compiled} == {
+        (name, mode, batch, accum) for mode in space.COMPILE_MODES
+        for name, batch, accum in (("flash+compile", 8, 1), ("flash+checkpointing+compile", 2, 4))}
+    assert pruned["compiled form not planned (its eager form is not among the 1 fastest that fit: COMPILE_TOP)"] == 1

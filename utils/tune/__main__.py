@@ -14,15 +14,17 @@ usage: python -m utils.tune   (settings from the environment)
 """
 
 import concurrent.futures
+import dataclasses
 import multiprocessing
 import os
 import sys
 import time
 
 from utils import checks, devices, registry, settings
+from utils.catalog import BY_NAME, SAVES_MEMORY
 from utils.tune import plans, report
-from utils.tune.search import Search
-from utils.tune.space import Config, join, space
+from utils.tune.search import SPLIT_TOP, Search
+from utils.tune.space import COMPILE_MODES, Config, join, space
 
 MAX_GPUS = 64  # the FSDP2 search's ceiling: past it the answer is a cluster, not a choice
 
@@ -54,54 +56,90 @@ def shape(given):
     return cfg, depth, global_batch, (world.kind, gpus)
 
 
-def _screened(searching, configs, savers):
-    """Each config screened; where it does not fit, what fits instead (search.Search.split): (the
-    fitting Outcomes, every Outcome at the whole batch)."""
-    outcomes, fitting = searching.screen(configs), []
-    for outcome in outcomes:
-        fitting += [outcome] if outcome.fits else searching.split(outcome, savers) if outcome.figures else []
-    return fitting, outcomes
+def _screened(searching, configs, savers, pruned):
+    """Each config screened; for the SPLIT_TOP fastest that do not fit, what fits instead
+    (search.Search.split): the Outcomes that fit."""
+    outcomes = searching.screen(configs)
+    fitting = [o for o in outcomes if o.fits]
+    short = sorted((o for o in outcomes if o.figures and not o.fits), key=lambda o: -o.figures.tokens_per_s)
+    for outcome in short[:SPLIT_TOP]:
+        fitting += searching.split(outcome, savers)
+    if len(short) > SPLIT_TOP:
+        pruned.add(f"does not fit, not among the {SPLIT_TOP} fastest given memory savers and smaller micro-batches",
+                   short[SPLIT_TOP].config.label, len(short) - SPLIT_TOP)
+    return fitting
 
 
-def _compiled_of(compiled, fitting, outcomes, top, pruned):
-    """The compiled configs worth planning: both modes of the `top` fastest eager configurations
-    (their fitting form's tokens/s, else their whole batch's), every one with top 0."""
-    if not top:
-        return compiled
-    speed = {}
-    for o in [*outcomes, *fitting]:
-        if o.figures:
-            base = join(*(p for p in registry.combination(o.config.technique).parts if p != "cudagraphs"))
-            speed[base] = max(speed.get(base, 0), o.figures.tokens_per_s)
-    fastest = sorted(speed, key=lambda b: -speed[b])[:top]
-    wanted = {join(b, "compile") for b in fastest}
-    kept = [c for c in compiled if c.technique in wanted]
-    if len(kept) < len(compiled):
-        pruned.add(f"compiled form not planned (its eager form is not among the {top} fastest: COMPILE_TOP)",
-                   next(c.label for c in compiled if c not in kept), len(compiled) - len(kept))
-    return kept
+def _compiled_of(compiled, fitting, whole, top, pruned):
+    """The compiled configs worth planning: both modes of the compiled forms of the `top` fastest
+    eager configurations that fit (COMPILE_TOP; 0: every one), each at the whole batch without
+    memory savers and at the split (savers, micro-batch) that made its eager form fit. None where
+    nothing eager fits: compiling keeps the eager step's weights and optimizer state."""
+    planned, bases = [], []
+    for outcome in sorted(fitting, key=lambda o: -o.figures.tokens_per_s):
+        config = outcome.config
+        parts = [p for p in registry.combination(config.technique).parts if p != "cudagraphs"]
+        base = [p for p in parts if BY_NAME[p].tune != SAVES_MEMORY]
+        if join(*base) not in bases:
+            if top and len(bases) == top:
+                break
+            bases.append(join(*base))
+        for mode in COMPILE_MODES:
+            for name, batch, accum in ((base, whole, 1), (parts, config.batch, config.accum)):
+                try:
+                    tried = dataclasses.replace(config, technique=join(*name, "compile"), compile_mode=mode,
+                                                batch=batch, accum=accum)
+                except checks.BadInput:
+                    continue
+                if tried not in planned:
+                    planned.append(tried)
+    names = {c.technique for c in planned}
+    left = [c for c in compiled if c.technique not in names]
+    if left:
+        pruned.add(f"compiled form not planned (its eager form is not among the {top} fastest that fit: "
+                   "COMPILE_TOP)", left[0].label, len(left))
+    return planned
+
+
+def _search_world(pool, gpu, given, depth, global_batch, world, budget):
+    """The search on `gpu` for one world ((kind, GPUs)): (report.Found, the leanest Outcome screened)."""
+    kind, gpus = world
+    configs, savers, pruned = space(given.techniques, gpu)
+    searching = Search(pool, given, gpu, depth, budget, pruned)
+    configs = [Config(c.technique, c.compile_mode, global_batch // gpus, 1, gpus, kind) for c in configs]
+    eager = [c for c in configs if not c.compile_mode]
+    fitting = _screened(searching, eager, savers, pruned)
+    compiled = _compiled_of([c for c in configs if c.compile_mode], fitting, global_batch // gpus, given.compile_top,
+                            pruned)
+    more = [o for o in searching.screen(compiled) if o.fits]
+    ranked = sorted(fitting + more, key=lambda o: -o.figures.tokens_per_s)
+    found = report.Found(gpu, world, searching.confirm(ranked), pruned, searching.planned, len(configs),
+                         global_batch, budget, depth)
+    return found, searching.leanest
 
 
 def search_gpu(pool, gpu, given, depth, global_batch, world):
-    """Search `gpu` at the world given (one GPU, or PARALLEL x NPROC); where nothing fits on one
-    GPU and none was asked, the fewest GPUs with FSDP2 (each dividing the global batch)."""
-    kind, gpus = world
+    """Search `gpu` at the world given (one GPU, or PARALLEL x NPROC); where nothing fits on one GPU
+    and none was asked, the fewest GPUs with FSDP2: each count dividing the global batch probed with
+    the leanest configuration one GPU screened (at micro-batch 1), the first it fits searched whole."""
     budget = gpu.memory_gib * 1024 * (1 - given.memory_margin)
-    worlds = [(kind, gpus)] if kind or "NPROC" in given.given else (
-        [("", 1)] + [("fsdp", n) for n in (2**i for i in range(1, 7)) if n <= MAX_GPUS and global_batch % n == 0])
-    for kind, gpus in worlds:
-        configs, savers, pruned = space(given.techniques, gpu)
-        searching = Search(pool, given, gpu, depth, budget, pruned)
-        configs = [Config(c.technique, c.compile_mode, global_batch // gpus, 1, gpus, kind) for c in configs]
-        eager = [c for c in configs if not c.compile_mode]
-        fitting, outcomes = _screened(searching, eager, savers)
-        compiled = _compiled_of([c for c in configs if c.compile_mode], fitting, outcomes, given.compile_top, pruned)
-        more, _ = _screened(searching, compiled, savers)
-        ranked = sorted(fitting + more, key=lambda o: -o.figures.tokens_per_s)
-        found = report.Found(gpu, (kind, gpus), searching.confirm(ranked), pruned, searching.planned, len(configs),
-                             global_batch, budget, depth)
-        if found.outcomes or kind:
-            return found
+    if world[0] or "NPROC" in given.given:
+        return _search_world(pool, gpu, given, depth, global_batch, world, budget)[0]
+    found, leanest = _search_world(pool, gpu, given, depth, global_batch, ("", 1), budget)
+    if found.outcomes or leanest is None:
+        return found
+    counts = [n for n in (2**i for i in range(1, 7)) if n <= MAX_GPUS and global_batch % n == 0]
+    for n in counts:
+        probe = Search(pool, given, gpu, depth, budget, found.pruned)
+        lean = Config(leanest.config.technique, leanest.config.compile_mode, 1, global_batch // n, n, "fsdp")
+        if probe.screen([lean])[0].fits:
+            more, _ = _search_world(pool, gpu, given, depth, global_batch, ("fsdp", n), budget)
+            more.note = (f"Nothing fits on one {gpu.name}; on {n} with FSDP2 it does (fewer GPUs dividing the global "
+                         f"batch were probed with `{leanest.config.full_name}` at micro-batch 1: it did not fit).")
+            return more
+    found.note = (f"Nothing fits on one {gpu.name}, nor with FSDP2 on {', '.join(map(str, counts)) or 'more GPUs'}"
+                  f" (the GPU counts up to {MAX_GPUS} that divide GLOBAL_BATCH={global_batch}): raise GLOBAL_BATCH "
+                  "for more GPUs, or opt in to techniques that save more (TECHNIQUES=8bit lora ...).")
     return found
 
 

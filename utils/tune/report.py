@@ -24,6 +24,7 @@ class Found:
     global_batch: int
     budget_mib: float
     depth: int  # the model's blocks, or None (planned whole)
+    note: str = ""  # how the GPU count was found, where one GPU was too small
 
 
 def _gib(mib):
@@ -117,8 +118,12 @@ def section(found, cfg, plot_path):
     lines = [f"## {cfg.model} T={cfg.seq}, global batch {found.global_batch}, on {where}", "",
              f"Predicted by the planner (fake tensors; step time a roofline), never measured: {found.space} "
              f"configurations at the whole batch, {found.plans} plans ({depth}). Fits: device total within "
-             f"{found.budget_mib / 1024:,.1f} GiB (the GPU's {found.gpu.memory_gib:g} GiB less the margin); a "
-             "screened row's device total is its least (allocated + CUDA context).", ""]
+             f"{found.budget_mib / 1024:,.1f} GiB (the GPU's {found.gpu.memory_gib:g} GiB less the margin). A "
+             "screened row was not planned at full depth: its device total is its least (allocated + CUDA context: "
+             "the caching allocator's reserved memory may not fit) and its time is extrapolated (on N GPUs, "
+             "exposed communication is not affine in the depth); the planned rows are confirmed.", ""]
+    if found.note:
+        lines += [found.note, ""]
     if not found.outcomes:
         return lines + ["**Nothing fits.**", "", "Pruned:", *pruned_lines(found), ""]
     win = found.outcomes[0]

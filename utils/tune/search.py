@@ -19,7 +19,9 @@ from utils import checks
 from utils.tune import plans
 from utils.tune.space import Config, capable, join
 
-CONFIRM = 3  # planned again at full depth: the top of the table
+CONFIRM = 2  # planned again at full depth: the top of the table (one round of two workers)
+CONFIRM_ROUNDS = 4  # at most: each round is CONFIRM full plans, seconds to minutes for a compiled deep model
+SPLIT_TOP = 4  # configurations that do not fit given memory savers and smaller micro-batches: the fastest few
 FITS = "fits"
 
 
@@ -34,6 +36,14 @@ class Outcome:
         return self.why == FITS
 
 
+def _accumulates(technique):
+    try:
+        join(technique, "accum")
+    except checks.BadInput:
+        return False
+    return True
+
+
 class Search:
     """The search on one GPU with a pool of planning workers (`pool.map(fn, *iterables)`)."""
 
@@ -41,6 +51,7 @@ class Search:
         self.pool, self.given, self.gpu, self.depth, self.budget_mib = pool, given, gpu, depth, budget_mib
         self.pruned = pruned  # space.Pruned: what the search leaves out, by reason
         self.planned = 0  # plans made
+        self.leanest = None  # the Outcome of least memory screened
 
     def _plan(self, configs, depth):
         configs = list(configs)
@@ -65,16 +76,28 @@ class Search:
         if isinstance(figures, str):
             self.pruned.add(figures.split(":")[0], f"{config.label}: {figures}")
             return Outcome(config, None, figures)
-        return Outcome(config, figures, FITS if need_mib <= self.budget_mib else "does not fit")
+        outcome = Outcome(config, figures, FITS if need_mib <= self.budget_mib else "does not fit")
+        leaner = self.leanest is None or figures.least_mib < self.leanest.figures.least_mib
+        if leaner and _accumulates(config.technique):
+            self.leanest = outcome  # where nothing fits, the first to try on more GPUs, at micro-batch 1
+        return outcome
 
     def confirm(self, ranked):
-        """The first CONFIRM of `ranked` (fitting Outcomes, fastest first) that fit at full depth,
-        planned there; the rest as screened. Returns the Outcomes, fastest first."""
+        """`ranked` (fitting Outcomes, fastest first) planned at full depth in rounds of CONFIRM, in
+        order, until CONFIRM fit there and no screened one left is faster than the fastest of them
+        (a screened figure can be off: exposed communication on N GPUs is not affine in the depth),
+        at most CONFIRM_ROUNDS rounds. Returns the confirmed, fastest first, then the rest screened."""
         if self.depth is None or self.depth <= max(plans.SCREEN_DEPTHS):
             return ranked
-        confirmed, rest = [], list(ranked)
-        while rest and len(confirmed) < CONFIRM:
-            batch, rest = rest[:CONFIRM - len(confirmed)], rest[CONFIRM - len(confirmed):]
+        confirmed, rest, rounds = [], list(ranked), 0
+
+        def faster_left():
+            best = max((o.figures.tokens_per_s for o in confirmed), default=0)
+            return rest and rest[0].figures.tokens_per_s > best
+
+        while rest and rounds < CONFIRM_ROUNDS and (len(confirmed) < CONFIRM or faster_left()):
+            rounds += 1
+            batch, rest = rest[:CONFIRM], rest[CONFIRM:]
             for outcome, full in zip(batch, self._plan([o.config for o in batch], None), strict=True):
                 judged = self._judged(outcome.config, full, 0 if isinstance(full, str) else full.total_mib)
                 if judged.fits:
@@ -85,14 +108,18 @@ class Search:
         return sorted(confirmed, key=lambda o: -o.figures.tokens_per_s) + rest
 
     def split(self, outcome, savers):
-        """Configurations that may fit where `outcome` (at the whole batch) does not: with memory
-        savers, then at smaller micro-batches with accumulation."""
+        """Configurations that may fit where `outcome` (at the whole batch) does not: with each memory
+        saver and with all of them; where none fits, smaller micro-batches with accumulation of the
+        configuration itself and of its leanest variant that can accumulate."""
         config = outcome.config
-        tried = [dataclasses.replace(config, technique=name) for name in self._with_savers(config.technique, savers)]
-        found = [outcome, *self.screen(tried)]
-        if any(o.fits for o in found):
-            return [o for o in found if o.fits]
-        smaller = [o for base in found if base.figures is not None for o in self._smaller(base)]
+        variants = self.screen([dataclasses.replace(config, technique=name)
+                                for name in self._with_savers(config.technique, savers)])
+        fitting = [o for o in variants if o.fits]
+        if fitting:
+            return fitting
+        splittable = [o for o in variants if o.figures and _accumulates(o.config.technique)]
+        leanest = min(splittable, key=lambda o: o.figures.least_mib, default=None)
+        smaller = [o for base in (outcome, leanest) if base for o in self._smaller(base)]
         return [o for o in smaller if o.fits]
 
     def _with_savers(self, technique, savers):
@@ -118,10 +145,8 @@ class Search:
         fits], on the line through B=1 and the whole batch; [] where even B=1 does not."""
         config = outcome.config
         whole = config.batch * config.accum
-        try:
-            join(config.technique, "accum")
-        except checks.BadInput as why:
-            self.pruned.add("conflict (the catalog refuses the pair)", f"{config.technique}+accum: {why}")
+        if not _accumulates(config.technique):
+            self.pruned.add("conflict (the catalog refuses the pair)", f"{config.technique}+accum")
             return []
         if whole == 1:
             return []
