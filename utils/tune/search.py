@@ -53,20 +53,22 @@ class Search:
         self.planned = 0  # plans made
         self.leanest = None  # the Outcome of least memory screened
 
-    def _plan(self, configs, depth):
-        configs = list(configs)
-        self.planned += len(configs)
-        return list(self.pool.map(plans.plan, [self.given] * len(configs), configs, [self.gpu.key] * len(configs),
-                                  [depth] * len(configs)))
+    def _plan(self, configs, depths):
+        """Each config planned at each of `depths` (None: its own), in one map: the workers kept busy."""
+        tasks = [(c, d) for d in depths for c in configs]
+        self.planned += len(tasks)
+        found = list(self.pool.map(plans.plan, [self.given] * len(tasks), [c for c, _ in tasks],
+                                   [self.gpu.key] * len(tasks), [d for _, d in tasks]))
+        return [found[i * len(configs):(i + 1) * len(configs)] for i in range(len(depths))]
 
     def screen(self, configs):
         """Outcome per config: its figures at the model's depth (extrapolated where it is deeper
         than 2 blocks), and whether its least memory fits."""
         configs = list(configs)
         if self.depth is None or self.depth <= max(plans.SCREEN_DEPTHS):
-            found = self._plan(configs, None)
+            found = self._plan(configs, [None])[0]
         else:
-            one, two = (self._plan(configs, d) for d in plans.SCREEN_DEPTHS)
+            one, two = self._plan(configs, plans.SCREEN_DEPTHS)
             found = [a if isinstance(a, str) else b if isinstance(b, str) else plans.extrapolate(a, b, self.depth)
                      for a, b in zip(one, two, strict=True)]
         return [self._judged(c, f, f.least_mib if not isinstance(f, str) else 0) for c, f in zip(configs, found,
@@ -98,7 +100,7 @@ class Search:
         while rest and rounds < CONFIRM_ROUNDS and (len(confirmed) < CONFIRM or faster_left()):
             rounds += 1
             batch, rest = rest[:CONFIRM], rest[CONFIRM:]
-            for outcome, full in zip(batch, self._plan([o.config for o in batch], None), strict=True):
+            for outcome, full in zip(batch, self._plan([o.config for o in batch], [None])[0], strict=True):
                 judged = self._judged(outcome.config, full, 0 if isinstance(full, str) else full.total_mib)
                 if judged.fits:
                     confirmed.append(judged)
