@@ -56,6 +56,8 @@ def test_the_command_and_label_say_how_the_batch_is_reached():
     many = Config("flash+checkpointing", "", batch=2, accum=1, gpus=8, parallel="fsdp")
     assert many.command() == "make fsdp NPROC=8 TECHNIQUE=flash+checkpointing BATCH=2"
     assert "on 8 GPUs (fsdp)" in many.label
+    assert many.torchrun() == ("SUITE_PARALLEL=fsdp SUITE_BATCH=2 torchrun --standalone --nproc_per_node=8 "
+                               "-m utils.measure.train flash+checkpointing")
 
 
 def _figures(mib, ms, screened=False):

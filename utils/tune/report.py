@@ -128,6 +128,7 @@ def section(found, cfg, plot_path):
         return lines + ["**Nothing fits.**", "", "Pruned:", *pruned_lines(found), ""]
     win = found.outcomes[0]
     lines += [f"**Run:** `{win.config.command()}` ({win.figures.tokens_per_s:,.0f} tokens/s per GPU predicted)", "",
+              *([f"(the same with torchrun: `{win.config.torchrun()}`)", ""] if win.config.gpus > 1 else []),
               *table(found), "", "Left out, by reason:", *pruned_lines(found), ""]
     if plot_path:
         lines += [f"Pareto front, tokens/s against device memory: [{plot_path}]({plot_path})", ""]

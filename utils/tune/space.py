@@ -63,6 +63,14 @@ class Config:
                     f"{mode}")
         return f"make run T={self.full_name} BATCH={self.batch}{accum}{mode}"
 
+    def torchrun(self):
+        """On N GPUs, the same as torchrun runs it (one node; utils/drivers/launch.py says how on several)."""
+        settings = f"SUITE_PARALLEL={self.parallel} SUITE_BATCH={self.batch}" + (
+            f" SUITE_ACCUM={self.accum}" if self.accum > 1 else "") + (
+            f" SUITE_COMPILE_MODE={self.compile_mode}" if self.compile_mode not in ("", "default") else "")
+        target = f"-m utils.measure.train {self.full_name}" if "+" in self.full_name else f"scripts/{self.full_name}.py"
+        return f"{settings} torchrun --standalone --nproc_per_node={self.gpus} {target}"
+
 
 def join(*names):
     """The canonical name of `names` combined (the baseline adds nothing); raises checks.BadInput."""
