@@ -98,16 +98,22 @@ def test_a_fitting_batch_is_never_split_nor_given_a_memory_saver():
     assert outcome.fits and len(searching.pool.calls) == 1
 
 
-def test_what_does_not_fit_gets_savers_then_the_largest_fitting_micro_batch():
+def test_what_does_not_fit_gets_savers_and_the_largest_fitting_micro_batch():
     searching = _search(budget_mib=5_600)  # 8 sequences need 9,500 MiB; with checkpointing 3,100
     outcome = searching.screen([Config("baseline", batch=8)])[0]
     assert not outcome.fits
     found = searching.split(outcome, ["checkpointing"])
-    assert [o.config.technique for o in found] == ["checkpointing"]
-    # no saver: the largest divisor of 8 whose memory fits (4: 5,500 MiB with 500 of context)
-    found = searching.split(outcome, [])
-    assert [(o.config.batch, o.config.accum) for o in found] == [(4, 2)]
-    assert found[0].config.full_name == "accum"
+    # the saver at the whole batch, and the largest divisor of 8 whose memory fits (4: 5,500 MiB with
+    # 500 of context), accumulated: the ranking decides between them
+    assert [(o.config.full_name, o.config.batch, o.config.accum) for o in found] == [
+        ("checkpointing", 8, 1), ("accum", 4, 2)]
+
+
+def test_where_nothing_fits_at_any_split_the_leanest_variant_is_split():
+    searching = _search(budget_mib=2_000)  # B=1 alone: 2,500 MiB; with checkpointing B=2: 1,900, B=4: 2,300
+    outcome = searching.screen([Config("baseline", batch=8)])[0]
+    found = searching.split(outcome, ["checkpointing"])
+    assert [(o.config.full_name, o.config.batch, o.config.accum) for o in found] == [("checkpointing+accum", 2, 4)]
 
 
 def test_confirm_plans_the_fastest_at_full_depth_and_drops_what_does_not_fit_there(monkeypatch):

@@ -111,18 +111,18 @@ class Search:
 
     def split(self, outcome, savers):
         """Configurations that may fit where `outcome` (at the whole batch) does not: with each memory
-        saver and with all of them; where none fits, smaller micro-batches with accumulation of the
-        configuration itself and of its leanest variant that can accumulate."""
+        saver and with all of them, and at a smaller micro-batch with accumulation (whichever is
+        faster is the ranking's to say); where none of these fits, the smaller micro-batch of its
+        leanest variant that can accumulate."""
         config = outcome.config
         variants = self.screen([dataclasses.replace(config, technique=name)
                                 for name in self._with_savers(config.technique, savers)])
-        fitting = [o for o in variants if o.fits]
+        fitting = [o for o in variants + self._smaller(outcome) if o.fits]
         if fitting:
             return fitting
         splittable = [o for o in variants if o.figures and _accumulates(o.config.technique)]
         leanest = min(splittable, key=lambda o: o.figures.least_mib, default=None)
-        smaller = [o for base in (outcome, leanest) if base for o in self._smaller(base)]
-        return [o for o in smaller if o.fits]
+        return [o for o in self._smaller(leanest) if o.fits] if leanest else []
 
     def _with_savers(self, technique, savers):
         names, usable = [], []
