@@ -152,7 +152,8 @@ class ShardedPool(Pool):
     """As Pool, with 200,000 MiB of weights and optimizer state that FSDP2 shards over the GPUs."""
 
     def map(self, fn, givens, configs, gpus, depths):
-        return [dataclasses.replace(f, allocated_mib=f.allocated_mib + 200_000 / c.gpus)
+        return [dataclasses.replace(f, allocated_mib=f.allocated_mib + 200_000 / c.gpus,
+                                    total_mib=f.total_mib + 200_000 / c.gpus)
                 for f, c in zip(super().map(fn, givens, configs, gpus, depths), configs, strict=True)]
 
 

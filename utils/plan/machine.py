@@ -88,7 +88,7 @@ def synced_host_us(optimizer_class, kernels, numel=4096, params=32):
 
 
 def measured_cpu(threads_note):
-    """This CPU as a device of the table: its fp32 and bf16 matmul rates and copy bandwidth, measured
+    """This CPU as a device of the table: its fp32, bf16 and fp16 matmul rates and copy bandwidth, measured
     (a 1024^3 matmul and a 256 MiB copy, best of twenty: a shared machine's rate dips for whole
     tenths of a second), entered over the declared efficiencies so that the roofline uses the rates
     measured. A second check of the method, where it can run. Returns (the device, matmul TFLOP/s,
@@ -99,11 +99,14 @@ def measured_cpu(threads_note):
 
     a = torch.randn(1024, 1024)
     matmul_tflops = 2 * 1024**3 / best(lambda: a @ a) / 1e12
-    half = a.bfloat16()  # bf16 autocast's matmuls (make tune VERIFY ranks them here): the CPU's own rate
-    bf16_tflops = 2 * 1024**3 / best(lambda: half @ half) / 1e12
+    # the half precisions' matmuls (make tune VERIFY ranks them here) at the CPU's own rates: fp16 is
+    # emulated on many CPUs, bf16 native on some
+    half = {dtype: a.to(getattr(torch, dtype)) for dtype in ("bfloat16", "float16")}
+    half_tflops = {dtype: 2 * 1024**3 / best(lambda m=m: m @ m) / 1e12 for dtype, m in half.items()}
     src = torch.randn(2**26)  # written: untouched pages would be read as the shared zero page
     dst = torch.empty_like(src)
     copy_tbs = 2 * src.numel() * 4 / best(lambda: dst.copy_(src)) / 1e12  # read and write
-    peaks = {"fp32": matmul_tflops / MATMUL_EFFICIENCY, "bf16": bf16_tflops / MATMUL_EFFICIENCY}
+    peaks = {"fp32": matmul_tflops / MATMUL_EFFICIENCY, "bf16": half_tflops["bfloat16"] / MATMUL_EFFICIENCY,
+             "fp16": half_tflops["float16"] / MATMUL_EFFICIENCY}
     device = GPU("cpu", "", f"this CPU ({threads_note})", 0, (0, 0), peaks, copy_tbs / MEMORY_EFFICIENCY)
     return device, matmul_tflops, copy_tbs

@@ -169,7 +169,9 @@ class StepTime:
 
 def _compute_tflops(op, gpu, tf32):
     if op.dtype in (torch.bfloat16, torch.float16):
-        peak = gpu.peaks.get("bf16") or gpu.peaks.get("fp16")
+        # each half precision at its own peak where the device has one (a T4: fp16 only; a CPU: both measured)
+        own, other = ("fp16", "bf16") if op.dtype == torch.float16 else ("bf16", "fp16")
+        peak = gpu.peaks.get(own) or gpu.peaks.get(other)
     else:
         peak = gpu.peaks.get("tf32" if tf32 else "fp32") or gpu.peaks["fp32"]
     if op.kind == "attention":

@@ -130,16 +130,21 @@ def search_gpu(pool, gpu, given, depth, global_batch, world):
         return found
     counts = [n for n in (2**i for i in range(1, 7)) if n <= MAX_GPUS and global_batch % n == 0]
     for n in counts:
-        probe = Search(pool, given, gpu, depth, budget, found.pruned)
+        # the probe is planned whole: its device total, not a screened bound, says whether n GPUs can do
+        probe = Search(pool, given, gpu, None, budget, found.pruned)
         lean = Config(leanest.config.technique, leanest.config.compile_mode, 1, global_batch // n, n, "fsdp")
-        if probe.screen([lean])[0].fits:
-            more, _ = _search_world(pool, gpu, given, depth, global_batch, ("fsdp", n), budget)
-            more.note = (f"Nothing fits on one {gpu.name}; on {n} with FSDP2 it does (fewer GPUs dividing the global "
-                         f"batch were probed with `{leanest.config.full_name}` at micro-batch 1: it did not fit).")
+        if not probe.screen([lean])[0].fits:
+            continue
+        more, _ = _search_world(pool, gpu, given, depth, global_batch, ("fsdp", n), budget)
+        more.note = (f"Nothing fits on one {gpu.name}; on {n} with FSDP2 `{lean.label}` does (planned whole; "
+                     "fewer GPUs dividing the global batch did not fit it).")
+        if any(not o.figures.screened for o in more.outcomes):
             return more
-    found.note = (f"Nothing fits on one {gpu.name}, nor with FSDP2 on {', '.join(map(str, counts)) or 'more GPUs'}"
-                  f" (the GPU counts up to {MAX_GPUS} that divide GLOBAL_BATCH={global_batch}): raise GLOBAL_BATCH "
-                  "for more GPUs, or opt in to techniques that save more (TECHNIQUES=8bit lora ...).")
+        found = more
+    if found.world[1] == 1:
+        found.note = (f"Nothing fits on one {gpu.name}, nor with FSDP2 on {', '.join(map(str, counts)) or 'more GPUs'}"
+                      f" (the GPU counts up to {MAX_GPUS} that divide GLOBAL_BATCH={global_batch}): raise GLOBAL_BATCH "
+                      "for more GPUs, or opt in to techniques that save more (TECHNIQUES=8bit lora ...).")
     return found
 
 

@@ -127,6 +127,9 @@ def section(found, cfg, plot_path):
     if not found.outcomes:
         return lines + ["**Nothing fits.**", "", "Pruned:", *pruned_lines(found), ""]
     win = found.outcomes[0]
+    if win.figures.screened:
+        lines += ["**No configuration was confirmed to fit at full depth** (see the device totals left out below); "
+                  "the fastest screened one, whose device total is only a lower bound:", ""]
     lines += [f"**Run:** `{win.config.command()}` ({win.figures.tokens_per_s:,.0f} tokens/s per GPU predicted)", "",
               *([f"(the same with torchrun: `{win.config.torchrun()}`)", ""] if win.config.gpus > 1 else []),
               *table(found), "", "Left out, by reason:", *pruned_lines(found), ""]

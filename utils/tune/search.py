@@ -71,8 +71,9 @@ class Search:
             one, two = self._plan(configs, plans.SCREEN_DEPTHS)
             found = [a if isinstance(a, str) else b if isinstance(b, str) else plans.extrapolate(a, b, self.depth)
                      for a, b in zip(one, two, strict=True)]
-        return [self._judged(c, f, f.least_mib if not isinstance(f, str) else 0) for c, f in zip(configs, found,
-                                                                                                    strict=True)]
+        # extrapolated: the least it needs (allocated + context); planned whole: its device total
+        return [self._judged(c, f, 0 if isinstance(f, str) else f.least_mib if f.screened else f.total_mib)
+                for c, f in zip(configs, found, strict=True)]
 
     def _judged(self, config, figures, need_mib):
         if isinstance(figures, str):
