@@ -2,18 +2,15 @@
 against a real tracked compiled step on this CPU."""
 
 import dataclasses
-import json
 
 import pytest
 import torch
-from helpers import ROOT, run_config
+from helpers import run_config
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from utils.devices import by_key
 from utils.measure.data import batches
 from utils.measure.memory import PeakTracker, one_iteration_per_forward
 from utils.plan import compiled, planner, timing
-from utils.plan.config import Target
 from utils.registry import load_setup
 from utils.techniques import setup_of
 from utils.techniques.run import new_run
@@ -78,15 +75,3 @@ def test_compiling_keeps_less_than_the_same_step_eager():
     eager, compiled_plan = (planner.plan(setup_of(n)[1], cfg) for n in ("flash+fused", "stack"))
     assert compiled_plan.breakdown["activations"] < eager.breakdown["activations"]  # min-cut recomputes, fusion
 
-
-def test_dropout_in_a_compiled_graph_is_planned_as_inductor_generates_it(tmp_path):
-    # GPT-2's published dropout (0.1): planned on CUDA, dropout is aten's fused kernel, whose noise
-    # inductor generates inside the kernel that uses it (its replace_random pass), never stored
-    config = json.loads((ROOT / "utils/models/hf_configs/gpt2-tiny.json").read_text())
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps({**config, "attn_pdrop": 0.1, "embd_pdrop": 0.1, "resid_pdrop": 0.1}))
-    cfg = dataclasses.replace(CFG, model=f"hf:{path}")
-    target = Target(by_key("h100-sxm"))
-    plans = {name: planner.plan(setup_of(name)[1], cfg, target) for name in ("flash", "flash+compile")}
-    assert plans["flash+compile"].memory.allocated_mib <= plans["flash"].memory.allocated_mib
-    assert not any(op.name.startswith("rand") for op in plans["flash+compile"].ops if op.compiled)

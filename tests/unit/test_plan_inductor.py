@@ -90,3 +90,14 @@ def test_a_layer_norm_kernel_writes_its_output_and_statistics(scheduling):
 @pytest.mark.parametrize("scheduling", SCHEDULINGS)
 def test_training_graphs_recompute_as_inductors_partitioner_does(f, inputs, elements, scheduling):
     assert count_numel(f, *inputs, train=True, gpu=SCHEDULINGS[scheduling]) == elements
+
+
+@pytest.mark.parametrize("scheduling", SCHEDULINGS)
+def test_dropout_noise_is_generated_inside_the_kernel_that_uses_it(scheduling):
+    # CUDA's dropout as the planner runs it (aten's fused native_dropout): inductor's RNG pass makes the
+    # noise in the kernel, so the input is read and the output written once (200), and one int64 seed is
+    # written by inductor's seed kernel and read by the dropout kernel (16 bytes: 4); no noise tensor
+    def dropout(x):
+        return torch.native_dropout(x, 0.1, True)[0]
+
+    assert count_numel(dropout, T(10, 10), gpu=SCHEDULINGS[scheduling]) == 204
