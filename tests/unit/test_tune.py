@@ -138,6 +138,7 @@ def test_the_pareto_front_keeps_only_the_undominated():
 @pytest.mark.parametrize(("env", "said"), [
     ({"GPUS": "h100-sxm nope"}, "unknown GPU 'nope'"),
     ({"PARALLEL": "fsdp", "NPROC": "4", "GLOBAL_BATCH": "6"}, "GLOBAL_BATCH=6 is not a multiple of the 4 GPUs"),
+    ({"TECHNIQUES": "lion nope"}, "unknown technique in TECHNIQUES: nope"),
 ])
 def test_bad_input_is_refused_before_planning(monkeypatch, tmp_path, capsys, env, said):
     for name, value in {"MODEL": "tiny", "TUNE_REPORT": str(tmp_path / "TUNE.md"), **env}.items():

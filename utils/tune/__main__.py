@@ -24,7 +24,7 @@ from utils import checks, devices, registry, settings
 from utils.catalog import BY_NAME, SAVES_MEMORY
 from utils.tune import plans, report
 from utils.tune.search import SPLIT_TOP, Search
-from utils.tune.space import COMPILE_MODES, Config, join, space
+from utils.tune.space import COMPILE_MODES, Config, join, options, space
 
 MAX_GPUS = 64  # the FSDP2 search's ceiling: past it the answer is a cluster, not a choice
 
@@ -167,6 +167,7 @@ def _cpu(given):
 def main():
     given = settings.read()
     gpus = _gpus(given)
+    options(given.techniques)  # an unknown or unchoosable technique: refused before anything is planned
     if given.verify:
         from utils.tune import verify
 
