@@ -165,6 +165,7 @@ def test_a_model_no_one_gpu_holds_gets_the_fewest_gpus_with_fsdp2():
     assert "on 4 with FSDP2" in found.note
     assert found.outcomes and all(o.config.gpus == 4 and o.config.parallel == "fsdp" for o in found.outcomes)
     assert found.outcomes[0].config.command().startswith("make fsdp NPROC=4 ")
+    assert any(o.config.batch == 1 and o.config.accum == 2 for o in found.outcomes)  # the probe, planned whole
 
 
 def test_compiled_forms_are_planned_at_the_whole_batch_and_at_the_split_that_fit():

@@ -133,18 +133,20 @@ def search_gpu(pool, gpu, given, depth, global_batch, world):
         # the probe is planned whole: its device total, not a screened bound, says whether n GPUs can do
         probe = Search(pool, given, gpu, None, budget, found.pruned)
         lean = Config(leanest.config.technique, leanest.config.compile_mode, 1, global_batch // n, n, "fsdp")
-        if not probe.screen([lean])[0].fits:
+        probed = probe.screen([lean])[0]
+        if not probed.fits:
             continue
         more, _ = _search_world(pool, gpu, given, depth, global_batch, ("fsdp", n), budget)
+        # the probe was planned whole and fits: it is confirmed, ranked with the search's confirmed rows
+        confirmed = [o for o in more.outcomes if not o.figures.screened and o.config != lean] + [probed]
+        rest = [o for o in more.outcomes if o.figures.screened and o.config != lean]
+        more.outcomes = sorted(confirmed, key=lambda o: -o.figures.tokens_per_s) + rest
         more.note = (f"Nothing fits on one {gpu.name}; on {n} with FSDP2 `{lean.label}` does (planned whole; "
                      "fewer GPUs dividing the global batch did not fit it).")
-        if any(not o.figures.screened for o in more.outcomes):
-            return more
-        found = more
-    if found.world[1] == 1:
-        found.note = (f"Nothing fits on one {gpu.name}, nor with FSDP2 on {', '.join(map(str, counts)) or 'more GPUs'}"
-                      f" (the GPU counts up to {MAX_GPUS} that divide GLOBAL_BATCH={global_batch}): raise GLOBAL_BATCH "
-                      "for more GPUs, or opt in to techniques that save more (TECHNIQUES=8bit lora ...).")
+        return more
+    found.note = (f"Nothing fits on one {gpu.name}, nor with FSDP2 on {', '.join(map(str, counts)) or 'more GPUs'} "
+                  f"(the GPU counts up to {MAX_GPUS} that divide GLOBAL_BATCH={global_batch}): raise GLOBAL_BATCH for "
+                  "more GPUs, or opt in to techniques that save more (TECHNIQUES=8bit lora ...).")
     return found
 
 
