@@ -90,7 +90,7 @@ def add_technique(folder, name, script):
     catalog (the baseline's calls: a script whose own lines are test hooks, not technique calls)."""
     (folder / "scripts" / f"{name}.py").write_text(script)
     catalog = folder / "utils" / "catalog.py"
-    row = '    T("baseline", (FP32, ADAMW)),\n'
+    row = '    T("baseline", (FP32, ADAMW), tune=NOT_A_CHOICE),\n'
     assert row in catalog.read_text()
     catalog.write_text(catalog.read_text().replace(row, row + f'    T("{name}", (FP32, ADAMW)),\n'))
 
