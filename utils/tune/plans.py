@@ -48,6 +48,11 @@ class Figures:
         """What the device must hold at least: allocated (<= reserved) and the context."""
         return self.allocated_mib + self.context_mib
 
+    @property
+    def device_mib(self):
+        """The device memory it is judged by: its device total where planned whole, its least where screened."""
+        return self.least_mib if self.screened else self.total_mib
+
 
 def extrapolate(one, two, depth):
     """The figures at `depth` blocks from those at 1 and 2: affine in the depth."""

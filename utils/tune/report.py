@@ -61,17 +61,19 @@ def table(found):
     return lines
 
 
-def pruned_lines(found):
-    lines = [f"- {count} {reason}: e.g. {found.pruned.example[reason]}" for reason, count in found.pruned.items()]
+def pruned_lines(pruned):
+    """space.Pruned as markdown lines: each reason, its count and one example."""
+    lines = [f"- {count} {reason}: e.g. {pruned.example[reason]}" for reason, count in pruned.items()]
     return lines or ["- none"]
+
+
+def _memory(o):
+    return o.figures.device_mib
 
 
 def pareto(outcomes):
     """The outcomes no other beats in both tokens/s and device memory (screened: its least)."""
-    def memory(o):
-        return o.figures.least_mib if o.figures.screened else o.figures.total_mib
-
-    front, best = [], 0.0
+    memory, front, best = _memory, [], 0.0
     for o in sorted(outcomes, key=lambda o: (memory(o), -o.figures.tokens_per_s)):
         if o.figures.tokens_per_s > best:
             front.append(o)
@@ -125,14 +127,14 @@ def section(found, cfg, plot_path):
     if found.note:
         lines += [found.note, ""]
     if not found.outcomes:
-        return lines + ["**Nothing fits.**", "", "Pruned:", *pruned_lines(found), ""]
+        return lines + ["**Nothing fits.**", "", "Pruned:", *pruned_lines(found.pruned), ""]
     win = found.outcomes[0]
     if win.figures.screened:
         lines += ["**No configuration was confirmed to fit at full depth** (see the device totals left out below); "
                   "the fastest screened one, whose device total is only a lower bound:", ""]
     lines += [f"**Run:** `{win.config.command()}` ({win.figures.tokens_per_s:,.0f} tokens/s per GPU predicted)", "",
               *([f"(the same with torchrun: `{win.config.torchrun()}`)", ""] if win.config.gpus > 1 else []),
-              *table(found), "", "Left out, by reason:", *pruned_lines(found), ""]
+              *table(found), "", "Left out, by reason:", *pruned_lines(found.pruned), ""]
     if plot_path:
         lines += [f"Pareto front, tokens/s against device memory: [{plot_path}]({plot_path})", ""]
     return lines
@@ -144,9 +146,8 @@ def gpu_ranking(found):
     for f in sorted(found, key=lambda f: -(f.outcomes[0].figures.tokens_per_s if f.outcomes else 0)):
         if f.outcomes:
             best = f.outcomes[0]
-            total = best.figures.least_mib if best.figures.screened else best.figures.total_mib
             lines.append(f"| {f.gpu.name} | {f.world[1]} | `{best.config.label}` | {best.figures.tokens_per_s:,.0f} | "
-                         f"{_gib(total)} |")
+                         f"{_gib(best.figures.device_mib)} |")
         else:
             lines.append(f"| {f.gpu.name} | – | nothing fits | – | – |")
     return lines + [""]
@@ -174,7 +175,7 @@ def cpu_table(predicted, pruned, seconds):
            "| rank | configuration | predicted ms | tokens/s |", "| --- | --- | --- | --- |"]
     out += [f"| {i + 1} | `{c.label}` | {ms:,.2f} | {tokens:,.0f} |"
             for i, (c, ms, tokens) in enumerate(predicted[:TOP])]
-    return out + ["", "Left out, by reason:", *(f"- {n} {r}: e.g. {pruned.example[r]}" for r, n in pruned.items()), ""]
+    return out + ["", "Left out, by reason:", *pruned_lines(pruned), ""]
 
 
 def emit(out, given, status):

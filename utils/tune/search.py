@@ -71,9 +71,8 @@ class Search:
             one, two = self._plan(configs, plans.SCREEN_DEPTHS)
             found = [a if isinstance(a, str) else b if isinstance(b, str) else plans.extrapolate(a, b, self.depth)
                      for a, b in zip(one, two, strict=True)]
-        # extrapolated: the least it needs (allocated + context); planned whole: its device total
-        return [self._judged(c, f, 0 if isinstance(f, str) else f.least_mib if f.screened else f.total_mib)
-                for c, f in zip(configs, found, strict=True)]
+        return [self._judged(c, f, 0 if isinstance(f, str) else f.device_mib) for c, f in zip(configs, found,
+                                                                                             strict=True)]
 
     def _judged(self, config, figures, need_mib):
         if isinstance(figures, str):
