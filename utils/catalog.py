@@ -27,7 +27,7 @@ FUNCTIONS = {
     "flash_attention": ("attention", None),
     "lora_adapters": ("adapters", None),
     "nf4_base": ("adapters", None),
-    "checkpoint_blocks": ("memory", None),
+    "checkpoint_blocks": ("memory", "checkpointing"),
     "chunked_cross_entropy": ("memory", None),
     "offload_activations": ("memory", None),
     **dict.fromkeys(("adamw", "adam", "sgd", "fused_adamw", "adamw_8bit", "paged_adamw_8bit", "lion", "lion_8bit",
@@ -145,6 +145,7 @@ TECHNIQUES = (
       "master copy: small updates round away", min_capability=BF16, tune=OPT_IN),
     T("qlora", (FP32, call("bf16_weights"), call("lora_adapters"), call("nf4_base"), ADAMW), "as lora, over a "
       "base rounded to 4-bit NF4 in bf16 weights", min_capability=BF16, packages=("peft", "torchao"), tune=OPT_IN),
+    T("selective_checkpointing", (FP32, call("checkpoint_blocks", policy="selective"), ADAMW), tune=SAVES_MEMORY),
     T("sgd", (FP32, call("sgd", default_lr=0.1)), OTHER_OPTIMIZER, tune=OPT_IN),
     T("stack", (FP32, call("autocast_bf16"), call("flash_attention"), call("fused_adamw"), call("compile_model")),
       "as bf16 and flash", min_capability=BF16, equals=("flash", "fused", "compile"), tune=NOT_A_CHOICE),

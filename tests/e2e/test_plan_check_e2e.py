@@ -2,13 +2,13 @@
 
 from helpers import run_make
 
-from utils.plan import reference
+from utils.plan import bands, reference
 
 
 def test_make_plan_check_prints_every_row_labelled_and_the_bars(results_file):
     proc = run_make("plan_check", results_file=results_file)
     assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
+    out, section = proc.stdout.split(bands.HEADING)
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
     labelled = [r for r in rows if " allocated |" in r or " device total |" in r or " tracked |" in r]
     cpu = len(reference.CPU_TECHNIQUES) * 2
@@ -17,3 +17,6 @@ def test_make_plan_check_prints_every_row_labelled_and_the_bars(results_file):
                  "torchtitan max reserved", "torchtitan tokens/s", "torchtune peak active", "torchtune tokens/s",
                  "H200 (this suite's runs) allocated", "H200 (this suite's runs) tokens/s"):
         assert f"- {name}" in out
+    # the error bands: every GPU figure compared lands in one (figure, kind); the H100 table alone has 13 allocated
+    found = bands.read_lines(section.splitlines())
+    assert sum(b.rows for (figure, _), b in found.items() if figure == "allocated") >= len(reference.H100_PEAKS)

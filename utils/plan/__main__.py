@@ -16,7 +16,7 @@ import sys
 import time
 
 from utils import checks, registry, results, settings
-from utils.plan import comm, planner, reference
+from utils.plan import bands, comm, planner, reference
 from utils.plan.config import load_config, load_target, model_tflops, planned_device, predicted_row, where
 from utils.plan.cuda import CUDA_MODEL, NOT_MODELLED
 from utils.results import MEMORY_PARTS
@@ -86,6 +86,23 @@ def _time_table(plans, target):
               f"{base.time.step_ms / step.step_ms:.2f}x")
 
 
+def _band_table(plans):
+    """Each figure's error band: the spread make plan_check measured for plans of its kind (utils/plan/bands.py)."""
+    found = bands.read()
+    if not found:
+        print(f"\nerror bands: none ({bands.DOC.name} has no bands: make plan_check > docs/plan_check.md writes them)")
+        return
+    width = max(14, *(len(n) for n in plans))
+    print("\nerror bands: predicted / measured - 1, lowest…highest (rows) among make plan_check's rows of the "
+          "same kind (docs/plan_check.md): the spread seen, not a confidence interval")
+    print(f"{'technique':<{width}} {'kind':<26} " + " ".join(f"{f:>16}" for f in bands.FIGURES))
+    for name, plan in plans.items():
+        kinds = {figure: bands.kind_of(plan, figure) for figure in bands.FIGURES}
+        step = kinds["step time"]
+        kind = kinds["allocated"] + (f" (step: {step})" if step != kinds["allocated"] else "")
+        print(f"{name:<{width}} {kind:<26} " + " ".join(f"{bands.band_text(found, f, kinds[f]):>16}" for f in kinds))
+
+
 def plan_techniques(names, given):
     target = load_target(given)
     cfgs = {name: load_config(name, given) for name in names}
@@ -133,6 +150,7 @@ def plan_techniques(names, given):
     if planned:
         _time_table(planned, target)
         _comm_table(planned, singles, target)
+        _band_table(planned)
     print("modelled on the CUDA side: " + "; ".join(CUDA_MODEL))
     print("not modelled: " + "; ".join(NOT_MODELLED))
     print(f"plan: {len(rows)} predicted rows appended to {first.results_file}"

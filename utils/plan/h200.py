@@ -11,7 +11,7 @@ from pathlib import Path
 
 from utils import results
 from utils.devices import by_key
-from utils.plan import planner
+from utils.plan import bands, planner
 from utils.plan.config import Target, load_config
 from utils.techniques import setup_of
 
@@ -32,9 +32,9 @@ def _measured(rows, technique):
     return ran["peak_alloc_mib"].max(), ran["tokens_per_s"].median()
 
 
-def rows(given, table_row):
+def rows(given, table_row, seen):
     """Predicted vs measured, per run (printed by `table_row`); returns (label, allocated error,
-    tokens/s error) per run."""
+    tokens/s error) per run; `seen` gets each comparison (bands.observe)."""
     target, out = Target(by_key("h200")), []
     print(f"\n### {NAME}: gpt2, torch 2.11 (peak allocated; tokens/s)\n")
     table_row(["technique", "B x T", "measured MiB", "predicted MiB", "error", f"within {MEMORY_BAR:.0%}",
@@ -48,6 +48,8 @@ def rows(given, table_row):
                                                                     seq=seq), target)
             errors = (plan.memory.allocated_mib / allocated - 1, plan.time.tokens_per_s / tokens - 1)
             out.append((f"{technique}, B={batch}", *errors))
+            bands.observe(seen, plan, "allocated", errors[0], out[-1][0])
+            bands.observe(seen, plan, "step time", bands.step_error(errors[1]), out[-1][0])
             bound = "host" if "host" in plan.time.bound.values() else "GPU"
             table_row([f"`{technique}`", f"{batch} x {seq}", f"{allocated:,.1f}", f"{plan.memory.allocated_mib:,.1f}",
                        f"{errors[0]:+.1%}", "yes" if abs(errors[0]) <= MEMORY_BAR else "**no**", f"{tokens:,.0f}",

@@ -20,7 +20,7 @@ import torch
 from utils.devices import by_key
 from utils.measure import loop, memory
 from utils.measure.data import batches
-from utils.plan import cpu, h200, machine, planner, timing, torchtitan, torchtune
+from utils.plan import bands, cpu, h200, machine, planner, timing, torchtitan, torchtune
 from utils.plan.config import Target, load_config
 from utils.plan.h100 import H100_LEVERS, H100_PEAKS
 from utils.techniques import setup_of
@@ -62,7 +62,7 @@ def _verdict(error, bar):
     return "yes" if abs(error) <= bar else "**no**"
 
 
-def h100_rows(given):
+def h100_rows(given, seen):
     """The H100 table: predicted allocated (tensors + cuBLAS workspaces) vs measured; each row's
     plan (and its predicted step time, for h100_times) by row."""
     target, errors, plans = Target(by_key("h100-sxm")), [], {}
@@ -78,12 +78,13 @@ def h100_rows(given):
             continue
         predicted = plan.memory.allocated_mib / 1024
         errors.append((label, predicted / measured_gib - 1))
+        bands.observe(seen, plan, "allocated", errors[-1][1], label)
         _row([f"{label} (`{technique}`)", batch, "allocated", measured_gib, f"{predicted:.2f}",
               f"{errors[-1][1]:+.1%}", _verdict(errors[-1][1], ALLOCATED_BAR)])
     return errors, plans
 
 
-def h100_times(plans):
+def h100_times(plans, seen):
     """Predicted step time and speedup over the baseline vs the H100's measured ones."""
     print("\n### H100 reference table: step time (predicted: the roofline of utils/plan/timing.py)\n")
     _row(["configuration", "B", "measured ms", "predicted ms", "error", f"within {TIME_BAR:.0%}", "measured speedup",
@@ -104,6 +105,8 @@ def h100_times(plans):
         if label == timing.CALIBRATION:  # the efficiency was set on this row: no evidence
             cells[5] = "calibration row"
             rows.pop()
+        else:
+            bands.observe(seen, plans[label], "step time", rows[-1][3], label)
         if technique == "baseline":
             cells += ["1.00", "1.00", "–", "–"]
         else:
@@ -114,7 +117,7 @@ def h100_times(plans):
     return rows
 
 
-def h100_levers(given):
+def h100_levers(given, seen):
     """The levers past `stack` that the planner models (CUDA graphs): predicted vs measured."""
     target, rows = Target(by_key("h100-sxm")), []
     print("\n### H100 levers past `stack`: the same loop, the same day (allocated; ms per step)\n")
@@ -127,13 +130,15 @@ def h100_levers(given):
         plan = planner.plan(setup_of(technique)[1], cfg, target)
         gib, ms = plan.memory.allocated_mib / 1024, plan.time.step_ms
         rows.append((label, ms / measured_ms - 1))
+        bands.observe(seen, plan, "allocated", gib / measured_gib - 1, label)
+        bands.observe(seen, plan, "step time", rows[-1][1], label)
         _row([f"{label} (`{technique}`, COMPILE_MODE={mode})", batch, measured_gib, f"{gib:.2f}",
               f"{gib / measured_gib - 1:+.1%}", measured_ms, f"{ms:.1f}", f"{rows[-1][1]:+.1%}",
               _verdict(rows[-1][1], TIME_BAR)])
     return rows
 
 
-def gpt2xl_rows(given):
+def gpt2xl_rows(given, seen):
     """The GPT2-XL study on an A100 40GB: predicted device total vs nvidia-smi."""
     target, out = Target(by_key("a100-40gb")), []
     print("\n### GPT2-XL optimizer-memory study: device total (Hugging Face GPT2-XL, B=4, T=256, bf16, "
@@ -149,6 +154,8 @@ def gpt2xl_rows(given):
         error = total / measured_gib - 1
         why = _why_missed(label, measured_gib, found) if abs(error) > TOTAL_BAR else None
         out.append((label, measured_gib, total, error, why, predicted_its / its - 1))
+        bands.observe(seen, plan, "device total", error, label)
+        bands.observe(seen, plan, "step time", bands.step_error(out[-1][5]), label)
         figures = f"{found.allocated_mib / 1024:.2f} / {found.reserved_mib / 1024:.2f} / **{total:.2f}**"
         verdict = _verdict(error, TOTAL_BAR) + (f" ({why})" if why else "")
         _row([f"{label} (`{technique}`)", "device total", measured_gib, figures, f"{error:+.1%}", verdict, its,
@@ -267,9 +274,10 @@ def check(given):
           "(`torch.cuda.max_memory_allocated`), device total (reserved + CUDA context: nvidia-smi), tracked "
           "(MemTracker's tensor peak on this CPU); step times are a roofline over the planned step's ops, "
           "predicted, never measured.")
-    h100, plans = h100_rows(given)
-    times, levers, study = h100_times(plans), h100_levers(given), gpt2xl_rows(given)
-    external = {source: source.rows(given, _row) for source in (torchtitan, torchtune, h200)}
+    seen = []  # bands.Observation of every GPU figure compared
+    h100, plans = h100_rows(given, seen)
+    times, levers, study = h100_times(plans, seen), h100_levers(given, seen), gpt2xl_rows(given, seen)
+    external = {source: source.rows(given, _row, seen) for source in (torchtitan, torchtune, h200)}
     cpu, cpu_time = cpu_rows(given), cpu_times(given)
     print("\n### Bars\n")
     _bar_line("H100 allocated", h100, ALLOCATED_BAR)
@@ -285,4 +293,5 @@ def check(given):
     for source, found in external.items():
         for i, (name, bar) in enumerate(((source.MEMORY, source.MEMORY_BAR), ("tokens/s", source.TOKENS_BAR))):
             _bar_line(f"{source.NAME} {name}", [(r[0], r[i + 1]) for r in found], bar)
+    print("\n" + "\n".join(bands.table(seen)))
     return 0

@@ -13,14 +13,15 @@ TB/s, 500 W) per host over NVLink, 400 Gb/s RDMA per GPU between hosts. "Memory"
 monitor's max reserved (reserved_bytes.all.peak over the last 10 steps): the plan's reserved.
 Tokens/s per GPU: the 90th iteration's.
 
-What the suite plans: `flash+checkpointing` (bf16 autocast, SDPA flash, AdamW with foreach
-kernels as on CUDA, every block checkpointed whole) and the same compiled (the whole model), the
+What the suite plans: `flash+selective_checkpointing` (bf16 autocast, SDPA flash, AdamW with
+foreach kernels as on CUDA, torchtitan's per-op checkpointing policy: utils/techniques/selective.py)
+and the same compiled (the whole model), the
 `hf:llama-3.1-8b` config, GPU h100-hbm2e. What differs, and which way it moves the figures
 (DIFFERENCES).
 """
 
 from utils.devices import by_key
-from utils.plan import planner
+from utils.plan import bands, planner
 from utils.plan.config import Target, load_config
 from utils.techniques import setup_of
 from utils.techniques.parallel import World
@@ -29,26 +30,27 @@ NAME, MEMORY = "torchtitan", "max reserved"
 MEMORY_BAR, TOKENS_BAR = 0.10, 0.25  # max reserved within 10%, tokens/s per GPU within 25%
 # (configuration, the suite's technique, GPUs, tokens/s per GPU, max reserved GiB)
 ROWS = (
-    ("FSDP", "flash+checkpointing", 8, 5762, 82.4),
-    ("FSDP + torch.compile", "flash+checkpointing+compile", 8, 6667, 77.0),
-    ("FSDP", "flash+checkpointing", 128, 5605, 67.0),
-    ("FSDP + torch.compile", "flash+checkpointing+compile", 128, 6514, 62.0),
+    ("FSDP", "flash+selective_checkpointing", 8, 5762, 82.4),
+    ("FSDP + torch.compile", "flash+selective_checkpointing+compile", 8, 6667, 77.0),
+    ("FSDP", "flash+selective_checkpointing", 128, 5605, 67.0),
+    ("FSDP + torch.compile", "flash+selective_checkpointing+compile", 128, 6514, 62.0),
 )
 DIFFERENCES = (
-    "checkpointing: the suite recomputes each block whole, torchtitan's per-op policy keeps the flash output and "
-    "four of seven matmul outputs per block (~1 GiB a block here, ~27 GiB in all: the plan is low in memory, and in "
-    "tokens/s by the recompute)",
+    "checkpointing: the same per-op policy (selective_checkpointing: flash's output and four of seven matmul "
+    "outputs kept per block)",
     "precision: the suite's bf16 is autocast over fp32 weights (FSDP2 all-gathers fp32, twice torchtitan's bf16 "
-    "bytes; each matmul casts its weight), torchtitan's FSDP2 keeps bf16 copies of the unsharded weights",
+    "bytes; each matmul casts its weight, the copy saved or remade), torchtitan's FSDP2 keeps bf16 copies of the "
+    "unsharded weights: the eager plan is high in memory",
     "compile: torchtitan compiles each block, its loss on fp32 logits eager (~23 GiB at the start of backward), the "
     "suite the whole model, loss included (fused: the compiled rows' memory is far lower)",
     "the GPU's peak: SXM's taken (torchtitan: between SXM's and NVL's at 500 W), so the plan is high in tokens/s",
 )
 
 
-def rows(given, table_row):
+def rows(given, table_row, seen):
     """Predicted vs published, per row (each printed by `table_row`, a list of cells -> a markdown
-    row): max reserved and tokens/s per GPU; returns (label, memory error, tokens/s error) per row."""
+    row): max reserved and tokens/s per GPU; returns (label, memory error, tokens/s error) per row;
+    `seen` gets each comparison (bands.observe)."""
     target, out = Target(by_key("h100-hbm2e"), nodes=1), []
     print("\n### torchtitan: Llama 3.1 8B, FSDP2, local batch 2, T=8192, H100 96GB HBM2e (max reserved; "
           "tokens/s per GPU)\n")
@@ -63,6 +65,8 @@ def rows(given, table_row):
         reserved, step = plan.memory.reserved_mib / 1024, plan.time
         errors = (reserved / gib - 1, step.tokens_per_s / tokens - 1)
         out.append((f"{label}, {gpus} GPUs", *errors))
+        bands.observe(seen, plan, "reserved", errors[0], out[-1][0])
+        bands.observe(seen, plan, "step time", bands.step_error(errors[1]), out[-1][0])
         exposed = sum(step.comm.exposed_ms.values())
         table_row([f"{label} (`{technique}`)", f"{gpus} ({nodes} node{'s' * (nodes > 1)})", gib,
               f"{plan.memory.allocated_mib / 1024:.1f} / **{reserved:.1f}**", f"{errors[0]:+.1%}",

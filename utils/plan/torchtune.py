@@ -17,7 +17,7 @@ What the suite plans: the same techniques as its combinations, eager (DIFFERENCE
 """
 
 from utils import devices
-from utils.plan import planner
+from utils.plan import bands, planner
 from utils.plan.config import Target, load_config
 from utils.techniques import setup_of
 from utils.techniques.parallel import World
@@ -41,9 +41,9 @@ DIFFERENCES = (
 )
 
 
-def rows(given, table_row):
+def rows(given, table_row, seen):
     """Predicted vs published, per row (printed by `table_row`): peak active (the plan's allocated)
-    and tokens/s; returns (label, memory error, tokens/s error) per row."""
+    and tokens/s; returns (label, memory error, tokens/s error) per row; `seen` gets each comparison (bands.observe)."""
     target, out = Target(devices.by_key("rtx-4090")), []
     print("\n### torchtune: Llama 3.1 8B on one RTX 4090, batch 2, T=2048, bf16 (peak active; tokens/s)\n")
     table_row(["configuration", "measured GiB", "predicted GiB (allocated / device total)", "error",
@@ -56,6 +56,8 @@ def rows(given, table_row):
         allocated = plan.memory.allocated_mib / 1024
         errors = (allocated / gib - 1, plan.time.tokens_per_s / tokens - 1)
         out.append((label, *errors))
+        bands.observe(seen, plan, "allocated", errors[0], out[-1][0])
+        bands.observe(seen, plan, "step time", bands.step_error(errors[1]), out[-1][0])
         table_row([f"{label} (`{technique}`)", gib, f"**{allocated:.1f}** / {plan.memory.total_mib / 1024:.1f}",
                    f"{errors[0]:+.1%}", "yes" if abs(errors[0]) <= MEMORY_BAR else "**no**", f"{tokens:,}",
                    f"{plan.time.tokens_per_s:,.0f}", f"{errors[1]:+.1%}",

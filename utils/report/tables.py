@@ -120,7 +120,8 @@ def what_ran(row):
         mode = row.get("compile_mode")
         words.append("compiled" + (f" ({mode})" if mode == mode and mode not in (None, "default") else ""))
     if on("checkpointing"):
-        words.append("ckpt")
+        policy = row.get("checkpoint_policy")
+        words.append("ckpt" + (f" ({policy})" if isinstance(policy, str) and policy not in ("", "block") else ""))
     if row.get("loss_chunks", 1) == row.get("loss_chunks", 1) and row.get("loss_chunks", 1) > 1:
         words.append(f"loss in {int(row['loss_chunks'])} chunks")
     words += [text for column, text in (("activation_offload", "activations on the host"),

@@ -56,6 +56,9 @@ COLUMNS = {
     "blank if not compiled",
     "cuda_graphs": "whether the whole step was captured once as a CUDA graph and replayed",
     "checkpointing": "whether each block's activations were recomputed in backward",
+    "checkpoint_policy": "what checkpointing recomputed: block (each block whole, from its input) or selective "
+    "(torchtitan's per-op policy: attention's and every other matmul's outputs saved, the rest recomputed); "
+    "blank without checkpointing",
     "loss_chunks": "the loss's cross-entropy computed in this many checkpointed chunks of tokens (1: whole logits)",
     "activation_offload": "whether the activations saved for backward were kept in host memory",
     "step_in_backward": "whether each parameter's optimizer step ran in backward, as its gradient was ready",
@@ -105,7 +108,7 @@ STATUSES = ("ok", "skipped", "oom", "error")
 TEXT = (
     "run_id", "timestamp_utc", "technique", "status", "reason", "phase", "model", "data", "dtype", "mlp", "attention",
     "optimizer", "compile_mode", "parallel", "backend", "device", "driver", "cuda", "torch", "git_sha", "host", "kind",
-    "flops_source", "blocks", "adapter",
+    "flops_source", "blocks", "adapter", "checkpoint_policy",
 )
 BOOLEAN = ("fused", "compiled", "checkpointing", "cuda_graphs", "scaler_skipped", "activation_offload",
            "step_in_backward")
@@ -114,7 +117,8 @@ NUMERIC = tuple(c for c in COLUMNS if c not in TEXT + BOOLEAN)
 # the memory breakdown's parts (MemTracker's reference types, grouped), in column order
 # what ran (the run's configuration as a technique applied it: utils/techniques/run.py Run.record
 # writes them, the report's summary carries them per technique)
-WHAT_RAN = ("dtype", "attention", "optimizer", "fused", "compiled", "checkpointing", "mlp", "compile_mode", "accum",
-            "cuda_graphs", "loss_chunks", "activation_offload", "step_in_backward", "adapter", "trainable_params")
+WHAT_RAN = ("dtype", "attention", "optimizer", "fused", "compiled", "checkpointing", "checkpoint_policy", "mlp",
+            "compile_mode", "accum", "cuda_graphs", "loss_chunks", "activation_offload", "step_in_backward", "adapter",
+            "trainable_params")
 MEMORY_PARTS = ("params", "grads", "optimizer", "activations", "temporaries")
 MEMORY_COLUMNS = tuple(f"mem_{part}_mib" for part in MEMORY_PARTS) + ("mem_peak_mib",)

@@ -30,7 +30,7 @@ class Run:
     mlp: str = "gelu"
     lr: float = None
     compile_mode: str = ""
-    checkpointing: bool = False
+    checkpointing: str = ""  # what backward recomputes: "" (nothing), "block" or "selective" (checkpoint_blocks)
     adapter: str = ""  # what trains besides nothing: "" (every weight), or the adapters' description
     # the context each micro-batch's forward runs in: what autograd saves for backward, and where
     saved_tensors: object = contextlib.nullcontext
@@ -72,7 +72,8 @@ class Run:
             "fused": bool(opt and getattr(opt, "defaults", {}).get("fused")),  # torchao's offload has no defaults
             "compiled": bool(self.compile_mode),
             "compile_mode": self.compile_mode,
-            "checkpointing": self.checkpointing,
+            "checkpointing": bool(self.checkpointing),
+            "checkpoint_policy": self.checkpointing,
             "loss_chunks": self.model.loss_chunks,
             "activation_offload": self.activation_offload,
             "step_in_backward": self.step_in_backward,

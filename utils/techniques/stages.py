@@ -9,7 +9,7 @@ import torch
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
 from utils import checks
-from utils.techniques import step
+from utils.techniques import selective, step
 from utils.techniques.run import Skip, on_cuda, technique
 
 # 1. architecture
@@ -162,16 +162,18 @@ def flash_attention(run):
 
 
 @technique
-def checkpoint_blocks(run):
+def checkpoint_blocks(run, policy="block"):
     blocks = run.model.blocks
     if not len(blocks):
         raise Skip(f"{run.cfg.model} shows no blocks to checkpoint (no nn.ModuleList): name them with BLOCKS=")
-    # keep only each block's input; recompute its activations in backward (torchtitan's
-    # wrapper: the model's forward does not know). A foreign model's blocks are its own
-    # ModuleList, so the wrapped blocks are the ones its forward calls
+    # "block": keep only each block's input and recompute its activations in backward;
+    # "selective": keep attention's and every other matmul's output too (utils/techniques/selective.py).
+    # torchtitan's wrapper: the model's forward does not know. A foreign model's blocks are its
+    # own ModuleList, so the wrapped blocks are the ones its forward calls
+    options = {"block": {}, "selective": {"context_fn": selective.contexts}}[policy]
     for i, block in enumerate(blocks):
-        blocks[i] = checkpoint_wrapper(block)
-    run.checkpointing = True
+        blocks[i] = checkpoint_wrapper(block, **options)
+    run.checkpointing = policy
 
 
 @technique

@@ -34,6 +34,8 @@ class Figures:
     exposed_ms: float = 0.0
     seconds: float = 0.0  # what planning it took here
     screened: bool = False  # extrapolated from 1 and 2 blocks
+    memory_kind: str = "eager"  # utils/plan/bands.py's kind of its memory figures, and of its step time
+    step_kind: str = "eager"
 
     @property
     def step_ms(self):
@@ -81,7 +83,7 @@ def plan(given, config, gpu_key, depth):
     with the settings `given`: Figures, or the one line saying why the planner could not
     (NotModelled, or the error)."""
     from utils.devices import by_key
-    from utils.plan import planner
+    from utils.plan import bands, planner
     from utils.plan.config import Target, load_config
     from utils.techniques import setup_of
     from utils.techniques.parallel import World
@@ -109,4 +111,5 @@ def plan(given, config, gpu_key, depth):
         context_mib=memory.total_mib - memory.reserved_mib, ms=dict(step.ms), tokens=step.tokens,
         flops_per_token=found.flops_per_token, dtype=found.record["dtype"],
         comm_ms=step.comm.total_ms if step.comm else 0.0,
-        exposed_ms=sum(step.comm.exposed_ms.values()) if step.comm else 0.0, seconds=time.perf_counter() - start)
+        exposed_ms=sum(step.comm.exposed_ms.values()) if step.comm else 0.0, seconds=time.perf_counter() - start,
+        memory_kind=bands.kind_of(found, "allocated"), step_kind=bands.kind_of(found, "step time"))

@@ -6,9 +6,13 @@ import dataclasses
 from pathlib import Path
 
 from utils import devices
+from utils.plan import bands
 from utils.tune.plans import SCREEN_DEPTHS
 
 TOP = 10  # rows of the ranked table
+BANDS_NOTE = ("band: the lowest and highest error (predicted / measured - 1) make plan_check found among its GPU rows "
+              "of the same kind of plan (utils/plan/bands.py; docs/plan_check.md): the spread seen, not a confidence "
+              "interval; – where it has no row of that kind")
 
 
 @dataclasses.dataclass
@@ -40,7 +44,7 @@ def mfu(gpu, figures):
     return figures.flops_per_token * figures.tokens_per_s / (peak * 1e12) if peak else None
 
 
-def _row(rank, outcome, gpu):
+def _row(rank, outcome, gpu, found_bands):
     f, c = outcome.figures, outcome.config
     total = f"≥ {_gib(f.least_mib)}" if f.screened else _gib(f.total_mib)
     reserved = "–" if f.screened else _gib(f.reserved_mib)
@@ -49,16 +53,19 @@ def _row(rank, outcome, gpu):
     comm = f" | {f.exposed_ms:,.1f}" if c.gpus > 1 else ""
     return (f"| {rank} | `{c.full_name}`{' (' + c.compile_mode + ')' if c.compile_mode else ''} | {c.batch} x "
             f"{c.accum}{' x ' + str(c.gpus) if c.gpus > 1 else ''} | {_ms(f.step_ms)}{comm} | {f.tokens_per_s:,.0f} | "
-            f"{share} | {_gib(f.allocated_mib)} | {reserved} | {total} | {'screened' if f.screened else 'planned'} |")
+            f"{share} | {_gib(f.allocated_mib)} | {reserved} | {total} | {'screened' if f.screened else 'planned'} | "
+            f"{bands.band_text(found_bands, 'allocated', f.memory_kind, rows=False)} / "
+            f"{bands.band_text(found_bands, 'step time', f.step_kind, rows=False)} |")
 
 
 def table(found):
     gpu, multi = found.gpu, found.world[1] > 1
     lines = [f"| rank | configuration | micro-batch x accum{' x GPUs' if multi else ''} | step ms"
              + (" | exposed comm ms" if multi else "") + " | tokens/s per GPU | MFU | allocated GiB | reserved GiB | "
-             "device total GiB | figures |", "|" + " --- |" * (10 + multi)]
-    lines += [_row(i + 1, o, gpu) for i, o in enumerate(found.outcomes[:TOP])]
-    return lines
+             "device total GiB | figures | band: allocated / step |", "|" + " --- |" * (11 + multi)]
+    found_bands = bands.read()
+    lines += [_row(i + 1, o, gpu, found_bands) for i, o in enumerate(found.outcomes[:TOP])]
+    return lines + ["", BANDS_NOTE]
 
 
 def pruned_lines(pruned):
@@ -163,8 +170,7 @@ def lines(found, cfg, given, seconds):
     for f in found:
         path = plots_dir / f"{given.plotsprefix}tune_{f.gpu.key}.png" if f.outcomes else None
         out += section(f, cfg, plot(f, path) if path else None)
-    out += [f"Planned in {seconds:,.0f} s on this machine (make plan_check says how far the planner's figures "
-            "are from measured ones).", ""]
+    out += [f"Planned in {seconds:,.0f} s on this machine.", ""]
     return out, 0 if any(f.outcomes for f in found) else 1
 
 

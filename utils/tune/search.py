@@ -14,6 +14,7 @@ the first few at full depth.
 """
 
 import dataclasses
+import functools
 
 from utils import checks
 from utils.tune import plans
@@ -42,6 +43,14 @@ def _accumulates(technique):
     except checks.BadInput:
         return False
     return True
+
+
+def _joined_if_allowed(technique, saver):
+    """technique+saver, or technique where the catalog refuses the pair."""
+    try:
+        return join(technique, saver)
+    except checks.BadInput:
+        return technique
 
 
 class Search:
@@ -136,10 +145,9 @@ class Search:
                 names.append(name)
                 usable.append(saver)
         if len(usable) > 1:
-            try:
-                names.append(join(technique, *usable))
-            except checks.BadInput:
-                pass  # each saver alone was planned
+            # all of them, where two choose the same thing (checkpointing's policy) the first: the catalog's
+            # order puts the leaner first
+            names.append(functools.reduce(_joined_if_allowed, usable, technique))
         return list(dict.fromkeys(names))
 
     def _smaller(self, outcome):
