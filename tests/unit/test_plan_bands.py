@@ -64,3 +64,10 @@ def test_the_shipped_bands_name_known_figures_and_kinds():
     assert len(found) == len(rows) > 0  # every row of the section parsed
     assert {figure for figure, _ in found} <= set(bands.FIGURES)
     assert {kind for _, kind in found} <= set(bands.KINDS)
+
+
+def test_a_kinds_memory_band_is_allocated_or_the_figure_plan_check_has():
+    found = {("allocated", "eager"): bands.Band(-0.02, 0.0, 14), ("reserved", "N GPUs"): bands.Band(-0.15, 0.24, 4)}
+    assert bands.memory_text(found, "eager") == "-2%…+0%"
+    assert bands.memory_text(found, "N GPUs") == "reserved -15%…+24%"
+    assert bands.memory_text(found, "compiled") == "–"

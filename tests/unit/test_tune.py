@@ -67,9 +67,13 @@ def _figures(mib, ms, screened=False):
 
 
 def test_figures_are_extrapolated_affinely_in_the_depth():
-    at = plans.extrapolate(_figures(100, 10), _figures(150, 16), depth=12)
-    assert at.allocated_mib == 100 + 11 * 50 and at.screened
+    at = plans.extrapolate(_figures(100, 10), _figures(150, 16), plans.SCREEN_DEPTHS, depth=12)
+    assert plans.SCREEN_DEPTHS == (1, 2) and at.allocated_mib == 100 + 11 * 50 and at.screened
     assert at.step_ms == pytest.approx(10 + 11 * 6)
+    # N GPUs: from the middle blocks, 3 and 4 (FSDP2's first and last differ)
+    assert plans.screen_depths(8) == (3, 4) and plans.screen_depths(1) == plans.SCREEN_DEPTHS
+    at = plans.extrapolate(_figures(300, 30), _figures(350, 36), plans.screen_depths(8), depth=12)
+    assert at.allocated_mib == 350 + 8 * 50 and at.step_ms == pytest.approx(36 + 8 * 6)
 
 
 class Pool:

@@ -17,6 +17,7 @@ from pathlib import Path
 DOC = Path(__file__).resolve().parents[2] / "docs" / "plan_check.md"
 HEADING = "### Error bands"
 FIGURES = ("allocated", "reserved", "device total", "step time")
+MEMORY = FIGURES[:3]
 # the kinds of plan, the first that applies naming a plan: what each kind's figures depend on most
 KINDS = {
     "host-bound": "forward or backward issued slower by the host than the GPU runs it (small steps)",
@@ -123,3 +124,11 @@ def band_text(found, figure, kind, rows=True):
     kind."""
     band = found.get((figure, kind))
     return band.text(rows) if band else "–"
+
+
+def memory_text(found, kind):
+    """The band of a kind's memory: allocated's, else the first memory figure plan_check has for the kind (named)."""
+    figure = next((f for f in MEMORY if (f, kind) in found), None)
+    if figure is None:
+        return "–"
+    return ("" if figure == "allocated" else f"{figure} ") + found[figure, kind].text(rows=False)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from utils import devices
 from utils.plan import bands
-from utils.tune.plans import SCREEN_DEPTHS
+from utils.tune.plans import screen_depths
 
 TOP = 10  # rows of the ranked table
 BANDS_NOTE = ("band: the lowest and highest error (predicted / measured - 1) make plan_check found among its GPU rows "
-              "of the same kind of plan (utils/plan/bands.py; docs/plan_check.md): the spread seen, not a confidence "
-              "interval; – where it has no row of that kind")
+              "of the same kind of plan (memory: allocated, or the figure named; utils/plan/bands.py, "
+              "docs/plan_check.md): the spread seen, not a confidence interval; – where it has no row of that kind")
 
 
 @dataclasses.dataclass
@@ -54,7 +54,7 @@ def _row(rank, outcome, gpu, found_bands):
     return (f"| {rank} | `{c.full_name}`{' (' + c.compile_mode + ')' if c.compile_mode else ''} | {c.batch} x "
             f"{c.accum}{' x ' + str(c.gpus) if c.gpus > 1 else ''} | {_ms(f.step_ms)}{comm} | {f.tokens_per_s:,.0f} | "
             f"{share} | {_gib(f.allocated_mib)} | {reserved} | {total} | {'screened' if f.screened else 'planned'} | "
-            f"{bands.band_text(found_bands, 'allocated', f.memory_kind, rows=False)} / "
+            f"{bands.memory_text(found_bands, f.memory_kind)} / "
             f"{bands.band_text(found_bands, 'step time', f.step_kind, rows=False)} |")
 
 
@@ -62,7 +62,7 @@ def table(found):
     gpu, multi = found.gpu, found.world[1] > 1
     lines = [f"| rank | configuration | micro-batch x accum{' x GPUs' if multi else ''} | step ms"
              + (" | exposed comm ms" if multi else "") + " | tokens/s per GPU | MFU | allocated GiB | reserved GiB | "
-             "device total GiB | figures | band: allocated / step |", "|" + " --- |" * (11 + multi)]
+             "device total GiB | figures | band: memory / step |", "|" + " --- |" * (11 + multi)]
     found_bands = bands.read()
     lines += [_row(i + 1, o, gpu, found_bands) for i, o in enumerate(found.outcomes[:TOP])]
     return lines + ["", BANDS_NOTE]
@@ -121,16 +121,17 @@ def plot(found, path):
 def section(found, cfg, plot_path):
     kind, gpus = found.world
     where = f"{gpus} x {found.gpu.name} ({kind})" if gpus > 1 else f"one {found.gpu.name}"
-    depth = (f"each screened at {' and '.join(map(str, SCREEN_DEPTHS))} blocks and extrapolated to {found.depth}, "
-             "the fastest then planned at full depth" if found.depth and found.depth > max(SCREEN_DEPTHS)
+    depths = screen_depths(gpus)
+    depth = (f"each screened at {' and '.join(map(str, depths))} blocks and extrapolated to {found.depth}, "
+             "the fastest then planned at full depth" if found.depth and found.depth > max(depths)
              else "each planned whole")
     lines = [f"## {cfg.model} T={cfg.seq}, global batch {found.global_batch}, on {where}", "",
              f"Predicted by the planner (fake tensors; step time a roofline), never measured: {found.space} "
              f"configurations at the whole batch, {found.plans} plans ({depth}). Fits: device total within "
              f"{found.budget_mib / 1024:,.1f} GiB (the GPU's {found.gpu.memory_gib:g} GiB less the margin). A "
              "screened row was not planned at full depth: its device total is its least (allocated + CUDA context: "
-             "the caching allocator's reserved memory may not fit) and its time is extrapolated (on N GPUs, "
-             "exposed communication is not affine in the depth); the planned rows are confirmed.", ""]
+             "the caching allocator's reserved memory may not fit) and its time is extrapolated; the planned rows "
+             "are confirmed.", ""]
     if found.note:
         lines += [found.note, ""]
     if not found.outcomes:

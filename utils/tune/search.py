@@ -2,7 +2,7 @@
 the first few at full depth.
 
 1. Every configuration of the space at the whole per-GPU batch as one micro-batch, screened
-   (utils/tune/plans.py: planned at 1 and 2 blocks, extrapolated).
+   (utils/tune/plans.py: planned at two depths, extrapolated).
 2. Where that does not fit: the same with each memory saver (checkpointing, ...) and with all of
    them, then smaller micro-batches with accumulation (the global batch never changes): the
    largest micro-batch dividing it whose memory fits, from the line through B=1 and the whole
@@ -74,14 +74,20 @@ class Search:
         """Outcome per config: its figures at the model's depth (extrapolated where it is deeper
         than 2 blocks), and whether its least memory fits."""
         configs = list(configs)
-        if self.depth is None or self.depth <= max(plans.SCREEN_DEPTHS):
+        depths = self._depths(configs)
+        if depths is None:
             found = self._plan(configs, [None])[0]
         else:
-            one, two = self._plan(configs, plans.SCREEN_DEPTHS)
-            found = [a if isinstance(a, str) else b if isinstance(b, str) else plans.extrapolate(a, b, self.depth)
-                     for a, b in zip(one, two, strict=True)]
+            low, high = self._plan(configs, depths)
+            found = [a if isinstance(a, str) else b if isinstance(b, str) else
+                     plans.extrapolate(a, b, depths, self.depth) for a, b in zip(low, high, strict=True)]
         return [self._judged(c, f, 0 if isinstance(f, str) else f.device_mib) for c, f in zip(configs, found,
                                                                                              strict=True)]
+
+    def _depths(self, configs):
+        """The depths `configs` (one world's) are screened at, or None: planned whole (shallow enough)."""
+        depths = plans.screen_depths(configs[0].gpus) if configs else None
+        return None if self.depth is None or not depths or self.depth <= max(depths) else depths
 
     def _judged(self, config, figures, need_mib):
         if isinstance(figures, str):
@@ -98,7 +104,7 @@ class Search:
         order, until CONFIRM fit there and no screened one left is faster than the fastest of them
         (a screened figure can be off: exposed communication on N GPUs is not affine in the depth),
         at most CONFIRM_ROUNDS rounds. Returns the confirmed, fastest first, then the rest screened."""
-        if self.depth is None or self.depth <= max(plans.SCREEN_DEPTHS):
+        if self._depths([o.config for o in ranked]) is None:
             return ranked
         confirmed, rest, rounds = [], list(ranked), 0
 
