@@ -162,7 +162,10 @@ def combination(text):
         return combination(name)
     groups = {FUNCTIONS[c.function][1] for c in chosen} - {None}
     base = [c for c in calls_of(BASELINE) if FUNCTIONS[c.function][1] not in groups]  # lion replaces AdamW
-    calls = sorted([*base, *chosen], key=lambda c: STAGES.index(c.stage))  # stable: the baseline's first
+    # by stage, and within one in FUNCTIONS' order (the optimizer before its step in backward), whatever the
+    # order the parts were named in
+    order = list(FUNCTIONS)
+    calls = sorted([*base, *chosen], key=lambda c: (STAGES.index(c.stage), order.index(c.function)))
     return Combination(name, tuple(kept), tuple(calls))
 
 

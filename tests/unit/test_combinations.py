@@ -51,6 +51,15 @@ def test_the_calls_are_the_baselines_plus_each_parts_own_in_stage_order():
     assert [c.function for c in fp16.calls] == ["strict_fp32", "autocast_fp16", "flash_attention", "fused_adamw"]
 
 
+def test_within_a_stage_the_calls_keep_the_tables_order_whatever_order_the_parts_are_named_in():
+    # the optimizer is built before its step is moved into backward, however the user spells it
+    for written in ("step_in_backward+paged_8bit", "paged_8bit+step_in_backward"):
+        functions = [c.function for c in registry.combination(written).calls]
+        assert functions.index("paged_adamw_8bit") < functions.index("step_in_backward"), written
+    named = [c.function for c in registry.combination("offload_activations+chunked_ce+checkpointing").calls]
+    assert named[1:] == ["checkpoint_blocks", "chunked_cross_entropy", "offload_activations", "adamw"]
+
+
 @pytest.mark.parametrize(
     "written, said",
     [
