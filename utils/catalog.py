@@ -15,6 +15,7 @@ BASELINE = "baseline"  # what every speedup is against
 AA_CHECK = "adamw"  # the baseline's calls under another name: an A/A test of the machine's noise
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 GRAPHED_COMPILE_MODES = ("reduce-overhead", "max-autotune")  # inductor captures CUDA graphs in these modes
+COMPILE_SCOPES = ("model", "blocks")  # what compile_model hands torch.compile: the whole model, or each block
 STAGES = ("architecture", "precision", "attention", "adapters", "memory", "parallel", "optimizer", "compile", "step")
 # technique function -> (stage, the group of which a run holds one: two of a group conflict)
 FUNCTIONS = {

@@ -91,8 +91,7 @@ S = Setting
 SETTINGS = (
     # one run (every technique script's flags)
     S("STEPS", "50", "measured training steps per run", "run", _int(1), True),
-    S("WARMUP", "auto", "warm-up steps, timed and kept apart (auto: 10 on CUDA, 3 on CPU)", "run", _auto(_int(0)),
-      True),
+    S("WARMUP", "auto", "warm-up steps, timed apart (auto: 10 on CUDA, 3 on CPU)", "run", _auto(_int(0)), True),
     S("MODEL", "auto", MODEL_HELP, "run", TEXT, True),
     S("LAYERS", "auto", "layers (blocks) of the model: a preset's or an hf: config's (num_hidden_layers; auto: its "
       "own)", "run", _auto(_int(1)), True),
@@ -110,6 +109,8 @@ SETTINGS = (
     S("ACCUM", "4", "micro-batches of BATCH per optimizer step, for techniques that accumulate", "run", _int(1), True),
     S("COMPILE_MODE", "default", "torch.compile mode of techniques that compile",
       "run", _choice(*catalog.COMPILE_MODES), True),
+    S("COMPILE_SCOPE", "model", "what techniques that compile compile: model (one graph) or blocks (each block "
+      "its own, torchtitan's and torchtune's way; the rest eager)", "run", _choice(*catalog.COMPILE_SCOPES), True),
     S("LORA_RANK", "8", "lora: the adapters' rank r (torchtune's Llama 3.1 8B LoRA: 8)", "run", _int(1), True),
     S("LORA_ALPHA", "16", "lora: the adapters' scale is alpha / r (torchtune's 8B LoRA: 16)", "run", _number, True),
     S("LORA_DROPOUT", "0", "lora: dropout on the adapters' input, from 0 up to 1", "run",
@@ -135,8 +136,7 @@ SETTINGS = (
       "make tune: the techniques that change what is learnt to add to its space (blank: none)",
       "all", _words),
     S("REPEATS", "1", "runs per technique, each a fresh process, interleaved A B C A B C", "all", _int(1)),
-    S("CI_HALF_WIDTH", "", "e.g. 0.02: add interleaved rounds until each technique's CI is within +-2%", "all",
-      _fraction),
+    S("CI_HALF_WIDTH", "", "e.g. 0.02: interleaved rounds until each technique's CI is within +-2%", "all", _fraction),
     S("MAX_REPEATS", "10", "with CI_HALF_WIDTH: at most this many runs per technique (3 at least)", "all", _int(3)),
     S("TIME_BUDGET_MIN", "30", "with CI_HALF_WIDTH: start no round ending past this many minutes", "all", _number),
     # report, plots, compare

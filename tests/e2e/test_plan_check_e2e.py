@@ -15,6 +15,7 @@ def test_make_plan_check_prints_every_row_labelled_and_the_bars(results_file):
     assert len(labelled) == len(reference.H100_PEAKS) + len(reference.GPT2XL_TOTALS) + cpu
     for name in ("H100 allocated", "GPT2-XL study device total", "GPT2-XL study order", "this CPU tracked",
                  "torchtitan max reserved", "torchtitan tokens/s", "torchtune peak active", "torchtune tokens/s",
+                 "torchtune ladder peak active", "torchtune ladder tokens/s", "torchtune ladder order",
                  "H200 (this suite's runs) allocated", "H200 (this suite's runs) tokens/s"):
         assert f"- {name}" in out
     # the error bands: every GPU figure compared lands in one (figure, kind); the H100 table alone has 13 allocated

@@ -1,7 +1,9 @@
 """Compiled plans of whole models (tens of seconds of compiling each): checkpointing inside a
-compiled graph, a Hugging Face Llama scheduled as on the GPU, a model from a file."""
+compiled graph, a Hugging Face Llama scheduled as on the GPU, a model from a file; compiled block by
+block, planned and run."""
 
-from helpers import EXAMPLE, run_config
+import pandas as pd
+from helpers import EXAMPLE, run_config, run_script
 
 from utils import devices, models, settings
 from utils.plan import planner
@@ -41,3 +43,29 @@ def test_a_model_from_a_file_is_planned_compiled():
     # torch.compile's guards import the model's module by name: the file's module is registered as an import
     plan = planner.plan(load_setup("compile"), cfg_of(EXAMPLE, seq=32))
     assert plan.record["compiled"] and plan.peak_mib > 0
+
+
+def test_compiled_block_by_block_the_step_in_backward_frees_each_blocks_gradients_as_it_ends():
+    # compiled whole, backward is one graph that returns every gradient at its end: the step in backward
+    # frees none early; block by block, each block's gradients are stepped and freed as the block ends
+    target, technique = Target(devices.by_key("h100-sxm")), "pure_bf16+step_in_backward+compile"
+    plans = {scope: planner.plan(setup_of(technique)[1], load_config(
+        technique, settings.read(env={}), model="tiny", batch=1, seq=8, compile_scope=scope), target)
+        for scope in ("model", "blocks")}
+    by_blocks = plans["blocks"]
+    assert by_blocks.record["compile_scope"] == "blocks" and plans["model"].record["compile_scope"] == "model"
+    gradients = by_blocks.n_params * 2  # bf16
+    assert plans["model"].peak_bytes - by_blocks.peak_bytes > gradients / 4
+    # the blocks' matmuls run in inductor's graphs, the head's eager
+    forward = [op for op in by_blocks.ops if op.phase == "forward" and op.kind == "matmul"]
+    assert any(op.compiled for op in forward) and not all(op.compiled for op in forward)
+
+
+def test_a_run_compiled_block_by_block_trains_and_records_it(tmp_path):
+    results_file = tmp_path / "r.csv"
+    proc = run_script("compile", results_file, COMPILE_SCOPE="blocks", STEPS="3", WARMUP="1", EVAL_EVERY="0")
+    assert proc.returncode == 0, proc.stderr
+    rows = pd.read_csv(results_file)
+    measured = rows[rows["phase"] == "measured"]
+    assert len(measured) == 3 and measured["loss"].notna().all()
+    assert (rows["compile_scope"] == "blocks").all() and rows["compiled"].all()

@@ -91,7 +91,7 @@ WHAT_RAN = {  # technique -> columns that must say what actually ran
     "8bit": {"optimizer": "bitsandbytes.optim.AdamW8bit", "fused": False},
     "lion": {"optimizer": "bitsandbytes.optim.Lion", "lr": 6e-4 / 3},
     "checkpointing": {"checkpointing": True, "attention": "manual"},
-    "compile": {"compiled": True, "compile_mode": "default", "dtype": "fp32"},
+    "compile": {"compiled": True, "compile_mode": "default", "compile_scope": "model", "dtype": "fp32"},
     "stack": {
         "dtype": "bf16-autocast",
         "attention": "sdpa:flash",

@@ -152,6 +152,27 @@ def test_compile_passes_its_mode_to_torch_compile_and_records_it(mode, monkeypat
     assert asked == [None if mode == "default" else mode]  # "default" is torch.compile's own default
     assert run.train_model == ("compiled", run.model) and run.model is not run.train_model
     assert run.record()["compile_mode"] == mode and run.record()["compiled"] is True
+    assert run.record()["compile_scope"] == "model"
+
+
+def test_compile_by_blocks_compiles_each_block_and_leaves_the_rest_eager(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module, mode=None: compiled.append(module) or module)
+    run = bare_run()
+    run.cfg = RunConfig(**{**run.cfg.__dict__, "compile_scope": "blocks"})
+    blocks = list(run.model.blocks)
+    t.adamw(run)
+    t.compile_model(run)
+    assert compiled == blocks and run.train_model is run.model  # the model's own forward, blocks compiled
+    assert run.record()["compile_scope"] == "blocks" and run.record()["compiled"] is True
+
+
+def test_compile_by_blocks_skips_a_model_without_blocks():
+    run = bare_run()
+    run.cfg = RunConfig(**{**run.cfg.__dict__, "compile_scope": "blocks"})
+    run.model.blocks = torch.nn.ModuleList()
+    with pytest.raises(t.Skip, match="no blocks to compile"):
+        t.compile_model(run)
 
 
 def test_gated_mlp_rebuilds_the_model_before_anything_else():

@@ -20,7 +20,7 @@ import torch
 from utils.devices import by_key
 from utils.measure import loop, memory
 from utils.measure.data import batches
-from utils.plan import bands, cpu, h200, machine, planner, timing, torchtitan, torchtune
+from utils.plan import bands, cpu, h200, machine, planner, timing, torchtitan, torchtune, torchtune_ladder
 from utils.plan.config import Target, load_config
 from utils.plan.h100 import H100_LEVERS, H100_PEAKS
 from utils.techniques import setup_of
@@ -277,7 +277,7 @@ def check(given):
     seen = []  # bands.Observation of every GPU figure compared
     h100, plans = h100_rows(given, seen)
     times, levers, study = h100_times(plans, seen), h100_levers(given, seen), gpt2xl_rows(given, seen)
-    external = {source: source.rows(given, _row, seen) for source in (torchtitan, torchtune, h200)}
+    external = {source: source.rows(given, _row, seen) for source in (torchtitan, torchtune, torchtune_ladder, h200)}
     cpu, cpu_time = cpu_rows(given), cpu_times(given)
     print("\n### Bars\n")
     _bar_line("H100 allocated", h100, ALLOCATED_BAR)
@@ -293,5 +293,7 @@ def check(given):
     for source, found in external.items():
         for i, (name, bar) in enumerate(((source.MEMORY, source.MEMORY_BAR), ("tokens/s", source.TOKENS_BAR))):
             _bar_line(f"{source.NAME} {name}", [(r[0], r[i + 1]) for r in found], bar)
+        if hasattr(source, "order_line"):
+            print(source.order_line(found))
     print("\n" + "\n".join(bands.table(seen)))
     return 0

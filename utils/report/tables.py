@@ -117,8 +117,10 @@ def what_ran(row):
     if row.get("mlp") not in (None, "gelu") and row.get("mlp") == row.get("mlp"):
         words.append(f"{row['mlp']} MLP")
     if on("compiled"):
-        mode = row.get("compile_mode")
-        words.append("compiled" + (f" ({mode})" if mode == mode and mode not in (None, "default") else ""))
+        mode, scope = row.get("compile_mode"), row.get("compile_scope")
+        details = [d for d in (mode, scope and f"by {scope}")
+                   if isinstance(d, str) and d not in ("default", "by model")]
+        words.append("compiled" + (f" ({', '.join(details)})" if details else ""))
     if on("checkpointing"):
         policy = row.get("checkpoint_policy")
         words.append("ckpt" + (f" ({policy})" if isinstance(policy, str) and policy not in ("", "block") else ""))

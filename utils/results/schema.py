@@ -54,6 +54,8 @@ COLUMNS = {
     "compiled": "whether the model ran under torch.compile",
     "compile_mode": "torch.compile mode (default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs); "
     "blank if not compiled",
+    "compile_scope": "what torch.compile compiled: model (the whole model, one graph) or blocks (each block its own "
+    "graph, the rest eager); blank if not compiled",
     "cuda_graphs": "whether the whole step was captured once as a CUDA graph and replayed",
     "checkpointing": "whether each block's activations were recomputed in backward",
     "checkpoint_policy": "what checkpointing recomputed: block (each block whole, from its input) or selective "
@@ -108,7 +110,7 @@ STATUSES = ("ok", "skipped", "oom", "error")
 TEXT = (
     "run_id", "timestamp_utc", "technique", "status", "reason", "phase", "model", "data", "dtype", "mlp", "attention",
     "optimizer", "compile_mode", "parallel", "backend", "device", "driver", "cuda", "torch", "git_sha", "host", "kind",
-    "flops_source", "blocks", "adapter", "checkpoint_policy",
+    "flops_source", "blocks", "adapter", "checkpoint_policy", "compile_scope",
 )
 BOOLEAN = ("fused", "compiled", "checkpointing", "cuda_graphs", "scaler_skipped", "activation_offload",
            "step_in_backward")
@@ -118,7 +120,7 @@ NUMERIC = tuple(c for c in COLUMNS if c not in TEXT + BOOLEAN)
 # what ran (the run's configuration as a technique applied it: utils/techniques/run.py Run.record
 # writes them, the report's summary carries them per technique)
 WHAT_RAN = ("dtype", "attention", "optimizer", "fused", "compiled", "checkpointing", "checkpoint_policy", "mlp",
-            "compile_mode", "accum", "cuda_graphs", "loss_chunks", "activation_offload", "step_in_backward", "adapter",
-            "trainable_params")
+            "compile_mode", "compile_scope", "accum", "cuda_graphs", "loss_chunks", "activation_offload",
+            "step_in_backward", "adapter", "trainable_params")
 MEMORY_PARTS = ("params", "grads", "optimizer", "activations", "temporaries")
 MEMORY_COLUMNS = tuple(f"mem_{part}_mib" for part in MEMORY_PARTS) + ("mem_peak_mib",)

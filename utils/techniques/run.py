@@ -30,6 +30,7 @@ class Run:
     mlp: str = "gelu"
     lr: float = None
     compile_mode: str = ""
+    compile_scope: str = ""  # what was compiled: "" (nothing), "model" or "blocks" (compile_model)
     checkpointing: str = ""  # what backward recomputes: "" (nothing), "block" or "selective" (checkpoint_blocks)
     adapter: str = ""  # what trains besides nothing: "" (every weight), or the adapters' description
     # the context each micro-batch's forward runs in: what autograd saves for backward, and where
@@ -72,6 +73,7 @@ class Run:
             "fused": bool(opt and getattr(opt, "defaults", {}).get("fused")),  # torchao's offload has no defaults
             "compiled": bool(self.compile_mode),
             "compile_mode": self.compile_mode,
+            "compile_scope": self.compile_scope,
             "checkpointing": bool(self.checkpointing),
             "checkpoint_policy": self.checkpointing,
             "loss_chunks": self.model.loss_chunks,

@@ -202,9 +202,21 @@ def offload_activations(run):
 @technique
 def compile_model(run):
     # the first steps trace and compile; they fall in the warm-up, which is timed apart
-    mode = run.cfg.compile_mode
-    run.train_model = torch.compile(run.train_model, mode=None if mode == "default" else mode)
-    run.compile_mode = mode
+    mode, scope = run.cfg.compile_mode, run.cfg.compile_scope
+    options = {"mode": None if mode == "default" else mode}
+    if scope == "blocks":
+        # each block its own graph (torchtitan's apply_compile, torchtune's compile_model): identical blocks
+        # share one compiled graph, and backward finishes each block's graph before the next, so a block's
+        # gradients reach their hooks (step_in_backward) as it ends; the rest runs eager. Wrapped, not
+        # compiled in place: module hooks (MemTracker's, the planner's) then run outside the graph
+        blocks = run.model.blocks
+        if not len(blocks):
+            raise Skip(f"{run.cfg.model} shows no blocks to compile (no nn.ModuleList): name them with BLOCKS=")
+        for i, block in enumerate(blocks):
+            blocks[i] = torch.compile(block, **options)
+    else:
+        run.train_model = torch.compile(run.train_model, **options)
+    run.compile_mode, run.compile_scope = mode, scope
 
 
 # 9. step

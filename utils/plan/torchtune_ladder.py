@@ -1,0 +1,103 @@
+"""torchtune's ladder of optimisations, for `make plan_check`: Llama 3.2 3B fully fine-tuned on one
+A100 (80 GB: the first row's 60 GiB fits no other), batch 2, sequence 4096, bf16, each row adding one
+technique to the one above, LoRA and QLoRA beside them (pytorch/torchtune README, "Optimization
+flags", added by its pull request #2003 of 2024-11-18).
+
+What they ran (the recipes' configs of that commit, llama3_2/3B_full_single_device.yaml and
+3B_lora / 3B_qlora_single_device.yaml, with the README's flags): weights in bf16 with no fp32 copy,
+SDPA attention, samples packed to 4096 (the table's unpacked first row has no fixed shape to plan
+and is left out); the full rows with torch.optim.AdamW (foreach kernels on CUDA) until "8-bit
+AdamW" (the README names `AdamW8bit`: bitsandbytes'), compiled layer by layer, cross-entropy
+in 8 chunks (CEWithChunkedOutputLoss), every layer checkpointed, the optimizer step in backward
+(one optimizer per parameter), activations offloaded (OffloadActivations); LoRA and QLoRA: rank 64,
+alpha 128 on the query, value and output projections and the MLP, fused AdamW, no step in
+backward, the rest as the row above them; QLoRA's base in NF4 (torchao), every block projection.
+"Peak Memory Active" is torchtune's active_bytes.all.peak (torchtune/training/memory.py): the
+plan's allocated. Where the published table leaves what ran open, the other reading is planned too
+and printed beside the table, never counted.
+"""
+
+import pandas as pd
+
+from utils import devices
+from utils.plan import bands, planner, torchtune
+from utils.plan.config import Target, load_config
+from utils.techniques import setup_of
+from utils.techniques.parallel import World
+
+NAME, MEMORY = "torchtune ladder", "peak active"
+MEMORY_BAR, TOKENS_BAR = torchtune.MEMORY_BAR, torchtune.TOKENS_BAR
+BATCH, SEQ, MODEL, GPU = 2, 4096, "hf:llama-3.2-3b", "a100-80gb"
+LORA = {"lora_rank": 64, "lora_alpha": 128.0, "lora_targets": "q_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"}
+FULL = "pure_bf16+flash"
+FULL_SAVING = f"{FULL}+compile+chunked_ce+checkpointing+step_in_backward+offload_activations"
+ADAPTED = "flash+compile+chunked_ce+checkpointing+offload_activations+fused"
+# (row, the suite's combination, its LoRA settings, tokens/s, peak active GiB)
+ROWS = (
+    ("+ packed dataset", FULL, {}, 7075, 60.0),
+    ("+ compile", f"{FULL}+compile", {}, 8998, 51.0),
+    ("+ chunked cross-entropy", f"{FULL}+compile+chunked_ce", {}, 9174, 42.9),
+    ("+ activation checkpointing", f"{FULL}+compile+chunked_ce+checkpointing", {}, 7210, 24.9),
+    ("+ optimizer step in backward", f"{FULL}+compile+chunked_ce+checkpointing+step_in_backward", {}, 7309, 23.1),
+    ("+ activation offloading", FULL_SAVING, {}, 7301, 21.8),
+    ("+ 8-bit AdamW", f"{FULL_SAVING}+8bit", {}, 6960, 17.6),
+    ("LoRA", f"pure_bf16+lora+{ADAPTED}", LORA, 8210, 8.5),
+    ("QLoRA", f"qlora+{ADAPTED}", LORA, 8035, 4.6),
+)
+# where the table leaves what ran open: the row, the other reading, its combination
+READINGS = (
+    ("+ activation checkpointing", "fused AdamW (no foreach buffer)", f"{FULL}+compile+chunked_ce+checkpointing+fused"),
+    ("+ 8-bit AdamW", "bitsandbytes' PagedAdamW8bit, the full recipe's own optimizer (its state in unified "
+     "memory, off the allocator's books)", f"{FULL_SAVING}+paged_8bit"),
+)
+DIFFERENCES = (
+    "the foreach AdamW step (the rows up to checkpointing) holds a square-root buffer the size of every parameter: "
+    "above the measured 24.9 GiB once checkpointing leaves the optimizer step the peak",
+)
+
+
+def _planned(technique, given, lora):
+    cfg = load_config(technique, given, batch=BATCH, seq=SEQ, model=MODEL, world=World(), compile_scope="blocks",
+                      **lora)
+    return cfg, planner.plan(setup_of(technique)[1], cfg, Target(devices.by_key(GPU)))
+
+
+def rows(given, table_row, seen):
+    """Predicted vs published, per row (printed by `table_row`): peak active (the plan's allocated) and
+    tokens/s, then the other readings; returns (label, memory error, tokens/s error, measured GiB,
+    predicted GiB, measured tokens/s, predicted tokens/s) per row; `seen` gets each comparison."""
+    print(f"\n### torchtune's ladder: Llama 3.2 3B on one A100 80GB, batch {BATCH}, T={SEQ}, bf16 (peak active; "
+          "tokens/s)\n")
+    table_row(["row", "measured GiB", "predicted GiB (allocated / device total)", "error", f"within {MEMORY_BAR:.0%}",
+               "measured tokens/s", "predicted tokens/s", "error", f"within {TOKENS_BAR:.0%}"])
+    table_row(["---"] * 9)
+    out, cfg = [], None
+    for label, technique, lora, tokens, gib in ROWS:
+        cfg, plan = _planned(technique, given, lora)
+        allocated, predicted = plan.memory.allocated_mib / 1024, plan.time.tokens_per_s
+        out.append((label, allocated / gib - 1, predicted / tokens - 1, gib, allocated, tokens, predicted))
+        bands.observe(seen, plan, "allocated", out[-1][1], label)
+        bands.observe(seen, plan, "step time", bands.step_error(out[-1][2]), label)
+        table_row([f"{label} (`{technique}`)", gib, f"**{allocated:.1f}** / {plan.memory.total_mib / 1024:.1f}",
+                   f"{out[-1][1]:+.1%}", "yes" if abs(out[-1][1]) <= MEMORY_BAR else "**no**", f"{tokens:,}",
+                   f"{predicted:,.0f}", f"{out[-1][2]:+.1%}", "yes" if abs(out[-1][2]) <= TOKENS_BAR else "**no**"])
+    measured = {label: gib for label, *_, gib in ROWS}
+    print("\nthe other readings, planned (not counted above): " + "; ".join(
+        f"{label} with {reading}: {allocated:.1f} GiB ({allocated / measured[label] - 1:+.1%})"
+        for label, reading, allocated in _readings(given)))
+    print("\nwhat differs: " + "; ".join((*DIFFERENCES, *torchtune.differences(cfg))))
+    return out
+
+
+def _readings(given):
+    for label, reading, technique in READINGS:
+        yield label, reading, _planned(technique, given, {})[1].memory.allocated_mib / 1024
+
+
+def order_line(found):
+    """The ladder's order, predicted against measured: memory and tokens/s (Spearman's rank correlation)."""
+    ranks = [pd.Series([row[i] for row in found]).rank() for i in (3, 4, 5, 6)]
+    memory, tokens = ranks[0].corr(ranks[1]), ranks[2].corr(ranks[3])
+    same = (ranks[0] == ranks[1]).all()
+    return (f"- {NAME} order: peak active {'the same as measured' if same else '**differs**'} (Spearman "
+            f"{memory:.3f}); tokens/s Spearman {tokens:.3f}")
