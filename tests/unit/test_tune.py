@@ -21,8 +21,8 @@ def test_every_technique_has_a_role_and_the_default_space_keeps_the_learning():
     # only what the table says learns the same (up to rounding) is searched unasked
     assert all(catalog.BY_NAME[p].tune == catalog.SEARCHED for p in parts)
     assert not parts & {"lion", "8bit", "lora", "qlora", "pure_bf16", "sgd", "geglu"}
-    assert {("stack", "default"), ("stack", "reduce-overhead"), ("baseline", "")} <= {
-        (c.technique, c.compile_mode) for c in configs}
+    assert {("stack", "default", "model"), ("stack", "default", "blocks"), ("stack", "reduce-overhead", "blocks"),
+            ("baseline", "", "")} <= {(c.technique, c.compile_mode, c.compile_scope) for c in configs}
     assert set(savers) == {t.name for t in catalog.TECHNIQUES if t.tune == catalog.SAVES_MEMORY}
 
 
@@ -32,7 +32,8 @@ def test_the_space_is_pruned_by_capability_conflict_and_unmodelled_modes():
     names = {c.technique for c in h100}
     assert "compile+cudagraphs" not in names and "fp16+cudagraphs" not in names  # catalog.CONFLICTS
     assert pruned["conflict (the catalog refuses the pair)"] > 0
-    assert pruned["compile mode not modelled"] == 2 * sum(c.compile_mode == "default" for c in h100)
+    compiled = [c for c in h100 if c.compile_mode == "default" and c.compile_scope == "model"]
+    assert pruned["compile mode not modelled"] == 2 * len(compiled)
     assert not {c.technique for c in t4} & {"bf16", "flash", "stack", "tf32"}  # Turing: no bf16
     assert t4_pruned["capability (T4 is 7.5)"] > 0
     cpu, _, cpu_pruned = space.space((), None)
@@ -58,6 +59,10 @@ def test_the_command_and_label_say_how_the_batch_is_reached():
     assert "on 8 GPUs (fsdp)" in many.label
     assert many.torchrun() == ("SUITE_PARALLEL=fsdp SUITE_BATCH=2 torchrun --standalone --nproc_per_node=8 "
                                "-m utils.measure.train flash+checkpointing")
+    blocks = Config("flash+compile", "default", batch=2, gpus=8, parallel="fsdp", compile_scope="blocks")
+    assert blocks.command() == "make fsdp NPROC=8 TECHNIQUE=flash+compile BATCH=2 COMPILE_SCOPE=blocks"
+    assert "SUITE_COMPILE_SCOPE=blocks torchrun" in blocks.torchrun() and "(by blocks)" in blocks.label
+    assert Config("stack", "reduce-overhead", compile_scope="blocks").compiled_as == "reduce-overhead, by blocks"
 
 
 def _figures(mib, ms, screened=False):
@@ -177,7 +182,7 @@ def test_compiled_forms_are_planned_at_the_whole_batch_and_at_the_split_that_fit
                search.Outcome(Config("fused", batch=8), _figures(1, 20), search.FITS)]
     pruned = space.Pruned()
     compiled = tune._compiled_of([Config("compile", "default")], fitting, 8, 1, pruned)
-    assert {(c.technique, c.compile_mode, c.batch, c.accum) for c in compiled} == {
-        (name, mode, batch, accum) for mode in space.COMPILE_MODES
+    assert {(c.technique, c.compile_mode, c.compile_scope, c.batch, c.accum) for c in compiled} == {
+        (name, mode, scope, batch, accum) for mode in space.COMPILE_MODES for scope in catalog.COMPILE_SCOPES
         for name, batch, accum in (("flash+compile", 8, 1), ("flash+checkpointing+compile", 2, 4))}
     assert pruned["compiled form not planned (its eager form is not among the 1 fastest that fit: COMPILE_TOP)"] == 1

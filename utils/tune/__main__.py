@@ -15,16 +15,17 @@ usage: python -m utils.tune   (settings from the environment)
 
 import concurrent.futures
 import dataclasses
+import itertools
 import multiprocessing
 import os
 import sys
 import time
 
 from utils import checks, devices, registry, settings
-from utils.catalog import BY_NAME, SAVES_MEMORY
+from utils.catalog import BY_NAME, COMPILE_SCOPES, SAVES_MEMORY
 from utils.tune import plans, report
 from utils.tune.search import SPLIT_TOP, Search
-from utils.tune.space import COMPILE_MODES, Config, join, options, space
+from utils.tune.space import COMPILE_MODES, join, options, space
 
 MAX_GPUS = 64  # the FSDP2 search's ceiling: past it the answer is a cluster, not a choice
 
@@ -71,7 +72,7 @@ def _screened(searching, configs, savers, pruned):
 
 
 def _compiled_of(compiled, fitting, whole, top, pruned):
-    """The compiled configs worth planning: both modes of the compiled forms of the `top` fastest
+    """The compiled configs worth planning: both modes and scopes of the compiled forms of the `top` fastest
     eager configurations that fit (COMPILE_TOP; 0: every one), each at the whole batch without
     memory savers and at the split (savers, micro-batch) that made its eager form fit. None where
     nothing eager fits: compiling keeps the eager step's weights and optimizer state."""
@@ -84,11 +85,11 @@ def _compiled_of(compiled, fitting, whole, top, pruned):
             if top and len(bases) == top:
                 break
             bases.append(join(*base))
-        for mode in COMPILE_MODES:
+        for mode, scope in itertools.product(COMPILE_MODES, COMPILE_SCOPES):
             for name, batch, accum in ((base, whole, 1), (parts, config.batch, config.accum)):
                 try:
                     tried = dataclasses.replace(config, technique=join(*name, "compile"), compile_mode=mode,
-                                                batch=batch, accum=accum)
+                                                compile_scope=scope, batch=batch, accum=accum)
                 except checks.BadInput:
                     continue
                 if tried not in planned:
@@ -106,7 +107,7 @@ def _search_world(pool, gpu, given, depth, global_batch, world, budget):
     kind, gpus = world
     configs, savers, pruned = space(given.techniques, gpu)
     searching = Search(pool, given, gpu, depth, budget, pruned)
-    configs = [Config(c.technique, c.compile_mode, global_batch // gpus, 1, gpus, kind) for c in configs]
+    configs = [dataclasses.replace(c, batch=global_batch // gpus, accum=1, gpus=gpus, parallel=kind) for c in configs]
     eager = [c for c in configs if not c.compile_mode]
     fitting = _screened(searching, eager, savers, pruned)
     compiled = _compiled_of([c for c in configs if c.compile_mode], fitting, global_batch // gpus, given.compile_top,
@@ -132,7 +133,7 @@ def search_gpu(pool, gpu, given, depth, global_batch, world):
     for n in counts:
         # the probe is planned whole: its device total, not a screened bound, says whether n GPUs can do
         probe = Search(pool, given, gpu, None, budget, found.pruned)
-        lean = Config(leanest.config.technique, leanest.config.compile_mode, 1, global_batch // n, n, "fsdp")
+        lean = dataclasses.replace(leanest.config, batch=1, accum=global_batch // n, gpus=n, parallel="fsdp")
         probed = probe.screen([lean])[0]
         if not probed.fits:
             continue

@@ -106,7 +106,7 @@ def plan(given, config, gpu_key, depth):
     world = World(config.parallel, 0, 0, config.gpus) if config.gpus > 1 else World()
     fields = {"batch": config.batch, "accum": config.accum, **({"layers": depth} if depth else {})}
     if config.compile_mode:
-        fields["compile_mode"] = config.compile_mode
+        fields.update(compile_mode=config.compile_mode, compile_scope=config.compile_scope or "model")
     start = time.perf_counter()
     try:
         cfg = load_config(config.full_name, given, world=world, **fields)

@@ -51,7 +51,7 @@ def _row(rank, outcome, gpu, found_bands):
     share = mfu(gpu, f)
     share = f"{share:.1%}" if share is not None else "–"
     comm = f" | {f.exposed_ms:,.1f}" if c.gpus > 1 else ""
-    return (f"| {rank} | `{c.full_name}`{' (' + c.compile_mode + ')' if c.compile_mode else ''} | {c.batch} x "
+    return (f"| {rank} | `{c.full_name}`{' (' + c.compiled_as + ')' if c.compiled_as else ''} | {c.batch} x "
             f"{c.accum}{' x ' + str(c.gpus) if c.gpus > 1 else ''} | {_ms(f.step_ms)}{comm} | {f.tokens_per_s:,.0f} | "
             f"{share} | {_gib(f.allocated_mib)} | {reserved} | {total} | {'screened' if f.screened else 'planned'} | "
             f"{bands.memory_text(found_bands, f.memory_kind)} / "

@@ -1,7 +1,7 @@
 """make tune's space: every configuration the techniques' table allows, and why each one left out was.
 
 A configuration is a technique or '+' combination (at most one searched part per stage, as
-utils/catalog.py's `tune` roles allow), its compile mode where it compiles, and how the global
+utils/catalog.py's `tune` roles allow), its compile mode and scope where it compiles, and how the global
 batch is reached: micro-batch x accumulation x GPUs. Pruned before any plan: what the GPU cannot
 run (compute capability), what a package missing here cannot build, what the catalog declares in
 conflict, and what repeats another configuration (tf32 under bf16 or fp16 autocast: no fp32
@@ -18,6 +18,7 @@ from utils import checks, registry
 from utils.catalog import (
     BASELINE,
     BY_NAME,
+    COMPILE_SCOPES,
     NOT_A_CHOICE,
     OPT_IN,
     SAVES_MEMORY,
@@ -42,6 +43,19 @@ class Config:
     accum: int = 1  # micro-batches per optimizer step
     gpus: int = 1
     parallel: str = ""  # ddp or fsdp on several GPUs
+    compile_scope: str = ""  # where it compiles: model (the whole) or blocks (each block apart)
+
+    @property
+    def compiled_as(self):
+        """How it compiles, where that is not torch.compile's default of the whole model: "" or e.g.
+        "reduce-overhead, by blocks"."""
+        return ", ".join(([self.compile_mode] if self.compile_mode not in ("", "default") else [])
+                         + (["by blocks"] if self.compile_scope == "blocks" else []))
+
+    def _settings(self):
+        """The compile settings that are not the default, {NAME: value}."""
+        return {**({"COMPILE_MODE": self.compile_mode} if self.compile_mode not in ("", "default") else {}),
+                **({"COMPILE_SCOPE": self.compile_scope} if self.compile_scope == "blocks" else {})}
 
     @property
     def full_name(self):
@@ -50,13 +64,13 @@ class Config:
 
     @property
     def label(self):
-        mode = f" ({self.compile_mode})" if self.compile_mode and self.compile_mode != "default" else ""
+        mode = f" ({self.compiled_as})" if self.compiled_as else ""
         split = f" B={self.batch}" + (f" x{self.accum}" if self.accum > 1 else "")
         return self.full_name + mode + split + (f" on {self.gpus} GPUs ({self.parallel})" if self.gpus > 1 else "")
 
     def command(self):
         """The command that runs it, as the user would paste it."""
-        mode = f" COMPILE_MODE={self.compile_mode}" if self.compile_mode not in ("", "default") else ""
+        mode = "".join(f" {name}={value}" for name, value in self._settings().items())
         accum = f" ACCUM={self.accum}" if self.accum > 1 else ""
         if self.gpus > 1:
             return (f"make {self.parallel} NPROC={self.gpus} TECHNIQUE={self.full_name} BATCH={self.batch}{accum}"
@@ -66,8 +80,8 @@ class Config:
     def torchrun(self):
         """On N GPUs, the same as torchrun runs it (one node; utils/drivers/launch.py says how on several)."""
         settings = f"SUITE_PARALLEL={self.parallel} SUITE_BATCH={self.batch}" + (
-            f" SUITE_ACCUM={self.accum}" if self.accum > 1 else "") + (
-            f" SUITE_COMPILE_MODE={self.compile_mode}" if self.compile_mode not in ("", "default") else "")
+            f" SUITE_ACCUM={self.accum}" if self.accum > 1 else "") + "".join(
+            f" SUITE_{name}={value}" for name, value in self._settings().items())
         target = f"-m utils.measure.train {self.full_name}" if "+" in self.full_name else f"scripts/{self.full_name}.py"
         return f"{settings} torchrun --standalone --nproc_per_node={self.gpus} {target}"
 
@@ -143,12 +157,12 @@ def combinations(by_stage, extra=()):
 
 
 def with_modes(names):
-    """(Config per technique and compile mode: every modelled mode where it compiles) and the
-    count of unplanned modes left out."""
+    """(Config per technique, compile mode and scope: every modelled mode and both scopes where it
+    compiles) and the count of unplanned modes left out."""
     configs, unplanned = [], 0
     for name in names:
         if "compile_model" in registry.functions_of(name):
-            configs += [Config(name, mode) for mode in COMPILE_MODES]
+            configs += [Config(name, mode, compile_scope=scope) for mode in COMPILE_MODES for scope in COMPILE_SCOPES]
             unplanned += len(UNPLANNED_MODES)
         else:
             configs.append(Config(name))

@@ -49,7 +49,9 @@ def cpu_predictions(given, global_batch):
     predicted = []
     for config in configs:
         name = config.technique
-        fields = {"batch": global_batch, **({"compile_mode": config.compile_mode} if config.compile_mode else {})}
+        fields = {"batch": global_batch, **({"compile_mode": config.compile_mode,
+                                             "compile_scope": config.compile_scope or "model"}
+                                            if config.compile_mode else {})}
         cfg = dataclasses.replace(run_config.load(name, dataclasses.replace(given, device="cpu", **fields)),
                                   data="fixed")
         # compiled kernels' host cost is timing.py's; the eager ops around them are measured without compile
@@ -74,7 +76,8 @@ def _measured_ms(outcome, results_file):
 
 
 def _overrides(config, **more):
-    return {"BATCH": config.batch, "ACCUM": config.accum, **({"COMPILE_MODE": config.compile_mode}
+    return {"BATCH": config.batch, "ACCUM": config.accum, **({"COMPILE_MODE": config.compile_mode,
+                                                               "COMPILE_SCOPE": config.compile_scope or "model"}
                                                               if config.compile_mode else {}), **more}
 
 
