@@ -37,6 +37,15 @@ def test_a_parallel_run_appends_rows_and_trains_as_one_process(results_file, kin
     assert parts.to_numpy() == pytest.approx(measured["step_ms"].to_numpy(), abs=2e-4)  # one rank's parts, whole
 
 
+def test_fsdp_with_each_block_compiled_trains_as_one_process(results_file):
+    # what make tune recommends on N GPUs: FSDP2's blocks, each compiled apart (the hooks outside the graphs)
+    proc = run_make("fsdp", "TECHNIQUE=compile", "COMPILE_SCOPE=blocks", results_file=results_file, **TWO)
+    assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
+    assert ": match" in proc.stdout
+    rows = _rows(results_file, "fsdp")
+    assert len(rows) and set(rows["compile_scope"]) == {"blocks"}
+
+
 def test_scaling_draws_tokens_per_s_at_each_world_size(results_file, tmp_path):
     proc = run_make("scaling_gpus", "KIND=ddp", f"PLOTS_DIR={tmp_path}", results_file=results_file, **TWO)
     assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
