@@ -1,6 +1,7 @@
 """make plan_check: its order check and bars on rows with known answers."""
 
-from utils.plan import reference
+from utils import registry
+from utils.plan import reference, torchtune_ladder
 
 
 def test_the_order_check_names_each_pair_out_of_order():
@@ -17,3 +18,21 @@ def test_a_bar_is_met_missed_or_missed_with_each_miss_explained(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "- t: 1 of 2 within 5% (largest error 20.0%): **missed** (y)"
     assert out[1].endswith("missed, each miss explained (y)") and out[2].endswith(": met")
+
+
+def test_the_ladder_adds_one_technique_per_full_row_and_its_readings_name_rows():
+    full = [registry.combination(t).parts for label, t, lora, *_ in torchtune_ladder.ROWS if not lora]
+    for above, row in zip(full, full[1:]):
+        assert len(set(row) - set(above)) == 1, row  # each rung adds one technique to the one above
+    labels = {row[0] for row in torchtune_ladder.ROWS}
+    assert all(label in labels and registry.combination(t) for label, _, t in torchtune_ladder.READINGS)
+
+
+def test_the_ladder_order_line_says_whether_predicted_memory_keeps_the_measured_order():
+    # (label, memory error, tokens error, measured GiB, predicted GiB, measured tokens/s, predicted tokens/s)
+    found = [("a", 0, 0, 60.0, 58.0, 7000, 7100), ("b", 0, 0, 50.0, 49.0, 9000, 8800),
+             ("c", 0, 0, 20.0, 25.0, 7200, 7300)]
+    assert "peak active the same as measured (Spearman 1.000); tokens/s Spearman 1.000" in \
+        torchtune_ladder.order_line(found)
+    swapped = [found[0], (*found[1][:4], 10.0, *found[1][5:]), found[2]]
+    assert "**differs**" in torchtune_ladder.order_line(swapped)
