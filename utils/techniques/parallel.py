@@ -40,8 +40,11 @@ def wrap(run):
     elif world.kind == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        for block in run.model.blocks:  # one all-gather per block: only one block's weights whole at a time
-            fully_shard(block)
+        blocks = run.model.blocks
+        for i, block in enumerate(blocks):
+            # one all-gather per block: only one block's weights whole at a time; the last block's stay whole
+            # after forward, as backward needs them first (torchtitan's reshard policy; FSDP2 keeps the root's)
+            fully_shard(block, reshard_after_forward=i < len(blocks) - 1)
         fully_shard(run.model)
         run.no_sync = _fsdp_no_sync(run.model)
         if world.backend == "gloo":
