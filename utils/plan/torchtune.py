@@ -50,27 +50,39 @@ def differences(cfg):
     )
 
 
+def header(first):
+    """The table's two header rows, its first column named `first`."""
+    return [[first, "measured GiB", "predicted GiB (allocated / device total)", "error", f"within {MEMORY_BAR:.0%}",
+             "measured tokens/s", "predicted tokens/s", "error", f"within {TOKENS_BAR:.0%}"], ["---"] * 9]
+
+
+def compared(label, technique, cfg, target, published, seen):
+    """`technique` planned at `cfg` on `target` against torchtune's `published` (tokens/s, peak active GiB):
+    ((label, memory error, tokens/s error, measured GiB, predicted GiB, measured tokens/s, predicted
+    tokens/s), the row's table cells); `seen` gets each comparison (bands.observe)."""
+    tokens, gib = published
+    plan = planner.plan(setup_of(technique)[1], cfg, target)
+    allocated, predicted = plan.memory.allocated_mib / 1024, plan.time.tokens_per_s
+    row = (label, allocated / gib - 1, predicted / tokens - 1, gib, allocated, tokens, predicted)
+    bands.observe(seen, plan, "allocated", row[1], label)
+    bands.observe(seen, plan, "step time", bands.step_error(row[2]), label)
+    return row, [f"{label} (`{technique}`)", gib, f"**{allocated:.1f}** / {plan.memory.total_mib / 1024:.1f}",
+                 f"{row[1]:+.1%}", "yes" if abs(row[1]) <= MEMORY_BAR else "**no**", f"{tokens:,}",
+                 f"{predicted:,.0f}", f"{row[2]:+.1%}", "yes" if abs(row[2]) <= TOKENS_BAR else "**no**"]
+
+
 def rows(given, table_row, seen):
     """Predicted vs published, per row (printed by `table_row`): peak active (the plan's allocated)
-    and tokens/s; returns (label, memory error, tokens/s error) per row; `seen` gets each comparison (bands.observe)."""
+    and tokens/s; returns compared()'s tuple per row; `seen` gets each comparison."""
     target, out = Target(devices.by_key("rtx-4090")), []
     print("\n### torchtune: Llama 3.1 8B on one RTX 4090, batch 2, T=2048, bf16 (peak active; tokens/s)\n")
-    table_row(["configuration", "measured GiB", "predicted GiB (allocated / device total)", "error",
-               f"within {MEMORY_BAR:.0%}", "measured tokens/s", "predicted tokens/s", "error",
-               f"within {TOKENS_BAR:.0%}"])
-    table_row(["---"] * 9)
+    for cells in header("configuration"):
+        table_row(cells)
     for label, technique, lora, tokens, gib in ROWS:
         cfg = load_config(technique, given, batch=2, seq=2048, model="hf:llama-3.1-8b", world=World(),
                           compile_scope="blocks", **lora)
-        plan = planner.plan(setup_of(technique)[1], cfg, target)
-        allocated = plan.memory.allocated_mib / 1024
-        errors = (allocated / gib - 1, plan.time.tokens_per_s / tokens - 1)
-        out.append((label, *errors))
-        bands.observe(seen, plan, "allocated", errors[0], out[-1][0])
-        bands.observe(seen, plan, "step time", bands.step_error(errors[1]), out[-1][0])
-        table_row([f"{label} (`{technique}`)", gib, f"**{allocated:.1f}** / {plan.memory.total_mib / 1024:.1f}",
-                   f"{errors[0]:+.1%}", "yes" if abs(errors[0]) <= MEMORY_BAR else "**no**", f"{tokens:,}",
-                   f"{plan.time.tokens_per_s:,.0f}", f"{errors[1]:+.1%}",
-                   "yes" if abs(errors[1]) <= TOKENS_BAR else "**no**"])
+        row, cells = compared(label, technique, cfg, target, (tokens, gib), seen)
+        out.append(row)
+        table_row(cells)
     print("\nwhat differs: " + "; ".join(differences(cfg)))
     return out

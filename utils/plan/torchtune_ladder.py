@@ -20,7 +20,7 @@ and printed beside the table, never counted.
 import pandas as pd
 
 from utils import devices
-from utils.plan import bands, planner, torchtune
+from utils.plan import planner, torchtune
 from utils.plan.config import Target, load_config
 from utils.techniques import setup_of
 from utils.techniques.parallel import World
@@ -56,42 +56,37 @@ DIFFERENCES = (
 )
 
 
-def _planned(technique, given, lora):
-    cfg = load_config(technique, given, batch=BATCH, seq=SEQ, model=MODEL, world=World(), compile_scope="blocks",
-                      **lora)
-    return cfg, planner.plan(setup_of(technique)[1], cfg, Target(devices.by_key(GPU)))
+def _config(technique, given, lora):
+    return load_config(technique, given, batch=BATCH, seq=SEQ, model=MODEL, world=World(), compile_scope="blocks",
+                       **lora)
 
 
 def rows(given, table_row, seen):
     """Predicted vs published, per row (printed by `table_row`): peak active (the plan's allocated) and
-    tokens/s, then the other readings; returns (label, memory error, tokens/s error, measured GiB,
-    predicted GiB, measured tokens/s, predicted tokens/s) per row; `seen` gets each comparison."""
+    tokens/s, then the other readings; returns torchtune.compared()'s tuple per row; `seen` gets each
+    comparison."""
     print(f"\n### torchtune's ladder: Llama 3.2 3B on one A100 80GB, batch {BATCH}, T={SEQ}, bf16 (peak active; "
           "tokens/s)\n")
-    table_row(["row", "measured GiB", "predicted GiB (allocated / device total)", "error", f"within {MEMORY_BAR:.0%}",
-               "measured tokens/s", "predicted tokens/s", "error", f"within {TOKENS_BAR:.0%}"])
-    table_row(["---"] * 9)
-    out, cfg = [], None
+    for cells in torchtune.header("row"):
+        table_row(cells)
+    target, out, cfg = Target(devices.by_key(GPU)), [], None
     for label, technique, lora, tokens, gib in ROWS:
-        cfg, plan = _planned(technique, given, lora)
-        allocated, predicted = plan.memory.allocated_mib / 1024, plan.time.tokens_per_s
-        out.append((label, allocated / gib - 1, predicted / tokens - 1, gib, allocated, tokens, predicted))
-        bands.observe(seen, plan, "allocated", out[-1][1], label)
-        bands.observe(seen, plan, "step time", bands.step_error(out[-1][2]), label)
-        table_row([f"{label} (`{technique}`)", gib, f"**{allocated:.1f}** / {plan.memory.total_mib / 1024:.1f}",
-                   f"{out[-1][1]:+.1%}", "yes" if abs(out[-1][1]) <= MEMORY_BAR else "**no**", f"{tokens:,}",
-                   f"{predicted:,.0f}", f"{out[-1][2]:+.1%}", "yes" if abs(out[-1][2]) <= TOKENS_BAR else "**no**"])
+        cfg = _config(technique, given, lora)
+        row, cells = torchtune.compared(label, technique, cfg, target, (tokens, gib), seen)
+        out.append(row)
+        table_row(cells)
     measured = {label: gib for label, *_, gib in ROWS}
     print("\nthe other readings, planned (not counted above): " + "; ".join(
         f"{label} with {reading}: {allocated:.1f} GiB ({allocated / measured[label] - 1:+.1%})"
-        for label, reading, allocated in _readings(given)))
+        for label, reading, allocated in _readings(given, target)))
     print("\nwhat differs: " + "; ".join((*DIFFERENCES, *torchtune.differences(cfg))))
     return out
 
 
-def _readings(given):
+def _readings(given, target):
     for label, reading, technique in READINGS:
-        yield label, reading, _planned(technique, given, {})[1].memory.allocated_mib / 1024
+        plan = planner.plan(setup_of(technique)[1], _config(technique, given, {}), target)
+        yield label, reading, plan.memory.allocated_mib / 1024
 
 
 def order_line(found):
