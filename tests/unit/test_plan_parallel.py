@@ -1,6 +1,7 @@
 """N GPUs planned on one CPU: FSDP2 and DDP on a fake process group."""
 
 import pytest
+import torch
 from helpers import plan_cfg, set_env
 
 from utils import registry, results
@@ -55,3 +56,23 @@ def test_bad_worlds_are_one_line_and_write_nothing(results_file, monkeypatch, ca
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("plan: error:") and message in lines[0]
     assert not results_file.exists()
+
+
+def _collectives(plan):
+    return [(op.name, op.dtype, op.bytes) for op in plan.ops if op.kind == "collective"]
+
+
+def test_fsdp_under_bf16_autocast_gathers_the_blocks_in_bf16_and_reduces_gradients_in_fp32():
+    cfg, bf16 = plan_cfg(World("fsdp", 0, 0, 4)), registry.load_setup("bf16")
+    fp32_ops, gpu_ops, cpu_ops = (_collectives(p) for p in (
+        planner.plan(registry.load_setup("baseline"), cfg), planner.plan(bf16, cfg),
+        planner.plan(bf16, cfg, model_cuda=False)))
+    gathers = [(dtype, nbytes) for name, dtype, nbytes in gpu_ops if name == "all_gather"]
+    # the root's weights (embeddings, head) stay fp32: the residual stream with them; each block's come in bf16
+    assert {dtype for dtype, _ in gathers} == {torch.float32, torch.bfloat16}
+    halved = [n for (name, _, n), (_, dtype, half) in zip(fp32_ops, gpu_ops) if name == "all_gather"
+              and dtype == torch.bfloat16 and half * 2 == n]
+    assert len(halved) == sum(dtype == torch.bfloat16 for dtype, _ in gathers) > 0
+    assert {dtype for name, dtype, _ in gpu_ops if name == "reduce_scatter"} == {torch.float32}
+    # ranks on CPUs keep fp32 weights: a CPU's autocast runs layer_norm in the dtypes it is given
+    assert cpu_ops == fp32_ops

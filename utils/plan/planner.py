@@ -188,11 +188,11 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
         result.memory = device_memory(result, target)
         tokens = cfg.batch * cfg.seq * run.accum
         result.time = step_time(result.ops, target.gpu, tokens, result.tf32, result.graphed,
-                                synced=synced_steps(run.optimizer), comm=_comm(result, cfg.world, target, buckets))
+                                synced=synced_steps(run.optimizer), comm=comm_of(result, cfg.world, target, buckets))
     return result
 
 
-def _comm(plan, world, target, buckets):
+def comm_of(plan, world, target, buckets=None):
     """N GPUs: the step's collectives on the planned links (utils/plan/comm.py); None for one."""
     if not world.kind:
         return None

@@ -40,11 +40,11 @@ def wrap(run):
     elif world.kind == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        blocks = run.model.blocks
+        blocks, policy = run.model.blocks, block_precision(run)
         for i, block in enumerate(blocks):
             # one all-gather per block: only one block's weights whole at a time; the last block's stay whole
             # after forward, as backward needs them first (torchtitan's reshard policy; FSDP2 keeps the root's)
-            fully_shard(block, reshard_after_forward=i < len(blocks) - 1)
+            fully_shard(block, reshard_after_forward=i < len(blocks) - 1, mp_policy=policy)
         fully_shard(run.model)
         run.no_sync = _fsdp_no_sync(run.model)
         if world.backend == "gloo":
@@ -52,6 +52,24 @@ def wrap(run):
             # versions (pytorch/pytorch#162338; torch 2.13's gloo averages correctly): ask for
             # sums and let FSDP2 divide, whatever torch this is. make fsdp's loss check guards it
             run.model.set_force_sum_reduction_for_comms(True)
+
+
+def block_precision(run):
+    """FSDP2's MixedPrecisionPolicy for the blocks under an autocast over fp32 weights: each block's
+    weights all-gathered in autocast's dtype (half fp32's bytes, and the copy autocast would cast
+    per matmul is the gathered weight itself), its gradients reduce-scattered in fp32 into the fp32
+    shards (torchtitan's policy, parallelisms/parallelize_llama.py). Unlike torchtitan's, the root's
+    weights (embeddings, head) stay fp32 and the blocks' inputs are not cast, so the residual stream
+    stays fp32 and the step computes what one process under autocast does (the matmuls' weights
+    rounded as autocast rounds them; the norms' too, computed in fp32 as CUDA's autocast runs them).
+    Ranks on CUDA only: a CPU's autocast runs layer_norm in the dtypes it is given, and fails on an
+    fp32 input with bf16 weights, so ranks on CPUs all-gather fp32 weights (the default policy)."""
+    import torch
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    if run.cfg.device != "cuda" or run.dtype not in ("bf16-autocast", "fp16-autocast"):
+        return MixedPrecisionPolicy()
+    return MixedPrecisionPolicy(param_dtype=run.autocast_dtype, reduce_dtype=torch.float32, cast_forward_inputs=False)
 
 
 def _fsdp_no_sync(model):
