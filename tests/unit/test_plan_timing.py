@@ -85,6 +85,18 @@ def test_bitsandbytes_steps_are_planned_as_synchronised_and_slower_than_fused_ad
     assert plans["8bit"].time.ms["optimizer"] > plans["fused"].time.ms["optimizer"]
 
 
+def test_bitsandbytes_host_time_runs_its_dispatch_to_kernels_doing_nothing_and_gives_its_kernels_back():
+    bnb = pytest.importorskip("bitsandbytes")
+    weight = torch.nn.Parameter(torch.randn(4096))
+    weight.grad = torch.randn(4096)
+    optimizer, before = bnb.optim.AdamW8bit([weight]), weight.detach().clone()
+    with planner._kernels_doing_nothing(planner.BITSANDBYTES_UPDATES):
+        optimizer.step()
+    assert torch.equal(weight.detach(), before)  # dispatched down to its kernel, which did nothing
+    optimizer.step()
+    assert not torch.equal(weight.detach(), before)  # bitsandbytes' own CPU kernel again
+
+
 @pytest.fixture(scope="module")
 def plans():
     return {name: planner.plan(load_setup(name), dataclasses.replace(CFG, seq=256), Target(H100))

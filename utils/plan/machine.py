@@ -69,11 +69,12 @@ def host_op_us(step, device, repeats=5):
 def synced_host_us(optimizer_class, kernels, numel=4096, params=32):
     """This machine's host time per parameter of a synchronising optimizer's step: its Python loop
     over `params` parameters of `numel` elements (bitsandbytes' 8-bit state starts at 4096, its
-    min_8bit_size), timed (best of five, per parameter) with its update kernels stubbed out
-    (`kernels`: patches that make them no-ops: a CPU's kernels are no stand-in for CUDA's), plus
-    the launch of the one kernel each parameter's update is (EAGER_OP_US). The synchronisation's
-    own latency is not counted: a lower bound. The planning machine's host stands in for the
-    GPU box's."""
+    min_8bit_size), timed (best of five, per parameter) with its update kernels doing nothing
+    (`kernels`: contexts that make them no-ops where they are dispatched, so the Python and the
+    dispatcher's call on the way to them are counted: a CPU's kernels are no stand-in for CUDA's),
+    plus the launch of the one kernel each parameter's update is (EAGER_OP_US: the CUDA kernel's
+    own argument marshalling is in it). The synchronisation's own latency is not counted: a lower
+    bound. The planning machine's host stands in for the GPU box's."""
     torch.manual_seed(0)
     weights = [torch.nn.Parameter(torch.randn(numel)) for _ in range(params)]
     for w in weights:

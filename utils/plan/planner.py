@@ -19,7 +19,7 @@ fusion modelled (utils/plan/compiled.py); N GPUs as rank 0 of a fake process gro
 import contextlib
 import dataclasses
 import functools
-from unittest import mock
+import warnings
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -204,20 +204,38 @@ def synced_steps(optimizer):
     """timing.SyncedSteps for an optimizer that waits for the GPU after every parameter
     (bitsandbytes'), its host time per parameter measured here; None for any other."""
     try:
-        import bitsandbytes.functional as bnb_kernels
         from bitsandbytes.optim.optimizer import Optimizer8bit
     except ImportError:
         return None
     if not isinstance(optimizer, Optimizer8bit):
         return None
     params = sum(1 for group in optimizer.param_groups for p in group["params"] if p.requires_grad)
-    return SyncedSteps(params, _bitsandbytes_host_us(type(optimizer), bnb_kernels))
+    return SyncedSteps(params, _bitsandbytes_host_us(type(optimizer)))
+
+
+BITSANDBYTES_UPDATES = ("optimizer_update_8bit_blockwise", "optimizer_update_32bit")  # torch.ops.bitsandbytes.*
 
 
 @functools.cache
-def _bitsandbytes_host_us(optimizer_class, bnb_kernels):
-    """synced_host_us of a bitsandbytes optimizer, its update kernels stubbed: measured once per
+def _bitsandbytes_host_us(optimizer_class):
+    """synced_host_us of a bitsandbytes optimizer, its update ops dispatched to CPU kernels that do
+    nothing: its Python down to the dispatcher's call of a kernel, as on CUDA; measured once per
     process (make maxbatch and plan_check plan the same optimizer many times)."""
-    stubs = [mock.patch.object(bnb_kernels, name, lambda *args, **kwargs: None)
-             for name in ("optimizer_update_8bit_blockwise", "optimizer_update_32bit")]
-    return synced_host_us(optimizer_class, stubs)
+    return synced_host_us(optimizer_class, [_kernels_doing_nothing(BITSANDBYTES_UPDATES)])
+
+
+@contextlib.contextmanager
+def _kernels_doing_nothing(names):
+    """torch.ops.bitsandbytes.<name> dispatched, on CPU tensors, to a kernel that does nothing
+    while this lasts; bitsandbytes' own CPU kernels (chains of eager ops: no stand-in for CUDA's
+    one kernel each) afterwards. The registrations live as long as the library that holds them."""
+    library = torch.library.Library("bitsandbytes", "FRAGMENT")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns of the override it is asked for
+            for name in names:
+                torch.library.register_kernel(f"bitsandbytes::{name}", "cpu", lambda *args, **kwargs: None,
+                                              lib=library)
+        yield
+    finally:
+        library._destroy()  # the registrations undone: the CPU kernels are bitsandbytes' again
