@@ -30,6 +30,11 @@ KINDS = {
 }
 
 
+def verdict(error, bar):
+    """A table's cell: is `error` within `bar`, either way."""
+    return "yes" if abs(error) <= bar else "**no**"
+
+
 @dataclasses.dataclass(frozen=True)
 class Observation:
     figure: str  # one of FIGURES

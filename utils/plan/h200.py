@@ -52,8 +52,8 @@ def rows(given, table_row, seen):
             bands.observe(seen, plan, "step time", bands.step_error(errors[1]), out[-1][0])
             bound = "host" if "host" in plan.time.bound.values() else "GPU"
             table_row([f"`{technique}`", f"{batch} x {seq}", f"{allocated:,.1f}", f"{plan.memory.allocated_mib:,.1f}",
-                       f"{errors[0]:+.1%}", "yes" if abs(errors[0]) <= MEMORY_BAR else "**no**", f"{tokens:,.0f}",
+                       f"{errors[0]:+.1%}", bands.verdict(errors[0], MEMORY_BAR), f"{tokens:,.0f}",
                        f"{plan.time.tokens_per_s:,.0f} ({bound})", f"{errors[1]:+.1%}",
-                       "yes" if abs(errors[1]) <= TOKENS_BAR else "**no**"])
+                       bands.verdict(errors[1], TOKENS_BAR)])
     print("\nwhy the B=4 step times miss: " + WHY)
     return out

@@ -58,10 +58,6 @@ def _row(cells):
     print("| " + " | ".join(str(c) for c in cells) + " |", flush=True)
 
 
-def _verdict(error, bar):
-    return "yes" if abs(error) <= bar else "**no**"
-
-
 def h100_rows(given, seen):
     """The H100 table: predicted allocated (tensors + cuBLAS workspaces) vs measured; each row's
     plan (and its predicted step time, for h100_times) by row."""
@@ -80,7 +76,7 @@ def h100_rows(given, seen):
         errors.append((label, predicted / measured_gib - 1))
         bands.observe(seen, plan, "allocated", errors[-1][1], label)
         _row([f"{label} (`{technique}`)", batch, "allocated", measured_gib, f"{predicted:.2f}",
-              f"{errors[-1][1]:+.1%}", _verdict(errors[-1][1], ALLOCATED_BAR)])
+              f"{errors[-1][1]:+.1%}", bands.verdict(errors[-1][1], ALLOCATED_BAR)])
     return errors, plans
 
 
@@ -101,7 +97,7 @@ def h100_times(plans, seen):
         rows.append((label, measured_ms, predicted_ms, predicted_ms / measured_ms - 1, speedups[1] / speedups[0] - 1,
                      plans[label].record["optimizer"]))
         cells = [f"{label} (`{technique}`)", batch, measured_ms, f"{predicted_ms:.1f}", f"{rows[-1][3]:+.1%}",
-                 _verdict(rows[-1][3], TIME_BAR)]
+                 bands.verdict(rows[-1][3], TIME_BAR)]
         if label == timing.CALIBRATION:  # the efficiency was set on this row: no evidence
             cells[5] = "calibration row"
             rows.pop()
@@ -111,7 +107,7 @@ def h100_times(plans, seen):
             cells += ["1.00", "1.00", "–", "–"]
         else:
             error = speedups[1] / speedups[0] - 1
-            verdict = _verdict(error, SPEEDUP_BAR) if label != timing.CALIBRATION else "calibration row"
+            verdict = bands.verdict(error, SPEEDUP_BAR) if label != timing.CALIBRATION else "calibration row"
             cells += [f"{speedups[0]:.2f}", f"{speedups[1]:.2f}", f"{error:+.1%}", verdict]
         _row(cells)
     return rows
@@ -134,7 +130,7 @@ def h100_levers(given, seen):
         bands.observe(seen, plan, "step time", rows[-1][1], label)
         _row([f"{label} (`{technique}`, COMPILE_MODE={mode})", batch, measured_gib, f"{gib:.2f}",
               f"{gib / measured_gib - 1:+.1%}", measured_ms, f"{ms:.1f}", f"{rows[-1][1]:+.1%}",
-              _verdict(rows[-1][1], TIME_BAR)])
+              bands.verdict(rows[-1][1], TIME_BAR)])
     return rows
 
 
@@ -157,7 +153,7 @@ def gpt2xl_rows(given, seen):
         bands.observe(seen, plan, "device total", error, label)
         bands.observe(seen, plan, "step time", bands.step_error(out[-1][5]), label)
         figures = f"{found.allocated_mib / 1024:.2f} / {found.reserved_mib / 1024:.2f} / **{total:.2f}**"
-        verdict = _verdict(error, TOTAL_BAR) + (f" ({why})" if why else "")
+        verdict = bands.verdict(error, TOTAL_BAR) + (f" ({why})" if why else "")
         _row([f"{label} (`{technique}`)", "device total", measured_gib, figures, f"{error:+.1%}", verdict, its,
               f"{predicted_its:.2f}", f"{out[-1][5]:+.1%}"])
     print(f"\ncontext: {found.context_mib:,.0f} MiB ({'assumed: ' if found.context_assumed else ''}"
@@ -199,7 +195,7 @@ def cpu_rows(given):
             fake = planner.plan(setup, cfg, model_cuda=False).peak_mib
             errors.append((f"{model} {technique}", fake / real - 1))
             _row([model, f"`{technique}`", "tracked", f"{real:,.1f}", f"{fake:,.1f}", f"{errors[-1][1]:+.1%}",
-                  _verdict(errors[-1][1], CPU_BAR)])
+                  bands.verdict(errors[-1][1], CPU_BAR)])
     return errors
 
 
@@ -231,7 +227,7 @@ def cpu_times(given):
             rows.append((f"{model} {technique}", predicted / measured_ms - 1))
             host = " / ".join(f"{op_us[technique].get(phase, 0):.1f}" for phase in timing.PHASES)
             _row([model, f"`{technique}`", host, f"{measured_ms:.1f}", f"{predicted:.1f}",
-                  f"{rows[-1][1]:+.1%}", _verdict(rows[-1][1], CPU_TIME_BAR)])
+                  f"{rows[-1][1]:+.1%}", bands.verdict(rows[-1][1], CPU_TIME_BAR)])
     return rows
 
 

@@ -76,9 +76,9 @@ def rows(given, table_row, seen):
         exposed = sum(step.comm.exposed_ms.values())
         table_row([f"{label} (`{technique}`)", f"{gpus} ({nodes} node{'s' * (nodes > 1)})", gib,
               f"{plan.memory.allocated_mib / 1024:.1f} / **{reserved:.1f}**", f"{errors[0]:+.1%}",
-              "yes" if abs(errors[0]) <= MEMORY_BAR else "**no**", f"{tokens:,}",
+              bands.verdict(errors[0], MEMORY_BAR), f"{tokens:,}",
               f"{step.tokens_per_s:,.0f} ({exposed:.0f})", f"{errors[1]:+.1%}",
-              "yes" if abs(errors[1]) <= TOKENS_BAR else "**no**"])
+              bands.verdict(errors[1], TOKENS_BAR)])
     print("\nwhat differs: " + "; ".join(DIFFERENCES))
     print(f"\nthe other reading of the peak, not counted: the same steps at {by_key(LOW_PEAKS).name}'s peaks, "
           f"tokens/s per GPU " + ", ".join(f"{error:+.1%}" for error in low))

@@ -67,8 +67,8 @@ def compared(label, technique, cfg, target, published, seen):
     bands.observe(seen, plan, "allocated", row[1], label)
     bands.observe(seen, plan, "step time", bands.step_error(row[2]), label)
     return row, [f"{label} (`{technique}`)", gib, f"**{allocated:.1f}** / {plan.memory.total_mib / 1024:.1f}",
-                 f"{row[1]:+.1%}", "yes" if abs(row[1]) <= MEMORY_BAR else "**no**", f"{tokens:,}",
-                 f"{predicted:,.0f}", f"{row[2]:+.1%}", "yes" if abs(row[2]) <= TOKENS_BAR else "**no**"]
+                 f"{row[1]:+.1%}", bands.verdict(row[1], MEMORY_BAR), f"{tokens:,}",
+                 f"{predicted:,.0f}", f"{row[2]:+.1%}", bands.verdict(row[2], TOKENS_BAR)]
 
 
 def rows(given, table_row, seen):

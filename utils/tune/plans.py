@@ -105,8 +105,7 @@ def plan(given, config, gpu_key, depth):
 
     world = World(config.parallel, 0, 0, config.gpus) if config.gpus > 1 else World()
     fields = {"batch": config.batch, "accum": config.accum, **({"layers": depth} if depth else {})}
-    if config.compile_mode:
-        fields.update(compile_mode=config.compile_mode, compile_scope=config.compile_scope or "model")
+    fields.update(config.compile_fields())
     start = time.perf_counter()
     try:
         cfg = load_config(config.full_name, given, world=world, **fields)

@@ -52,6 +52,12 @@ class Config:
         return ", ".join(([self.compile_mode] if self.compile_mode not in ("", "default") else [])
                          + (["by blocks"] if self.compile_scope == "blocks" else []))
 
+    def compile_fields(self):
+        """The run config's compile fields for this configuration ({} where it does not compile)."""
+        if not self.compile_mode:
+            return {}
+        return {"compile_mode": self.compile_mode, "compile_scope": self.compile_scope or "model"}
+
     def _settings(self):
         """The compile settings that are not the default, {NAME: value}."""
         return {**({"COMPILE_MODE": self.compile_mode} if self.compile_mode not in ("", "default") else {}),

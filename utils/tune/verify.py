@@ -49,9 +49,7 @@ def cpu_predictions(given, global_batch):
     predicted = []
     for config in configs:
         name = config.technique
-        fields = {"batch": global_batch, **({"compile_mode": config.compile_mode,
-                                             "compile_scope": config.compile_scope or "model"}
-                                            if config.compile_mode else {})}
+        fields = {"batch": global_batch, **config.compile_fields()}
         cfg = dataclasses.replace(run_config.load(name, dataclasses.replace(given, device="cpu", **fields)),
                                   data="fixed")
         # compiled kernels' host cost is timing.py's; the eager ops around them are measured without compile
@@ -76,9 +74,8 @@ def _measured_ms(outcome, results_file):
 
 
 def _overrides(config, **more):
-    return {"BATCH": config.batch, "ACCUM": config.accum, **({"COMPILE_MODE": config.compile_mode,
-                                                               "COMPILE_SCOPE": config.compile_scope or "model"}
-                                                              if config.compile_mode else {}), **more}
+    compile_settings = {name.upper(): value for name, value in config.compile_fields().items()}
+    return {"BATCH": config.batch, "ACCUM": config.accum, **compile_settings, **more}
 
 
 def measure(top, given):
