@@ -50,7 +50,7 @@ def rows(given, table_row, seen):
             out.append((f"{technique}, B={batch}", *errors))
             bands.observe(seen, plan, "allocated", errors[0], out[-1][0])
             bands.observe(seen, plan, "step time", bands.step_error(errors[1]), out[-1][0])
-            bound = "host" if "host" in plan.time.bound.values() else "GPU"
+            bound = "host" if bands.kind_of(plan, "step time") == "host-bound" else "GPU"  # as the bands say it
             table_row([f"`{technique}`", f"{batch} x {seq}", f"{allocated:,.1f}", f"{plan.memory.allocated_mib:,.1f}",
                        f"{errors[0]:+.1%}", bands.verdict(errors[0], MEMORY_BAR), f"{tokens:,.0f}",
                        f"{plan.time.tokens_per_s:,.0f} ({bound})", f"{errors[1]:+.1%}",
