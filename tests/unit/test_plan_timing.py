@@ -126,12 +126,14 @@ def test_fused_adamw_launches_fewer_optimizer_kernels(plans):
     assert optimizer_ops(plans["fused"]) < optimizer_ops(plans["baseline"])
 
 
-def test_predicted_times_never_enter_measured_statistics(results_file, monkeypatch):
+def test_predicted_times_never_enter_measured_statistics(results_file, monkeypatch, capsys):
     from utils.plan import __main__ as plan_command
 
     for name, value in {"RESULTS_FILE": str(results_file), "MODEL": "tiny", "TECHNIQUES": "baseline flash"}.items():
         set_env(monkeypatch, name, value)
     assert plan_command.main([]) == 0
+    by_kind = capsys.readouterr().out.split("where the GPU's time goes")[1].splitlines()[2:4]
+    assert [line.split()[0] for line in by_kind] == ["baseline", "flash"]  # matmul, attention, memory, fp32 ms
     df = results.read(results_file)
     assert (df["step_ms"] > 0).all() and set(df["kind"]) == {"predicted"}
     assert df["device"].str.startswith("H100 SXM 80GB (planned on").all()
@@ -153,3 +155,14 @@ def test_the_report_shows_predicted_times_apart_with_their_error(results_file, t
     section = text.split("## Predicted step time")[1]
     assert "### Predicted for H100 SXM 80GB, not measured" in section and "-50.0%" in section  # half the measured
     assert "**" not in section  # never bolded
+
+
+def test_the_gpus_time_by_kind_adds_up_to_its_roofline_and_bf16_halves_the_fp32_part(plans):
+    for name in ("baseline", "bf16"):
+        plan = plans[name]
+        ms = timing.gpu_ms_by_kind(plan.ops, H100)
+        device = sum(timing.op_seconds(op, H100) for op in plan.ops) * 1e3
+        assert ms["matmul"] + ms["attention"] + ms["memory"] == pytest.approx(device)
+        assert 0 < ms["memory fp32"] <= ms["memory"]
+    fp32 = [timing.gpu_ms_by_kind(plans[n].ops, H100)["memory fp32"] for n in ("baseline", "bf16")]
+    assert fp32[1] < 0.8 * fp32[0]  # autocast moves the activations' pointwise ops to bf16

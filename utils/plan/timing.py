@@ -188,6 +188,19 @@ def op_seconds(op, gpu, tf32=False):
     return max(compute, memory)
 
 
+def gpu_ms_by_kind(ops, gpu, tf32=False):
+    """The GPU's roofline time of a step's ops by kind ({matmul, attention, memory: ms}, collectives
+    apart) and of its memory-bound ops those in fp32 ("memory fp32"): where compile's fusion and
+    lower precision can save."""
+    ms = dict.fromkeys(("matmul", "attention", "memory", "memory fp32"), 0.0)
+    for op in ops:
+        if op.kind in ms:
+            ms[op.kind] += op_seconds(op, gpu, tf32) * 1e3
+            if op.kind == "memory" and op.dtype == torch.float32:
+                ms["memory fp32"] += op_seconds(op, gpu, tf32) * 1e3
+    return ms
+
+
 @dataclasses.dataclass(frozen=True)
 class SyncedSteps:
     """An optimizer whose step waits for the GPU after every parameter: bitsandbytes'
