@@ -74,5 +74,6 @@ def test_fsdp_under_bf16_autocast_gathers_the_blocks_in_bf16_and_reduces_gradien
               and dtype == torch.bfloat16 and half * 2 == n]
     assert len(halved) == sum(dtype == torch.bfloat16 for dtype, _ in gathers) > 0
     assert {dtype for name, dtype, _ in gpu_ops if name == "reduce_scatter"} == {torch.float32}
-    # ranks on CPUs keep fp32 weights: a CPU's autocast runs layer_norm in the dtypes it is given
-    assert cpu_ops == fp32_ops
+    # ranks on CPUs keep fp32 weights: a CPU's autocast runs layer_norm in the dtypes it is given; so does fp16
+    fp16_ops = _collectives(planner.plan(registry.load_setup("fp16"), cfg))
+    assert cpu_ops == fp32_ops == fp16_ops

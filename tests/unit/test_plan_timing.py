@@ -7,6 +7,7 @@ import pytest
 import torch
 from helpers import run_config, set_env, tiny_run
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from utils import devices, results
 from utils.analysis import stats
@@ -85,14 +86,28 @@ def test_bitsandbytes_steps_are_planned_as_synchronised_and_slower_than_fused_ad
     assert plans["8bit"].time.ms["optimizer"] > plans["fused"].time.ms["optimizer"]
 
 
+class _Dispatched(TorchDispatchMode):
+    """The bitsandbytes ops dispatched while it lasts."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "bitsandbytes":
+            self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
 def test_bitsandbytes_host_time_runs_its_dispatch_to_kernels_doing_nothing_and_gives_its_kernels_back():
     bnb = pytest.importorskip("bitsandbytes")
     weight = torch.nn.Parameter(torch.randn(4096))
     weight.grad = torch.randn(4096)
     optimizer, before = bnb.optim.AdamW8bit([weight]), weight.detach().clone()
-    with planner._kernels_doing_nothing(planner.BITSANDBYTES_UPDATES):
+    with planner._kernels_doing_nothing(planner.BITSANDBYTES_UPDATES), _Dispatched() as dispatched:
         optimizer.step()
-    assert torch.equal(weight.detach(), before)  # dispatched down to its kernel, which did nothing
+    assert dispatched.ops == ["bitsandbytes.optimizer_update_8bit_blockwise.default"]  # through the dispatcher
+    assert torch.equal(weight.detach(), before)  # to a kernel that did nothing
     optimizer.step()
     assert not torch.equal(weight.detach(), before)  # bitsandbytes' own CPU kernel again
 
@@ -126,14 +141,12 @@ def test_fused_adamw_launches_fewer_optimizer_kernels(plans):
     assert optimizer_ops(plans["fused"]) < optimizer_ops(plans["baseline"])
 
 
-def test_predicted_times_never_enter_measured_statistics(results_file, monkeypatch, capsys):
+def test_predicted_times_never_enter_measured_statistics(results_file, monkeypatch):
     from utils.plan import __main__ as plan_command
 
     for name, value in {"RESULTS_FILE": str(results_file), "MODEL": "tiny", "TECHNIQUES": "baseline flash"}.items():
         set_env(monkeypatch, name, value)
     assert plan_command.main([]) == 0
-    by_kind = capsys.readouterr().out.split("where the GPU's time goes")[1].splitlines()[2:4]
-    assert [line.split()[0] for line in by_kind] == ["baseline", "flash"]  # matmul, attention, memory, fp32 ms
     df = results.read(results_file)
     assert (df["step_ms"] > 0).all() and set(df["kind"]) == {"predicted"}
     assert df["device"].str.startswith("H100 SXM 80GB (planned on").all()
@@ -155,6 +168,19 @@ def test_the_report_shows_predicted_times_apart_with_their_error(results_file, t
     section = text.split("## Predicted step time")[1]
     assert "### Predicted for H100 SXM 80GB, not measured" in section and "-50.0%" in section  # half the measured
     assert "**" not in section  # never bolded
+
+
+def test_make_plan_prints_where_the_gpus_time_goes(results_file, monkeypatch, capsys):
+    from utils.plan import __main__ as plan_command
+
+    for name, value in {"RESULTS_FILE": str(results_file), "MODEL": "tiny", "TECHNIQUES": "bf16", "SEQ": "256"}.items():
+        set_env(monkeypatch, name, value)
+    assert plan_command.main([]) == 0
+    line = capsys.readouterr().out.split("where the GPU's time goes")[1].splitlines()[2].split()
+    plan = planner.plan(load_setup("bf16"), dataclasses.replace(CFG, seq=256), Target(H100))
+    ms = timing.gpu_ms_by_kind(plan.ops, H100)
+    assert line[0] == "bf16" and [float(x) for x in line[1:]] == pytest.approx(
+        [ms[kind] for kind in ("matmul", "attention", "memory", "memory fp32")], abs=0.05)
 
 
 def test_the_gpus_time_by_kind_adds_up_to_its_roofline_and_bf16_halves_the_fp32_part(plans):

@@ -72,9 +72,10 @@ def synced_host_us(optimizer_class, kernels, numel=4096, params=32):
     min_8bit_size), timed (best of five, per parameter) with its update kernels doing nothing
     (`kernels`: contexts that make them no-ops where they are dispatched, so the Python and the
     dispatcher's call on the way to them are counted: a CPU's kernels are no stand-in for CUDA's),
-    plus the launch of the one kernel each parameter's update is (EAGER_OP_US: the CUDA kernel's
-    own argument marshalling is in it). The synchronisation's own latency is not counted: a lower
-    bound. The planning machine's host stands in for the GPU box's."""
+    plus the launch of the one kernel each parameter's update is (EAGER_OP_US, assumed to cover the
+    CUDA kernel's own Python too: its ctypes arguments and call, not measured here). The
+    synchronisation's own latency is not counted: a lower bound. The planning machine's host
+    stands in for the GPU box's."""
     torch.manual_seed(0)
     weights = [torch.nn.Parameter(torch.randn(numel)) for _ in range(params)]
     for w in weights:

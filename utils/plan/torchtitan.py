@@ -42,8 +42,8 @@ DIFFERENCES = (
     "checkpointing: the same per-op policy (selective_checkpointing: flash's output and four of seven matmul "
     "outputs kept per block)",
     "precision: the blocks as torchtitan's (FSDP2 all-gathers bf16 weights, reduce-scatters fp32 gradients), the "
-    "root not: its embeddings and head stay fp32 under bf16 autocast (the residual stream fp32, so make fsdp trains "
-    "as one process does), 2 x 0.5B weights unsharded at 4 bytes, not 2, and the head's bf16 copy saved for "
+    "root not: its embeddings and head stay fp32 under bf16 autocast (the residual stream fp32, as one process "
+    "under autocast has it), 2 x 0.5B weights unsharded at 4 bytes, not 2, and the head's bf16 copy saved for "
     "backward: about 2.9 GiB more than torchtitan holds",
     "compile: both compile each block apart and run the rest eager (torchtitan's loss on fp32 logits)",
     "the GPU's peak: SXM's taken (torchtitan: between SXM's and NVL's at 500 W), so the plan is high in tokens/s",
@@ -72,7 +72,7 @@ def rows(given, table_row, seen):
         out.append((f"{label}, {gpus} GPUs", *errors))
         low.append(_tokens_at_low_peaks(plan, cfg, target, nodes) / tokens - 1)
         if gpus == ROWS[0][2]:  # where the time goes, eager and compiled, on the first row's GPUs
-            ms = timing.gpu_ms_by_kind(plan.ops, target.gpu)
+            ms = timing.gpu_ms_by_kind(plan.ops, target.gpu, plan.tf32)
             memory_bound.append(f"{label}: {ms['memory']:,.0f} ms of {step.step_ms:,.0f} ({ms['memory fp32']:,.0f} in "
                                 f"fp32)")
         bands.observe(seen, plan, "reserved", errors[0], out[-1][0])
@@ -85,7 +85,7 @@ def rows(given, table_row, seen):
               bands.verdict(errors[1], TOKENS_BAR)])
     print("\nwhat differs: " + "; ".join(DIFFERENCES))
     print(f"\nthe other reading of the peak, not counted: the same steps at {by_key(LOW_PEAKS).name}'s peaks, "
-          f"tokens/s per GPU " + ", ".join(f"{error:+.1%}" for error in low))
+          "tokens/s per GPU " + ", ".join(f"{error:+.1%}" for error in low))
     print(f"\nthe memory-bound ops of the planned step on {ROWS[0][2]} GPUs (GPU roofline): " + "; ".join(memory_bound)
           + ". The suite's eager step is Hugging Face's Llama under autocast, its residual stream fp32; torchtitan's "
           "is bf16 throughout, fewer bytes, so compile saves it less than it saves the suite's: the eager row's "

@@ -68,8 +68,8 @@ COLUMNS = {
     "trainable_params": "parameters that train (require a gradient); n_params where every weight trains",
     "lr": "learning rate the optimizer ran with",
     "seed": "seed for weights and data",
-    "parallel": "none, ddp or fsdp (make ddp / make fsdp: torchrun, one process per device; fsdp under a bf16 or fp16 "
-    "autocast on GPUs all-gathers each block's weights in that dtype)",
+    "parallel": "none, ddp or fsdp (make ddp / make fsdp: torchrun, one process per device; fsdp under bf16 autocast "
+    "on GPUs all-gathers each block's weights in bf16)",
     "world_size": "processes training together (1 without torchrun); runs of another world size are not compared",
     "backend": "torch.distributed backend: nccl on GPUs, gloo on CPUs; blank for one process",
     "device": "GPU name, or CPU model with thread count",

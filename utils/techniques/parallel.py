@@ -47,7 +47,7 @@ def wrap(run):
             fully_shard(block, reshard_after_forward=i < len(blocks) - 1, mp_policy=policy)
         fully_shard(run.model)
         run.no_sync = _fsdp_no_sync(run.model)
-        if world.backend == "gloo":
+        if run.cfg.device != "cuda":  # gloo's ranks (the planner sets up a GPU's run on CUDA, its world on CPU)
             # gloo's reduce-scatter has summed where FSDP2 asked it to average in some torch
             # versions (pytorch/pytorch#162338; torch 2.13's gloo averages correctly): ask for
             # sums and let FSDP2 divide, whatever torch this is. make fsdp's loss check guards it
@@ -55,21 +55,24 @@ def wrap(run):
 
 
 def block_precision(run):
-    """FSDP2's MixedPrecisionPolicy for the blocks under an autocast over fp32 weights: each block's
-    weights all-gathered in autocast's dtype (half fp32's bytes, and the copy autocast would cast
+    """FSDP2's MixedPrecisionPolicy for the blocks under a bf16 autocast over fp32 weights on GPUs:
+    each block's weights all-gathered in bf16 (half fp32's bytes, and the copy autocast would cast
     per matmul is the gathered weight itself), its gradients reduce-scattered in fp32 into the fp32
     shards (torchtitan's policy, parallelisms/parallelize_llama.py). Unlike torchtitan's, the root's
     weights (embeddings, head) stay fp32 and the blocks' inputs are not cast, so the residual stream
-    stays fp32 and the step computes what one process under autocast does (the matmuls' weights
-    rounded as autocast rounds them; the norms' too, computed in fp32 as CUDA's autocast runs them).
-    Ranks on CUDA only: a CPU's autocast runs layer_norm in the dtypes it is given, and fails on an
-    fp32 input with bf16 weights, so ranks on CPUs all-gather fp32 weights (the default policy)."""
+    stays fp32 and the matmuls compute what one process under autocast does (each weight rounded to
+    bf16 as autocast rounds it); the norms' weights differ: rounded to bf16 before CUDA's autocast
+    runs the norm in fp32, their gradients rounded to bf16 before the fp32 reduction (make fsdp's
+    loss check bounds the difference). Not under fp16, whose norm gradients could overflow in fp16
+    where one process's are fp32 (the loss scale would then skip other steps), nor on CPUs, whose
+    autocast runs layer_norm in the dtypes it is given and fails on an fp32 input with bf16 weights:
+    there the default policy (everything fp32)."""
     import torch
     from torch.distributed.fsdp import MixedPrecisionPolicy
 
-    if run.cfg.device != "cuda" or run.dtype not in ("bf16-autocast", "fp16-autocast"):
+    if run.cfg.device != "cuda" or run.dtype != "bf16-autocast":
         return MixedPrecisionPolicy()
-    return MixedPrecisionPolicy(param_dtype=run.autocast_dtype, reduce_dtype=torch.float32, cast_forward_inputs=False)
+    return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False)
 
 
 def _fsdp_no_sync(model):

@@ -27,7 +27,7 @@ def gpu_key(device):
 def judge_all(probe, rows, ran):
     """The six checks of what was measured."""
     plan = (ran["plan"].status, ran["plan"].output) if "plan" in ran else (None, "")
-    parallel = {kind: (ran[kind].status, ran[kind].output) for kind in measure.PARALLEL if kind in ran}
+    parallel = {name: (ran[name].status, ran[name].output) for name, *_ in measure.PARALLEL if name in ran}
     return [
         judge.precision(probe),
         judge.smoke(rows, probe["capability"]),

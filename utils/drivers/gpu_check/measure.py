@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[3]
 # peak (the planner's breakdown: 1.5 of 3.0 GiB), so that a graph pool left uncounted shows in (d)
 SHAPE = {"MODEL": "gpt2", "BATCH": "4", "SEQ": "256", "STEPS": "20", "WARMUP": "5"}
 COMPILE_MODES = ("default", "reduce-overhead")  # (d): the graphed mode and its reference without graphs
-PARALLEL = ("ddp", "fsdp")  # (e), with 2+ GPUs
+# (e), with 2+ GPUs: (name, make target, technique); FSDP2 again under bf16, whose blocks gather bf16 weights
+PARALLEL = (("ddp", "ddp", "baseline"), ("fsdp", "fsdp", "baseline"), ("fsdp bf16", "fsdp", "flash"))
 # no one command may take longer than the whole check should
 COMMAND_TIMEOUT_S = 600
 TIMED_OUT = 124  # the exit status timeout(1) gives
@@ -137,8 +138,9 @@ def measure(folder, gpus, gpu_key):
     for mode in COMPILE_MODES:
         ran[f"compile {mode}"] = make("run", folder, f"compile_{mode}.log", T="compile", COMPILE_MODE=mode)
     if gpus >= 2:
-        for kind in PARALLEL:
-            ran[kind] = make(kind, folder, f"{kind}.log", TECHNIQUE="baseline", NPROC="2", LOSS_CHECK="1")
+        for name, kind, technique in PARALLEL:
+            ran[name] = make(kind, folder, f"{name.replace(' ', '_')}.log", TECHNIQUE=technique, NPROC="2",
+                             LOSS_CHECK="1")
     if gpu_key is not None:
         ran["plan"] = make("plan", folder, "plan.log", GPU=gpu_key, TECHNIQUES=" ".join(SMOKE))
     return ran
