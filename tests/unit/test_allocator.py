@@ -72,6 +72,17 @@ def test_a_graph_pool_keeps_its_own_blocks_and_a_full_device_releases_the_defaul
     assert held.oom_at == 2
 
 
+def test_a_side_streams_blocks_serve_only_it_and_a_full_device_releases_them_too():
+    side = f"{allocator.STREAM} 1"
+    stream = [("s", 60 * MIB, side), ("s", -60 * MIB)]
+    # freed on the side stream, its 60 MiB segment stays with that stream: the default stream cudaMallocs anew
+    assert allocator.replay(stream + _events(("a", "x", 60))).peak_reserved == 120 * MIB
+    assert allocator.replay(stream + [("t", 60 * MIB, side)]).peak_reserved == 60 * MIB  # the stream reuses its own
+    # unlike a graph's pool, a side stream's wholly free segment is released when the device is full
+    released = allocator.replay(stream + _events(("a", "x", 60)), capacity=100 * MIB)
+    assert released.oom_at is None and released.retries == 1 and released.peak_reserved == 60 * MIB
+
+
 def test_an_oom_retry_frees_the_cache_and_a_real_oom_is_reported():
     trace = _events(("a", "x", 60), ("f", "x"), ("a", "y", 80))
     retried = allocator.replay(trace, capacity=100 * MIB)

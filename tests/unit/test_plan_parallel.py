@@ -77,3 +77,17 @@ def test_fsdp_under_bf16_autocast_gathers_the_blocks_in_bf16_and_reduces_gradien
     # ranks on CPUs keep fp32 weights: a CPU's autocast runs layer_norm in the dtypes it is given; so does fp16
     fp16_ops = _collectives(planner.plan(registry.load_setup("fp16"), cfg))
     assert cpu_ops == fp32_ops == fp16_ops
+
+
+def test_fsdp2s_gathers_and_sharded_gradients_are_allocated_on_its_own_streams():
+    plan = planner.plan(registry.load_setup("baseline"), plan_cfg(World("fsdp", 0, 0, 4)))
+    sizes = {}
+    for key, nbytes, *pool in plan.events:
+        if nbytes > 0 and pool:
+            sizes.setdefault(pool[0], []).append(nbytes)
+    # two side streams: the all-gather copy-in stream's buffers, the reduce-scatter stream's sharded gradients
+    assert len(sizes) == 2 and all(name.startswith(allocator.STREAM) for name in sizes)
+    grads = min(sizes.values(), key=sum)  # every parameter's gradient once a step, a quarter of each
+    assert sum(grads) == pytest.approx(4 * plan.n_params / 4 * 2, rel=0.05)  # two tracked steps
+    on_cpu = planner.plan(registry.load_setup("baseline"), plan_cfg(World("fsdp", 0, 0, 4)), model_cuda=False)
+    assert not any(pool for _, _, *pool in on_cpu.events)  # a CPU's allocator has no streams

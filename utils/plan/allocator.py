@@ -30,8 +30,14 @@ up or recording): a pool with its own cached blocks, never shared with the devic
 whose segments stay reserved while the graph lives. A trace event may name its pool (a third
 element); the pools share the device's capacity, and an allocation that finds no room releases
 the default pools' wholly free segments (release_cached_blocks skips the live graphs' pools).
-Not modelled: streams other than the default one (a single-stream step; FSDP2's all-gather
-stream is a later concern), max_split_size_mb, garbage_collection_threshold, roundup_power2.
+Another stream's allocations: a cached block serves only the stream it was allocated on (the
+allocator's blocks carry their stream, and get_free_block looks for the request's stream), so a
+side stream's allocations are a pool of their own too (an event's pool named STREAM ...); unlike a
+graph's, a failed cudaMalloc releases their wholly free segments with the default pools'. Under
+FSDP2 that is its all-gather buffers (allocated on its all-gather copy-in stream) and the sharded
+gradients its reduce-scatters write (allocated on its reduce-scatter stream, then kept as the
+parameters' gradients: torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py, foreach_reduce).
+Not modelled: max_split_size_mb, garbage_collection_threshold, roundup_power2.
 """
 
 import bisect
@@ -48,6 +54,7 @@ MIN_LARGE_ALLOC = 10 * MIB  # kMinLargeAlloc
 LARGE_BUFFER = 20 * MIB  # kLargeBuffer
 ROUND_LARGE = 2 * MIB  # kRoundLarge
 RELEASE = "empty_cache"  # a trace event's key: the default pools' wholly free segments returned (emptyCache)
+STREAM = "stream"  # the start of a side stream's pool name in a trace (utils/plan/parallel.py's side_streams)
 
 
 def round_size(size):
@@ -91,10 +98,11 @@ class Replay:
 class CachingAllocator:
     """The allocator's state: cached free blocks by pool, segments, reserved and allocated bytes."""
 
-    def __init__(self, capacity=None, mode="native", device=None):
+    def __init__(self, capacity=None, mode="native", device=None, private=False):
         if mode not in ALLOCATOR_MODES:
             raise ValueError(f"unknown allocator mode {mode!r} (known: {', '.join(ALLOCATOR_MODES)})")
         self.capacity, self.expandable = capacity, mode == "expandable_segments"
+        self.private = private  # a CUDA graph's pool: release_cached_blocks leaves it be
         # the pools sharing the device's memory (the default pool first: the one a failed
         # cudaMalloc releases), this one among them
         self.device = device if device is not None else [self]
@@ -125,7 +133,9 @@ class CachingAllocator:
         block = self._best_fit(small, size) or self._new_memory(small, size)
         if block is None:
             self.retries += 1
-            self.device[0]._release_cached()
+            for pool in self.device:
+                if not pool.private:
+                    pool._release_cached()
             block = self._new_memory(small, size)
             if block is None:
                 raise OutOfMemory(size)
@@ -247,7 +257,8 @@ def _page(small):
 def replay(events, capacity=None, mode="native", persistent=()):
     """Run a plan's trace through the allocator. `events`: (storage key, bytes[, pool]) in order,
     bytes negative for a free (utils/measure/memory.py's PeakTracker), pool naming a CUDA graph's
-    private pool (absent or None: the default pools), the key RELEASE: torch.cuda.empty_cache();
+    private pool or a side stream's (STREAM ...; absent or None: the default pools), the key
+    RELEASE: torch.cuda.empty_cache();
     `persistent`: sizes allocated first and kept (cuBLAS workspaces). `capacity`: the bytes the
     allocator may reserve (None: no limit). Returns a Replay, its peaks summed over the pools; with
     an OOM, the peaks up to it."""
@@ -268,7 +279,8 @@ def replay(events, capacity=None, mode="native", persistent=()):
             continue  # a zero-byte storage holds no memory on CUDA either
         name = pool[0] if pool else None
         if name not in pools:
-            pools[name] = CachingAllocator(capacity, mode, device)
+            private = not str(name).startswith(STREAM)
+            pools[name] = CachingAllocator(capacity, mode, device, private)
             device.append(pools[name])
         try:
             block = pools[name].malloc(nbytes)

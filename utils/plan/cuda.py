@@ -31,7 +31,8 @@ CUDA_MODEL = (
     COMPILE_MODEL,
     "CUDA's autocast op policy (softmax, log_softmax and layer_norm in fp32; cross-entropy not cast whole)",
     "the caching allocator: 512-byte rounding, 2 / 20 MiB segments, best-fit reuse with splitting, cached frees, "
-    "release and retry at the device's capacity (utils/plan/allocator.py), or expandable segments",
+    "release and retry at the device's capacity (utils/plan/allocator.py), or expandable segments; FSDP2's side "
+    "streams as pools of their own (its all-gather buffers, the sharded gradients its reduce-scatters write)",
     "cuBLAS workspaces (one per thread: forward's and backward's) and the CUDA context (utils/plan/device.py)",
     "torch.optim's CUDA default of foreach kernels (whole-model temporaries in the optimizer step)",
     "the technique's capability checks answered as the planned GPU's generation (GPU=)",
@@ -47,7 +48,8 @@ NOT_MODELLED = (
     "cudagraph trees (COMPILE_MODE=reduce-overhead) keep beyond the step's tensors (input copies, older generations)",
     "the kernels a step loads into the CUDA context beyond the figure measured for the generation (Hopper's holds "
     "an eager fp32 step's; elsewhere the bare context); cuBLASLt and cuDNN workspaces",
-    "allocator streams other than the default one, and PYTORCH_CUDA_ALLOC_CONF options but expandable_segments",
+    "allocator streams other than the default one and FSDP2's, and PYTORCH_CUDA_ALLOC_CONF options but "
+    "expandable_segments",
     "kernel-internal scratch (flash backward's fp32 dq accumulator: B x T x d x 4 bytes per layer, transient)",
     "cuDNN's LSTM workspace and reserve space (an LSTM is planned as its CPU kernels allocate)",
 )

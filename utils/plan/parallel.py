@@ -12,6 +12,7 @@ modelled from what DDP allocated (`DDPBuckets`).
 import contextlib
 from unittest import mock
 
+import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp._fully_shard import _fully_shard
@@ -19,6 +20,7 @@ from torch.nn.parallel import distributed
 from torch.testing._internal.distributed.fake_pg import FakeStore
 
 from utils import checks
+from utils.plan.allocator import STREAM
 from utils.techniques.parallel import KINDS
 
 MAX_RANKS = 1024
@@ -100,3 +102,25 @@ class DDPBuckets:
         elif step == 1:
             events.extend((("ddp", i), size) for i, size in enumerate(self.rebuilt()))
             events.append((("ddp", "first"), -self.total))
+
+
+@contextlib.contextmanager
+def side_streams(tracker):
+    """While FSDP2 works on one of its own streams (`device_handle.stream(s)`: on the fake world's
+    CPU mesh, torch.cpu.stream), what it allocates is recorded in that stream's pool
+    (utils/plan/allocator.py: a side stream's blocks serve only that stream on CUDA)."""
+    real, names = torch.cpu.stream, {}
+
+    @contextlib.contextmanager
+    def stream(side):
+        before = tracker.pool
+        if side is not None and side is not torch.cpu.current_stream():
+            tracker.pool = names.setdefault(id(side), f"{STREAM} {len(names) + 1}")
+        try:
+            with real(side):
+                yield
+        finally:
+            tracker.pool = before
+
+    with mock.patch.object(torch.cpu, "stream", stream):
+        yield

@@ -43,7 +43,7 @@ from utils.plan.cudagraphs import COMPILED, STEP, plan_cuda_graph_step
 from utils.plan.device import device_memory
 from utils.plan.fakes import fake_modules_converted_in_place, offloaded_activations, paged_states
 from utils.plan.machine import synced_host_us
-from utils.plan.parallel import DDPBuckets, fake_world
+from utils.plan.parallel import DDPBuckets, fake_world, side_streams
 from utils.plan.timing import OpRecorder, SyncedSteps, step_time
 from utils.techniques.run import Skip, new_run
 from utils.units import MIB
@@ -136,7 +136,7 @@ def _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs):
         plan_cuda_graph_step(run.step, tracker)
     paged = []  # bytes of bitsandbytes' paged state, in unified memory: off the allocator's books
     cuda = (cuda_rounding(), cuda_autocast_policy(), cuda_sdpa_dropout(), cuda_dropout(), scaler_steps_without_infs(),
-            paged_states(tracker, paged)) if model_cuda else ()
+            paged_states(tracker, paged), side_streams(tracker)) if model_cuda else ()
     with contextlib.ExitStack() as stack:
         for context in (*cuda, quiet_global_hooks()):
             stack.enter_context(context)

@@ -43,8 +43,9 @@ DIFFERENCES = (
     "outputs kept per block)",
     "precision: the blocks as torchtitan's (FSDP2 all-gathers bf16 weights, reduce-scatters fp32 gradients), the "
     "root not: its embeddings and head stay fp32 under bf16 autocast (the residual stream fp32, as one process "
-    "under autocast has it), 2 x 0.5B weights unsharded at 4 bytes, not 2, and the head's bf16 copy saved for "
-    "backward: about 2.9 GiB more than torchtitan holds",
+    "under autocast has it): 2 x 0.5B weights unsharded at 4 bytes, not 2, their all-gather buffer too (cached on "
+    "FSDP2's copy-in stream), and the head's bf16 copy saved for backward: about 4.9 GiB more than torchtitan "
+    "reserves",
     "compile: both compile each block apart and run the rest eager (torchtitan's loss on fp32 logits)",
     "the GPU's peak: SXM's taken (torchtitan: between SXM's and NVL's at 500 W), so the plan is high in tokens/s",
 )
