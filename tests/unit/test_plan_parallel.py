@@ -82,7 +82,7 @@ def test_fsdp_under_bf16_autocast_gathers_the_blocks_in_bf16_and_reduces_gradien
 def test_fsdp2s_gathers_and_sharded_gradients_are_allocated_on_its_own_streams():
     plan = planner.plan(registry.load_setup("baseline"), plan_cfg(World("fsdp", 0, 0, 4)))
     sizes = {}
-    for key, nbytes, *pool in plan.events:
+    for _, nbytes, *pool in plan.events:
         if nbytes > 0 and pool:
             sizes.setdefault(pool[0], []).append(nbytes)
     # two side streams: the all-gather copy-in stream's buffers, the reduce-scatter stream's sharded gradients
