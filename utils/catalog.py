@@ -16,6 +16,7 @@ AA_CHECK = "adamw"  # the baseline's calls under another name: an A/A test of th
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 GRAPHED_COMPILE_MODES = ("reduce-overhead", "max-autotune")  # inductor captures CUDA graphs in these modes
 COMPILE_SCOPES = ("model", "blocks")  # what compile_model hands torch.compile: the whole model, or each block
+CHUNK_LOGITS = ("recompute", "keep")  # how chunked cross-entropy's backward has each chunk's logits
 STAGES = ("architecture", "precision", "attention", "adapters", "memory", "parallel", "optimizer", "compile", "step")
 # technique function -> (stage, the group of which a run holds one: two of a group conflict)
 FUNCTIONS = {

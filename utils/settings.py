@@ -1,14 +1,12 @@
-"""Every setting once: its name, default, check, type and help. The scripts' flags, `make help`,
-docs/reference.md and the one typed `Settings` object each command reads are made from this table; nothing
-else states a default.
+"""Every setting once: its name, default, check, type and help. The scripts' flags, `make help`, docs/reference.md and
+the one typed `Settings` object each command reads are made from this table; nothing else states a default.
 
-Settings travel one way: `make X NAME=value` exports SUITE_NAME to the command it runs (the Makefile does so
-for every variable given on its command line), and the command's entry point parses them all here, once
-(`read`), into a frozen `Settings` it passes down; a script run by hand takes its flags (`--name`) over the
-same. Only SUITE_-prefixed variables are read, so a shell's own T, A, B, PORT or DEVICE never leaks into a
-run; a SUITE_ name that is no setting is refused. Only entry points (utils/drivers, the scripts'
-utils.measure.train, the __main__ modules) import this module. Stdlib only: make help, make reset and the
-report read it without torch.
+Settings travel one way: `make X NAME=value` exports SUITE_NAME to the command it runs (the Makefile does so for
+every variable given on its command line), and the command's entry point parses them all here, once (`read`), into
+a frozen `Settings` it passes down; a script run by hand takes its flags (`--name`) over the same. Only
+SUITE_-prefixed variables are read, so a shell's own T, A, B, PORT or DEVICE never leaks into a run; a SUITE_ name
+that is no setting is refused. Only entry points (utils/drivers, the scripts' utils.measure.train, the __main__ modules)
+import this module. Stdlib only: make help, make reset and the report read it without torch.
 """
 
 import argparse
@@ -109,8 +107,10 @@ SETTINGS = (
     S("ACCUM", "4", "micro-batches of BATCH per optimizer step, for techniques that accumulate", "run", _int(1), True),
     S("COMPILE_MODE", "default", "torch.compile mode of techniques that compile",
       "run", _choice(*catalog.COMPILE_MODES), True),
-    S("COMPILE_SCOPE", "model", "what techniques that compile compile: model (one graph) or blocks (each block "
-      "its own, torchtitan's and torchtune's way; the rest eager)", "run", _choice(*catalog.COMPILE_SCOPES), True),
+    S("COMPILE_SCOPE", "model", "what techniques that compile compile: model (one graph) or blocks (each block its "
+      "own, a chunked loss's scoring too: torchtune's way)", "run", _choice(*catalog.COMPILE_SCOPES), True),
+    S("CHUNK_LOGITS", "recompute", "chunked_ce: recompute (each chunk's logits again in backward: never all) or keep "
+      "(all kept: torchtune's CEWithChunkedOutputLoss)", "run", _choice(*catalog.CHUNK_LOGITS), True),
     S("LORA_RANK", "8", "lora: the adapters' rank r (torchtune's Llama 3.1 8B LoRA: 8)", "run", _int(1), True),
     S("LORA_ALPHA", "16", "lora: the adapters' scale is alpha / r (torchtune's 8B LoRA: 16)", "run", _number, True),
     S("LORA_DROPOUT", "0", "lora: dropout on the adapters' input, from 0 up to 1", "run",

@@ -2,6 +2,7 @@
 chunks, offloaded activations, the optimizer step in backward, LoRA's adapters, the paged 8-bit
 state; and what the planner makes of each."""
 
+import contextlib
 import dataclasses
 
 import pytest
@@ -60,6 +61,56 @@ def test_the_chunked_loss_is_the_whole_loss_and_its_gradient():
     chunked_loss.backward()
     for a, b in zip(whole.model.parameters(), chunked.model.parameters()):
         torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_the_chunked_loss_keeping_its_logits_is_the_whole_loss_and_keeps_them_for_backward():
+    whole, kept, recomputed = bare_run(), bare_run(), bare_run()
+    kept.cfg = dataclasses.replace(kept.cfg, chunk_logits="keep")
+    t.chunked_cross_entropy(kept)
+    t.chunked_cross_entropy(recomputed)
+    x, y = _batch()
+    vocab, saved = whole.model.lm_head.out_features, {}
+    _, loss = whole.model(x, y)
+    for name, run in (("keep", kept), ("recompute", recomputed)):
+        sizes = saved[name] = []
+        # what autograd keeps for backward: the logits (or their softmax) are the tensors as wide as the vocabulary
+        with torch.autograd.graph.saved_tensors_hooks(lambda s, into=sizes: into.append(s.shape) or s, lambda s: s):
+            _, chunked_loss = run.model(x, y)
+        torch.testing.assert_close(chunked_loss, loss)
+        assert run.record()["chunk_logits"] == name
+    logits = {name: sum(shape.numel() for shape in sizes if shape[-1:] == (vocab,)) for name, sizes in saved.items()}
+    assert logits["keep"] >= x.numel() * vocab and logits["recompute"] == 0
+    assert whole.record()["chunk_logits"] == ""
+
+
+def test_compiled_by_blocks_a_chunked_loss_compiles_each_chunks_scoring_as_torchtune_does():
+    from utils.models.loss import score
+
+    run = bare_run()
+    run.cfg = dataclasses.replace(run.cfg, compile_scope="blocks")
+    t.chunked_cross_entropy(run)
+    t.compile_model(run)  # compiles lazily: nothing runs here
+    assert run.model.chunk_score is not score and run.record()["compile_scope"] == "blocks"
+    unchunked = bare_run()
+    unchunked.cfg = run.cfg
+    t.compile_model(unchunked)
+    assert unchunked.model.chunk_score is score  # a whole loss stays eager
+
+
+@pytest.mark.parametrize("hooks", ["real", "planned"])
+def test_offloading_moves_what_autograd_saves_but_the_weights_a_linear_saves(hooks):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from utils.techniques import offload
+
+    with FakeTensorMode() if hooks == "planned" else contextlib.nullcontext():
+        linear, x = torch.nn.Linear(4, 3), torch.ones(2, 4, requires_grad=True)
+        with offload.on_host(linear, pin=False) if hooks == "real" else fakes.offloaded_activations(linear):
+            y = linear(x)
+        # reading a saved tensor unpacks it: the transposed weight is the weight's memory, the input a copy
+        weight, given = y.grad_fn._saved_mat2, y.grad_fn._saved_mat1
+        assert weight.untyped_storage()._cdata == linear.weight.untyped_storage()._cdata
+        assert given.untyped_storage()._cdata != x.untyped_storage()._cdata
 
 
 def test_offloaded_activations_pass_through_the_saved_tensors_hooks_and_change_nothing():

@@ -42,6 +42,15 @@ def test_a_scatter_into_a_constant_is_pointwise():
     assert not any(name.startswith(("scatter", "full", "zeros")) for name in written)
 
 
+def test_cross_entropys_gather_reads_its_log_softmax_where_it_is_computed():
+    # inductor lowers gather as a pointwise kernel loading its input (lowering.py): the fp32 log-softmax
+    # of the upcast logits is never written, only the reductions it needs and the loss
+    logits, target = torch.randn(4, 10, dtype=torch.bfloat16), torch.randint(0, 10, (4,))
+    written = _written(lambda x, t: torch.nn.functional.cross_entropy(x.float(), t, reduction="sum"), logits, target)
+    assert not any(name.startswith(("gather", "sub", "convert", "_log_softmax")) for name in written)
+    assert any(name.startswith(("amax", "sum")) for name in written)
+
+
 def _real_compiled_peak(setup, cfg):
     """A real compiled step on this CPU, compiled as the plan compiles (inductor's own kernels
     allocate below the dispatcher, where no tracker can see), tracked op by op."""

@@ -38,6 +38,7 @@ class RunConfig:
     peak_tflops: float | None  # None: from the device table
     compile_mode: str  # read by techniques that compile
     compile_scope: str  # what they compile: the whole model, or each of its blocks
+    chunk_logits: str  # read by chunked_ce: each chunk's logits recomputed in backward, or kept
     accum: int  # read by techniques that accumulate gradients
     lora_rank: int  # read by lora: the adapters' rank
     lora_alpha: float  # their scale, alpha / rank
@@ -152,6 +153,7 @@ def load(technique, settings, check_results=True, world=None):
         peak_tflops=settings.peak_tflops,
         compile_mode=settings.compile_mode,
         compile_scope=settings.compile_scope,
+        chunk_logits=settings.chunk_logits,
         accum=settings.accum,
         lora_rank=settings.lora_rank,
         lora_alpha=settings.lora_alpha,

@@ -3,6 +3,8 @@ planner) may ask a model, so that any model plugs in by answering the same quest
 
 import torch.nn as nn
 
+from utils.models.loss import cross_entropy, score
+
 
 class Costed(nn.Module):
     """What generic code may ask a model (nanoGPT's get_num_params / estimate_mfu, widened).
@@ -14,7 +16,14 @@ class Costed(nn.Module):
     attention = "none"  # the attention implementation in use, where the model has one
     flops_source = "formula"  # how flops_per_token was had: formula, or measured (FlopCounterMode)
     mlp_name = "gelu"  # the blocks' MLP, in results.csv's terms (a foreign model's: own)
-    loss_chunks = 1  # the loss's cross-entropy in this many checkpointed chunks (utils/models/loss.py)
+    loss_chunks = 1  # the loss's cross-entropy in this many chunks of tokens (utils/models/loss.py)
+    chunk_logits = "recompute"  # how backward has each chunk's logits: recompute or keep (utils/models/loss.py)
+    chunk_score = staticmethod(score)  # each chunk's upcast and cross-entropy (compiled by compile_model by blocks)
+
+    def loss(self, hidden, head, targets):
+        """(logits or None, mean loss) of the output projection `head` over `hidden`, chunked as the
+        techniques set it."""
+        return cross_entropy(hidden, head, targets, self.loss_chunks, self.chunk_logits, self.chunk_score)
 
     def chunks_unsupported(self):
         """Why the loss cannot be computed in chunks here, or None (the suite's models: it can)."""

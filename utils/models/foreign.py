@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from utils import checks
 from utils.models import file, flops, hf
 from utils.models.costed import Costed
-from utils.models.loss import cross_entropy
 from utils.models.spec import Checked
 
 KNOWN_BLOCKS = ("transformer.h", "model.layers", "gpt_neox.layers", "transformer.blocks", "model.decoder.layers",
@@ -155,7 +154,7 @@ class Foreign(Costed):
             # targets are the next tokens already (utils/measure/data.py): no shift here
             if self.loss_chunks > 1:  # the decoder's last hidden state, the output projection applied in chunks
                 hidden = self.module.base_model(input_ids=idx, use_cache=False).last_hidden_state
-                return cross_entropy(hidden, self.module.get_output_embeddings(), targets, self.loss_chunks)
+                return self.loss(hidden, self.module.get_output_embeddings(), targets)
             logits = self.module(input_ids=idx, use_cache=False).logits  # (B, T, vocab)
             return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         try:

@@ -13,7 +13,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.models.costed import Costed
-from utils.models.loss import cross_entropy
 
 
 @dataclass(frozen=True)
@@ -183,4 +182,4 @@ class GPT(Costed):
         x = self.wte(idx) + self.wpe(pos)  # (B, T, C)
         for block in self.blocks:
             x = block(x)
-        return cross_entropy(self.ln_f(x), self.lm_head, targets, self.loss_chunks)  # logits (B, T, vocab)
+        return self.loss(self.ln_f(x), self.lm_head, targets)  # logits (B, T, vocab)

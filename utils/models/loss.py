@@ -1,30 +1,48 @@
 """The models' loss: cross-entropy of the output projection, whole or in chunks.
 
 Whole, the (B*T, vocab) logits exist at once, and for backward the softmax's output with them
-(GPT-2 at B=16, T=1024: 3.1 GiB of fp32 logits, 4.8 at the peak). In chunks, each chunk of
-tokens is projected and scored under activation checkpointing (torch.utils.checkpoint): forward
-keeps only the chunk's hidden states, backward recomputes one chunk's logits at a time, so at
-most one chunk's logits exist, at the price of the projection's forward run twice. torchtune's
-CEWithChunkedOutputLoss chunks the projection's output without recomputing it (each chunk
-upcast to fp32 on its own); this one never holds the whole logits, in any dtype.
+(GPT-2 at B=16, T=1024: 3.1 GiB of fp32 logits, 4.8 at the peak). In chunks of tokens, each
+chunk's logits are upcast to fp32 and scored on their own, in one of two ways (CHUNK_LOGITS):
+- recompute (the suite's): each chunk is projected and scored under activation checkpointing
+  (torch.utils.checkpoint): forward keeps only the chunk's hidden states, backward recomputes one
+  chunk's logits at a time, so at most one chunk's logits exist, in any dtype, at the price of
+  the projection's forward run twice;
+- keep (torchtune's CEWithChunkedOutputLoss): the projection's output made chunk by chunk, every
+  chunk's logits kept for the loss's backward (the whole logits at the projection's dtype), only
+  the upcast one chunk at a time; the projection runs once.
+`score` is each chunk's upcast and cross-entropy: what torchtune's compile_loss compiles
+(compile_model under COMPILE_SCOPE=blocks passes it compiled).
 """
 
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-
-def _chunk_loss(hidden, targets, head):
-    # the sum, in fp32 (torchtune upcasts each chunk's logits too): the caller divides once
-    return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
+CHUNK_LOGITS = ("recompute", "keep")  # how backward has each chunk's logits (the CHUNK_LOGITS setting)
 
 
-def cross_entropy(hidden, head, targets, chunks=1):
+def score(logits, targets):
+    """The chunk's cross-entropy summed, in fp32 (torchtune upcasts each chunk too): the caller
+    divides once."""
+    return F.cross_entropy(logits.float(), targets, reduction="sum")
+
+
+def _recomputed(hidden, targets, head, scorer):
+    return scorer(head(hidden), targets)
+
+
+def cross_entropy(hidden, head, targets, chunks=1, logits="recompute", scorer=score):
     """(logits or None, mean loss) of `head` over `hidden` (B, T, C) against `targets` (B, T):
-    whole (chunks=1: the logits returned), or in `chunks` checkpointed chunks (None)."""
+    whole (chunks=1: the logits returned), or in `chunks` chunks whose `logits` are recomputed in
+    backward or kept (None returned), each scored by `scorer`."""
     if chunks <= 1:
-        logits = head(hidden)
-        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        whole = head(hidden)
+        return whole, F.cross_entropy(whole.view(-1, whole.size(-1)), targets.reshape(-1))
     flat, flat_targets = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)
-    total = sum(checkpoint(_chunk_loss, h, t, head, use_reentrant=False)
-                for h, t in zip(flat.chunk(chunks), flat_targets.chunk(chunks)))
+    pieces = list(zip(flat.chunk(chunks), flat_targets.chunk(chunks)))
+    if logits == "keep":
+        # every chunk projected first, as torchtune's model returns them (a list), then scored
+        projected = [head(h) for h, _ in pieces]
+        total = sum(scorer(chunk, t) for chunk, (_, t) in zip(projected, pieces))
+    else:
+        total = sum(checkpoint(_recomputed, h, t, head, scorer, use_reentrant=False) for h, t in pieces)
     return None, total / flat_targets.numel()

@@ -11,7 +11,6 @@ attention techniques skip with the reason) and attention_probe returns None.
 import torch.nn as nn
 
 from utils.models.costed import Costed
-from utils.models.loss import cross_entropy
 
 
 class LSTMBlock(nn.Module):
@@ -50,4 +49,4 @@ class LSTM(Costed):
         x = self.wte(idx)  # (B, T, C)
         for block in self.blocks:
             x = block(x)
-        return cross_entropy(x, self.lm_head, targets, self.loss_chunks)  # logits (B, T, vocab)
+        return self.loss(x, self.lm_head, targets)  # logits (B, T, vocab)

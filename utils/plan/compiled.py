@@ -9,17 +9,17 @@ does (torch/_dynamo/backends/debugging.py: inductor's decompositions and its min
 partitioner), then runs each graph op by op (torch.fx.Interpreter, each value freed after its
 last use) with the tracker entered around it (as `aot_eager_decomp_partition_with_mode` does:
 dynamo itself runs with no dispatch mode on the stack, the tracker saying
-`ignore_compile_internals`). So the saved activations are inductor's. Fusion is modelled,
-and it is a model, not inductor's scheduler: a pointwise op's output (torch.Tag.pointwise)
-is fused into its consumers and never materialised unless it leaves the graph (a saved
-activation, a gradient, an output) or feeds an op inductor runs as a separate kernel (a
-matmul, attention, a scatter: anything neither pointwise, a reduction nor a view); a view
-passes that need on to the tensor it views; constants (full, zeros, iota) and a scatter into
-one (inductor's scatter_upon_const_tensor) count as pointwise. Reductions and extern kernels
-write their outputs. Not modelled: inductor's buffer reuse between kernels (the plan can be
-high) and its realisation of a pointwise buffer that many kernels read (the plan can be low).
-In reduce-overhead mode each graph's allocations come from the CUDA graphs' private pool
-(utils/plan/cudagraphs.py).
+`ignore_compile_internals`). So the saved activations are inductor's. Fusion is modelled, and it
+is a model, not inductor's scheduler: a pointwise op's output (torch.Tag.pointwise) is fused
+into its consumers and never materialised unless it leaves the graph (a saved activation, a
+gradient, an output) or feeds an op inductor runs as a separate kernel (a matmul, attention, a
+scatter: anything neither pointwise, a reduction nor a view); a view passes that need on to the
+tensor it views; constants (full, zeros, iota), a scatter into one (inductor's
+scatter_upon_const_tensor) and an indirect load (gather, index) count as pointwise. Reductions
+and extern kernels write their outputs. Not modelled: inductor's buffer reuse between kernels
+(the plan can be high) and its realisation of a pointwise buffer that many kernels read (the
+plan can be low). In reduce-overhead mode each graph's allocations come from the CUDA graphs'
+private pool (utils/plan/cudagraphs.py).
 
 The step's time is not that model's: each graph is lowered and scheduled by inductor itself
 (`scheduled_kernels`: its post-grad passes, lowering and fusion, no code generated), and the
@@ -57,12 +57,16 @@ aten, prims = torch.ops.aten, torch.ops.prims
 # constants inductor computes inside the kernels that read them, never as buffers
 FACTORIES = (aten.full.default, aten.zeros.default, aten.ones.default, aten.scalar_tensor.default, prims.iota.default)
 SCATTERS = (aten.scatter.value, aten.scatter.src)
+# indirect loads: inductor lowers them as pointwise kernels that read their input through its loader
+# (torch/_inductor/lowering.py, gather and index_impl_helper: x.make_loader()), so a pointwise input is
+# computed where it is read, never written: cross-entropy's gather of its log-softmax
+INDIRECT_LOADS = (aten.gather.default, aten.index.Tensor)
 
 
 def _fusible(node):
     if node.op != "call_function":
         return False
-    if node.target in FACTORIES:
+    if node.target in FACTORIES or node.target in INDIRECT_LOADS:
         return True
     if node.target in SCATTERS:
         # a scatter into a constant is a pointwise select (inductor's scatter_upon_const_tensor,

@@ -7,6 +7,8 @@ from unittest import mock
 import torch
 from torch._subclasses.fake_tensor import FakeTensor
 
+from utils.techniques import offload
+
 
 @contextlib.contextmanager
 def fake_modules_converted_in_place():
@@ -36,17 +38,22 @@ def fake_modules_converted_in_place():
 
 
 @contextlib.contextmanager
-def offloaded_activations():
-    """offload_activations as the GPU runs it (torch.autograd.graph.save_on_cpu): each tensor
-    autograd saves is copied to the host, the device's copy freed once forward drops it, and a
-    device copy made again when backward unpacks it. On the planner's fake CPU device the host
-    copy would count as device memory: it is kept as its metadata alone, and backward's copy is
-    a fresh fake tensor of that shape (the values are fake anyway)."""
+def offloaded_activations(module):
+    """offload_activations as the GPU runs it (utils/techniques/offload.py): each tensor autograd
+    saves, but `module`'s weights, is copied to the host, the device's copy freed once forward drops
+    it, and a device copy made again when backward unpacks it. On the planner's fake CPU device the
+    host copy would count as device memory: it is kept as its metadata alone, and backward's copy
+    is a fresh fake tensor of that shape (the values are fake anyway)."""
+    weights = offload.weights_of(module)
 
     def pack(tensor):
+        if offload.is_weight(tensor, weights):
+            return tensor
         return tensor.size(), tensor.stride(), tensor.dtype, tensor.device
 
     def unpack(saved):
+        if isinstance(saved, torch.Tensor):
+            return saved
         size, stride, dtype, device = saved
         return torch.empty_strided(size, stride, dtype=dtype, device=device)
 

@@ -164,7 +164,7 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
         buckets = DDPBuckets.take(run)
         run.cfg = dataclasses.replace(cfg, device="cpu")  # the autocast the step enters: CPU's, with CUDA's policy
         if run.activation_offload:  # saved to the host: off the planned device until backward needs them
-            run.saved_tensors = offloaded_activations
+            run.saved_tensors = functools.partial(offloaded_activations, run.model)
         if model_cuda:
             cuda_optimizer_defaults(run.optimizer)
         tracker, unified_bytes = _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs)

@@ -195,9 +195,10 @@ def gpu_ms_by_kind(ops, gpu, tf32=False):
     ms = dict.fromkeys(("matmul", "attention", "memory", "memory fp32"), 0.0)
     for op in ops:
         if op.kind in ("matmul", "attention", "memory"):
-            ms[op.kind] += op_seconds(op, gpu, tf32) * 1e3
+            op_ms = op_seconds(op, gpu, tf32) * 1e3
+            ms[op.kind] += op_ms
             if op.kind == "memory" and op.dtype == torch.float32:
-                ms["memory fp32"] += op_seconds(op, gpu, tf32) * 1e3
+                ms["memory fp32"] += op_ms
     return ms
 
 

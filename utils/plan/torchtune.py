@@ -5,7 +5,9 @@ packed to 2048, bf16, torch.compile), full, LoRA and QLoRA.
 What they ran (the recipes' configs, llama3_1/8B_full_single_device.yaml, 8B_lora_single_device
 and 8B_qlora_single_device, as the README's footnotes set them): weights in bf16 with no fp32 copy,
 attention through SDPA (the suite's `flash`), activation checkpointing of every layer,
-cross-entropy in 8 chunks of the output projection (CEWithChunkedOutputLoss); full:
+cross-entropy in 8 chunks of the output projection, every chunk's bf16 logits kept for backward and each
+chunk's upcast and cross-entropy compiled (CEWithChunkedOutputLoss, training.compile_loss; the suite's
+CHUNK_LOGITS=keep: its own default recomputes them); full:
 bitsandbytes' PagedAdamW8bit stepped in backward (optimizer_in_bwd); LoRA: rank 8, alpha 16 on
 the query and value projections; QLoRA: rank 8, alpha 16 on q, k, v, the output projection and
 the MLP, the base in NF4 (torchao's to_nf4).
@@ -13,9 +15,9 @@ the MLP, the base in NF4 (torchao's to_nf4).
 (torchtune/training/memory.py, get_memory_stats: peak_memory_active): the tensors the allocator
 holds at the peak, the plan's allocated.
 
-What the suite plans: the same techniques as its combinations, compiled block by block as torchtune
-compiles each layer (COMPILE_SCOPE=blocks): compiled whole, backward is one graph that returns every
-gradient at its end, and the optimizer step in backward would free none early.
+What the suite plans: the same techniques as its combinations, compiled block by block as torchtune compiles
+each layer, the loss's chunks too (COMPILE_SCOPE=blocks): compiled whole, backward is one graph that returns
+every gradient at its end, and the optimizer step in backward would free none early.
 """
 
 from utils import devices
@@ -23,10 +25,10 @@ from utils.plan import bands, planner
 from utils.plan.config import Target, load_config
 from utils.techniques import setup_of
 from utils.techniques.parallel import World
-from utils.units import GIB
 
 NAME, MEMORY = "torchtune", "peak active"
 MEMORY_BAR, TOKENS_BAR = 0.10, 0.25  # the issue's: memory within 10%, tokens/s within 25%
+CHUNK_LOGITS = "keep"  # CEWithChunkedOutputLoss: every chunk's logits kept for backward
 LORA_QV = {"lora_rank": 8, "lora_alpha": 16.0, "lora_targets": "q_proj,v_proj"}
 LORA_ALL = {**LORA_QV, "lora_targets": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"}
 # (configuration, the suite's combination, its LoRA settings, tokens/s, peak active GiB)
@@ -39,13 +41,8 @@ ROWS = (
 
 
 def differences(cfg):
-    """What differs from torchtune's runs in each of its tables, sized at `cfg`'s shapes."""
-    logits_gib = cfg.batch * cfg.seq * cfg.vocab_size * 2 / GIB
+    """What differs from torchtune's runs in each of its tables, at `cfg`'s shapes."""
     return (
-        "chunked cross-entropy: torchtune's keeps every chunk's bf16 logits for the loss's backward, on the GPU "
-        f"({logits_gib:.2f} GiB here), the suite's recomputes one chunk at a time (its rows low by up to that)",
-        "compile: both compile each layer apart; torchtune also compiles the loss (each chunk's upcast and "
-        "cross-entropy), the plan runs it eager",
         f"packing: torchtune masks each packed document (flex attention), the plan attends over the whole {cfg.seq}",
     )
 
@@ -80,7 +77,7 @@ def rows(given, table_row, seen):
         table_row(cells)
     for label, technique, lora, tokens, gib in ROWS:
         cfg = load_config(technique, given, batch=2, seq=2048, model="hf:llama-3.1-8b", world=World(),
-                          compile_scope="blocks", **lora)
+                          compile_scope="blocks", chunk_logits=CHUNK_LOGITS, **lora)
         row, cells = compared(label, technique, cfg, target, (tokens, gib), seen)
         out.append(row)
         table_row(cells)

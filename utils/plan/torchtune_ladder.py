@@ -3,18 +3,17 @@ A100 (80 GB: the first row's 60 GiB fits no other), batch 2, sequence 4096, bf16
 technique to the one above, LoRA and QLoRA beside them (pytorch/torchtune README, "Optimization
 flags", added by its pull request #2003 of 2024-11-18).
 
-What they ran (the recipes' configs of that commit, llama3_2/3B_full_single_device.yaml and
-3B_lora / 3B_qlora_single_device.yaml, with the README's flags): weights in bf16 with no fp32 copy,
-SDPA attention, samples packed to 4096 (the table's unpacked first row has no fixed shape to plan
-and is left out); the full rows with torch.optim.AdamW (foreach kernels on CUDA) until "8-bit
-AdamW" (the README names `AdamW8bit`: bitsandbytes'), compiled layer by layer, cross-entropy
-in 8 chunks (CEWithChunkedOutputLoss), every layer checkpointed, the optimizer step in backward
-(one optimizer per parameter), activations offloaded (OffloadActivations); LoRA and QLoRA: rank 64,
-alpha 128 on the query, value and output projections and the MLP, fused AdamW, no step in
-backward, the rest as the row above them; QLoRA's base in NF4 (torchao), every block projection.
-"Peak Memory Active" is torchtune's active_bytes.all.peak (torchtune/training/memory.py): the
-plan's allocated. Where the published table leaves what ran open, the other reading is planned too
-and printed beside the table, never counted.
+What they ran (the recipes' configs of that commit, llama3_2/3B_full_single_device.yaml and 3B_lora /
+3B_qlora_single_device.yaml, with the README's flags): weights in bf16 with no fp32 copy, SDPA attention,
+samples packed to 4096 (the table's unpacked first row has no fixed shape to plan and is left out); the full
+rows with torch.optim.AdamW (foreach kernels on CUDA) until "8-bit AdamW" (the README names `AdamW8bit`:
+bitsandbytes'), compiled layer by layer, cross-entropy in 8 chunks, their logits kept
+(CEWithChunkedOutputLoss, as torchtune.py plans it), every layer checkpointed, the optimizer step in backward
+(one optimizer per parameter), activations offloaded (OffloadActivations); LoRA and QLoRA: rank 64, alpha 128
+on the query, value and output projections and the MLP, fused AdamW, no step in backward, the rest as the row
+above them; QLoRA's base in NF4 (torchao), every block projection. "Peak Memory Active" is torchtune's
+active_bytes.all.peak (torchtune/training/memory.py): the plan's allocated. Where the published table leaves
+what ran open, the other reading is planned too and printed beside the table, never counted.
 """
 
 import pandas as pd
@@ -58,7 +57,7 @@ DIFFERENCES = (
 
 def _config(technique, given, lora):
     return load_config(technique, given, batch=BATCH, seq=SEQ, model=MODEL, world=World(), compile_scope="blocks",
-                       **lora)
+                       chunk_logits=torchtune.CHUNK_LOGITS, **lora)
 
 
 def rows(given, table_row, seen):

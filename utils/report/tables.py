@@ -125,7 +125,8 @@ def what_ran(row):
         policy = row.get("checkpoint_policy")
         words.append("ckpt" + (f" ({policy})" if isinstance(policy, str) and policy not in ("", "block") else ""))
     if row.get("loss_chunks", 1) == row.get("loss_chunks", 1) and row.get("loss_chunks", 1) > 1:
-        words.append(f"loss in {int(row['loss_chunks'])} chunks")
+        kept = " (logits kept)" if row.get("chunk_logits") == "keep" else ""
+        words.append(f"loss in {int(row['loss_chunks'])} chunks{kept}")
     words += [text for column, text in (("activation_offload", "activations on the host"),
                                         ("step_in_backward", "optimizer step in backward")) if on(column)]
     if isinstance(row.get("adapter"), str) and row["adapter"]:

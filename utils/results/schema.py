@@ -61,7 +61,9 @@ COLUMNS = {
     "checkpoint_policy": "what checkpointing recomputed: block (each block whole, from its input) or selective "
     "(torchtitan's per-op policy: attention's and every other matmul's outputs saved, the rest recomputed); "
     "blank without checkpointing",
-    "loss_chunks": "the loss's cross-entropy computed in this many checkpointed chunks of tokens (1: whole logits)",
+    "loss_chunks": "the loss's cross-entropy computed in this many chunks of tokens (1: whole logits)",
+    "chunk_logits": "how backward had each chunk's logits: recompute (the chunk projected again under checkpointing) "
+    "or keep (every chunk's kept, torchtune's CEWithChunkedOutputLoss); blank for a whole loss",
     "activation_offload": "whether the activations saved for backward were kept in host memory",
     "step_in_backward": "whether each parameter's optimizer step ran in backward, as its gradient was ready",
     "adapter": "what trained, where not every weight: LoRA's rank, alpha, dropout and target modules; blank: all",
@@ -111,7 +113,7 @@ STATUSES = ("ok", "skipped", "oom", "error")
 TEXT = (
     "run_id", "timestamp_utc", "technique", "status", "reason", "phase", "model", "data", "dtype", "mlp", "attention",
     "optimizer", "compile_mode", "parallel", "backend", "device", "driver", "cuda", "torch", "git_sha", "host", "kind",
-    "flops_source", "blocks", "adapter", "checkpoint_policy", "compile_scope",
+    "flops_source", "blocks", "adapter", "checkpoint_policy", "compile_scope", "chunk_logits",
 )
 BOOLEAN = ("fused", "compiled", "checkpointing", "cuda_graphs", "scaler_skipped", "activation_offload",
            "step_in_backward")
@@ -121,7 +123,8 @@ NUMERIC = tuple(c for c in COLUMNS if c not in TEXT + BOOLEAN)
 # what ran (the run's configuration as a technique applied it: utils/techniques/run.py Run.record
 # writes them, the report's summary carries them per technique)
 WHAT_RAN = ("dtype", "attention", "optimizer", "fused", "compiled", "checkpointing", "checkpoint_policy", "mlp",
-            "compile_mode", "compile_scope", "accum", "cuda_graphs", "loss_chunks", "activation_offload",
+            "compile_mode", "compile_scope", "accum", "cuda_graphs", "loss_chunks", "chunk_logits",
+            "activation_offload",
             "step_in_backward", "adapter", "trainable_params")
 MEMORY_PARTS = ("params", "grads", "optimizer", "activations", "temporaries")
 MEMORY_COLUMNS = tuple(f"mem_{part}_mib" for part in MEMORY_PARTS) + ("mem_peak_mib",)

@@ -70,7 +70,9 @@ def block_precision(run):
     import torch
     from torch.distributed.fsdp import MixedPrecisionPolicy
 
-    if run.cfg.device != "cuda" or run.dtype != "bf16-autocast":
+    from utils.techniques.stages import BF16_AUTOCAST
+
+    if run.cfg.device != "cuda" or run.dtype != BF16_AUTOCAST:
         return MixedPrecisionPolicy()
     return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False)
 

@@ -77,6 +77,7 @@ class Run:
             "checkpointing": bool(self.checkpointing),
             "checkpoint_policy": self.checkpointing,
             "loss_chunks": self.model.loss_chunks,
+            "chunk_logits": self.model.chunk_logits if self.model.loss_chunks > 1 else "",
             "activation_offload": self.activation_offload,
             "step_in_backward": self.step_in_backward,
             "adapter": self.adapter,

@@ -9,7 +9,7 @@ import torch
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
 from utils import checks
-from utils.techniques import selective, step
+from utils.techniques import offload, selective, step
 from utils.techniques.run import Skip, on_cuda, technique
 
 # 1. architecture
@@ -99,10 +99,10 @@ def autocast_bf16(run):
     # weights, grads and optimizer state stay fp32; matmuls and activations run in bf16
     run.autocast_dtype = torch.bfloat16
     if run.dtype != BF16_WEIGHTS:  # over bf16 weights autocast changes nothing they do not
-        run.dtype = "bf16-autocast"
+        run.dtype = BF16_AUTOCAST
 
 
-BF16_WEIGHTS = "bf16-weights"
+BF16_AUTOCAST, BF16_WEIGHTS = "bf16-autocast", "bf16-weights"
 
 
 @technique
@@ -178,21 +178,22 @@ def checkpoint_blocks(run, policy="block"):
 
 @technique
 def chunked_cross_entropy(run, chunks=8):
-    # the output projection and the loss in checkpointed chunks of tokens: the whole logits
-    # never exist (utils/models/loss.py); torchtune's recipes use 8
+    # the output projection and the loss in chunks of tokens, each chunk's logits recomputed in
+    # backward (the whole logits never exist) or kept, as torchtune's (utils/models/loss.py);
+    # torchtune's recipes use 8
     why = run.model.chunks_unsupported()
     if why:
         raise Skip(why)
-    run.model.loss_chunks = chunks
+    run.model.loss_chunks, run.model.chunk_logits = chunks, run.cfg.chunk_logits
 
 
 @technique
 def offload_activations(run):
-    # what autograd saves for backward is copied to host memory as forward makes it and back as
-    # backward needs it (torch.autograd.graph.save_on_cpu, pinned on CUDA: copies the GPU does
-    # not wait on the host for); on a CPU it runs, and moves nothing anywhere
+    # what autograd saves for backward, but weights, is copied to host memory as forward makes it
+    # and back as backward needs it (save_on_cpu's hooks, pinned on CUDA: copies the GPU does not
+    # wait on the host for; utils/techniques/offload.py); on a CPU it runs, and moves nothing anywhere
     pin = on_cuda(run)
-    run.saved_tensors = lambda: torch.autograd.graph.save_on_cpu(pin_memory=pin)
+    run.saved_tensors = lambda: offload.on_host(run.model, pin)
     run.activation_offload = True
 
 
@@ -214,6 +215,9 @@ def compile_model(run):
             raise Skip(f"{run.cfg.model} shows no blocks to compile (no nn.ModuleList): name them with BLOCKS=")
         for i, block in enumerate(blocks):
             blocks[i] = torch.compile(block, **options)
+        if run.model.loss_chunks > 1:  # and each chunk's upcast and cross-entropy, as torchtune's compile_loss
+            # (a whole loss stays eager, as torchtitan's of its 2024 benchmarks)
+            run.model.chunk_score = torch.compile(run.model.chunk_score, **options)
     else:
         run.train_model = torch.compile(run.train_model, **options)
     run.compile_mode, run.compile_scope = mode, scope
