@@ -2,7 +2,6 @@
 chunks, offloaded activations, the optimizer step in backward, LoRA's adapters, the paged 8-bit
 state; and what the planner makes of each."""
 
-import contextlib
 import dataclasses
 
 import pytest
@@ -69,17 +68,21 @@ def test_the_chunked_loss_keeping_its_logits_is_the_whole_loss_and_keeps_them_fo
     t.chunked_cross_entropy(kept)
     t.chunked_cross_entropy(recomputed)
     x, y = _batch()
-    vocab, saved = whole.model.lm_head.out_features, {}
+    chunk = (x.numel() // 8, whole.model.lm_head.out_features)  # one chunk's logits (or log-probabilities)
     _, loss = whole.model(x, y)
+    loss.backward()
     for name, run in (("keep", kept), ("recompute", recomputed)):
-        sizes = saved[name] = []
-        # what autograd keeps for backward: the logits (or their softmax) are the tensors as wide as the vocabulary
-        with torch.autograd.graph.saved_tensors_hooks(lambda s, into=sizes: into.append(s.shape) or s, lambda s: s):
+        shapes = []
+        # what autograd keeps for backward, by shape: the head's transposed weight is not a chunk's logits
+        with torch.autograd.graph.saved_tensors_hooks(lambda s, into=shapes: into.append(s.shape) or s, lambda s: s):
             _, chunked_loss = run.model(x, y)
-        torch.testing.assert_close(chunked_loss, loss)
+        # eager, each chunk's log-probabilities (saved by log_softmax and by nll_loss): at least one per chunk
+        assert (shapes.count(chunk) >= 8 if name == "keep" else chunk not in shapes)
         assert run.record()["chunk_logits"] == name
-    logits = {name: sum(shape.numel() for shape in sizes if shape[-1:] == (vocab,)) for name, sizes in saved.items()}
-    assert logits["keep"] >= x.numel() * vocab and logits["recompute"] == 0
+        torch.testing.assert_close(chunked_loss, loss)
+        chunked_loss.backward()
+        for a, b in zip(whole.model.parameters(), run.model.parameters()):
+            torch.testing.assert_close(a.grad, b.grad)
     assert whole.record()["chunk_logits"] == ""
 
 
@@ -97,17 +100,25 @@ def test_compiled_by_blocks_a_chunked_loss_compiles_each_chunks_scoring_as_torch
     assert unchunked.model.chunk_score is score  # a whole loss stays eager
 
 
-@pytest.mark.parametrize("hooks", ["real", "planned"])
-def test_offloading_moves_what_autograd_saves_but_the_weights_a_linear_saves(hooks):
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
+def test_offloading_keeps_a_weight_and_its_views_and_moves_the_rest():
     from utils.techniques import offload
 
-    with FakeTensorMode() if hooks == "planned" else contextlib.nullcontext():
+    linear, x = torch.nn.Linear(4, 3), torch.ones(2, 4)
+    pack, unpack = offload.hooks(linear, pin=False)
+    kept = pack(linear.weight.t())  # a view of the weight: kept as it is, not a (device, host copy) pair
+    assert isinstance(kept, torch.Tensor) and kept._base is linear.weight
+    device, host = pack(x)  # an activation: to the host (on a CPU, save_on_cpu's tensor.cpu(): itself)
+    assert device == x.device and torch.equal(unpack((device, host)), x)
+
+
+def test_the_planned_offloading_keeps_the_weight_a_linear_saves_and_makes_a_copy_of_its_input():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
         linear, x = torch.nn.Linear(4, 3), torch.ones(2, 4, requires_grad=True)
-        with offload.on_host(linear, pin=False) if hooks == "real" else fakes.offloaded_activations(linear):
+        with fakes.offloaded_activations(linear):
             y = linear(x)
-        # reading a saved tensor unpacks it: the transposed weight is the weight's memory, the input a copy
+        # reading a saved tensor unpacks it: the transposed weight is the weight's memory, the input a fresh copy
         weight, given = y.grad_fn._saved_mat2, y.grad_fn._saved_mat1
         assert weight.untyped_storage()._cdata == linear.weight.untyped_storage()._cdata
         assert given.untyped_storage()._cdata != x.untyped_storage()._cdata

@@ -8,16 +8,16 @@ chunk's logits are upcast to fp32 and scored on their own, in one of two ways (C
   chunk's logits at a time, so at most one chunk's logits exist, in any dtype, at the price of
   the projection's forward run twice;
 - keep (torchtune's CEWithChunkedOutputLoss): the projection's output made chunk by chunk, every
-  chunk's logits kept for the loss's backward (the whole logits at the projection's dtype), only
-  the upcast one chunk at a time; the projection runs once.
+  chunk's logits held until the loss is made and what scoring saves kept for backward, the upcast
+  one chunk at a time; the projection runs once. Eager, the scoring saves each chunk's fp32
+  log-probabilities (the whole logits in fp32, twice the bf16 logits); compiled, what inductor's
+  partition saves (torchtune's case: the chunk's bf16 logits).
 `score` is each chunk's upcast and cross-entropy: what torchtune's compile_loss compiles
 (compile_model under COMPILE_SCOPE=blocks passes it compiled).
 """
 
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
-
-CHUNK_LOGITS = ("recompute", "keep")  # how backward has each chunk's logits (the CHUNK_LOGITS setting)
 
 
 def score(logits, targets):
@@ -30,16 +30,16 @@ def _recomputed(hidden, targets, head, scorer):
     return scorer(head(hidden), targets)
 
 
-def cross_entropy(hidden, head, targets, chunks=1, logits="recompute", scorer=score):
+def cross_entropy(hidden, head, targets, chunks=1, chunk_logits="recompute", scorer=score):
     """(logits or None, mean loss) of `head` over `hidden` (B, T, C) against `targets` (B, T):
-    whole (chunks=1: the logits returned), or in `chunks` chunks whose `logits` are recomputed in
-    backward or kept (None returned), each scored by `scorer`."""
+    whole (chunks=1: the logits returned), or in `chunks` chunks whose logits are recomputed in
+    backward or kept (`chunk_logits`; None returned), each scored by `scorer`."""
     if chunks <= 1:
         whole = head(hidden)
         return whole, F.cross_entropy(whole.view(-1, whole.size(-1)), targets.reshape(-1))
     flat, flat_targets = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)
     pieces = list(zip(flat.chunk(chunks), flat_targets.chunk(chunks)))
-    if logits == "keep":
+    if chunk_logits == "keep":
         # every chunk projected first, as torchtune's model returns them (a list), then scored
         projected = [head(h) for h, _ in pieces]
         total = sum(scorer(chunk, t) for chunk, (_, t) in zip(projected, pieces))

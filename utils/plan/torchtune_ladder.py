@@ -57,7 +57,7 @@ DIFFERENCES = (
 
 def _config(technique, given, lora):
     return load_config(technique, given, batch=BATCH, seq=SEQ, model=MODEL, world=World(), compile_scope="blocks",
-                       chunk_logits=torchtune.CHUNK_LOGITS, **lora)
+                       chunk_logits=torchtune.KEPT_LOGITS, **lora)
 
 
 def rows(given, table_row, seen):

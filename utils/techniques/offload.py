@@ -1,12 +1,14 @@
 """offload_activations' hooks: what autograd saves for backward kept in host memory, but weights.
 
-torch.autograd.graph.save_on_cpu's pack and unpack (torch/autograd/graph.py: an empty host tensor,
-pinned on CUDA, the saved tensor copied into it; back to its device in backward, non-blocking when
-pinned), with one rule added: a weight, or a view of one (a linear saves its transposed weight),
-stays where it is. Copying it to the host frees nothing, since the weight stays on the device, and
-backward would make a second device copy of it: the output projection's weight, once per chunk of a
-chunked loss, is the largest. torchtune's OffloadActivations keeps parameters and buffers too
-(training/_activation_offloading.py), and the output projection's every saved tensor.
+torch.autograd.graph.save_on_cpu's pack and unpack (torch/autograd/graph.py: pinned, an empty host
+tensor the saved one is copied into without waiting, back to its device in backward; unpinned,
+`tensor.cpu()`, which on a CPU is the tensor itself), with one rule added: a weight, or a view of one
+(a linear saves its transposed weight; FSDP2's unsharded parameters during forward), stays where it
+is. Copying it to the host frees nothing, since the weight stays on the device (FSDP2 frees and
+gathers its memory itself), and backward would make a second device copy of it. torchtune's
+OffloadActivations keeps parameters and buffers (training/_activation_offloading.py: the instances,
+not their views) and leaves the output projection alone. Autocast's bf16 copy of an fp32 weight is
+not the weight: it is offloaded like any activation, and that does free device memory.
 """
 
 import contextlib
@@ -25,25 +27,28 @@ def _storage(tensor):
 
 
 def weights_of(module):
-    """The identities of the memory `module`'s parameters and buffers hold."""
+    """The identities of the memory `module`'s parameters and buffers hold when it is asked."""
     return {_storage(t) for t in itertools.chain(module.parameters(), module.buffers())} - {None}
 
 
 def is_weight(tensor, weights):
-    """Whether `tensor` is one of the `weights` (weights_of) or views one."""
-    return isinstance(tensor, torch.nn.Parameter) or _storage(tensor) in weights
+    """Whether `tensor` is a parameter or a view of one (whichever parameters the module holds at that
+    moment), or holds the memory of one of the `weights` (weights_of: buffers, tied weights)."""
+    base = tensor if tensor._base is None else tensor._base
+    return isinstance(base, torch.nn.Parameter) or _storage(tensor) in weights
 
 
-@contextlib.contextmanager
-def on_host(module, pin):
-    """Within it, what autograd saves, but `module`'s weights, goes to host memory (pinned if `pin`)."""
+def hooks(module, pin):
+    """(pack, unpack): save_on_cpu's, pinned if `pin`, that leave `module`'s weights where they are."""
     weights = weights_of(module)
 
     def pack(tensor):
         if is_weight(tensor, weights):
             return tensor
-        host = torch.empty(tensor.size(), dtype=tensor.dtype, layout=tensor.layout, pin_memory=pin)
-        host.copy_(tensor)
+        if not pin:
+            return tensor.device, tensor.cpu()
+        host = torch.empty(tensor.size(), dtype=tensor.dtype, layout=tensor.layout, pin_memory=True)
+        host.copy_(tensor, non_blocking=True)
         return tensor.device, host
 
     def unpack(packed):
@@ -52,5 +57,11 @@ def on_host(module, pin):
         device, host = packed
         return host.to(device, non_blocking=pin)
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+    return pack, unpack
+
+
+@contextlib.contextmanager
+def on_host(module, pin):
+    """Within it, what autograd saves, but `module`'s weights, goes to host memory (pinned if `pin`)."""
+    with torch.autograd.graph.saved_tensors_hooks(*hooks(module, pin)):
         yield
