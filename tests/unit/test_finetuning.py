@@ -122,6 +122,11 @@ def test_the_planned_offloading_keeps_the_weight_a_linear_saves_and_makes_a_copy
         weight, given = y.grad_fn._saved_mat2, y.grad_fn._saved_mat1
         assert weight.untyped_storage()._cdata == linear.weight.untyped_storage()._cdata
         assert given.untyped_storage()._cdata != x.untyped_storage()._cdata
+        # a view of a wider tensor (a fused qkv's query) comes back at its own size, as the GPU's copy does
+        qkv = torch.ones(2, 12, requires_grad=True)
+        with fakes.offloaded_activations(linear):
+            z = linear(qkv[:, 4:8])
+        assert z.grad_fn._saved_mat1.untyped_storage().nbytes() == 2 * 4 * 4
 
 
 def test_offloaded_activations_pass_through_the_saved_tensors_hooks_and_change_nothing():

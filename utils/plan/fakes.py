@@ -43,19 +43,21 @@ def offloaded_activations(module):
     saves, but `module`'s weights, is copied to the host, the device's copy freed once forward drops
     it, and a device copy made again when backward unpacks it. On the planner's fake CPU device the
     host copy would count as device memory: it is kept as its metadata alone, and backward's copy
-    is a fresh fake tensor of that shape (the values are fake anyway)."""
+    is a fresh fake tensor of that shape (the values are fake anyway), contiguous as the GPU's is
+    (save_on_cpu's pinned host tensor is made contiguous, and so is its copy back): a view of a
+    wider tensor (a fused qkv's query) comes back at its own size, not its base's span."""
     weights = offload.weights_of(module)
 
     def pack(tensor):
         if offload.is_weight(tensor, weights):
             return tensor
-        return tensor.size(), tensor.stride(), tensor.dtype, tensor.device
+        return tensor.size(), tensor.dtype, tensor.device
 
     def unpack(saved):
         if isinstance(saved, torch.Tensor):
             return saved
-        size, stride, dtype, device = saved
-        return torch.empty_strided(size, stride, dtype=dtype, device=device)
+        size, dtype, device = saved
+        return torch.empty(size, dtype=dtype, device=device)
 
     with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
         yield
