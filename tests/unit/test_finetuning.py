@@ -104,7 +104,7 @@ def test_offloading_keeps_a_weight_and_its_views_and_moves_the_rest():
     from utils.techniques import offload
 
     linear, x = torch.nn.Linear(4, 3), torch.ones(2, 4)
-    pack, unpack = offload.hooks(linear, pin=False)
+    pack, unpack = offload.hooks(linear, *offload.save_on_cpu_copies(pin=False))
     kept = pack(linear.weight.t())  # a view of the weight: kept as it is, not a (device, host copy) pair
     assert isinstance(kept, torch.Tensor) and kept._base is linear.weight
     device, host = pack(x)  # an activation: to the host (on a CPU, save_on_cpu's tensor.cpu(): itself)

@@ -46,20 +46,15 @@ def offloaded_activations(module):
     is a fresh fake tensor of that shape (the values are fake anyway), contiguous as the GPU's is
     (save_on_cpu's pinned host tensor is made contiguous, and so is its copy back): a view of a
     wider tensor (a fused qkv's query) comes back at its own size, not its base's span."""
-    weights = offload.weights_of(module)
 
-    def pack(tensor):
-        if offload.is_weight(tensor, weights):
-            return tensor
+    def to_host(tensor):
         return tensor.size(), tensor.dtype, tensor.device
 
-    def unpack(saved):
-        if isinstance(saved, torch.Tensor):
-            return saved
+    def to_device(saved):
         size, dtype, device = saved
         return torch.empty(size, dtype=dtype, device=device)
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+    with torch.autograd.graph.saved_tensors_hooks(*offload.hooks(module, to_host, to_device)):
         yield
 
 

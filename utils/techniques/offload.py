@@ -38,30 +38,39 @@ def is_weight(tensor, weights):
     return isinstance(base, torch.nn.Parameter) or _storage(tensor) in weights
 
 
-def hooks(module, pin):
-    """(pack, unpack): save_on_cpu's, pinned if `pin`, that leave `module`'s weights where they are."""
+def hooks(module, to_host, to_device):
+    """(pack, unpack) for saved_tensors_hooks: `to_host(tensor)` for what autograd saves, but `module`'s
+    weights, which stay as they are; `to_device` of what it returned, in backward."""
     weights = weights_of(module)
 
     def pack(tensor):
-        if is_weight(tensor, weights):
-            return tensor
+        return tensor if is_weight(tensor, weights) else to_host(tensor)
+
+    def unpack(packed):
+        return packed if isinstance(packed, torch.Tensor) else to_device(packed)
+
+    return pack, unpack
+
+
+def save_on_cpu_copies(pin):
+    """(to_host, to_device): save_on_cpu's copies, pinned if `pin`."""
+
+    def to_host(tensor):
         if not pin:
             return tensor.device, tensor.cpu()
         host = torch.empty(tensor.size(), dtype=tensor.dtype, layout=tensor.layout, pin_memory=True)
         host.copy_(tensor, non_blocking=True)
         return tensor.device, host
 
-    def unpack(packed):
-        if isinstance(packed, torch.Tensor):
-            return packed
+    def to_device(packed):
         device, host = packed
         return host.to(device, non_blocking=pin)
 
-    return pack, unpack
+    return to_host, to_device
 
 
 @contextlib.contextmanager
 def on_host(module, pin):
     """Within it, what autograd saves, but `module`'s weights, goes to host memory (pinned if `pin`)."""
-    with torch.autograd.graph.saved_tensors_hooks(*hooks(module, pin)):
+    with torch.autograd.graph.saved_tensors_hooks(*hooks(module, *save_on_cpu_copies(pin))):
         yield
