@@ -32,8 +32,8 @@ FUNCTIONS = {
     "checkpoint_blocks": ("memory", "checkpointing"),
     "chunked_cross_entropy": ("memory", None),
     "offload_activations": ("memory", None),
-    **dict.fromkeys(("adamw", "adam", "sgd", "fused_adamw", "adamw_8bit", "paged_adamw_8bit", "lion", "lion_8bit",
-                     "offload_adamw"), ("optimizer", "optimizer")),
+    **dict.fromkeys(("adamw", "adam", "sgd", "fused_adamw", "adamw_8bit", "paged_adamw_8bit", "torchao_adamw_8bit",
+                     "lion", "lion_8bit", "offload_adamw"), ("optimizer", "optimizer")),
     "step_in_backward": ("optimizer", None),
     "compile_model": ("compile", None),
     "accumulate": ("step", None),
@@ -49,6 +49,8 @@ CONFLICTS = {
     # bitsandbytes synchronises after every parameter; torchao's offload steps on the CPU
     **{frozenset(("cuda_graphs", f)): f"{HOST_STEPPED} ({f})"
        for f in ("adamw_8bit", "paged_adamw_8bit", "lion", "lion_8bit", "offload_adamw")},
+    frozenset(("cuda_graphs", "torchao_adamw_8bit")): "torchao's AdamW8bit calls a compiled function per "
+    "parameter from the host: for compiled graphs use compile with COMPILE_MODE=reduce-overhead",
     frozenset(("bf16_weights", "autocast_fp16")): "bf16 weights compute in bf16; fp16's loss scaling is for "
     "fp16 autocast over fp32 weights",
     frozenset(("cuda_graphs", "offload_activations")): "offloaded activations are copied to host memory and back, "
@@ -141,6 +143,8 @@ TECHNIQUES = (
     T("momentum", (FP32, call("sgd", momentum=0.9, default_lr=0.01)), OTHER_OPTIMIZER, tune=OPT_IN),
     T("offload", (FP32, call("offload_adamw")), cuda_only=True, packages=("torchao",), tune=SAVES_MEMORY),
     T("offload_activations", (FP32, call("offload_activations"), ADAMW), tune=SAVES_MEMORY),
+    T("torchao_8bit", (FP32, call("torchao_adamw_8bit")), "AdamW with 8-bit block-quantised state: close to AdamW, "
+      "not equal", packages=("torchao",), tune=OPT_IN),
     T("paged_8bit", (FP32, call("paged_adamw_8bit")), "AdamW with 8-bit block-quantised state: close to AdamW, "
       "not equal", packages=("bitsandbytes",), tune=OPT_IN),
     T("pure_bf16", (FP32, call("bf16_weights"), ADAMW), "weights, gradients and AdamW's state in bf16, no fp32 "

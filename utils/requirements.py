@@ -25,7 +25,7 @@ MIN_TORCH = (2, 9)
 # reason (and a run shows no progress bar)
 OPTIONAL = {  # the techniques' lists: each row's packages in utils/catalog.py (a test holds them equal)
     "bitsandbytes": "8bit, lion, lion8bit, paged_8bit, stack_memory",
-    "torchao": "offload, qlora",
+    "torchao": "offload, qlora, torchao_8bit",
     "transformers": "MODEL=hf:...",
     "peft": "lora, qlora",
     "tqdm": "the progress bar of a run in a terminal",

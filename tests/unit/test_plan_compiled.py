@@ -84,3 +84,33 @@ def test_compiling_keeps_less_than_the_same_step_eager():
     eager, compiled_plan = (planner.plan(setup_of(n)[1], cfg) for n in ("flash+fused", "stack"))
     assert compiled_plan.breakdown["activations"] < eager.breakdown["activations"]  # min-cut recomputes, fusion
 
+
+
+def test_torchaos_compiled_step_holds_its_fp32_moments_and_writes_the_rest_in_place():
+    # torchao's AdamW8bit compiles one step per parameter: inductor writes the new weight and 8-bit codes
+    # into their inputs and realises each moment's fp32 value, scaled by its block's absmax (read by the
+    # codes' binary search through many loads): 2 x 4 bytes per element beside the state
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torchao.optim import AdamW8bit
+
+    from utils import devices
+    from utils.plan.cuda import real_torchao_qmaps
+
+    rows, cols = 1024, 512
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        weight = torch.nn.Parameter(torch.zeros(rows, cols, dtype=torch.bfloat16))
+        optimizer = AdamW8bit([weight])
+        real_torchao_qmaps()
+        graphs = compiled.Graphs(devices.by_key("a100-80gb"))
+        with compiled.plan_compile(graphs):
+            weight.grad = torch.zeros_like(weight)
+            optimizer.step()  # compiles (dynamo never traces under the tracker)
+            tracker = PeakTracker()
+            tracker.track_external(weight, optimizer)
+            graphs.mode = tracker
+            with tracker:
+                optimizer.step()
+    peak = next(iter(tracker.get_tracker_snapshot("peak").values()))["Total"]
+    state = 2 * (rows * cols + rows * cols // 256 * 4 + 256 * 4)  # codes, a scale per block, the map
+    fp32_moments = 2 * 4 * rows * cols  # both at once: one kernel writes them, the next reads them
+    assert peak - (2 * rows * cols + state) == pytest.approx(fp32_moments, rel=0.01)  # the weight, tracked

@@ -1,5 +1,5 @@
 """A compiled graph's step time counts inductor's own kernels: the bytes its scheduler says each
-moves (utils/plan/compiled.py: scheduled_kernels), held to the golden counts of PyTorch's
+moves (utils/plan/scheduled.py: scheduled_kernels), held to the golden counts of PyTorch's
 test/inductor/test_perf.py (elements moved, fp32 inputs; there on CUDA), scheduled as on this CPU and as on
 an H100 (utils/plan/inductor_cuda.py)."""
 
@@ -12,7 +12,7 @@ from torch._dynamo.backends.common import aot_autograd
 from torch._inductor.compile_fx import select_decomp_table
 
 from utils import devices
-from utils.plan import compiled
+from utils.plan import scheduled
 
 SCHEDULINGS = {"cpu": None, "h100": devices.by_key("h100-sxm")}
 
@@ -23,7 +23,7 @@ def count_numel(f, *inputs, train=False, gpu=None):
 
     def compiler(phase):
         def compile_(graph, example_inputs):
-            kernels.extend(compiled.scheduled_kernels(graph, example_inputs, phase, gpu))
+            kernels.extend(scheduled.scheduled_kernels(graph, example_inputs, phase, gpu).kernels)
             return make_boxed_func(graph.forward)
 
         return compile_

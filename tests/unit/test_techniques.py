@@ -190,8 +190,8 @@ CUDA_ONLY = {"tf32", "cudagraphs", "offload"}
 @pytest.mark.parametrize("name", registry.known())
 def test_every_script_sets_up_and_trains_in_this_process(name):
     """Each technique's own setup, applied in its stage order to the tiny model: it records what
-    it applied and trains two steps (a compiled model is checked wired, not compiled: that
-    takes tens of seconds and is make test-e2e's)."""
+    it applied and trains two steps (a compiled model or optimizer step is checked wired, not
+    compiled: that takes tens of seconds and is make test-e2e's)."""
     cfg = run_config(name, steps=1, warmup=1, model="tiny", batch=2, seq=16, device="cpu", data="coinflip", seed=0,
                      lr=None, layers=2, accum=2)
     try:
@@ -204,6 +204,9 @@ def test_every_script_sets_up_and_trains_in_this_process(name):
     assert run.applied == sorted(run.applied, key=t.STAGES.index) and record["optimizer"]
     if record["compiled"]:
         assert isinstance(run.train_model, torch._dynamo.eval_frame.OptimizedModule)
+        return
+    if run.optimizer_compiles:
+        assert record["optimizer"] == "torchao.optim.AdamW8bit"
         return
     warm, measured = bench.measure(run, data.batches(cfg), steps=1, warmup=1)
     assert all(math.isfinite(loss) for loss in warm.loss + measured.loss)

@@ -9,17 +9,19 @@ does (torch/_dynamo/backends/debugging.py: inductor's decompositions and its min
 partitioner), then runs each graph op by op (torch.fx.Interpreter, each value freed after its
 last use) with the tracker entered around it (as `aot_eager_decomp_partition_with_mode` does:
 dynamo itself runs with no dispatch mode on the stack, the tracker saying
-`ignore_compile_internals`). So the saved activations are inductor's. Fusion is modelled, and it
-is a model, not inductor's scheduler: a pointwise op's output (torch.Tag.pointwise) is fused
-into its consumers and never materialised unless it leaves the graph (a saved activation, a
-gradient, an output) or feeds an op inductor runs as a separate kernel (a matmul, attention, a
-scatter: anything neither pointwise, a reduction nor a view); a view passes that need on to the
-tensor it views; constants (full, zeros, iota), a scatter into one (inductor's
-scatter_upon_const_tensor) and an indirect load (gather, index) count as pointwise. Reductions
-and extern kernels write their outputs. Not modelled: inductor's buffer reuse between kernels
-(the plan can be high) and its realisation of a pointwise buffer that many kernels read (the
-plan can be low). In reduce-overhead mode each graph's allocations come from the CUDA graphs'
-private pool (utils/plan/cudagraphs.py).
+`ignore_compile_internals`). So the saved activations are inductor's. Which values take memory
+is inductor's answer: the graph is lowered and scheduled (below), and a node's value counts
+when a buffer inductor writes comes from it (`_written`: read outside the kernel that makes it,
+or leaving the graph; not a mutation written into its input). Where the lowering covers no node
+of that name (a post-grad pass replaced it; an op of several outputs) a fusion rule decides: a
+pointwise op's output (torch.Tag.pointwise) is fused into its consumers and never materialised
+unless it leaves the graph or feeds an op inductor runs as a separate kernel (a matmul,
+attention, a scatter: anything neither pointwise, a reduction nor a view); a view passes that
+need on to the tensor it views; constants (full, zeros, iota), a scatter into one (inductor's
+scatter_upon_const_tensor) and an indirect load (gather, index) count as pointwise. Not
+modelled: inductor's buffer reuse between kernels (the plan can be high). In reduce-overhead
+mode each graph's allocations come from the CUDA graphs' private pool
+(utils/plan/cudagraphs.py).
 
 The step's time is not that model's: each graph is lowered and scheduled by inductor itself
 (`scheduled_kernels`: its post-grad passes, lowering and fusion, no code generated), and the
@@ -28,25 +30,21 @@ GPU inductor schedules as on that GPU, by Triton's rules (utils/plan/inductor_cu
 graph's fake tensors relabelled to CUDA); a plan of this CPU's step, by its C++ backend's.
 """
 
-import collections
 import contextlib
-import copy
 import functools
 import warnings
 from unittest import mock
 
 import torch
 import torch.fx
-from functorch.compile import min_cut_rematerialization_partition
 from torch._dynamo.backends.common import aot_autograd
-from torch._guards import detect_fake_mode
 from torch._prims.rng_prims import run_and_save_rng_state, run_with_rng_state
 from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
 from utils import catalog
 from utils.plan.cudagraphs import in_graph_pool
-from utils.plan.inductor_cuda import cuda_scheduling, on_cuda
-from utils.plan.timing import ATTENTION_OPS, Op, attention_flops, counted_flops, is_view
+from utils.plan.scheduled import scheduled_kernels
+from utils.plan.timing import is_view
 
 APPROXIMATED = ("torch.compile: AOTAutograd's min-cut partition on inductor's decompositions (the saved activations "
                 "inductor keeps), fusion modelled: pointwise intermediates not written unless they leave the graph or "
@@ -76,7 +74,7 @@ def _fusible(node):
 
 
 def materialised(graph):
-    """The nodes whose outputs inductor would write to memory (see the module's docstring)."""
+    """The nodes whose outputs the fusion rule has inductor write to memory (the module's docstring)."""
     outputs = {arg for node in graph.nodes if node.op == "output" for arg in node.all_input_nodes}
     needed = set()
 
@@ -101,6 +99,15 @@ def materialised(graph):
     return needed
 
 
+def kept(graph, schedule):
+    """The nodes whose values the plan counts: those inductor writes to memory (a Schedule), and where
+    its lowering covered no node of that name (post-grad passes replace some; an op of several
+    outputs), those the fusion rule above keeps."""
+    modelled = materialised(graph)
+    return {node for node in graph.nodes
+            if node.name in schedule.written or (node.name not in schedule.lowered and node in modelled)}
+
+
 # checkpointing's recompute inside a compiled graph replays its random ops from a saved RNG state:
 # two higher-order ops, run here as their fake-tensor rules do (torch/_prims/rng_prims.py), so the
 # op inside reaches the tracker as any other op (a HOP has no rule for a dispatch mode of ours)
@@ -110,99 +117,26 @@ RNG_REPLAY = {
 }
 
 
-def _fx_flops(node):
-    """(FLOPs, kind, dtype of its first input) of one FX node, as the timing recorder counts an op:
-    attention or a matmul; (0, "memory", None) for anything else."""
-    target = node.target
-    if not hasattr(target, "_overloadpacket"):
-        return 0, "memory", None
-    args, kwargs = torch.fx.node.map_aggregate(
-        (node.args, node.kwargs), lambda a: a.meta.get("val") if isinstance(a, torch.fx.Node) else a)
-    dtype = next((a.dtype for a in args if isinstance(a, torch.Tensor)), None)
-    if target._overloadpacket.__name__ in ATTENTION_OPS:
-        return attention_flops(target, args, kwargs), "attention", dtype
-    flops = counted_flops(target, args, kwargs, node.meta.get("val"))
-    return flops, "matmul" if flops else "memory", dtype
-
-
-def _dtype(kernel):
-    """What a scheduled kernel computes in (a kernel of several outputs: its first's)."""
-    for node in (kernel.node, *(n.node for n in kernel.get_nodes())):
-        try:
-            return node.get_dtype()
-        except (AttributeError, NotImplementedError):
-            continue
-    return torch.float32
-
-
-def _bytes(kernel):
-    """The bytes inductor's scheduler counts a kernel to read and write (get_read_write_buffer_accesses:
-    a buffer made and used inside one fused kernel costs nothing, any other min(elements iterated x
-    accesses, its size)), each buffer of a fused kernel bounded by what its parts count: for a fused
-    kernel the scheduler takes the elements iterated as 1e9, so an indexed read fused in (an
-    embedding's gather, cross-entropy's pick of the target's logit) is charged the whole buffer."""
-    accesses = kernel.get_read_write_buffer_accesses(include_reads=True, include_writes=True)
-    parts = [part for part in kernel.get_nodes() if part is not kernel]
-    if not parts:
-        return sum(accesses.values())
-    bound = collections.Counter()
-    for part in parts:
-        bound.update(part.get_read_write_buffer_accesses(include_reads=True, include_writes=True))
-    return sum(min(count, bound[name]) if name in bound else count for name, count in accesses.items())
-
-
-def scheduled_kernels(graph, example_inputs, phase, gpu=None):
-    """The graph's kernels as inductor lowers and schedules them (its post-grad passes, lowering and
-    fusion: torch/_inductor/compile_fx.py up to code generation, which is not run): per kernel an Op
-    of the bytes its scheduler counts (`_bytes`), the FLOPs of the matmul or attention an extern
-    kernel runs. With `gpu` (a utils.devices.GPU) inductor schedules as on that GPU, Triton's
-    fusion (utils/plan/inductor_cuda.py); without, as on this CPU (its C++ backend's rules)."""
-    fake = detect_fake_mode(example_inputs)
-    # a copy: the passes rewrite it; the plan runs the graph AOTAutograd made
-    lowered, example_inputs = on_cuda(graph, example_inputs, fake) if gpu else (copy.deepcopy(graph), example_inputs)
-    with cuda_scheduling(gpu) if gpu else contextlib.nullcontext():
-        return _scheduled(lowered, example_inputs, phase, fake)
-
-
-def _scheduled(lowered, example_inputs, phase, fake):
-    from torch._inductor.compile_fx import _recursive_post_grad_passes
-    from torch._inductor.debug import DebugContext
-    from torch._inductor.fx_passes.replace_random import replace_random_passes
-    from torch._inductor.graph import GraphLowering
-    from torch._inductor.ir import MultiOutput
-    from torch._inductor.scheduler import ExternKernelSchedulerNode
-    from torch._inductor.virtualized import V
-
-    with V.set_fake_mode(fake):
-        # inductor's own RNG (a joint-graph pass compile_fx runs before the partition): dropout's noise
-        # is generated inside the kernel that uses it, never stored
-        replace_random_passes(lowered)
-        _recursive_post_grad_passes(lowered, False)
-    inductor = GraphLowering(lowered, example_inputs=example_inputs, shape_env=fake.shape_env,
-                             is_backward=phase == "backward")
-    kernels = []
-    # the lowering of checkpointing's RNG replay reads the generator's real state (a real tensor)
-    with DebugContext(), V.set_graph_handler(inductor), V.set_extern_kernel_nodes([]), V.set_fake_mode(fake), \
-            mock.patch.object(fake, "allow_non_fake_inputs", True):
-        inductor.run(*example_inputs)
-        inductor._update_scheduler()
-        for node in inductor.scheduler.nodes:
-            flops, kind, dtype = 0, "memory", None
-            # an extern kernel runs its matmul or attention; a MultiOutput only picks one of its outputs
-            if isinstance(node, ExternKernelSchedulerNode) and not isinstance(node.node, MultiOutput):
-                counted = [_fx_flops(origin) for origin in node.node.origins]
-                flops = sum(f for f, _, _ in counted)
-                kind, dtype = next(((k, d) for f, k, d in counted if f), ("memory", None))
-            kernels.append(Op(node.get_name(), phase, kind, flops, _bytes(node), dtype or _dtype(node), True))
-    return kernels
-
-
 class _FusedInterpreter(torch.fx.Interpreter):
-    """A compiled graph run op by op under the tracker, its fused intermediates untracked."""
+    """A compiled graph run op by op under the tracker, its fused intermediates untracked, each
+    value inductor writes held until the kernels reading it have run."""
 
-    def __init__(self, module, tracker):
+    def __init__(self, module, tracker, schedule):
         super().__init__(module)
-        self.tracker, self.kept = tracker, materialised(module.graph)
+        self.tracker, self.kept = tracker, kept(module.graph, schedule)
+        self._free_as_scheduled(schedule.written)
+
+    def _free_as_scheduled(self, written):
+        """Free a written value after the last FX node of the last kernel that reads it, not after its
+        last FX reader: a kernel fusing two values' producers makes both before either is read."""
+        nodes = list(self.graph.nodes)
+        order = {node.name: i for i, node in enumerate(nodes)}
+        for user, values in list(self.user_to_last_uses.items()):
+            for value in list(values):
+                release = max((order[name] for name in written.get(value.name, ()) if name in order), default=-1)
+                if release > order[user.name] and nodes[release].op != "output":
+                    values.remove(value)
+                    self.user_to_last_uses.setdefault(nodes[release], []).append(value)
 
     def call_function(self, target, args, kwargs):
         if target in RNG_REPLAY:
@@ -226,22 +160,22 @@ class Graphs:
 
     def __init__(self, gpu=None):
         self.mode, self.gpu = None, gpu  # gpu: inductor schedules as on it (None: as on this CPU)
-        self.graphed = False  # compiled for CUDA graphs (reduce-overhead): allocations from their pool
 
-    def _runner(self, graph, example_inputs, phase):
-        kernels = scheduled_kernels(graph, example_inputs, phase, self.gpu)
+    def _runner(self, graph, example_inputs, phase, graphed):
+        schedule = scheduled_kernels(graph, example_inputs, phase, self.gpu)
 
         def run(args):
             recorder = getattr(self.mode, "on_op", None)
             if recorder is not None:  # the step's time counts inductor's kernels, not the graph's ops
-                recorder.ops.extend(kernels)
+                recorder.ops.extend(schedule.kernels)
                 recorder.in_graph = True
             # the tracker, where dynamo set it aside (compiled code runs it twice otherwise)
             active = self.mode is None or self.mode in _get_current_dispatch_mode_stack()
-            pool = in_graph_pool(self.mode) if self.graphed and self.mode is not None else contextlib.nullcontext()
+            # compiled for CUDA graphs (reduce-overhead): allocations from their pool
+            pool = in_graph_pool(self.mode) if graphed and self.mode is not None else contextlib.nullcontext()
             try:
                 with contextlib.nullcontext() if active else self.mode, pool:
-                    return _FusedInterpreter(graph, self.mode).boxed_run(args)
+                    return _FusedInterpreter(graph, self.mode, schedule).boxed_run(args)
             finally:
                 if recorder is not None:
                     recorder.in_graph = False
@@ -249,27 +183,42 @@ class Graphs:
         run._boxed_call = True  # AOTAutograd's boxed calling convention: the callee frees its inputs
         return run
 
-    def backend(self, graph, example_inputs, **kwargs):
-        from torch._inductor.compile_fx import select_decomp_table
+    def backend(self, graph, example_inputs, graphed=False, **kwargs):
+        from torch._inductor.compile_fx import partition_fn, select_decomp_table
 
+        # inductor's partition (compile_fx.partition_fn): its joint-graph passes (a scatter into a constant
+        # made pointwise, its own RNG, ...) then the min-cut partitioner. An input mutated under no_grad
+        # (an optimizer's step) stays a copy_ in the graph, written in place (keep_inference_input_mutations)
+        runner = functools.partial(self._runner, graphed=graphed)
         return aot_autograd(
-            fw_compiler=functools.partial(self._runner, phase="forward"),
-            bw_compiler=functools.partial(self._runner, phase="backward"), decompositions=select_decomp_table(),
-            partition_fn=functools.partial(min_cut_rematerialization_partition, compiler="inductor"),
+            fw_compiler=functools.partial(runner, phase="forward"),
+            bw_compiler=functools.partial(runner, phase="backward"),
+            inference_compiler=functools.partial(self._inference, runner), decompositions=select_decomp_table(),
+            keep_inference_input_mutations=True, partition_fn=partition_fn,
         )(graph, example_inputs)
+
+    @staticmethod
+    def _inference(runner, graph, example_inputs):
+        """An inference graph (no partition): inductor runs its joint-graph passes on it first (compile_fx)."""
+        from torch._inductor.compile_fx import _recursive_joint_graph_passes
+
+        return runner(_recursive_joint_graph_passes(graph), example_inputs, phase="forward")
 
 
 @contextlib.contextmanager
 def plan_compile(graphs):
-    """Within it, torch.compile compiles for the plan (`graphs`: a Graphs), whatever was asked."""
+    """Within it, torch.compile compiles for the plan (`graphs`: a Graphs), whatever was asked: the
+    model as it is set up, and what an optimizer compiles as it steps (torchao's, per parameter)."""
     compile_ = torch.compile
+    # each plan compiles afresh, at its own static shapes (a second plan of another batch in the same
+    # process would otherwise get dynamic shapes: a GPU run compiles one batch)
+    torch._dynamo.reset()
+    # one backend object per mode: dynamo reuses what it compiled for the same one (torchao compiles
+    # its step function again at every call)
+    backends = {graphed: functools.partial(graphs.backend, graphed=graphed) for graphed in (False, True)}
 
     def planned(model, *args, mode=None, **kwargs):
-        # each plan compiles afresh, at its own static shapes (a second plan of another batch in
-        # the same process would otherwise get dynamic shapes: a GPU run compiles one batch)
-        torch._dynamo.reset()
-        graphs.graphed = mode in catalog.GRAPHED_COMPILE_MODES
-        return compile_(model, backend=graphs.backend, dynamic=False)
+        return compile_(model, backend=backends[mode in catalog.GRAPHED_COMPILE_MODES], dynamic=False)
 
     with mock.patch.object(torch, "compile", planned):
         yield

@@ -6,6 +6,7 @@ and what is not modelled is said (NOT_MODELLED).
 import contextlib
 import logging
 import math
+import sys
 import warnings
 from unittest import mock
 
@@ -188,6 +189,15 @@ def real_bitsandbytes_qmaps():
 
     with mock.patch.object(Optimizer8bit, "fill_qmap", real_fill):
         yield
+
+
+def real_torchao_qmaps():
+    """torchao's 8-bit optimizer state builds its maps the same way, cached (lru_cache) at its first
+    state: built here, outside the fake mode, once the optimizer is set up (torchao imported)."""
+    states = sys.modules.get("torchao.optim.subclass_8bit")
+    if states is not None:
+        with unset_fake_temporarily():
+            states.get_qmap_signed(), states.get_qmap_unsigned()
 
 
 def cuda_optimizer_defaults(optimizer):

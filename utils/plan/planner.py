@@ -37,6 +37,7 @@ from utils.plan.cuda import (
     cuda_sdpa_dropout,
     planned_gpu,
     real_bitsandbytes_qmaps,
+    real_torchao_qmaps,
     scaler_steps_without_infs,
 )
 from utils.plan.cudagraphs import COMPILED, STEP, plan_cuda_graph_step
@@ -129,7 +130,7 @@ def _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs):
     propagation runs each op's first call once more on whole-size tensors, on the active fake
     mode, where the tracker cannot tell them from the step's; on a GPU they are fake) and
     under torch.compile (dynamo does not trace under the tracker's dispatch mode: the first
-    step compiles, the tracked ones run the compiled graphs)."""
+    step compiles, the tracked ones run the compiled graphs; an optimizer's too, torchao's)."""
     micro = [(torch.zeros(cfg.batch, cfg.seq, dtype=torch.long),) * 2 for _ in range(run.accum)]  # token 0
     tracker = PeakTracker(record=True, on_op=OpRecorder())
     if run.step.graphed:
@@ -140,7 +141,7 @@ def _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs):
     with contextlib.ExitStack() as stack:
         for context in (*cuda, quiet_global_hooks()):
             stack.enter_context(context)
-        if cfg.world.kind == "fsdp" or run.compile_mode:
+        if cfg.world.kind == "fsdp" or run.compile_mode or run.optimizer_compiles:
             run.step(run, micro)
         tracker.track_external(run.model, *device_optimizers(run.optimizer))
         graphs.mode = tracker  # compiled graphs run under it (dynamo itself runs with it set aside)
@@ -160,6 +161,7 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
     plans the step as this CPU runs it (to check the planner against a real run here)."""
     with fake_world(cfg.world), FakeTensorMode(allow_non_fake_inputs=True), real_bitsandbytes_qmaps():
         run, graphs = _set_up(setup, cfg, model_cuda, target)
+        real_torchao_qmaps()
         tf32 = run.dtype == "tf32"  # as the technique set it
         buckets = DDPBuckets.take(run)
         run.cfg = dataclasses.replace(cfg, device="cpu")  # the autocast the step enters: CPU's, with CUDA's policy
@@ -167,7 +169,8 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
             run.saved_tensors = functools.partial(offloaded_activations, run.model)
         if model_cuda:
             cuda_optimizer_defaults(run.optimizer)
-        tracker, unified_bytes = _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs)
+        with plan_compile(graphs):  # what the step compiles as it runs (an optimizer's step)
+            tracker, unified_bytes = _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs)
         snapshot = next(iter(tracker.get_tracker_snapshot("peak").values()))
     attention = run.model.attention
     result = Plan(

@@ -14,7 +14,7 @@ Technique effects come out of the trace, not a table: bf16 changes the ops' dtyp
 used and the bytes), flash replaces the T x T ops by one attention op, fused AdamW and foreach
 change the optimizer's ops, checkpointing repeats the forward ops it recomputes, CUDA graphs
 launch the whole step at once. A compiled graph's ops are inductor's kernels, lowered and
-scheduled by inductor itself (utils/plan/compiled.py: scheduled_kernels), each with the bytes its
+scheduled by inductor itself (utils/plan/scheduled.py: scheduled_kernels), each with the bytes its
 scheduler counts it to move.
 
 Efficiency is declared, never fitted to the rows it is judged on (each constant's source

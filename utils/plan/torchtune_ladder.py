@@ -6,8 +6,9 @@ flags", added by its pull request #2003 of 2024-11-18).
 What they ran (the recipes' configs of that commit, llama3_2/3B_full_single_device.yaml and 3B_lora /
 3B_qlora_single_device.yaml, with the README's flags): weights in bf16 with no fp32 copy, SDPA attention,
 samples packed to 4096 (the table's unpacked first row has no fixed shape to plan and is left out); the full
-rows with torch.optim.AdamW (foreach kernels on CUDA) until "8-bit AdamW" (the README names `AdamW8bit`:
-bitsandbytes'), compiled layer by layer, cross-entropy in 8 chunks, their logits kept
+rows with torch.optim.AdamW (foreach kernels on CUDA) until "8-bit AdamW" (the README names `AdamW8bit`; the
+tutorial section its row links names torchao's AdamW8bit and bitsandbytes' PagedAdamW8bit: torchao's, the one of
+that name, its step compiled per parameter), compiled layer by layer, cross-entropy in 8 chunks, their logits kept
 (CEWithChunkedOutputLoss, as torchtune.py plans it), every layer checkpointed, the optimizer step in backward
 (one optimizer per parameter), activations offloaded (OffloadActivations); LoRA and QLoRA: rank 64, alpha 128
 on the query, value and output projections and the MLP, fused AdamW, no step in backward, the rest as the row
@@ -39,13 +40,14 @@ ROWS = (
     ("+ activation checkpointing", f"{FULL}+compile+chunked_ce+checkpointing", {}, 7210, 24.9),
     ("+ optimizer step in backward", f"{FULL}+compile+chunked_ce+checkpointing+step_in_backward", {}, 7309, 23.1),
     ("+ activation offloading", FULL_SAVING, {}, 7301, 21.8),
-    ("+ 8-bit AdamW", f"{FULL_SAVING}+8bit", {}, 6960, 17.6),
+    ("+ 8-bit AdamW", f"{FULL_SAVING}+torchao_8bit", {}, 6960, 17.6),
     ("LoRA", f"pure_bf16+lora+{ADAPTED}", LORA, 8210, 8.5),
     ("QLoRA", f"qlora+{ADAPTED}", LORA, 8035, 4.6),
 )
 # where the table leaves what ran open: the row, the other reading, its combination
 READINGS = (
     ("+ activation checkpointing", "fused AdamW (no foreach buffer)", f"{FULL}+compile+chunked_ce+checkpointing+fused"),
+    ("+ 8-bit AdamW", "bitsandbytes' AdamW8bit", f"{FULL_SAVING}+8bit"),
     ("+ 8-bit AdamW", "bitsandbytes' PagedAdamW8bit, the full recipe's own optimizer (its state in unified "
      "memory, off the allocator's books)", f"{FULL_SAVING}+paged_8bit"),
 )

@@ -12,8 +12,8 @@ May import: torch, utils.models, utils.registry, utils.checks.
                       nf4_base (QLoRA: the frozen projections stored in 4-bit NF4)
     5. memory         checkpoint_blocks, chunked_cross_entropy, offload_activations
     6. parallel       DDP or FSDP2 under `make ddp` / `make fsdp` (applied by itself, see below)
-    7. optimizer      adamw, fused_adamw, adamw_8bit, paged_adamw_8bit, lion, lion_8bit, adam, sgd,
-                      offload_adamw; then step_in_backward (each parameter's step as its gradient is ready)
+    7. optimizer      adamw, fused_adamw, adamw_8bit, paged_adamw_8bit, torchao_adamw_8bit, lion, lion_8bit,
+                      adam, sgd, offload_adamw; then step_in_backward (each parameter's step as its gradient is ready)
     8. compile        compile_model
     9. step           accumulate, cuda_graphs (how the loop drives one optimizer step)
 
@@ -47,6 +47,7 @@ from utils.techniques.optimizers import (
     paged_adamw_8bit,
     sgd,
     step_in_backward,
+    torchao_adamw_8bit,
 )
 from utils.techniques.run import STAGES, Run, Skip, new_run, technique
 from utils.techniques.stages import (
@@ -70,5 +71,5 @@ __all__ = [
     "autocast_bf16", "autocast_fp16", "bf16_weights", "checkpoint_blocks", "chunked_cross_entropy", "compile_model",
     "cuda_graphs", "flash_attention", "fused_adamw", "gated_mlp", "lion", "lion_8bit", "lora_adapters", "nf4_base",
     "offload_activations", "offload_adamw", "paged_adamw_8bit", "setup_of", "sgd", "step_in_backward",
-    "strict_fp32", "technique", "tf32",
+    "strict_fp32", "technique", "tf32", "torchao_adamw_8bit",
 ]

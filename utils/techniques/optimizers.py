@@ -2,10 +2,13 @@
 parameters (after the parallel stage has sharded them, under FSDP2)."""
 
 import logging
+import warnings
 
 import torch
 
+from utils.models.hf import quiet
 from utils.techniques import in_backward
+from utils.techniques.adapters import IMPORT_NOISE
 from utils.techniques.run import Skip, on_cuda, technique
 
 WEIGHT_DECAY = 0.1
@@ -97,6 +100,24 @@ def paged_adamw_8bit(run):
     bnb = _bitsandbytes(run)
     run.lr = _lr(run, ADAMW_LR)
     run.optimizer = bnb.optim.PagedAdamW8bit(_param_groups(run.model), lr=run.lr, betas=BETAS)
+
+
+@technique
+def torchao_adamw_8bit(run):
+    """torchao's AdamW8bit: AdamW's two moments block-quantised to uint8 (blocks of 256, an fp32
+    scale each; a tensor under 4096 elements keeps its state in its own dtype), each parameter's
+    step one torch.compile'd function computing in fp32 (torchao/optim/adam.py, single_param_adam),
+    compiled once per parameter shape at the first step, in the warm-up."""
+    try:
+        with quiet(*IMPORT_NOISE):
+            from torchao.optim import AdamW8bit
+    except ImportError as err:
+        raise Skip(f"torchao is not importable ({err}); pip install torchao==0.18.0") from None
+    # compiling its step asks each state for a hash AOTAutograd's cache would key on: none, so no cache
+    warnings.filterwarnings("ignore", message="OptimState8bit does not implement _stable_hash_for_caching")
+    run.lr = _lr(run, ADAMW_LR)
+    run.optimizer = AdamW8bit(_param_groups(run.model), lr=run.lr, betas=BETAS)
+    run.optimizer_compiles = True
 
 
 @technique

@@ -37,6 +37,7 @@ class Run:
     saved_tensors: object = contextlib.nullcontext
     activation_offload: bool = False
     step_in_backward: bool = False  # each parameter's optimizer step taken as its gradient is ready
+    optimizer_compiles: bool = False  # the optimizer's step is torch.compile'd as it first runs (torchao's 8-bit)
     accum: int = 1  # micro-batches per optimizer step
     step: object = None  # utils.techniques.step.EagerStep, or CudaGraphStep
     # context for a micro-batch whose gradients stay local (every one of a step but the last):

@@ -1,0 +1,142 @@
+"""A compiled graph as inductor schedules it, on a torch with no GPU: its post-grad passes,
+lowering and fusion (torch/_inductor/compile_fx.py up to code generation, which is not run).
+Two answers come of it: the kernels the step's time counts (utils/plan/timing.py), and the
+buffers those kernels write, the memory utils/plan/compiled.py counts for a compiled graph."""
+
+import collections
+import contextlib
+import copy
+from unittest import mock
+
+import torch
+from torch._guards import detect_fake_mode
+
+from utils.plan.inductor_cuda import cuda_scheduling, on_cuda
+from utils.plan.timing import ATTENTION_OPS, Op, attention_flops, counted_flops
+
+
+def _fx_flops(node):
+    """(FLOPs, kind, dtype of its first input) of one FX node, as the timing recorder counts an op:
+    attention or a matmul; (0, "memory", None) for anything else."""
+    target = node.target
+    if not hasattr(target, "_overloadpacket"):
+        return 0, "memory", None
+    args, kwargs = torch.fx.node.map_aggregate(
+        (node.args, node.kwargs), lambda a: a.meta.get("val") if isinstance(a, torch.fx.Node) else a)
+    dtype = next((a.dtype for a in args if isinstance(a, torch.Tensor)), None)
+    if target._overloadpacket.__name__ in ATTENTION_OPS:
+        return attention_flops(target, args, kwargs), "attention", dtype
+    flops = counted_flops(target, args, kwargs, node.meta.get("val"))
+    return flops, "matmul" if flops else "memory", dtype
+
+
+def _dtype(kernel):
+    """What a scheduled kernel computes in (a kernel of several outputs: its first's)."""
+    for node in (kernel.node, *(n.node for n in kernel.get_nodes())):
+        try:
+            return node.get_dtype()
+        except (AttributeError, NotImplementedError):
+            continue
+    return torch.float32
+
+
+def _bytes(kernel):
+    """The bytes inductor's scheduler counts a kernel to read and write (get_read_write_buffer_accesses:
+    a buffer made and used inside one fused kernel costs nothing, any other min(elements iterated x
+    accesses, its size)), each buffer of a fused kernel bounded by what its parts count: for a fused
+    kernel the scheduler takes the elements iterated as 1e9, so an indexed read fused in (an
+    embedding's gather, cross-entropy's pick of the target's logit) is charged the whole buffer."""
+    accesses = kernel.get_read_write_buffer_accesses(include_reads=True, include_writes=True)
+    parts = [part for part in kernel.get_nodes() if part is not kernel]
+    if not parts:
+        return sum(accesses.values())
+    bound = collections.Counter()
+    for part in parts:
+        bound.update(part.get_read_write_buffer_accesses(include_reads=True, include_writes=True))
+    return sum(min(count, bound[name]) if name in bound else count for name, count in accesses.items())
+
+
+class Schedule(collections.namedtuple("Schedule", "kernels written lowered")):
+    """A graph as inductor schedules it: its kernels (Ops), the names of the FX nodes whose values
+    its kernels write to memory, and of those its lowering covered (each single-tensor node)."""
+
+
+def scheduled_kernels(graph, example_inputs, phase, gpu=None):
+    """The graph as inductor lowers and schedules it (its post-grad passes, lowering and fusion:
+    torch/_inductor/compile_fx.py up to code generation, which is not run), a Schedule: per kernel
+    an Op of the bytes its scheduler counts (`_bytes`), the FLOPs of the matmul or attention an
+    extern kernel runs; the buffers it writes (`_written`). With `gpu` (a utils.devices.GPU)
+    inductor schedules as on that GPU, Triton's fusion (utils/plan/inductor_cuda.py); without, as
+    on this CPU (its C++ backend's rules)."""
+    fake = detect_fake_mode(example_inputs)
+    # a copy: the passes rewrite it; the plan runs the graph AOTAutograd made
+    lowered, example_inputs = on_cuda(graph, example_inputs, fake) if gpu else (copy.deepcopy(graph), example_inputs)
+    with cuda_scheduling(gpu) if gpu else contextlib.nullcontext():
+        return _scheduled(lowered, example_inputs, phase, fake)
+
+
+def _scheduled(lowered, example_inputs, phase, fake):
+    from torch._inductor.compile_fx import _recursive_post_grad_passes
+    from torch._inductor.debug import DebugContext
+    from torch._inductor.fx_passes.replace_random import replace_random_passes
+    from torch._inductor.graph import GraphLowering
+    from torch._inductor.ir import MultiOutput
+    from torch._inductor.scheduler import ExternKernelSchedulerNode
+    from torch._inductor.virtualized import V
+
+    with V.set_fake_mode(fake):
+        # inductor's own RNG (a joint-graph pass compile_fx runs before the partition): dropout's noise
+        # is generated inside the kernel that uses it, never stored
+        replace_random_passes(lowered)
+        _recursive_post_grad_passes(lowered, False)
+    inductor = GraphLowering(lowered, example_inputs=example_inputs, shape_env=fake.shape_env,
+                             is_backward=phase == "backward")
+    kernels = []
+    # the lowering of checkpointing's RNG replay reads the generator's real state (a real tensor)
+    with DebugContext(), V.set_graph_handler(inductor), V.set_extern_kernel_nodes([]), V.set_fake_mode(fake), \
+            mock.patch.object(fake, "allow_non_fake_inputs", True):
+        inductor.run(*example_inputs)
+        inductor._update_scheduler()
+        for node in inductor.scheduler.nodes:
+            flops, kind, dtype = 0, "memory", None
+            # an extern kernel runs its matmul or attention; a MultiOutput only picks one of its outputs
+            if isinstance(node, ExternKernelSchedulerNode) and not isinstance(node.node, MultiOutput):
+                counted = [_fx_flops(origin) for origin in node.node.origins]
+                flops = sum(f for f, _, _ in counted)
+                kind, dtype = next(((k, d) for f, k, d in counted if f), ("memory", None))
+            kernels.append(Op(node.get_name(), phase, kind, flops, _bytes(node), dtype or _dtype(node), True))
+        return Schedule(kernels, *_written(inductor))
+
+
+def _written(inductor):
+    """({name of each FX node whose value inductor's kernels write to memory: the FX nodes of the
+    kernels that read it}, names of the single-tensor nodes its lowering covered). A buffer is
+    written unless every reader is in the kernel that makes it (Scheduler.can_buffer_be_removed_through_fusion,
+    the test its code generation removes buffers by) or it owns no memory: a mutation writes into
+    its input, a concatenation's part into the concatenation (NonOwningLayout). The lowering
+    realises buffers the plan's fusion rule cannot see (ir.py, StorageBox.mark_reuse: a pointwise
+    value read by several kernels through more than config.realize_reads_threshold loads) and fuses
+    some it keeps (a reduction into its consumer; an out-of-place copy into the input it is copied
+    back to). A buffer lives until the last kernel that reads it has run: a fused kernel runs where
+    the last of its FX nodes would."""
+    from torch._inductor.ir import MultiOutputLayout, MutationLayoutSHOULDREMOVE, NoneLayout, NonOwningLayout
+
+    scheduler, written, lowered = inductor.scheduler, {}, set()
+    kernel_of = {part.get_name(): node for node in scheduler.nodes for part in node.get_nodes()}
+
+    def origins(kernel):  # the FX nodes a kernel computes
+        return {origin for part in kernel.get_nodes() if part.node is not None for origin in part.node.origins}
+
+    for node in scheduler.nodes:
+        inside = {part.get_name() for part in node.get_nodes()}
+        lowered.update(origin.name for origin in origins(node) if isinstance(origin.meta.get("val"), torch.Tensor))
+        for buffer in node.get_outputs():
+            origin = getattr(buffer.node, "origin_node", None)
+            if (origin is None or isinstance(buffer.node.layout, (MultiOutputLayout, MutationLayoutSHOULDREMOVE,
+                                                                   NonOwningLayout, NoneLayout))
+                    or buffer.get_name() in inductor.removed_buffers
+                    or scheduler.can_buffer_be_removed_through_fusion(buffer.get_name(), inside)):
+                continue
+            readers = (kernel_of.get(user.get_name()) for user in buffer.users if not user.is_weak)
+            written[origin.name] = {fx.name for kernel in readers if kernel is not None for fx in origins(kernel)}
+    return written, lowered
