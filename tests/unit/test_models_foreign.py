@@ -293,6 +293,16 @@ def test_the_plan_runs_attention_dropout_as_cudas_flash_kernel_does(tmp_path):
     assert cuda.breakdown["activations"] < cpu.breakdown["activations"] - 0.5
 
 
+def test_a_compiled_plan_draws_dropout_as_inductor_does(tmp_path):
+    # inductor's joint-graph passes (compile_fx.partition_fn, under the fake mode its RNG pass asks for)
+    # replace dropout's random ops by its own, drawn in the kernel from a seed: no noise tensor is kept
+    fields = {**models.resolve("hf:gpt2-tiny").config, "resid_pdrop": 0.1, "attn_pdrop": 0.1, "embd_pdrop": 0.1}
+    dropped = _write(tmp_path, "dropout.json", __import__("json").dumps(fields))
+    cfg = cfg_of(f"hf:{dropped}", batch=8, seq=128)
+    compiled, eager = (planner.plan(load_setup(t), cfg, model_cuda=False) for t in ("compile", "baseline"))
+    assert compiled.record["compiled"] and compiled.breakdown["activations"] < eager.breakdown["activations"] - 5
+
+
 def test_drift_and_evaluation_read_a_foreign_models_rows(results_file, monkeypatch):
     from utils.analysis import convergence
 

@@ -3,16 +3,14 @@ moves (utils/plan/scheduled.py: scheduled_kernels), held to the golden counts of
 test/inductor/test_perf.py (elements moved, fp32 inputs; there on CUDA), scheduled as on this CPU and as on
 an H100 (utils/plan/inductor_cuda.py)."""
 
-import functools
-
 import pytest
 import torch
-from functorch.compile import make_boxed_func, min_cut_rematerialization_partition
+from functorch.compile import make_boxed_func
 from torch._dynamo.backends.common import aot_autograd
 from torch._inductor.compile_fx import select_decomp_table
 
 from utils import devices
-from utils.plan import scheduled
+from utils.plan import compiled, scheduled
 
 SCHEDULINGS = {"cpu": None, "h100": devices.by_key("h100-sxm")}
 
@@ -29,8 +27,9 @@ def count_numel(f, *inputs, train=False, gpu=None):
         return compile_
 
     backend = aot_autograd(fw_compiler=compiler("forward"), bw_compiler=compiler("backward"),
-                           decompositions=select_decomp_table(),
-                           partition_fn=functools.partial(min_cut_rematerialization_partition, compiler="inductor"))
+                           inference_compiler=lambda graph, inputs: compiler("forward")(
+                               compiled.joint_passed(graph, inputs), inputs),
+                           decompositions=select_decomp_table(), partition_fn=compiled.partition)  # the plan's
     torch._dynamo.reset()
     out = torch.compile(f, backend=backend)(*inputs)
     if train:

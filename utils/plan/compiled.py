@@ -4,15 +4,16 @@ Inductor's memory is set by two things: which activations the forward saves for 
 (AOTAutograd's partition of the joint forward + backward graph: inductor's min-cut
 rematerialisation partitioner, which recomputes cheap ops in backward instead of saving
 them) and how its kernels use buffers (fusion: a chain of pointwise ops writes one output,
-no intermediates). The plan compiles the model as the `aot_eager_decomp_partition` backend
-does (torch/_dynamo/backends/debugging.py: inductor's decompositions and its min-cut
-partitioner), then runs each graph op by op (torch.fx.Interpreter, each value freed after its
-last use) with the tracker entered around it (as `aot_eager_decomp_partition_with_mode` does:
-dynamo itself runs with no dispatch mode on the stack, the tracker saying
+no intermediates). The plan compiles the model as inductor does up to its lowering: its
+decompositions, its joint-graph passes and min-cut partitioner (compile_fx.partition_fn; an
+inference graph, an optimizer's step, gets the passes alone), then runs each graph op by op
+(torch.fx.Interpreter) with the tracker entered around it (as `aot_eager_decomp_partition_with_mode`
+does: dynamo itself runs with no dispatch mode on the stack, the tracker saying
 `ignore_compile_internals`). So the saved activations are inductor's. Which values take memory
 is inductor's answer: the graph is lowered and scheduled (below), and a node's value counts
-when a buffer inductor writes comes from it (`_written`: read outside the kernel that makes it,
-or leaving the graph; not a mutation written into its input). Where the lowering covers no node
+when a buffer inductor writes comes from it (scheduled.py, `_written`: read outside the kernel
+that makes it, or leaving the graph; not a mutation written into its input), and lives until the
+last kernel reading it has run. Where the lowering covers no node
 of that name (a post-grad pass replaced it; an op of several outputs) a fusion rule decides: a
 pointwise op's output (torch.Tag.pointwise) is fused into its consumers and never materialised
 unless it leaves the graph or feeds an op inductor runs as a separate kernel (a matmul,
@@ -38,6 +39,7 @@ from unittest import mock
 import torch
 import torch.fx
 from torch._dynamo.backends.common import aot_autograd
+from torch._guards import detect_fake_mode
 from torch._prims.rng_prims import run_and_save_rng_state, run_with_rng_state
 from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
@@ -46,9 +48,9 @@ from utils.plan.cudagraphs import in_graph_pool
 from utils.plan.scheduled import scheduled_kernels
 from utils.plan.timing import is_view
 
-APPROXIMATED = ("torch.compile: AOTAutograd's min-cut partition on inductor's decompositions (the saved activations "
-                "inductor keeps), fusion modelled: pointwise intermediates not written unless they leave the graph or "
-                "feed a matmul, attention or scatter")
+APPROXIMATED = ("torch.compile: inductor's joint-graph passes and min-cut partition (the saved activations it keeps), "
+                 "its lowering and scheduling for the planned GPU (the buffers its kernels write, each held until "
+                 "the last kernel reading it; buffer reuse between kernels not modelled)")
 
 
 aten, prims = torch.ops.aten, torch.ops.prims
@@ -184,7 +186,7 @@ class Graphs:
         return run
 
     def backend(self, graph, example_inputs, graphed=False, **kwargs):
-        from torch._inductor.compile_fx import partition_fn, select_decomp_table
+        from torch._inductor.compile_fx import select_decomp_table
 
         # inductor's partition (compile_fx.partition_fn): its joint-graph passes (a scatter into a constant
         # made pointwise, its own RNG, ...) then the min-cut partitioner. An input mutated under no_grad
@@ -194,15 +196,31 @@ class Graphs:
             fw_compiler=functools.partial(runner, phase="forward"),
             bw_compiler=functools.partial(runner, phase="backward"),
             inference_compiler=functools.partial(self._inference, runner), decompositions=select_decomp_table(),
-            keep_inference_input_mutations=True, partition_fn=partition_fn,
+            keep_inference_input_mutations=True, partition_fn=partition,
         )(graph, example_inputs)
 
     @staticmethod
     def _inference(runner, graph, example_inputs):
-        """An inference graph (no partition): inductor runs its joint-graph passes on it first (compile_fx)."""
-        from torch._inductor.compile_fx import _recursive_joint_graph_passes
+        return runner(joint_passed(graph, example_inputs), example_inputs, phase="forward")
 
-        return runner(_recursive_joint_graph_passes(graph), example_inputs, phase="forward")
+
+def partition(graph, joint_inputs, **kwargs):
+    """Inductor's partition (compile_fx.partition_fn: its joint-graph passes, then the min-cut
+    partitioner), under the fake mode its RNG pass asks for, as compile_fx sets it."""
+    from torch._inductor.compile_fx import partition_fn
+    from torch._inductor.virtualized import V
+
+    with V.set_fake_mode(detect_fake_mode(joint_inputs)):
+        return partition_fn(graph, joint_inputs, **kwargs)
+
+
+def joint_passed(graph, example_inputs):
+    """An inference graph (no partition) after inductor's joint-graph passes, which compile_fx runs on it."""
+    from torch._inductor.compile_fx import _recursive_joint_graph_passes
+    from torch._inductor.virtualized import V
+
+    with V.set_fake_mode(detect_fake_mode(example_inputs)):
+        return _recursive_joint_graph_passes(graph)
 
 
 @contextlib.contextmanager

@@ -78,16 +78,12 @@ def scheduled_kernels(graph, example_inputs, phase, gpu=None):
 def _scheduled(lowered, example_inputs, phase, fake):
     from torch._inductor.compile_fx import _recursive_post_grad_passes
     from torch._inductor.debug import DebugContext
-    from torch._inductor.fx_passes.replace_random import replace_random_passes
     from torch._inductor.graph import GraphLowering
     from torch._inductor.ir import MultiOutput
     from torch._inductor.scheduler import ExternKernelSchedulerNode
     from torch._inductor.virtualized import V
 
-    with V.set_fake_mode(fake):
-        # inductor's own RNG (a joint-graph pass compile_fx runs before the partition): dropout's noise
-        # is generated inside the kernel that uses it, never stored
-        replace_random_passes(lowered)
+    with V.set_fake_mode(fake):  # the joint-graph passes ran before the partition (compiled.Graphs)
         _recursive_post_grad_passes(lowered, False)
     inductor = GraphLowering(lowered, example_inputs=example_inputs, shape_env=fake.shape_env,
                              is_backward=phase == "backward")
