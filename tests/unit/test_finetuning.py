@@ -127,6 +127,18 @@ def test_the_planned_offloading_keeps_the_weight_a_linear_saves_and_makes_a_copy
         with fakes.offloaded_activations(linear):
             z = linear(qkv[:, 4:8])
         assert z.grad_fn._saved_mat1.untyped_storage().nbytes() == 2 * 4 * 4
+        # a dense tensor in another layout (attention's transposed output) comes back in that layout, as
+        # empty_like's host copy brings it: a compiled backward reads it through views traced for its strides
+        wide = torch.ones(4, 2, requires_grad=True)
+        with fakes.offloaded_activations(linear):
+            w = linear(wide.t() * 2)
+        assert w.grad_fn._saved_mat1.stride() == (1, 2)
+
+
+def test_a_compiled_block_plans_with_its_saved_tensors_offloaded():
+    # Llama's attention output is saved transposed: back contiguous, its compiled backward's views fail
+    cfg = dataclasses.replace(CFG, model="hf:llama-tiny", compile_scope="blocks")
+    assert planner.plan(t.setup_of("compile+offload_activations")[1], cfg).record["activation_offload"]
 
 
 def test_offloaded_activations_pass_through_the_saved_tensors_hooks_and_change_nothing():

@@ -5,6 +5,7 @@ import contextlib
 from unittest import mock
 
 import torch
+from torch._prims_common import is_non_overlapping_and_dense_or_false
 from torch._subclasses.fake_tensor import FakeTensor
 
 from utils.techniques import offload
@@ -43,16 +44,20 @@ def offloaded_activations(module):
     saves, but `module`'s weights, is copied to the host, the device's copy freed once forward drops
     it, and a device copy made again when backward unpacks it. On the planner's fake CPU device the
     host copy would count as device memory: it is kept as its metadata alone, and backward's copy
-    is a fresh fake tensor of that shape (the values are fake anyway), contiguous as the GPU's is
-    (save_on_cpu's pinned host tensor is made contiguous, and so is its copy back): a view of a
-    wider tensor (a fused qkv's query) comes back at its own size, not its base's span."""
+    is a fresh fake tensor of that shape (the values are fake anyway), laid out as the GPU's copy is
+    (offload.py: empty_like's, the saved tensor's strides where it is dense, which a compiled backward
+    was traced for; a view of a wider tensor, a fused qkv's query, comes back dense at its own size,
+    not its base's span)."""
 
     def to_host(tensor):
-        return tensor.size(), tensor.dtype, tensor.device
+        dense = is_non_overlapping_and_dense_or_false(tensor)
+        return tensor.size(), tensor.stride() if dense else None, tensor.dtype, tensor.device
 
     def to_device(saved):
-        size, dtype, device = saved
-        return torch.empty(size, dtype=dtype, device=device)
+        size, stride, dtype, device = saved
+        if stride is None:
+            return torch.empty(size, dtype=dtype, device=device)
+        return torch.empty_strided(size, stride, dtype=dtype, device=device)
 
     with torch.autograd.graph.saved_tensors_hooks(*offload.hooks(module, to_host, to_device)):
         yield

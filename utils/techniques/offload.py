@@ -2,7 +2,10 @@
 
 torch.autograd.graph.save_on_cpu's pack and unpack (torch/autograd/graph.py: pinned, an empty host
 tensor the saved one is copied into without waiting, back to its device in backward; unpinned,
-`tensor.cpu()`, which on a CPU is the tensor itself), with one rule added: a weight, or a view of one
+`tensor.cpu()`, which on a CPU is the tensor itself), with two changes. The pinned host tensor takes
+the saved one's layout (`empty_like`, as torchtune's OffloadActivations makes it; save_on_cpu's is
+contiguous): a compiled backward is traced for its saved tensors' strides (a transposed attention
+output) and reads them through views that hold only for those. And a weight, or a view of one
 (a linear saves its transposed weight; FSDP2's unsharded parameters during forward), stays where it
 is. Copying it to the host frees nothing, since the weight stays on the device (FSDP2 frees and
 gathers its memory itself), and backward would make a second device copy of it. torchtune's
@@ -58,7 +61,7 @@ def save_on_cpu_copies(pin):
     def to_host(tensor):
         if not pin:
             return tensor.device, tensor.cpu()
-        host = torch.empty(tensor.size(), dtype=tensor.dtype, layout=tensor.layout, pin_memory=True)
+        host = torch.empty_like(tensor, device="cpu", pin_memory=True)
         host.copy_(tensor, non_blocking=True)
         return tensor.device, host
 
