@@ -57,8 +57,9 @@ def _bytes(kernel):
 
 
 class Schedule(collections.namedtuple("Schedule", "kernels written lowered")):
-    """A graph as inductor schedules it: its kernels (Ops), the names of the FX nodes whose values
-    its kernels write to memory, and of those its lowering covered (each single-tensor node)."""
+    """A graph as inductor schedules it: its kernels (Ops), the FX nodes whose values its kernels
+    write to memory (by name, each with the names of the FX nodes of the kernels reading it), and
+    the names of those its lowering covered (each single-tensor node)."""
 
 
 def scheduled_kernels(graph, example_inputs, phase, gpu=None):
