@@ -295,7 +295,8 @@ def test_the_plan_runs_attention_dropout_as_cudas_flash_kernel_does(tmp_path):
 
 def test_a_compiled_plan_draws_dropout_as_inductor_does(tmp_path):
     # inductor's joint-graph passes (compile_fx.partition_fn, under the fake mode its RNG pass asks for)
-    # replace dropout's random ops by its own, drawn in the kernel from a seed: no noise tensor is kept
+    # replace dropout's random ops by its own, drawn in the kernel from a seed: the plan runs, and holds
+    # less than eager, which keeps each dropout's noise
     fields = {**models.resolve("hf:gpt2-tiny").config, "resid_pdrop": 0.1, "attn_pdrop": 0.1, "embd_pdrop": 0.1}
     dropped = _write(tmp_path, "dropout.json", __import__("json").dumps(fields))
     cfg = cfg_of(f"hf:{dropped}", batch=8, seq=128)

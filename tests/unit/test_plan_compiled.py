@@ -105,7 +105,7 @@ def test_torchaos_compiled_step_holds_its_fp32_moments_and_writes_the_rest_in_pl
         with compiled.plan_compile(graphs):
             weight.grad = torch.zeros_like(weight)
             optimizer.step()  # compiles (dynamo never traces under the tracker)
-            tracker = PeakTracker()
+            tracker = PeakTracker(on_op=timing.OpRecorder())
             tracker.track_external(weight, optimizer)
             graphs.mode = tracker
             with tracker:
@@ -114,3 +114,6 @@ def test_torchaos_compiled_step_holds_its_fp32_moments_and_writes_the_rest_in_pl
     state = 2 * (rows * cols + rows * cols // 256 * 4 + 256 * 4)  # codes, a scale per block, the map
     fp32_moments = 2 * 4 * rows * cols  # both at once: one kernel writes them, the next reads them
     assert peak - (2 * rows * cols + state) == pytest.approx(fp32_moments, rel=0.01)  # the weight, tracked
+    # its kernels are timed in the phase that runs them (inductor lowered the step as an inference graph)
+    ops = tracker.on_op.ops  # the compiled step's kernels and the eager count of steps
+    assert {op.phase for op in ops} == {"optimizer"} and sum(op.compiled for op in ops) >= 2

@@ -81,9 +81,13 @@ class PeakTracker(MemTracker):
         out = super().__torch_dispatch__(func, types, args, kwargs)
         if (self.on_op is not None and out is not NotImplemented and not self.unmaterialised
                 and active_fake_mode() is self.step_fake_mode):
-            phase = "optimizer" if self._in_opt else "backward" if self._mod_tracker.is_bw else "forward"
-            self.on_op(func, args, kwargs or {}, out, phase)
+            self.on_op(func, args, kwargs or {}, out, self.phase)
         return out
+
+    @property
+    def phase(self):
+        """The step's phase now: optimizer (a tracked optimizer steps), backward or forward."""
+        return "optimizer" if self._in_opt else "backward" if self._mod_tracker.is_bw else "forward"
 
     def _track_module_params_and_buffers(self, module, install_grad_hooks=True):
         # MemTracker hooks every parameter's gradient, and register_hook refuses a parameter that

@@ -9,12 +9,17 @@ decompositions, its joint-graph passes and min-cut partitioner (compile_fx.parti
 inference graph, an optimizer's step, gets the passes alone), then runs each graph op by op
 (torch.fx.Interpreter) with the tracker entered around it (as `aot_eager_decomp_partition_with_mode`
 does: dynamo itself runs with no dispatch mode on the stack, the tracker saying
-`ignore_compile_internals`). So the saved activations are inductor's. Which values take memory
-is inductor's answer: the graph is lowered and scheduled (below), and a node's value counts
-when a buffer inductor writes comes from it (scheduled.py, `_written`: read outside the kernel
-that makes it, or leaving the graph; not a mutation written into its input), and lives until the
-last kernel reading it has run. Where the lowering covers no node
-of that name (a post-grad pass replaced it; an op of several outputs) a fusion rule decides: a
+`ignore_compile_internals`). So the saved activations are inductor's.
+
+Which values take memory, and the step's time, are inductor's answers too: each graph is lowered
+and scheduled by inductor itself (utils/plan/scheduled.py: its post-grad passes, lowering and
+fusion, no code generated). A node's value counts when a buffer inductor's kernels write comes
+from it (read outside the kernel that makes it, or leaving the graph; not a mutation written into
+its input), and lives until the last kernel reading it has run; the timing counts inductor's
+kernels with the bytes its scheduler says each moves. For a plan with a GPU inductor schedules as
+on that GPU, by Triton's rules (utils/plan/inductor_cuda.py: the graph's fake tensors relabelled
+to CUDA); a plan of this CPU's step, by its C++ backend's. Where the lowering covers no node of
+that name (a post-grad pass replaced it; an op of several outputs) a fusion rule decides: a
 pointwise op's output (torch.Tag.pointwise) is fused into its consumers and never materialised
 unless it leaves the graph or feeds an op inductor runs as a separate kernel (a matmul,
 attention, a scatter: anything neither pointwise, a reduction nor a view); a view passes that
@@ -23,15 +28,10 @@ scatter_upon_const_tensor) and an indirect load (gather, index) count as pointwi
 modelled: inductor's buffer reuse between kernels (the plan can be high). In reduce-overhead
 mode each graph's allocations come from the CUDA graphs' private pool
 (utils/plan/cudagraphs.py).
-
-The step's time is not that model's: each graph is lowered and scheduled by inductor itself
-(`scheduled_kernels`: its post-grad passes, lowering and fusion, no code generated), and the
-timing counts inductor's kernels with the bytes its scheduler says each moves. For a plan with a
-GPU inductor schedules as on that GPU, by Triton's rules (utils/plan/inductor_cuda.py: the
-graph's fake tensors relabelled to CUDA); a plan of this CPU's step, by its C++ backend's.
 """
 
 import contextlib
+import dataclasses
 import functools
 import warnings
 from unittest import mock
@@ -49,7 +49,7 @@ from utils.plan.scheduled import scheduled_kernels
 from utils.plan.timing import is_view
 
 APPROXIMATED = ("torch.compile: inductor's joint-graph passes and min-cut partition (the saved activations it keeps), "
-                 "its lowering and scheduling for the planned GPU (the buffers its kernels write, each held until "
+                 "its lowering and scheduling as on the planned GPU (the buffers its kernels write, each held until "
                  "the last kernel reading it; buffer reuse between kernels not modelled)")
 
 
@@ -119,26 +119,30 @@ RNG_REPLAY = {
 }
 
 
+def frees_as_scheduled(module, written):
+    """torch.fx.Interpreter's user_to_last_uses for `module` (the values to free after each node), a
+    value inductor writes (`written`: Schedule.written) freed after the last FX node of the last kernel
+    that reads it instead of its last FX reader: a kernel fusing two values' producers makes both
+    before either is read. Graph inputs are freed at their last FX use, as before."""
+    frees = torch.fx.Interpreter(module).user_to_last_uses
+    nodes = list(module.graph.nodes)
+    order = {node.name: i for i, node in enumerate(nodes)}
+    for user, values in list(frees.items()):
+        for value in list(values):
+            release = max((order[name] for name in written.get(value.name, ()) if name in order), default=-1)
+            if release > order[user.name]:
+                values.remove(value)
+                frees.setdefault(nodes[release], []).append(value)
+    return frees
+
+
 class _FusedInterpreter(torch.fx.Interpreter):
-    """A compiled graph run op by op under the tracker, its fused intermediates untracked, each
-    value inductor writes held until the kernels reading it have run."""
+    """A compiled graph run op by op under the tracker, only the `kept` nodes' allocations tracked,
+    each value freed as `frees` says (frees_as_scheduled)."""
 
-    def __init__(self, module, tracker, schedule):
+    def __init__(self, module, tracker, kept_nodes, frees):
         super().__init__(module)
-        self.tracker, self.kept = tracker, kept(module.graph, schedule)
-        self._free_as_scheduled(schedule.written)
-
-    def _free_as_scheduled(self, written):
-        """Free a written value after the last FX node of the last kernel that reads it, not after its
-        last FX reader: a kernel fusing two values' producers makes both before either is read."""
-        nodes = list(self.graph.nodes)
-        order = {node.name: i for i, node in enumerate(nodes)}
-        for user, values in list(self.user_to_last_uses.items()):
-            for value in list(values):
-                release = max((order[name] for name in written.get(value.name, ()) if name in order), default=-1)
-                if release > order[user.name] and nodes[release].op != "output":
-                    values.remove(value)
-                    self.user_to_last_uses.setdefault(nodes[release], []).append(value)
+        self.tracker, self.kept, self.user_to_last_uses = tracker, kept_nodes, frees
 
     def call_function(self, target, args, kwargs):
         if target in RNG_REPLAY:
@@ -164,12 +168,16 @@ class Graphs:
         self.mode, self.gpu = None, gpu  # gpu: inductor schedules as on it (None: as on this CPU)
 
     def _runner(self, graph, example_inputs, phase, graphed):
-        schedule = scheduled_kernels(graph, example_inputs, phase, self.gpu)
+        schedule = scheduled_kernels(graph, example_inputs, phase, self.gpu, replayed=graphed)
+        kept_nodes, frees = kept(graph.graph, schedule), frees_as_scheduled(graph, schedule.written)
 
         def run(args):
             recorder = getattr(self.mode, "on_op", None)
             if recorder is not None:  # the step's time counts inductor's kernels, not the graph's ops
-                recorder.ops.extend(schedule.kernels)
+                # an inference graph (an optimizer's step) runs in whichever phase calls it
+                kernels = schedule.kernels if phase != "inference" else [
+                    dataclasses.replace(kernel, phase=self.mode.phase) for kernel in schedule.kernels]
+                recorder.ops.extend(kernels)
                 recorder.in_graph = True
             # the tracker, where dynamo set it aside (compiled code runs it twice otherwise)
             active = self.mode is None or self.mode in _get_current_dispatch_mode_stack()
@@ -177,7 +185,7 @@ class Graphs:
             pool = in_graph_pool(self.mode) if graphed and self.mode is not None else contextlib.nullcontext()
             try:
                 with contextlib.nullcontext() if active else self.mode, pool:
-                    return _FusedInterpreter(graph, self.mode, schedule).boxed_run(args)
+                    return _FusedInterpreter(graph, self.mode, kept_nodes, frees).boxed_run(args)
             finally:
                 if recorder is not None:
                     recorder.in_graph = False
@@ -201,7 +209,7 @@ class Graphs:
 
     @staticmethod
     def _inference(runner, graph, example_inputs):
-        return runner(joint_passed(graph, example_inputs), example_inputs, phase="forward")
+        return runner(joint_passed(graph, example_inputs), example_inputs, phase="inference")
 
 
 def partition(graph, joint_inputs, **kwargs):

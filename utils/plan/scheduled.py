@@ -62,21 +62,22 @@ class Schedule(collections.namedtuple("Schedule", "kernels written lowered")):
     the names of those its lowering covered (each single-tensor node)."""
 
 
-def scheduled_kernels(graph, example_inputs, phase, gpu=None):
+def scheduled_kernels(graph, example_inputs, phase, gpu=None, replayed=False):
     """The graph as inductor lowers and schedules it (its post-grad passes, lowering and fusion:
     torch/_inductor/compile_fx.py up to code generation, which is not run), a Schedule: per kernel
     an Op of the bytes its scheduler counts (`_bytes`), the FLOPs of the matmul or attention an
-    extern kernel runs; the buffers it writes (`_written`). With `gpu` (a utils.devices.GPU)
-    inductor schedules as on that GPU, Triton's fusion (utils/plan/inductor_cuda.py); without, as
-    on this CPU (its C++ backend's rules)."""
+    extern kernel runs; the buffers it writes (`_written`). `phase`: forward, backward or inference
+    (a graph under no_grad: an optimizer's step, lowered as compile_fx lowers one); `replayed`: its
+    kernels replay as a CUDA graph. With `gpu` (a utils.devices.GPU) inductor schedules as on that
+    GPU, Triton's fusion (utils/plan/inductor_cuda.py); without, as on this CPU (its C++ backend's)."""
     fake = detect_fake_mode(example_inputs)
     # a copy: the passes rewrite it; the plan runs the graph AOTAutograd made
     lowered, example_inputs = on_cuda(graph, example_inputs, fake) if gpu else (copy.deepcopy(graph), example_inputs)
     with cuda_scheduling(gpu) if gpu else contextlib.nullcontext():
-        return _scheduled(lowered, example_inputs, phase, fake)
+        return _scheduled(lowered, example_inputs, phase, fake, replayed)
 
 
-def _scheduled(lowered, example_inputs, phase, fake):
+def _scheduled(lowered, example_inputs, phase, fake, replayed):
     from torch._inductor.compile_fx import _recursive_post_grad_passes
     from torch._inductor.debug import DebugContext
     from torch._inductor.graph import GraphLowering
@@ -84,10 +85,11 @@ def _scheduled(lowered, example_inputs, phase, fake):
     from torch._inductor.scheduler import ExternKernelSchedulerNode
     from torch._inductor.virtualized import V
 
+    inference = phase == "inference"
     with V.set_fake_mode(fake):  # the joint-graph passes ran before the partition (compiled.Graphs)
-        _recursive_post_grad_passes(lowered, False)
+        _recursive_post_grad_passes(lowered, inference)
     inductor = GraphLowering(lowered, example_inputs=example_inputs, shape_env=fake.shape_env,
-                             is_backward=phase == "backward")
+                             is_inference=inference, is_backward=phase == "backward")
     kernels = []
     # the lowering of checkpointing's RNG replay reads the generator's real state (a real tensor)
     with DebugContext(), V.set_graph_handler(inductor), V.set_extern_kernel_nodes([]), V.set_fake_mode(fake), \
@@ -101,7 +103,8 @@ def _scheduled(lowered, example_inputs, phase, fake):
                 counted = [_fx_flops(origin) for origin in node.node.origins]
                 flops = sum(f for f, _, _ in counted)
                 kind, dtype = next(((k, d) for f, k, d in counted if f), ("memory", None))
-            kernels.append(Op(node.get_name(), phase, kind, flops, _bytes(node), dtype or _dtype(node), True))
+            kernels.append(Op(node.get_name(), phase, kind, flops, _bytes(node), dtype or _dtype(node), True,
+                              replayed=replayed))
         return Schedule(kernels, *_written(inductor))
 
 
@@ -115,7 +118,9 @@ def _written(inductor):
     value read by several kernels through more than config.realize_reads_threshold loads) and fuses
     some it keeps (a reduction into its consumer; an out-of-place copy into the input it is copied
     back to). A buffer lives until the last kernel that reads it has run: a fused kernel runs where
-    the last of its FX nodes would."""
+    the last of its FX nodes would. Not counted: a buffer with no FX node of its own (a split
+    reduction's partial results: small), and an extern kernel's copy of an input it needs in
+    another layout (ExternKernel.copy_input), which takes its input's node."""
     from torch._inductor.ir import MultiOutputLayout, MutationLayoutSHOULDREMOVE, NoneLayout, NonOwningLayout
 
     scheduler, written, lowered = inductor.scheduler, {}, set()
@@ -135,5 +140,6 @@ def _written(inductor):
                     or scheduler.can_buffer_be_removed_through_fusion(buffer.get_name(), inside)):
                 continue
             readers = (kernel_of.get(user.get_name()) for user in buffer.users if not user.is_weak)
-            written[origin.name] = {fx.name for kernel in readers if kernel is not None for fx in origins(kernel)}
+            written.setdefault(origin.name, set()).update(
+                fx.name for kernel in readers if kernel is not None for fx in origins(kernel))
     return written, lowered

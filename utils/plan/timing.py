@@ -29,7 +29,7 @@ from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sd
 
 from utils.devices import by_key
 from utils.plan import h100
-from utils.plan.cudagraphs import COMPILED, STEP
+from utils.plan.cudagraphs import STEP
 
 # a large bf16 matmul measures ~798 of the H100 SXM's 989 dense TFLOP/s (utils/plan/h100.py):
 # the fraction of peak a matmul reaches
@@ -82,6 +82,7 @@ class Op:
     dtype: torch.dtype
     compiled: bool  # launched by a compiled graph
     shape: tuple = ()  # of its largest tensor
+    replayed: bool = False  # by a CUDA graph (a graph compiled in reduce-overhead mode): no launch from the host
 
 
 class OpRecorder:
@@ -214,9 +215,9 @@ class SyncedSteps:
 
 
 def _host_us(op, graphed, eager_op_us):
-    """The host's time to issue one op: none where a CUDA graph replays it (`graphed`: what
-    replays, utils/plan/cudagraphs.py's STEP or COMPILED)."""
-    if graphed == STEP or (graphed == COMPILED and op.compiled):
+    """The host's time to issue one op: none where a CUDA graph replays it (`graphed == STEP`: the
+    whole step, utils/plan/cudagraphs.py; or the op's own graph, reduce-overhead's)."""
+    if graphed == STEP or op.replayed:
         return 0.0
     return COMPILED_KERNEL_US if op.compiled else eager_op_us
 

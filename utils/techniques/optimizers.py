@@ -20,6 +20,9 @@ BETAS = (0.9, 0.95)
 # only that module is quietened: its CUDA loader's warnings (no binary for this CUDA) must be seen
 QUIET_BITSANDBYTES_LOGGER = "bitsandbytes.backends.cpu.ops"
 logging.getLogger(QUIET_BITSANDBYTES_LOGGER).setLevel(logging.ERROR)
+# compiling torchao's 8-bit step asks each state for a hash AOTAutograd's cache would key on: it has none,
+# so that graph is not cached, which is no news of the run
+warnings.filterwarnings("ignore", message="OptimState8bit does not implement _stable_hash_for_caching")
 
 
 def _lr(run, default_lr):
@@ -105,16 +108,15 @@ def paged_adamw_8bit(run):
 @technique
 def torchao_adamw_8bit(run):
     """torchao's AdamW8bit: AdamW's two moments block-quantised to uint8 (blocks of 256, an fp32
-    scale each; a tensor under 4096 elements keeps its state in its own dtype), each parameter's
-    step one torch.compile'd function computing in fp32 (torchao/optim/adam.py, single_param_adam),
-    compiled once per parameter shape at the first step, in the warm-up."""
+    scale each; a tensor under 4096 elements, or not a whole number of blocks, keeps its state in
+    its own dtype), each parameter's step one torch.compile'd function computing in fp32
+    (torchao/optim/adam.py, single_param_adam), compiled once per parameter shape at the first step,
+    in the warm-up."""
     try:
         with quiet(*IMPORT_NOISE):
             from torchao.optim import AdamW8bit
     except ImportError as err:
         raise Skip(f"torchao is not importable ({err}); pip install torchao==0.18.0") from None
-    # compiling its step asks each state for a hash AOTAutograd's cache would key on: none, so no cache
-    warnings.filterwarnings("ignore", message="OptimState8bit does not implement _stable_hash_for_caching")
     run.lr = _lr(run, ADAMW_LR)
     run.optimizer = AdamW8bit(_param_groups(run.model), lr=run.lr, betas=BETAS)
     run.optimizer_compiles = True
