@@ -36,3 +36,10 @@ def test_the_ladder_order_line_says_whether_predicted_memory_keeps_the_measured_
         torchtune_ladder.order_line(found)
     swapped = [found[0], (*found[1][:4], 10.0, *found[1][5:]), found[2]]
     assert "**differs**" in torchtune_ladder.order_line(swapped)
+
+
+def test_foreach_adamw_is_ruled_out_by_its_own_state_above_the_measured_checkpointing_row():
+    measured = {label: gib for label, *_, gib in torchtune_ladder.ROWS}
+    text = torchtune_ladder._ruled_out(3_212_749_824, measured)  # Llama 3.2 3B: 5 x 2 bytes x 3.21e9 = 29.9 GiB
+    assert "29.9 GiB in bf16" in text and "above the 24.9 GiB measured at '+ activation checkpointing'" in text
+    assert all(t.endswith("+fused") for label, t, *_ in torchtune_ladder.ROWS[:6])  # counted: fused, as ruled

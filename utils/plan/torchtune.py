@@ -10,7 +10,7 @@ chunk's upcast and cross-entropy compiled (CEWithChunkedOutputLoss, training.com
 CHUNK_LOGITS=keep: its own default recomputes them); full:
 bitsandbytes' PagedAdamW8bit stepped in backward (optimizer_in_bwd); LoRA: rank 8, alpha 16 on
 the query and value projections; QLoRA: rank 8, alpha 16 on q, k, v, the output projection and
-the MLP, the base in NF4 (torchao's to_nf4).
+the MLP, the base in NF4 (torchao's to_nf4); both with fused AdamW (their configs' `fused: True`).
 "Peak memory" is torchtune's memory log, torch.cuda.memory_stats()["active_bytes.all.peak"]
 (torchtune/training/memory.py, get_memory_stats: peak_memory_active): the tensors the allocator
 holds at the peak, the plan's allocated.
@@ -35,8 +35,8 @@ LORA_ALL = {**LORA_QV, "lora_targets": "q_proj,k_proj,v_proj,o_proj,gate_proj,up
 ROWS = (
     ("full: paged AdamW8bit in backward",
      "pure_bf16+flash+checkpointing+chunked_ce+paged_8bit+step_in_backward+compile", {}, 1650, 18.9),
-    ("LoRA r8 on q, v", "pure_bf16+flash+lora+checkpointing+chunked_ce+compile", LORA_QV, 3083, 16.2),
-    ("QLoRA r8 on q, k, v, o, MLP", "qlora+flash+checkpointing+chunked_ce+compile", LORA_ALL, 2413, 7.4),
+    ("LoRA r8 on q, v", "pure_bf16+flash+lora+checkpointing+chunked_ce+compile+fused", LORA_QV, 3083, 16.2),
+    ("QLoRA r8 on q, k, v, o, MLP", "qlora+flash+checkpointing+chunked_ce+compile+fused", LORA_ALL, 2413, 7.4),
 )
 
 

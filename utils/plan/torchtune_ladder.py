@@ -6,7 +6,8 @@ flags", added by its pull request #2003 of 2024-11-18).
 What they ran (the recipes' configs of that commit, llama3_2/3B_full_single_device.yaml and 3B_lora /
 3B_qlora_single_device.yaml, with the README's flags): weights in bf16 with no fp32 copy, SDPA attention,
 samples packed to 4096 (the table's unpacked first row has no fixed shape to plan and is left out); the full
-rows with torch.optim.AdamW (foreach kernels on CUDA) until "8-bit AdamW" (the README names `AdamW8bit`; the
+rows with torch.optim.AdamW, fused (its default on CUDA, foreach, is ruled out by the checkpointing row: `_ruled_out`),
+until "8-bit AdamW" (the README names `AdamW8bit`; the
 tutorial section its row links names torchao's AdamW8bit and bitsandbytes' PagedAdamW8bit: torchao's, the one of
 that name, its step compiled per parameter), compiled layer by layer, cross-entropy in 8 chunks, their logits kept
 (CEWithChunkedOutputLoss, as torchtune.py plans it), every layer checkpointed, the optimizer step in backward
@@ -31,29 +32,28 @@ BATCH, SEQ, MODEL, GPU = 2, 4096, "hf:llama-3.2-3b", "a100-80gb"
 LORA = {"lora_rank": 64, "lora_alpha": 128.0, "lora_targets": "q_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"}
 FULL = "pure_bf16+flash"
 FULL_SAVING = f"{FULL}+compile+chunked_ce+checkpointing+step_in_backward+offload_activations"
+ADAMW = "+fused"  # the full rows' optimizer until 8-bit AdamW replaces it
 ADAPTED = "flash+compile+chunked_ce+checkpointing+offload_activations+fused"
 # (row, the suite's combination, its LoRA settings, tokens/s, peak active GiB)
 ROWS = (
-    ("+ packed dataset", FULL, {}, 7075, 60.0),
-    ("+ compile", f"{FULL}+compile", {}, 8998, 51.0),
-    ("+ chunked cross-entropy", f"{FULL}+compile+chunked_ce", {}, 9174, 42.9),
-    ("+ activation checkpointing", f"{FULL}+compile+chunked_ce+checkpointing", {}, 7210, 24.9),
-    ("+ optimizer step in backward", f"{FULL}+compile+chunked_ce+checkpointing+step_in_backward", {}, 7309, 23.1),
-    ("+ activation offloading", FULL_SAVING, {}, 7301, 21.8),
+    ("+ packed dataset", FULL + ADAMW, {}, 7075, 60.0),
+    ("+ compile", f"{FULL}+compile{ADAMW}", {}, 8998, 51.0),
+    ("+ chunked cross-entropy", f"{FULL}+compile+chunked_ce{ADAMW}", {}, 9174, 42.9),
+    ("+ activation checkpointing", f"{FULL}+compile+chunked_ce+checkpointing{ADAMW}", {}, 7210, 24.9),
+    ("+ optimizer step in backward", f"{FULL}+compile+chunked_ce+checkpointing+step_in_backward{ADAMW}", {}, 7309,
+     23.1),
+    ("+ activation offloading", FULL_SAVING + ADAMW, {}, 7301, 21.8),
     ("+ 8-bit AdamW", f"{FULL_SAVING}+torchao_8bit", {}, 6960, 17.6),
     ("LoRA", f"pure_bf16+lora+{ADAPTED}", LORA, 8210, 8.5),
     ("QLoRA", f"qlora+{ADAPTED}", LORA, 8035, 4.6),
 )
 # where the table leaves what ran open: the row, the other reading, its combination
 READINGS = (
-    ("+ activation checkpointing", "fused AdamW (no foreach buffer)", f"{FULL}+compile+chunked_ce+checkpointing+fused"),
+    ("+ activation checkpointing", "foreach AdamW (torch.optim.AdamW's default on CUDA)",
+     f"{FULL}+compile+chunked_ce+checkpointing"),
     ("+ 8-bit AdamW", "bitsandbytes' AdamW8bit", f"{FULL_SAVING}+8bit"),
     ("+ 8-bit AdamW", "bitsandbytes' PagedAdamW8bit, the full recipe's own optimizer (its state in unified "
      "memory, off the allocator's books)", f"{FULL_SAVING}+paged_8bit"),
-)
-DIFFERENCES = (
-    "the foreach AdamW step (the rows up to checkpointing) holds a square-root buffer the size of every parameter: "
-    "above the measured 24.9 GiB once checkpointing leaves the optimizer step the peak",
 )
 
 
@@ -77,17 +77,28 @@ def rows(given, table_row, seen):
         out.append(row)
         table_row(cells)
     measured = {label: gib for label, *_, gib in ROWS}
+    readings = list(_readings(given, target))
     print("\nthe other readings, planned (not counted above): " + "; ".join(
-        f"{label} with {reading}: {allocated:.1f} GiB ({allocated / measured[label] - 1:+.1%})"
-        for label, reading, allocated in _readings(given, target)))
-    print("\nwhat differs: " + "; ".join((*DIFFERENCES, *torchtune.differences(cfg))))
+        f"{label} with {reading}: {plan.memory.allocated_mib / 1024:.1f} GiB "
+        f"({plan.memory.allocated_mib / 1024 / measured[label] - 1:+.1%})" for label, reading, plan in readings))
+    print("\nwhat differs: " + "; ".join((_ruled_out(readings[0][2].n_params, measured), *torchtune.differences(cfg))))
     return out
 
 
 def _readings(given, target):
     for label, reading, technique in READINGS:
-        plan = planner.plan(setup_of(technique)[1], _config(technique, given, {}), target)
-        yield label, reading, plan.memory.allocated_mib / 1024
+        yield label, reading, planner.plan(setup_of(technique)[1], _config(technique, given, {}), target)
+
+
+def _ruled_out(n_params, measured):
+    """Why the full rows count fused AdamW, from the parameter count alone: foreach AdamW's step holds the
+    weights, gradients, both moments and a square-root buffer of every parameter at once (torch/optim/adam.py,
+    _multi_tensor_adam: _foreach_sqrt of every exp_avg_sq), more than the checkpointing row measured."""
+    floor, row = 5 * 2 * n_params / 2**30, READINGS[0][0]
+    return (f"the full rows count fused AdamW (the LoRA recipes' own, `fused: True`): torch.optim.AdamW's default on "
+            f"CUDA, foreach, holds in its step the weights, gradients, both moments and a square-root buffer of every "
+            f"parameter, {floor:.1f} GiB in bf16 before any activation, above the {measured[row]} GiB measured at "
+            f"'{row}': that row, and the rows above it (one optimizer down the ladder), cannot have run it")
 
 
 def order_line(found):
