@@ -30,7 +30,7 @@ export MAKECMDGOALS
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: all run $(TECHNIQUE_TARGETS) ddp fsdp scaling_gpus plots report compare profile grid grid_report lrsweep session
-.PHONY: matrix plan plan_check tune maxbatch scaling gpu_check init_results reset clean test test-e2e lint help python_check
+.PHONY: matrix plan plan_check codegen_check tune maxbatch scaling gpu_check init_results reset clean test test-e2e lint help python_check
 .DEFAULT_GOAL := help
 
 # one line naming what PYTHON lacks for the goals asked (exit 2), before anything runs
@@ -95,6 +95,10 @@ plan: $(SETUP)
 
 plan_check: $(SETUP)
 	@$(PYTHON) -m utils.plan --check
+
+# each compiled graph's memory as planned against the wrapper inductor generates for it (needs Triton)
+codegen_check: $(SETUP)
+	@$(PYTHON) -m utils.plan --codegen
 
 # the fastest setup that fits, predicted for GPU= (or GPUS=), or with VERIFY=k measured here
 tune: $(SETUP)

@@ -37,6 +37,8 @@ TARGETS = {
             "TECHNIQUES (fake tensors, any machine)",
     "plan_check": "the planner against every measured figure it can model, each labelled (allocated, device total, "
                   "tracked): predicted, measured, error, the bars",
+    "codegen_check": "each compiled graph of the plans of TECHNIQUES on GPU: its buffers' peak as planned against "
+                     "the wrapper inductor generates for it (needs Triton; no GPU)",
     "tune": "the fastest setup that fits: the techniques' space planned for GPU (or each of GPUS; FSDP2 on the "
     "fewest GPUs where one is too small), ranked, pruned, the Pareto front, TUNE_REPORT and the command to paste; "
     "VERIFY=k: tuned for this machine, the top k measured, the winner's learning checked",

@@ -117,3 +117,24 @@ def test_torchaos_compiled_step_holds_its_fp32_moments_and_writes_the_rest_in_pl
     # its kernels are timed in the phase that runs them (inductor lowered the step as an inference graph)
     ops = tracker.on_op.ops  # the compiled step's kernels and the eager count of steps
     assert {op.phase for op in ops} == {"optimizer"} and sum(op.compiled for op in ops) >= 2
+
+
+def test_a_graph_runs_in_the_order_inductors_kernels_compute_it_and_still_computes_the_same():
+    # the partitioner puts what backward needs of a layer norm (its rsqrt over the width) at the forward's
+    # end; inductor computes it in the layer norm's kernel, and frees what that kernel reads there
+    def forward(x, w):
+        norm = torch.rsqrt(x.pow(2).mean(-1, keepdim=True))
+        y = (x * norm) @ w
+        return y.relu(), norm / 8
+
+    x, w = torch.randn(4, 8), torch.randn(8, 8)
+    module = make_fx(forward)(x, w)
+    names = [n.name for n in module.graph.nodes]
+    div = next(n for n in names if n.startswith("div"))
+    assert names.index(div) > names.index("relu")  # traced last
+    positions = {name: 0 for name in names[names.index("pow_1"):names.index("mul") + 1]} | {div: 0}
+    positions |= {"mm": 1, "relu": 2}
+    ordered = compiled.in_kernel_order(module, positions)
+    order = [n.name for n in ordered.graph.nodes]
+    assert order[:2] == names[:2] and order.index(div) < order.index("mm") < order.index("relu")
+    assert all(torch.equal(a, b) for a, b in zip(ordered(x, w), module(x, w)))

@@ -7,8 +7,10 @@ make plan        each technique of TECHNIQUES (blank: every script) at MODEL / L
                  (never step-time statistics)
 make plan_check  the planner against every measured figure it can model: predicted,
                  measured, the error, which figure it is, and the bars
+make codegen_check  each compiled graph of the plans of TECHNIQUES: its memory as the planner
+                 counts it against the wrapper inductor generates for it (needs Triton)
 
-usage: python -m utils.plan [--check]   (settings from the environment)
+usage: python -m utils.plan [--check | --codegen]   (settings from the environment)
 """
 
 import argparse
@@ -16,7 +18,7 @@ import sys
 import time
 
 from utils import checks, registry, results, settings
-from utils.plan import bands, comm, planner, reference, timing
+from utils.plan import bands, codegen_check, comm, planner, reference, timing
 from utils.plan.config import load_config, load_target, model_tflops, planned_device, predicted_row, where
 from utils.plan.cuda import CUDA_MODEL, NOT_MODELLED
 from utils.results import MEMORY_PARTS
@@ -169,10 +171,13 @@ def plan_techniques(names, given):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true")
+    parser.add_argument("--codegen", action="store_true")
     args = parser.parse_args(argv)
     given = settings.read()
     if args.check:
         return reference.check(given)
+    if args.codegen:
+        return codegen_check.check(registry.selected(given.techniques), given)
     return plan_techniques(registry.selected(given.techniques), given)
 
 

@@ -15,7 +15,9 @@ Which values take memory, and the step's time, are inductor's answers too: each 
 and scheduled by inductor itself (utils/plan/scheduled.py: its post-grad passes, lowering and
 fusion, no code generated). A node's value counts when a buffer inductor's kernels write comes
 from it (read outside the kernel that makes it, or leaving the graph; not a mutation written into
-its input), and lives until the last kernel reading it has run; the timing counts inductor's
+its input), and lives until the last kernel reading it has run, a graph input too; the graph's ops
+run in the order inductor's kernels compute them (a kernel computes some FX nodes far from their
+place in the graph); the timing counts inductor's
 kernels with the bytes its scheduler says each moves. For a plan with a GPU inductor schedules as
 on that GPU, by Triton's rules (utils/plan/inductor_cuda.py: the graph's fake tensors relabelled
 to CUDA); a plan of this CPU's step, by its C++ backend's. Where the lowering covers no node of
@@ -24,15 +26,18 @@ pointwise op's output (torch.Tag.pointwise) is fused into its consumers and neve
 unless it leaves the graph or feeds an op inductor runs as a separate kernel (a matmul,
 attention, a scatter: anything neither pointwise, a reduction nor a view); a view passes that
 need on to the tensor it views; constants (full, zeros, iota), a scatter into one (inductor's
-scatter_upon_const_tensor) and an indirect load (gather, index) count as pointwise. Not
-modelled: inductor's buffer reuse between kernels (the plan can be high). In reduce-overhead
-mode each graph's allocations come from the CUDA graphs' private pool
-(utils/plan/cudagraphs.py).
+scatter_upon_const_tensor) and an indirect load (gather, index) count as pointwise. Inductor's
+reuse of a dead buffer for a new one of its size frees and allocates as the plan does. Checked
+against the wrapper inductor generates for each graph (`make codegen_check`, utils/plan/
+codegen_check.py). In reduce-overhead mode each graph's allocations come from the CUDA graphs'
+private pool (utils/plan/cudagraphs.py).
 """
 
 import contextlib
 import dataclasses
 import functools
+import heapq
+import math
 import warnings
 from unittest import mock
 
@@ -49,8 +54,8 @@ from utils.plan.scheduled import scheduled_kernels
 from utils.plan.timing import is_view
 
 APPROXIMATED = ("torch.compile: inductor's joint-graph passes and min-cut partition (the saved activations it keeps), "
-                 "its lowering and scheduling as on the planned GPU (the buffers its kernels write, each held until "
-                 "the last kernel reading it; buffer reuse between kernels not modelled)")
+                 "its lowering and scheduling as on the planned GPU (the buffers its kernels write, in their order, "
+                 "each held until the last kernel reading it)")
 
 
 aten, prims = torch.ops.aten, torch.ops.prims
@@ -119,21 +124,58 @@ RNG_REPLAY = {
 }
 
 
-def frees_as_scheduled(module, written):
+def in_kernel_order(module, positions):
+    """A copy of `module` whose nodes run in the order inductor's kernels compute them (`positions`:
+    Schedule.positions), the graph's own order among nodes of one kernel and for nodes no kernel
+    computes (placeholders first, a view or an unlowered node right after its inputs). Its values
+    are fake: only the order of allocations and frees changes."""
+    nodes = list(module.graph.nodes)
+    key = {}
+    for node in nodes:
+        if node.op in ("placeholder", "get_attr"):
+            key[node] = -1
+        elif node.op == "output":
+            key[node] = math.inf
+        else:
+            key[node] = positions.get(node.name, max((key[a] for a in node.all_input_nodes), default=-1))
+    index = {node: i for i, node in enumerate(nodes)}
+    waiting = {node: len(node.all_input_nodes) for node in nodes}
+    ready = [(key[node], index[node]) for node in nodes if not waiting[node]]
+    heapq.heapify(ready)
+    graph, copied = torch.fx.Graph(), {}
+    while ready:
+        node = nodes[heapq.heappop(ready)[1]]
+        copied[node] = graph.node_copy(node, copied.__getitem__)
+        for user in node.users:
+            waiting[user] -= 1
+            if not waiting[user]:
+                heapq.heappush(ready, (key[user], index[user]))
+    return torch.fx.GraphModule(module, graph)
+
+
+def frees_as_scheduled(module, readers):
     """torch.fx.Interpreter's user_to_last_uses for `module` (the values to free after each node), a
-    value inductor writes (`written`: Schedule.written) freed after the last FX node of the last kernel
-    that reads it instead of its last FX reader: a kernel fusing two values' producers makes both
-    before either is read. Graph inputs are freed at their last FX use, as before."""
+    value inductor writes or a graph input (`readers`: Schedule.written and Schedule.inputs, the FX
+    nodes of the kernels reading each) freed after the last FX node of the last kernel that reads it
+    instead of its last FX reader: a kernel fusing two values' producers makes both before either is
+    read, and holds what it reads until it has written what it makes."""
     frees = torch.fx.Interpreter(module).user_to_last_uses
     nodes = list(module.graph.nodes)
     order = {node.name: i for i, node in enumerate(nodes)}
     for user, values in list(frees.items()):
         for value in list(values):
-            release = max((order[name] for name in written.get(value.name, ()) if name in order), default=-1)
+            release = max((order[name] for name in readers.get(value.name, ()) if name in order), default=-1)
             if release > order[user.name]:
                 values.remove(value)
                 frees.setdefault(nodes[release], []).append(value)
     return frees
+
+
+def as_scheduled(module, schedule):
+    """(`module` in its kernels' order, the nodes whose values count, the values freed after each
+    node): how the plan runs a compiled graph, from its Schedule."""
+    module = in_kernel_order(module, schedule.positions)
+    return module, kept(module.graph, schedule), frees_as_scheduled(module, schedule.written | schedule.inputs)
 
 
 class _FusedInterpreter(torch.fx.Interpreter):
@@ -169,7 +211,7 @@ class Graphs:
 
     def _runner(self, graph, example_inputs, phase, graphed):
         schedule = scheduled_kernels(graph, example_inputs, phase, self.gpu, replayed=graphed)
-        kept_nodes, frees = kept(graph.graph, schedule), frees_as_scheduled(graph, schedule.written)
+        graph, kept_nodes, frees = as_scheduled(graph, schedule)
 
         def run(args):
             recorder = getattr(self.mode, "on_op", None)

@@ -45,8 +45,8 @@ CUDA_MODEL = (
     "at the input's dtype)",
 )
 NOT_MODELLED = (
-    "inductor's buffer reuse between kernels and its realisation of pointwise buffers many kernels read; what "
-    "cudagraph trees (COMPILE_MODE=reduce-overhead) keep beyond the step's tensors (input copies, older generations)",
+    "what cudagraph trees (COMPILE_MODE=reduce-overhead) keep beyond the step's tensors (input copies, older "
+    "generations)",
     "the kernels a step loads into the CUDA context beyond the figure measured for the generation (Hopper's holds "
     "an eager fp32 step's; elsewhere the bare context); cuBLASLt and cuDNN workspaces",
     "allocator streams other than the default one and FSDP2's, and PYTORCH_CUDA_ALLOC_CONF options but "

@@ -97,16 +97,17 @@ def _functions(technique):
         return set()
 
 
-def _set_up(setup, cfg, model_cuda, target=None):
+def _set_up(setup, cfg, model_cuda, target=None, graphs=Graphs):
     """The technique applied to a model built on the (fake) CPU device, through the same path
     as training (utils.techniques.run.new_run), its capability checks answered as `target`'s
-    GPU (utils.plan.config.Target; None: an Ampere-or-newer one); raises NotModelled."""
+    GPU (utils.plan.config.Target; None: an Ampere-or-newer one), its compiled graphs run by
+    `graphs` (a compiled.Graphs class, given the GPU); raises NotModelled."""
     unplanned = UNPLANNED.keys() & _functions(cfg.technique)
     if unplanned:
         raise NotModelled(UNPLANNED[unplanned.pop()])
     # inductor schedules the compiled graphs as on the planned GPU (their kernels time the step)
     run = new_run(dataclasses.replace(cfg, device="cuda") if model_cuda else cfg)
-    graphs = Graphs(target.gpu if target and model_cuda else None)
+    graphs = graphs(target.gpu if target and model_cuda else None)
     gpu = planned_gpu(target.gpu.capability) if target else planned_gpu()
     try:
         with gpu if model_cuda else contextlib.nullcontext(), plan_compile(graphs), fake_modules_converted_in_place():
@@ -154,13 +155,14 @@ def _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs):
     return tracker, sum(paged)
 
 
-def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True):
+def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True, graphs=Graphs):
     """Predict the peak CUDA memory of `setup` (a script's setup function) at cfg's
     model / batch / seq / accum, and with a `target` (utils.plan.config.Target) what that GPU
     would reserve and show. Raises NotModelled for what it cannot predict. model_cuda=False
-    plans the step as this CPU runs it (to check the planner against a real run here)."""
+    plans the step as this CPU runs it (to check the planner against a real run here);
+    `graphs`: what runs its compiled graphs (utils/plan/codegen_check.py compares each)."""
     with fake_world(cfg.world), FakeTensorMode(allow_non_fake_inputs=True), real_bitsandbytes_qmaps():
-        run, graphs = _set_up(setup, cfg, model_cuda, target)
+        run, graphs = _set_up(setup, cfg, model_cuda, target, graphs)
         real_torchao_qmaps()
         tf32 = run.dtype == "tf32"  # as the technique set it
         buckets = DDPBuckets.take(run)

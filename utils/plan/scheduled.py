@@ -56,10 +56,14 @@ def _bytes(kernel):
     return sum(min(count, bound[name]) if name in bound else count for name, count in accesses.items())
 
 
-class Schedule(collections.namedtuple("Schedule", "kernels written lowered")):
+class Schedule(collections.namedtuple("Schedule", "kernels written lowered positions inputs")):
     """A graph as inductor schedules it: its kernels (Ops), the FX nodes whose values its kernels
-    write to memory (by name, each with the names of the FX nodes of the kernels reading it), and
-    the names of those its lowering covered (each single-tensor node)."""
+    write to memory (by name, each with the names of the FX nodes of the kernels reading it), the
+    names of those its lowering covered (each single-tensor node), the graph's inputs with the FX
+    nodes of the kernels reading each (its wrapper frees one after the last), and where each is first
+    computed: the index of its kernel in the order inductor runs them (a kernel computes an FX node
+    far from its place in the graph: the partitioner puts what backward needs of a layer norm, its
+    rsqrt over the width, at the forward's end, inductor computes it in the layer norm's kernel)."""
 
 
 def scheduled_kernels(graph, example_inputs, phase, gpu=None, replayed=False):
@@ -110,28 +114,34 @@ def _scheduled(lowered, example_inputs, phase, fake, replayed):
 
 def _written(inductor):
     """({name of each FX node whose value inductor's kernels write to memory: the FX nodes of the
-    kernels that read it}, names of the single-tensor nodes its lowering covered). A buffer is
+    kernels that read it}, names of the single-tensor nodes its lowering covered, {name: index of
+    the first kernel computing it}, {graph input: the FX nodes of the kernels reading it}). A buffer is
     written unless every reader is in the kernel that makes it (Scheduler.can_buffer_be_removed_through_fusion,
     the test its code generation removes buffers by) or it owns no memory: a mutation writes into
     its input, a concatenation's part into the concatenation (NonOwningLayout). The lowering
     realises buffers the plan's fusion rule cannot see (ir.py, StorageBox.mark_reuse: a pointwise
     value read by several kernels through more than config.realize_reads_threshold loads) and fuses
     some it keeps (a reduction into its consumer; an out-of-place copy into the input it is copied
-    back to). A buffer lives until the last kernel that reads it has run: a fused kernel runs where
-    the last of its FX nodes would. Not counted: a buffer with no FX node of its own (a split
+    back to). A buffer lives until the last kernel that reads it has run (compiled.as_scheduled runs
+    the graph in its kernels' order, a kernel's FX nodes together). Not counted: a buffer with no FX node of its own (a split
     reduction's partial results: small), and an extern kernel's copy of an input it needs in
     another layout (ExternKernel.copy_input), which takes its input's node."""
     from torch._inductor.ir import MultiOutputLayout, MutationLayoutSHOULDREMOVE, NoneLayout, NonOwningLayout
 
-    scheduler, written, lowered = inductor.scheduler, {}, set()
+    scheduler, written, lowered, positions, inputs = inductor.scheduler, {}, set(), {}, {}
     kernel_of = {part.get_name(): node for node in scheduler.nodes for part in node.get_nodes()}
 
     def origins(kernel):  # the FX nodes a kernel computes
         return {origin for part in kernel.get_nodes() if part.node is not None for origin in part.node.origins}
 
-    for node in scheduler.nodes:
+    for index, node in enumerate(scheduler.nodes):
         inside = {part.get_name() for part in node.get_nodes()}
         lowered.update(origin.name for origin in origins(node) if isinstance(origin.meta.get("val"), torch.Tensor))
+        for origin in origins(node):
+            positions.setdefault(origin.name, index)
+        for read in node.read_writes.reads:
+            if read.name in inductor.graph_inputs:
+                inputs.setdefault(read.name, set()).update(fx.name for fx in origins(node))
         for buffer in node.get_outputs():
             origin = getattr(buffer.node, "origin_node", None)
             if (origin is None or isinstance(buffer.node.layout, (MultiOutputLayout, MutationLayoutSHOULDREMOVE,
@@ -142,4 +152,4 @@ def _written(inductor):
             readers = (kernel_of.get(user.get_name()) for user in buffer.users if not user.is_weak)
             written.setdefault(origin.name, set()).update(
                 fx.name for kernel in readers if kernel is not None for fx in origins(kernel))
-    return written, lowered
+    return written, lowered, positions, inputs
