@@ -123,9 +123,9 @@ def _written(inductor):
     value read by several kernels through more than config.realize_reads_threshold loads) and fuses
     some it keeps (a reduction into its consumer; an out-of-place copy into the input it is copied
     back to). A buffer lives until the last kernel that reads it has run (compiled.as_scheduled runs
-    the graph in its kernels' order, a kernel's FX nodes together). Not counted: a buffer with no FX node of its own (a split
-    reduction's partial results: small), and an extern kernel's copy of an input it needs in
-    another layout (ExternKernel.copy_input), which takes its input's node."""
+    the graph in its kernels' order, a kernel's FX nodes together). Not counted: a buffer with no FX
+    node of its own (a split reduction's partial results: small), and an extern kernel's copy of an
+    input it needs in another layout (ExternKernel.copy_input), which takes its input's node."""
     from torch._inductor.ir import MultiOutputLayout, MutationLayoutSHOULDREMOVE, NoneLayout, NonOwningLayout
 
     scheduler, written, lowered, positions, inputs = inductor.scheduler, {}, set(), {}, {}
