@@ -180,8 +180,8 @@ class Compared(compiled.Graphs):
     def _runner(self, graph, example_inputs, phase, graphed):
         generated = generated_peak(graph, example_inputs, phase, self.gpu)
         planned = planned_peak(graph, example_inputs, phase, self.gpu)
-        # a graph of symbolic shapes (dynamic=True) has no one size to compare
-        sizes = [value / MIB if isinstance(value, int) else None for value in (generated, planned)]
+        # a size of a graph of symbolic shapes: its value where its expression has one
+        sizes = [int(value) / MIB if str(value).isdigit() else None for value in (generated, planned)]
         self.rows.append((phase, len(graph.graph.nodes), *sizes))
         return super()._runner(graph, example_inputs, phase, graphed)
 

@@ -129,15 +129,11 @@ def in_kernel_order(module, positions):
     Schedule.positions), the graph's own order among nodes of one kernel and for nodes no kernel
     computes (placeholders first, a view or an unlowered node right after its inputs). Its values
     are fake: only the order of allocations and frees changes."""
-    nodes = list(module.graph.nodes)
-    key = {}
+    nodes, key = list(module.graph.nodes), {}
     for node in nodes:
-        if node.op in ("placeholder", "get_attr"):
-            key[node] = -1
-        elif node.op == "output":
-            key[node] = math.inf
-        else:
-            key[node] = positions.get(node.name, max((key[a] for a in node.all_input_nodes), default=-1))
+        first = -1 if node.op in ("placeholder", "get_attr") else math.inf if node.op == "output" else None
+        key[node] = first if first is not None else positions.get(
+            node.name, max((key[a] for a in node.all_input_nodes), default=-1))
     index = {node: i for i, node in enumerate(nodes)}
     waiting = {node: len(node.all_input_nodes) for node in nodes}
     ready = [(key[node], index[node]) for node in nodes if not waiting[node]]
