@@ -215,7 +215,11 @@ def check(names, given):
             compared.append(Compared(gpu))
             return compared[-1]
 
-        planner.plan(setup_of(name)[1], cfg, target, graphs=graphs)
+        try:
+            planner.plan(setup_of(name)[1], cfg, target, graphs=graphs)
+        except planner.NotModelled as why:
+            print(f"| `{name}` | not modelled: {why} | | | | |")
+            continue
         rows = compared[-1].rows if compared else []
         for phase, nodes, generated, planned in rows:
             if generated is None or planned is None:
