@@ -15,7 +15,11 @@ BASELINE = "baseline"  # what every speedup is against
 AA_CHECK = "adamw"  # the baseline's calls under another name: an A/A test of the machine's noise
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 GRAPHED_COMPILE_MODES = ("reduce-overhead", "max-autotune")  # inductor captures CUDA graphs in these modes
-COMPILE_SCOPES = ("model", "blocks")  # what compile_model hands torch.compile: the whole model, or each block
+# what compile_model hands torch.compile: the whole model; each block, its checkpoint (if any) inside its graph
+# (torchtitan's apply_compile of checkpointed blocks); or each block inside its checkpoint, which reruns the
+# compiled forward in backward (torchtune's recipes: compile_model, then set_activation_checkpointing)
+COMPILE_SCOPES = ("model", "blocks", "blocks_in_checkpoint")
+BLOCK_SCOPES = COMPILE_SCOPES[1:]
 CHUNK_LOGITS = ("recompute", "keep")  # how chunked cross-entropy's backward has each chunk's logits
 STAGES = ("architecture", "precision", "attention", "adapters", "memory", "parallel", "optimizer", "compile", "step")
 # technique function -> (stage, the group of which a run holds one: two of a group conflict)

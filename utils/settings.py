@@ -107,8 +107,9 @@ SETTINGS = (
     S("ACCUM", "4", "micro-batches of BATCH per optimizer step, for techniques that accumulate", "run", _int(1), True),
     S("COMPILE_MODE", "default", "torch.compile mode of techniques that compile",
       "run", _choice(*catalog.COMPILE_MODES), True),
-    S("COMPILE_SCOPE", "model", "what techniques that compile compile: model (one graph) or blocks (each block its "
-      "own, a chunked loss's scoring too: torchtune's way)", "run", _choice(*catalog.COMPILE_SCOPES), True),
+    S("COMPILE_SCOPE", "model", "what techniques that compile compile: model (one graph), blocks (each block its own, "
+      "a chunked loss's scoring too; a checkpoint inside its graph: torchtitan's way) or blocks_in_checkpoint (each "
+      "compiled block inside its checkpoint: torchtune's way)", "run", _choice(*catalog.COMPILE_SCOPES), True),
     S("CHUNK_LOGITS", "recompute", "chunked_ce: recompute (each chunk's logits again in backward: never all) or keep "
       "(all kept: torchtune's CEWithChunkedOutputLoss)", "run", _choice(*catalog.CHUNK_LOGITS), True),
     S("LORA_RANK", "8", "lora: the adapters' rank r (torchtune's Llama 3.1 8B LoRA: 8)", "run", _int(1), True),
@@ -264,8 +265,7 @@ def _unknown(env):
 
 
 def _text(setting, env):
-    """The setting as given, else its default; blank means the default, but for a path, which is
-    then refused as empty where it is checked."""
+    """The setting as given, else its default; blank means the default, but for a path (refused where checked)."""
     given = env.get(variable(setting.name))
     return given if given or (setting.path and given is not None) else setting.default
 

@@ -3,7 +3,8 @@ compiled graph, a Hugging Face Llama scheduled as on the GPU, a model from a fil
 block, planned and run."""
 
 import pandas as pd
-from helpers import EXAMPLE, run_config, run_script
+import pytest
+from helpers import EXAMPLE, run_config, run_make
 
 from utils import devices, models, settings
 from utils.plan import planner
@@ -61,11 +62,30 @@ def test_compiled_block_by_block_the_step_in_backward_frees_each_blocks_gradient
     assert any(op.compiled for op in forward) and not all(op.compiled for op in forward)
 
 
-def test_a_run_compiled_block_by_block_trains_and_records_it(tmp_path):
+def test_each_block_compiled_inside_its_checkpoint_reruns_its_whole_compiled_forward_in_backward():
+    # the checkpoint outside the graph reruns the compiled forward as it ran (2x its matmuls for backward's own
+    # plus 1x again); inside the graph, the partitioner recomputes only what backward reads (not a block's
+    # last projection)
+    target, technique = Target(devices.by_key("h100-sxm")), "checkpointing+compile"
+    flops = {}
+    for scope in ("blocks", "blocks_in_checkpoint"):
+        plan = planner.plan(setup_of(technique)[1], load_config(
+            technique, settings.read(env={}), model="tiny", batch=1, seq=8, compile_scope=scope), target)
+        assert plan.record["compile_scope"] == scope
+        flops[scope] = {phase: sum(op.flops for op in plan.ops if op.compiled and op.phase == phase)
+                        for phase in ("forward", "backward")}
+    inside = flops["blocks_in_checkpoint"]
+    assert inside["backward"] == 3 * inside["forward"] > 0
+    assert flops["blocks"]["forward"] == inside["forward"] and flops["blocks"]["backward"] < inside["backward"]
+
+
+@pytest.mark.parametrize("technique, scope", [("compile", "blocks"), ("checkpointing+compile", "blocks_in_checkpoint")])
+def test_a_run_compiled_block_by_block_trains_and_records_it(technique, scope, tmp_path):
     results_file = tmp_path / "r.csv"
-    proc = run_script("compile", results_file, COMPILE_SCOPE="blocks", STEPS="3", WARMUP="1", EVAL_EVERY="0")
+    proc = run_make("run", f"T={technique}", results_file=results_file, COMPILE_SCOPE=scope, STEPS="3", WARMUP="1",
+                    EVAL_EVERY="0")
     assert proc.returncode == 0, proc.stderr
     rows = pd.read_csv(results_file)
     measured = rows[rows["phase"] == "measured"]
     assert len(measured) == 3 and measured["loss"].notna().all()
-    assert (rows["compile_scope"] == "blocks").all() and rows["compiled"].all()
+    assert (rows["compile_scope"] == scope).all() and rows["compiled"].all()

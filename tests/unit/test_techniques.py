@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from helpers import bare_run, run_config
+from torch.nn import Sequential
 
 from utils import catalog, registry
 from utils import techniques as t
@@ -165,6 +166,31 @@ def test_compile_by_blocks_compiles_each_block_and_leaves_the_rest_eager(monkeyp
     t.compile_model(run)
     assert compiled == blocks and run.train_model is run.model  # the model's own forward, blocks compiled
     assert run.record()["compile_scope"] == "blocks" and run.record()["compiled"] is True
+
+
+def test_compile_by_blocks_in_checkpoint_compiles_each_block_inside_its_checkpoint(monkeypatch):
+    compiled = []  # a stand-in for torch.compile's OptimizedModule: a module holding the one it compiled
+    monkeypatch.setattr(torch, "compile", lambda module, mode=None: compiled.append(module) or Sequential(module))
+    run = bare_run()
+    run.cfg = RunConfig(**{**run.cfg.__dict__, "compile_scope": "blocks_in_checkpoint"})
+    inner = list(run.model.blocks)
+    t.checkpoint_blocks(run)
+    wrappers = list(run.model.blocks)
+    t.adamw(run)
+    t.compile_model(run)
+    # the checkpoint wrappers stay the blocks the model calls; what each wraps is compiled
+    assert list(run.model.blocks) == wrappers and compiled == inner
+    assert [w._checkpoint_wrapped_module[0] for w in wrappers] == inner
+    assert run.record()["compile_scope"] == "blocks_in_checkpoint"
+
+
+def test_compile_by_blocks_in_checkpoint_without_a_checkpoint_records_blocks(monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda module, mode=None: module)
+    run = bare_run()
+    run.cfg = RunConfig(**{**run.cfg.__dict__, "compile_scope": "blocks_in_checkpoint"})
+    t.adamw(run)
+    t.compile_model(run)
+    assert run.record()["compile_scope"] == "blocks"  # what ran: no checkpoint to be inside of
 
 
 def test_compile_by_blocks_skips_a_model_without_blocks():

@@ -63,6 +63,17 @@ def test_the_command_and_label_say_how_the_batch_is_reached():
     assert blocks.command() == "make fsdp NPROC=8 TECHNIQUE=flash+compile BATCH=2 COMPILE_SCOPE=blocks"
     assert "SUITE_COMPILE_SCOPE=blocks torchrun" in blocks.torchrun() and "(by blocks)" in blocks.label
     assert Config("stack", "reduce-overhead", compile_scope="blocks").compiled_as == "reduce-overhead, by blocks"
+    inside = Config("checkpointing+compile", "default", compile_scope="blocks_in_checkpoint")
+    assert inside.command().endswith(" COMPILE_SCOPE=blocks_in_checkpoint")
+    assert "(by blocks in checkpoint)" in inside.label
+
+
+def test_blocks_in_checkpoint_is_searched_only_where_a_checkpoint_is():
+    assert space.scopes_of("flash+compile") == ["model", "blocks"]
+    assert space.scopes_of("flash+checkpointing+compile") == list(catalog.COMPILE_SCOPES)
+    # checkpointing is a memory saver, tried only where a step does not fit (_compiled_of's splits)
+    configs, _, _ = space.space((), by_key("h100-sxm"))
+    assert not any(c.compile_scope == "blocks_in_checkpoint" for c in configs)
 
 
 def _figures(mib, ms, screened=False):
@@ -182,7 +193,9 @@ def test_compiled_forms_are_planned_at_the_whole_batch_and_at_the_split_that_fit
                search.Outcome(Config("fused", batch=8), _figures(1, 20), search.FITS)]
     pruned = space.Pruned()
     compiled = tune._compiled_of([Config("compile", "default")], fitting, 8, 1, pruned)
+    # each block inside its checkpoint only where there is a checkpoint to be inside of
     assert {(c.technique, c.compile_mode, c.compile_scope, c.batch, c.accum) for c in compiled} == {
         (name, mode, scope, batch, accum) for mode in space.COMPILE_MODES for scope in catalog.COMPILE_SCOPES
-        for name, batch, accum in (("flash+compile", 8, 1), ("flash+checkpointing+compile", 2, 4))}
+        for name, batch, accum in (("flash+compile", 8, 1), ("flash+checkpointing+compile", 2, 4))
+        if scope != "blocks_in_checkpoint" or "checkpointing" in name}
     assert pruned["compiled form not planned (its eager form is not among the 1 fastest that fit: COMPILE_TOP)"] == 1

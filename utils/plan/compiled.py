@@ -212,10 +212,9 @@ class Graphs:
         def run(args):
             recorder = getattr(self.mode, "on_op", None)
             if recorder is not None:  # the step's time counts inductor's kernels, not the graph's ops
-                # an inference graph (an optimizer's step) runs in whichever phase calls it
-                kernels = schedule.kernels if phase != "inference" else [
-                    dataclasses.replace(kernel, phase=self.mode.phase) for kernel in schedule.kernels]
-                recorder.ops.extend(kernels)
+                # in the phase running it: an inference graph (an optimizer's step) in whichever calls it, a
+                # forward rerun by a checkpoint around the compiled block (blocks_in_checkpoint) in backward
+                recorder.ops.extend(dataclasses.replace(kernel, phase=self.mode.phase) for kernel in schedule.kernels)
                 recorder.in_graph = True
             # the tracker, where dynamo set it aside (compiled code runs it twice otherwise)
             active = self.mode is None or self.mode in _get_current_dispatch_mode_stack()

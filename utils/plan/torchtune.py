@@ -16,8 +16,11 @@ the MLP, the base in NF4 (torchao's to_nf4); both with fused AdamW (their config
 holds at the peak, the plan's allocated.
 
 What the suite plans: the same techniques as its combinations, compiled block by block as torchtune compiles
-each layer, the loss's chunks too (COMPILE_SCOPE=blocks): compiled whole, backward is one graph that returns
-every gradient at its end, and the optimizer step in backward would free none early.
+each layer, the loss's chunks too: compiled whole, backward is one graph that returns every gradient at its end,
+and the optimizer step in backward would free none early. Each compiled layer sits inside its checkpoint
+(COMPILE_SCOPE=blocks_in_checkpoint): the recipes compile the layers (training.compile_model) before
+set_activation_checkpointing wraps them (recipes/*_single_device.py, _setup_model), so backward reruns the
+compiled forward, then runs the layer's own backward graph, not one graph holding both (torchtitan's order).
 """
 
 from utils import devices
@@ -29,6 +32,7 @@ from utils.techniques.parallel import World
 NAME, MEMORY = "torchtune", "peak active"
 MEMORY_BAR, TOKENS_BAR = 0.10, 0.25  # the issue's: memory within 10%, tokens/s within 25%
 KEPT_LOGITS = "keep"  # CHUNK_LOGITS as CEWithChunkedOutputLoss runs: every chunk's logits kept for backward
+SCOPE = "blocks_in_checkpoint"  # COMPILE_SCOPE as the recipes compile: each layer, then checkpointed (above)
 LORA_QV = {"lora_rank": 8, "lora_alpha": 16.0, "lora_targets": "q_proj,v_proj"}
 LORA_ALL = {**LORA_QV, "lora_targets": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"}
 # (configuration, the suite's combination, its LoRA settings, tokens/s, peak active GiB)
@@ -80,7 +84,7 @@ def rows(given, table_row, seen):
         table_row(cells)
     for label, technique, lora, tokens, gib in ROWS:
         cfg = load_config(technique, given, batch=2, seq=2048, model="hf:llama-3.1-8b", world=World(),
-                          compile_scope="blocks", chunk_logits=KEPT_LOGITS, **lora)
+                          compile_scope=SCOPE, chunk_logits=KEPT_LOGITS, **lora)
         row, cells = compared(label, technique, cfg, target, (tokens, gib), seen)
         out.append(row)
         table_row(cells)

@@ -4,18 +4,18 @@ technique to the one above, LoRA and QLoRA beside them (pytorch/torchtune README
 flags", added by its pull request #2003 of 2024-11-18).
 
 What they ran (the recipes' configs of that commit, llama3_2/3B_full_single_device.yaml and 3B_lora /
-3B_qlora_single_device.yaml, with the README's flags): weights in bf16 with no fp32 copy, SDPA attention,
-samples packed to 4096 (the table's unpacked first row has no fixed shape to plan and is left out); the full
-rows with torch.optim.AdamW, fused (its default on CUDA, foreach, is ruled out by the checkpointing row: `_ruled_out`),
-until "8-bit AdamW" (the README names `AdamW8bit`; the
-tutorial section its row links names torchao's AdamW8bit and bitsandbytes' PagedAdamW8bit: torchao's, the one of
-that name, its step compiled per parameter), compiled layer by layer, cross-entropy in 8 chunks, their logits kept
-(CEWithChunkedOutputLoss, as torchtune.py plans it), every layer checkpointed, the optimizer step in backward
-(one optimizer per parameter), activations offloaded (OffloadActivations); LoRA and QLoRA: rank 64, alpha 128
-on the query, value and output projections and the MLP, fused AdamW, no step in backward, the rest as the row
-above them; QLoRA's base in NF4 (torchao), every block projection. "Peak Memory Active" is torchtune's
-active_bytes.all.peak (torchtune/training/memory.py): the plan's allocated. Where the published table leaves
-what ran open, the other reading is planned too and printed beside the table, never counted.
+3B_qlora_single_device.yaml, with the README's flags): weights in bf16 with no fp32 copy, SDPA attention, samples
+packed to 4096 (the table's unpacked first row has no fixed shape to plan and is left out); the full rows with
+torch.optim.AdamW, fused (its default on CUDA, foreach, is ruled out by the checkpointing row: `_ruled_out`), until
+"8-bit AdamW" (the README names `AdamW8bit`; the tutorial section its row links names torchao's AdamW8bit and
+bitsandbytes' PagedAdamW8bit: torchao's, the one of that name, its step compiled per parameter), compiled layer by
+layer, cross-entropy in 8 chunks, their logits kept (CEWithChunkedOutputLoss, as torchtune.py plans it), every
+compiled layer checkpointed (as torchtune.py plans it), the optimizer step in backward (one optimizer per
+parameter), activations offloaded (OffloadActivations); LoRA and QLoRA: rank 64, alpha 128 on the query, value and
+output projections and the MLP, fused AdamW, no step in backward, the rest as the row above them; QLoRA's base in
+NF4 (torchao), every block projection. "Peak Memory Active" is torchtune's active_bytes.all.peak
+(torchtune/training/memory.py): the plan's allocated. Where the published table leaves what ran open, the other
+reading is planned too and printed beside the table, never counted.
 """
 
 import pandas as pd
@@ -58,8 +58,8 @@ READINGS = (
 
 
 def _config(technique, given, lora):
-    return load_config(technique, given, batch=BATCH, seq=SEQ, model=MODEL, world=World(), compile_scope="blocks",
-                       chunk_logits=torchtune.KEPT_LOGITS, **lora)
+    return load_config(technique, given, batch=BATCH, seq=SEQ, model=MODEL, world=World(),
+                       compile_scope=torchtune.SCOPE, chunk_logits=torchtune.KEPT_LOGITS, **lora)
 
 
 def rows(given, table_row, seen):

@@ -54,8 +54,9 @@ COLUMNS = {
     "compiled": "whether the model ran under torch.compile",
     "compile_mode": "torch.compile mode (default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs); "
     "blank if not compiled",
-    "compile_scope": "what torch.compile compiled: model (the whole model, one graph) or blocks (each block its own "
-    "graph, the rest eager); blank if not compiled",
+    "compile_scope": "what torch.compile compiled: model (the whole model, one graph), blocks (each block its own "
+    "graph, the rest eager; a checkpoint's recompute inside the backward graph) or blocks_in_checkpoint (each block's "
+    "graph inside its checkpoint, which reruns the compiled forward in backward); blank if not compiled",
     "cuda_graphs": "whether the whole step was captured once as a CUDA graph and replayed",
     "checkpointing": "whether each block's activations were recomputed in backward",
     "checkpoint_policy": "what checkpointing recomputed: block (each block whole, from its input) or selective "

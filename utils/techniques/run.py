@@ -30,7 +30,7 @@ class Run:
     mlp: str = "gelu"
     lr: float = None
     compile_mode: str = ""
-    compile_scope: str = ""  # what was compiled: "" (nothing), "model" or "blocks" (compile_model)
+    compile_scope: str = ""  # what was compiled: "" (nothing), one of catalog.COMPILE_SCOPES (compile_model)
     checkpointing: str = ""  # what backward recomputes: "" (nothing), "block" or "selective" (checkpoint_blocks)
     adapter: str = ""  # what trains besides nothing: "" (every weight), or the adapters' description
     # the context each micro-batch's forward runs in: what autograd saves for backward, and where

@@ -8,7 +8,7 @@ import sys
 import torch
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
-from utils import checks
+from utils import catalog, checks
 from utils.techniques import offload, selective, step
 from utils.techniques.run import Skip, on_cuda, technique
 
@@ -205,7 +205,7 @@ def compile_model(run):
     # the first steps trace and compile; they fall in the warm-up, which is timed apart
     mode, scope = run.cfg.compile_mode, run.cfg.compile_scope
     options = {"mode": None if mode == "default" else mode}
-    if scope == "blocks":
+    if scope in catalog.BLOCK_SCOPES:
         # each block its own graph (torchtitan's apply_compile, torchtune's compile_model): identical blocks
         # share one compiled graph, and backward finishes each block's graph before the next, so a block's
         # gradients reach their hooks (step_in_backward) as it ends; the rest runs eager. Wrapped, not
@@ -213,8 +213,13 @@ def compile_model(run):
         blocks = run.model.blocks
         if not len(blocks):
             raise Skip(f"{run.cfg.model} shows no blocks to compile (no nn.ModuleList): name them with BLOCKS=")
+        if not run.checkpointing:
+            scope = "blocks"  # no checkpoint to be inside of: the same graphs
         for i, block in enumerate(blocks):
-            blocks[i] = torch.compile(block, **options)
+            if scope == "blocks_in_checkpoint":  # the checkpoint outside, rerunning the compiled forward
+                block._checkpoint_wrapped_module = torch.compile(block._checkpoint_wrapped_module, **options)
+            else:  # a checkpoint inside: its recompute is traced into the backward graph
+                blocks[i] = torch.compile(block, **options)
         if run.model.loss_chunks > 1:  # and each chunk's upcast and cross-entropy, as torchtune's compile_loss
             # (a whole loss stays eager, as torchtitan's of its 2024 benchmarks)
             run.model.chunk_score = torch.compile(run.model.chunk_score, **options)

@@ -25,7 +25,7 @@ from utils import checks, devices, registry, settings
 from utils.catalog import BY_NAME, COMPILE_SCOPES, SAVES_MEMORY
 from utils.tune import plans, report
 from utils.tune.search import SPLIT_TOP, Search
-from utils.tune.space import COMPILE_MODES, join, options, space
+from utils.tune.space import COMPILE_MODES, join, options, scopes_of, space
 
 MAX_GPUS = 64  # the FSDP2 search's ceiling: past it the answer is a cluster, not a choice
 
@@ -72,7 +72,7 @@ def _screened(searching, configs, savers, pruned):
 
 
 def _compiled_of(compiled, fitting, whole, top, pruned):
-    """The compiled configs worth planning: both modes and scopes of the compiled forms of the `top` fastest
+    """The compiled configs worth planning: every mode and scope of the compiled forms of the `top` fastest
     eager configurations that fit (COMPILE_TOP; 0: every one), each at the whole batch without
     memory savers and at the split (savers, micro-batch) that made its eager form fit. None where
     nothing eager fits: compiling keeps the eager step's weights and optimizer state."""
@@ -87,6 +87,8 @@ def _compiled_of(compiled, fitting, whole, top, pruned):
             bases.append(join(*base))
         for mode, scope in itertools.product(COMPILE_MODES, COMPILE_SCOPES):
             for name, batch, accum in ((base, whole, 1), (parts, config.batch, config.accum)):
+                if scope not in scopes_of(join(*name)):
+                    continue
                 try:
                     tried = dataclasses.replace(config, technique=join(*name, "compile"), compile_mode=mode,
                                                 compile_scope=scope, batch=batch, accum=accum)

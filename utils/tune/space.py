@@ -43,14 +43,15 @@ class Config:
     accum: int = 1  # micro-batches per optimizer step
     gpus: int = 1
     parallel: str = ""  # ddp or fsdp on several GPUs
-    compile_scope: str = ""  # where it compiles: model (the whole) or blocks (each block apart)
+    compile_scope: str = ""  # what it compiles: one of COMPILE_SCOPES (the whole model, or each block apart)
 
     @property
     def compiled_as(self):
         """How it compiles, where that is not torch.compile's default of the whole model: "" or e.g.
         "reduce-overhead, by blocks"."""
         return ", ".join(([self.compile_mode] if self.compile_mode not in ("", "default") else [])
-                         + (["by blocks"] if self.compile_scope == "blocks" else []))
+                         + ([f"by {self.compile_scope.replace('_', ' ')}"]
+                            if self.compile_scope not in ("", "model") else []))
 
     def compile_fields(self):
         """The run config's compile fields for this configuration ({} where it does not compile)."""
@@ -61,7 +62,7 @@ class Config:
     def _settings(self):
         """The compile settings that are not the default, {NAME: value}."""
         return {**({"COMPILE_MODE": self.compile_mode} if self.compile_mode not in ("", "default") else {}),
-                **({"COMPILE_SCOPE": self.compile_scope} if self.compile_scope == "blocks" else {})}
+                **({"COMPILE_SCOPE": self.compile_scope} if self.compile_scope not in ("", "model") else {})}
 
     @property
     def full_name(self):
@@ -162,13 +163,19 @@ def combinations(by_stage, extra=()):
     return list(named), refused
 
 
+def scopes_of(name):
+    """The compile scopes that compile `name` differently: blocks_in_checkpoint only where it checkpoints."""
+    checkpoints = "checkpoint_blocks" in registry.functions_of(name)
+    return [scope for scope in COMPILE_SCOPES if checkpoints or scope != "blocks_in_checkpoint"]
+
+
 def with_modes(names):
-    """(Config per technique, compile mode and scope: every modelled mode and both scopes where it
+    """(Config per technique, compile mode and scope: every modelled mode and scope where it
     compiles) and the count of unplanned modes left out."""
     configs, unplanned = [], 0
     for name in names:
         if "compile_model" in registry.functions_of(name):
-            configs += [Config(name, mode, compile_scope=scope) for mode in COMPILE_MODES for scope in COMPILE_SCOPES]
+            configs += [Config(name, mode, compile_scope=scope) for mode in COMPILE_MODES for scope in scopes_of(name)]
             unplanned += len(UNPLANNED_MODES)
         else:
             configs.append(Config(name))
