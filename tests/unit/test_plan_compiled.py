@@ -10,7 +10,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from utils.measure.data import batches
 from utils.measure.memory import PeakTracker, one_iteration_per_forward
-from utils.plan import compiled, planner, timing
+from utils.plan import compiled, planner, scheduled, timing
 from utils.registry import load_setup
 from utils.techniques import setup_of
 from utils.techniques.run import new_run
@@ -134,7 +134,7 @@ def test_a_graph_runs_in_the_order_inductors_kernels_compute_it_and_still_comput
     assert names.index(div) > names.index("relu")  # traced last
     positions = {name: 0 for name in names[names.index("pow_1"):names.index("mul") + 1]} | {div: 0}
     positions |= {"mm": 1, "relu": 2}
-    ordered = compiled.in_kernel_order(module, positions)
+    ordered = scheduled.in_kernel_order(module, positions)
     order = [n.name for n in ordered.graph.nodes]
     assert order[:2] == names[:2] and order.index(div) < order.index("mm") < order.index("relu")
     assert all(torch.equal(a, b) for a, b in zip(ordered(x, w), module(x, w)))

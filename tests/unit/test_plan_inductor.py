@@ -100,3 +100,28 @@ def test_dropout_noise_is_generated_inside_the_kernel_that_uses_it(scheduling):
         return torch.native_dropout(x, 0.1, True)[0]
 
     assert count_numel(dropout, T(10, 10), gpu=SCHEDULINGS[scheduling]) == 204
+
+
+@pytest.mark.parametrize("scheduling", SCHEDULINGS)
+def test_a_pointwise_kernel_writes_into_the_dying_buffer_it_reads_and_the_plan_counts_one(scheduling):
+    # the sine of a matmul's output, read by nothing else, is written into that output's buffer
+    # (SchedulerNode.decide_inplace_update): the plan holds one 64 x 64 buffer there, not two
+    from utils.plan.codegen_check import planned_peak
+
+    captured = []
+
+    def compiler(graph, example_inputs):
+        schedule = scheduled.scheduled_kernels(graph, example_inputs, "forward", SCHEDULINGS[scheduling])
+        captured.append((compiled.as_scheduled(graph, schedule), example_inputs))
+        return make_boxed_func(graph.forward)
+
+    torch._dynamo.reset()
+    f = torch.compile(lambda a, b, c: torch.mm(torch.mm(a, b).sin() * 2, c),
+                      backend=aot_autograd(fw_compiler=compiler, decompositions=select_decomp_table()))
+    with torch.no_grad():
+        f(T(64, 8), T(8, 64), T(64, 8))
+    (plan, inputs), = captured
+    assert plan.inplace == {"mul": "mm"}
+    big, small = 64 * 64 * 4, 64 * 8 * 4
+    assert planned_peak(plan._replace(inplace={}), inputs) == 2 * big + small  # the sine beside the matmul's output
+    assert planned_peak(plan, inputs) == big + 3 * small  # now the first matmul, its inputs still held

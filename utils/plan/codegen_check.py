@@ -156,12 +156,12 @@ def _own_inputs(example_inputs):
     return [copied(x) for x in example_inputs]
 
 
-def planned_peak(graph, example_inputs, phase, gpu):
-    """The peak bytes the planner's run of `graph` allocates (compiled.Graphs' run, under its tracker)."""
-    graph, kept, frees = compiled.as_scheduled(graph, scheduled_kernels(graph, example_inputs, phase, gpu))
+def planned_peak(scheduled, example_inputs):
+    """The peak bytes the planner's run of a compiled graph (a compiled.AsScheduled) allocates, under its tracker."""
     tracker = PeakTracker(record=True)
     with detect_fake_mode(example_inputs), tracker:
-        compiled._FusedInterpreter(graph, tracker, kept, frees).boxed_run(_own_inputs(example_inputs))
+        compiled._FusedInterpreter(scheduled, tracker).boxed_run(_own_inputs(example_inputs))
+    # summed from its events: the tracker's peak snapshot is deep-copied, which a symbolic size refuses
     live = peak = 0
     for event in tracker.events:
         live += event[1]
@@ -179,11 +179,13 @@ class Compared(compiled.Graphs):
 
     def _runner(self, graph, example_inputs, phase, graphed):
         generated = generated_peak(graph, example_inputs, phase, self.gpu)
-        planned = planned_peak(graph, example_inputs, phase, self.gpu)
+        schedule = scheduled_kernels(graph, example_inputs, phase, self.gpu, replayed=graphed)
+        scheduled = compiled.as_scheduled(graph, schedule)
+        planned = planned_peak(scheduled, example_inputs)
         # a size of a graph of symbolic shapes: its value where its expression has one
         sizes = [int(value) / MIB if str(value).isdigit() else None for value in (generated, planned)]
         self.rows.append((phase, len(graph.graph.nodes), *sizes))
-        return super()._runner(graph, example_inputs, phase, graphed)
+        return self._run(scheduled, schedule.kernels, graphed)
 
 
 def require_triton():

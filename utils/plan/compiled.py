@@ -27,17 +27,18 @@ unless it leaves the graph or feeds an op inductor runs as a separate kernel (a 
 attention, a scatter: anything neither pointwise, a reduction nor a view); a view passes that
 need on to the tensor it views; constants (full, zeros, iota), a scatter into one (inductor's
 scatter_upon_const_tensor) and an indirect load (gather, index) count as pointwise. Inductor's
-reuse of a dead buffer for a new one of its size frees and allocates as the plan does. Checked
+reuse of a dead buffer for a new one of its size frees and allocates as the plan does; a kernel's
+output written into a buffer it reads that dies there (SchedulerNode.decide_inplace_update, asked
+of inductor's scheduler: utils/plan/scheduled.py) is held in that buffer's storage. Checked
 against the wrapper inductor generates for each graph (`make codegen_check`, utils/plan/
 codegen_check.py). In reduce-overhead mode each graph's allocations come from the CUDA graphs'
 private pool (utils/plan/cudagraphs.py).
 """
 
+import collections
 import contextlib
 import dataclasses
 import functools
-import heapq
-import math
 import warnings
 from unittest import mock
 
@@ -50,7 +51,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
 from utils import catalog
 from utils.plan.cudagraphs import in_graph_pool
-from utils.plan.scheduled import scheduled_kernels
+from utils.plan.scheduled import frees_as_scheduled, in_kernel_order, scheduled_kernels
 from utils.plan.timing import is_view
 
 APPROXIMATED = ("torch.compile: inductor's joint-graph passes and min-cut partition (the saved activations it keeps), "
@@ -124,75 +125,51 @@ RNG_REPLAY = {
 }
 
 
-def in_kernel_order(module, positions):
-    """A copy of `module` whose nodes run in the order inductor's kernels compute them (`positions`:
-    Schedule.positions), the graph's own order among nodes of one kernel and for nodes no kernel
-    computes (placeholders first, a view or an unlowered node right after its inputs). Its values
-    are fake: only the order of allocations and frees changes."""
-    nodes, key = list(module.graph.nodes), {}
-    for node in nodes:
-        first = -1 if node.op in ("placeholder", "get_attr") else math.inf if node.op == "output" else None
-        key[node] = first if first is not None else positions.get(
-            node.name, max((key[a] for a in node.all_input_nodes), default=-1))
-    index = {node: i for i, node in enumerate(nodes)}
-    waiting = {node: len(node.all_input_nodes) for node in nodes}
-    ready = [(key[node], index[node]) for node in nodes if not waiting[node]]
-    heapq.heapify(ready)
-    graph, copied = torch.fx.Graph(), {}
-    while ready:
-        node = nodes[heapq.heappop(ready)[1]]
-        copied[node] = graph.node_copy(node, copied.__getitem__)
-        for user in node.users:
-            waiting[user] -= 1
-            if not waiting[user]:
-                heapq.heappush(ready, (key[user], index[user]))
-    return torch.fx.GraphModule(module, graph)
-
-
-def frees_as_scheduled(module, readers):
-    """torch.fx.Interpreter's user_to_last_uses for `module` (the values to free after each node), a
-    value inductor writes or a graph input (`readers`: Schedule.written and Schedule.inputs, the FX
-    nodes of the kernels reading each) freed after the last FX node of the last kernel that reads it
-    instead of its last FX reader: a kernel fusing two values' producers makes both before either is
-    read, and holds what it reads until it has written what it makes."""
-    frees = torch.fx.Interpreter(module).user_to_last_uses
-    nodes = list(module.graph.nodes)
-    order = {node.name: i for i, node in enumerate(nodes)}
-    for user, values in list(frees.items()):
-        for value in list(values):
-            release = max((order[name] for name in readers.get(value.name, ()) if name in order), default=-1)
-            if release > order[user.name]:
-                values.remove(value)
-                frees.setdefault(nodes[release], []).append(value)
-    return frees
+class AsScheduled(collections.namedtuple("AsScheduled", "module kept frees inplace")):
+    """How the plan runs a compiled graph, from its Schedule: the graph in its kernels' order, the nodes whose
+    values count, the values freed after each node, and {node name: the name of the node whose buffer inductor
+    writes its value into}."""
 
 
 def as_scheduled(module, schedule):
-    """(`module` in its kernels' order, the nodes whose values count, the values freed after each
-    node): how the plan runs a compiled graph, from its Schedule."""
+    """`module` (a compiled graph) as inductor scheduled it (`schedule`: a Schedule), an AsScheduled."""
     module = in_kernel_order(module, schedule.positions)
-    return module, kept(module.graph, schedule), frees_as_scheduled(module, schedule.written | schedule.inputs)
+    frees = frees_as_scheduled(module, schedule.written | schedule.inputs)
+    return AsScheduled(module, kept(module.graph, schedule), frees, schedule.inplace)
 
 
 class _FusedInterpreter(torch.fx.Interpreter):
-    """A compiled graph run op by op under the tracker, only the `kept` nodes' allocations tracked,
-    each value freed as `frees` says (frees_as_scheduled)."""
+    """A compiled graph run op by op under the tracker (an AsScheduled): only the kept nodes' allocations
+    tracked, each value freed as its frees say, a value inductor writes into a dying buffer it reads held in
+    that buffer's storage."""
 
-    def __init__(self, module, tracker, kept_nodes, frees):
-        super().__init__(module)
-        self.tracker, self.kept, self.user_to_last_uses = tracker, kept_nodes, frees
+    def __init__(self, scheduled, tracker):
+        super().__init__(scheduled.module)
+        self.tracker, self.kept, self.user_to_last_uses = tracker, scheduled.kept, scheduled.frees
+        self.inplace, self.by_name = scheduled.inplace, {node.name: node for node in scheduled.module.graph.nodes}
 
     def call_function(self, target, args, kwargs):
         if target in RNG_REPLAY:
             return RNG_REPLAY[target](*args, **kwargs)
         return super().call_function(target, args, kwargs)
 
+    def _written_into(self, node):
+        """The live value whose storage inductor writes `node`'s into, where it holds it (same dtype, room)."""
+        buffer = self.env.get(self.by_name.get(self.inplace.get(node.name)))
+        value = node.meta.get("val")
+        if not isinstance(buffer, torch.Tensor) or not isinstance(value, torch.Tensor) or buffer.dtype != value.dtype:
+            return None
+        extent = 1 + sum((size - 1) * stride for size, stride in zip(value.shape, value.stride(), strict=True))
+        return buffer if extent * value.element_size() <= buffer.untyped_storage().nbytes() else None
+
     def run_node(self, node):
-        if self.tracker is None or node in self.kept:
+        into = self._written_into(node) if node in self.kept and node.name in self.inplace else None
+        if self.tracker is None or (node in self.kept and into is None):
             return super().run_node(node)
-        self.tracker.unmaterialised = True  # fused into its consumers: no memory of its own
+        self.tracker.unmaterialised = True  # fused into its consumers, or written into a buffer it reads
         try:
-            return super().run_node(node)
+            value = super().run_node(node)
+            return value if into is None else into.as_strided(value.shape, value.stride(), 0)
         finally:
             self.tracker.unmaterialised = False
 
@@ -207,14 +184,17 @@ class Graphs:
 
     def _runner(self, graph, example_inputs, phase, graphed):
         schedule = scheduled_kernels(graph, example_inputs, phase, self.gpu, replayed=graphed)
-        graph, kept_nodes, frees = as_scheduled(graph, schedule)
+        return self._run(as_scheduled(graph, schedule), schedule.kernels, graphed)
+
+    def _run(self, scheduled, kernels, graphed):
+        """The callable AOTAutograd calls for a graph (an AsScheduled; `kernels`: its Schedule's)."""
 
         def run(args):
             recorder = getattr(self.mode, "on_op", None)
             if recorder is not None:  # the step's time counts inductor's kernels, not the graph's ops
                 # in the phase running it: an inference graph (an optimizer's step) in whichever calls it, a
                 # forward rerun by a checkpoint around the compiled block (blocks_in_checkpoint) in backward
-                recorder.ops.extend(dataclasses.replace(kernel, phase=self.mode.phase) for kernel in schedule.kernels)
+                recorder.ops.extend(dataclasses.replace(kernel, phase=self.mode.phase) for kernel in kernels)
                 recorder.in_graph = True
             # the tracker, where dynamo set it aside (compiled code runs it twice otherwise)
             active = self.mode is None or self.mode in _get_current_dispatch_mode_stack()
@@ -222,7 +202,7 @@ class Graphs:
             pool = in_graph_pool(self.mode) if graphed and self.mode is not None else contextlib.nullcontext()
             try:
                 with contextlib.nullcontext() if active else self.mode, pool:
-                    return _FusedInterpreter(graph, self.mode, kept_nodes, frees).boxed_run(args)
+                    return _FusedInterpreter(scheduled, self.mode).boxed_run(args)
             finally:
                 if recorder is not None:
                     recorder.in_graph = False

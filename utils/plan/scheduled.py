@@ -6,6 +6,10 @@ buffers those kernels write, the memory utils/plan/compiled.py counts for a comp
 import collections
 import contextlib
 import copy
+import functools
+import heapq
+import math
+import types
 from unittest import mock
 
 import torch
@@ -56,14 +60,15 @@ def _bytes(kernel):
     return sum(min(count, bound[name]) if name in bound else count for name, count in accesses.items())
 
 
-class Schedule(collections.namedtuple("Schedule", "kernels written lowered positions inputs")):
+class Schedule(collections.namedtuple("Schedule", "kernels written lowered positions inputs inplace")):
     """A graph as inductor schedules it: its kernels (Ops), the FX nodes whose values its kernels
     write to memory (by name, each with the names of the FX nodes of the kernels reading it), the
     names of those its lowering covered (each single-tensor node), the graph's inputs with the FX
     nodes of the kernels reading each (its wrapper frees one after the last), and where each is first
     computed: the index of its kernel in the order inductor runs them (a kernel computes an FX node
     far from its place in the graph: the partitioner puts what backward needs of a layer norm, its
-    rsqrt over the width, at the forward's end, inductor computes it in the layer norm's kernel)."""
+    rsqrt over the width, at the forward's end, inductor computes it in the layer norm's kernel), and the
+    values a kernel writes into a buffer it reads that dies there ({FX node: the FX node of the buffer})."""
 
 
 def scheduled_kernels(graph, example_inputs, phase, gpu=None, replayed=False):
@@ -109,7 +114,8 @@ def _scheduled(lowered, example_inputs, phase, fake, replayed):
                 kind, dtype = next(((k, d) for f, k, d in counted if f), ("memory", None))
             kernels.append(Op(node.get_name(), phase, kind, flops, _bytes(node), dtype or _dtype(node), True,
                               replayed=replayed))
-        return Schedule(kernels, *_written(inductor))
+        written = _written(inductor)
+        return Schedule(kernels, *written, _inplace(inductor, written[0]))
 
 
 def _written(inductor):
@@ -153,3 +159,89 @@ def _written(inductor):
             written.setdefault(origin.name, set()).update(
                 fx.name for kernel in readers if kernel is not None for fx in origins(kernel))
     return written, lowered, positions, inputs
+
+
+def in_kernel_order(module, positions):
+    """A copy of `module` whose nodes run in the order inductor's kernels compute them (`positions`:
+    Schedule.positions), the graph's own order among nodes of one kernel and for nodes no kernel
+    computes (placeholders first, a view or an unlowered node right after its inputs). Its values
+    are fake: only the order of allocations and frees changes."""
+    nodes, key = list(module.graph.nodes), {}
+    for node in nodes:
+        first = -1 if node.op in ("placeholder", "get_attr") else math.inf if node.op == "output" else None
+        key[node] = first if first is not None else positions.get(
+            node.name, max((key[a] for a in node.all_input_nodes), default=-1))
+    index = {node: i for i, node in enumerate(nodes)}
+    waiting = {node: len(node.all_input_nodes) for node in nodes}
+    ready = [(key[node], index[node]) for node in nodes if not waiting[node]]
+    heapq.heapify(ready)
+    graph, copied = torch.fx.Graph(), {}
+    while ready:
+        node = nodes[heapq.heappop(ready)[1]]
+        copied[node] = graph.node_copy(node, copied.__getitem__)
+        for user in node.users:
+            waiting[user] -= 1
+            if not waiting[user]:
+                heapq.heappush(ready, (key[user], index[user]))
+    return torch.fx.GraphModule(module, graph)
+
+
+def frees_as_scheduled(module, readers):
+    """torch.fx.Interpreter's user_to_last_uses for `module` (the values to free after each node), a
+    value inductor writes or a graph input (`readers`: Schedule.written and Schedule.inputs, the FX
+    nodes of the kernels reading each) freed after the last FX node of the last kernel that reads it
+    instead of its last FX reader: a kernel fusing two values' producers makes both before either is
+    read, and holds what it reads until it has written what it makes."""
+    frees = torch.fx.Interpreter(module).user_to_last_uses
+    nodes = list(module.graph.nodes)
+    order = {node.name: i for i, node in enumerate(nodes)}
+    for user, values in list(frees.items()):
+        for value in list(values):
+            release = max((order[name] for name in readers.get(value.name, ()) if name in order), default=-1)
+            if release > order[user.name]:
+                values.remove(value)
+                frees.setdefault(nodes[release], []).append(value)
+    return frees
+
+
+
+class _InplaceDecisions:
+    """The kernel handler SchedulerNode.decide_inplace_update records its decisions in (its `args`)."""
+
+    def __init__(self):
+        self.args, self.inplace_update_buffers, self.pairs = self, {}, []
+
+    def make_inplace(self, input_name, output_name):
+        self.pairs.append((input_name, output_name))
+
+
+def _inplace(inductor, written):
+    """{FX node: FX node whose buffer it is written into} where inductor's code generation writes a kernel's
+    output into a buffer the kernel reads and is its last reader (SchedulerNode.decide_inplace_update: the same
+    dtype and size, one remaining use), asked node by node in the kernels' order as codegen asks, the
+    operations before it completed; only between buffers the plan counts (`written`, graph inputs)."""
+    from torch._inductor.codegen.wrapper import PythonWrapperCodegen
+    from torch._inductor.scheduler import SchedulerNode
+    from torch._inductor.virtualized import V
+
+    scheduler, decisions = inductor.scheduler, _InplaceDecisions()
+    # the wrapper's reuse test reads its buffers freed so far: none that a later kernel still reads
+    wrapper = types.SimpleNamespace(freed=set())
+    wrapper.can_reuse = functools.partial(PythonWrapperCodegen.can_reuse, wrapper)
+    with V.set_kernel_handler(decisions), mock.patch.object(inductor, "wrapper_code", wrapper):
+        for node in scheduler.nodes:
+            for part in node.get_nodes():
+                if isinstance(part, SchedulerNode):
+                    part.decide_inplace_update()
+            scheduler.completed_operations.update(node.get_operation_names())
+    scheduler.completed_operations.clear()
+
+    def fx_name(name):  # the FX node of a buffer, or the graph input of that name
+        if name in inductor.graph_inputs:
+            return name
+        origin = getattr(scheduler.name_to_buf[name].node, "origin_node", None) if name in scheduler.name_to_buf \
+            else None
+        return origin.name if origin is not None and origin.name in written else None
+
+    pairs = ((fx_name(read), fx_name(out)) for read, out in decisions.pairs)
+    return {out: read for read, out in pairs if read is not None and out is not None}
