@@ -253,3 +253,5 @@ def test_the_report_says_what_trained_and_how_the_memory_was_saved():
     assert said.startswith("bf16-weights, sdpa:flash, torch.optim.AdamW") and "loss in 8 chunks" in said
     assert "activations on the host" in said and "optimizer step in backward" in said
     assert said.endswith("on q_proj,v_proj, 3,584 parameters trained")
+    compiled = {**row, "compiled": True, "compile_mode": "default", "compile_scope": "blocks_in_checkpoint"}
+    assert "compiled (by blocks in checkpoint)" in what_ran(compiled)

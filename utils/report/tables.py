@@ -118,7 +118,7 @@ def what_ran(row):
         words.append(f"{row['mlp']} MLP")
     if on("compiled"):
         mode, scope = row.get("compile_mode"), row.get("compile_scope")
-        details = [d for d in (mode, scope and f"by {scope}")
+        details = [d for d in (mode, isinstance(scope, str) and f"by {scope.replace('_', ' ')}")
                    if isinstance(d, str) and d not in ("default", "by model")]
         words.append("compiled" + (f" ({', '.join(details)})" if details else ""))
     if on("checkpointing"):
