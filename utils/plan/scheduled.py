@@ -204,7 +204,6 @@ def frees_as_scheduled(module, readers):
     return frees
 
 
-
 class _InplaceDecisions:
     """The kernel handler SchedulerNode.decide_inplace_update records its decisions in (its `args`)."""
 
@@ -236,11 +235,11 @@ def _inplace(inductor, written):
             scheduler.completed_operations.update(node.get_operation_names())
     scheduler.completed_operations.clear()
 
-    def fx_name(name):  # the FX node of a buffer, or the graph input of that name
+    def fx_name(name):  # the FX node of a buffer the plan counts, or the graph input of that name
         if name in inductor.graph_inputs:
             return name
-        origin = getattr(scheduler.name_to_buf[name].node, "origin_node", None) if name in scheduler.name_to_buf \
-            else None
+        buffer = scheduler.name_to_buf.get(name)
+        origin = getattr(buffer.node, "origin_node", None) if buffer is not None else None
         return origin.name if origin is not None and origin.name in written else None
 
     pairs = ((fx_name(read), fx_name(out)) for read, out in decisions.pairs)
