@@ -17,13 +17,14 @@ from unittest import mock
 
 import torch
 from torch._guards import detect_fake_mode
+from torch._prims_common import compute_required_storage_length
 from torch.multiprocessing.reductions import StorageWeakRef
 
 from utils import checks
 from utils.measure.memory import PeakTracker
 from utils.plan import compiled
 from utils.plan.inductor_cuda import cuda_scheduling, on_cuda
-from utils.plan.scheduled import scheduled_kernels
+from utils.plan.scheduled import lowered_by_inductor, scheduled_kernels
 
 MIB = 2**20
 ALLOCATION = re.compile(r"(\w+) = empty_strided_\w+\(\(([^)]*)\), \(([^)]*)\), torch\.(\w+)\)$")
@@ -32,9 +33,9 @@ SOURCE = re.compile(r"(?:reinterpret_tensor\()?(\w+)(\[\d+\])?")
 
 
 def _strided_bytes(size, stride, dtype):
-    """Bytes of a strided buffer: the furthest element its strides reach, plus one."""
+    """Bytes of a strided buffer, from the wrapper's text: the furthest element its strides reach, plus one."""
     sizes, strides = ([int(x) for x in text.split(",") if x.strip()] for text in (size, stride))
-    return (1 + sum((n - 1) * s for n, s in zip(sizes, strides))) * getattr(torch, dtype).itemsize
+    return compute_required_storage_length(sizes, strides, 0) * getattr(torch, dtype).itemsize
 
 
 class WrapperMemory:
@@ -106,25 +107,14 @@ class WrapperMemory:
 def generated_peak(graph, example_inputs, phase, gpu):
     """The peak bytes of the buffers inductor's generated wrapper for `graph` allocates, as for `gpu`."""
     from torch._dynamo import device_interface
-    from torch._inductor.compile_fx import _recursive_post_grad_passes
-    from torch._inductor.debug import DebugContext
-    from torch._inductor.graph import GraphLowering
     from torch._inductor.ir import MultiOutputLayout
-    from torch._inductor.virtualized import V
 
     fake = detect_fake_mode(example_inputs)
     moved, inputs = on_cuda(graph, example_inputs, fake)
-    inference = phase == "inference"
     # the kernel's source is hashed with Triton's backend, which asks the CUDA driver for its target
     with cuda_scheduling(gpu), mock.patch.object(torch.utils._triton, "triton_hash_with_backend", lambda: "planned"):
         device_interface.register_interface_for_device("cuda:0", device_interface.CudaInterface)
-        with V.set_fake_mode(fake):
-            _recursive_post_grad_passes(moved, inference)
-        lowering = GraphLowering(moved, example_inputs=inputs, shape_env=fake.shape_env, is_inference=inference,
-                                 is_backward=phase == "backward")
-        with DebugContext(), V.set_graph_handler(lowering), V.set_fake_mode(fake), V.set_extern_kernel_nodes([]), \
-                mock.patch.object(fake, "allow_non_fake_inputs", True):
-            lowering.run(*inputs)
+        with lowered_by_inductor(moved, inputs, phase, fake) as lowering:
             code = lowering.codegen()[0]
             code = getattr(code, "value", code)
 

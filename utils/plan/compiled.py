@@ -47,6 +47,7 @@ import torch.fx
 from torch._dynamo.backends.common import aot_autograd
 from torch._guards import detect_fake_mode
 from torch._prims.rng_prims import run_and_save_rng_state, run_with_rng_state
+from torch._prims_common import compute_required_storage_length
 from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
 from utils import catalog
@@ -159,8 +160,8 @@ class _FusedInterpreter(torch.fx.Interpreter):
         value = node.meta.get("val")
         if not isinstance(buffer, torch.Tensor) or not isinstance(value, torch.Tensor) or buffer.dtype != value.dtype:
             return None
-        extent = 1 + sum((size - 1) * stride for size, stride in zip(value.shape, value.stride(), strict=True))
-        return buffer if extent * value.element_size() <= buffer.untyped_storage().nbytes() else None
+        extent = compute_required_storage_length(value.shape, value.stride(), 0) * value.element_size()
+        return buffer if extent <= buffer.untyped_storage().nbytes() else None
 
     def run_node(self, node):
         into = self._written_into(node) if node in self.kept and node.name in self.inplace else None

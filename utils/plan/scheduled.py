@@ -86,24 +86,33 @@ def scheduled_kernels(graph, example_inputs, phase, gpu=None, replayed=False):
         return _scheduled(lowered, example_inputs, phase, fake, replayed)
 
 
-def _scheduled(lowered, example_inputs, phase, fake, replayed):
+@contextlib.contextmanager
+def lowered_by_inductor(graph, example_inputs, phase, fake):
+    """Within it, `graph` (a copy it may rewrite) as inductor lowers it: its post-grad passes run and its
+    GraphLowering run and entered, yielded (compile_fx's steps before scheduling and code generation)."""
     from torch._inductor.compile_fx import _recursive_post_grad_passes
     from torch._inductor.debug import DebugContext
     from torch._inductor.graph import GraphLowering
-    from torch._inductor.ir import MultiOutput
-    from torch._inductor.scheduler import ExternKernelSchedulerNode
     from torch._inductor.virtualized import V
 
     inference = phase == "inference"
     with V.set_fake_mode(fake):  # the joint-graph passes ran before the partition (compiled.Graphs)
-        _recursive_post_grad_passes(lowered, inference)
-    inductor = GraphLowering(lowered, example_inputs=example_inputs, shape_env=fake.shape_env,
+        _recursive_post_grad_passes(graph, inference)
+    inductor = GraphLowering(graph, example_inputs=example_inputs, shape_env=fake.shape_env,
                              is_inference=inference, is_backward=phase == "backward")
-    kernels = []
     # the lowering of checkpointing's RNG replay reads the generator's real state (a real tensor)
     with DebugContext(), V.set_graph_handler(inductor), V.set_extern_kernel_nodes([]), V.set_fake_mode(fake), \
             mock.patch.object(fake, "allow_non_fake_inputs", True):
         inductor.run(*example_inputs)
+        yield inductor
+
+
+def _scheduled(lowered, example_inputs, phase, fake, replayed):
+    from torch._inductor.ir import MultiOutput
+    from torch._inductor.scheduler import ExternKernelSchedulerNode
+
+    kernels = []
+    with lowered_by_inductor(lowered, example_inputs, phase, fake) as inductor:
         inductor._update_scheduler()
         for node in inductor.scheduler.nodes:
             flops, kind, dtype = 0, "memory", None
