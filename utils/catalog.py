@@ -20,6 +20,14 @@ GRAPHED_COMPILE_MODES = ("reduce-overhead", "max-autotune")  # inductor captures
 # compiled forward in backward (torchtune's recipes: compile_model, then set_activation_checkpointing)
 COMPILE_SCOPES = ("model", "blocks", "blocks_in_checkpoint")
 BLOCK_SCOPES = COMPILE_SCOPES[1:]
+
+
+def compiled_by(scope):
+    """How a compile scope reads in a label: "" for the whole model (torch.compile's default), else e.g.
+    "by blocks in checkpoint"."""
+    return f"by {scope.replace('_', ' ')}" if scope in BLOCK_SCOPES else ""
+
+
 CHUNK_LOGITS = ("recompute", "keep")  # how chunked cross-entropy's backward has each chunk's logits
 STAGES = ("architecture", "precision", "attention", "adapters", "memory", "parallel", "optimizer", "compile", "step")
 # technique function -> (stage, the group of which a run holds one: two of a group conflict)

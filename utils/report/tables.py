@@ -4,7 +4,7 @@ import numpy as np
 
 from utils.analysis import stats
 from utils.analysis.convergence import fmt as _fmt
-from utils.catalog import AA_CHECK
+from utils.catalog import AA_CHECK, compiled_by
 from utils.units import MIB_PER_GIB
 
 ONE_RUN = "†"  # marks a row whose CIs rest on a single process
@@ -118,8 +118,7 @@ def what_ran(row):
         words.append(f"{row['mlp']} MLP")
     if on("compiled"):
         mode, scope = row.get("compile_mode"), row.get("compile_scope")
-        details = [d for d in (mode, isinstance(scope, str) and f"by {scope.replace('_', ' ')}")
-                   if isinstance(d, str) and d not in ("default", "by model")]
+        details = [d for d in (mode, compiled_by(scope)) if isinstance(d, str) and d not in ("default", "")]
         words.append("compiled" + (f" ({', '.join(details)})" if details else ""))
     if on("checkpointing"):
         policy = row.get("checkpoint_policy")

@@ -25,6 +25,7 @@ from utils.catalog import (
     SEARCHED,
     STAGES,
     TECHNIQUES,
+    compiled_by,
 )
 
 COMPILE_MODES = ("default", "reduce-overhead")  # the modes the planner models
@@ -50,8 +51,7 @@ class Config:
         """How it compiles, where that is not torch.compile's default of the whole model: "" or e.g.
         "reduce-overhead, by blocks"."""
         return ", ".join(([self.compile_mode] if self.compile_mode not in ("", "default") else [])
-                         + ([f"by {self.compile_scope.replace('_', ' ')}"]
-                            if self.compile_scope not in ("", "model") else []))
+                         + ([compiled_by(self.compile_scope)] if compiled_by(self.compile_scope) else []))
 
     def compile_fields(self):
         """The run config's compile fields for this configuration ({} where it does not compile)."""
@@ -62,7 +62,7 @@ class Config:
     def _settings(self):
         """The compile settings that are not the default, {NAME: value}."""
         return {**({"COMPILE_MODE": self.compile_mode} if self.compile_mode not in ("", "default") else {}),
-                **({"COMPILE_SCOPE": self.compile_scope} if self.compile_scope not in ("", "model") else {})}
+                **({"COMPILE_SCOPE": self.compile_scope} if compiled_by(self.compile_scope) else {})}
 
     @property
     def full_name(self):
