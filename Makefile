@@ -30,7 +30,7 @@ export MAKECMDGOALS
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: all run $(TECHNIQUE_TARGETS) ddp fsdp scaling_gpus plots report compare profile grid grid_report lrsweep session
-.PHONY: matrix plan plan_check codegen_check tune maxbatch scaling gpu_check init_results reset clean test test-e2e lint help python_check
+.PHONY: matrix plan plan_check codegen_check tune maxbatch scaling gpu_check finetune_check init_results reset clean test test-e2e lint help python_check
 .DEFAULT_GOAL := help
 
 # one line naming what PYTHON lacks for the goals asked (exit 2), before anything runs
@@ -113,6 +113,10 @@ scaling: $(SETUP)
 # a first GPU run: the suite's GPU path checked in under 10 minutes (no GPU: one line, exit 2)
 gpu_check: $(SETUP)
 	@$(PYTHON) -m utils.drivers.gpu_check
+
+# the fine-tuning techniques on this GPU (Llama 3.2 1B), each beside its plan (no GPU: one line, exit 2)
+finetune_check: $(SETUP)
+	@$(PYTHON) -m utils.drivers.gpu_check.finetune
 
 # standard library only: without PYTHON any python3 does, no venv needed
 init_results reset clean:

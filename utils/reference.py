@@ -47,6 +47,9 @@ TARGETS = {
     "gpu_check": "a first GPU run's check of the GPU path (under 10 min): TF32 flags and matmul error, make all at "
     "a small shape, step vs wall clocks, CUDA graphs' memory, ddp/fsdp (2+ GPUs), make plan for this GPU; each "
     "figure against its bar, into docs/results/<device>/; exit 1 if one fails, 2 without a GPU",
+    "finetune_check": "the fine-tuning techniques on this GPU (Llama 3.2 1B, B=2, T=1024; bf16 weights, LoRA, QLoRA, "
+    "chunked cross-entropy, activation offloading, the step in backward, 8-bit AdamW, torchtune's QLoRA recipe): "
+    "each ran as itself, its loss fell, make plan beside it; into docs/results/<device>/finetune_check/",
     "init_results": "create RESULTS_FILE with its header (an existing one is only checked)",
     "reset": "move RESULTS_FILE to RESULTS_FILE.<utc time>.bak, then remove the plots in PLOTS_DIR",
     "clean": "remove the plots in PLOTS_DIR and the caches (keeps results and .venv)",

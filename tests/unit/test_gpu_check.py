@@ -333,6 +333,6 @@ def test_gpu_check_md_holds_every_check_and_command(tmp_path):
     ran = {"all": measure.Ran("make all TECHNIQUES=...", 0, "", "all.log", 61.0)}
     facts = {"device": "NVIDIA H100 80GB HBM3", "capability": [9, 0], "gpus": 1, "driver": "570.1", "torch": "2.13.0",
              "cuda": "12.8", "git_sha": "abc", "host": "h"}
-    text = report.markdown(facts, found, ran, ["shape"])
+    text = report.markdown("gpu_check", facts, found, ran, ["shape"])
     assert "## (a) precision: pass" in text and "## (e) ddp and fsdp: not applicable (1 GPU)" in text
     assert "| `make all TECHNIQUES=...` | 0 | 61 | [all.log](all.log) |" in text and "git abc" in text

@@ -169,6 +169,7 @@ NON_TRAINING = {
     "test_gpu_refusals.py::test_every_target_checks_the_given_interpreter_first": "make -n: prints the recipes",
     "test_readme.py::test_a_script_runs_on_its_own_from_anywhere": "scripts/bf16.py --help: prints the flags",
     "test_gpu_check.py::test_on_this_cpu_it_says_one_line_and_exits_2": "gpu_check without a GPU: one line, exit 2",
+    "test_finetune_check.py::test_on_this_cpu_it_says_one_line_and_exits_2": "finetune_check without a GPU: the same",
     "test_reference.py::test_a_setting_reaches_the_python_side_namespaced_from_makes_command_line_only":
         "make -f probe.mk: prints its environment",
 }

@@ -100,5 +100,6 @@ def nf4_base(run):
         smaller += scaler_block < NF4_SCALER_BLOCK
         weight = module.weight.detach().to(torch.bfloat16)  # NF4 dequantises to bf16
         module.weight = torch.nn.Parameter(to_nf4(weight, NF4_BLOCK, scaler_block), requires_grad=False)
+    fewer = f" ({smaller} small ones per fewer: the largest block that divides theirs)" if smaller else ""
     run.adapter += (f"; NF4 base: {len(quantisable)} of {len(frozen)} frozen projections, block {NF4_BLOCK}, "
-                    f"scalers per {NF4_SCALER_BLOCK}" + (f" ({smaller} small ones per fewer)" if smaller else ""))
+                    f"scalers per {NF4_SCALER_BLOCK}{fewer}")

@@ -101,12 +101,12 @@ def plan(rows, gpu_key, device, status, output):
     results.append(judged(f"GPU={gpu_key}", "make plan exit status", str(status), "0", status == 0))
     predicted = rows[rows["kind"] == "predicted"]
     for technique in SMOKE:
-        results += _plan_lines(technique, predicted[predicted["technique"] == technique], found.get(technique),
+        results += plan_lines(technique, predicted[predicted["technique"] == technique], found.get(technique),
                                refused.get(technique))
     return Check("f", "the planner", about, tuple(results))
 
 
-def _plan_lines(technique, predicted, run, refused):
+def plan_lines(technique, predicted, run, refused):
     if refused is not None:
         return [Result(technique, "plan", f"not planned: {refused}", "–", NA)]
     if run is None or run.iloc[0]["status"] != "ok":

@@ -20,6 +20,7 @@ from utils.drivers.gpu_check.judge import OVERRIDES
 from utils.measure import env
 from utils.techniques import stages
 from utils.techniques.parallel import World
+from utils.units import MIB
 
 MATMUL_SIZE = 2048
 
@@ -53,6 +54,7 @@ def probe():
         **env.capture("cuda"),
         "capability": list(torch.cuda.get_device_capability()),
         "gpus": torch.cuda.device_count(),
+        "memory_mib": torch.cuda.get_device_properties(0).total_memory / MIB,
         "overrides": {name: os.environ.get(name) for name in OVERRIDES},
         "strict_fp32": reading(run, t.strict_fp32),
         "tf32": reading(run, t.tf32),  # after strict_fp32: it must turn on what strict_fp32 turned off

@@ -1,5 +1,5 @@
-"""gpu_check's Checks as the terminal shows them and as gpu_check.md keeps them: per check its
-verdict, what it checks, and a line per figure with the bar it was held to."""
+"""gpu_check's and finetune_check's Checks as the terminal shows them and as <name>.md keeps
+them: per check its verdict, what it checks, and a line per figure with the bar it was held to."""
 
 from utils.drivers.gpu_check.judge import FAIL
 
@@ -20,31 +20,31 @@ def text(check):
     return "\n".join(line.rstrip() for line in lines)
 
 
-def overall(checks):
-    """One line: every check's verdict, and the exit status it means."""
+def overall(name, checks):
+    """One line: every check's verdict, and the exit status it means; `name`: the command's."""
     failed = [c.key for c in checks if c.verdict == FAIL]
     verdicts = ", ".join(f"({c.key}) {c.summary}" for c in checks)
-    return f"gpu_check: {'FAIL in ' + ', '.join(failed) if failed else 'pass'}: {verdicts}"
+    return f"{name}: {'FAIL in ' + ', '.join(failed) if failed else 'pass'}: {verdicts}"
 
 
 def _md(cell):
     return str(cell).replace("|", "\\|")
 
 
-def markdown(probe, checks, ran, notes):
-    """gpu_check.md: where and when it ran, each check's table and verdict, the commands run.
-    `notes`: lines said under the heading (the shape, the date, a results file moved aside)."""
+def markdown(name, probe, checks, ran, notes):
+    """<name>.md: where and when command `name` ran, each check's table and verdict, the commands
+    run. `notes`: lines said under the heading (the shape, the date, a results file moved aside)."""
     capability = ".".join(map(str, probe["capability"]))
     out = [
-        f"# gpu_check: {probe['device']}",
+        f"# {name}: {probe['device']}",
         "",
-        f"`make gpu_check` on {probe['device']} (compute capability {capability}, {probe['gpus']} GPU(s), "
+        f"`make {name}` on {probe['device']} (compute capability {capability}, {probe['gpus']} GPU(s), "
         f"driver {probe['driver'] or 'unknown'}), torch {probe['torch']}, CUDA {probe['cuda'] or 'none'}, "
         f"git {probe['git_sha']}, host {probe['host']}.",
         "",
         *(f"- {note}" for note in notes),
         "",
-        f"**{overall(checks)}**",
+        f"**{overall(name, checks)}**",
     ]
     for check in checks:
         out += ["", f"## ({check.key}) {check.title}: {check.summary}", "", check.about, "",
