@@ -26,6 +26,7 @@ class GPU:
     bandwidth_tbs: float  # memory bandwidth, TB/s (10^12 bytes/s), datasheet
     nvlink: bool = False  # a node's GPUs talk over NVLink (SXM boards, NVSwitch); else over PCIe
     sms: int = None  # streaming multiprocessors (inductor sizes split reductions by them)
+    host_link_gbs: float = None  # the link to host memory, GB/s each way (10^9 bytes/s), datasheet: offload's copies
 
 
 # Sources: NVIDIA's datasheets (H100 PCIe / SXM / NVL: "NVIDIA H100 Tensor Core GPU"; H200 and
@@ -40,6 +41,10 @@ class GPU:
 # H100 NVL's bridge joins pairs only, and the rest talk over PCIe. The links' bandwidths and
 # latencies are NCCL's own model, as torch/_inductor/comm_analysis.py ports it (utils/plan/comm.py).
 # SMs: the same datasheets and the architecture whitepapers (H100 SXM 132, PCIe 114; A100 108).
+# Host links, each way: the datasheets' PCIe generation at x16 (their "PCIe Gen5: 128 GB/s", "Gen4: 64 GB/s",
+# "Gen3: 32 GB/s" are both ways together), GH200's NVLink-C2C (900 GB/s both ways); GeForce cards: PCIe 4.0
+# x16 (the Ada and Ampere whitepapers; the laptop RTX 3050 Ti: Gen4, its lanes taken as x16, an upper bound).
+PCIE = {3: 16.0, 4: 32.0, 5: 64.0}  # PCIe generation -> GB/s each way at x16
 # h100-hbm2e: the H100 of torchtitan's published benchmarks (benchmarks/llama3_h100_202412_torchtitan.md
 # in its repository: 96 GB HBM2e at 2.4 TB/s, a 500 W limit, 8 per host over NVLink); its peak is
 # "between SXM and NVL" there, and SXM's is taken, as torchtitan's own MFU figures take it: an upper bound.
@@ -49,26 +54,34 @@ HOPPER_SXM = {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4}
 AMPERE_A100 = {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0}
 GPUS = (
     GPU("h100-pcie", r"H100.*PCIe", "H100 PCIe", 80, (9, 0), {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0}, 2.0,
-        sms=114),
-    GPU("h100-nvl", r"H100 NVL", "H100 NVL", 94, (9, 0), {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5}, 3.9, sms=132),
+        sms=114, host_link_gbs=PCIE[5]),
+    GPU("h100-nvl", r"H100 NVL", "H100 NVL", 94, (9, 0), {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5}, 3.9, sms=132,
+        host_link_gbs=PCIE[5]),
     GPU("h100-hbm2e", r"H100.*HBM2e", "H100 96GB HBM2e (500 W)", 96, (9, 0), HOPPER_SXM, 2.4, nvlink=True,
-        sms=132),  # torchtitan's benchmark GPU (Meta's Grand Teton); peaks: SXM's, see above
-    GPU("h100-sxm", r"H100", "H100 SXM 80GB", 80, (9, 0), HOPPER_SXM, 3.35, nvlink=True, sms=132),
-    GPU("gh200", r"GH200", "GH200 96GB", 96, (9, 0), HOPPER_SXM, 4.0, nvlink=True, sms=132),
-    GPU("h200", r"H200", "H200 141GB", 141, (9, 0), HOPPER_SXM, 4.8, nvlink=True, sms=132),
-    GPU("a100-80gb", r"A100.*80GB", "A100 80GB", 80, (8, 0), AMPERE_A100, 2.039, nvlink=True, sms=108),
-    GPU("a100-40gb", r"A100", "A100 40GB", 40, (8, 0), AMPERE_A100, 1.555, nvlink=True, sms=108),
+        sms=132, host_link_gbs=PCIE[5]),  # torchtitan's benchmark GPU (Meta's Grand Teton); peaks: SXM's, see above
+    GPU("h100-sxm", r"H100", "H100 SXM 80GB", 80, (9, 0), HOPPER_SXM, 3.35, nvlink=True, sms=132,
+        host_link_gbs=PCIE[5]),
+    GPU("gh200", r"GH200", "GH200 96GB", 96, (9, 0), HOPPER_SXM, 4.0, nvlink=True, sms=132,
+        host_link_gbs=450.0),  # NVLink-C2C to the Grace CPU
+    GPU("h200", r"H200", "H200 141GB", 141, (9, 0), HOPPER_SXM, 4.8, nvlink=True, sms=132,
+        host_link_gbs=PCIE[5]),
+    GPU("a100-80gb", r"A100.*80GB", "A100 80GB", 80, (8, 0), AMPERE_A100, 2.039, nvlink=True, sms=108,
+        host_link_gbs=PCIE[4]),
+    GPU("a100-40gb", r"A100", "A100 40GB", 40, (8, 0), AMPERE_A100, 1.555, nvlink=True, sms=108,
+        host_link_gbs=PCIE[4]),
     GPU("a10", r"A10G?\b", "A10 / A10G", 24, (8, 6), {"fp32": 31.2, "tf32": 62.5, "bf16": 125.0}, 0.6,
-        sms=72),  # A10G: AWS's
-    GPU("l4", r"\bL4\b", "L4", 24, (8, 9), {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0}, 0.3, sms=58),
+        sms=72, host_link_gbs=PCIE[4]),  # A10G: AWS's
+    GPU("l4", r"\bL4\b", "L4", 24, (8, 9), {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0}, 0.3, sms=58,
+        host_link_gbs=PCIE[4]),
     # GeForce: bf16 with fp32 accumulate
     GPU("rtx-4090", r"RTX 4090", "GeForce RTX 4090", 24, (8, 9), {"fp32": 82.6, "tf32": 82.6, "bf16": 165.2}, 1.008,
-        sms=128),
+        sms=128, host_link_gbs=PCIE[4]),
     GPU("rtx-3090", r"RTX 3090", "GeForce RTX 3090", 24, (8, 6), {"fp32": 35.6, "tf32": 35.6, "bf16": 71.0}, 0.936,
-        sms=82),
+        sms=82, host_link_gbs=PCIE[4]),
     GPU("rtx-3050-ti-laptop", r"RTX 3050 Ti Laptop", "GeForce RTX 3050 Ti Laptop", 4, (8, 6),
-        {"fp32": 8.7, "tf32": 8.7, "bf16": 17.4}, 0.192, sms=20),  # at its 1695 MHz boost
-    GPU("t4", r"\bT4\b", "T4", 16, (7, 5), {"fp32": 8.1, "fp16": 65.0}, 0.32, sms=40),  # Turing: fp16 tensor cores only
+        {"fp32": 8.7, "tf32": 8.7, "bf16": 17.4}, 0.192, sms=20, host_link_gbs=PCIE[4]),  # at its 1695 MHz boost
+    GPU("t4", r"\bT4\b", "T4", 16, (7, 5), {"fp32": 8.1, "fp16": 65.0}, 0.32, sms=40,
+        host_link_gbs=PCIE[3]),  # Turing: fp16 tensor cores only
 )
 # compute capability -> architecture (NVIDIA's "CUDA GPUs" table); 10.x and newer: Blackwell
 GENERATION_BY_CAPABILITY = {(7, 0): "volta", (7, 5): "turing", (8, 0): "ampere", (8, 6): "ampere",

@@ -150,3 +150,10 @@ def test_context_and_workspaces_follow_the_generation():
 def test_every_table_gpu_is_a_make_plan_choice():
     text = (ROOT / "docs" / "reference.md").read_text()
     assert all(gpu.key in text for gpu in devices.GPUS)
+
+
+def test_every_table_gpu_has_its_host_link_for_offloaded_copies():
+    links = {gpu.key: gpu.host_link_gbs for gpu in devices.GPUS}
+    assert all(link and link > 0 for link in links.values()), links
+    # PCIe per generation, each way at x16; the GH200's NVLink-C2C is the fastest, the T4's Gen3 the slowest
+    assert links["t4"] < links["a100-80gb"] == links["rtx-4090"] < links["h100-sxm"] < links["gh200"]

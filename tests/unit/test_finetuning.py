@@ -3,6 +3,7 @@ chunks, offloaded activations, the optimizer step in backward, LoRA's adapters, 
 state; and what the planner makes of each."""
 
 import dataclasses
+import functools
 
 import pytest
 import torch
@@ -140,6 +141,33 @@ def test_a_compiled_block_plans_with_its_saved_tensors_offloaded():
     cfg = dataclasses.replace(CFG, model="hf:llama-tiny", compile_scope="blocks")
     offloaded, kept = (planner.plan(t.setup_of(name)[1], cfg) for name in ("compile+offload_activations", "compile"))
     assert offloaded.breakdown["activations"] < kept.breakdown["activations"] / 2
+
+
+def test_offloaded_copies_are_timed_on_the_host_link_after_or_beside_the_kernels():
+    from utils import devices
+    from utils.plan import timing
+    from utils.plan.config import Target
+
+    # a host link slow enough that the copies, not the host's launches, set the phase's time: the targets differ
+    gpu = dataclasses.replace(devices.by_key("a100-80gb"), host_link_gbs=0.05)
+    streams = {overlap: Target(gpu, offload_streams=overlap) for overlap in (False, True)}
+    kept = planner.plan(t.setup_of("flash")[1], CFG, streams[False])
+    serial, beside = (planner.plan(t.setup_of("flash+offload_activations")[1], CFG, streams[o]) for o in streams)
+    copies = [op for op in serial.ops if op.kind == "host link"]
+    to_host, back = ([op.bytes for op in copies if op.phase == phase] for phase in ("forward", "backward"))
+    # every saved tensor that left comes back once: as many bytes each way, the activations kept without it
+    assert sum(to_host) == sum(back) > 0 and not {op.phase for op in copies} - {"forward", "backward"}
+    assert sum(to_host) >= 0.9 * kept.breakdown["activations"] * 2**20
+    link_ms = sum(to_host) / (gpu.host_link_gbs * 1e9 * timing.HOST_LINK_EFFICIENCY) * 1e3
+    gpu_side = functools.partial(timing.step_time, gpu=gpu, tokens=1, eager_op_us=0.0)  # no host time: the GPU's
+    kernels = gpu_side([op for op in serial.ops if op.kind != "host link"]).ms
+    for phase in ("forward", "backward"):  # the compute stream waits for the copies; side streams hide them
+        assert gpu_side(serial.ops).ms[phase] == pytest.approx(kernels[phase] + link_ms)
+        assert gpu_side(serial.ops, copies_overlap=True).ms[phase] == pytest.approx(max(kernels[phase], link_ms))
+    for plan, overlap in ((serial, False), (beside, True)):  # each planned as its target says
+        assert plan.time.ms == timing.step_time(plan.ops, gpu, plan.time.tokens, copies_overlap=overlap).ms
+    assert serial.time.ms["forward"] > beside.time.ms["forward"] >= link_ms
+    assert not [op for op in kept.ops if op.kind == "host link"]
 
 
 def test_offloaded_activations_pass_through_the_saved_tensors_hooks_and_change_nothing():

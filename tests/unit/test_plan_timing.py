@@ -180,7 +180,7 @@ def test_make_plan_prints_where_the_gpus_time_goes(results_file, monkeypatch, ca
     plan = planner.plan(load_setup("bf16"), dataclasses.replace(CFG, seq=256), Target(H100))
     ms = timing.gpu_ms_by_kind(plan.ops, H100)
     assert line[0] == "bf16" and [float(x) for x in line[1:]] == pytest.approx(
-        [ms[kind] for kind in ("matmul", "attention", "memory", "memory fp32")], abs=0.05)
+        [ms[kind] for kind in ("matmul", "attention", "memory", "memory fp32", "host link")], abs=0.05)
 
 
 def test_the_gpus_time_by_kind_adds_up_to_its_roofline_and_bf16_halves_the_fp32_part(plans):
@@ -188,7 +188,7 @@ def test_the_gpus_time_by_kind_adds_up_to_its_roofline_and_bf16_halves_the_fp32_
         plan = plans[name]
         ms = timing.gpu_ms_by_kind(plan.ops, H100)
         device = sum(timing.op_seconds(op, H100) for op in plan.ops) * 1e3
-        assert ms["matmul"] + ms["attention"] + ms["memory"] == pytest.approx(device)
+        assert ms["matmul"] + ms["attention"] + ms["memory"] + ms["host link"] == pytest.approx(device)
         assert 0 < ms["memory fp32"] <= ms["memory"]
     fp32 = [timing.gpu_ms_by_kind(plans[n].ops, H100)["memory fp32"] for n in ("baseline", "bf16")]
     assert fp32[1] < 0.8 * fp32[0]  # autocast moves the activations' pointwise ops to bf16

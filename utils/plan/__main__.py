@@ -87,12 +87,12 @@ def _time_table(plans, target):
         print(f"{name:<{width}} {step.step_ms:>9.1f} {parts} {step.tokens_per_s:>10,.0f} {mfu:>6} {step.kernels:>8}  "
               f"{base.time.step_ms / step.step_ms:.2f}x")
     print("\nwhere the GPU's time goes (roofline ms per step, the host's launches and the collectives apart; "
-          "memory-bound: what fusion and lower precision can cut)")
-    print(f"{'technique':<{width}} {'matmul':>9} {'attention':>9} {'memory':>9} {'of it fp32':>10}")
+          "memory-bound: what fusion and lower precision can cut; host link: offloaded activations' copies)")
+    print(f"{'technique':<{width}} {'matmul':>9} {'attention':>9} {'memory':>9} {'of it fp32':>10} {'host link':>10}")
     for name, plan in plans.items():
         ms = timing.gpu_ms_by_kind(plan.ops, target.gpu, plan.tf32)
         print(f"{name:<{width}} {ms['matmul']:>9.1f} {ms['attention']:>9.1f} {ms['memory']:>9.1f} "
-              f"{ms['memory fp32']:>10.1f}")
+              f"{ms['memory fp32']:>10.1f} {ms['host link']:>10.1f}")
 
 
 def _band_table(plans):

@@ -82,6 +82,9 @@ class Target:
     allocator: str = "native"
     loading: str = "lazy"
     nodes: int = 1  # the nodes N GPUs span (collectives between nodes go over the network)
+    # offloaded activations copied on side streams, hidden behind the compute where it is longer (torchtune's
+    # OffloadActivations, use_streams); False: on the compute stream, which waits for them (offload_activations)
+    offload_streams: bool = False
 
 
 def load_target(given):

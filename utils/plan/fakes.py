@@ -39,7 +39,7 @@ def fake_modules_converted_in_place():
 
 
 @contextlib.contextmanager
-def offloaded_activations(module):
+def offloaded_activations(module, tracker=None):
     """offload_activations as the GPU runs it (utils/techniques/offload.py): each tensor autograd
     saves, but `module`'s weights, is copied to the host, the device's copy freed once forward drops
     it, and a device copy made again when backward unpacks it. On the planner's fake CPU device the
@@ -47,17 +47,24 @@ def offloaded_activations(module):
     is a fresh fake tensor of that shape (the values are fake anyway), laid out as the GPU's copy is
     (offload.py: empty_like's, the saved tensor's strides where it is dense, which a compiled backward
     was traced for; a view of a wider tensor, a fused qkv's query, comes back dense at its own size,
-    not its base's span)."""
+    not its base's span). With a `tracker` (a PeakTracker timing the step), each copy is timed on
+    the host link in the phase making it: offload.py's copies are on the compute stream, so the
+    step waits for them."""
+
+    def copied(tensor):
+        if tracker is not None:
+            tracker.on_op.host_copy(tensor, tracker.phase)
+        return tensor
 
     def to_host(tensor):
-        dense = is_non_overlapping_and_dense_or_false(tensor)
+        dense = is_non_overlapping_and_dense_or_false(copied(tensor))
         return tensor.size(), tensor.stride() if dense else None, tensor.dtype, tensor.device
 
     def to_device(saved):
         size, stride, dtype, device = saved
         if stride is None:
-            return torch.empty(size, dtype=dtype, device=device)
-        return torch.empty_strided(size, stride, dtype=dtype, device=device)
+            return copied(torch.empty(size, dtype=dtype, device=device))
+        return copied(torch.empty_strided(size, stride, dtype=dtype, device=device))
 
     with torch.autograd.graph.saved_tensors_hooks(*offload.hooks(module, to_host, to_device)):
         yield

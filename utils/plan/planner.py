@@ -134,6 +134,8 @@ def _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs):
     step compiles, the tracked ones run the compiled graphs; an optimizer's too, torchao's)."""
     micro = [(torch.zeros(cfg.batch, cfg.seq, dtype=torch.long),) * 2 for _ in range(run.accum)]  # token 0
     tracker = PeakTracker(record=True, on_op=OpRecorder())
+    if run.activation_offload:  # saved to the host: off the planned device until backward needs them
+        run.saved_tensors = functools.partial(offloaded_activations, run.model, tracker if model_cuda else None)
     if run.step.graphed:
         plan_cuda_graph_step(run.step, tracker)
     paged = []  # bytes of bitsandbytes' paged state, in unified memory: off the allocator's books
@@ -167,8 +169,6 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True, graphs=Graphs):
         tf32 = run.dtype == "tf32"  # as the technique set it
         buckets = DDPBuckets.take(run)
         run.cfg = dataclasses.replace(cfg, device="cpu")  # the autocast the step enters: CPU's, with CUDA's policy
-        if run.activation_offload:  # saved to the host: off the planned device until backward needs them
-            run.saved_tensors = functools.partial(offloaded_activations, run.model)
         if model_cuda:
             cuda_optimizer_defaults(run.optimizer)
         with plan_compile(graphs):  # what the step compiles as it runs (an optimizer's step)
@@ -193,7 +193,8 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True, graphs=Graphs):
         result.memory = device_memory(result, target)
         tokens = cfg.batch * cfg.seq * run.accum
         result.time = step_time(result.ops, target.gpu, tokens, result.tf32, result.graphed,
-                                synced=synced_steps(run.optimizer), comm=comm_of(result, cfg.world, target, buckets))
+                                synced=synced_steps(run.optimizer), comm=comm_of(result, cfg.world, target, buckets),
+                                copies_overlap=target.offload_streams)
     return result
 
 

@@ -45,6 +45,9 @@ ATTENTION_EFFICIENCY = {9: 335 / 989.4, 8: 0.5}
 # and normalisation kernels less, which is what this measures.)
 CALIBRATION = h100.row("bf16 + SDPA flash")[0]  # the row's label: plan_check keeps it out of every bar
 MEMORY_EFFICIENCY = 0.70
+# the fraction of the host link's rate a pinned copy reaches: NVIDIA's CUDA FAQ ("What are the peak transfer
+# rates between the CPU and GPU?"): up to 6.0 GB/s measured on PCIe 2.0 x16, whose peak is 8 GB/s each way
+HOST_LINK_EFFICIENCY = 6.0 / 8.0
 # host time per op PyTorch eager dispatches (the dispatcher, Python and the launch: "about 10 us
 # per op", He, "Making Deep Learning Go Brrrr From First Principles", 2022), per kernel a
 # compiled graph launches (inductor's wrapper code: the launch itself, ~4 us, same source)
@@ -76,7 +79,7 @@ def _nbytes(t):
 class Op:
     name: str
     phase: str
-    kind: str  # matmul, attention or memory (bandwidth-bound)
+    kind: str  # matmul, attention, memory (bandwidth-bound), collective or host link (a copy to or from the host)
     flops: int
     bytes: int
     dtype: torch.dtype
@@ -91,6 +94,12 @@ class OpRecorder:
 
     def __init__(self):
         self.ops, self.in_graph = [], False
+
+    def host_copy(self, tensor, phase):
+        """A copy of `tensor` over the host link (offloaded activations: to the host in forward,
+        back in backward), which the planned step makes without an op of its own."""
+        self.ops.append(Op("copy (host link)", phase, "host link", 0, _nbytes(tensor), tensor.dtype, False,
+                           tuple(tensor.shape)))
 
     def __call__(self, func, args, kwargs, out, phase):
         if self.in_graph:
@@ -184,18 +193,20 @@ def op_seconds(op, gpu, tf32=False):
     """The roofline time of one op on `gpu` (a utils.devices.GPU); a collective's is its link's."""
     if op.kind == "collective":
         return 0.0
+    if op.kind == "host link":
+        return op.bytes / (gpu.host_link_gbs * 1e9 * HOST_LINK_EFFICIENCY)
     compute = op.flops / (_compute_tflops(op, gpu, tf32) * 1e12) if op.flops else 0.0
     memory = op.bytes / (gpu.bandwidth_tbs * 1e12 * MEMORY_EFFICIENCY)
     return max(compute, memory)
 
 
 def gpu_ms_by_kind(ops, gpu, tf32=False):
-    """The GPU's roofline time of a step's ops by kind ({matmul, attention, memory: ms}, collectives
-    apart) and of its memory-bound ops those in fp32 ("memory fp32"): where compile's fusion and
-    lower precision can save."""
-    ms = dict.fromkeys(("matmul", "attention", "memory", "memory fp32"), 0.0)
+    """The GPU's roofline time of a step's ops by kind ({matmul, attention, memory, host link: ms},
+    collectives apart) and of its memory-bound ops those in fp32 ("memory fp32"): where compile's
+    fusion and lower precision can save."""
+    ms = dict.fromkeys(("matmul", "attention", "memory", "memory fp32", "host link"), 0.0)
     for op in ops:
-        if op.kind in ("matmul", "attention", "memory"):
+        if op.kind in ("matmul", "attention", "memory", "host link"):
             op_ms = op_seconds(op, gpu, tf32) * 1e3
             ms[op.kind] += op_ms
             if op.kind == "memory" and op.dtype == torch.float32:
@@ -223,18 +234,21 @@ def _host_us(op, graphed, eager_op_us):
 
 
 def step_time(ops, gpu, tokens, tf32=False, graphed=None, serial=False, eager_op_us=EAGER_OP_US, synced=None,
-              comm=None):
+              comm=None, copies_overlap=False):
     """Per phase: the longer of the GPU's roofline time and the host's launch time (none for
     what replays as CUDA graphs: `graphed`, see _host_us); `serial`: a CPU, which runs each op
     where it dispatches it, takes both. `tokens`: what one step trains on this device;
     `eager_op_us`: the host's time per eager op, or per phase {phase: us} (measured where the host
     is this machine: machine.host_op_us); `synced`: a SyncedSteps optimizer, whose phase is the
     GPU's time plus the host's, per parameter; `comm`: the collectives' (utils/plan/comm.py's
-    CommTime), whose exposed time adds to each phase's."""
+    CommTime), whose exposed time adds to each phase's; `copies_overlap`: the host link's copies run
+    beside the phase's kernels (side streams), else after them (the compute stream)."""
     ms, bound = {}, {}
     for phase in PHASES:
         mine = [op for op in ops if op.phase == phase]
-        device = sum(op_seconds(op, gpu, tf32) for op in mine) * 1e3
+        link = sum(op_seconds(op, gpu, tf32) for op in mine if op.kind == "host link") * 1e3
+        device = sum(op_seconds(op, gpu, tf32) for op in mine if op.kind != "host link") * 1e3
+        device = max(device, link) if copies_overlap else device + link
         op_us = eager_op_us.get(phase, EAGER_OP_US) if isinstance(eager_op_us, dict) else eager_op_us
         host = sum(_host_us(op, graphed, op_us) for op in mine) / 1e3
         if phase == "optimizer" and synced is not None:

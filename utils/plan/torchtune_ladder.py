@@ -70,7 +70,7 @@ def rows(given, table_row, seen):
           "tokens/s)\n")
     for cells in torchtune.header("row"):
         table_row(cells)
-    target, out, cfg = Target(devices.by_key(GPU)), [], None
+    target, out, cfg = Target(devices.by_key(GPU), offload_streams=True), [], None  # torchtune's OffloadActivations
     for label, technique, lora, tokens, gib in ROWS:
         cfg = _config(technique, given, lora)
         row, cells = torchtune.compared(label, technique, cfg, target, (tokens, gib), seen)
