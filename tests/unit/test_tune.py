@@ -2,6 +2,7 @@
 pool whose plans follow known lines), the Pareto front, the command it prints, bad input."""
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 from helpers import set_env
@@ -146,6 +147,21 @@ def test_confirm_plans_the_fastest_at_full_depth_and_drops_what_does_not_fit_the
     assert full == [4, 1, 8, 2]  # B=4 and B=8 do not fit at full depth (5,500 and 9,500 MiB): the next confirmed
     assert [(o.config.batch, o.figures.screened) for o in kept] == [(1, False), (2, False), (16, True)]
     assert searching.pruned["does not fit at full depth (device total)"] == 2
+
+
+def test_a_faster_row_the_search_did_not_confirm_is_said_beside_the_answer(monkeypatch):
+    monkeypatch.setattr(search, "CONFIRM_ROUNDS", 1)
+    searching = _search(budget_mib=5_000, depth=12)
+    ranked = [search.Outcome(Config("baseline", batch=b), _figures(100, b, screened=True), search.FITS)
+              for b in (4, 8, 1, 2)]
+    kept = searching.confirm(ranked)  # one round: B=4 and B=8 do not fit at full depth, nothing is confirmed
+    assert all(o.figures.screened for o in kept)
+    confirmed = search.Outcome(Config("baseline", batch=16), _figures(100, 50), search.FITS)  # slower, planned
+    found = report.Found(by_key("h100-sxm"), ("", 1), [confirmed, *kept], searching.pruned, 5, 4, 4, 5_000, 12)
+    text = "\n".join(report.section(found, SimpleNamespace(model="tiny", seq=64), None))
+    most = search.CONFIRM * search.CONFIRM_ROUNDS
+    assert "**2 faster screened, not confirmed**" in text and f"plans at most {most} " in text
+    assert "the fastest, `baseline B=1`" in text and "**Run:** `make run T=baseline BATCH=16`" in text
 
 
 def test_the_pareto_front_keeps_only_the_undominated():

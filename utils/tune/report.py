@@ -7,6 +7,7 @@ from pathlib import Path
 
 from utils import devices
 from utils.plan import bands
+from utils.tune import search
 from utils.tune.plans import screen_depths
 
 TOP = 10  # rows of the ranked table
@@ -140,6 +141,14 @@ def section(found, cfg, plot_path):
     if win.figures.screened:
         lines += ["**No configuration was confirmed to fit at full depth** (see the device totals left out below); "
                   "the fastest screened one, whose device total is only a lower bound:", ""]
+    faster = [o for o in found.outcomes if o.figures.screened and o.figures.tokens_per_s > win.figures.tokens_per_s]
+    if faster:  # the search stopped confirming (CONFIRM_ROUNDS) before reaching them
+        best = faster[0]
+        most = search.CONFIRM * search.CONFIRM_ROUNDS
+        lines += [f"**{len(faster)} faster screened, not confirmed**: the search plans at most {most} configurations "
+                  "at full depth, and those it planned before them did not fit; the fastest, "
+                  f"`{best.config.label}` ({best.figures.tokens_per_s:,.0f} tokens/s, device total ≥ "
+                  f"{_gib(best.figures.least_mib)} GiB), may fit: `make plan` it to know.", ""]
     lines += [f"**Run:** `{win.config.command()}` ({win.figures.tokens_per_s:,.0f} tokens/s per GPU predicted)", "",
               *([f"(the same with torchrun: `{win.config.torchrun()}`)", ""] if win.config.gpus > 1 else []),
               *table(found), "", "Left out, by reason:", *pruned_lines(found.pruned), ""]
