@@ -164,6 +164,13 @@ def test_a_faster_row_the_search_did_not_confirm_is_said_beside_the_answer(monke
     assert "the fastest, `baseline B=1`" in text and "**Run:** `make run T=baseline BATCH=16`" in text
 
 
+def test_a_configuration_its_settings_refuse_is_pruned_as_refused_not_failed():
+    given = dataclasses.replace(settings.read(env={}), techniques=())
+    config = Config("compile", batch=1, accum=2, compile_mode="reduce-overhead")
+    said = plans.plan(given, config, "h100-sxm", None)
+    assert said.startswith("refused by its settings: ") and "accumulat" in said
+
+
 def test_the_pareto_front_keeps_only_the_undominated():
     points = [search.Outcome(Config(str(i)), dataclasses.replace(_figures(mib, 1), tokens=tokens), search.FITS)
               for i, (mib, tokens) in enumerate([(1000, 10), (2000, 30), (3000, 20), (500, 5)])]

@@ -96,7 +96,8 @@ def quiet_worker():
 def plan(given, config, gpu_key, depth):
     """Plan `config` (space.Config) on GPU `gpu_key` at `depth` blocks (None: the model's own)
     with the settings `given`: Figures, or the one line saying why the planner could not
-    (NotModelled, or the error)."""
+    (NotModelled, a setting refused, or the error)."""
+    from utils import checks
     from utils.devices import by_key
     from utils.plan import bands, planner
     from utils.plan.config import Target, load_config
@@ -117,6 +118,8 @@ def plan(given, config, gpu_key, depth):
         found = planner.plan(setup_of(config.full_name)[1], cfg, target)
     except planner.NotModelled as why:
         return f"not modelled: {why}"
+    except checks.BadInput as why:  # the settings' own refusal (CUDA graphs with accumulation, ...): no plan
+        return f"refused by its settings: {why}"
     except Exception as err:  # noqa: BLE001 - one configuration's failure must not stop the search
         return f"failed: {type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:160]}"
     memory, step = found.memory, found.time

@@ -36,12 +36,13 @@ def holding(part):
 BF16_WEIGHTS = {"dtype": equal("bf16-weights")}
 ADAPTERS = {"adapter": holding("lora r=8"), "trainable_params": ("under n_params", None)}  # None: judged apart
 NF4 = {**BF16_WEIGHTS, **ADAPTERS, "adapter": holding("NF4 base")}
+CHUNKED = ("above 1", lambda value: value > 1)  # loss_chunks
 # each run as make all names it (the canonical combination) -> the columns that say it ran as itself
 RUNS = {
     "pure_bf16": BF16_WEIGHTS,
     "pure_bf16+lora": {**BF16_WEIGHTS, **ADAPTERS},
     "qlora": NF4,
-    "pure_bf16+chunked_ce": {**BF16_WEIGHTS, "loss_chunks": ("above 1", lambda value: value > 1)},
+    "pure_bf16+chunked_ce": {**BF16_WEIGHTS, "loss_chunks": CHUNKED},
     "pure_bf16+offload_activations": {**BF16_WEIGHTS, "activation_offload": equal(True)},
     "pure_bf16+step_in_backward": {**BF16_WEIGHTS, "step_in_backward": equal(True)},
     "pure_bf16+paged_8bit": {**BF16_WEIGHTS, "optimizer": equal("bitsandbytes.optim.PagedAdamW8bit")},
@@ -49,7 +50,7 @@ RUNS = {
     # torchtune's QLoRA recipe (stack: bf16 autocast, flash, fused AdamW, compile)
     "stack+qlora+checkpointing+chunked_ce": {
         **NF4, "attention": equal(*FUSED_ATTENTION), "checkpointing": equal(True),
-        "compile_scope": equal("blocks_in_checkpoint"), "loss_chunks": ("above 1", lambda value: value > 1)},
+        "compile_scope": equal("blocks_in_checkpoint"), "loss_chunks": CHUNKED},
 }
 
 
