@@ -88,4 +88,3 @@ def main(command):
     print(f"{command.name}: {seconds:.0f} s; wrote {folder}/{command.name}.md, results.csv, probe.json and a log per "
           "command")
     return 1 if any(check.verdict == judge.FAIL for check in found) else 0
-

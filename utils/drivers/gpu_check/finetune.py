@@ -18,7 +18,7 @@ import sys
 
 from utils.drivers.gpu_check import judge_memory, measure
 from utils.drivers.gpu_check.command import Command, gpu_key, main, planned
-from utils.drivers.gpu_check.judge import FAIL, FUSED_ATTENTION, NA, Check, Result, judged, runs, text
+from utils.drivers.gpu_check.judge import FAIL, FUSED_ATTENTION, NA, Check, Result, judged, runs, status_line, text
 
 SETTINGS = {"MODEL": "hf:llama-3.2-1b", "BATCH": "2", "SEQ": "1024", "STEPS": "10", "WARMUP": "3",
             "COMPILE_SCOPE": "blocks_in_checkpoint"}
@@ -86,21 +86,17 @@ def judge_runs(probe, rows, ran):
 
 
 def _ran(technique, run, expected, plan, memory_mib):
-    if run is None:
-        return [judged(technique, "status", "no rows: the run wrote nothing (see all.log)", "ok", False)]
-    first = run.iloc[0]
-    if first["status"] == "oom":  # the planner's own question: did it say this does not fit?
+    if run is not None and run.iloc[0]["status"] == "oom":  # the planner's own question: did it say so?
         total = plan["device_total_mib"].max() if len(plan) else float("nan")
         fits = not total > memory_mib  # no plan: judged as if it fit
         said = f"oom; planned device total {total:,.0f} MiB of this GPU's {memory_mib:,.0f}"
         return [Result(technique, "status", said, "ok, or oom where planned over the GPU's memory",
                        FAIL if fits else NA)]
-    if first["status"] != "ok":
-        return [judged(technique, "status", f"{first['status']}: {text(first['reason'])}", "ok", False)]
+    status = status_line(technique, run)
+    if status.verdict == FAIL:
+        return [status]
     steps, warmup = run[run["phase"] == "measured"], run[run["phase"] == "warmup"]
-    if steps.empty:
-        return [judged(technique, "status", "ok but no measured rows", "ok, with measured rows", False)]
-    lines = [judged(technique, "status", "ok", "ok", True)]
+    lines = [status]
     last = steps.iloc[-1]
     for column, (bar, meets) in expected.items():
         value = last[column]

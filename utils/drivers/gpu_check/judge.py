@@ -168,19 +168,28 @@ def smoke(rows, capability):
                  tuple(results))
 
 
-def _smoke_run(technique, run, capability):
+def status_line(technique, run):
+    """A run's status as a judged line: ok only for one that ended ok with measured rows."""
     if run is None:
-        return [judged(technique, "status", "no rows: the run wrote nothing (see all.log)", "ok", False)]
+        return judged(technique, "status", "no rows: the run wrote nothing (see all.log)", "ok", False)
     first = run.iloc[0]
-    status, reason = first["status"], text(first["reason"])
-    if status == "skipped" and technique in CAPABILITY_SKIPS and capability < AMPERE:
-        return [Result(technique, "status", f"skipped: {reason}", "ok (skipped below compute capability 8.0)", NA)]
-    if status != "ok":
-        return [judged(technique, "status", f"{status}: {reason}", "ok", False)]
+    if first["status"] != "ok":
+        return judged(technique, "status", f"{first['status']}: {text(first['reason'])}", "ok", False)
+    if (run["phase"] != "measured").all():
+        return judged(technique, "status", "ok but no measured rows", "ok, with measured rows", False)
+    return judged(technique, "status", "ok", "ok", True)
+
+
+def _smoke_run(technique, run, capability):
+    first = run.iloc[0] if run is not None else None
+    if first is not None and first["status"] == "skipped" and technique in CAPABILITY_SKIPS and capability < AMPERE:
+        return [Result(technique, "status", f"skipped: {text(first['reason'])}",
+                       "ok (skipped below compute capability 8.0)", NA)]
+    status = status_line(technique, run)
+    if status.verdict == FAIL:
+        return [status]
     steps = run[run["phase"] == "measured"]
-    if steps.empty:
-        return [judged(technique, "status", "ok but no measured rows", "ok, with measured rows", False)]
-    results = [judged(technique, "status", "ok", "ok", True)]
+    results = [status]
     for column, allowed in EXPECTED[technique].items():
         value = steps[column].iloc[0]
         results.append(judged(technique, column, text(value), " or ".join(map(str, allowed)), value in allowed))
