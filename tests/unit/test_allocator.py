@@ -1,5 +1,6 @@
 """The CUDA caching allocator's model on traces with known answers, and on a real plan's trace."""
 
+import dataclasses
 import time
 
 import pytest
@@ -93,6 +94,25 @@ def test_an_oom_retry_frees_the_cache_and_a_real_oom_is_reported():
     # a segment with a block in use cannot be released
     split = allocator.replay(_events(("a", "x", 5), ("a", "y", 5), ("f", "y"), ("a", "z", 90)), capacity=100 * MIB)
     assert split.oom_at == 3
+
+
+def test_each_release_is_placed_in_the_trace_and_a_plan_counts_its_last_steps_own():
+    side = f"{allocator.STREAM} 1"
+    step = _events(("a", "x", 60), ("f", "x")) + [("s", 60 * MIB, side), ("s", -60 * MIB, side)]
+    # 60 MiB cached by each stream where 110 MiB hold one beside the workspace's 20 MiB segment: the side
+    # stream's request releases the default's, and from the second step on each releases the other's
+    two = allocator.replay(step + step, capacity=110 * MIB, persistent=(8 * MIB,))
+    assert two.oom_at is None and two.retried_at == [2, 4, 6] and two.retries == 3  # the workspace not counted
+    context = device.context(devices.by_key("a100-40gb"), "lazy")[0]
+    # the two cuBLAS workspaces (8.1 MiB each) share one 20 MiB segment: 80 MiB with one stream's 60, 140 with both
+    gpu = dataclasses.replace(devices.by_key("a100-40gb"), memory_gib=(130 + context) / 1024)
+    plan = planner.Plan(0, {}, {}, "", 0, 0, events=step + step, last_step_at=len(step))
+    memory = device.device_memory(plan, Target(gpu))
+    assert memory.fits and memory.retries == 3 and memory.steady_retries == 2
+    # in less than the workspaces and one 60 MiB segment it does not run; with room for both streams, no release
+    assert not device.runs_within(plan, Target(gpu), context + 70) and device.runs_within(plan, Target(gpu),
+                                                                                          context + 80)
+    assert device.device_memory(plan, Target(dataclasses.replace(gpu, memory_gib=1))).steady_retries == 0
 
 
 def test_expandable_segments_unmap_the_free_tail_on_a_retry():

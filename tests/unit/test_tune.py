@@ -95,22 +95,27 @@ def test_figures_are_extrapolated_affinely_in_the_depth():
 
 class Pool:
     """pool.map over a plan function of known lines: memory 1,000 MiB + 1,000 per sequence
-    (checkpointing: + 200), time 10 ms per sequence; the depth and GPU ignored."""
+    (checkpointing: + 200), time 10 ms per sequence; the depth and GPU ignored. A plan runs in the
+    budget where its device total is within it (the allocator releasing nothing)."""
 
-    def __init__(self):
-        self.calls = []
+    def __init__(self, budget_mib):
+        self.calls, self.budget_mib = [], budget_mib
 
     def map(self, fn, givens, configs, gpus, depths):
         out = []
         for config, depth in zip(configs, depths, strict=True):
             self.calls.append((config, depth))
             per = 200 if "checkpointing" in config.technique else 1000
-            out.append(_figures(1000 + per * config.batch, 10 * config.batch * config.accum + config.accum))
+            ms = 10 * config.batch * config.accum + config.accum
+            out.append(self.judged(_figures(1000 + per * config.batch, ms)))
         return out
+
+    def judged(self, figures):
+        return dataclasses.replace(figures, runs_in_budget=figures.total_mib <= self.budget_mib)
 
 
 def _search(budget_mib, depth=None):
-    return search.Search(Pool(), {}, by_key("h100-sxm"), depth, budget_mib, space.Pruned())
+    return search.Search(Pool(budget_mib), {}, by_key("h100-sxm"), depth, budget_mib, space.Pruned())
 
 
 def test_a_fitting_batch_is_never_split_nor_given_a_memory_saver():
@@ -146,7 +151,43 @@ def test_confirm_plans_the_fastest_at_full_depth_and_drops_what_does_not_fit_the
     full = [c.batch for c, depth in searching.pool.calls if depth is None]
     assert full == [4, 1, 8, 2]  # B=4 and B=8 do not fit at full depth (5,500 and 9,500 MiB): the next confirmed
     assert [(o.config.batch, o.figures.screened) for o in kept] == [(1, False), (2, False), (16, True)]
-    assert searching.pruned["does not fit at full depth (device total)"] == 2
+    assert searching.pruned["does not fit at full depth"] == 2
+
+
+def test_a_full_plan_fits_where_its_step_runs_in_the_budget_and_keeps_its_cache_at_the_gpus_memory():
+    whole = _figures(4_000, 10)  # device total 4,500 MiB: the allocator's cache, grown while the GPU had room
+    assert whole.unfit(budget_mib=4_000) == ""  # replayed in 4,000 MiB it ran (runs_in_budget): it fits
+    assert dataclasses.replace(whole, runs_in_budget=False).unfit(4_000) == "does not fit"
+    assert dataclasses.replace(whole, steady_retries=2).unfit(4_000) == "releases the allocator's cache every step"
+    # screened: a least bound, the replay's verdicts not its own
+    screened = dataclasses.replace(whole, screened=True, runs_in_budget=False, steady_retries=3)
+    assert screened.unfit(4_500) == "" and screened.unfit(4_400) == "does not fit"
+
+
+def test_confirm_prunes_a_full_plan_that_releases_the_cache_every_step(monkeypatch):
+    class Retrying(Pool):
+        def map(self, fn, givens, configs, gpus, depths):
+            return [dataclasses.replace(f, steady_retries=1 if c.batch == 4 and d is None else 0)
+                    for f, c, d in zip(super().map(fn, givens, configs, gpus, depths), configs, depths, strict=True)]
+
+    monkeypatch.setattr(search, "CONFIRM", 1)
+    searching = search.Search(Retrying(10_000), {}, by_key("h100-sxm"), 12, 10_000, space.Pruned())
+    ranked = [search.Outcome(Config("baseline", batch=b), _figures(100, b, screened=True), search.FITS) for b in (4, 2)]
+    kept = searching.confirm(ranked)
+    assert [(o.config.batch, o.figures.screened) for o in kept] == [(2, False)]
+    assert searching.pruned.example["releases the allocator's cache every step at full depth"] == (
+        "baseline B=4: device total 5,500 MiB, 1 releases a step")
+
+
+def test_a_device_total_above_the_budget_by_the_allocators_cache_is_marked_and_said():
+    cached = search.Outcome(Config("baseline", batch=4), _figures(4_800, 40), search.FITS)  # 5,300 MiB device total
+    lean = search.Outcome(Config("baseline", batch=2), _figures(3_000, 20), search.FITS)
+    found = report.Found(by_key("h100-sxm"), ("", 1), [cached, lean], space.Pruned(), 2, 2, 4, 5_000, None)
+    rows = [line for line in report.table(found) if line.startswith("| ") and "---" not in line]
+    assert "| 5.18 † |" in rows[1] and "| 3.42 |" in rows[2]
+    assert report.CACHED_NOTE in report.table(found)
+    found.outcomes = [lean]
+    assert report.CACHED_NOTE not in report.table(found)
 
 
 def test_a_faster_row_the_search_did_not_confirm_is_said_beside_the_answer(monkeypatch):
@@ -196,14 +237,15 @@ class ShardedPool(Pool):
     """As Pool, with 200,000 MiB of weights and optimizer state that FSDP2 shards over the GPUs."""
 
     def map(self, fn, givens, configs, gpus, depths):
-        return [dataclasses.replace(f, allocated_mib=f.allocated_mib + 200_000 / c.gpus,
-                                    total_mib=f.total_mib + 200_000 / c.gpus)
+        return [self.judged(dataclasses.replace(f, allocated_mib=f.allocated_mib + 200_000 / c.gpus,
+                                                total_mib=f.total_mib + 200_000 / c.gpus))
                 for f, c in zip(super().map(fn, givens, configs, gpus, depths), configs, strict=True)]
 
 
 def test_a_model_no_one_gpu_holds_gets_the_fewest_gpus_with_fsdp2():
     given = dataclasses.replace(settings.read(env={}), techniques=())
-    found = tune.search_gpu(ShardedPool(), by_key("h100-sxm"), given, None, 8, ("", 1))
+    found = tune.search_gpu(ShardedPool(plans.budget_mib(by_key("h100-sxm"), given)), by_key("h100-sxm"), given,
+                            None, 8, ("", 1))
     assert found.world == ("fsdp", 4)  # 2 GPUs hold 100,000 MiB each: more than an 80 GiB H100
     assert "on 4 with FSDP2" in found.note
     assert found.outcomes and all(o.config.gpus == 4 and o.config.parallel == "fsdp" for o in found.outcomes)

@@ -44,7 +44,8 @@ def _header(first, target, memory, width):
 def _line(name, plan, seconds, width):
     memory = plan.memory
     fits = "yes" if memory.fits else "**no**"
-    retries = f" ({memory.retries} retries)" if memory.retries else ""
+    # the allocator released its cache to go on (at the GPU's capacity); in the last step: every step's
+    retries = f" ({memory.retries} retries, {memory.steady_retries} in the last step)" if memory.retries else ""
     figures = (memory.allocated_mib, memory.reserved_mib, memory.total_mib, *plan.breakdown.values())
     return f"{name:<{width}} " + " ".join(f"{_mib(v):>10}" for v in figures) + f"  {fits:<6} {seconds:5.1f}{retries}"
 

@@ -91,6 +91,7 @@ class Replay:
     peak_allocated: int = 0
     peak_reserved: int = 0
     retries: int = 0  # cache releases after a failed cudaMalloc (each a slow step on a GPU)
+    retried_at: list = dataclasses.field(default_factory=list)  # each release's index in `events` (persistent apart)
     oom_at: int = None  # the event index where memory ran out even after releasing (None: it fit)
     oom_request: int = 0  # the request that failed, bytes
 
@@ -282,11 +283,14 @@ def replay(events, capacity=None, mode="native", persistent=()):
             private = not str(name).startswith(STREAM)
             pools[name] = CachingAllocator(capacity, mode, device, private)
             device.append(pools[name])
+        released = pools[name].retries
         try:
             block = pools[name].malloc(nbytes)
         except OutOfMemory as oom:
             result.oom_at, result.oom_request = index, oom.args[0]
             break
+        if pools[name].retries > released:
+            result.retried_at.append(index - len(persistent))
         if key is not None:
             live[key] = (pools[name], block)
         result.peak_allocated = max(result.peak_allocated, sum(p.allocated for p in device))

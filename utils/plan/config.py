@@ -87,11 +87,18 @@ class Target:
     offload_streams: bool = False
 
 
-def load_target(given):
-    """GPU=, GPU_MEMORY_GIB=, ALLOCATOR=, MODULE_LOADING= and NODES= of the settings `given`."""
-    gpu, memory_gib = by_key(given.gpu), given.gpu_memory_gib
+def gpu_of(key, given):
+    """The GPU `key` of the table (ValueError if unknown), with the memory GPU_MEMORY_GIB= of the settings
+    `given` where set (a card of another size)."""
+    gpu, memory_gib = by_key(key), given.gpu_memory_gib
     if memory_gib is not None:
         gpu = dataclasses.replace(gpu, name=f"{gpu.name} at {memory_gib:g} GiB", memory_gib=memory_gib)
+    return gpu
+
+
+def load_target(given):
+    """GPU=, GPU_MEMORY_GIB=, ALLOCATOR=, MODULE_LOADING= and NODES= of the settings `given`."""
+    gpu = gpu_of(given.gpu, given)
     ranks = planned_world(given).size
     if given.nodes > 1 and ranks % given.nodes:
         raise checks.BadInput(f"NODES={given.nodes} does not divide the NPROC={ranks} GPUs planned")

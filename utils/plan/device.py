@@ -70,6 +70,7 @@ class DeviceMemory:
     context_assumed: bool
     total_mib: float  # reserved + context + the unified memory resident (what room allows)
     retries: int  # cache releases after a failed cudaMalloc, in the planned steps
+    steady_retries: int  # of them, in the last planned step: each step's once the cache has settled
     fits: bool
     unified_mib: float = 0.0  # unified memory outside the allocator, resident while the GPU has room
 
@@ -84,6 +85,17 @@ def free_mib(replayed, context_mib, gpu):
     return max(gpu.memory_gib * GIB / MIB - replayed.peak_reserved / MIB - context_mib, 0.0)
 
 
+def _replayed(plan, target, capacity):
+    """The plan's trace through the allocator of `target` (its mode and cuBLAS workspaces), `capacity` bytes."""
+    return allocator.replay(plan.events, capacity, target.allocator, cublas_workspaces(target.gpu))
+
+
+def runs_within(plan, target, mib):
+    """Whether the planned step runs in `mib` of the GPU's memory, its CUDA context included: the allocator
+    replayed with that much, releasing its cache where it must (as at the device's capacity)."""
+    return _replayed(plan, target, (mib - context(target.gpu, target.loading)[0]) * MIB).oom_at is None
+
+
 def device_memory(plan, target):
     """Replay a plan's trace (utils.plan.planner.Plan) on `target` (utils.plan.config.Target):
     its GPU, allocator mode and module loading."""
@@ -94,17 +106,16 @@ def device_memory(plan, target):
         raise checks.BadInput(f"MODULE_LOADING must be one of {', '.join(devices.MODULE_LOADINGS)}, got "
                               f"{target.loading!r}")
     context_mib, source, assumed = context(gpu, target.loading)
-    workspaces = cublas_workspaces(gpu)
-    capacity = gpu.memory_gib * GIB
     # unified memory is resident while the GPU has room beside the allocator's pools and the context;
     # the driver pages the rest to host memory (where nvidia-smi does not see it)
     unified_mib = plan.unified_bytes / MIB
-    on_gpu = allocator.replay(plan.events, capacity - context_mib * MIB, mode, workspaces)
+    on_gpu = _replayed(plan, target, gpu.memory_gib * GIB - context_mib * MIB)
     fits = on_gpu.oom_at is None
-    needed = on_gpu if fits else allocator.replay(plan.events, None, mode, workspaces)
+    needed = on_gpu if fits else _replayed(plan, target, None)
     return DeviceMemory(
         gpu=gpu.name, allocated_mib=needed.peak_allocated / MIB,
         reserved_mib=needed.peak_reserved / MIB, context_mib=context_mib, context_source=source,
-        context_assumed=assumed, retries=on_gpu.retries, fits=fits, unified_mib=unified_mib,
+        context_assumed=assumed, retries=on_gpu.retries,
+        steady_retries=sum(at >= plan.last_step_at for at in on_gpu.retried_at), fits=fits, unified_mib=unified_mib,
         total_mib=needed.peak_reserved / MIB + context_mib + min(unified_mib, free_mib(needed, context_mib, gpu)),
     )

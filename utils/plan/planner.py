@@ -65,6 +65,7 @@ class Plan:
     n_params: int
     flops_per_token: int
     events: list = dataclasses.field(repr=False, default=None)  # the step's allocations and frees, in order
+    last_step_at: int = 0  # where the last planned step's events start: the steady state's
     memory: object = None  # on the target GPU (utils.plan.device.DeviceMemory), where one was given
     ops: list = dataclasses.field(repr=False, default=None)  # the last step's ops (utils.plan.timing.Op)
     tf32: bool = False  # fp32 matmuls on TF32 tensor cores
@@ -127,7 +128,8 @@ def check_modelled(setup, cfg, target=None):
 
 def _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs):
     """Take `steps` fake training steps under the tracker (recording every allocation and
-    free); return it. One step goes first, untracked, under FSDP2 (DTensor's sharding
+    free); return it, the unified memory's bytes and the index of the last step's first event.
+    One step goes first, untracked, under FSDP2 (DTensor's sharding
     propagation runs each op's first call once more on whole-size tensors, on the active fake
     mode, where the tracker cannot tell them from the step's; on a GPU they are fake) and
     under torch.compile (dynamo does not trace under the tracker's dispatch mode: the first
@@ -150,11 +152,12 @@ def _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs):
         graphs.mode = tracker  # compiled graphs run under it (dynamo itself runs with it set aside)
         stack.enter_context(one_iteration_per_forward(tracker, run.train_model))
         for step in range(steps):
+            last_step_at = len(tracker.events)
             if buckets:
                 buckets.before_step(step, tracker.events)
             tracker.on_op.ops.clear()  # the timing is the last step's: the steady state
             run.step(run, micro)
-    return tracker, sum(paged)
+    return tracker, sum(paged), last_step_at
 
 
 def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True, graphs=Graphs):
@@ -172,7 +175,7 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True, graphs=Graphs):
         if model_cuda:
             cuda_optimizer_defaults(run.optimizer)
         with plan_compile(graphs):  # what the step compiles as it runs (an optimizer's step)
-            tracker, unified_bytes = _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs)
+            tracker, unified_bytes, last_step_at = _tracked_steps(run, cfg, steps, model_cuda, buckets, graphs)
         snapshot = next(iter(tracker.get_tracker_snapshot("peak").values()))
     attention = run.model.attention
     result = Plan(
@@ -184,6 +187,7 @@ def plan(setup, cfg, target=None, steps=STEPS, model_cuda=True, graphs=Graphs):
         n_params=run.model.num_params(),
         flops_per_token=run.flops_per_token(cfg.seq),
         events=tracker.events,
+        last_step_at=last_step_at,
         ops=tracker.on_op.ops,
         tf32=tf32,
         graphed=STEP if run.step.graphed else COMPILED if run.graphed else None,

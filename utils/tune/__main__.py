@@ -21,7 +21,7 @@ import os
 import sys
 import time
 
-from utils import checks, devices, registry, settings
+from utils import checks, registry, settings
 from utils.catalog import BY_NAME, COMPILE_SCOPES, SAVES_MEMORY
 from utils.tune import plans, report
 from utils.tune.search import SPLIT_TOP, Search
@@ -31,13 +31,13 @@ MAX_GPUS = 64  # the FSDP2 search's ceiling: past it the answer is a cluster, no
 
 
 def _gpus(given):
-    keys = given.gpus or (given.gpu,)
-    for key in keys:
-        try:
-            devices.by_key(key)
-        except ValueError as err:
-            raise checks.BadInput(f"GPUS: {err}") from None
-    return [devices.by_key(k) for k in dict.fromkeys(keys)]
+    """The GPUs to search (GPUS=, else GPU=), each with GPU_MEMORY_GIB= where set."""
+    from utils.plan.config import gpu_of
+
+    try:
+        return [gpu_of(key, given) for key in dict.fromkeys(given.gpus or (given.gpu,))]
+    except ValueError as err:
+        raise checks.BadInput(f"GPUS: {err}") from None
 
 
 def shape(given):
@@ -125,7 +125,7 @@ def search_gpu(pool, gpu, given, depth, global_batch, world):
     """Search `gpu` at the world given (one GPU, or PARALLEL x NPROC); where nothing fits on one GPU
     and none was asked, the fewest GPUs with FSDP2: each count dividing the global batch probed with
     the leanest configuration one GPU screened (at micro-batch 1), the first it fits searched whole."""
-    budget = gpu.memory_gib * 1024 * (1 - given.memory_margin)
+    budget = plans.budget_mib(gpu, given)
     if world[0] or "NPROC" in given.given:
         return _search_world(pool, gpu, given, depth, global_batch, world, budget)[0]
     found, leanest = _search_world(pool, gpu, given, depth, global_batch, ("", 1), budget)

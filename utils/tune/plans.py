@@ -47,6 +47,19 @@ class Figures:
     screened: bool = False  # extrapolated from two depths (screen_depths)
     memory_kind: str = "eager"  # utils/plan/bands.py's kind of its memory figures, and of its step time
     step_kind: str = "eager"
+    runs_in_budget: bool = True  # the step runs in the budget, the allocator releasing its cache where it must
+    steady_retries: int = 0  # the allocator's cache releases each step at the GPU's own memory (last step planned)
+
+    def unfit(self, budget_mib):
+        """Why it does not fit in `budget_mib`, or "" where it does. Screened: its least over the budget.
+        Planned whole: out of memory in the budget (the allocator caches freed blocks while the GPU has room,
+        so its device total may be above the budget where the step runs in it), or at the GPU's own memory the
+        cache released every step (each release synchronises the GPU: its step time would not hold)."""
+        if self.screened:
+            return "" if self.least_mib <= budget_mib else "does not fit"
+        if not self.runs_in_budget:
+            return "does not fit"
+        return "releases the allocator's cache every step" if self.steady_retries else ""
 
     @property
     def step_ms(self):
@@ -93,14 +106,19 @@ def quiet_worker():
     torch._logging.set_logs(all=logging.ERROR)
 
 
+def budget_mib(gpu, given):
+    """What a configuration may use of `gpu`: its memory less MEMORY_MARGIN (the planner's errors), MiB."""
+    return gpu.memory_gib * 1024 * (1 - given.memory_margin)
+
+
 def plan(given, config, gpu_key, depth):
     """Plan `config` (space.Config) on GPU `gpu_key` at `depth` blocks (None: the model's own)
     with the settings `given`: Figures, or the one line saying why the planner could not
     (NotModelled, a setting refused, or the error)."""
     from utils import checks
-    from utils.devices import by_key
     from utils.plan import bands, planner
-    from utils.plan.config import Target, load_config
+    from utils.plan.config import Target, gpu_of, load_config
+    from utils.plan.device import runs_within
     from utils.techniques import setup_of
     from utils.techniques.parallel import World
 
@@ -110,10 +128,7 @@ def plan(given, config, gpu_key, depth):
     start = time.perf_counter()
     try:
         cfg = load_config(config.full_name, given, world=world, **fields)
-        gpu = by_key(gpu_key)
-        if given.gpu_memory_gib is not None:
-            gpu = dataclasses.replace(gpu, name=f"{gpu.name} at {given.gpu_memory_gib:g} GiB",
-                                      memory_gib=given.gpu_memory_gib)
+        gpu = gpu_of(gpu_key, given)
         target = Target(gpu, given.allocator, given.module_loading, given.nodes)
         found = planner.plan(setup_of(config.full_name)[1], cfg, target)
     except planner.NotModelled as why:
@@ -129,4 +144,5 @@ def plan(given, config, gpu_key, depth):
         flops_per_token=found.flops_per_token, dtype=found.record["dtype"],
         comm_ms=step.comm.total_ms if step.comm else 0.0,
         exposed_ms=sum(step.comm.exposed_ms.values()) if step.comm else 0.0, seconds=time.perf_counter() - start,
-        memory_kind=bands.kind_of(found, "allocated"), step_kind=bands.kind_of(found, "step time"))
+        memory_kind=bands.kind_of(found, "allocated"), step_kind=bands.kind_of(found, "step time"),
+        runs_in_budget=runs_within(found, target, budget_mib(gpu, given)), steady_retries=memory.steady_retries)

@@ -45,9 +45,19 @@ def mfu(gpu, figures):
     return figures.flops_per_token * figures.tokens_per_s / (peak * 1e12) if peak else None
 
 
-def _row(rank, outcome, gpu, found_bands):
+CACHED_NOTE = ("†: above the budget (the GPU's memory less MEMORY_MARGIN) only by the caching allocator's cache, "
+               "which keeps freed blocks while the GPU has room: replayed in the budget, the step runs, the allocator "
+               "releasing its cache where it must, as at the GPU's capacity")
+
+
+def _cached(outcome, budget_mib):
+    """Planned whole, fitting, its device total above the budget: the allocator's cache, grown into the room left."""
+    return not outcome.figures.screened and outcome.figures.total_mib > budget_mib
+
+
+def _row(rank, outcome, gpu, found_bands, budget_mib):
     f, c = outcome.figures, outcome.config
-    total = f"≥ {_gib(f.least_mib)}" if f.screened else _gib(f.total_mib)
+    total = f"≥ {_gib(f.least_mib)}" if f.screened else _gib(f.total_mib) + " †" * _cached(outcome, budget_mib)
     reserved = "–" if f.screened else _gib(f.reserved_mib)
     share = mfu(gpu, f)
     share = f"{share:.1%}" if share is not None else "–"
@@ -65,8 +75,9 @@ def table(found):
              + (" | exposed comm ms" if multi else "") + " | tokens/s per GPU | MFU | allocated GiB | reserved GiB | "
              "device total GiB | figures | band: memory / step |", "|" + " --- |" * (11 + multi)]
     found_bands = bands.read()
-    lines += [_row(i + 1, o, gpu, found_bands) for i, o in enumerate(found.outcomes[:TOP])]
-    return lines + ["", BANDS_NOTE]
+    lines += [_row(i + 1, o, gpu, found_bands, found.budget_mib) for i, o in enumerate(found.outcomes[:TOP])]
+    cached = any(_cached(o, found.budget_mib) for o in found.outcomes[:TOP])
+    return lines + ["", BANDS_NOTE] + (["", CACHED_NOTE] if cached else [])
 
 
 def pruned_lines(pruned):
@@ -128,11 +139,12 @@ def section(found, cfg, plot_path):
              else "each planned whole")
     lines = [f"## {cfg.model} T={cfg.seq}, global batch {found.global_batch}, on {where}", "",
              f"Predicted by the planner (fake tensors; step time a roofline), never measured: {found.space} "
-             f"configurations at the whole batch, {found.plans} plans ({depth}). Fits: device total within "
-             f"{found.budget_mib / 1024:,.1f} GiB (the GPU's {found.gpu.memory_gib:g} GiB less the margin). A "
-             "screened row was not planned at full depth: its device total is its least (allocated + CUDA context: "
-             "the caching allocator's reserved memory may not fit) and its time is extrapolated; the planned rows "
-             "are confirmed.", ""]
+             f"configurations at the whole batch, {found.plans} plans ({depth}). Fits: the step runs in "
+             f"{found.budget_mib / 1024:,.1f} GiB (the GPU's {found.gpu.memory_gib:g} GiB less the margin), its "
+             "allocations replayed through the caching allocator with only that much, and at the GPU's own memory "
+             "the allocator does not release its cache every step. A screened row was not planned at full depth: "
+             "its device total is its least (allocated + CUDA context: the caching allocator's reserved memory may "
+             "not fit) and its time is extrapolated; the planned rows are confirmed.", ""]
     if found.note:
         lines += [found.note, ""]
     if not found.outcomes:

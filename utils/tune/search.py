@@ -81,19 +81,18 @@ class Search:
             low, high = self._plan(configs, depths)
             found = [a if isinstance(a, str) else b if isinstance(b, str) else
                      plans.extrapolate(a, b, depths, self.depth) for a, b in zip(low, high, strict=True)]
-        return [self._judged(c, f, 0 if isinstance(f, str) else f.device_mib) for c, f in zip(configs, found,
-                                                                                             strict=True)]
+        return [self._judged(c, f) for c, f in zip(configs, found, strict=True)]
 
     def _depths(self, configs):
         """The depths `configs` (one world's) are screened at, or None: planned whole (shallow enough)."""
         depths = plans.screen_depths(configs[0].gpus) if configs else None
         return None if self.depth is None or not depths or self.depth <= max(depths) else depths
 
-    def _judged(self, config, figures, need_mib):
+    def _judged(self, config, figures):
         if isinstance(figures, str):
             self.pruned.add(figures.split(":")[0], f"{config.label}: {figures}")
             return Outcome(config, None, figures)
-        outcome = Outcome(config, figures, FITS if need_mib <= self.budget_mib else "does not fit")
+        outcome = Outcome(config, figures, figures.unfit(self.budget_mib) or FITS)
         leaner = self.leanest is None or figures.least_mib < self.leanest.figures.least_mib
         if leaner and _accumulates(config.technique):
             self.leanest = outcome  # where nothing fits, the first to try on more GPUs, at micro-batch 1
@@ -116,12 +115,13 @@ class Search:
             rounds += 1
             batch, rest = rest[:CONFIRM], rest[CONFIRM:]
             for outcome, full in zip(batch, self._plan([o.config for o in batch], [None])[0], strict=True):
-                judged = self._judged(outcome.config, full, 0 if isinstance(full, str) else full.total_mib)
+                judged = self._judged(outcome.config, full)
                 if judged.fits:
                     confirmed.append(judged)
                 elif not isinstance(full, str):
-                    self.pruned.add("does not fit at full depth (device total)",
-                                    f"{outcome.config.label}: {full.total_mib:,.0f} MiB")
+                    releases = f", {full.steady_retries} releases a step" if full.steady_retries else ""
+                    self.pruned.add(f"{judged.why} at full depth",
+                                    f"{outcome.config.label}: device total {full.total_mib:,.0f} MiB{releases}")
         return sorted(confirmed, key=lambda o: -o.figures.tokens_per_s) + rest
 
     def split(self, outcome, savers):
