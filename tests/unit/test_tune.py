@@ -264,3 +264,13 @@ def test_compiled_forms_are_planned_at_the_whole_batch_and_at_the_split_that_fit
         for name, batch, accum in (("flash+compile", 8, 1), ("flash+checkpointing+compile", 2, 4))
         if scope != "blocks_in_checkpoint" or "checkpointing" in name}
     assert pruned["compiled form not planned (its eager form is not among the 1 fastest that fit: COMPILE_TOP)"] == 1
+
+
+def test_gpu_memory_gib_is_the_searched_cards_memory_and_sets_its_budget():
+    given = dataclasses.replace(settings.read(env={}), gpus=("a100-80gb", "l4"), gpu_memory_gib=24.0)
+    gpus = tune._gpus(given)
+    assert [(g.key, g.memory_gib) for g in gpus] == [("a100-80gb", 24.0), ("l4", 24.0)]
+    assert gpus[0].name == "A100 80GB at 24 GiB"
+    assert plans.budget_mib(gpus[0], given) == pytest.approx(24 * 1024 * (1 - given.memory_margin))
+    with pytest.raises(checks.BadInput, match="GPUS: "):
+        tune._gpus(dataclasses.replace(given, gpus=("a100-81gb",)))
