@@ -7,6 +7,7 @@ import pytest
 from helpers import ROOT
 
 from utils import checks, devices, registry, settings
+from utils.plan import __main__ as plan_command
 from utils.plan import allocator, device, planner
 from utils.plan.config import Target, load_config
 
@@ -109,6 +110,8 @@ def test_each_release_is_placed_in_the_trace_and_a_plan_counts_its_last_steps_ow
     plan = planner.Plan(0, {}, {}, "", 0, 0, events=step + step, last_step_at=len(step))
     memory = device.device_memory(plan, Target(gpu))
     assert memory.fits and memory.retries == 3 and memory.steady_retries == 2
+    plan.memory = memory
+    assert plan_command._line("x", plan, 1.0, 4).endswith("yes      1.0 (alloc retries: 3, 2 in the last step)")
     # in less than the workspaces and one 60 MiB segment it does not run; with room for both streams, no release
     assert not device.runs_within(plan, Target(gpu), context + 70) and device.runs_within(plan, Target(gpu),
                                                                                           context + 80)

@@ -45,7 +45,7 @@ def _line(name, plan, seconds, width):
     memory = plan.memory
     fits = "yes" if memory.fits else "**no**"
     # the allocator released its cache to go on (at the GPU's capacity); in the last step: every step's
-    retries = f" ({memory.retries} retries, {memory.steady_retries} in the last step)" if memory.retries else ""
+    retries = f" (alloc retries: {memory.retries}, {memory.steady_retries} in the last step)" if memory.retries else ""
     figures = (memory.allocated_mib, memory.reserved_mib, memory.total_mib, *plan.breakdown.values())
     return f"{name:<{width}} " + " ".join(f"{_mib(v):>10}" for v in figures) + f"  {fits:<6} {seconds:5.1f}{retries}"
 
