@@ -186,8 +186,10 @@ def test_a_device_total_above_the_budget_by_the_allocators_cache_is_marked_and_s
     rows = [line for line in report.table(found) if line.startswith("| ") and "---" not in line]
     assert "| 5.18 † |" in rows[1] and "| 3.42 |" in rows[2]
     assert report.CACHED_NOTE in report.table(found)
+    assert "| H100 SXM 80GB | 1 | `baseline B=4` | 25,000 | 5.18 † |" in report.gpu_ranking([found])
+    assert report.CACHED_NOTE in report.gpu_ranking([found])
     found.outcomes = [lean]
-    assert report.CACHED_NOTE not in report.table(found)
+    assert report.CACHED_NOTE not in report.table(found) and report.CACHED_NOTE not in report.gpu_ranking([found])
 
 
 def test_a_faster_row_the_search_did_not_confirm_is_said_beside_the_answer(monkeypatch):

@@ -176,10 +176,11 @@ def gpu_ranking(found):
         if f.outcomes:
             best = f.outcomes[0]
             lines.append(f"| {f.gpu.name} | {f.world[1]} | `{best.config.label}` | {best.figures.tokens_per_s:,.0f} | "
-                         f"{_gib(best.figures.device_mib)} |")
+                         f"{_gib(best.figures.device_mib)}{' †' * _cached(best, f.budget_mib)} |")
         else:
             lines.append(f"| {f.gpu.name} | – | nothing fits | – | – |")
-    return lines + [""]
+    cached = any(f.outcomes and _cached(f.outcomes[0], f.budget_mib) for f in found)
+    return lines + [""] + ([CACHED_NOTE, ""] if cached else [])
 
 
 def lines(found, cfg, given, seconds):
