@@ -2,6 +2,7 @@
 
 import dataclasses
 import time
+from collections import Counter
 
 import pytest
 from helpers import ROOT
@@ -153,6 +154,10 @@ def test_the_replay_of_a_real_plan_holds_what_the_tracker_counted(tiny_plan):
     assert memory.fits and memory.allocated_mib == pytest.approx(plan.peak_bytes / MIB + 2 * 8.125)  # 2 workspaces
     assert memory.total_mib == pytest.approx(memory.reserved_mib + memory.context_mib)
     assert memory.context_assumed and "pytorch/pytorch#109888" in memory.context_source  # Ampere: no measurement
+    # the last step (the steady state) allocates nothing the first did not: the optimizer's state is the first's
+    first, last = (Counter(n for _, n, *_ in part if n > 0) for part in (plan.events[:plan.last_step_at],
+                                                                        plan.events[plan.last_step_at:]))
+    assert last and not last - first and first - last
 
 
 def test_a_plan_of_the_tiny_model_takes_seconds(tiny_plan):
