@@ -98,7 +98,7 @@ def test_an_oom_retry_frees_the_cache_and_a_real_oom_is_reported():
     assert split.oom_at == 3
 
 
-def test_each_release_is_placed_in_the_trace_and_a_plan_counts_its_last_steps_own():
+def test_each_release_is_placed_in_the_trace_and_a_plan_counts_its_last_steps_own(capsys):
     side = f"{allocator.STREAM} 1"
     step = _events(("a", "x", 60), ("f", "x")) + [("s", 60 * MIB, side), ("s", -60 * MIB, side)]
     # 60 MiB cached by each stream where 110 MiB hold one beside the workspace's 20 MiB segment: the side
@@ -113,6 +113,12 @@ def test_each_release_is_placed_in_the_trace_and_a_plan_counts_its_last_steps_ow
     assert memory.fits and memory.retries == 3 and memory.steady_retries == 2
     plan.memory = memory
     assert plan_command._line("x", plan, 1.0, 4).endswith("yes      1.0 (alloc retries: 3, 2 in the last step)")
+    # the least it runs in: the workspaces' segment and one stream's 60 MiB, bisected from the GPU's 130 + context
+    assert context + 80 <= device.least_mib(plan, Target(gpu), resolution_mib=1) < context + 81
+    plan_command._memory_notes({"x": plan}, Target(gpu))
+    said = capsys.readouterr().out
+    assert "x: the allocator's cache filled the GPU" in said and "releases: 3, in the last step: 2" in said
+    assert "runs in as little as 0.5 GiB" in said  # 511 MiB: within 64 of its allocated peak, no bisection
     # in less than the workspaces and one 60 MiB segment it does not run; with room for both streams, no release
     assert not device.runs_within(plan, Target(gpu), context + 70) and device.runs_within(plan, Target(gpu),
                                                                                           context + 80)

@@ -21,6 +21,7 @@ from utils import checks, registry, results, settings
 from utils.plan import bands, codegen_check, comm, planner, reference, timing
 from utils.plan.config import load_config, load_target, model_tflops, planned_device, predicted_row, where
 from utils.plan.cuda import CUDA_MODEL, NOT_MODELLED
+from utils.plan.device import least_mib
 from utils.results import MEMORY_PARTS
 from utils.techniques import setup_of
 from utils.techniques.parallel import World
@@ -48,6 +49,24 @@ def _line(name, plan, seconds, width):
     retries = f" (alloc retries: {memory.retries}, {memory.steady_retries} in the last step)" if memory.retries else ""
     figures = (memory.allocated_mib, memory.reserved_mib, memory.total_mib, *plan.breakdown.values())
     return f"{name:<{width}} " + " ".join(f"{_mib(v):>10}" for v in figures) + f"  {fits:<6} {seconds:5.1f}{retries}"
+
+
+def _memory_notes(plans, target):
+    """Below the memory table: unified memory beside the device total; where the allocator's cache filled the GPU
+    (it released it to go on), the least memory the step runs in."""
+    for name, plan in plans.items():
+        memory = plan.memory
+        if memory.unified_mib:
+            resident = memory.total_mib - memory.reserved_mib - memory.context_mib
+            print(f"{name}: bitsandbytes' paged optimizer state, {memory.unified_mib:,.1f} MiB of CUDA unified memory "
+                  f"that allocated and reserved never count; the device total holds the {resident:,.1f} MiB the GPU "
+                  "has room for, the driver pages the rest to host memory")
+        if memory.fits and memory.retries:
+            print(f"{name}: the allocator's cache filled the GPU (it keeps freed blocks while there is room; "
+                  f"releases: {memory.retries}, in the last step: {memory.steady_retries}): reserved is what the GPU "
+                  f"had, not what the step needs; the step runs in as little as {least_mib(plan, target) / 1024:,.1f} "
+                  "GiB, the CUDA context included (the allocator replayed with less memory, bisected to 64 MiB; "
+                  "releasing its cache more often as memory shrinks)")
 
 
 def _comm_table(plans, singles, target):
@@ -150,13 +169,7 @@ def plan_techniques(names, given):
         planned[name] = plan
         if cfg.world.kind:  # the same step on one GPU: what N GPUs scale against
             singles[name] = planner.plan(setups[name], load_config(name, given, world=World()), target).time
-    for name, plan in planned.items():
-        if plan.memory.unified_mib:
-            memory = plan.memory
-            resident = memory.total_mib - memory.reserved_mib - memory.context_mib
-            print(f"{name}: bitsandbytes' paged optimizer state, {memory.unified_mib:,.1f} MiB of CUDA unified memory "
-                  f"that allocated and reserved never count; the device total holds the {resident:,.1f} MiB the GPU "
-                  "has room for, the driver pages the rest to host memory")
+    _memory_notes(planned, target)
     if planned:
         _time_table(planned, target)
         _comm_table(planned, singles, target)

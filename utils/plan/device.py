@@ -96,6 +96,18 @@ def runs_within(plan, target, mib):
     return _replayed(plan, target, (mib - context(target.gpu, target.loading)[0]) * MIB).oom_at is None
 
 
+def least_mib(plan, target, resolution_mib=64):
+    """The least memory (MiB, the CUDA context included) the planned step runs in, to `resolution_mib`: the
+    allocator replayed with less and less (runs_within), bisected between its allocated peak and the GPU's memory.
+    For a plan whose reserved memory reached the GPU's (retries): what it needs, where reserved is what it had."""
+    low = plan.memory.allocated_mib + plan.memory.context_mib  # below it nothing runs
+    high = target.gpu.memory_gib * GIB / MIB  # it runs there (plan.memory.fits)
+    while high - low > resolution_mib:
+        middle = (low + high) / 2
+        low, high = (low, middle) if runs_within(plan, target, middle) else (middle, high)
+    return high
+
+
 def device_memory(plan, target):
     """Replay a plan's trace (utils.plan.planner.Plan) on `target` (utils.plan.config.Target):
     its GPU, allocator mode and module loading."""
