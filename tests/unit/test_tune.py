@@ -276,3 +276,14 @@ def test_gpu_memory_gib_is_the_searched_cards_memory_and_sets_its_budget():
     assert plans.budget_mib(gpus[0], given) == pytest.approx(24 * 1024 * (1 - given.memory_margin))
     with pytest.raises(checks.BadInput, match="GPUS: "):
         tune._gpus(dataclasses.replace(given, gpus=("a100-81gb",)))
+
+
+def test_a_real_plan_says_whether_its_step_runs_in_the_budget():
+    given = dataclasses.replace(settings.read(env={"SUITE_MODEL": "tiny"}), techniques=())
+    roomy, short = (plans.plan(dataclasses.replace(given, gpu_memory_gib=gib), Config("baseline", batch=4),
+                               "h100-sxm", None) for gib in (0.9, 0.8))
+    # the tiny step's device total on an H100, its 751 MiB context with it, is within 0.9 GiB less the margin
+    # and over 0.8 GiB: the first runs in its budget, the second does not
+    assert roomy.total_mib <= 0.9 * 1024 * (1 - given.memory_margin) and short.total_mib > 0.8 * 1024
+    assert roomy.runs_in_budget and not short.runs_in_budget
+    assert roomy.unfit(0.9 * 1024 * (1 - given.memory_margin)) == "" and short.unfit(0) == "does not fit"

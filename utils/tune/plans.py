@@ -138,6 +138,8 @@ def plan(given, config, gpu_key, depth):
     except Exception as err:  # noqa: BLE001 - one configuration's failure must not stop the search
         return f"failed: {type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:160]}"
     memory, step = found.memory, found.time
+    # within the budget at the GPU's own memory, it never reached the budget: no second replay needed
+    budget = budget_mib(gpu, given)
     return Figures(
         allocated_mib=memory.allocated_mib, reserved_mib=memory.reserved_mib, total_mib=memory.total_mib,
         context_mib=memory.total_mib - memory.reserved_mib, ms=dict(step.ms), tokens=step.tokens,
@@ -145,4 +147,5 @@ def plan(given, config, gpu_key, depth):
         comm_ms=step.comm.total_ms if step.comm else 0.0,
         exposed_ms=sum(step.comm.exposed_ms.values()) if step.comm else 0.0, seconds=time.perf_counter() - start,
         memory_kind=bands.kind_of(found, "allocated"), step_kind=bands.kind_of(found, "step time"),
-        runs_in_budget=runs_within(found, target, budget_mib(gpu, given)), steady_retries=memory.steady_retries)
+        runs_in_budget=memory.total_mib <= budget or runs_within(found, target, budget),
+        steady_retries=memory.steady_retries)
