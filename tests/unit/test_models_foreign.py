@@ -71,12 +71,19 @@ def test_layers_sets_the_configs_depth_and_a_hub_id_of_a_shipped_config_is_its_n
 
 
 def test_the_shipped_configs_build_the_published_architectures():
-    # GPT-2 124M and GPT-2 XL as transformers counts them (tied embedding once), on fake tensors
+    # GPT-2 124M as check() counts it (tied embedding once, on fake tensors); the larger ones built on the
+    # meta device and counted as transformers counts them (check's fake forward and backward: ~2 s each here)
     assert models.check("hf:gpt2", 16).n_params == 124_439_808
-    assert models.check("hf:gpt2-xl", 16).n_params == 1_557_611_200
-    assert models.check("hf:llama-3.1-8b", 16).n_params == 8_030_261_248  # Llama 3.1 8B's, untied
-    assert models.check("hf:mistral-7b", 16).n_params == 7_241_732_096  # Mistral 7B v0.1's
-    assert models.check("hf:qwen2.5-7b", 16).n_params == 7_615_616_512  # Qwen2.5 7B's, q, k, v biases included
+
+    def built(model):
+        with torch.device("meta"):
+            return models.build_model(model, 16).num_params()
+
+    assert built("hf:gpt2") == 124_439_808  # the same count both ways
+    assert built("hf:gpt2-xl") == 1_557_611_200
+    assert built("hf:llama-3.1-8b") == 8_030_261_248  # Llama 3.1 8B's, untied
+    assert built("hf:mistral-7b") == 7_241_732_096  # Mistral 7B v0.1's
+    assert built("hf:qwen2.5-7b") == 7_615_616_512  # Qwen2.5 7B's, q, k, v biases included
     assert models.check("hf:gpt2", 16).dropout == 0.1 and models.check("hf:llama-tiny", 16).dropout == 0.0
 
 

@@ -44,6 +44,13 @@ def synthetic(results_file):
     return results_file
 
 
+@pytest.fixture
+def no_charts(monkeypatch):
+    """The report's text without drawing its charts (~0.7 s a report on a 2-thread VM): for the tests that read
+    only text. The charts are drawn by the two tests here that look for them and by test_plots.py."""
+    monkeypatch.setattr(report, "plots_for", lambda rows, plots_dir, prefix: ([], []))
+
+
 def test_table_bolds_the_best_of_each_column(synthetic, tmp_path):
     text = report.build(synthetic, tmp_path / "REPORT.md", tmp_path / "plots")
     lean, base = _row_of(text, "lean"), _row_of(text, "baseline")
@@ -58,12 +65,14 @@ def test_table_bolds_the_best_of_each_column(synthetic, tmp_path):
     assert "![speedup_bars](plots/speedup_bars.png)" in text
 
 
+@pytest.mark.usefixtures("no_charts")
 def test_recommendations_with_a_budget(synthetic, tmp_path):
     text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots", budget_gib=2.5)
     assert "**Fastest:** `fast`" in text and "**Least memory:** `lean`" in text
     assert "**Fastest within 2.5 GiB:** `baseline`" in text or "**Fastest within 2.5 GiB:** `adamw`" in text
 
 
+@pytest.mark.usefixtures("no_charts")
 def test_mfu_is_blank_without_a_peak_and_set_by_peak_tflops(synthetic, tmp_path):
     text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots")
     assert _cell(text, "fast", "MFU") == "–"
@@ -74,6 +83,7 @@ def test_mfu_is_blank_without_a_peak_and_set_by_peak_tflops(synthetic, tmp_path)
     assert "200.0% (> peak: wrong PEAK_TFLOPS?)" in _row_of(text, "flops")
 
 
+@pytest.mark.usefixtures("no_charts")
 def test_warmup_time_is_its_own_column(synthetic, tmp_path):
     text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots")
     assert _cell(text, "fast", "warm-up s") == "5.0"  # the one 5000 ms warm-up step
@@ -103,6 +113,7 @@ def test_make_report_prints_the_table(synthetic, tmp_path):
     assert table and "\n".join(table) in (tmp_path / "R.md").read_text()  # what it printed is what it wrote
 
 
+@pytest.mark.usefixtures("no_charts")
 def test_a_single_run_is_flagged_and_never_called_faster(results_file, tmp_path):
     results.append_rows(
         results_file, rows_of("baseline", noisy(20.0, 1)) + repeated("fast", 10.0, 2) + rows_of("slow", noisy(40.0, 3))
@@ -119,6 +130,7 @@ def test_a_single_run_is_flagged_and_never_called_faster(results_file, tmp_path)
     assert f"**Not shown by one run†:** `fast` {speedup:.2f}×" in text
 
 
+@pytest.mark.usefixtures("no_charts")
 def test_speedups_within_the_noise_floor_are_not_shown(results_file, tmp_path):
     # adamw, identical to the baseline, lands 10% off: a 6% speedup with a CI clear of 1.0 is within that floor
     rows = (
@@ -138,6 +150,7 @@ def test_speedups_within_the_noise_floor_are_not_shown(results_file, tmp_path):
     assert f"differed by {floor:.1%}" in text and "its CI excludes 1.0" in text  # a 10% A/A gap is no accident
 
 
+@pytest.mark.usefixtures("no_charts")
 @pytest.mark.parametrize(
     "memory, said",
     [
@@ -156,12 +169,14 @@ def test_least_memory_on_a_cpu_is_the_tracked_peak_never_the_process_rss(results
     assert said in text and "process peak RSS MiB" in text
 
 
+@pytest.mark.usefixtures("no_charts")
 def test_without_an_aa_run_the_report_says_the_floor_is_not_measured(results_file, tmp_path):
     results.append_rows(results_file, repeated("baseline", 20.0, 1) + repeated("fast", 10.0, 2))
     text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots")
     assert "**Noise floor:** not measured: run `adamw`" in text and "**Fastest:** `fast`" in text
 
 
+@pytest.mark.usefixtures("no_charts")
 def test_combinations_are_techniques_of_the_report_like_any_other(results_file, tmp_path):
     rows = [row for name, ms, peak in (("baseline", 20.0, 900.0), ("flash+checkpointing", 12.0, 300.0),
                                        ("flash", 10.0, 500.0))
