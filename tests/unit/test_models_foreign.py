@@ -84,6 +84,8 @@ def test_the_shipped_configs_build_the_published_architectures():
     assert built("hf:llama-3.1-8b") == 8_030_261_248  # Llama 3.1 8B's, untied
     assert built("hf:mistral-7b") == 7_241_732_096  # Mistral 7B v0.1's
     assert built("hf:qwen2.5-7b") == 7_615_616_512  # Qwen2.5 7B's, q, k, v biases included
+    assert built("hf:mixtral-8x7b") == 46_702_792_704  # Mixtral 8x7B's, every expert
+    assert built("hf:qwen3-30b-a3b") == 30_532_122_624  # Qwen3 30B-A3B's, every expert
     assert models.check("hf:gpt2", 16).dropout == 0.1 and models.check("hf:llama-tiny", 16).dropout == 0.0
 
 
@@ -210,11 +212,14 @@ def test_bad_models_are_refused_in_one_line(tmp_path, monkeypatch, capsys, resul
     t5 = _write(tmp_path, "t5.json", '{"model_type": "t5", "vocab_size": 64, "num_layers": 2}')
     bert = _write(tmp_path, "bert.json", '{"model_type": "bert", "vocab_size": 64, "num_hidden_layers": 1, '
                   '"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}')
+    padded = _write(tmp_path, "padded.json", '{"model_type": "llama", "vocab_size": 64, "num_hidden_layers": 1, '
+                    '"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "pad_token_id": 64}')
     cases = [
         ({"MODEL": "hf:no-such-owner/no-such-model"}, "hub is out of reach", "MODEL=hf:path/to/config.json"),
         ({"MODEL": f"hf:{tmp_path}/missing.json"}, "missing.json does not exist"),
         ({"MODEL": f"hf:{t5}"}, "'t5' is not a causal language model"),
         ({"MODEL": f"hf:{bert}"}, "self-attention is bidirectional"),
+        ({"MODEL": f"hf:{padded}"}, "transformers could not build it (Padding_idx must be within num_embeddings)"),
         ({"MODEL": f"{tmp_path}/nowhere.py:build"}, "nowhere.py does not exist"),
         ({"MODEL": f"{ROOT}/docs/examples/tiny_transformer.py:make"}, "has no function 'make'", "build"),
         ({"MODEL": "hf:gpt2-tiny", "BLOCKS": "transformer.nothing"}, "BLOCKS=transformer.nothing names nothing"),

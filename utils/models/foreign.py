@@ -15,12 +15,14 @@ from a file) behind the same interface as the suite's own, never hand-written pe
   shifted: never labels=, which would shift again); a file's module returns its own loss.
 """
 
+import logging
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from utils import checks
-from utils.models import file, flops, hf
+from utils.models import file, flops, hf, moe  # noqa: F401 - moe: grouped matmuls on fake tensors, counted
 from utils.models.costed import Costed
 from utils.models.spec import Checked
 
@@ -206,8 +208,9 @@ def _check(spec, seq, layers, blocks):
             raise
         except ValueError as err:  # BLOCKS naming nothing
             raise checks.BadInput(f"MODEL={spec.name}: {err}") from None
-        try:
-            per_token, logits, _ = flops.count(model, seq)
+        try:  # a failing op's traceback, which the fake mode logs, held back: the error says it in one line
+            with hf.quiet("torch._subclasses.fake_tensor", level=logging.CRITICAL):
+                per_token, logits, _ = flops.count(model, seq)
         except Exception as err:  # noqa: BLE001 - the model's own code, on fake tensors
             said = str(err).strip().splitlines()[0] if str(err).strip() else ""
             if isinstance(err, ValueError) and said.startswith("MODEL="):  # the forward's contract

@@ -43,10 +43,17 @@ SHIPPED = {
                    "Mistral 7B v0.1: Llama-style, 8 KV heads, a 4096-token sliding window"),
     "qwen2.5-7b": ("https://huggingface.co/Qwen/Qwen2.5-7B/blob/main/config.json", "Qwen/Qwen2.5-7B", 2, 2048,
                    "Qwen2.5 7B: Llama-style with q, k, v biases, 4 KV heads, a 152k vocabulary"),
+    "mixtral-8x7b": ("https://huggingface.co/mistralai/Mixtral-8x7B-v0.1/blob/main/config.json",
+                     "mistralai/Mixtral-8x7B-v0.1", 1, 2048,
+                     "Mixtral 8x7B: Mistral's blocks, each MLP 8 experts, 2 a token (46.7B, 12.9B active)"),
+    "qwen3-30b-a3b": ("https://huggingface.co/Qwen/Qwen3-30B-A3B/blob/main/config.json", "Qwen/Qwen3-30B-A3B", 2, 2048,
+                      "Qwen3 30B-A3B: 128 experts a block, 8 a token (30.5B, 3.3B active), q and k normed"),
     "gpt2-tiny": ("the suite's: GPT-2's architecture at 2 layers, width 64, vocabulary 256", "", 4, 128,
                   "for tests and CPU runs"),
     "llama-tiny": ("the suite's: Llama's architecture at 2 layers, width 64, vocabulary 256, 2 KV heads", "", 4, 128,
                    "for tests and CPU runs"),
+    "mixtral-tiny": ("the suite's: Mixtral's architecture at 2 layers, width 64, vocabulary 256, 4 experts, 2 a token",
+                     "", 4, 128, "for tests and CPU runs"),
 }
 BY_HUB_ID = {hub.lower(): name for name, (_, hub, *_) in SHIPPED.items() if hub}
 LOCAL_BATCH, LOCAL_SEQ = 4, 1024  # a config from elsewhere: seq capped at its context

@@ -43,6 +43,8 @@ CUDA_MODEL = (
     "falls back to its math kernel",
     "dropout as CUDA's fused kernel runs it (a bool mask kept for backward, where the CPU keeps the scaled noise "
     "at the input's dtype)",
+    "a MoE block's grouped matmuls (transformers' experts) as one op at their FLOPs, their output at any float "
+    "dtype as CUDA's kernel writes it (utils/models/moe.py)",
 )
 NOT_MODELLED = (
     "what cudagraph trees (COMPILE_MODE=reduce-overhead) keep beyond the step's tensors (input copies, older "
@@ -53,6 +55,8 @@ NOT_MODELLED = (
     "expandable_segments",
     "kernel-internal scratch (flash backward's fp32 dq accumulator: B x T x d x 4 bytes per layer, transient)",
     "cuDNN's LSTM workspace and reserve space (an LSTM is planned as its CPU kernels allocate)",
+    "grouped matmuls where CUDA's CUTLASS kernel does not apply (inputs not bf16, or a GPU without it: "
+    "aten/src/ATen/native/cuda/GroupedBlas.cpp): its fallback syncs the host and launches an mm per expert",
 )
 
 

@@ -103,3 +103,9 @@ def nf4_base(run):
     fewer = f" ({smaller} small ones per fewer: the largest block that divides theirs)" if smaller else ""
     run.adapter += (f"; NF4 base: {len(quantisable)} of {len(frozen)} frozen projections, block {NF4_BLOCK}, "
                     f"scalers per {NF4_SCALER_BLOCK}{fewer}")
+    # a MoE block's experts are 3-D tensors its grouped matmuls read whole, not nn.Linear: they stay as they are
+    unquantised = sum(p.numel() for m in run.model.blocks.modules() if not isinstance(m, torch.nn.Linear)
+                      for p in m.parameters(recurse=False) if p.dim() > 1 and not p.requires_grad)
+    if unquantised:
+        run.adapter += (f"; {unquantised:,} frozen weights outside nn.Linear (a MoE block's experts, its router) "
+                        "not in NF4")

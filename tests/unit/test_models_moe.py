@@ -1,0 +1,75 @@
+"""Mixture-of-experts models (transformers' grouped matmuls over experts): counted, planned and
+trained as any other model, on fake tensors and on this CPU."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from helpers import run_config
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from utils import models
+from utils.measure import data, memory
+from utils.measure.train import build_run
+from utils.models import flops, moe  # noqa: F401 - moe: grouped matmuls on fake tensors, counted
+from utils.plan import planner
+from utils.techniques import setup_of
+
+MOE = "hf:mixtral-tiny"
+
+
+def _grouped(a_shape, b_shape, offs):
+    """Output, its dtype, the inputs' gradients' shapes and the FLOPs counted of a grouped matmul's
+    forward and backward, in whichever mode is active."""
+    a = torch.randn(a_shape, requires_grad=True)
+    b = torch.randn(b_shape, requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        out = torch.nn.functional.grouped_mm(a, b, offs=torch.tensor(offs, dtype=torch.int32))
+        (out * out).sum().backward()  # a dense gradient: the CPU kernel refuses an expanded one
+    return out.shape, out.dtype, a.grad.shape, b.grad.shape, counter.get_total_flops()
+
+
+def test_a_grouped_matmul_runs_on_fake_tensors_in_fp32_as_on_this_cpu_and_its_flops_are_counted():
+    # 8 routed rows of width 16 against 2 experts' 16 x 8 weights: 2 x 8 x 16 x 8 FLOPs forward, twice that backward
+    real = _grouped((8, 16), (2, 16, 8), [3, 8])
+    with FakeTensorMode():
+        fake = _grouped((8, 16), (2, 16, 8), [3, 8])
+    assert fake == real == ((8, 8), torch.float32, (8, 16), (2, 16, 8), 3 * 2 * 8 * 16 * 8)
+
+
+def _config():
+    with open(models.resolve(MOE).source) as file:
+        return json.load(file)
+
+
+def test_the_experts_flops_are_the_routed_tokens_not_every_expert():
+    cfg, seq = _config(), 64
+    d, ff, layers, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    kv = d // cfg["num_attention_heads"] * cfg["num_key_value_heads"]
+    dense = layers * (d * d + 2 * d * kv + d * d + d * cfg["num_local_experts"]) + d * vocab  # q, k, v, o, router; head
+    experts = layers * cfg["num_experts_per_tok"] * 3 * d * ff  # gate, up, down of each expert a token is sent to
+    attention = 12 * seq * d * layers  # eager attention's scores and their use, forward and backward
+    models.check(MOE, seq)
+    assert flops.MEASURED[(MOE, seq, layers)] == 6 * (dense + experts) + attention
+
+
+@pytest.mark.parametrize("technique", ["baseline", "pure_bf16+lora"])
+def test_a_mixture_of_experts_plans_what_a_real_tracked_step_holds(technique):
+    cfg = dataclasses.replace(run_config(technique, model=MOE, batch=4, seq=64, steps=2, warmup=0), data="fixed")
+    setup = setup_of(technique)[1]
+    run = build_run(cfg, setup)
+    batches = data.batches(cfg)
+    for _ in range(planner.STEPS):
+        loss, _ = run.step(run, [next(batches)])
+    real = memory.tracked_step(run, batches)
+    fake = planner.plan(setup, cfg, model_cuda=False)
+    assert torch.isfinite(loss) and fake.peak_mib == pytest.approx(real["mem_peak_mib"], rel=0.05, abs=0.1)
+
+
+def test_qlora_says_which_frozen_weights_stay_out_of_nf4():
+    cfg = dataclasses.replace(run_config("qlora", model=MOE, batch=2, seq=32, steps=1, warmup=0), data="fixed")
+    run = build_run(cfg, setup_of("qlora")[1])
+    experts = sum(p.numel() for name, p in run.model.named_parameters() if ".experts." in name or "gate.weight" in name)
+    assert f"; {experts:,} frozen weights outside nn.Linear (a MoE block's experts, its router)" in run.adapter

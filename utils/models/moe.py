@@ -1,0 +1,50 @@
+"""Mixture-of-experts layers on the fake tensors the suite counts FLOPs and plans memory on.
+
+transformers runs a MoE block's experts as grouped matmuls (`torch._grouped_mm`,
+transformers/integrations/moe.py): the routed tokens sorted by expert, each group of rows against
+its expert's weights, one op, whichever experts the router picked (shapes do not depend on the
+routing, so fake tensors plan it exactly). Two things torch lacks for it, added here once, at import:
+
+- its meta kernel (torch/_meta_registrations.py, `_meta_grouped_mm_common`) checks the CUDA fast
+  path's bf16 inputs, while CUDA's kernel takes fp32 and fp16 too, through a loop of mm over the
+  groups (aten/src/ATen/native/cuda/GroupedBlas.cpp, `_grouped_mm_fallback`), and so does the CPU's:
+  on fake tensors any float dtype gets the output the bf16 meta gives, at its own dtype;
+- the flop counter (torch/utils/flop_counter.py) has no formula for it: the experts' matmuls, most
+  of a MoE model's FLOPs, went uncounted.
+"""
+
+import math
+
+import torch
+from torch._subclasses.fake_impls import register_op_impl
+from torch._subclasses.fake_tensor import in_kernel_invocation_manager
+from torch.utils.flop_counter import register_flop_formula
+
+GROUPED_MM = torch.ops.aten._grouped_mm
+
+
+def _as_bf16_meta(tensor):
+    return None if tensor is None else torch.empty_strided(tensor.shape, tensor.stride(), dtype=torch.bfloat16,
+                                                           device="meta")
+
+
+@register_op_impl(GROUPED_MM.default)
+def _grouped_mm_any_float(fake_mode, func, mat_a, mat_b, offs=None, bias=None, out_dtype=None):
+    if mat_a.dtype == mat_b.dtype == torch.bfloat16 or not mat_a.dtype.is_floating_point:
+        return NotImplemented  # torch's own meta kernel
+    offs_meta = None if offs is None else torch.empty(offs.shape, dtype=offs.dtype, device="meta")
+    with in_kernel_invocation_manager(fake_mode):
+        shaped = func(_as_bf16_meta(mat_a), _as_bf16_meta(mat_b), offs_meta, _as_bf16_meta(bias))
+    out = torch.empty_strided(shaped.shape, shaped.stride(), dtype=out_dtype or mat_a.dtype, device="meta")
+    return fake_mode.fake_tensor_converter.from_meta_and_device(fake_mode, out, mat_a.device)
+
+
+@register_flop_formula(GROUPED_MM)
+def grouped_mm_flop(a_shape, b_shape, *args, out_shape=None, **kwargs):
+    """2 FLOPs per multiply-add: every row of A meets the N columns of its group's B. A (rows, K)
+    against B (groups, K, N), or A (M, K) and B (K, N) split along K, or a batched A (groups, M, K)
+    against B (groups, K, N): 2 x A's elements x N; a batched A (groups, M, K) against B (K, N)
+    split along N: 2 x M x K x N."""
+    if len(a_shape) == 3 and len(b_shape) == 2:
+        return 2 * a_shape[1] * a_shape[2] * b_shape[1]
+    return 2 * math.prod(a_shape) * b_shape[-1]
