@@ -10,6 +10,7 @@ import logging
 import torch
 
 from utils import checks
+from utils.models import moe
 
 # where a causal LM's self-attention is not causal, its modules say so (BERT-style encoders
 # unless is_decoder); cross-attention is not self-attention
@@ -87,6 +88,8 @@ def build_module(spec, layers):
     Raises checks.BadInput for a config transformers cannot build as a causal LM."""
     with quiet():
         from transformers import AutoModelForCausalLM
+
+        moe.count_transformers_fallback()
 
         config = hf_config(spec, layers)
         plan_as_run()

@@ -14,13 +14,18 @@ routing, so fake tensors plan it exactly). Two things torch lacks for it, added 
 """
 
 import math
+import warnings
 
 import torch
 from torch._subclasses.fake_impls import register_op_impl
 from torch._subclasses.fake_tensor import in_kernel_invocation_manager
-from torch.utils.flop_counter import register_flop_formula
+from torch.utils.flop_counter import flop_registry, register_flop_formula
 
 GROUPED_MM = torch.ops.aten._grouped_mm
+# compiled, transformers' MoE dispatch (its moe.py) calls a cached check of torch's version, which dynamo warns of
+# at length on every compile: transformers' code, the same answer on every call
+CACHED_CHECK = r"Dynamo detected a call to a .functools.lru_cache.-wrapped function at 'moe\.py"
+warnings.filterwarnings("ignore", message=CACHED_CHECK)
 
 
 def _as_bf16_meta(tensor):
@@ -37,6 +42,18 @@ def _grouped_mm_any_float(fake_mode, func, mat_a, mat_b, offs=None, bias=None, o
         shaped = func(_as_bf16_meta(mat_a), _as_bf16_meta(mat_b), offs_meta, _as_bf16_meta(bias))
     out = torch.empty_strided(shaped.shape, shaped.stride(), dtype=out_dtype or mat_a.dtype, device="meta")
     return fake_mode.fake_tensor_converter.from_meta_and_device(fake_mode, out, mat_a.device)
+
+
+def count_transformers_fallback():
+    """FLOPs for transformers' own grouped matmul (its custom op, a loop of mm over the experts), which its
+    MoE blocks run compiled where the experts are not bf16: registered once transformers has defined it."""
+    import transformers.integrations.moe  # noqa: F401 - defines the ops
+
+    forward, backward = torch.ops.transformers.grouped_mm_fallback, torch.ops.transformers.grouped_mm_fallback_backward
+    if forward not in flop_registry:
+        register_flop_formula(forward)(lambda a_shape, b_shape, *args, **kwargs: grouped_mm_flop(a_shape, b_shape))
+        # the input's gradient and the weight's, each as many FLOPs as the forward
+        register_flop_formula(backward)(lambda a_shape, b_shape, *args, **kwargs: 2 * grouped_mm_flop(a_shape, b_shape))
 
 
 @register_flop_formula(GROUPED_MM)
