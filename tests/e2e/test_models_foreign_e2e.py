@@ -28,3 +28,14 @@ def test_a_model_from_a_file_trains_through_make(results_file):
     proc = run_make("checkpointing", f"MODEL={EXAMPLE}", results_file=results_file)
     assert proc.returncode == 0 and "checkpointing: ok" in proc.stdout, proc.stderr
     assert set(results.read(results_file)["blocks"]) == {"layers (2)"}
+
+
+def test_a_mixture_of_experts_trains_under_the_techniques_and_fsdp_as_one_process(results_file):
+    proc = run_make("all", "TECHNIQUES=baseline pure_bf16+lora qlora compile", results_file=results_file,
+                    MODEL="hf:mixtral-tiny", STEPS="2")
+    assert proc.returncode == 0 and "all: 4 ok, 0 skipped, 0 failed" in proc.stdout, proc.stdout[-1500:]
+    proc = run_make("fsdp", "NPROC=2", results_file=results_file, MODEL="hf:mixtral-tiny", STEPS="3")
+    assert proc.returncode == 0 and ": match" in proc.stdout, proc.stdout[-1500:] + proc.stderr[-1500:]
+    rows = results.read(results_file).query("status == 'ok' and phase == 'measured'")
+    assert set(rows["flops_source"]) == {"measured"} and set(rows["blocks"]) == {"model.layers (2)"}
+    assert "not in NF4" in rows.query("technique == 'qlora'")["adapter"].iloc[-1]
