@@ -3,6 +3,7 @@ trained as any other model, on fake tensors and on this CPU."""
 
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -10,11 +11,12 @@ from helpers import run_config
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from utils import models
+from utils import devices, models
 from utils.measure import data, memory
 from utils.measure.train import build_run
 from utils.models import flops, moe
 from utils.plan import planner
+from utils.plan.config import Target
 from utils.techniques import setup_of
 
 MOE = "hf:mixtral-tiny"
@@ -76,3 +78,18 @@ def test_qlora_says_which_frozen_weights_stay_out_of_nf4():
     run = build_run(cfg, setup_of("qlora")[1])
     experts = sum(p.numel() for name, p in run.model.named_parameters() if ".experts." in name or "gate.weight" in name)
     assert f"; {experts:,} frozen weights outside nn.Linear (a MoE block's experts, its router)" in run.adapter
+
+
+@pytest.mark.parametrize("technique, gpu, refused", [
+    ("cudagraphs", "h100-sxm", "(float32, not bf16) copy their groups' offsets to the host"),
+    ("pure_bf16+cudagraphs", "a100-80gb", "(bf16 on compute capability 8.0: CUDA's grouped kernel needs 9.0 or 10.x)"),
+    ("pure_bf16+cudagraphs", "h100-sxm", None),
+])
+def test_cuda_graphs_are_refused_where_the_experts_grouped_matmuls_sync_the_host(technique, gpu, refused):
+    cfg = run_config(technique, model=MOE, batch=2, seq=32)
+    target = Target(devices.by_key(gpu))
+    if refused is None:
+        planner.check_modelled(setup_of(technique)[1], cfg, target)
+        return
+    with pytest.raises(planner.NotModelled, match=re.escape(refused)):
+        planner.check_modelled(setup_of(technique)[1], cfg, target)

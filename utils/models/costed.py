@@ -29,6 +29,11 @@ class Costed(nn.Module):
         """Why the loss cannot be computed in chunks here, or None (the suite's models: it can)."""
         return None
 
+    def host_synced(self):
+        """Why a training step of this model syncs the host on this GPU (CUDA graphs cannot capture
+        it), or None (the suite's models: it does not)."""
+        return None
+
     def num_params(self):
         return sum(p.numel() for p in self.parameters())  # tied weights counted once
 

@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils import checks
-from utils.models import file, flops, hf, moe  # noqa: F401 - moe: grouped matmuls on fake tensors, counted
+from utils.models import file, flops, hf, moe
 from utils.models.costed import Costed
 from utils.models.spec import Checked
 
@@ -142,6 +142,9 @@ class Foreign(Costed):
     def flops_per_token(self, seq):
         key = (self.spec.name, seq, self.layers)
         return flops.per_token(key, lambda: build(self.spec, seq, layers=self.layers, blocks=self._blocks_given), seq)
+
+    def host_synced(self):
+        return moe.host_synced(self.module)
 
     def chunks_unsupported(self):
         if not self._calls_hf:

@@ -205,6 +205,9 @@ def compile_model(run):
     # the first steps trace and compile; they fall in the warm-up, which is timed apart
     mode, scope = run.cfg.compile_mode, run.cfg.compile_scope
     options = {"mode": None if mode == "default" else mode}
+    why = on_cuda(run) and mode in catalog.GRAPHED_COMPILE_MODES and run.model.host_synced()
+    if why:
+        raise Skip(f"COMPILE_MODE={mode}'s CUDA graphs cannot capture {run.cfg.model}'s step: {why}")
     if scope in catalog.BLOCK_SCOPES:
         # each block its own graph (torchtitan's apply_compile, torchtune's compile_model): identical blocks
         # share one compiled graph, and backward finishes each block's graph before the next, so a block's
@@ -249,4 +252,7 @@ def cuda_graphs(run):
     why = step.uncapturable(run)
     if why:  # a combination's parts are refused by name first (utils/registry.py CONFLICTS); a step built by hand here
         raise checks.BadInput(why)
+    why = run.model.host_synced()
+    if why:
+        raise Skip(f"cuda_graphs cannot capture {run.cfg.model}'s step: {why}")
     run.step = step.CudaGraphStep()
