@@ -47,7 +47,8 @@ def _grouped_mm_any_float(fake_mode, func, mat_a, mat_b, offs=None, bias=None, o
 def host_synced(module):
     """Why `module`'s grouped matmuls would sync the host on this GPU, or None (no experts; bf16 ones where CUDA
     has its grouped kernel). CUDA's `_grouped_mm` runs its CUTLASS kernel, "no d2h sync needed", for bf16 inputs
-    on compute capability 9.0 and 10.x only (aten/src/ATen/native/cuda/GroupedBlas.cpp, `use_fast_path`);
+    on compute capability 9.x and 10.x only (aten/src/ATen/native/cuda/GroupedBlas.cpp, `use_fast_path`
+    through `_scaled_mm_allowed_device(sm90_only, sm100_only)`: major 9 or 10);
     elsewhere its fallback copies the groups' offsets to the host, and so does transformers' own loop, which it
     compiles for experts not in bf16. Experts: the 3-D weights of a module with `num_experts` (transformers')."""
     dtypes = {p.dtype for m in module.modules() if hasattr(m, "num_experts")
@@ -58,7 +59,7 @@ def host_synced(module):
         major, minor = torch.cuda.get_device_capability()
         if major in (9, 10):
             return None
-        why = f"bf16 on compute capability {major}.{minor}: CUDA's grouped kernel needs 9.0 or 10.x"
+        why = f"bf16 on compute capability {major}.{minor}: CUDA's grouped kernel needs 9.x or 10.x"
     else:
         why = f"{', '.join(sorted(str(d).removeprefix('torch.') for d in dtypes))}, not bf16"
     return f"its MoE experts' grouped matmuls ({why}) copy their groups' offsets to the host each call"
