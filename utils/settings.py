@@ -117,8 +117,8 @@ SETTINGS = (
     S("LORA_DROPOUT", "0", "lora: dropout on the adapters' input, from 0 up to 1", "run",
       Parse(checks.probability, float), True),
     S("LORA_TARGETS", "auto", "lora: the modules adapted, by name suffix, comma-separated (auto: the LoRA paper's "
-      "query and value projections: q_proj,v_proj, or a fused qkv such as the suite's GPT's c_attn)", "run", TEXT,
-      True),
+      "query and value projections: q_proj,v_proj, or a fused qkv such as the suite's GPT's c_attn); a MoE "
+      "block's expert weights by theirs (experts.gate_up_proj: PEFT's target_parameters)", "run", TEXT, True),
     S("EVAL_EVERY", "auto", "evaluate on held-out data every N training steps (auto: STEPS/5; 0: never)", "run",
       _auto(_int(0)), True),
     S("EVAL_BATCHES", "4", "held-out batches per evaluation", "run", _int(1), True),

@@ -240,7 +240,7 @@ def test_lora_targets_auto_and_by_name(given, found):
 
 
 def test_lora_targets_naming_nothing_is_bad_input():
-    with pytest.raises(checks.BadInput, match="has no module named 'w_q'"):
+    with pytest.raises(checks.BadInput, match="has no module or MoE expert weight named 'w_q'"):
         adapters.targets("w_q", ["blocks.0.attn.c_attn"], "tiny")
 
 

@@ -60,9 +60,11 @@ def test_the_experts_flops_are_the_routed_tokens_not_every_expert():
     assert flops.MEASURED[(MOE, seq, layers)] == 6 * (dense + experts) + attention
 
 
-@pytest.mark.parametrize("technique", ["baseline", "pure_bf16+lora"])
-def test_a_mixture_of_experts_plans_what_a_real_tracked_step_holds(technique):
-    cfg = dataclasses.replace(run_config(technique, model=MOE, batch=4, seq=64, steps=2, warmup=0), data="fixed")
+@pytest.mark.parametrize("technique, targets", [
+    ("baseline", "auto"), ("pure_bf16+lora", "auto"), ("lora", "q_proj,experts.gate_up_proj,experts.down_proj")])
+def test_a_mixture_of_experts_plans_what_a_real_tracked_step_holds(technique, targets):
+    cfg = dataclasses.replace(run_config(technique, model=MOE, batch=4, seq=64, steps=2, warmup=0), data="fixed",
+                              lora_targets=targets)
     setup = setup_of(technique)[1]
     run = build_run(cfg, setup)
     batches = data.batches(cfg)

@@ -12,6 +12,7 @@ the dispatcher), so those runs get no breakdown rather than a wrong one.
 """
 
 import contextlib
+import warnings
 
 import torch
 from torch._guards import active_fake_mode
@@ -21,6 +22,10 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from utils.results import MEMORY_PARTS
 from utils.units import MIB
+
+# PEFT's LoRA on a MoE block's expert weights (a parametrization) runs backward through a module its hooks can no
+# longer name: ModTracker says it skips its per-module hooks; the totals (tensors by storage) count it all the same
+warnings.filterwarnings("ignore", message="Module is None. Skipping (PRE|POST)_BW hook")
 
 
 def breakdown_mib(snapshot):

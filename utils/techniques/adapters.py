@@ -38,7 +38,8 @@ def targets(given, names, model, projections=()):
     missing = [t for t in wanted if not _matches(t, names)]
     if missing or not wanted:
         known = sorted({name.rsplit(".", 1)[-1] for name in projections})
-        raise checks.BadInput(f"LORA_TARGETS={given!r}: {model} has no module named {missing[0] if missing else ''!r}"
+        raise checks.BadInput(f"LORA_TARGETS={given!r}: {model} has no module or MoE expert weight named "
+                              f"{missing[0] if missing else ''!r}"
                               + (f" (its projections: {', '.join(known)})" if known else ""))
     return wanted
 
@@ -57,11 +58,14 @@ def lora_adapters(run):
     cfg = run.cfg
     modules = dict(run.model.named_modules())
     projections = [name for name, m in modules.items() if isinstance(m, torch.nn.Linear)]
-    adapted = targets(cfg.lora_targets, list(modules), cfg.model, projections)
+    # a MoE block's experts are 3-D weights, not modules: PEFT adapts each expert's slice (target_parameters)
+    experts = [name for name, p in run.model.named_parameters() if p.dim() == 3]
+    adapted = targets(cfg.lora_targets, list(modules) + experts, cfg.model, projections + experts)
+    weights = [t for t in adapted if _matches(t, experts)]
     for param in run.model.parameters():
         param.requires_grad_(False)
     config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                        target_modules=list(adapted))
+                        target_modules=[t for t in adapted if t not in weights], target_parameters=weights or None)
     inject_adapter_in_model(config, run.model)
     for name, param in run.model.named_parameters():
         param.requires_grad_(ADAPTER_PREFIX in name)
