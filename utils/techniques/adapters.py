@@ -61,11 +61,12 @@ def lora_adapters(run):
     # a MoE block's experts are 3-D weights, not modules: PEFT adapts each expert's slice (target_parameters)
     experts = [name for name, p in run.model.named_parameters() if p.dim() == 3]
     adapted = targets(cfg.lora_targets, list(modules) + experts, cfg.model, projections + experts)
-    weights = [t for t in adapted if _matches(t, experts)]
     for param in run.model.parameters():
         param.requires_grad_(False)
+    # a name may reach both (down_proj: a shared expert's nn.Linear and the routed experts' weight)
     config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                        target_modules=[t for t in adapted if t not in weights], target_parameters=weights or None)
+                        target_modules=[t for t in adapted if _matches(t, modules)],
+                        target_parameters=[t for t in adapted if _matches(t, experts)] or None)
     inject_adapter_in_model(config, run.model)
     for name, param in run.model.named_parameters():
         param.requires_grad_(ADAPTER_PREFIX in name)
