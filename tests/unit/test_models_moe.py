@@ -11,13 +11,13 @@ from helpers import run_config
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from utils import devices, models
+from utils import checks, devices, models
 from utils.measure import data, memory
 from utils.measure.train import build_run
 from utils.models import flops, moe
 from utils.plan import planner
 from utils.plan.config import Target
-from utils.techniques import setup_of
+from utils.techniques import adapters, setup_of
 
 MOE = "hf:mixtral-tiny"
 
@@ -73,6 +73,20 @@ def test_a_mixture_of_experts_plans_what_a_real_tracked_step_holds(technique, ta
     real = memory.tracked_step(run, batches)
     fake = planner.plan(setup, cfg, model_cuda=False)
     assert torch.isfinite(loss) and fake.peak_mib == pytest.approx(real["mem_peak_mib"], rel=0.05, abs=0.1)
+
+
+def test_the_experts_are_the_3d_weights_of_experts_modules_and_lora_targets_only_those():
+    class Experts(torch.nn.Module):  # transformers' shape: one (in, out) matrix per expert, stacked
+        def __init__(self):
+            super().__init__()
+            self.num_experts = 4
+            self.gate_up_proj = torch.nn.Parameter(torch.zeros(4, 8, 16))
+
+    model = torch.nn.Sequential(torch.nn.Conv1d(8, 8, 3), Experts())
+    assert {name: tuple(w.shape) for name, w in moe.expert_weights(model).items()} == {"1.gate_up_proj": (4, 8, 16)}
+    # a convolution's 3-D weight is not offered to LoRA as an expert's
+    with pytest.raises(checks.BadInput, match="has no module or MoE expert weight named '0.weight'"):
+        adapters.targets("0.weight", list(dict(model.named_modules())) + list(moe.expert_weights(model)), "m")
 
 
 def test_qlora_says_which_frozen_weights_stay_out_of_nf4():

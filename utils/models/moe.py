@@ -44,15 +44,22 @@ def _grouped_mm_any_float(fake_mode, func, mat_a, mat_b, offs=None, bias=None, o
     return fake_mode.fake_tensor_converter.from_meta_and_device(fake_mode, out, mat_a.device)
 
 
+def expert_weights(module):
+    """{name: parameter} of `module`'s MoE experts: the 3-D weights (one matrix per expert) of the modules that
+    hold `num_experts` (transformers' experts modules, transformers/integrations/moe.py), found once for all
+    who ask (host syncs, LoRA's targets). A file model's other 3-D weights (a Conv1d's) are not experts."""
+    return {f"{owner}.{name}" if owner else name: weight for owner, m in module.named_modules()
+            if hasattr(m, "num_experts") for name, weight in m.named_parameters(recurse=False) if weight.dim() == 3}
+
+
 def host_synced(module):
     """Why `module`'s grouped matmuls would sync the host on this GPU, or None (no experts; bf16 ones where CUDA
     has its grouped kernel). CUDA's `_grouped_mm` runs its CUTLASS kernel, "no d2h sync needed", for bf16 inputs
     on compute capability 9.x and 10.x only (aten/src/ATen/native/cuda/GroupedBlas.cpp, `use_fast_path`
     through `_scaled_mm_allowed_device(sm90_only, sm100_only)`: major 9 or 10);
     elsewhere its fallback copies the groups' offsets to the host, and so does transformers' own loop, which it
-    compiles for experts not in bf16. Experts: the 3-D weights of a module with `num_experts` (transformers')."""
-    dtypes = {p.dtype for m in module.modules() if hasattr(m, "num_experts")
-              for p in m.parameters(recurse=False) if p.dim() == 3}
+    compiles for experts not in bf16."""
+    dtypes = {weight.dtype for weight in expert_weights(module).values()}
     if not dtypes:
         return None
     if dtypes == {torch.bfloat16}:

@@ -11,6 +11,7 @@ import math
 import torch
 
 from utils import checks
+from utils.models import moe
 from utils.models.hf import quiet
 from utils.techniques.run import Skip, technique
 
@@ -59,7 +60,7 @@ def lora_adapters(run):
     modules = dict(run.model.named_modules())
     projections = [name for name, m in modules.items() if isinstance(m, torch.nn.Linear)]
     # a MoE block's experts are 3-D weights, not modules: PEFT adapts each expert's slice (target_parameters)
-    experts = [name for name, p in run.model.named_parameters() if p.dim() == 3]
+    experts = list(moe.expert_weights(run.model))
     adapted = targets(cfg.lora_targets, list(modules) + experts, cfg.model, projections + experts)
     for param in run.model.parameters():
         param.requires_grad_(False)
