@@ -14,3 +14,6 @@ def test_maxmem_caps_each_trial_for_real(results_file):
     assert row["phase"] == "maxbatch" and row["kind"] == "measured" and row["technique"] == "baseline"
     best = int(row["batch"])
     assert 1 <= best < 8 and f" {best + 1} x" in proc.stdout  # the next batch up hit the cap
+    # each trial said as it ended
+    assert f"maxbatch: baseline: B={best} trained (" in proc.stdout
+    assert f"maxbatch: baseline: B={best + 1} ran out of memory (" in proc.stdout

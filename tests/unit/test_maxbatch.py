@@ -1,5 +1,7 @@
 """make maxbatch: the search, PLAN=1, bad input."""
 
+import re
+
 import pytest
 from helpers import set_env
 
@@ -34,7 +36,12 @@ def test_plan_one_answers_for_a_gpu_budget(results_file, monkeypatch, capsys):
     assert row["kind"] == "predicted" and int(row["batch"]) >= 1 and "CUDA context" in row["reason"]
     assert (row["model"], row["seq"], row["layers"]) == ("tiny", 64, 2)
     assert row["device"].startswith("A100 40GB at 0.5 GiB (planned on")
-    assert "largest batch B=" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # a line per trial as it ends (a large model's plans take minutes each), then the answer naming them all
+    trials = re.findall(r"^maxbatch: stack_memory: B=(\d+) (fits|does not fit): device total [\d.]+ of 0.5 GiB", out,
+                        re.M)
+    said = ", ".join(f"{b}{'' if verdict == 'fits' else ' x'}" for b, verdict in trials)
+    assert f"largest batch B={row['batch']}" in out and f"(trials: {said})" in out
     # the answer is the planner's device total: it fits the card, one more sequence does not
     given = settings.read()
     fits = maxbatch.PlannedFit("stack_memory", load_target(given), given)

@@ -20,6 +20,7 @@ GPU_MEMORY_GIB, ALLOCATOR, MODULE_LOADING, MAXMEM_GIB and the run settings from 
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from utils import checks, registry, results, settings
@@ -79,13 +80,21 @@ def measured_trial(technique, batch, maxmem_gib, scratch):
     """Run the technique at `batch` in a fresh process (rows to the `scratch` file): True if
     it trained, False if it ran out of memory; anything else (skip, error) raises
     RuntimeError with its line."""
+    start = time.perf_counter()
     outcome = run(technique, {**TRIAL_STEPS, "BATCH": str(batch), "RESULTS_FILE": scratch}, capture=True,
                   memory_gib=maxmem_gib)
-    if outcome.status == "ok":
-        return True
-    if outcome.status == "oom" or "MemoryError" in outcome.output or "can't allocate memory" in outcome.output:
-        return False
-    raise RuntimeError(outcome.line)
+    out_of_memory = (outcome.status == "oom" or "MemoryError" in outcome.output
+                     or "can't allocate memory" in outcome.output)
+    if outcome.status != "ok" and not out_of_memory:
+        raise RuntimeError(outcome.line)
+    said = "trained" if outcome.status == "ok" else "ran out of memory"
+    progress(technique, batch, f"{said} ({time.perf_counter() - start:.0f} s)")
+    return outcome.status == "ok"
+
+
+def progress(technique, batch, outcome):
+    """One line per trial as it ends: a search of a large model's plans takes minutes."""
+    print(f"maxbatch: {technique}: B={batch} {outcome}", flush=True)
 
 
 class PlannedFit:
@@ -99,8 +108,11 @@ class PlannedFit:
 
     def planned(self, batch):
         if batch not in self.memory:
-            cfg = load_config(self.technique, self.given, batch=batch)
-            self.memory[batch] = planner.plan(self.setup, cfg, self.target).memory
+            start, cfg = time.perf_counter(), load_config(self.technique, self.given, batch=batch)
+            memory = self.memory[batch] = planner.plan(self.setup, cfg, self.target).memory
+            progress(self.technique, batch, f"{'fits' if memory.fits else 'does not fit'}: device total "
+                     f"{memory.total_mib / 1024:,.1f} of {self.budget:g} GiB (planned in "
+                     f"{time.perf_counter() - start:.0f} s)")
         return self.memory[batch]
 
     def total_gib(self, batch):
