@@ -15,8 +15,10 @@ the first few at full depth.
 
 import dataclasses
 import functools
+import sys
 
 from utils import checks
+from utils.measure.loop import progress_bar
 from utils.tune import plans
 from utils.tune.space import Config, capable, join
 
@@ -66,8 +68,15 @@ class Search:
         """Each config planned at each of `depths` (None: its own), in one map: the workers kept busy."""
         tasks = [(c, d) for d in depths for c in configs]
         self.planned += len(tasks)
-        found = list(self.pool.map(plans.plan, [self.given] * len(tasks), [c for c, _ in tasks],
-                                   [self.gpu.key] * len(tasks), [d for _, d in tasks]))
+        # a bar in a terminal: a compiled deep model's plans take a minute or more each
+        bar = progress_bar(total=len(tasks), desc=f"tune: planning on {self.gpu.name}", leave=False,
+                           disable=not sys.stderr.isatty())
+        found = []
+        for figures in self.pool.map(plans.plan, [self.given] * len(tasks), [c for c, _ in tasks],
+                                     [self.gpu.key] * len(tasks), [d for _, d in tasks]):
+            found.append(figures)
+            bar.update()
+        bar.close()
         return [found[i * len(configs):(i + 1) * len(configs)] for i in range(len(depths))]
 
     def screen(self, configs):
