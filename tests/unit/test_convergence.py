@@ -123,7 +123,7 @@ def test_time_to_target_on_synthetic_curves():
     assert cells.to_dict() == {"slow_steps": "20 steps, 10.00 s", "never": "not reached in 20 steps"}
 
 
-def _training_rows(technique, losses, dtype="fp32", optimizer="torch.optim.AdamW", warmup=2, skipped=()):
+def _training_rows(technique, losses, dtype="fp32", optimizer="torch.optim.AdamW", warmup=2, skipped=(), adapter=None):
     base = {
         "run_id": technique,
         "technique": technique,
@@ -136,6 +136,7 @@ def _training_rows(technique, losses, dtype="fp32", optimizer="torch.optim.AdamW
         "accum": 1,
         "seed": 1337,
         "data": "coinflip",
+        **({"adapter": adapter} if adapter else {}),
     }
     return [
         {**base, "phase": "warmup" if i < warmup else "measured", "step": i if i < warmup else i - warmup, "loss": loss,
@@ -152,6 +153,7 @@ def test_drift_is_flagged_beyond_the_tolerance_of_its_precision():
         + _training_rows("compile", [*curve[:4], curve[4] + 0.01, curve[5]])  # one step off by 0.01: flagged
         + _training_rows("bf16", [v + 0.01 for v in curve], dtype="bf16-autocast")  # bf16: within 0.05
         + _training_rows("sgd", [v + 1.0 for v in curve], optimizer="torch.optim.SGD")  # other math: not asked
+        + _training_rows("lora", [v + 1.0 for v in curve], adapter="lora r=8 on q_proj,v_proj")  # other weights: nor
     )
     drift = convergence.drift(df)
     assert set(drift.index) == {"fused", "compile", "bf16"}

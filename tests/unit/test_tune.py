@@ -4,6 +4,7 @@ pool whose plans follow known lines), the Pareto front, the command it prints, b
 import dataclasses
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 from helpers import set_env
 
@@ -314,3 +315,18 @@ def test_a_real_plan_says_whether_its_step_runs_in_the_budget():
     assert roomy.total_mib <= 0.9 * 1024 * (1 - given.memory_margin) and short.total_mib > 0.8 * 1024
     assert roomy.runs_in_budget and not short.runs_in_budget
     assert roomy.unfit(0.9 * 1024 * (1 - given.memory_margin)) == "" and short.unfit(0) == "does not fit"
+
+
+def test_a_winner_that_changes_what_is_learnt_is_held_to_its_loss_falling_not_to_the_baselines():
+    from utils.tune import verify
+
+    base = pd.Series([5.0, 4.0, 3.0])
+    same = verify.learning_verdict(Config("fused", batch=4), "baseline", base + 1e-4, base, "fp32")
+    assert same[1] and same[0].startswith("still learns")
+    drifted = verify.learning_verdict(Config("fused", batch=4), "baseline", base + 0.5, base, "fp32")
+    assert not drifted[1] and "does **not** learn as the baseline does" in drifted[0]
+    # LoRA trains other weights: its slower fall is what it is, not drift; a loss that does not fall still fails
+    lora, line = verify.learning_verdict(Config("flash+lora", batch=4), "baseline", base + 0.5, base, "fp32")[::-1]
+    assert lora and line.startswith("its loss falls") and "lora changes what is learnt (opted in)" in line
+    flat = verify.learning_verdict(Config("flash+lora", batch=4), "baseline", pd.Series([5.0, 5.0, 5.1]), base, "fp32")
+    assert not flat[1] and flat[0].startswith("its loss does **not** fall")

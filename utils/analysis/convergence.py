@@ -7,7 +7,8 @@ stats.py: a CSV from another machine works here.
   excluded) before that evaluation are its cost. "Faster per step" (the speedup) and "faster
   to the goal" then sit side by side.
 - drift: a technique that should compute what the baseline computes (the same optimizer,
-  learning rate, MLP, accumulation and seed, hence the same data in the same order) is
+  learning rate, MLP, accumulation and seed, hence the same data in the same order, and no
+  adapters: LoRA trains other weights) is
   compared step by step with the baseline's training loss; its largest deviation beyond
   DRIFT_TOLERANCE (by precision) is flagged. A step fp16's GradScaler skipped did no update,
   so from the step after it the two runs' weights differ by a whole update, whatever the
@@ -27,7 +28,8 @@ from utils.catalog import BASELINE
 # same arithmetic: fp32 only reorders sums (fused kernels, compile, recomputation); tf32, bf16
 # and fp16 round every matmul to 10 or 7 mantissa bits, which shows in the loss
 DRIFT_TOLERANCE = {"fp32": 1e-3, "reduced": 5e-2}
-DRIFT_SAME = ("optimizer", "lr", "mlp", "accum", "seed", "data")  # as the baseline's, or drift is not asked
+# as the baseline's, or drift is not asked: an adapter (LoRA, QLoRA) trains other weights, another training problem
+DRIFT_SAME = ("optimizer", "lr", "mlp", "accum", "seed", "data", "adapter")
 
 
 class TargetError(ValueError):
@@ -213,7 +215,8 @@ def section(rows, summary, target=None):
             if len(floor)
             else "; the data's floor is unknown"
         )
-        + ". Drift is asked of techniques with the baseline's optimizer, LR, MLP, accumulation, seed and data "
+        + ". Drift is asked of techniques with the baseline's optimizer, LR, MLP, accumulation, seed and data, "
+        "training all of its weights (not adapters) "
         f"(tolerance {DRIFT_TOLERANCE['fp32']:g} nats in fp32, {DRIFT_TOLERANCE['reduced']:g} in tf32/bf16/fp16)."
     ]
     if target is not None:
