@@ -38,4 +38,8 @@ def test_a_mixture_of_experts_trains_under_the_techniques_and_fsdp_as_one_proces
     assert proc.returncode == 0 and ": match" in proc.stdout, proc.stdout[-1500:] + proc.stderr[-1500:]
     rows = results.read(results_file).query("status == 'ok' and phase == 'measured'")
     assert set(rows["flops_source"]) == {"measured"} and set(rows["blocks"]) == {"model.layers (2)"}
-    assert "not in NF4" in rows.query("technique == 'qlora'")["adapter"].iloc[-1]
+    assert "and 4 MoE expert stacks" in rows.query("technique == 'qlora'")["adapter"].iloc[-1]
+    # QLoRA sharded: the NF4 projections and expert stacks split among the ranks; its loss is bf16's
+    proc = run_make("fsdp", "NPROC=2", "TECHNIQUE=qlora", results_file=results_file, MODEL="hf:mixtral-tiny",
+                    STEPS="3")
+    assert proc.returncode == 0 and "(one step of a bf16 loss at" in proc.stdout, proc.stdout[-1500:]

@@ -61,7 +61,8 @@ def test_the_experts_flops_are_the_routed_tokens_not_every_expert():
 
 
 @pytest.mark.parametrize("technique, targets", [
-    ("baseline", "auto"), ("pure_bf16+lora", "auto"), ("lora", "q_proj,experts.gate_up_proj,experts.down_proj")])
+    ("baseline", "auto"), ("pure_bf16+lora", "auto"), ("lora", "q_proj,experts.gate_up_proj,experts.down_proj"),
+    ("qlora", "auto")])
 def test_a_mixture_of_experts_plans_what_a_real_tracked_step_holds(technique, targets):
     cfg = dataclasses.replace(run_config(technique, model=MOE, batch=4, seq=64, steps=2, warmup=0), data="fixed",
                               lora_targets=targets)
@@ -89,11 +90,42 @@ def test_the_experts_are_the_3d_weights_of_experts_modules_and_lora_targets_only
         adapters.targets("0.weight", list(dict(model.named_modules())) + list(moe.expert_weights(model)), "m")
 
 
-def test_qlora_says_which_frozen_weights_stay_out_of_nf4():
-    cfg = dataclasses.replace(run_config("qlora", model=MOE, batch=2, seq=32, steps=1, warmup=0), data="fixed")
+@pytest.mark.parametrize("targets, in_nf4", [("auto", True), ("q_proj,experts.gate_up_proj", False)])
+def test_qlora_stores_the_expert_stacks_in_nf4_unless_lora_adapts_them(targets, in_nf4):
+    from torchao.quantization import NF4Tensor
+
+    cfg = dataclasses.replace(run_config("qlora", model=MOE, batch=2, seq=32, steps=1, warmup=0), data="fixed",
+                              lora_targets=targets)
+    lora = build_run(dataclasses.replace(cfg, technique="lora"), setup_of("lora")[1])  # the same seed, not in NF4
+    bf16 = {name: w.detach().to(torch.bfloat16) for name, w in moe.expert_weights(lora.model.blocks).items()}
     run = build_run(cfg, setup_of("qlora")[1])
-    experts = sum(p.numel() for name, p in run.model.named_parameters() if ".experts." in name or "gate.weight" in name)
-    assert f"; {experts:,} frozen weights outside nn.Linear (a MoE block's experts, its router)" in run.adapter
+    stacks = moe.expert_weights(run.model.blocks)
+    owners = {name: (run.model.blocks.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2])
+              for name in stacks}
+    stored = {name: owner.parametrizations[attribute] for name, (owner, attribute) in owners.items()
+              if torch.nn.utils.parametrize.is_parametrized(owner, attribute)}
+    batches = data.batches(cfg)
+    for _ in range(2):
+        run.step(run, [next(batches)])
+    router = sum(p.numel() for name, p in run.model.named_parameters() if "gate.weight" in name)
+    assert f"; {router:,} other frozen weights of the blocks not in NF4 (a MoE router's)" in run.adapter
+    if not in_nf4:  # PEFT's adapter parametrizes the stack in each forward: left in bf16, said, and nothing piles up
+        assert "and 2 MoE expert stacks" in run.adapter
+        assert "; 2 MoE expert stacks under LoRA kept in bf16" in run.adapter
+        assert not {name for name in stored if name.endswith("gate_up_proj")} and len(stored) == 2
+        return
+    assert f"and {len(stacks)} MoE expert stacks" in run.adapter and "under LoRA" not in run.adapter
+    for name, weight in stacks.items():
+        # stored an expert at a time, read in its shape and dtype within NF4's rounding (16 levels of each block's
+        # absmax: ~10% of a Gaussian weight's rms; a stack read in another layout would be off by ~140%)
+        experts = [getattr(stored[name], f"original{i}") for i in range(weight.shape[0])]
+        assert all(isinstance(e, NF4Tensor) and e.shape == weight.shape[1:] and not e.requires_grad for e in experts)
+        assert weight.shape == bf16[name].shape and weight.dtype == torch.bfloat16 and len(stored[name]) == 1
+        assert _rms(weight - bf16[name]) < 0.2 * _rms(bf16[name])
+
+
+def _rms(tensor):
+    return tensor.float().pow(2).mean().sqrt()
 
 
 @pytest.mark.parametrize("technique, gpu, refused", [

@@ -7,6 +7,7 @@ import socket
 from unittest import mock
 
 import pytest
+import torch
 import torch.distributed as dist
 from helpers import run_config, set_env
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
@@ -97,3 +98,12 @@ def test_accumulation_synchronises_gradients_once_per_optimizer_step(one_rank, k
     assert _reductions_per_step(kind, accum=4) == once
     # the traffic it saves: at least one reduction per micro-batch without it (DDP re-buckets after its first)
     assert _reductions_per_step(kind, accum=4, sync_every_micro_batch=True) >= 4 * once
+
+
+def test_the_parallel_loss_check_allows_a_bf16_loss_its_last_bit():
+    # fp32 losses (autocast computes the cross-entropy in fp32): a thousandth of a nat, whatever the loss
+    assert launch.tolerance("bf16-autocast", 5.03) == launch.tolerance("fp32", 0.2) == launch.LOSS_TOLERANCE
+    # bf16 losses step by 2^-5 between 4 and 8 (8 significant bits), by 2^-8 between 0.5 and 1
+    assert launch.tolerance("bf16-weights", 5.03) == 2 ** -5 and launch.tolerance("bf16-weights", 0.7) == 2 ** -8
+    assert torch.tensor(5.03, dtype=torch.bfloat16).item() + 2 ** -5 == torch.tensor(5.06, dtype=torch.bfloat16)
+    assert launch.tolerance("bf16-weights", 0.01) == launch.LOSS_TOLERANCE  # never under the fp32 tolerance

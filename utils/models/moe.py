@@ -47,9 +47,16 @@ def _grouped_mm_any_float(fake_mode, func, mat_a, mat_b, offs=None, bias=None, o
 def expert_weights(module):
     """{name: parameter} of `module`'s MoE experts: the 3-D weights (one matrix per expert) of the modules that
     hold `num_experts` (transformers' experts modules, transformers/integrations/moe.py), found once for all
-    who ask (host syncs, LoRA's targets). A file model's other 3-D weights (a Conv1d's) are not experts."""
-    return {f"{owner}.{name}" if owner else name: weight for owner, m in module.named_modules()
-            if hasattr(m, "num_experts") for name, weight in m.named_parameters(recurse=False) if weight.dim() == 3}
+    who ask (host syncs, LoRA's and NF4's targets). A file model's other 3-D weights (a Conv1d's) are not experts."""
+    found = {}
+    for owner, m in module.named_modules():
+        if hasattr(m, "num_experts"):
+            # a parametrized stack (QLoRA's, stored in NF4) is read as the grouped matmuls take it: dequantised
+            for name in [*(name for name, _ in m.named_parameters(recurse=False)), *getattr(m, "parametrizations", ())]:
+                weight = getattr(m, name)
+                if weight.dim() == 3:
+                    found[f"{owner}.{name}" if owner else name] = weight
+    return found
 
 
 def host_synced(module):

@@ -9,6 +9,7 @@ the suite's model, a transformers model or a file's keeps its interface."""
 import math
 
 import torch
+from torch.nn.utils import parametrize
 
 from utils import checks
 from utils.models import moe
@@ -80,38 +81,112 @@ def lora_adapters(run):
 # QLoRA runs (torchtune/modules/low_precision/nf4_linear.py), chosen over bitsandbytes' Linear4bit
 # because it is plain PyTorch: the planner runs it on fake tensors as it runs on the GPU
 NF4_BLOCK, NF4_SCALER_BLOCK = 64, 256
+NF4_SHARDS = 8  # the FSDP2 ranks a small weight's scaler blocks split among (a GPU node's); a large one's: any
 
 
 @technique
 def nf4_base(run):
     """Every frozen projection weight of the blocks stored in 4-bit NF4, dequantised to bf16 in
-    each forward and backward (torchao's linear_nf4); the adapters beside them train as LoRA's."""
+    each forward and backward (torchao's linear_nf4), and a MoE block's expert stacks likewise; the
+    adapters beside them train as LoRA's."""
     if not run.adapter:
         raise ValueError("nf4_base quantises the frozen base under adapters: apply lora_adapters first")
     try:
         with quiet(*IMPORT_NOISE):
-            from torchao.quantization import to_nf4
+            from torchao.quantization import NF4Tensor, to_nf4
     except ImportError as err:
         raise Skip(f"torchao is not importable ({err}); pip install torchao==0.18.0") from None
     frozen = [m for m in run.model.blocks.modules() if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad]
     quantisable = [m for m in frozen if m.weight.numel() % NF4_BLOCK == 0]
-    if not quantisable:
+    experts, adapted = _expert_stacks(run.model.blocks)
+    if not quantisable and not experts:
         raise Skip(f"no frozen projection of {run.cfg.model}'s blocks holds a multiple of {NF4_BLOCK} weights, "
                    "NF4's block")
+    world = run.cfg.world
+    shards = world.size if world.kind == "fsdp" else 1  # FSDP2 splits each NF4 weight's blocks among its ranks
     smaller = 0
     for module in quantisable:
-        # to_nf4 takes whole blocks of scalers: a projection with fewer than 256 x 64 weights (a tiny
-        # model's) gets the largest block that divides its scalers
-        scaler_block = math.gcd(module.weight.numel() // NF4_BLOCK, NF4_SCALER_BLOCK)
-        smaller += scaler_block < NF4_SCALER_BLOCK
-        weight = module.weight.detach().to(torch.bfloat16)  # NF4 dequantises to bf16
-        module.weight = torch.nn.Parameter(to_nf4(weight, NF4_BLOCK, scaler_block), requires_grad=False)
+        weight, smaller_block = _nf4(to_nf4, module.weight, shards)
+        smaller += smaller_block
+        module.weight = torch.nn.Parameter(weight, requires_grad=False)
+    for name in experts:
+        smaller += _nf4_experts(to_nf4, run.model.blocks, name, shards)
     fewer = f" ({smaller} small ones per fewer: the largest block that divides theirs)" if smaller else ""
-    run.adapter += (f"; NF4 base: {len(quantisable)} of {len(frozen)} frozen projections, block {NF4_BLOCK}, "
-                    f"scalers per {NF4_SCALER_BLOCK}{fewer}")
-    # a MoE block's experts are 3-D tensors its grouped matmuls read whole, not nn.Linear: they stay as they are
-    unquantised = sum(p.numel() for m in run.model.blocks.modules() if not isinstance(m, torch.nn.Linear)
-                      for p in m.parameters(recurse=False) if p.dim() > 1 and not p.requires_grad)
-    if unquantised:
-        run.adapter += (f"; {unquantised:,} frozen weights outside nn.Linear (a MoE block's experts, its router) "
-                        "not in NF4")
+    run.adapter += (f"; NF4 base: {len(quantisable)} of {len(frozen)} frozen projections"
+                    + (f" and {len(experts)} MoE expert stacks" if experts else "")
+                    + f", block {NF4_BLOCK}, scalers per {NF4_SCALER_BLOCK}{fewer}")
+    # what else stays: weights outside nn.Linear and the expert stacks (a MoE router's), small
+    kept = sum(p.numel() for p in run.model.blocks.parameters() if p.dim() > 1 and not p.requires_grad
+               and not isinstance(p, NF4Tensor)) - sum(experts_kept.numel() for experts_kept in adapted.values())
+    if kept:
+        run.adapter += f"; {kept:,} other frozen weights of the blocks not in NF4 (a MoE router's)"
+    if adapted:
+        run.adapter += (f"; {len(adapted)} MoE expert stacks under LoRA kept in bf16 (PEFT's expert adapter "
+                        "cannot stack on NF4's parametrization: ParamWrapper._remove_parametrizations, peft 0.21)")
+
+
+def _expert_stacks(blocks):
+    """The frozen MoE expert stacks to store in NF4, and those LoRA adapts ({name: weight} each). PEFT's
+    adapter on a stack (ParamWrapper) parametrizes it in each forward and, when the stack is parametrized
+    already, cannot remove its own (it looks for its other proxy class, peft/tuners/lora/layer.py): its adapters
+    would pile up a step at a time, so an adapted stack stays as it is."""
+    wrapped = {(id(m.get_base_layer()), m.parameter_name) for m in blocks.modules() if hasattr(m, "parameter_name")}
+    frozen = {}
+    for name, weight in moe.expert_weights(blocks).items():
+        owner, _, attribute = name.rpartition(".")
+        if not weight.requires_grad and not parametrize.is_parametrized(blocks.get_submodule(owner), attribute):
+            frozen[name] = weight
+    adapted = {name: w for name, w in frozen.items()
+               if (id(blocks.get_submodule(name.rpartition(".")[0])), name.rpartition(".")[2]) in wrapped}
+    return {name: w for name, w in frozen.items() if name not in adapted}, adapted
+
+
+def _nf4(to_nf4, weight, shards):
+    """`weight` (2-D) in NF4 by torchao's `to_nf4`, and whether its scalers took a smaller block than 256.
+    to_nf4 takes whole blocks of scalers, and FSDP2's ranks each take whole blocks of them (torchao's NF4 split
+    asserts it, nf4_tensor.py): a projection with fewer than 256 x 64 x NF4_SHARDS weights (a tiny model's) gets
+    the largest block that leaves NF4_SHARDS of them, on one process too, so that it rounds as a sharded run does
+    (make fsdp's loss check compares the two). Raises Skip where `shards` cannot split them."""
+    blocks = weight.numel() // NF4_BLOCK
+    scaler_block = math.gcd(blocks // NF4_SHARDS if blocks % NF4_SHARDS == 0 else blocks, NF4_SCALER_BLOCK)
+    if blocks // scaler_block % shards:
+        raise Skip(f"a {'x'.join(map(str, weight.shape))} weight's {blocks // scaler_block} blocks of NF4 scalers "
+                   f"do not split among {shards} FSDP2 ranks (torchao's NF4 split takes whole blocks)")
+    return to_nf4(weight.detach().to(torch.bfloat16), NF4_BLOCK, scaler_block), scaler_block < NF4_SCALER_BLOCK
+
+
+class Dequantised(torch.nn.Module):
+    """The parametrization that stores a MoE expert stack (3-D: one matrix per expert) as one NF4 tensor per
+    expert (torchao's NF4Tensor takes 2-D ones) and reads it as the bf16 stack the experts' grouped matmuls take.
+    Dequantised one expert at a time into the stack: torchao's dequantisation holds ~10 bytes per weight of
+    temporaries (its 4-bit codes widened to int64), which over a whole stack (Mixtral's: 0.94B weights) would
+    outweigh the stack itself."""
+
+    def __init__(self, to_nf4, shards):
+        super().__init__()
+        self.to_nf4, self.shards, self.smaller = to_nf4, shards, 0
+
+    def right_inverse(self, stack):
+        # each expert's matrix copied out of the stack: an NF4Tensor keeps its source's storage offset, which
+        # FSDP2's views of it (as_strided) must then match
+        experts, smaller = zip(*(_nf4(self.to_nf4, matrix.clone(), self.shards) for matrix in stack))
+        self.smaller = any(smaller)
+        return list(experts)
+
+    def forward(self, *experts):
+        stack = torch.empty((len(experts), *experts[0].shape), dtype=torch.bfloat16, device=experts[0].device)
+        for i, expert in enumerate(experts):
+            stack[i].copy_(expert.get_original_weight())
+        return stack
+
+
+def _nf4_experts(to_nf4, blocks, name, shards):
+    """A MoE block's expert stack `name` stored in NF4 (Dequantised), dequantised whole in each forward (and in
+    backward's recompute), as the experts' grouped matmul reads the stack: one layer's bf16 stack at a time beside
+    the 4-bit ones, held for backward with the rest of that layer's activations. Returns whether its experts'
+    scalers took a smaller block."""
+    owner, _, attribute = name.rpartition(".")
+    # unsafe: what is stored (a list of 2-D NF4 tensors) is not what the parametrization returns
+    parametrization = Dequantised(to_nf4, shards)
+    parametrize.register_parametrization(blocks.get_submodule(owner), attribute, parametrization, unsafe=True)
+    return parametrization.smaller
