@@ -90,9 +90,12 @@ def test_the_experts_are_the_3d_weights_of_experts_modules_and_lora_targets_only
         adapters.targets("0.weight", list(dict(model.named_modules())) + list(moe.expert_weights(model)), "m")
 
 
-@pytest.mark.parametrize("targets, in_nf4", [("auto", True), ("q_proj,experts.gate_up_proj", False)])
-def test_qlora_stores_the_expert_stacks_in_nf4_unless_lora_adapts_them(targets, in_nf4):
+@pytest.mark.parametrize("targets, in_nf4, parts", [
+    ("auto", True, 4), ("auto", True, 2), ("q_proj,experts.gate_up_proj", False, 4)])
+def test_qlora_stores_the_expert_stacks_in_nf4_unless_lora_adapts_them(targets, in_nf4, parts, monkeypatch):
     from torchao.quantization import NF4Tensor
+
+    monkeypatch.setattr(adapters, "DEQUANT_PARTS", parts)  # the tiny model's 4 experts: one or two per part
 
     cfg = dataclasses.replace(run_config("qlora", model=MOE, batch=2, seq=32, steps=1, warmup=0), data="fixed",
                               lora_targets=targets)
@@ -116,10 +119,12 @@ def test_qlora_stores_the_expert_stacks_in_nf4_unless_lora_adapts_them(targets, 
         return
     assert f"and {len(stacks)} MoE expert stacks" in run.adapter and "under LoRA" not in run.adapter
     for name, weight in stacks.items():
-        # stored an expert at a time, read in its shape and dtype within NF4's rounding (16 levels of each block's
-        # absmax: ~10% of a Gaussian weight's rms; a stack read in another layout would be off by ~140%)
-        experts = [getattr(stored[name], f"original{i}") for i in range(weight.shape[0])]
-        assert all(isinstance(e, NF4Tensor) and e.shape == weight.shape[1:] and not e.requires_grad for e in experts)
+        # stored in parts of whole experts, read in its shape and dtype within NF4's rounding (16 levels of each
+        # block's absmax: ~10% of a Gaussian weight's rms; a stack read in another layout would be off by ~140%)
+        stored_parts = [getattr(stored[name], f"original{i}") for i in range(stored[name].ntensors)]
+        experts, rows, columns = weight.shape
+        assert [p.shape for p in stored_parts] == [(experts // parts * rows, columns)] * parts
+        assert all(isinstance(p, NF4Tensor) and not p.requires_grad for p in stored_parts)
         assert weight.shape == bf16[name].shape and weight.dtype == torch.bfloat16 and len(stored[name]) == 1
         assert _rms(weight - bf16[name]) < 0.2 * _rms(bf16[name])
 

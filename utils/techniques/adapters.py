@@ -81,6 +81,7 @@ def lora_adapters(run):
 # QLoRA runs (torchtune/modules/low_precision/nf4_linear.py), chosen over bitsandbytes' Linear4bit
 # because it is plain PyTorch: the planner runs it on fake tensors as it runs on the GPU
 NF4_BLOCK, NF4_SCALER_BLOCK = 64, 256
+DEQUANT_PARTS = 8  # a MoE expert stack is stored, and dequantised, in up to this many parts of whole experts
 NF4_SHARDS = 8  # the FSDP2 ranks a small weight's scaler blocks split among (a GPU node's); a large one's: any
 
 
@@ -156,27 +157,34 @@ def _nf4(to_nf4, weight, shards):
 
 
 class Dequantised(torch.nn.Module):
-    """The parametrization that stores a MoE expert stack (3-D: one matrix per expert) as one NF4 tensor per
-    expert (torchao's NF4Tensor takes 2-D ones) and reads it as the bf16 stack the experts' grouped matmuls take.
-    Dequantised one expert at a time into the stack: torchao's dequantisation holds ~10 bytes per weight of
-    temporaries (its 4-bit codes widened to int64), which over a whole stack (Mixtral's: 0.94B weights) would
-    outweigh the stack itself."""
+    """The parametrization that stores a MoE expert stack (3-D: one matrix per expert) in NF4, as DEQUANT_PARTS
+    2-D tensors of whole experts (torchao's NF4Tensor takes 2-D ones), and reads it as the bf16 stack the experts'
+    grouped matmuls take, a part at a time: torchao's dequantisation holds ~10 bytes per weight of temporaries
+    (its 4-bit codes widened to int64), which over a whole stack (Mixtral's: 0.94B weights) would outweigh the
+    stack itself, while an op per expert (Qwen3 30B-A3B's 128) is slow to run and to plan."""
 
     def __init__(self, to_nf4, shards):
         super().__init__()
-        self.to_nf4, self.shards, self.smaller = to_nf4, shards, 0
+        self.to_nf4, self.shards, self.smaller = to_nf4, shards, False
 
     def right_inverse(self, stack):
-        # each expert's matrix copied out of the stack: an NF4Tensor keeps its source's storage offset, which
-        # FSDP2's views of it (as_strided) must then match
-        experts, smaller = zip(*(_nf4(self.to_nf4, matrix.clone(), self.shards) for matrix in stack))
+        per_part = math.ceil(len(stack) / DEQUANT_PARTS)
+        # each part copied out of the stack: an NF4Tensor keeps its source's storage offset, which FSDP2's views of
+        # it (as_strided) must then match
+        parts, smaller = zip(*(_nf4(self.to_nf4, stack[i:i + per_part].flatten(0, 1).clone(), self.shards)
+                               for i in range(0, len(stack), per_part)))
         self.smaller = any(smaller)
-        return list(experts)
+        self.matrix = tuple(stack.shape[1:])
+        return list(parts)
 
-    def forward(self, *experts):
-        stack = torch.empty((len(experts), *experts[0].shape), dtype=torch.bfloat16, device=experts[0].device)
-        for i, expert in enumerate(experts):
-            stack[i].copy_(expert.get_original_weight())
+    def forward(self, *parts):
+        rows = sum(part.shape[0] for part in parts)
+        stack = torch.empty((rows // self.matrix[0], *self.matrix), dtype=torch.bfloat16, device=parts[0].device)
+        first = 0
+        for part in parts:
+            experts = part.shape[0] // self.matrix[0]
+            stack[first:first + experts].copy_(part.get_original_weight().view(experts, *self.matrix))
+            first += experts
         return stack
 
 
@@ -186,7 +194,7 @@ def _nf4_experts(to_nf4, blocks, name, shards):
     the 4-bit ones, held for backward with the rest of that layer's activations. Returns whether its experts'
     scalers took a smaller block."""
     owner, _, attribute = name.rpartition(".")
-    # unsafe: what is stored (a list of 2-D NF4 tensors) is not what the parametrization returns
+    # unsafe: what is stored (2-D NF4 tensors) is not what the parametrization returns
     parametrization = Dequantised(to_nf4, shards)
     parametrize.register_parametrization(blocks.get_submodule(owner), attribute, parametrization, unsafe=True)
     return parametrization.smaller
