@@ -4,6 +4,7 @@ state; and what the planner makes of each."""
 
 import dataclasses
 import functools
+import json
 
 import pytest
 import torch
@@ -271,6 +272,21 @@ def test_qlora_stores_the_frozen_projections_in_nf4_and_trains_its_adapters():
     assert stored == pytest.approx(weight.numel() * (0.5 + 1 / 64 + 2 / 64 / 32) + 16 * 2, abs=8)
     planned = {n: planner.plan(setup_of(n)[1], CFG).breakdown["params"] for n in ("pure_bf16+lora", "qlora")}
     assert planned["qlora"] < planned["pure_bf16+lora"]  # planned on fake tensors as it ran
+
+
+def test_qlora_keeps_a_projection_that_multiplies_its_weight_itself_and_says_why(tmp_path):
+    from utils.measure.train import Skip, build_run
+
+    # Falcon's FalconLinear (an nn.Linear) computes input @ weight.T itself: NF4 runs through F.linear only
+    falcon = tmp_path / "falcon-tiny.json"
+    falcon.write_text(json.dumps({
+        "architectures": ["FalconForCausalLM"], "model_type": "falcon", "hidden_size": 64, "num_attention_heads": 4,
+        "num_hidden_layers": 2, "vocab_size": 256, "new_decoder_architecture": False, "multi_query": True,
+        "parallel_attn": True, "bias": False, "alibi": False, "hidden_dropout": 0.0, "attention_dropout": 0.0}))
+    cfg = dataclasses.replace(CFG, technique="qlora", model=f"hf:{falcon}", seq=32)
+    with pytest.raises(Skip, match=r"can be stored in NF4: 8 projections of FalconLinear, whose own forward "
+                                   r"multiplies the weight \(NF4 runs through F.linear\)"):
+        build_run(cfg, setup_of("qlora")[1])
 
 
 def test_the_report_says_what_trained_and_how_the_memory_was_saved():

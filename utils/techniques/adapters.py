@@ -97,12 +97,10 @@ def nf4_base(run):
             from torchao.quantization import NF4Tensor, to_nf4
     except ImportError as err:
         raise Skip(f"torchao is not importable ({err}); pip install torchao==0.18.0") from None
-    frozen = [m for m in run.model.blocks.modules() if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad]
-    quantisable = [m for m in frozen if m.weight.numel() % NF4_BLOCK == 0]
+    quantisable, kept = _frozen_projections(run.model.blocks)
     experts, adapted = _expert_stacks(run.model.blocks)
     if not quantisable and not experts:
-        raise Skip(f"no frozen projection of {run.cfg.model}'s blocks holds a multiple of {NF4_BLOCK} weights, "
-                   "NF4's block")
+        raise Skip(f"no frozen projection of {run.cfg.model}'s blocks can be stored in NF4: {_listed(kept)}")
     world = run.cfg.world
     shards = world.size if world.kind == "fsdp" else 1  # FSDP2 splits each NF4 weight's blocks among its ranks
     smaller = 0
@@ -113,17 +111,43 @@ def nf4_base(run):
     for name in experts:
         smaller += _nf4_experts(to_nf4, run.model.blocks, name, shards)
     fewer = f" ({smaller} small ones per fewer: the largest block that divides theirs)" if smaller else ""
-    run.adapter += (f"; NF4 base: {len(quantisable)} of {len(frozen)} frozen projections"
-                    + (f" and {len(experts)} MoE expert stacks" if experts else "")
+    run.adapter += (f"; NF4 base: {len(quantisable)} of {len(quantisable) + sum(map(len, kept.values()))} frozen "
+                    "projections" + (f" and {len(experts)} MoE expert stacks" if experts else "")
                     + f", block {NF4_BLOCK}, scalers per {NF4_SCALER_BLOCK}{fewer}")
+    run.adapter += f"; kept in bf16: {_listed(kept)}" if kept else ""
     # what else stays: weights outside nn.Linear and the expert stacks (a MoE router's), small
-    kept = sum(p.numel() for p in run.model.blocks.parameters() if p.dim() > 1 and not p.requires_grad
-               and not isinstance(p, NF4Tensor)) - sum(experts_kept.numel() for experts_kept in adapted.values())
-    if kept:
-        run.adapter += f"; {kept:,} other frozen weights of the blocks not in NF4 (a MoE router's)"
+    held = [m.weight for modules in kept.values() for m in modules] + list(adapted.values())
+    others = sum(p.numel() for p in run.model.blocks.parameters() if p.dim() > 1 and not p.requires_grad
+                 and not isinstance(p, NF4Tensor)) - sum(w.numel() for w in held)
+    if others:
+        run.adapter += f"; {others:,} other frozen weights of the blocks not in NF4 (a MoE router's)"
     if adapted:
         run.adapter += (f"; {len(adapted)} MoE expert stacks under LoRA kept in bf16 (PEFT's expert adapter "
                         "cannot stack on NF4's parametrization: ParamWrapper._remove_parametrizations, peft 0.21)")
+
+
+def _frozen_projections(blocks):
+    """The frozen nn.Linear projections of `blocks` NF4 can store, and the others by why not ({why: modules}).
+    torchao's NF4Tensor runs a projection through F.linear (its linear_nf4), which nn.Linear's forward calls; a
+    subclass that multiplies its weight itself (Falcon's FalconLinear: input @ weight.T) asks it for an op it has
+    not (aten.permute)."""
+    quantisable, kept = [], {}
+    for module in blocks.modules():
+        if not isinstance(module, torch.nn.Linear) or module.weight.requires_grad:
+            continue
+        if type(module).forward is not torch.nn.Linear.forward:
+            why = f"of {type(module).__name__}, whose own forward multiplies the weight (NF4 runs through F.linear)"
+        elif module.weight.numel() % NF4_BLOCK:
+            why = f"holding no multiple of {NF4_BLOCK} weights (NF4's block)"
+        else:
+            quantisable.append(module)
+            continue
+        kept.setdefault(why, []).append(module)
+    return quantisable, kept
+
+
+def _listed(kept):
+    return "; ".join(f"{len(modules)} projections {why}" for why, modules in kept.items())
 
 
 def _expert_stacks(blocks):
