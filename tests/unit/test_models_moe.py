@@ -118,7 +118,12 @@ def test_qlora_stores_the_expert_stacks_in_nf4_unless_lora_adapts_them(targets, 
         assert not {name for name in stored if name.endswith("gate_up_proj")} and len(stored) == 2
         return
     assert f"and {len(stacks)} MoE expert stacks" in run.adapter and "under LoRA" not in run.adapter
-    for name, weight in stacks.items():
+    # one class for every layer's experts (parametrize makes one per module): compiled by blocks, no recompiles
+    assert len({type(owner) for owner, _ in owners.values()}) == 1
+    for name, described in stacks.items():
+        owner, attribute = owners[name]
+        weight = getattr(owner, attribute)  # dequantised; the experts' list describes it without computing it
+        assert described.is_meta and (described.shape, described.dtype) == (weight.shape, weight.dtype)
         # stored in parts of whole experts, read in its shape and dtype within NF4's rounding (16 levels of each
         # block's absmax: ~10% of a Gaussian weight's rms; a stack read in another layout would be off by ~140%)
         stored_parts = [getattr(stored[name], f"original{i}") for i in range(stored[name].ntensors)]

@@ -51,11 +51,12 @@ def expert_weights(module):
     found = {}
     for owner, m in module.named_modules():
         if hasattr(m, "num_experts"):
-            # a parametrized stack (QLoRA's, stored in NF4) is read as the grouped matmuls take it: dequantised
-            for name in [*(name for name, _ in m.named_parameters(recurse=False)), *getattr(m, "parametrizations", ())]:
-                weight = getattr(m, name)
-                if weight.dim() == 3:
-                    found[f"{owner}.{name}" if owner else name] = weight
+            weights = dict(m.named_parameters(recurse=False))
+            # a parametrized stack (QLoRA's, stored in NF4) as the grouped matmuls read it, described on the meta
+            # device where the parametrization says (every layer's stacks dequantised at once would not fit)
+            for name, chain in getattr(m, "parametrizations", {}).items():
+                weights[name] = chain[-1].reads_as if hasattr(chain[-1], "reads_as") else getattr(m, name)
+            found.update({f"{owner}.{name}" if owner else name: w for name, w in weights.items() if w.dim() == 3})
     return found
 
 

@@ -110,6 +110,7 @@ def nf4_base(run):
         module.weight = torch.nn.Parameter(weight, requires_grad=False)
     for name in experts:
         smaller += _nf4_experts(to_nf4, run.model.blocks, name, shards)
+    _one_class_each(run.model.blocks, adapted)
     fewer = f" ({smaller} small ones per fewer: the largest block that divides theirs)" if smaller else ""
     run.adapter += (f"; NF4 base: {len(quantisable)} of {len(quantisable) + sum(map(len, kept.values()))} frozen "
                     "projections" + (f" and {len(experts)} MoE expert stacks" if experts else "")
@@ -190,6 +191,7 @@ class Dequantised(torch.nn.Module):
     def __init__(self, to_nf4, shards):
         super().__init__()
         self.to_nf4, self.shards, self.smaller = to_nf4, shards, False
+        self.reads_as = None  # the stack as the grouped matmuls read it, on the meta device: its shape and dtype
 
     def right_inverse(self, stack):
         per_part = math.ceil(len(stack) / DEQUANT_PARTS)
@@ -198,25 +200,38 @@ class Dequantised(torch.nn.Module):
         parts, smaller = zip(*(_nf4(self.to_nf4, stack[i:i + per_part].flatten(0, 1).clone(), self.shards)
                                for i in range(0, len(stack), per_part)))
         self.smaller = any(smaller)
-        self.matrix = tuple(stack.shape[1:])
+        self.reads_as = torch.empty(stack.shape, dtype=torch.bfloat16, device="meta")
         return list(parts)
 
     def forward(self, *parts):
-        rows = sum(part.shape[0] for part in parts)
-        stack = torch.empty((rows // self.matrix[0], *self.matrix), dtype=torch.bfloat16, device=parts[0].device)
-        first = 0
+        stack = torch.empty(self.reads_as.shape, dtype=self.reads_as.dtype, device=parts[0].device)
+        first, matrix = 0, self.reads_as.shape[1:]
         for part in parts:
-            experts = part.shape[0] // self.matrix[0]
-            stack[first:first + experts].copy_(part.get_original_weight().view(experts, *self.matrix))
+            experts = part.shape[0] // matrix[0]
+            stack[first:first + experts].copy_(part.get_original_weight().view(experts, *matrix))
             first += experts
         return stack
 
 
+def _one_class_each(blocks, adapted):
+    """parametrize gives each module it parametrizes a class of its own (Parametrized<its class>, made per module:
+    torch/nn/utils/parametrize.py, _inject_new_class), and torch.compile guards a block on its modules' types: by
+    blocks, each block's experts would recompile, and past dynamo's recompile_limit (8) run eager. The experts
+    modules of one class with the same stacks in NF4 share the first one's (its properties read each module's own
+    parametrizations); not one with a stack under LoRA, on which PEFT parametrizes in each forward, class-wide."""
+    under_lora = {name.rpartition(".")[0] for name in adapted}
+    shared = {}
+    for owner, module in blocks.named_modules():
+        if parametrize.is_parametrized(module) and owner not in under_lora:
+            kind = (type(module).__bases__[0], tuple(module.parametrizations))
+            module.__class__ = shared.setdefault(kind, type(module))
+
+
 def _nf4_experts(to_nf4, blocks, name, shards):
     """A MoE block's expert stack `name` stored in NF4 (Dequantised), dequantised whole in each forward (and in
-    backward's recompute), as the experts' grouped matmul reads the stack: one layer's bf16 stack at a time beside
-    the 4-bit ones, held for backward with the rest of that layer's activations. Returns whether its experts'
-    scalers took a smaller block."""
+    backward's recompute), as the experts' grouped matmul reads the stack, which holds it for backward as it does
+    the layer's other activations (every layer's, or with checkpointing one at a time). Returns whether its
+    experts' scalers took a smaller block."""
     owner, _, attribute = name.rpartition(".")
     # unsafe: what is stored (2-D NF4 tensors) is not what the parametrization returns
     parametrization = Dequantised(to_nf4, shards)
