@@ -157,14 +157,18 @@ def _expert_stacks(blocks):
     already, cannot remove its own (it looks for its other proxy class, peft/tuners/lora/layer.py): its adapters
     would pile up a step at a time, so an adapted stack stays as it is."""
     wrapped = {(id(m.get_base_layer()), m.parameter_name) for m in blocks.modules() if hasattr(m, "parameter_name")}
-    frozen = {}
+    stacks, adapted = {}, {}
     for name, weight in moe.expert_weights(blocks).items():
-        owner, _, attribute = name.rpartition(".")
-        if not weight.requires_grad and not parametrize.is_parametrized(blocks.get_submodule(owner), attribute):
-            frozen[name] = weight
-    adapted = {name: w for name, w in frozen.items()
-               if (id(blocks.get_submodule(name.rpartition(".")[0])), name.rpartition(".")[2]) in wrapped}
-    return {name: w for name, w in frozen.items() if name not in adapted}, adapted
+        owner, attribute = _owner(blocks, name)
+        if not weight.requires_grad and not parametrize.is_parametrized(owner, attribute):
+            (adapted if (id(owner), attribute) in wrapped else stacks)[name] = weight
+    return stacks, adapted
+
+
+def _owner(blocks, name):
+    """(the module holding the expert stack `name`, the stack's attribute name)."""
+    owner, _, attribute = name.rpartition(".")
+    return blocks.get_submodule(owner), attribute
 
 
 def _nf4(to_nf4, weight, shards):
@@ -219,10 +223,10 @@ def _one_class_each(blocks, adapted):
     blocks, each block's experts would recompile, and past dynamo's recompile_limit (8) run eager. The experts
     modules of one class with the same stacks in NF4 share the first one's (its properties read each module's own
     parametrizations); not one with a stack under LoRA, on which PEFT parametrizes in each forward, class-wide."""
-    under_lora = {name.rpartition(".")[0] for name in adapted}
+    under_lora = {id(_owner(blocks, name)[0]) for name in adapted}
     shared = {}
-    for owner, module in blocks.named_modules():
-        if parametrize.is_parametrized(module) and owner not in under_lora:
+    for module in blocks.modules():
+        if parametrize.is_parametrized(module) and id(module) not in under_lora:
             kind = (type(module).__bases__[0], tuple(module.parametrizations))
             module.__class__ = shared.setdefault(kind, type(module))
 
@@ -232,8 +236,7 @@ def _nf4_experts(to_nf4, blocks, name, shards):
     backward's recompute), as the experts' grouped matmul reads the stack, which holds it for backward as it does
     the layer's other activations (every layer's, or with checkpointing one at a time). Returns whether its
     experts' scalers took a smaller block."""
-    owner, _, attribute = name.rpartition(".")
     # unsafe: what is stored (2-D NF4 tensors) is not what the parametrization returns
     parametrization = Dequantised(to_nf4, shards)
-    parametrize.register_parametrization(blocks.get_submodule(owner), attribute, parametrization, unsafe=True)
+    parametrize.register_parametrization(*_owner(blocks, name), parametrization, unsafe=True)
     return parametrization.smaller
