@@ -122,8 +122,10 @@ finetune_check: $(SETUP)
 init_results reset clean:
 	@$(STDLIB_PYTHON) -m utils.drivers.files $@
 
+# two workers where pytest-xdist is installed (the tests are mostly Python-bound dispatch, one core each;
+# tests/conftest.py splits torch's threads between them), else one process
 test: $(SETUP)
-	$(PYTHON) -m pytest -q tests/unit
+	$(PYTHON) -m pytest -q $$($(PYTHON) -c 'import xdist' 2>/dev/null && echo --numprocesses=2) tests/unit
 
 test-e2e: $(SETUP)
 	$(PYTHON) -m pytest -q tests/e2e

@@ -1,9 +1,18 @@
 """Fixtures every test module may use (shared helpers are tests/helpers.py)."""
 
+import os
+
 import pytest
 import torch
 
 from utils import results
+
+# under pytest-xdist (make test runs two workers) the cores are split between the workers: each torch on all
+# of them would oversubscribe the machine, and a thread barrier stalls while another process holds a core
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // WORKERS))  # what the tests start, too
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ TARGETS = {
     "init_results": "create RESULTS_FILE with its header (an existing one is only checked)",
     "reset": "move RESULTS_FILE to RESULTS_FILE.<utc time>.bak, then remove the plots in PLOTS_DIR",
     "clean": "remove the plots in PLOTS_DIR and the caches (keeps results and .venv)",
-    "test": "tests/unit/: unit and in-process integration tests (CPU, under 3 minutes on 2 cores)",
+    "test": "tests/unit/: unit and in-process integration tests (CPU, two processes, under 3 minutes on 2 cores)",
     "test-e2e": "tests/e2e/: make all over every technique, torchrun, session, grid, maxbatch trials, killed runs, "
     "injected delays, the GPU tests",
     "lint": "ruff over the code (ruff.toml: lines <= 120)",

@@ -29,6 +29,7 @@ OPTIONAL = {  # the techniques' lists: each row's packages in utils/catalog.py (
     "transformers": "MODEL=hf:...",
     "peft": "lora, qlora",
     "tqdm": "the progress bar of a run in a terminal",
+    "pytest-xdist": "make test in two processes",
 }
 # packages only some make goals use: missing, only those goals are refused
 FOR_GOALS = {"pytest": ("test", "test-e2e", "session", "gpu_check"), "ruff": ("lint",)}

@@ -4,6 +4,7 @@ bandwidth (a CPU as a device of the table, the planner's second check), its host
 """
 
 import contextlib
+import functools
 import time
 
 import torch
@@ -89,29 +90,31 @@ def synced_host_us(optimizer_class, kernels, numel=4096, params=32):
     return loop_s / params * 1e6 + EAGER_OP_US
 
 
+def _half_matmul_tflops(dtype, largest=1024, call_s=0.05):
+    """This CPU's matmul rate in a half precision (make tune VERIFY ranks them here): native on some, where
+    it is measured as fp32 is, at 1024^3; emulated on many, where a 1024^3 call takes seconds: there at the
+    largest square size from 256 whose call stays near `call_s` (emulated bf16 on a 2-thread AMD EPYC: 1.4
+    GFLOP/s at 256^3, 1.0 at 1024^3; either ranks it a hundredth of fp32's 190)."""
+    n = 256
+    square = functools.partial(torch.matmul, torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype))
+    while n < largest and _best(square, repeats=1) * 8 <= call_s:  # the next size up is 8x the work
+        n *= 2
+        square = functools.partial(torch.matmul, torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype))
+    return 2 * n**3 / _best(square, repeats=20 if n == largest else 5) / 1e12
+
+
 def measured_cpu(threads_note):
     """This CPU as a device of the table: its fp32, bf16 and fp16 matmul rates and copy bandwidth, measured
-    (a 1024^3 matmul and a 256 MiB copy, best of twenty: a shared machine's rate dips for whole
-    tenths of a second), entered over the declared efficiencies so that the roofline uses the rates
-    measured. A second check of the method, where it can run. Returns (the device, matmul TFLOP/s,
-    copy TB/s)."""
-
-    def best(fn):
-        start = time.perf_counter()
-        fn()
-        # twenty where a call is milliseconds; where it is a fifth of a second or more (fp16 emulated on a
-        # CPU without it) two say its rate as well, and keep the measurement to a second
-        return _best(fn, repeats=20 if time.perf_counter() - start < 0.2 else 2)
-
+    (a 1024^3 fp32 matmul and a 256 MiB copy, best of twenty: a shared machine's rate dips for whole
+    tenths of a second; the half precisions at _half_matmul_tflops's size), entered over the declared
+    efficiencies so that the roofline uses the rates measured. A second check of the method, where it can
+    run. Returns (the device, matmul TFLOP/s, copy TB/s)."""
     a = torch.randn(1024, 1024)
-    matmul_tflops = 2 * 1024**3 / best(lambda: a @ a) / 1e12
-    # the half precisions' matmuls (make tune VERIFY ranks them here) at the CPU's own rates: bf16 is native
-    # on some; fp16 is emulated on many (a 1024^3 matmul takes seconds there), so it is measured at 512^3
-    half = {dtype: a[:n, :n].to(getattr(torch, dtype)) for dtype, n in (("bfloat16", 1024), ("float16", 512))}
-    half_tflops = {dtype: 2 * len(m) ** 3 / best(lambda m=m: m @ m) / 1e12 for dtype, m in half.items()}
+    matmul_tflops = 2 * 1024**3 / _best(lambda: a @ a, repeats=20) / 1e12
+    half_tflops = {dtype: _half_matmul_tflops(getattr(torch, dtype)) for dtype in ("bfloat16", "float16")}
     src = torch.randn(2**26)  # written: untouched pages would be read as the shared zero page
     dst = torch.empty_like(src)
-    copy_tbs = 2 * src.numel() * 4 / best(lambda: dst.copy_(src)) / 1e12  # read and write
+    copy_tbs = 2 * src.numel() * 4 / _best(lambda: dst.copy_(src), repeats=20) / 1e12  # read and write
     peaks = {"fp32": matmul_tflops / MATMUL_EFFICIENCY, "bf16": half_tflops["bfloat16"] / MATMUL_EFFICIENCY,
              "fp16": half_tflops["float16"] / MATMUL_EFFICIENCY}
     device = GPU("cpu", "", f"this CPU ({threads_note})", 0, (0, 0), peaks, copy_tbs / MEMORY_EFFICIENCY)
