@@ -138,3 +138,22 @@ def test_a_graph_runs_in_the_order_inductors_kernels_compute_it_and_still_comput
     order = [n.name for n in ordered.graph.nodes]
     assert order[:2] == names[:2] and order.index(div) < order.index("mm") < order.index("relu")
     assert all(torch.equal(a, b) for a, b in zip(ordered(x, w), module(x, w)))
+
+
+def test_compiled_whole_the_step_in_backward_frees_no_gradient_early_and_make_plan_says_so(capsys):
+    from utils import devices
+    from utils.plan import __main__ as plan_command
+    from utils.plan.config import Target
+
+    # one short sequence: the step's peak is where the gradients are, not the activations
+    scopes = {scope: dataclasses.replace(CFG, batch=1, seq=8, compile_scope=scope) for scope in ("model", "blocks")}
+    plans = {scope: planner.plan(setup_of("step_in_backward+compile")[1], cfg, Target(devices.by_key("h100-sxm")))
+             for scope, cfg in scopes.items()}
+    # one backward graph returns every gradient at its end (its outputs until their hooks step them); by blocks,
+    # each block's backward hands its gradients on as it ends
+    whole = plans["model"].breakdown
+    assert whole["grads"] + whole["temporaries"] >= 0.9 * whole["params"]
+    assert plans["model"].peak_mib > plans["blocks"].peak_mib
+    plan_command._memory_notes(plans, None)
+    said = capsys.readouterr().out.splitlines()
+    assert len(said) == 1 and said[0].startswith("model: compiled as one graph") and "frees none early" in said[0]

@@ -53,9 +53,13 @@ def _line(name, plan, seconds, width):
 
 def _memory_notes(plans, target):
     """Below the memory table: unified memory beside the device total; where the allocator's cache filled the GPU
-    (it released it to go on), the least memory the step runs in."""
+    (it released it to go on), the least memory the step runs in; a step in backward that frees nothing early."""
     for name, plan in plans.items():
         memory = plan.memory
+        if plan.record.get("step_in_backward") and plan.record.get("compile_scope") == "model":
+            print(f"{name}: compiled as one graph, backward returns every gradient at its end, so the optimizer "
+                  "step in backward frees none early (COMPILE_SCOPE=blocks or blocks_in_checkpoint: each block's "
+                  "backward hands its gradients to their steps as it ends)")
         if memory.unified_mib:
             resident = memory.total_mib - memory.reserved_mib - memory.context_mib
             print(f"{name}: bitsandbytes' paged optimizer state, {memory.unified_mib:,.1f} MiB of CUDA unified memory "
