@@ -143,31 +143,37 @@ def test_where_nothing_fits_at_any_split_the_leanest_variant_is_split():
     assert [(o.config.full_name, o.config.batch, o.config.accum) for o in found] == [("checkpointing+accum", 2, 4)]
 
 
-def test_what_cannot_fit_by_its_weights_alone_leaves_the_savers_to_what_can():
+def test_what_cannot_fit_by_its_weights_and_optimizer_state_alone_leaves_the_savers_to_what_can():
     class Weighed(Pool):
-        """Four fast configurations over 9,000 MiB of weights (LoRA's fp32 base of a large model, say), one
-        slower over 1,000 (its bf16 base): each needs 1,000 MiB a sequence, 200 with checkpointing."""
+        """Four fast configurations: two over 9,000 MiB of weights (LoRA's fp32 base of a large model, say), two
+        over 1,000 of weights and 8,000 of optimizer state (its full fine-tune's AdamW moments); one slower over
+        1,000 and no state to speak of (its bf16 base under LoRA): each needs 1,000 MiB a sequence, 200 with
+        checkpointing."""
 
         def map(self, fn, givens, configs, gpus, depths):
             out = []
             for config, depth in zip(configs, depths, strict=True):
                 self.calls.append((config, depth))
-                weights = 1_000 if config.technique.startswith("pure_bf16") else 9_000
+                weights = 1_000 if config.technique.startswith(("pure_bf16", "fused", "tf32")) else 9_000
+                state = 8_000 if config.technique.startswith(("fused", "tf32")) else 0
                 per = 200 if "checkpointing" in config.technique else 1000
-                ms = 10 * config.batch if weights == 1_000 else 5 * config.batch
-                out.append(self.judged(dataclasses.replace(_figures(weights + per * config.batch, ms),
-                                                           weights_mib=weights)))
+                ms = 10 * config.batch if weights + state == 1_000 else 5 * config.batch
+                out.append(self.judged(dataclasses.replace(_figures(weights + state + per * config.batch, ms),
+                                                           weights_mib=weights, optimizer_mib=state)))
             return out
 
     pruned = space.Pruned()
     searching = search.Search(Weighed(5_600), {}, by_key("h100-sxm"), None, 5_600, pruned)
     configs = [Config(name, batch=8) for name in ("fp16", "flash", "fused", "tf32", "pure_bf16")]
     fitting = tune._screened(searching, configs, ["checkpointing"], pruned)
-    # the four fastest pass the GPU by their weights, so the one that can fit is given a saver and a smaller batch
+    # the four fastest pass the GPU by their weights and state, so the one that can fit is given a saver and a
+    # smaller batch
     assert [(o.config.full_name, o.config.batch, o.config.accum) for o in fitting] == [
         ("pure_bf16+checkpointing", 8, 1), ("pure_bf16+accum", 4, 2)]
-    reason = next(r for r in pruned if r.startswith("does not fit: its weights alone"))
-    assert pruned[reason] == 4 and pruned.example[reason].endswith(": weights 9,000 MiB")
+    reason = next(r for r in pruned if r.startswith("does not fit: its weights and optimizer state alone"))
+    assert pruned[reason] == 4
+    assert {pruned.example[reason].split(": ", 1)[1]} <= {"weights 9,000 MiB, optimizer state 0 MiB",
+                                                          "weights 1,000 MiB, optimizer state 8,000 MiB"}
 
 
 def test_confirm_plans_the_fastest_at_full_depth_and_drops_what_does_not_fit_there(monkeypatch):

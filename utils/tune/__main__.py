@@ -63,13 +63,15 @@ def _screened(searching, configs, savers, pruned):
     outcomes = searching.screen(configs)
     fitting = [o for o in outcomes if o.fits]
     short = sorted((o for o in outcomes if o.figures and not o.fits), key=lambda o: -o.figures.tokens_per_s)
-    # the fastest that could fit: LoRA over fp32 weights of an 8B model on a 24 GiB card never will, whatever saves
-    heavy = [o for o in short if o.figures.weights_exceed(searching.budget_mib)]
+    # the fastest that could fit: LoRA over fp32 weights of an 8B model on a 24 GiB card never will, nor its full
+    # fine-tune with AdamW's two moments of every weight, whatever saves
+    heavy = [o for o in short if o.figures.floor_exceeds(searching.budget_mib)]
     if heavy:
-        pruned.add("does not fit: its weights alone pass the GPU's memory (no memory saver or smaller micro-batch "
-                   "cuts them)", f"{heavy[0].config.label}: weights {heavy[0].figures.weights_mib:,.0f} MiB",
-                   len(heavy))
-    short = [o for o in short if not o.figures.weights_exceed(searching.budget_mib)]
+        pruned.add("does not fit: its weights and optimizer state alone pass the GPU's memory (no memory saver or "
+                   "smaller micro-batch cuts them)", f"{heavy[0].config.label}: weights "
+                   f"{heavy[0].figures.weights_mib:,.0f} MiB, optimizer state {heavy[0].figures.optimizer_mib:,.0f} "
+                   "MiB", len(heavy))
+    short = [o for o in short if not o.figures.floor_exceeds(searching.budget_mib)]
     for outcome in short[:SPLIT_TOP]:
         fitting += searching.split(outcome, savers)
     if len(short) > SPLIT_TOP:

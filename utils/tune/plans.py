@@ -50,6 +50,9 @@ class Figures:
     runs_in_budget: bool = True  # the step runs in the budget, the allocator releasing its cache where it must
     steady_retries: int = 0  # the allocator's cache releases each step at the GPU's own memory (last step planned)
     weights_mib: float = 0.0  # the weights held at the peak: what no memory saver or smaller micro-batch cuts
+    # the optimizer state held at the peak: nor that (the saver that moves it to host memory, torchao's offload,
+    # is one the planner refuses: utils/plan/planner.py check_modelled)
+    optimizer_mib: float = 0.0
 
     def unfit(self, budget_mib):
         """Why it does not fit in `budget_mib`, or "" where it does. Screened: its least over the budget.
@@ -62,10 +65,11 @@ class Figures:
             return "does not fit"
         return "releases the allocator's cache every step" if self.steady_retries else ""
 
-    def weights_exceed(self, budget_mib):
-        """Whether the weights and the CUDA context alone pass `budget_mib`: then neither a memory saver
-        (each cuts activations, gradients or optimizer state) nor a smaller micro-batch can make it fit."""
-        return self.weights_mib + self.context_mib > budget_mib
+    def floor_exceeds(self, budget_mib):
+        """Whether the weights, the optimizer state and the CUDA context alone pass `budget_mib`: then
+        neither a memory saver the planner models (each cuts activations, gradients or their temporaries) nor
+        a smaller micro-batch can make it fit."""
+        return self.weights_mib + self.optimizer_mib + self.context_mib > budget_mib
 
     @property
     def step_ms(self):
@@ -95,6 +99,7 @@ def extrapolate(low, high, depths, depth):
         high, allocated_mib=at(low.allocated_mib, high.allocated_mib),
         reserved_mib=at(low.reserved_mib, high.reserved_mib),
         total_mib=at(low.total_mib, high.total_mib), weights_mib=at(low.weights_mib, high.weights_mib),
+        optimizer_mib=at(low.optimizer_mib, high.optimizer_mib),
         ms={p: at(low.ms[p], high.ms[p]) for p in high.ms},
         comm_ms=at(low.comm_ms, high.comm_ms), exposed_ms=at(low.exposed_ms, high.exposed_ms),
         flops_per_token=round(at(low.flops_per_token, high.flops_per_token)), seconds=low.seconds + high.seconds,
@@ -155,4 +160,5 @@ def plan(given, config, gpu_key, depth):
         exposed_ms=sum(step.comm.exposed_ms.values()) if step.comm else 0.0, seconds=time.perf_counter() - start,
         memory_kind=bands.kind_of(found, "allocated"), step_kind=bands.kind_of(found, "step time"),
         runs_in_budget=memory.total_mib <= budget or runs_within(found, target, budget),
-        steady_retries=memory.steady_retries, weights_mib=found.breakdown["params"])
+        steady_retries=memory.steady_retries, weights_mib=found.breakdown["params"],
+        optimizer_mib=found.breakdown["optimizer"])
