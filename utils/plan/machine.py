@@ -95,12 +95,13 @@ def _half_matmul_tflops(dtype, largest=1024, call_s=0.05):
     it is measured as fp32 is, at 1024^3; emulated on many, where a 1024^3 call takes seconds: there at the
     largest square size from 256 whose call stays near `call_s` (emulated bf16 on a 2-thread AMD EPYC: 1.4
     GFLOP/s at 256^3, 1.0 at 1024^3; either ranks it a hundredth of fp32's 190)."""
+    def square(n):
+        return functools.partial(torch.matmul, torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype))
+
     n = 256
-    square = functools.partial(torch.matmul, torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype))
-    while n < largest and _best(square, repeats=1) * 8 <= call_s:  # the next size up is 8x the work
+    while n < largest and _best(square(n), repeats=1) * 8 <= call_s:  # the next size up is 8x the work
         n *= 2
-        square = functools.partial(torch.matmul, torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype))
-    return 2 * n**3 / _best(square, repeats=20 if n == largest else 5) / 1e12
+    return 2 * n**3 / _best(square(n), repeats=20 if n == largest else 5) / 1e12
 
 
 def measured_cpu(threads_note):
