@@ -122,13 +122,17 @@ finetune_check: $(SETUP)
 init_results reset clean:
 	@$(STDLIB_PYTHON) -m utils.drivers.files $@
 
-# two workers where pytest-xdist is installed (the tests are mostly Python-bound dispatch, one core each;
-# tests/conftest.py splits torch's threads between them), else one process
-test: $(SETUP)
-	$(PYTHON) -m pytest -q $$($(PYTHON) -c 'import xdist' 2>/dev/null && echo --numprocesses=2) tests/unit
+# two workers where pytest-xdist is installed (the tests are mostly Python-bound dispatch, or commands that wait
+# on one, one core each; tests/conftest.py splits torch's threads between them), else one process; $(1): how
+# the tests are dealt to the workers
+xdist = $$($(PYTHON) -c 'import xdist' 2>/dev/null && echo --numprocesses=2 $(1))
 
+test: $(SETUP)
+	$(PYTHON) -m pytest -q $(call xdist) tests/unit
+
+# a module to one worker whole (loadscope): its module-scoped fixtures (test_suite.py's make all) run once
 test-e2e: $(SETUP)
-	$(PYTHON) -m pytest -q tests/e2e
+	$(PYTHON) -m pytest -q --durations=10 $(call xdist,--dist=loadscope) tests/e2e
 
 lint: $(SETUP)
 	$(PYTHON) -m ruff check .

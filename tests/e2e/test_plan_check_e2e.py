@@ -1,8 +1,11 @@
 """make plan_check end to end: every row labelled and the bars."""
 
+import pytest
 from helpers import run_make
 
 from utils.plan import bands, reference
+
+pytestmark = pytest.mark.longest  # every table planned: ~20 minutes on one core of a 2-core EPYC
 
 
 def test_make_plan_check_prints_every_row_labelled_and_the_bars(results_file):
