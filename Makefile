@@ -130,9 +130,10 @@ xdist = $$($(PYTHON) -c 'import xdist' 2>/dev/null && echo --numprocesses=2 $(1)
 test: $(SETUP)
 	$(PYTHON) -m pytest -q $(call xdist) tests/unit
 
-# a module to one worker whole (loadscope): its module-scoped fixtures (test_suite.py's make all) run once
+# a module to one worker whole (loadscope: its module-scoped fixtures, test_suite.py's make all, run once), in the
+# order tests/e2e/conftest.py collects them (xdist would deal the modules of most tests first)
 test-e2e: $(SETUP)
-	$(PYTHON) -m pytest -q --durations=10 $(call xdist,--dist=loadscope) tests/e2e
+	$(PYTHON) -m pytest -q --durations=10 $(call xdist,--dist=loadscope --no-loadscope-reorder) tests/e2e
 
 lint: $(SETUP)
 	$(PYTHON) -m ruff check .

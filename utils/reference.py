@@ -36,7 +36,8 @@ TARGETS = {
     "plan": "predicted peak allocated, reserved and device total on GPU, and the breakdown, per technique of "
             "TECHNIQUES (fake tensors, any machine)",
     "plan_check": "the planner against every measured figure it can model, each labelled (allocated, device total, "
-                  "tracked): predicted, measured, error, the bars",
+                  "tracked): predicted, measured, error, the bars; its tables planned at once, a worker process per "
+                  "core",
     "codegen_check": "each compiled graph of the plans of TECHNIQUES on GPU: its buffers' peak as planned against "
                      "the wrapper inductor generates for it (needs Triton; no GPU)",
     "tune": "the fastest setup that fits: the techniques' space planned for GPU (or each of GPUS; FSDP2 on the "

@@ -4,6 +4,7 @@ import pytest
 from helpers import run_make
 
 from utils.plan import bands, reference
+from utils.plan import cpu as plan_cpu
 
 pytestmark = pytest.mark.longest  # every table planned: ~20 minutes on one core of a 2-core EPYC
 
@@ -14,7 +15,7 @@ def test_make_plan_check_prints_every_row_labelled_and_the_bars(results_file):
     out, section = proc.stdout.split(bands.HEADING)
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
     labelled = [r for r in rows if " allocated |" in r or " device total |" in r or " tracked |" in r]
-    cpu = len(reference.CPU_TECHNIQUES) * 2
+    cpu = len(plan_cpu.TRACKED_TECHNIQUES) * 2
     assert len(labelled) == len(reference.H100_PEAKS) + len(reference.GPT2XL_TOTALS) + cpu
     for name in ("H100 allocated", "GPT2-XL study device total", "GPT2-XL study order", "this CPU tracked",
                  "torchtitan max reserved", "torchtitan tokens/s", "torchtune peak active", "torchtune tokens/s",

@@ -11,30 +11,23 @@ measurements, none used to set any constant of the planner (the Hopper context a
   planner's step as this CPU runs it (model_cuda=False): the fake-tensor method itself.
 """
 
-import dataclasses
-import statistics
+import functools
 
 import pandas as pd
-import torch
 
 from utils.devices import by_key
-from utils.measure import loop, memory
-from utils.measure.data import batches
-from utils.plan import bands, cpu, h200, machine, planner, timing, torchtitan, torchtune, torchtune_ladder
+from utils.plan import bands, cpu, h200, planner, timing, torchtitan, torchtune, torchtune_ladder, workers
 from utils.plan.config import Target, load_config
 from utils.plan.h100 import H100_LEVERS, H100_PEAKS
 from utils.techniques import setup_of
 from utils.techniques.parallel import World
-from utils.techniques.run import new_run
 
 ALLOCATED_BAR = 0.05  # allocated within 5% of every H100 row modelled
 SPEEDUP_BAR, SPEEDUP_SHARE = 0.15, 0.90  # each speedup over the baseline within 15%, for at least 90% of the rows
 RANK_BAR = 0.9  # Spearman correlation of predicted and measured step times
 TIME_BAR = 0.20  # step time within 20%: every H100 row, the levers' rows, the GPT2-XL study's AdamW rows
 SYNCED_BAR = 0.10  # bitsandbytes' optimizers (synchronised per parameter): each within 10%, each slower than fused
-CPU_TIME_BAR = 0.30  # this CPU's step time within 30%
 TOTAL_BAR = 0.10  # device total within 10% of each of the study's rows, and in the same order
-CPU_BAR = 0.02  # fake vs real tracking on this CPU
 
 # the study's six rows: (configuration, technique, nvidia-smi GB read as GiB, iterations per second)
 GPT2XL_TOTALS = (
@@ -51,7 +44,6 @@ EXPLAINED = {
             "1.56B parameters (5.8 GiB), so its Lion held more than the suite's",
     "Lion + checkpointing + flash": "the study's Lion (see Lion)",
 }
-CPU_TECHNIQUES = ("baseline", "bf16", "flash", "checkpointing", "lion", "8bit", "accum")
 
 
 def _row(cells):
@@ -176,59 +168,30 @@ def _order_misses(rows):
     return [(a[0], b[0]) for i, a in enumerate(rows) for b in rows[i + 1:] if (a[1] - b[1]) * (a[2] - b[2]) < 0]
 
 
-def cpu_rows(given):
-    """Real tracked steps on this CPU vs the planner's step as this CPU runs it."""
-    errors = []
-    print("\n### This CPU: the tracked tensor peak of a real step vs the plan of the same step (fake tensors)\n")
-    _row(["model", "technique", "figure", "measured MiB", "predicted MiB", "error", f"within {CPU_BAR:.0%}"])
-    _row(["---"] * 7)
-    for model, batch, seq in (("tiny", 4, 128), ("small", 4, 256)):
-        for technique in CPU_TECHNIQUES:
-            cfg = dataclasses.replace(load_config(technique, given, model=model, batch=batch, seq=seq), device="cpu",
-                                      data="fixed")
-            setup = setup_of(technique)[1]
-            run, data = new_run(cfg), batches(cfg)
-            setup(run)
-            for _ in range(planner.STEPS):  # the optimizer state exists from the first step on, as in the plan
-                run.step(run, [next(data) for _ in range(run.accum)])
-            real = memory.tracked_step(run, data)["mem_peak_mib"]
-            fake = planner.plan(setup, cfg, model_cuda=False).peak_mib
-            errors.append((f"{model} {technique}", fake / real - 1))
-            _row([model, f"`{technique}`", "tracked", f"{real:,.1f}", f"{fake:,.1f}", f"{errors[-1][1]:+.1%}",
-                  bands.verdict(errors[-1][1], CPU_BAR)])
-    return errors
+def _h100(given, seen):
+    h100, plans = h100_rows(given, seen)
+    return h100, h100_times(plans, seen)
 
 
-CPU_TIME_TECHNIQUES = ("baseline", "checkpointing", "lion", "fused", "accum")  # fp32: this CPU's measured peak
+EXTERNAL = (torchtitan, torchtune, torchtune_ladder, h200)
 
 
-def cpu_times(given):
-    """This CPU as a second check of the roofline: its own measured rates, the suite's real steps."""
-    device, tflops, tbs = machine.measured_cpu(f"{torch.get_num_threads()} threads")
-    print(f"\n### This CPU: step time, the same roofline on its measured rates ({tflops:.3f} TFLOP/s fp32 matmul, "
-          f"{tbs * 1e3:.1f} GB/s copy; the host's time per eager op in each phase measured on the technique's own "
-          "step at B=1, T=8, one block; ops run where they are dispatched: device + host time)\n")
-    _row(["model", "technique", "host us per op (forward / backward / optimizer)", "measured ms (median of 25 / 5)",
-          "predicted ms", "error", f"within {CPU_TIME_BAR:.0%}"])
-    _row(["---"] * 7)
-    rows, op_us = [], {technique: cpu.host_op_us(technique, given, device) for technique in CPU_TIME_TECHNIQUES}
-    # steps: a fraction of a second of the tiny preset's steps is at the mercy of a shared machine's dips
-    for model, batch, seq, steps in (("tiny", 4, 128, 25), ("small", 4, 256, 5)):
-        for technique in CPU_TIME_TECHNIQUES:
-            cfg = dataclasses.replace(load_config(technique, given, model=model, batch=batch, seq=seq, world=World()),
-                                      device="cpu", data="fixed")
-            setup = setup_of(technique)[1]
-            run = new_run(cfg)
-            setup(run)
-            measured_ms = statistics.median(loop.measure(run, batches(cfg), steps, 2)[1].step_ms)
-            plan = planner.plan(setup, cfg, model_cuda=False)
-            predicted = timing.step_time(plan.ops, device, batch * seq * run.accum, serial=True,
-                                         eager_op_us=op_us[technique]).step_ms
-            rows.append((f"{model} {technique}", predicted / measured_ms - 1))
-            host = " / ".join(f"{op_us[technique].get(phase, 0):.1f}" for phase in timing.PHASES)
-            _row([model, f"`{technique}`", host, f"{measured_ms:.1f}", f"{predicted:.1f}",
-                  f"{rows[-1][1]:+.1%}", bands.verdict(rows[-1][1], CPU_TIME_BAR)])
-    return rows
+def _external(source, given, seen):
+    return source.rows(given, _row, seen)
+
+
+# the tables planned in worker processes, in the order printed: (given, seen) -> what their bars read
+TABLES = {"h100": _h100, "levers": h100_levers, "gpt2xl": gpt2xl_rows,
+          **{source.NAME: functools.partial(_external, source) for source in EXTERNAL},
+          "cpu": lambda given, seen: cpu.tracked_rows(given, _row)}
+LONGEST = torchtune_ladder.NAME  # 9 rows and 3 readings of a 28-block model: ~4 of plan_check's ~14 minutes
+
+
+def _table(name, given):
+    """One table planned in a worker process: (what it printed, what its bars read, the GPU figures it compared)."""
+    seen = []
+    text, found = workers.printed(TABLES[name], given, seen)
+    return text, found, seen
 
 
 def _time_bars(times, levers, study):
@@ -270,11 +233,17 @@ def check(given):
           "(`torch.cuda.max_memory_allocated`), device total (reserved + CUDA context: nvidia-smi), tracked "
           "(MemTracker's tensor peak on this CPU); step times are a roofline over the planned step's ops, "
           "predicted, never measured.")
-    seen = []  # bands.Observation of every GPU figure compared
-    h100, plans = h100_rows(given, seen)
-    times, levers, study = h100_times(plans, seen), h100_levers(given, seen), gpt2xl_rows(given, seen)
-    external = {source: source.rows(given, _row, seen) for source in (torchtitan, torchtune, torchtune_ladder, h200)}
-    cpu, cpu_time = cpu_rows(given), cpu_times(given)
+    seen, found = [], {}  # bands.Observation of every GPU figure compared; what each table's bars read
+    with workers.pool(min(workers.cores(), len(TABLES))) as pool:
+        # the longest table first, so that the others fill the other workers while it is planned
+        started = {name: pool.submit(_table, name, given) for name in sorted(TABLES, key=lambda n: n != LONGEST)}
+        for name in TABLES:  # printed in their order, each as soon as it and those above it are planned
+            text, found[name], more = started[name].result()
+            print(text, end="", flush=True)
+            seen += more
+    (h100, times), levers, study, cpu_found = found["h100"], found["levers"], found["gpt2xl"], found["cpu"]
+    external = {source: found[source.NAME] for source in EXTERNAL}
+    cpu_time = cpu.time_rows(given, _row)  # alone, the workers done: it times this CPU
     print("\n### Bars\n")
     _bar_line("H100 allocated", h100, ALLOCATED_BAR)
     _time_bars(times, levers, study)
@@ -284,8 +253,8 @@ def check(given):
         order = _order_misses(rows)
         print(f"- GPT2-XL study order, {name}: " + ("the same as measured" if not order else
               "**differs** for " + ", ".join(f"{a} vs {b}" for a, b in order)))
-    _bar_line("this CPU tracked", cpu, CPU_BAR)
-    _bar_line("this CPU step time", cpu_time, CPU_TIME_BAR)
+    _bar_line("this CPU tracked", cpu_found, cpu.TRACKED_BAR)
+    _bar_line("this CPU step time", cpu_time, cpu.TIME_BAR)
     for source, found in external.items():
         for i, (name, bar) in enumerate(((source.MEMORY, source.MEMORY_BAR), ("tokens/s", source.TOKENS_BAR))):
             _bar_line(f"{source.NAME} {name}", [(r[0], r[i + 1]) for r in found], bar)

@@ -13,16 +13,14 @@ VERIFY=k                              tuned for this machine instead, the top k 
 usage: python -m utils.tune   (settings from the environment)
 """
 
-import concurrent.futures
 import dataclasses
 import itertools
-import multiprocessing
-import os
 import sys
 import time
 
 from utils import checks, registry, settings
 from utils.catalog import BY_NAME, COMPILE_SCOPES, SAVES_MEMORY
+from utils.plan import workers
 from utils.tune import plans, report
 from utils.tune.search import SPLIT_TOP, Search
 from utils.tune.space import COMPILE_MODES, join, options, scopes_of, space
@@ -191,12 +189,10 @@ def main():
         gpus = [gpu]
     cfg, depth, global_batch, world = shape(given)
     start, found = time.perf_counter(), []
-    workers = os.cpu_count() or 1
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=plans.quiet_worker) as pool:
+    with workers.pool(workers.cores()) as pool:
         for gpu in gpus:
             print(f"tune: {cfg.model} T={cfg.seq}, global batch {global_batch}, on {gpu.name}: planning "
-                  f"({workers} worker processes)...", file=sys.stderr, flush=True)
+                  f"({workers.cores()} worker processes)...", file=sys.stderr, flush=True)
             found.append(search_gpu(pool, gpu, given, depth, global_batch, world))
     lines, status = report.lines(found, cfg, given, time.perf_counter() - start)
     if given.verify and found[0].outcomes:

@@ -13,7 +13,6 @@ device total then replayed exactly.
 
 import dataclasses
 import time
-import warnings
 
 SCREEN_DEPTHS = (1, 2)  # one GPU
 # N GPUs: FSDP2's first and last blocks are not its middle ones (the root and the last block stay unsharded
@@ -104,18 +103,6 @@ def extrapolate(low, high, depths, depth):
         comm_ms=at(low.comm_ms, high.comm_ms), exposed_ms=at(low.exposed_ms, high.exposed_ms),
         flops_per_token=round(at(low.flops_per_token, high.flops_per_token)), seconds=low.seconds + high.seconds,
         screened=True)
-
-
-def quiet_worker():
-    """A worker's set-up: one thread (the workers share this machine's cores), no warnings (Python's, or
-    torch's logged ones: dynamo's advice on each compiled checkpoint)."""
-    import logging
-
-    import torch
-
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
-    torch._logging.set_logs(all=logging.ERROR)
 
 
 def budget_mib(gpu, given):
