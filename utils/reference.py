@@ -56,7 +56,7 @@ TARGETS = {
     "clean": "remove the plots in PLOTS_DIR and the caches (keeps results and .venv)",
     "test": "tests/unit/: unit and in-process integration tests (CPU, two processes, under 3 minutes on 2 cores)",
     "test-e2e": "tests/e2e/: make all over every technique, torchrun, session, grid, maxbatch trials, killed runs, "
-    "injected delays, the GPU tests",
+    "injected delays, the GPU tests (two processes, a module to each whole)",
     "lint": "ruff over the code (ruff.toml: lines <= 120)",
     "help": "this text (also what plain make prints)",
     "python_check": "with PYTHON=...: what that interpreter lacks for the goals asked, in one line (run before each "

@@ -184,7 +184,7 @@ def _external(source, given, seen):
 TABLES = {"h100": _h100, "levers": h100_levers, "gpt2xl": gpt2xl_rows,
           **{source.NAME: functools.partial(_external, source) for source in EXTERNAL},
           "cpu": lambda given, seen: cpu.tracked_rows(given, _row)}
-LONGEST = torchtune_ladder.NAME  # 9 rows and 3 readings of a 28-block model: ~4 of plan_check's ~14 minutes
+LONGEST = torchtune_ladder.NAME  # 9 rows and 3 readings of a 28-block model: 4 of 17 minutes planned one by one
 
 
 def _table(name, given):
