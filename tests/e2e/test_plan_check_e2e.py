@@ -6,7 +6,7 @@ from helpers import run_make
 from utils.plan import bands, reference
 from utils.plan import cpu as plan_cpu
 
-pytestmark = pytest.mark.longest  # every table planned: ~20 minutes on one core of a 2-core EPYC
+pytestmark = pytest.mark.longest  # every table planned: 15 of CI's 18 e2e minutes on the 2-core EPYC
 
 
 def test_make_plan_check_prints_every_row_labelled_and_the_bars(results_file):

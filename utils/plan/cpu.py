@@ -67,7 +67,6 @@ def tracked_rows(given, table_row):
     return errors
 
 
-
 def time_rows(given, table_row):
     """This CPU as a second check of the roofline: its own measured rates, the suite's real steps."""
     device, tflops, tbs = machine.measured_cpu(f"{torch.get_num_threads()} threads")
