@@ -1,7 +1,7 @@
 """stack: the fastest combination on a GPU: bf16 + flash + fused AdamW + torch.compile.
 
-bf16 autocast, flash attention, fused AdamW and whole-model torch.compile (COMPILE_MODE,
-default "default"), at the batch given.
+bf16 autocast, flash attention, fused AdamW and torch.compile (COMPILE_MODE, default "default";
+the whole model unless COMPILE_SCOPE says blocks), at the batch given.
 
 Each choice is a measured row of the H100 reference table (GPT-2 124M, B=16, T=1024, a bare
 loop: utils/plan/h100.py; `make all` on the GPU measures them with this suite): bf16 137 ms/step vs tf32

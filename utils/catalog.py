@@ -51,6 +51,13 @@ FUNCTIONS = {
     "accumulate": ("step", None),
     "cuda_graphs": ("step", None),
 }
+# functions that run in one process only, and why: refused under DDP / FSDP2 before anything starts
+SINGLE_PROCESS = {
+    "step_in_backward": "step_in_backward steps each parameter as backward reaches it, and under DDP / FSDP2 its "
+    "gradient is not yet reduced across ranks then",
+    "cuda_graphs": "cuda_graphs captures one process's step, and under DDP / FSDP2 the collectives would need "
+    "capturing too",
+}
 HOST_STEPPED = "cuda_graphs captures the whole step as GPU work, and this optimizer steps from the host"
 # pairs of functions that refuse each other, and why
 CONFLICTS = {

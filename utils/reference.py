@@ -60,7 +60,7 @@ TARGETS = {
     "lint": "ruff over the code (ruff.toml: lines <= 120)",
     "help": "this text (also what plain make prints)",
     "python_check": "with PYTHON=...: what that interpreter lacks for the goals asked, in one line (run before each "
-    "target)",
+    "target that runs Python: not init_results, reset, clean or help)",
 }
 
 

@@ -189,3 +189,19 @@ def check(names, what="technique"):
 def selected(techniques):
     """TECHNIQUES (`techniques`), checked: the techniques a command over several runs covers (none: all)."""
     return check(list(techniques) or known())
+
+
+def one_chosen(given):
+    """The technique of a target that takes one (make profile, lrsweep, ddp, fsdp, scaling_gpus), checked:
+    T where given (make run's), else TECHNIQUE (`given`: utils.settings.Settings)."""
+    if given.t and "TECHNIQUE" in given.given and given.t != given.technique:
+        raise checks.BadInput(f"T={given.t} and TECHNIQUE={given.technique} name two techniques; give one")
+    return check([given.t or given.technique], "T" if given.t else "TECHNIQUE")[0]
+
+
+def chosen(given):
+    """The techniques of a target over several (make all, plan, maxbatch), checked: TECHNIQUES, else T's
+    one where given, else every technique."""
+    if given.t and given.techniques:
+        raise checks.BadInput("T and TECHNIQUES are both given: T names one technique, TECHNIQUES a list; give one")
+    return selected(given.techniques or ([given.t] if given.t else []))

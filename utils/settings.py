@@ -150,10 +150,10 @@ SETTINGS = (
     S("A", "sgd", "make compare: the first technique", "report"),
     S("B", "adam", "make compare: the second technique", "report"),
     # one technique elsewhere: profile, lrsweep, torchrun
-    S("TECHNIQUE", "baseline", "the technique of make profile, lrsweep, ddp, fsdp, scaling_gpus (and maxbatch when "
-      "given)", "technique"),
-    S("T", "", "make run: the technique or '+' combination to run, e.g. bf16+checkpointing+lion (blank: TECHNIQUE)",
-      "technique"),
+    S("TECHNIQUE", "baseline", "the technique of make run, profile, lrsweep, ddp, fsdp, scaling_gpus (and maxbatch "
+      "when given)", "technique"),
+    S("T", "", "the technique or '+' combination, e.g. bf16+checkpointing+lion: TECHNIQUE's, shorter, and where "
+      "TECHNIQUES is blank the one technique of make all, plan and maxbatch (blank: TECHNIQUE)", "technique"),
     S("LRS", "", "make lrsweep: the LRs (blank: 1e-4 to 1 in half decades)", "technique", _words),
     S("NPROC", "2", "make ddp / fsdp / scaling_gpus: processes, at most one per GPU (or CPU core); make plan "
       "PARALLEL=...: the GPUs planned", "technique", _int(1)),

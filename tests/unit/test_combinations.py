@@ -4,14 +4,15 @@ conflict, and equal to the scripts that spell them."""
 import ast
 import dataclasses
 import math
+import re
 import shutil
 
 import pytest
 from helpers import run_config
 
-from utils import catalog, checks, reference, registry
+from utils import catalog, checks, reference, registry, settings
 from utils import techniques as t
-from utils.measure import data
+from utils.measure import config, data
 from utils.measure import loop as bench
 from utils.measure.train import build_run
 from utils.plan import planner
@@ -82,6 +83,27 @@ def test_conflicts_are_refused_in_one_line_before_anything_runs(written, said):
     with pytest.raises(checks.BadInput) as refused:
         registry.combination(written)
     assert said in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_t_is_the_one_technique_wherever_one_or_a_blank_list_is_taken():
+    def given(**env):
+        return settings.read({settings.variable(name): value for name, value in env.items()})
+
+    assert registry.chosen(given(T="bf16+flash")) == ["flash"]  # make plan T=...: that one, canonical
+    assert registry.chosen(given(TECHNIQUES="fused lion")) == ["fused", "lion"]
+    assert registry.chosen(given()) == registry.known()
+    assert registry.one_chosen(given(T="fused")) == "fused" and registry.one_chosen(given()) == "baseline"
+    for env, said in [({"T": "flash", "TECHNIQUES": "fused"}, "T and TECHNIQUES are both given"),
+                      ({"T": "flash", "TECHNIQUE": "fused"}, "T=flash and TECHNIQUE=fused name two techniques")]:
+        with pytest.raises(checks.BadInput, match=said):
+            (registry.chosen if "TECHNIQUES" in env else registry.one_chosen)(given(**env))
+
+
+@pytest.mark.parametrize("technique", ["flash+step_in_backward", "cudagraphs"])
+def test_a_one_process_part_is_refused_under_ddp_or_fsdp_before_anything_runs(technique):
+    config.check_technique(technique, "default", 1)  # one process: allowed
+    with pytest.raises(checks.BadInput, match=re.escape(f"{technique} cannot run under fsdp: ")):
+        config.check_technique(technique, "default", 1, parallel="fsdp")
 
 
 @pytest.mark.parametrize("script", ["stack", "stack_memory"])

@@ -57,7 +57,7 @@ def test_plan_one_answers_for_a_gpu_budget(results_file, monkeypatch, capsys):
         ({"PLAN": "1", "ALLOCATOR": "cudaMallocAsync"}, "ALLOCATOR must be one of native, expandable_segments"),
         ({"PLAN": "2"}, "PLAN must be an integer from 0 to 1"),
         ({"PLAN": "1", "GPU_MEMORY_GIB": "40", "TECHNIQUE": "offload"}, "offload: torchao's CPUOffloadOptimizer"),
-        ({"TECHNIQUE": "nope"}, "unknown technique nope"),
+        ({"TECHNIQUE": "nope"}, "unknown TECHNIQUE nope"),
         ({"MAXMEM_GIB": "0.01"}, "below what Python with torch needs"),
     ],
 )

@@ -44,6 +44,11 @@ def test_bad_launches_are_one_line_before_anything_starts(results_file, monkeypa
             ({"PORT": str(port)}, f"PORT={port} is in use"),
             ({"PORT": "70000"}, "PORT must be an integer from 1 to 65535"),
             ({"TECHNIQUE": "nope"}, "unknown TECHNIQUE nope"),
+            ({"T": "nope"}, "unknown T nope"),
+            ({"T": "flash", "TECHNIQUE": "fused"}, "T=flash and TECHNIQUE=fused name two techniques"),
+            # a part that runs in one process only, refused by its catalog entry before torchrun starts
+            ({"T": "flash+step_in_backward"}, "flash+step_in_backward cannot run under ddp: step_in_backward steps"),
+            ({"TECHNIQUE": "cudagraphs"}, "cudagraphs cannot run under ddp: cuda_graphs captures one process's"),
             ({"LOSS_CHECK": "2"}, "LOSS_CHECK must be an integer from 0 to 1"),
         ]
         for extra, expected in cases:

@@ -44,6 +44,20 @@ def test_every_link_of_the_docs_pages_leads_somewhere():
             assert (page.parent / target).exists(), f"{page.name}: {target}"
 
 
+def _anchors(text):
+    """The anchors GitHub makes of a page's headings: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#+ (.+)$", text, flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-") for heading in headings}
+
+
+def test_every_anchor_names_a_heading_of_the_page_it_links():
+    for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        for target, anchor in re.findall(r"\]\(([^)#:]*)#([^)]+)\)", page.read_text()):
+            linked = page.parent / target if target else page
+            if linked.suffix == ".md":
+                assert anchor in _anchors(linked.read_text()), f"{page.name}: {target}#{anchor}"
+
+
 def test_the_docs_index_lists_every_page_once():
     index = (ROOT / "docs" / "README.md").read_text()
     listed = re.findall(r"^\| \[([\w.]+\.md)\]\(", index, flags=re.M)

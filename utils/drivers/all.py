@@ -151,7 +151,7 @@ def summary(names, state, precision):
 @checks.command("all")
 def main(names=None):
     given = settings.read()
-    names = registry.check(names) if names else registry.selected(given.techniques)
+    names = registry.check(names) if names else registry.chosen(given)
     cfg = config.load("all", given)  # one clear error for bad settings, not one per technique
     for name in names:
         config.check_technique(name, cfg.compile_mode, cfg.accum)

@@ -52,6 +52,7 @@ def check(kind, technique, given):
     if kind not in KINDS:
         raise LaunchError(f"unknown parallel kind {kind!r}; one of {', '.join(KINDS)}")
     cfg = config.load(technique, given)
+    config.check_technique(technique, cfg.compile_mode, cfg.accum, parallel=kind)
     nproc, port = given.nproc, given.port
     limit = max_processes(cfg.device)
     if nproc > limit:
@@ -143,7 +144,7 @@ def start(command):
     """`command` (ddp, fsdp, or scaling: world sizes 1..NPROC of KIND), every setting checked first."""
     given = settings.read()
     kind = given.kind if command == "scaling" else command
-    technique = registry.check([given.technique], "TECHNIQUE")[0]
+    technique = registry.one_chosen(given)
     cfg, nproc, port = check(kind, technique, given)
     out_dir = checks.output_dir("PLOTS_DIR", given.plots_dir)
     prefix = checks.file_prefix("PLOTSPREFIX", given.plotsprefix)

@@ -47,7 +47,7 @@ def verdict(table, technique):
 @checks.command("lrsweep")
 def main():
     given = settings.read()
-    technique = registry.check([given.technique], "TECHNIQUE")[0]
+    technique = registry.one_chosen(given)
     lrs = [checks.number("LRS", v) for v in given.lrs] or _default_lrs()
     cfg = config.load(technique, given)
     if not cfg.eval_every:

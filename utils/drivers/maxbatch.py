@@ -162,10 +162,10 @@ def planned_search(technique, target, given, limit=MAX_BATCH, planned=None):
 
 
 def techniques(given):
-    """TECHNIQUE when given, else every technique of TECHNIQUES."""
-    if "TECHNIQUE" in given.given:
-        return registry.check([given.technique])
-    return registry.selected(given.techniques)
+    """T or TECHNIQUE when given, else TECHNIQUES (blank: every technique)."""
+    if given.t or "TECHNIQUE" in given.given:
+        return [registry.one_chosen(given)]
+    return registry.chosen(given)
 
 
 @checks.command("maxbatch", planner.NotModelled)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from utils import checks, settings
+from utils import checks, registry, settings
 from utils.measure import config, data, loop
 from utils.measure.train import build_run
 from utils.techniques import Skip, setup_of
@@ -55,7 +55,7 @@ def main():
         given = settings.read()
         out = checks.output_dir("PLOTS_DIR", given.plots_dir)
         prefix = checks.file_prefix("PLOTSPREFIX", given.plotsprefix)
-        technique, setup = setup_of(given.technique)
+        technique, setup = setup_of(registry.one_chosen(given))
         cfg = config.load(technique, given, check_results=False)  # writes no results
         run = build_run(cfg, setup)
     except Skip as why:

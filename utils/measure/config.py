@@ -71,13 +71,17 @@ def _device(text):
     return "cpu"
 
 
-def check_technique(technique, compile_mode, accum, reference_ranks=1):
-    """What a technique's settings forbid, refused before it builds anything: compile's CUDA-graph
-    modes with gradient accumulation, whose graphs overwrite the outputs one micro-batch's
-    backward still needs (pytorch/pytorch#169545: silently wrong gradients)."""
+def check_technique(technique, compile_mode, accum, reference_ranks=1, parallel=""):
+    """What a technique's settings forbid, refused before it builds anything: a part that runs in one
+    process only under `parallel` (DDP / FSDP2: catalog.SINGLE_PROCESS); compile's CUDA-graph modes
+    with gradient accumulation, whose graphs overwrite the outputs one micro-batch's backward still
+    needs (pytorch/pytorch#169545: silently wrong gradients)."""
+    functions = registry.functions_of(technique)
+    single = sorted(functions & catalog.SINGLE_PROCESS.keys()) if parallel else []
+    if single:
+        raise ConfigError(f"{technique} cannot run under {parallel}: {catalog.SINGLE_PROCESS[single[0]]}")
     if compile_mode not in catalog.GRAPHED_COMPILE_MODES:
         return
-    functions = registry.functions_of(technique)
     micro_batches = (accum if "accumulate" in functions else 1) * reference_ranks
     if "compile_model" in functions and micro_batches > 1:
         raise ConfigError(
@@ -170,7 +174,7 @@ def load(technique, settings, check_results=True, world=None):
     )
     _check_learning(cfg)
     if registry.is_technique(technique):
-        check_technique(technique, cfg.compile_mode, cfg.accum, cfg.reference_ranks)
+        check_technique(technique, cfg.compile_mode, cfg.accum, cfg.reference_ranks, cfg.world.kind)
     if check_results:
         results.check_appendable(cfg.results_file)
     return cfg

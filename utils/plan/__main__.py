@@ -195,8 +195,8 @@ def main(argv=None):
     if args.check:
         return reference.check(given)
     if args.codegen:
-        return codegen_check.check(registry.selected(given.techniques), given)
-    return plan_techniques(registry.selected(given.techniques), given)
+        return codegen_check.check(registry.chosen(given), given)
+    return plan_techniques(registry.chosen(given), given)
 
 
 if __name__ == "__main__":

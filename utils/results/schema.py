@@ -42,7 +42,7 @@ COLUMNS = {
     "peak_tflops": "dense peak TFLOP/s of the device at this dtype (datasheet table or PEAK_TFLOPS); blank if unknown",
     "batch": "sequences per step",
     "seq": "tokens per sequence",
-    "data": "coinflip, fixed (one batch reused) or the text file read",
+    "data": "DATA as given: coinflip, fixed (one batch reused), markov, or the text or .bin token file read",
     "accum": "micro-batches of batch sequences per optimizer step (gradient accumulation; 1 without)",
     "dtype": "compute precision that ran: fp32, tf32, bf16-autocast, fp16-autocast or bf16-weights (weights, "
     "gradients and optimizer state in bf16)",

@@ -126,9 +126,6 @@ def torchao_adamw_8bit(run):
 def step_in_backward(run):
     """Each parameter's optimizer step taken in backward, its gradient freed at once
     (utils/techniques/in_backward.py), the optimizer already chosen kept."""
-    if run.cfg.world.kind:
-        raise Skip("step_in_backward steps each parameter as backward reaches it; under DDP / FSDP2 its gradient is "
-                   "not yet reduced across ranks then")
     run.optimizer = in_backward.wrap(run.optimizer)
     run.step_in_backward = True
 

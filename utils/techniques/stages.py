@@ -253,8 +253,6 @@ def cuda_graphs(run):
         raise Skip("CUDA graphs capture GPU kernel launches; a CPU has no graph to replay")
     if run.compile_mode:
         raise ValueError("cuda_graphs captures the eager step; for compiled graphs use COMPILE_MODE=reduce-overhead")
-    if run.cfg.world.kind:
-        raise Skip("cuda_graphs captures one process's step; under DDP/FSDP the collectives need capturing too")
     why = step.uncapturable(run)
     if why:  # a combination's parts are refused by name first (utils/registry.py CONFLICTS); a step built by hand here
         raise checks.BadInput(why)
