@@ -8,6 +8,7 @@ written. Standard library only, so report, plots and `make reset` use it without
 import functools
 import math
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -152,6 +153,12 @@ def file_prefix(name, prefix):
             f"{name}={prefix!r} is not usable in a file name (printable, up to {PREFIX_MAX_CHARS} characters)"
         )
     return prefix
+
+
+def file_part(text):
+    """`text` (a model's name: a preset, hf:org/name, path/to/file.py:build) where a file name has it: each
+    run of characters but letters and digits one underscore, lower case, at most 60 characters."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()[:60]
 
 
 def below_floor(target, source, floor):

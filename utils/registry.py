@@ -82,6 +82,12 @@ def stage_of(name):
     return STAGES[_defining_stage(name)] if own_calls(name) else None
 
 
+def is_optimizer(name):
+    """Whether a technique, or each part of a combination, changes the optimizer alone (lion, 8bit, fused;
+    adamw, the baseline's own)."""
+    return all(call.stage == "optimizer" for part in name.split("+") for call in own_calls(part))
+
+
 def _prerequisite(name, call):
     return STAGES.index(call.stage) != _defining_stage(name)
 

@@ -176,6 +176,8 @@ PATH_CASES = [  # commands, variable, bad value ({tmp}: a folder holding a file 
     *((c, "PLOTSPREFIX", "a/b_", "holds a '/'") for c in PLOTTERS),
     *((c, "PLOTSPREFIX", "x" * 101, "not usable in a file name") for c in PLOTTERS),
     *((c, "PLOTSPREFIX", "tab\t", "not usable in a file name") for c in PLOTTERS),
+    ("technique", "SUMMARY_FILE", "{tmp}/d", "SUMMARY_FILE={tmp}/d is a folder"),
+    ("technique", "SUMMARY_FILE", "{tmp}/nodir/s.json", "folder {tmp}/nodir does not exist"),
     ("technique", "DATA", "{tmp}/d", "DATA={tmp}/d is a folder"),
     ("technique", "DATA", "{tmp}/missing.txt", "DATA={tmp}/missing.txt: no such file"),
     (
@@ -276,6 +278,7 @@ RESULT_FILES = {  # what a results file may hold, as bytes
     "an unknown status": _csv(results.COLUMNS, [{**row, "status": "great"} for row in _ran("baseline")]),
     "nan losses": _csv(results.COLUMNS, [{**row, "loss": "nan"} for row in _ran("baseline", "fused")]),
     "empty": b"",
+    "windows line endings": _csv(results.COLUMNS, _ran("baseline")).replace(b"\n", b"\r\n"),
 }
 RESULT_COMMANDS = ("report", "plots", "compare", "init_results", "reset", "technique")
 OK, REFUSED = 0, checks.EXIT_BAD_INPUT
@@ -312,6 +315,8 @@ EXPECTED = {  # file -> {command: (exit status, what the line says)}; every comm
     "nan losses": dict.fromkeys(RESULT_COMMANDS, (OK, "")),
     "empty": dict.fromkeys(("report", "plots", "compare"), (REFUSED, "is empty"))
     | {"reset": (OK, ""), "init_results": (OK, ""), "technique": (OK, "")},
+    "windows line endings": dict.fromkeys(RESULT_COMMANDS, (REFUSED, "has Windows line endings (CRLF)"))
+    | {"reset": (OK, "")},  # ours: moved aside whole
 }
 
 
@@ -361,6 +366,8 @@ def test_a_run_that_cannot_fit_is_refused_before_it_trains(existing, monkeypatch
     results_file, before = existing
     for name, value in tiny_env(results_file, SEQ="100000", BATCH="4").items():
         set_env(monkeypatch, name, value)
+    # refused from the model's shapes (built on the meta device), before its weights take memory
+    monkeypatch.setattr(train, "build_run", lambda *args: pytest.fail("the model was built"))
     with pytest.raises(SystemExit) as exit_:
         train.main(registry.load_setup("baseline"), name="baseline", argv=[])
     assert exit_.value.code == checks.EXIT_BAD_INPUT

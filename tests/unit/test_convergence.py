@@ -162,6 +162,16 @@ def test_drift_is_flagged_beyond_the_tolerance_of_its_precision():
     assert "beyond tolerance" in convergence.drift_cell(drift.loc["compile"])
 
 
+def test_a_technique_run_twice_at_one_repeat_index_is_two_runs_each_compared():
+    # make all run again: every run has repeat 0, and the steps of two runs must not be merged
+    curve = [5.0, 3.0, 1.5, 0.9, 0.7, 0.66]
+    again = [{**row, "run_id": "baseline-2"} for row in _training_rows("baseline", curve)]
+    second = [{**row, "run_id": "fused-2"} for row in _training_rows("fused", [*curve[:5], curve[5] + 0.01])]
+    df = _frame(_training_rows("baseline", curve) + again + _training_rows("fused", curve) + second)
+    drift = convergence.drift(df)
+    assert drift.loc["fused", "max_abs"] == pytest.approx(0.01) and drift.loc["fused", "flagged"]
+
+
 def test_fp16_is_compared_only_until_its_gradscaler_skips_an_update():
     # the GradScaler skips step 0 (its first scale overflows): from step 1 on fp16 is one update
     # behind, a difference of training, not of arithmetic

@@ -25,6 +25,7 @@ def _one_line(text):
         ({"GRID_LAYERS": "0"}, "GRID_LAYERS must be a positive integer"),
         ({"GRID_MODELS": "tiny gpt5"}, "GRID_MODELS: unknown model gpt5"),
         ({"GRID_OPTIMIZERS": "adam nope"}, "unknown technique in GRID_OPTIMIZERS: nope"),
+        ({"GRID_OPTIMIZERS": "adam bf16"}, "GRID_OPTIMIZERS: bf16 is not an optimizer"),
         ({"GRID_LRS": "sgd=0.3"}, "GRID_LRS names sgd, which is not in GRID_OPTIMIZERS"),
         ({"GRID_LRS": "adam=fast"}, "GRID_LRS entry 'adam=fast' must be a positive number"),
         ({"EVAL_EVERY": "0"}, "EVAL_EVERY=0 turns evaluation off"),

@@ -62,6 +62,18 @@ def test_attention_and_mlp_techniques_skip_with_the_reason():
         t.gated_mlp(_run(), "swiglu")
 
 
+def test_bf16_skips_an_lstm_where_this_cpu_has_no_bf16_kernel_for_it(monkeypatch):
+    def no_kernel(self, *args):  # what an AVX2-only CPU's oneDNN answers for a bf16 LSTM
+        raise RuntimeError("could not create a primitive descriptor for the LSTM forward propagation primitive")
+
+    monkeypatch.setattr(torch.nn.LSTM, "forward", no_kernel)
+    with pytest.raises(t.Skip, match="this CPU cannot run an LSTM under bf16 autocast .could not create a primitive"):
+        t.autocast_bf16(_run())
+    gpt = _run("tiny")
+    t.autocast_bf16(gpt)  # no recurrence: nothing to try
+    assert gpt.autocast_dtype == torch.bfloat16
+
+
 def test_checkpointing_wraps_the_lstm_blocks_and_keeps_the_math():
     run = _run(layers=2)
     idx = torch.randint(0, 256, (2, 16))

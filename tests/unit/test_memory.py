@@ -59,3 +59,12 @@ def test_the_memory_section_compares_predicted_with_measured(results_file, tmp_p
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](plots/memory_gpt2_b16_t1024.png)" in memory_section
     # the predicted and maxbatch rows form no configuration table of their own
     assert text.count("## NVIDIA H100") == 1
+
+
+def test_a_model_named_by_its_path_plots_into_a_file_of_the_plots_folder(results_file, tmp_path):
+    model = "docs/examples/tiny_transformer.py:build"  # a file's model: slashes and a colon
+    rows = [{**_run("baseline", 30, [1, 0, 2, 20, 7]), "model": model}]
+    results.append_rows(results_file, rows)
+    text = report.build(results_file, tmp_path / "REPORT.md", tmp_path / "plots")
+    png = tmp_path / "plots" / "memory_docs_examples_tiny_transformer_py_build_b16_t1024.png"
+    assert png.read_bytes()[:4] == b"\x89PNG" and f"](plots/{png.name})" in text

@@ -8,7 +8,7 @@ import dataclasses
 import sys
 import textwrap
 
-import huggingface_hub
+import huggingface_hub.constants
 import pytest
 import torch
 from helpers import EXAMPLE, ROOT, run_config, set_env
@@ -214,8 +214,13 @@ def test_bad_models_are_refused_in_one_line(tmp_path, monkeypatch, capsys, resul
                   '"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}')
     padded = _write(tmp_path, "padded.json", '{"model_type": "llama", "vocab_size": 64, "num_hidden_layers": 1, '
                     '"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "pad_token_id": 64}')
+    indivisible = _write(tmp_path, "indivisible.json", '{"model_type": "llama", "vocab_size": 64, "num_hidden_layers": '
+                         '1, "hidden_size": 65, "num_attention_heads": 4, "intermediate_size": 64}')
+    layerless = _write(tmp_path, "layerless.json", '{"model_type": "gpt2", "vocab_size": 64, "n_layer": -1}')
     cases = [
         ({"MODEL": "hf:no-such-owner/no-such-model"}, "hub is out of reach", "MODEL=hf:path/to/config.json"),
+        ({"MODEL": f"hf:{indivisible}"}, "transformers refuses its config", "hidden size (65) is not a multiple"),
+        ({"MODEL": f"hf:{layerless}"}, "gives a layer count of -1: a model needs at least 1"),
         ({"MODEL": f"hf:{tmp_path}/missing.json"}, "missing.json does not exist"),
         ({"MODEL": f"hf:{t5}"}, "'t5' is not a causal language model"),
         ({"MODEL": f"hf:{bert}"}, "self-attention is bidirectional"),

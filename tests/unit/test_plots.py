@@ -1,10 +1,11 @@
 """Plots, from a synthetic results.csv with known answers."""
 
 import pytest
-from helpers import rows_of
+from helpers import rows_of, set_env
 
 from utils import plots, results
 from utils.analysis import stats
+from utils.plots import __main__ as plots_command
 from utils.plots import steps
 
 
@@ -69,6 +70,15 @@ def test_time_difference_pairs_steps_and_has_a_ci(results_file, tmp_path):
     assert stats.time_differences(df, "sgd", "adam").tolist() == [-2.0] * 30
     assert mean == pytest.approx(-2.0) and low == pytest.approx(-2.0) and high == pytest.approx(-2.0)
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_refuses_a_name_that_is_no_technique(results_file, tmp_path, monkeypatch, capsys):
+    results.append_rows(results_file, rows_of("sgd", [10.0] * 5) + rows_of("adam", [12.0] * 5))
+    for name, value in {"RESULTS_FILE": results_file, "PLOTS_DIR": tmp_path, "A": "sgdd", "B": "adam"}.items():
+        set_env(monkeypatch, name, str(value))
+    assert plots_command.main(["--compare"]) == 2
+    assert "plots: error: unknown A sgdd; known: baseline" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.png"))
 
 
 def test_speedup_bars_hatch_single_runs_and_show_the_noise_floor(results_file, monkeypatch):

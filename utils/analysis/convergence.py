@@ -16,6 +16,7 @@ stats.py: a CSV from another machine works here.
   cell says so.
 """
 
+import collections
 import math
 
 import numpy as np
@@ -127,29 +128,32 @@ def first_skipped_step(rows):
 
 def drift(df):
     """Per technique that should compute what the baseline computes: the largest deviation of
-    its training loss from the baseline's at the same step (runs paired by repeat; steps
-    after a GradScaler skip left out), the tolerance for its precision, whether it is beyond
-    it, and the last step compared when a skip cut the comparison short."""
+    its training loss from the baseline's at the same step (each run against each baseline run of
+    its repeat index; steps after a GradScaler skip left out), the tolerance for its precision,
+    whether it is beyond it, and the last step compared when a skip cut the comparison short."""
     columns = ["max_abs", "tolerance", "flagged", "compared_to"]
     training = _numeric(df[(df["status"] == "ok") & df["phase"].isin(["warmup", "measured"])], ["loss"])
     base = training[training["technique"] == BASELINE]
     if base.empty:
         return pd.DataFrame(columns=columns)
     reference = base.iloc[0]
-    base_runs = {repeat: _training_losses(rows) for repeat, rows in base.groupby("repeat")}
+    # a repeat index's baseline runs: a technique run twice at one index (make all run again) is two runs
+    base_runs = collections.defaultdict(list)
+    for _, rows in base.groupby("run_id", sort=False):
+        base_runs[rows["repeat"].iloc[0]].append(_training_losses(rows))
     out = {}
     for technique, rows in training.groupby("technique", sort=False):
         first = rows.iloc[0]
         if technique == BASELINE or any(str(first[c]) != str(reference[c]) for c in DRIFT_SAME):
             continue
         deviations, cut = [], None
-        for repeat, run in rows.groupby("repeat"):
-            if repeat in base_runs:
-                skip = first_skipped_step(run)
-                losses = _training_losses(run)
-                if skip is not None:  # the weights differ by a whole update from the next step on
-                    losses, cut = losses[losses.index <= skip], skip if cut is None else min(cut, skip)
-                joined = pd.concat([losses, base_runs[repeat]], axis=1, join="inner")
+        for _, run in rows.groupby("run_id", sort=False):
+            skip = first_skipped_step(run)
+            losses = _training_losses(run)
+            if skip is not None:  # the weights differ by a whole update from the next step on
+                losses, cut = losses[losses.index <= skip], skip if cut is None else min(cut, skip)
+            for base_losses in base_runs.get(run["repeat"].iloc[0], []):
+                joined = pd.concat([losses, base_losses], axis=1, join="inner")
                 deviations.append((joined[0] - joined[1]).abs().max())
         if deviations:
             tolerance = DRIFT_TOLERANCE["fp32" if first["dtype"] == "fp32" else "reduced"]

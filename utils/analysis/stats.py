@@ -87,7 +87,7 @@ def configurations(df, device_filter=""):
     for key in newest.index:
         rows = df[number == key]
         device, model, layers, batch, seq, data, kind, world_size = rows.iloc[0][CONFIG]
-        depth = f" · {layers} layers" if layers == layers and layers else ""
+        depth = f" · {int(layers)} layers" if layers == layers and layers else ""  # a float where a row has none
         ranks = f" · {kind} on {world_size} processes, B per rank" if kind != "none" else ""
         out.append((f"{device} · {model}{depth} · B={batch} T={seq} · {data}{ranks}", rows))
     return out

@@ -49,6 +49,8 @@ def plan(given):
         raise checks.BadInput(f"GRID_MODELS: {own_depth[0]} builds its own depth, and the grid varies LAYERS "
                               "(GRID_LAYERS): presets and hf: configs only")
     optimizers = registry.check(optimizers, "technique in GRID_OPTIMIZERS:")
+    if stray := [o for o in optimizers if not registry.is_optimizer(o)]:
+        raise checks.BadInput(f"GRID_OPTIMIZERS: {' '.join(stray)} is not an optimizer (adamw is the baseline's)")
     layers = [checks.integer("GRID_LAYERS", n) for n in given.grid_layers]
     if not (grid_models and layers and optimizers):
         raise checks.BadInput("GRID_MODELS, GRID_LAYERS and GRID_OPTIMIZERS must each name at least one")

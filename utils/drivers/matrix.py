@@ -31,19 +31,15 @@ from utils.report.matrix import markdown
 from utils.techniques import setup_of
 
 
-def _optimizer(name):
-    return registry.stage_of(name) == "optimizer"
-
-
 def design(given):
     """(base parts, factors, optimizers, cells), every name and cell checked: bad input stops here."""
     base = [p for p in given.base.split("+") if p]
     factors, optimizers = list(given.factors), list(given.optimizers)
     registry.check_scripts([*base, *factors] or ["baseline"], "technique in BASE or FACTORS:")
     registry.check_scripts(optimizers, "optimizer in OPTIMIZERS:")
-    if stray := [f for f in factors if _optimizer(f)]:
+    if stray := [f for f in factors if registry.is_optimizer(f)]:
         raise checks.BadInput(f"FACTORS: {' '.join(stray)} is an optimizer: put it in OPTIMIZERS (cells have one)")
-    if stray := [o for o in optimizers if o != "adamw" and not _optimizer(o)]:
+    if stray := [o for o in optimizers if not registry.is_optimizer(o)]:
         raise checks.BadInput(f"OPTIMIZERS: {' '.join(stray)} is not an optimizer (adamw is the baseline's)")
     if len(set(factors)) < len(factors) or len(set(optimizers)) < len(optimizers):
         raise checks.BadInput("FACTORS and OPTIMIZERS must each name a technique once")

@@ -177,4 +177,6 @@ def load(technique, settings, check_results=True, world=None):
         check_technique(technique, cfg.compile_mode, cfg.accum, cfg.reference_ranks, cfg.world.kind)
     if check_results:
         results.check_appendable(cfg.results_file)
+    if settings.summary_file:  # the run's one-line outcome, for the driver that started it
+        checks.output_file("SUMMARY_FILE", settings.summary_file)
     return cfg

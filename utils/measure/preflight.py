@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from utils import checks
+from utils import checks, models
 from utils.units import GIB
 
 
@@ -30,9 +30,20 @@ def available_bytes(device):
     return None
 
 
-def check(run, cfg):
-    """Raise checks.BadInput if the run's lower bound outgrows the memory available."""
-    least = run.model.least_bytes(cfg.batch, cfg.seq)
+def shapes_only(cfg):
+    """cfg's model built on the meta device (shapes, no memory) to check before the real one is built:
+    a SEQ or LAYERS too large for the machine is refused, not met as an out-of-memory in the build. None
+    for a file's model, whose build may need real tensors: it is checked once built."""
+    if models.arch(cfg.model) == "file":
+        return None
+    with torch.device("meta"):
+        return models.build_model(cfg.model, cfg.seq, layers=cfg.layers, blocks=cfg.blocks)
+
+
+def check(model, cfg):
+    """Raise checks.BadInput if the lower bound of a step of `model` at cfg's shape outgrows the memory
+    available."""
+    least = model.least_bytes(cfg.batch, cfg.seq)
     available = available_bytes(cfg.device)
     if available is None or sum(least.values()) <= available:
         return
@@ -40,6 +51,7 @@ def check(run, cfg):
     where = "this GPU has" if cfg.device == "cuda" else "this machine has"
     raise checks.BadInput(
         f"this run cannot fit: it needs at least {sum(least.values()) / GIB:,.1f} GiB ({parts}) at B={cfg.batch} "
-        f"T={cfg.seq}, and {where} {available / GIB:,.1f} GiB available; lower BATCH or SEQ"
+        f"T={cfg.seq}, and {where} {available / GIB:,.1f} GiB available; lower BATCH or SEQ (LAYERS, where the "
+        "weights are most of it)"
         + (", or use flash (no T x T scores)" if any("T x T" in name for name in least) else "")
     )

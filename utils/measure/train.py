@@ -147,7 +147,10 @@ def _report(status, line, world=ONE_PROCESS, run_id=None):
         print(line, file=sys.stdout if status in ("ok", "skipped") else sys.stderr, flush=True)
     if summary := settings.text("SUMMARY_FILE"):
         path = summary + (f".{world.rank}" if world.kind else "")
-        Path(path).write_text(json.dumps({"status": status, "line": line, "run_id": run_id}))
+        try:
+            Path(path).write_text(json.dumps({"status": status, "line": line, "run_id": run_id}))
+        except OSError:  # a SUMMARY_FILE refused before training says so in `line`; a driver misses its summary
+            pass
 
 
 def build_run(cfg, setup):
@@ -163,8 +166,12 @@ def _train(cfg, setup, base):
     """Build and train the run, filling `base` with what ran; returns (accum, warm-up Phase,
     measured Phase, evaluation records). The run is freed on return: under torchrun the model
     (DDP's reducer, FSDP2's hooks) must go before its process group, or a rank can hang."""
+    early = preflight.shapes_only(cfg)
+    if early is not None:  # an impossible run is refused before its model takes memory
+        preflight.check(early, cfg)
     run = build_run(cfg, setup)
-    preflight.check(run, cfg)  # an impossible run is refused here, before it trains
+    if early is None:  # a file's model: refused once built, before it trains
+        preflight.check(run.model, cfg)
     base["n_params"] = run.model.num_params()
     base["flops_per_token"] = run.flops_per_token(cfg.seq)
     base.update(run.record(), attention=loop.attention_kernel(run))

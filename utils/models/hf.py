@@ -52,13 +52,21 @@ def hf_config(spec, layers):
                               "prediction")
     for dropped in ("torch_dtype", "dtype"):  # the suite keeps fp32 weights; autocast is a technique
         fields.pop(dropped, None)
-    config = AutoConfig.for_model(model_type, **fields)
+    try:
+        config = AutoConfig.for_model(model_type, **fields)
+    except Exception as err:  # noqa: BLE001 - transformers' own validation of the values (heads dividing the width)
+        raise checks.BadInput(f"MODEL={spec.name}: transformers refuses its config ({_one_line(err)})") from None
     config.num_hidden_layers = layers
     layer_types = getattr(config, "layer_types", None)
     if isinstance(layer_types, list) and layer_types and len(layer_types) != layers:
         config.layer_types = (layer_types * layers)[:layers]  # per-layer attention kinds, repeated
     config.use_cache = False
     return config
+
+
+def _one_line(err):
+    """What an exception says, on one line (200 characters at most), or its type where it says nothing."""
+    return " ".join(str(err).split())[:200] or type(err).__name__
 
 
 def plan_as_run():
@@ -96,8 +104,7 @@ def build_module(spec, layers):
         try:
             model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
         except Exception as err:  # noqa: BLE001 - transformers' code on the config's values (a pad id past the vocabulary)
-            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-            raise checks.BadInput(f"MODEL={spec.name}: transformers could not build it ({first})") from None
+            raise checks.BadInput(f"MODEL={spec.name}: transformers could not build it ({_one_line(err)})") from None
     bidirectional = [name for name, m in model.named_modules()
                      if getattr(m, "is_causal", None) is False and CROSS not in name]
     if bidirectional:

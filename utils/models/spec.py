@@ -126,6 +126,9 @@ def hf_spec_from(text, path, batch=None, seq=None):
         missing = "vocab_size" if vocab is None else "num_hidden_layers (or n_layer)"
         raise checks.BadInput(f"MODEL={text}: {path} gives no {missing}: the suite needs it to build the model")
     context = _first(config, "n_positions", "max_position_embeddings", "n_ctx")
+    for name, value in (("vocabulary", vocab), ("layer count", layers), ("context", context)):
+        if value is not None and value < 1:
+            raise checks.BadInput(f"MODEL={text}: {path} gives a {name} of {value}: a model needs at least 1")
     seq = seq or min(LOCAL_SEQ, context or LOCAL_SEQ)
     return Spec(text, "hf", vocab, batch or LOCAL_BATCH, seq, layers, context, str(path), config)
 

@@ -16,8 +16,8 @@ def main(argv=None):
     prefix = checks.file_prefix("PLOTSPREFIX", given.plotsprefix)
     df, notes = select(given.results_file, given.device_filter)
     if compare:
-        # a combination by its canonical name, as its rows carry it (lion+flash: flash+lion)
-        a, b = (registry.check([name])[0] if "+" in name else name for name in (given.a, given.b))
+        # a combination by its canonical name, as its rows carry it (lion+flash: flash+lion); a typo refused
+        a, b = (registry.check([name], variable)[0] for name, variable in ((given.a, "A"), (given.b, "B")))
         out.mkdir(parents=True, exist_ok=True)
         path, mean, low, high = plot_time_difference(df, a, b, out / f"{prefix}timediff_{a}_vs_{b}.png")
         paths = [path]

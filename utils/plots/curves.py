@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from utils import checks  # noqa: E402
 from utils.analysis import convergence  # noqa: E402
 
 TRAIN, VAL, FLOOR = "#457b9d", "#e76f51", "#2a9d8f"
@@ -151,7 +152,7 @@ def grid_figures(df, table, out_dir, prefix=""):
             f"{arch} ({model}), {layers} layer{'s' if layers != 1 else ''}: perplexity over steps and wall-clock"
         )
         fig.tight_layout(rect=(0, 0.05, 1, 1))
-        path = out / f"{prefix}grid_{model}_{layers}L.png"
+        path = out / f"{prefix}grid_{checks.file_part(model)}_{layers}L.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)

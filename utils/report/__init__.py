@@ -12,10 +12,9 @@ utils.checks, utils.settings; never torch, so a CSV from another machine reports
 """
 
 import os
-import re
 from pathlib import Path
 
-from utils import results
+from utils import checks, results
 from utils.analysis import convergence, stats
 from utils.catalog import AA_CHECK
 from utils.plots import plots_for
@@ -29,10 +28,6 @@ def environment(df):
     first, last = df["timestamp_utc"].min(), df["timestamp_utc"].max()
     cuda = f"driver {row['driver']}, CUDA {row['cuda']}" if row["driver"] == row["driver"] else "no CUDA"
     return f"{row['device']} on {row['host']} · {cuda} · torch {row['torch']} · suite {shas} · runs {first} to {last}"
-
-
-def _slug(text):
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()[:60]
 
 
 def build(
@@ -63,7 +58,7 @@ def build(
     ]
     for name, rows in configs:
         summary = stats.summary(rows)
-        config_prefix = prefix + (f"{_slug(name)}_" if len(configs) > 1 else "")
+        config_prefix = prefix + (f"{checks.file_part(name)}_" if len(configs) > 1 else "")
         paths, notes = plots_for(rows, plots_dir, config_prefix) if len(stats.measured(rows)) else ([], [])
         images = "\n".join(f"![{p.stem}]({os.path.relpath(p, out.parent)})" for p in paths)
         learning = convergence.section(rows, summary, target_loss)

@@ -13,6 +13,7 @@ import os
 
 import pandas as pd
 
+from utils import checks
 from utils.analysis.stats import measured
 from utils.catalog import BASELINE
 from utils.plots.memory import plot_breakdown
@@ -122,8 +123,8 @@ def section(df, plots_dir, out, prefix="", budget_gib=None):
     for key, group in (table.groupby(KEY, sort=False) if not table.empty else []):
         title = "{} · B={} T={}".format(*key)
         os.makedirs(plots_dir, exist_ok=True)
-        path = plot_breakdown(group.reset_index(drop=True), f"Memory breakdown: {title}",
-                              os.path.join(plots_dir, f"{prefix}memory_{key[0]}_b{key[1]}_t{key[2]}.png"))
+        name = f"{prefix}memory_{checks.file_part(key[0])}_b{key[1]}_t{key[2]}.png"
+        path = plot_breakdown(group.reset_index(drop=True), f"Memory breakdown: {title}", os.path.join(plots_dir, name))
         image = f"![memory breakdown]({os.path.relpath(path, os.path.dirname(os.path.abspath(out)))})"
         parts.append(f"### {title}\n\n{breakdown_table(group)}\n\n{fits(group, budget_gib)}\n\n{image}")
     batches = largest_batches(df)

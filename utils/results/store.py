@@ -33,7 +33,11 @@ def _check_content(path, data, appending):
         raise ResultsFileError(
             f"{path} is not a text CSV; it was left unchanged: move it aside or set RESULTS_FILE"
         ) from None
-    header = text.split("\n", 1)[0].split(",")
+    first = text.split("\n", 1)[0]
+    if first.endswith("\r"):  # Python's csv module writes these by default, and spreadsheets on Windows
+        raise ResultsFileError(f"{path} has Windows line endings (CRLF), which this suite does not write; it was left "
+                               "unchanged: convert it (dos2unix) or set RESULTS_FILE")
+    header = first.split(",")
     if header != list(COLUMNS):
         if not set(header) < set(COLUMNS):
             raise ResultsFileError(
@@ -138,8 +142,8 @@ def reset(path):
     if not path.exists():
         return None
     with checks.input_file("RESULTS_FILE", path).open("rb") as f:
-        header = f.readline().decode("utf-8", "replace").rstrip("\n").split(",")
-    if header != [""] and not set(header) <= set(COLUMNS):  # ours, older, cut short or empty: moved
+        header = f.readline().decode("utf-8", "replace").rstrip("\r\n").split(",")
+    if header != [""] and not set(header) <= set(COLUMNS):  # ours, older, cut short, CRLF or empty: moved
         raise ResultsFileError(f"{path} is not a results file of this suite (its header is "
                                f"{','.join(header)[:60]!r}); it was left unchanged")
     backup = path.with_name(f"{path.name}.{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.bak")

@@ -93,10 +93,26 @@ def tf32(run):
     run.dtype = "tf32"
 
 
+def _cpu_bf16_recurrence(model):
+    """None, or why this CPU cannot run `model`'s recurrent layers under bf16 autocast: autocast sends an
+    nn.LSTM to oneDNN's bf16 kernel, which some CPUs lack (an AVX2-only one: 'could not create a primitive
+    descriptor'); a tiny layer of each kind is tried."""
+    for kind in {type(m) for m in model.modules() if isinstance(m, torch.nn.RNNBase)}:
+        try:
+            with torch.autocast("cpu", torch.bfloat16):
+                kind(8, 8, batch_first=True)(torch.zeros(1, 2, 8))
+        except RuntimeError as err:
+            return f"this CPU cannot run an {kind.__name__} under bf16 autocast ({' '.join(str(err).split())[:120]})"
+    return None
+
+
 @technique
 def autocast_bf16(run):
     if on_cuda(run) and not torch.cuda.is_bf16_supported(including_emulation=False):
         raise Skip("this GPU has no native bfloat16 (it needs compute capability 8.0 or newer)")
+    why = None if on_cuda(run) else _cpu_bf16_recurrence(run.model)
+    if why:
+        raise Skip(why)
     # weights, grads and optimizer state stay fp32; matmuls and activations run in bf16
     run.autocast_dtype = torch.bfloat16
     if run.dtype != BF16_WEIGHTS:  # over bf16 weights autocast changes nothing they do not
