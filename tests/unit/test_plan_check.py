@@ -1,5 +1,7 @@
 """make plan_check: its order check and bars on rows with known answers."""
 
+import types
+
 from utils import registry
 from utils.plan import reference, torchtune_ladder
 
@@ -43,3 +45,15 @@ def test_foreach_adamw_is_ruled_out_by_its_own_state_above_the_measured_checkpoi
     text = torchtune_ladder._ruled_out(3_212_749_824, measured)  # Llama 3.2 3B: 5 x 2 bytes x 3.21e9 = 29.9 GiB
     assert "29.9 GiB in bf16" in text and "above the 24.9 GiB measured at '+ activation checkpointing'" in text
     assert all(t.endswith("+fused") for label, t, *_ in torchtune_ladder.ROWS[:6])  # counted: fused, as ruled
+
+
+def test_the_8bit_rungs_first_step_under_torch_2_5_is_counted_at_its_largest_parameter():
+    # the step's kernel of the tied embedding (128,256 x 3,072, Llama 3.2 3B's largest parameter): with bf16
+    # weights its gradient, the clone of the weight written in and out and the weight itself take 2 bytes an
+    # element each time, with fp32 ones 4: 6 bytes an element apart
+    def first_step(dtype):
+        plan = types.SimpleNamespace(breakdown={"params": 6000.0, "optimizer": 6000.0}, record={"dtype": dtype})
+        return torchtune_ladder._first_step_in_torch_2_5(plan)
+
+    assert first_step("fp32") - first_step("bf16-weights") == 6 * 128256 * 3072
+    assert first_step("bf16-weights") > 12000 * 2**20 + 4 * 128256 * 3072 + torchtune_ladder.L2_FLUSH_BYTES

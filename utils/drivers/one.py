@@ -20,19 +20,19 @@ def main(name=None):
     except checks.BadInput as err:
         print(f"{name or 'run'}: error: {err}", file=sys.stderr)
         return checks.EXIT_BAD_INPUT
-    name = name or given.t or given.technique  # make run
-    if not registry.is_technique(name):
+    if name is not None and not registry.is_technique(name):  # make <name>: a typo reaches here too
         print(f"make: unknown target or technique {name!r} (techniques: {' '.join(registry.known())}; a combination "
               "is written with '+': flash+lion; see make help)", file=sys.stderr)
         return checks.EXIT_BAD_INPUT
     try:
-        canonical = registry.check([name])[0]
+        canonical = registry.check([name])[0] if name else registry.one_chosen(given)  # make run: T or TECHNIQUE
         single = given.repeats == 1 and given.ci_half_width is None
     except checks.BadInput as err:
         print(f"make: {err} (see make help)", file=sys.stderr)
         return checks.EXIT_BAD_INPUT
-    if canonical != name:
-        print(f"{name}: runs as {canonical}", flush=True)
+    written = name or given.t or given.technique
+    if canonical != written:
+        print(f"{written}: runs as {canonical}", flush=True)
     if single:
         os.execv(sys.executable, runner.command(canonical))
     from utils.drivers import all as repeats  # here, not above: a single run never loads torch twice

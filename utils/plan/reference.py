@@ -256,8 +256,9 @@ def check(given):
     _bar_line("this CPU tracked", cpu_found, cpu.TRACKED_BAR)
     _bar_line("this CPU step time", cpu_time, cpu.TIME_BAR)
     for source, found in external.items():
+        explained = {row[0] for row in found if row[7:]}  # a memory miss a reading explains (torchtune_ladder)
         for i, (name, bar) in enumerate(((source.MEMORY, source.MEMORY_BAR), ("tokens/s", source.TOKENS_BAR))):
-            _bar_line(f"{source.NAME} {name}", [(r[0], r[i + 1]) for r in found], bar)
+            _bar_line(f"{source.NAME} {name}", [(r[0], r[i + 1]) for r in found], bar, explained if i == 0 else ())
         if hasattr(source, "order_line"):
             print(source.order_line(found))
     print("\n" + "\n".join(bands.table(seen)))

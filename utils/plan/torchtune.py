@@ -64,7 +64,7 @@ def header(first):
 def compared(label, technique, cfg, target, published, seen):
     """`technique` planned at `cfg` on `target` against torchtune's `published` (tokens/s, peak active GiB):
     ((label, memory error, tokens/s error, measured GiB, predicted GiB, measured tokens/s, predicted
-    tokens/s), the row's table cells); `seen` gets each comparison (bands.observe)."""
+    tokens/s), the row's table cells, the plan); `seen` gets each comparison (bands.observe)."""
     tokens, gib = published
     plan = planner.plan(setup_of(technique)[1], cfg, target)
     allocated, predicted = plan.memory.allocated_mib / 1024, plan.time.tokens_per_s
@@ -73,7 +73,7 @@ def compared(label, technique, cfg, target, published, seen):
     bands.observe(seen, plan, "step time", bands.step_error(row[2]), label)
     return row, [f"{label} (`{technique}`)", gib, f"**{allocated:.1f}** / {plan.memory.total_mib / 1024:.1f}",
                  f"{row[1]:+.1%}", bands.verdict(row[1], MEMORY_BAR), f"{tokens:,}",
-                 f"{predicted:,.0f}", f"{row[2]:+.1%}", bands.verdict(row[2], TOKENS_BAR)]
+                 f"{predicted:,.0f}", f"{row[2]:+.1%}", bands.verdict(row[2], TOKENS_BAR)], plan
 
 
 def rows(given, table_row, seen):
@@ -86,7 +86,7 @@ def rows(given, table_row, seen):
     for label, technique, lora, tokens, gib in ROWS:
         cfg = load_config(technique, given, batch=2, seq=2048, model="hf:llama-3.1-8b", world=World(),
                           compile_scope=SCOPE, chunk_logits=KEPT_LOGITS, **lora)
-        row, cells = compared(label, technique, cfg, target, (tokens, gib), seen)
+        row, cells, _ = compared(label, technique, cfg, target, (tokens, gib), seen)
         out.append(row)
         table_row(cells)
     print("\nwhat differs: " + "; ".join(differences(cfg)))
