@@ -51,12 +51,15 @@ FUNCTIONS = {
     "accumulate": ("step", None),
     "cuda_graphs": ("step", None),
 }
-# functions that run in one process only, and why: refused under DDP / FSDP2 before anything starts
-SINGLE_PROCESS = {
-    "step_in_backward": "step_in_backward steps each parameter as backward reaches it, and under DDP / FSDP2 its "
-    "gradient is not yet reduced across ranks then",
-    "cuda_graphs": "cuda_graphs captures one process's step, and under DDP / FSDP2 the collectives would need "
-    "capturing too",
+# functions that cannot run under PARALLEL kinds (ddp, fsdp): (the kinds, why); refused before anything starts
+BNB_ON_DTENSORS = ("bitsandbytes' optimizer step takes plain tensors (its kernels have no sharding rule), and "
+                   "FSDP2's parameters are DTensors; torchao_8bit steps them")
+NOT_PARALLEL = {
+    "step_in_backward": (("ddp", "fsdp"), "step_in_backward steps each parameter as backward reaches it, and under "
+                         "DDP / FSDP2 its gradient is not yet reduced across ranks then"),
+    "cuda_graphs": (("ddp", "fsdp"), "cuda_graphs captures one process's step, and under DDP / FSDP2 the "
+                    "collectives would need capturing too"),
+    **dict.fromkeys(("adamw_8bit", "paged_adamw_8bit", "lion", "lion_8bit"), (("fsdp",), BNB_ON_DTENSORS)),
 }
 HOST_STEPPED = "cuda_graphs captures the whole step as GPU work, and this optimizer steps from the host"
 # pairs of functions that refuse each other, and why

@@ -6,6 +6,7 @@ written. Standard library only, so report, plots and `make reset` use it without
 """
 
 import functools
+import hashlib
 import math
 import os
 import re
@@ -109,11 +110,14 @@ def input_file(name, path):
     return path
 
 
-def output_file(name, path):
-    """A file we may create or append to: not a folder, in an existing folder we can write in."""
+def output_file(name, path, results_file=None):
+    """A file we may create or append to: not a folder, in an existing folder we can write in, and not
+    `results_file` (a report written over it would lose every row)."""
     if str(path) == "":
         raise BadInput(f"{name} is empty: give a file name")
     path = Path(path)
+    if results_file is not None and path.resolve() == Path(results_file).resolve():
+        raise BadInput(f"{name}={path} is RESULTS_FILE: writing it would replace the results; give another file")
     if path.is_dir():
         raise BadInput(f"{name}={path} is a folder, not a file")
     if path.exists() and not path.is_file():
@@ -157,8 +161,10 @@ def file_prefix(name, prefix):
 
 def file_part(text):
     """`text` (a model's name: a preset, hf:org/name, path/to/file.py:build) where a file name has it: each
-    run of characters but letters and digits one underscore, lower case, at most 60 characters."""
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()[:60]
+    run of characters but letters and digits one underscore, lower case; past 60 characters cut to 51 and
+    a hash of the whole, so that two long names stay two files."""
+    part = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
+    return part if len(part) <= 60 else f"{part[:51]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
 def below_floor(target, source, floor):

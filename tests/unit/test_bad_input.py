@@ -396,3 +396,17 @@ def test_every_command_says_bad_input_and_ctrl_c_in_one_line(capsys):
                                (KeyboardInterrupt(), 130, "thing: interrupted")]:
         assert main(raised) == code
         assert capsys.readouterr().err.strip().splitlines() == [said]
+
+
+@pytest.mark.parametrize("variable", ["REPORT", "MATRIX_REPORT", "GRID_REPORT", "TUNE_REPORT"])
+def test_no_report_is_written_over_the_results_file(existing, tmp_path, monkeypatch, capsys, variable):
+    from utils.drivers import grid, matrix
+    from utils.tune import __main__ as tune
+
+    results_file, before = existing
+    _set(monkeypatch, RESULTS_FILE=results_file, PLOTS_DIR=tmp_path, PLAN="1", GPU="t4", MODEL="tiny",
+         **{variable: results_file})
+    command = {"REPORT": report_command.main, "MATRIX_REPORT": matrix.main, "TUNE_REPORT": tune.main,
+               "GRID_REPORT": lambda: grid.main(["report"])}[variable]
+    _said_one_line(capsys, command(), f"{variable}={results_file} is RESULTS_FILE: writing it would replace")
+    assert results_file.read_bytes() == before

@@ -99,9 +99,10 @@ def test_t_is_the_one_technique_wherever_one_or_a_blank_list_is_taken():
             (registry.chosen if "TECHNIQUES" in env else registry.one_chosen)(given(**env))
 
 
-@pytest.mark.parametrize("technique", ["flash+step_in_backward", "cudagraphs"])
-def test_a_one_process_part_is_refused_under_ddp_or_fsdp_before_anything_runs(technique):
-    config.check_technique(technique, "default", 1)  # one process: allowed
+@pytest.mark.parametrize("technique, allowed", [("flash+step_in_backward", ""), ("cudagraphs", ""), ("8bit", "ddp"),
+                                                ("lion8bit", "ddp")])
+def test_a_part_that_cannot_run_under_fsdp_is_refused_before_anything_runs(technique, allowed):
+    config.check_technique(technique, "default", 1, parallel=allowed)  # one process, or DDP's plain tensors
     with pytest.raises(checks.BadInput, match=re.escape(f"{technique} cannot run under fsdp: ")):
         config.check_technique(technique, "default", 1, parallel="fsdp")
 

@@ -68,3 +68,21 @@ def test_a_model_named_by_its_path_plots_into_a_file_of_the_plots_folder(results
     text = report.build(results_file, tmp_path / "REPORT.md", tmp_path / "plots")
     png = tmp_path / "plots" / "memory_docs_examples_tiny_transformer_py_build_b16_t1024.png"
     assert png.read_bytes()[:4] == b"\x89PNG" and f"](plots/{png.name})" in text
+
+
+def test_the_memory_section_keeps_depths_and_planned_gpus_apart(results_file, tmp_path):
+    parts = [1, 0, 2, 20, 7]
+    planned = {"kind": "predicted", "phase": "predicted"}
+    rows = [
+        {**_run("baseline", 30, parts), "layers": 2}, {**_run("flash", 20, parts), "layers": 4},
+        {**_run("flash", 300, parts, run_id="a", **planned), "layers": 2, "device": "A100 40GB (planned on x)"},
+        {**_run("flash", 400, parts, run_id="t", **planned), "layers": 2, "device": "T4 (planned on x)"},
+        *({**BASE, "run_id": gpu, "technique": "flash", "phase": "maxbatch", "kind": "predicted", "batch": batch,
+           "device": f"{gpu} (planned on x)", "reason": "planned"} for gpu, batch in (("A100 40GB", 40), ("T4", 9))),
+    ]
+    results.append_rows(results_file, rows)
+    text = report.build(results_file, tmp_path / "REPORT.md", tmp_path / "plots").split("## Memory")[1]
+    two, four = (text.split(f"### gpt2 · {n} layers · B=16 T=1024")[1].split("###")[0] for n in (2, 4))
+    assert "predicted for A100 40GB" in two and "predicted for T4" in two and "`flash` | measured" not in two
+    assert "`flash` | measured" in four
+    assert "| A100 40GB (planned on x) | 40 |" in text and "| T4 (planned on x) | 9 |" in text

@@ -186,3 +186,18 @@ def test_combinations_are_techniques_of_the_report_like_any_other(results_file, 
     text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots", budget_gib=0.4)
     assert "- **Fastest:** `flash`" in text and "- **Least memory:** `flash+checkpointing`" in text
     assert "- **Fastest within 0.4 GiB:** `flash+checkpointing`" in text
+
+
+def test_a_diverged_run_ends_at_nan_and_runs_at_other_settings_are_not_pooled(results_file, tmp_path):
+    base = rows_of("baseline", 20.0, lr=6e-4, loss=1.0)
+    again = rows_of("baseline", 10.0, run_id="b2", lr=0.01, loss=2.0, timestamp_utc="2026-11-24T00:00:00+00:00")
+    diverged = rows_of("sgd", 20.0, lr=1e6, loss=3.0)
+    diverged[19]["loss"] = float("nan")  # its last measured step
+    results.append_rows(results_file, base + again + diverged)
+    name, rows, notes = stats.configurations(results.read(results_file))[0]
+    summary = stats.summary(rows)
+    assert summary.loc["baseline", "runs"] == 1 and summary.loc["baseline", "final_loss"] == 2.0  # the newest: b2
+    assert notes == ["baseline: 1 run(s) at other settings (lr) than its newest left out; a file of their own "
+                     "compares them"]
+    text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots")
+    assert "nan (diverged)" in _row_of(text, "sgd") and "_baseline: 1 run(s) at other settings (lr)" in text

@@ -87,3 +87,11 @@ def test_override_and_mfu_stays_below_one_for_a_plausible_run():
         flops_per_token = build_model("gpt2", 1024).flops_per_token(1024)
     achieved = flops_per_token * 471e3 / 1e12
     assert 0 < achieved / mfu.peak_tflops("NVIDIA H100 80GB HBM3", "bf16-autocast") < 1
+
+
+def test_a_noise_floor_is_as_far_from_1_either_way_and_a_slow_technique_stays_slower_past_it():
+    assert stats.noise_floor(0.8, 0.75, 0.85)[0] == pytest.approx(0.25)
+    assert stats.noise_floor(1.25, 1.2, 1.3)[0] == pytest.approx(0.25)
+    # an A/A run 2.8x off (a very noisy machine): 16x slower is still slower, 2x slower is within the floor
+    floor = stats.noise_floor(2.8, 2.0, 3.5)[0]
+    assert stats.verdict(0.02, 0.12, floor) == "slower" and stats.verdict(0.4, 0.6, floor) == "within the noise floor"

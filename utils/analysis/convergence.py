@@ -173,6 +173,9 @@ def drift_cell(row):
             f"{int(cut)}'s update, so later steps differ by a whole update")
 
 
+DIVERGED = "nan (diverged)"  # a run whose last loss is not a number
+
+
 def fmt(value, spec):
     return "–" if value is None or value != value else format(value, spec)
 
@@ -184,7 +187,8 @@ def section(rows, summary, target=None):
     if ev.empty:
         return ""
     finals = ev.sort_values("train_steps").groupby("technique", sort=False)
-    final, best = finals["val_loss"].last(), finals["val_loss"].min()
+    # the last evaluation as it was: a diverged run's nan stays nan (groupby's last skips it)
+    final, best = finals["val_loss"].agg(lambda losses: losses.iloc[-1]), finals["val_loss"].min()
     reached = target_summary(rows, target) if target is not None else None
     drifts = drift(rows)
     floor = ev["loss_floor"].dropna()
@@ -201,7 +205,7 @@ def section(rows, summary, target=None):
             f"{speed['speedup']:.2f} [{speed['speedup_lo']:.2f}, {speed['speedup_hi']:.2f}]"
             if "speedup" in speed and speed["speedup"] == speed["speedup"]
             else "–",
-            fmt(final[technique], ".3f"),
+            fmt(final[technique], ".3f") if final[technique] == final[technique] else DIVERGED,
             f"{best[technique]:.3f} ({math.exp(min(best[technique], 700)):.3g})"
             if best[technique] == best[technique]
             else "–",

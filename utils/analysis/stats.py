@@ -53,28 +53,54 @@ def ratio(runs_a, runs_b, seed=0):
 
 
 def verdict(low, high, floor=0.0):
-    """A speedup CI's meaning: shown only where the whole CI lies beyond 1 ± floor."""
+    """A speedup CI's meaning: shown only where the whole CI lies beyond the band 1 / (1 + floor) to 1 + floor
+    (a ratio's distance from 1 is the same either way: 1.25x and 0.8x are both 25% off)."""
     if low > 1.0 + floor:
         return "faster"
-    if high < 1.0 - floor:
+    if high < 1.0 / (1.0 + floor):
         return "slower"
     return "no detectable difference" if low <= 1.0 <= high else "within the noise floor"
 
 
+def _off(ratio):
+    """How far a ratio lies from 1, either way: 1.25 and 0.8 are both 0.25."""
+    return max(ratio, 1.0 / ratio) - 1.0
+
+
 def noise_floor(speedup, low, high):
-    """The A/A speedup [CI] as a floor: (|speedup - 1|, and the CI of that distance)."""
-    ends = sorted(abs(v - 1.0) for v in (low, high))
-    return abs(speedup - 1.0), 0.0 if low <= 1.0 <= high else ends[0], ends[1]
+    """The A/A speedup [CI] as a floor: (its distance from 1, and the CI of that distance)."""
+    ends = sorted(_off(v) for v in (low, high))
+    return _off(speedup), 0.0 if low <= 1.0 <= high else ends[0], ends[1]
 
 
 # what must match for a comparison: a run on 2 ranks is never compared as if it were on 1
 CONFIG = ["device", "model", "layers", "batch", "seq", "data", "parallel", "world_size"]
+# what a technique's runs must share to be pooled in one row: one run again at another LR, accumulation,
+# adapter or compile choice is another experiment (the newest setting is reported, the others named)
+POOLED_ALIKE = ["lr", "accum", "adapter", "compile_mode", "compile_scope", "chunk_logits"]
 NOT_RUNS = ("predicted", "maxbatch")  # phases of rows that are answers about runs, not runs
 
 
+def newest_alike(rows):
+    """`rows` with each technique's ok runs at the settings of its newest (POOLED_ALIKE), and a note per
+    technique whose runs at other settings were left out."""
+    ok = rows[rows["status"] == "ok"].drop_duplicates("run_id").sort_values("timestamp_utc")
+    left, notes = set(), []
+    for technique, runs in ok.groupby("technique", sort=False):
+        settings = runs[POOLED_ALIKE].fillna("").astype(str)
+        other = settings.ne(settings.iloc[-1]).any(axis=1)
+        if other.any():
+            left |= set(runs.loc[other, "run_id"])
+            differ = [c for c in POOLED_ALIKE if settings[c].nunique() > 1]
+            notes.append(f"{technique}: {int(other.sum())} run(s) at other settings ({', '.join(differ)}) than its "
+                         f"newest left out; a file of their own compares them")
+    return rows[~rows["run_id"].isin(left)], notes
+
+
 def configurations(df, device_filter=""):
-    """[(description, rows)] per configuration, newest first; device_filter: a substring of
-    the device name (case-insensitive) that keeps only matching devices."""
+    """[(description, rows, notes)] per configuration, newest first, each technique's runs at its newest
+    settings (newest_alike, the notes); device_filter: a substring of the device name (case-insensitive)
+    that keeps only matching devices."""
     # files older than the parallel columns ran one process
     parallel = df["parallel"].astype(object).fillna("none")
     df = df.assign(parallel=parallel, world_size=df["world_size"].fillna(1).astype(int))
@@ -89,7 +115,7 @@ def configurations(df, device_filter=""):
         device, model, layers, batch, seq, data, kind, world_size = rows.iloc[0][CONFIG]
         depth = f" · {int(layers)} layers" if layers == layers and layers else ""  # a float where a row has none
         ranks = f" · {kind} on {world_size} processes, B per rank" if kind != "none" else ""
-        out.append((f"{device} · {model}{depth} · B={batch} T={seq} · {data}{ranks}", rows))
+        out.append((f"{device} · {model}{depth} · B={batch} T={seq} · {data}{ranks}", *newest_alike(rows)))
     return out
 
 
@@ -169,7 +195,8 @@ def summary(df):
             row["peak_reserved_mib"] = ok["peak_reserved_mib"].max()
             row["memory_mib"], row["memory_kind"] = _memory_mib(ok)
             row["peak_rss_mib"] = ok["peak_rss_mib"].max()
-            row["final_loss"] = ok.groupby("run_id")["loss"].last().mean()
+            # each run's last loss as it was: a diverged run's nan stays nan (groupby's last skips it)
+            row["final_loss"] = ok.groupby("run_id")["loss"].nth(-1).mean(skipna=False)
             warm = group[(group["status"] == "ok") & (group["phase"] == "warmup")]
             row["warmup_s"] = warm.groupby("run_id")["step_ms"].sum().median() / 1e3 if len(warm) else np.nan
             for phase in ("forward_ms", "backward_ms", "optimizer_ms"):
@@ -236,10 +263,12 @@ def adaptive_stop(progress, precision, min_runs, rounds, max_rounds, elapsed_s, 
 
 
 def time_differences(df, a, b):
-    """Step time of a minus b, paired by run (the k-th run of each) and step: the coin-flip
-    optimizer study's time-difference data, as a Series indexed by (run, step)."""
+    """Time per BATCH x SEQ tokens (a step over its accumulated micro-batches) of a minus b, paired by run
+    (the k-th run of each) and step: the coin-flip optimizer study's time-difference data, as a Series
+    indexed by (run, step)."""
     rows = measured(df).copy()
     rows["run"] = rows.groupby("technique", sort=False)["run_id"].transform(lambda ids: pd.factorize(ids)[0])
-    by_step = [rows[rows["technique"] == name].groupby(["run", "step"])["step_ms"].mean() for name in (a, b)]
+    rows["micro_batch_ms"] = rows["step_ms"] / rows["accum"].fillna(1)
+    by_step = [rows[rows["technique"] == name].groupby(["run", "step"])["micro_batch_ms"].mean() for name in (a, b)]
     joined = pd.concat(by_step, axis=1, keys=["a", "b"]).dropna()
     return joined["a"] - joined["b"]

@@ -61,29 +61,35 @@ def plan(given):
     return list(itertools.product(grid_models, layers, optimizers)), lrs
 
 
-def check_settings(cells, given):
-    """The run settings every cell shares (STEPS, DATA, EVAL_EVERY, ...), checked once."""
-    for model in dict.fromkeys(model for model, _, _ in cells):  # the data check depends on the vocabulary only
-        cfg = config.load("grid", dataclasses.replace(given, model=model))
+def check_settings(cells, given, running=True):
+    """The run settings every cell shares (STEPS, DATA, EVAL_EVERY, ...), checked once: {model: its run
+    config} (`running`: the results file must take rows too)."""
+    cfgs = {model: config.load("grid", dataclasses.replace(given, model=model), check_results=running)
+            for model in dict.fromkeys(model for model, _, _ in cells)}
+    cfg = next(iter(cfgs.values()))
     if not cfg.eval_every:
         raise checks.BadInput("the grid compares validation perplexity: EVAL_EVERY=0 turns evaluation off")
     config.check_target(given.target_loss, cfg.data)
+    return cfgs
 
 
-def grid_rows(df, cells):
-    """The newest ok run of each cell at each repeat index (REPEATS=3: the three of the last grid)."""
+def grid_rows(df, cells, cfgs):
+    """The newest ok run of each cell at each repeat index (REPEATS=3: the three of the last grid), at the
+    grid's batch, sequence length and data (`cfgs`: {model: its run config}): a run at others is not its."""
     ok = df[df["status"] == "ok"]
     chosen = []
     for model, layers, optimizer in cells:
-        runs = ok[(ok["model"] == model) & (ok["layers"] == layers) & (ok["technique"] == optimizer)]
+        cfg = cfgs[model]
+        runs = ok[(ok["model"] == model) & (ok["layers"] == layers) & (ok["technique"] == optimizer)
+                  & (ok["batch"] == cfg.batch) & (ok["seq"] == cfg.seq) & (ok["data"] == cfg.data)]
         newest = runs.sort_values("timestamp_utc").drop_duplicates("run_id").groupby("repeat")["run_id"].last()
         chosen += list(newest)
     return df[df["run_id"].isin(chosen)]
 
 
-def report(paths, cells, target):
+def report(paths, cells, cfgs, target):
     df = results.read(paths.results)
-    rows = grid_rows(df, cells)
+    rows = grid_rows(df, cells, cfgs)
     convergence.check_target(rows, target)
     runs = grid_table.best_evaluations(rows)
     table = grid_table.cells(runs) if not runs.empty else runs
@@ -129,7 +135,7 @@ class Paths:
 
 def paths(given):
     out = given.grid_report
-    checks.output_file("GRID_REPORT", out)
+    checks.output_file("GRID_REPORT", out, given.results_file)
     return Paths(given.results_file, out, str(checks.output_dir("PLOTS_DIR", given.plots_dir)),
                  checks.file_prefix("PLOTSPREFIX", given.plotsprefix))
 
@@ -141,8 +147,7 @@ def main(argv=None):
     cells, lrs = plan(given)
     files = paths(given)
     target = given.target_loss
-    if mode == "run":
-        check_settings(cells, given)
+    cfgs = check_settings(cells, given, running=mode == "run")
     failed = []
     if mode == "run":  # every cell a fresh process, REPEATS rounds interleaved as make all runs them
         jobs = [Job(optimizer, (("MODEL", model), ("LAYERS", str(layers)), ("LR", lrs.get(optimizer, "auto"))),
@@ -151,7 +156,7 @@ def main(argv=None):
         failed = [line for status, line in state.outcomes if status in FAILED]
         for line in failed:
             print(f"grid: failed: {line}", file=sys.stderr)
-    report(files, cells, target)
+    report(files, cells, cfgs, target)
     return 1 if failed else 0
 
 

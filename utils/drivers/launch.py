@@ -52,8 +52,9 @@ def check(kind, technique, given):
     if kind not in KINDS:
         raise LaunchError(f"unknown parallel kind {kind!r}; one of {', '.join(KINDS)}")
     cfg = config.load(technique, given)
-    config.check_technique(technique, cfg.compile_mode, cfg.accum, parallel=kind)
     nproc, port = given.nproc, given.port
+    # the loss check's single process accumulates each rank's micro-batch: refused now if it could not run
+    config.check_technique(technique, cfg.compile_mode, cfg.accum, nproc if given.loss_check else 1, kind)
     limit = max_processes(cfg.device)
     if nproc > limit:
         what = f"{limit} GPU(s)" if cfg.device == "cuda" else f"{limit} CPU core(s)"

@@ -96,7 +96,7 @@ def main():
     given = settings.read()
     base, factors, optimizers, cells = design(given)
     planned, with_batch = given.plan, given.maxbatch
-    out = checks.output_file("MATRIX_REPORT", given.matrix_report)
+    out = checks.output_file("MATRIX_REPORT", given.matrix_report, given.results_file)
     target, cfgs = runs_of([cell.name for cell in cells], given)
     cfg = cfgs[cells[0].name]
     runs_each = given.repeats

@@ -72,14 +72,14 @@ def _device(text):
 
 
 def check_technique(technique, compile_mode, accum, reference_ranks=1, parallel=""):
-    """What a technique's settings forbid, refused before it builds anything: a part that runs in one
-    process only under `parallel` (DDP / FSDP2: catalog.SINGLE_PROCESS); compile's CUDA-graph modes
-    with gradient accumulation, whose graphs overwrite the outputs one micro-batch's backward still
-    needs (pytorch/pytorch#169545: silently wrong gradients)."""
+    """What a technique's settings forbid, refused before it builds anything: a part that cannot run
+    under `parallel` (ddp, fsdp: catalog.NOT_PARALLEL); compile's CUDA-graph modes with gradient
+    accumulation, whose graphs overwrite the outputs one micro-batch's backward still needs
+    (pytorch/pytorch#169545: silently wrong gradients)."""
     functions = registry.functions_of(technique)
-    single = sorted(functions & catalog.SINGLE_PROCESS.keys()) if parallel else []
-    if single:
-        raise ConfigError(f"{technique} cannot run under {parallel}: {catalog.SINGLE_PROCESS[single[0]]}")
+    refused = sorted(f for f in functions if parallel in catalog.NOT_PARALLEL.get(f, ((), ""))[0])
+    if refused:
+        raise ConfigError(f"{technique} cannot run under {parallel}: {catalog.NOT_PARALLEL[refused[0]][1]}")
     if compile_mode not in catalog.GRAPHED_COMPILE_MODES:
         return
     micro_batches = (accum if "accumulate" in functions else 1) * reference_ranks

@@ -146,9 +146,11 @@ def plan_techniques(names, given):
             planner.check_modelled(setups[name], cfg, target)
         except planner.NotModelled as why:
             refused[name] = str(why)
+        except checks.BadInput:  # a setting the technique refuses (LORA_TARGETS naming nothing): before any plan
+            raise
         except Exception:  # noqa: BLE001, S110 - it fails again when planned below, and is reported there
             pass
-    if len(refused) == len(names):
+    if len(refused) == len(cfgs):  # the names as given may repeat a combination (flash+checkpointing, ...)
         raise checks.BadInput(f"the planner cannot model {'; '.join(f'{n}: {w}' for n, w in refused.items())}")
     rows, device, first, planned, failed, singles = [], planned_device(target), cfgs[names[0]], {}, [], {}
     width = max(14, *(len(n) for n in names))

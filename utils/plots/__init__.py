@@ -47,11 +47,11 @@ def select(results_file, device_filter=""):
     matching = f" on a device matching {device_filter!r}" if device_filter else ""
     if not configs:
         raise results.ResultsFileError(f"{results_file} has no runs{matching}")
-    ran = [(name, rows) for name, rows in configs if len(measured(rows))]
+    ran = [(name, rows, pooled) for name, rows, pooled in configs if len(measured(rows))]
     if not ran:
         raise results.ResultsFileError(
             f"{results_file} has no successful measured steps{matching}: every run was skipped or failed"
         )
     others = len(configs) - 1
     notes = [f"plotting {ran[0][0]}; {others} other configuration(s) in the file are not mixed in"] if others else []
-    return ran[0][1], notes
+    return ran[0][1], notes + ran[0][2]

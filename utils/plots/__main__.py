@@ -22,7 +22,8 @@ def main(argv=None):
         path, mean, low, high = plot_time_difference(df, a, b, out / f"{prefix}timediff_{a}_vs_{b}.png")
         paths = [path]
         verdict = "no detectable difference" if low <= 0 <= high else f"{a if mean < 0 else b} is faster"
-        notes.append(f"{a} - {b}: mean {mean:+.3f} ms/step, 95% CI [{low:+.3f}, {high:+.3f}]: {verdict}")
+        notes.append(f"{a} - {b}: mean {mean:+.3f} ms per step of BATCH x SEQ tokens, 95% CI [{low:+.3f}, "
+                     f"{high:+.3f}]: {verdict}")
     else:
         paths, more = plots_for(df, out, prefix)
         notes += more

@@ -11,7 +11,6 @@ Job: markdown from results.csv rows. May import: utils.analysis, utils.plots, ut
 utils.checks, utils.settings; never torch, so a CSV from another machine reports anywhere.
 """
 
-import os
 from pathlib import Path
 
 from utils import checks, results
@@ -19,7 +18,7 @@ from utils.analysis import convergence, stats
 from utils.catalog import AA_CHECK
 from utils.plots import plots_for
 from utils.report import memory, predicted
-from utils.report.tables import recommendation, table
+from utils.report.tables import image, recommendation, table
 
 
 def environment(df):
@@ -27,7 +26,8 @@ def environment(df):
     shas = ", ".join(dict.fromkeys(str(sha) for sha in df["git_sha"].dropna())) or "unknown"
     first, last = df["timestamp_utc"].min(), df["timestamp_utc"].max()
     cuda = f"driver {row['driver']}, CUDA {row['cuda']}" if row["driver"] == row["driver"] else "no CUDA"
-    return f"{row['device']} on {row['host']} · {cuda} · torch {row['torch']} · suite {shas} · runs {first} to {last}"
+    host = f" on {row['host']}" if row["host"] == row["host"] else ""  # blank in files older than the column
+    return f"{row['device']}{host} · {cuda} · torch {row['torch']} · suite {shas} · runs {first} to {last}"
 
 
 def build(
@@ -36,10 +36,13 @@ def build(
     """Write the report; return its markdown."""
     df = results.read(results_file)
     convergence.check_target(df, target_loss)
-    if peak_tflops:  # judge every run against the given peak instead of the table's
-        df["peak_tflops"] = peak_tflops
-        df["mfu"] = df["tflops"] / peak_tflops
+    if peak_tflops:  # judge every run measured here against the given peak instead of the table's
+        here = df["kind"].fillna("measured") == "measured"  # a plan's MFU is against its GPU's peak
+        df.loc[here, "peak_tflops"] = peak_tflops
+        df.loc[here, "mfu"] = df.loc[here, "tflops"] / peak_tflops
     configs = stats.configurations(df, device_filter)
+    if device_filter:  # the memory and predicted sections show the same devices as the tables
+        df = df[df["device"].str.contains(device_filter, case=False, regex=False, na=False)]
     memory_section = memory.section(df, plots_dir, out, prefix, budget_gib)
     predicted_section = predicted.section(df)
     if not configs and not memory_section and not predicted_section:
@@ -56,16 +59,16 @@ def build(
         "the noise floor. MFU is against the dense peak of the precision "
         "that ran (blank where the device is not in the table; `PEAK_TFLOPS=` sets one). Best of each column in bold."
     ]
-    for name, rows in configs:
+    for name, rows, pooled in configs:
         summary = stats.summary(rows)
         config_prefix = prefix + (f"{checks.file_part(name)}_" if len(configs) > 1 else "")
         paths, notes = plots_for(rows, plots_dir, config_prefix) if len(stats.measured(rows)) else ([], [])
-        images = "\n".join(f"![{p.stem}]({os.path.relpath(p, out.parent)})" for p in paths)
+        images = "\n".join(image(p.stem, p, out) for p in paths)
         learning = convergence.section(rows, summary, target_loss)
         sections.append(
             f"## {name}\n\n{environment(rows)}\n\n{table(summary)}\n\n{recommendation(summary, budget_gib)}\n\n"
             + (f"{learning}\n\n" if learning else "")
-            + "\n".join(f"_{n}_" for n in notes)
+            + "\n".join(f"_{n}_" for n in [*pooled, *notes])
             + f"\n\n{images}"
         )
     sections += [s for s in (memory_section, predicted_section) if s]

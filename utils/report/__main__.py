@@ -13,7 +13,7 @@ def main():
     # every setting first, so a bad one stops before any plot is drawn
     given = settings.read()
     out = given.report
-    checks.output_file("REPORT", out)
+    checks.output_file("REPORT", out, given.results_file)
     checks.output_dir("PLOTS_DIR", given.plots_dir)
     prefix = checks.file_prefix("PLOTSPREFIX", given.plotsprefix)
     text = build(given.results_file, out, given.plots_dir, prefix, given.device_filter, given.budget_gib,

@@ -17,30 +17,32 @@ from utils import checks
 from utils.analysis.stats import measured
 from utils.catalog import BASELINE
 from utils.plots.memory import plot_breakdown
+from utils.report.tables import image
 from utils.results import MEMORY_COLUMNS as COLUMNS
 from utils.results import MEMORY_PARTS as PARTS
 from utils.units import MIB_PER_GIB
 
-KEY = ["model", "batch", "seq"]
+KEY = ["model", "layers", "batch", "seq"]  # a section each; a row per kind, device and technique
 # the CUDA figures a row may carry: the report's name -> results.csv's column
 CUDA = {"cuda_alloc_mib": "peak_alloc_mib", "cuda_reserved_mib": "peak_reserved_mib",
         "device_total_mib": "device_total_mib"}
 
 
 def breakdowns(df):
-    """One row per (kind, model, batch, seq, technique): the newest breakdown, with the CUDA
-    figures (measured, or predicted) and the allocator's retries where the run recorded them."""
+    """One row per (kind, model, layers, batch, seq, device, technique): the newest breakdown, with the CUDA
+    figures (measured, or predicted for a GPU) and the allocator's retries where the run recorded them."""
     if "mem_peak_mib" not in df:
         return pd.DataFrame()
     rows = df[df["mem_peak_mib"].notna() & (df["status"] == "ok")].copy()
     rows["kind"] = rows["kind"].fillna("measured")
     out = []
-    for (kind, *key, technique), group in rows.groupby(["kind", *KEY, "technique"], sort=False):
+    for (kind, *key, device, technique), group in rows.groupby(["kind", *KEY, "device", "technique"], sort=False,
+                                                               dropna=False):
         last = group[group["run_id"] == group["run_id"].iloc[-1]]
         source = last if kind == "predicted" else measured(last)  # a predicted row carries its own CUDA figures
         cuda = {name: source[column].max() if column in source and len(source) else float("nan")
                 for name, column in CUDA.items()}
-        out.append({"kind": kind, **dict(zip(KEY, key)), "technique": technique, "device": last["device"].iloc[0],
+        out.append({"kind": kind, **dict(zip(KEY, key)), "technique": technique, "device": device,
                     **{c: last[c].iloc[0] for c in COLUMNS}, **cuda, "alloc_retries": last["alloc_retries"].max()})
     return pd.DataFrame(out)
 
@@ -61,10 +63,10 @@ def breakdown_table(table):
     lines = ["| technique | kind | tensor peak MiB | " + " | ".join(PARTS) + " | saved vs baseline MiB | CUDA "
              "allocated MiB | CUDA reserved MiB | device total MiB | predicted vs measured (allocated / device "
              "total) | allocator |", "|" + "---|" * (len(PARTS) + 9)]
-    base = table[table["technique"] == BASELINE].set_index("kind")["mem_peak_mib"]
+    base = table[table["technique"] == BASELINE].set_index(["kind", "device"])["mem_peak_mib"]
     measured_rows = table[table["kind"] == "measured"].drop_duplicates("technique", keep="last").set_index("technique")
     for _, row in table.iterrows():
-        saved = base.get(row["kind"], float("nan")) - row["mem_peak_mib"]
+        saved = base.get((row["kind"], row["device"]), float("nan")) - row["mem_peak_mib"]
         errors = " / ".join(_error(row, measured_rows, name) for name in ("cuda_alloc_mib", "device_total_mib"))
         retries = row["alloc_retries"]
         flagged = retries == retries and retries > 0
@@ -89,9 +91,9 @@ def largest_batches(df):
     rows = df[df["phase"] == "maxbatch"]
     if rows.empty:
         return ""
-    newest = rows.groupby(["technique", "model", "seq", "kind"], sort=False).tail(1)
-    lines = ["| technique | model | T | largest batch | how |", "|---|---|---|---|---|"]
-    lines += [f"| `{r['technique']}` | {r['model']} | {r['seq']} | {int(r['batch'])} | {r['reason']} |"
+    newest = rows.groupby(["technique", "model", "seq", "kind", "device"], sort=False, dropna=False).tail(1)
+    lines = ["| technique | model | T | device | largest batch | how |", "|---|---|---|---|---|---|"]
+    lines += [f"| `{r['technique']}` | {r['model']} | {r['seq']} | {r['device']} | {int(r['batch'])} | {r['reason']} |"
               for _, r in newest.iterrows()]
     return "### Largest batch per technique (`make maxbatch`)\n\n" + "\n".join(lines)
 
@@ -120,13 +122,14 @@ def section(df, plots_dir, out, prefix="", budget_gib=None):
     """The markdown memory section (empty when the file has no memory rows)."""
     table = breakdowns(df)
     parts = []
-    for key, group in (table.groupby(KEY, sort=False) if not table.empty else []):
-        title = "{} · B={} T={}".format(*key)
+    for (model, layers, batch, seq), group in (table.groupby(KEY, sort=False, dropna=False) if not table.empty else []):
+        depth = int(float(layers)) if layers == layers else None  # blank in files older than the column
+        title = f"{model}{f' · {depth} layers' if depth else ''} · B={batch} T={seq}"
         os.makedirs(plots_dir, exist_ok=True)
-        name = f"{prefix}memory_{checks.file_part(key[0])}_b{key[1]}_t{key[2]}.png"
+        name = f"{prefix}memory_{checks.file_part(model)}{f'_l{depth}' if depth else ''}_b{batch}_t{seq}.png"
         path = plot_breakdown(group.reset_index(drop=True), f"Memory breakdown: {title}", os.path.join(plots_dir, name))
-        image = f"![memory breakdown]({os.path.relpath(path, os.path.dirname(os.path.abspath(out)))})"
-        parts.append(f"### {title}\n\n{breakdown_table(group)}\n\n{fits(group, budget_gib)}\n\n{image}")
+        parts.append(f"### {title}\n\n{breakdown_table(group)}\n\n{fits(group, budget_gib)}\n\n"
+                     f"{image('memory breakdown', path, out)}")
     batches = largest_batches(df)
     if not parts and not batches:
         return ""

@@ -1,8 +1,11 @@
 """The report's per-configuration table (best of each column bold) and its recommendations."""
 
+import os
+
 import numpy as np
 
 from utils.analysis import stats
+from utils.analysis.convergence import DIVERGED
 from utils.analysis.convergence import fmt as _fmt
 from utils.catalog import AA_CHECK, compiled_by
 from utils.units import MIB_PER_GIB
@@ -92,7 +95,8 @@ def table(summary):
             [_fmt(v, "+,.0f") for v in get("memory_saved_mib")], get("memory_saved_mib"), max
         ),
         "speedup [95% CI]": _bold_best(speedup_cells, speed, max, faster),
-        "final loss": _bold_best([_fmt(v, ".3f") for v in get("final_loss")], get("final_loss"), min),
+        "final loss": _bold_best([_fmt(v, ".3f") if v == v or not n else DIVERGED
+                                  for v, n in zip(get("final_loss"), get("measured_runs"))], get("final_loss"), min),
         "warm-up s": [_fmt(v, ".1f") for v in get("warmup_s")],
     }
     ran = [what_ran(row) for _, row in summary.iterrows()]
@@ -218,5 +222,12 @@ def floor_line(summary):
     return (
         f"- **Noise floor:** `{AA_CHECK}`, identical to the baseline, measured {_speedup(aa)}: two "
         f"identical configurations differed by {point:.1%} [{low:.1%}, {high:.1%}] here{drift}; a speedup whose CI "
-        f"reaches into {1 - point:.2f}–{1 + point:.2f} is reported as within the noise floor, not shown"
+        f"reaches into {1 / (1 + point):.2f}–{1 + point:.2f} is reported as within the noise floor, not shown"
     )
+
+
+def image(alt, path, out):
+    """A markdown image of the file `path`, linked relative to the report written at `out` (in angle
+    brackets where a PLOTS_DIR or PLOTSPREFIX holds a space, which ends a plain link)."""
+    target = os.path.relpath(path, os.path.dirname(os.path.abspath(out)))
+    return f"![{alt}]({f'<{target}>' if ' ' in target else target})"

@@ -180,6 +180,13 @@ def main():
     given = settings.read()
     gpus = _gpus(given)
     options(given.techniques)  # an unknown or unchoosable technique: refused before anything is planned
+    if given.t:
+        raise checks.BadInput(f"T={given.t} names one run; make tune searches the techniques itself (TECHNIQUES= "
+                              "opts it in to more)")
+    # where the answer goes, checked before minutes of planning
+    checks.output_file("TUNE_REPORT", given.tune_report, given.results_file)
+    checks.output_dir("PLOTS_DIR", given.plots_dir)
+    checks.file_prefix("PLOTSPREFIX", given.plotsprefix)
     if given.verify:
         from utils.tune import verify
 
