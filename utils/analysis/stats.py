@@ -87,7 +87,7 @@ def newest_alike(rows):
     ok = rows[rows["status"] == "ok"].drop_duplicates("run_id").sort_values("timestamp_utc")
     left, notes = set(), []
     for technique, runs in ok.groupby("technique", sort=False):
-        settings = runs[POOLED_ALIKE].fillna("").astype(str)
+        settings = runs[POOLED_ALIKE].astype(object).fillna("").astype(str)
         other = settings.ne(settings.iloc[-1]).any(axis=1)
         if other.any():
             left |= set(runs.loc[other, "run_id"])
