@@ -196,7 +196,8 @@ def main():
                 status = 1
                 continue
             tried = ", ".join(f"{b}{'' if ok else ' x'}" for b, ok in trials)
-            line = f"{cfg.model} T={cfg.seq} with {name}: largest batch B={best} on {on}"
+            ceiling = " (the search's ceiling: at least this)" if best == MAX_BATCH else ""
+            line = f"{cfg.model} T={cfg.seq} with {name}: largest batch B={best}{ceiling} on {on}"
             print(f"maxbatch: {line} (trials: {tried})", flush=True)
             rows.append(results.identity(cfg, name, device, batch=best, status="ok", reason=line, phase="maxbatch",
                                          kind="predicted" if planned else "measured"))

@@ -70,7 +70,10 @@ def runs_of(names, given):
     target = load_target(given)
     cfgs = {name: load_config(name, given) for name in names}
     for name, cfg in cfgs.items():
-        planner.check_modelled(setup_of(name)[1], cfg, target)
+        try:
+            planner.check_modelled(setup_of(name)[1], cfg, target)
+        except planner.NotModelled as why:  # which of the techniques, where a list was given
+            raise planner.NotModelled(f"{name}: {why}") from None
     return target, cfgs
 
 

@@ -113,9 +113,9 @@ def _set_up(setup, cfg, model_cuda, target=None, graphs=Graphs):
     try:
         with gpu if model_cuda else contextlib.nullcontext(), plan_compile(graphs), fake_modules_converted_in_place():
             setup(run)
-    except Skip as why:
-        where = f"on {target.gpu.name}" if target else "without a GPU here"
-        raise NotModelled(f"the technique cannot run {where} ({why})") from None
+    except Skip as why:  # a capability of the GPU, or of the model (no projection LoRA would adapt)
+        where = f"as planned for {target.gpu.name}" if target else "as planned here, without a GPU"
+        raise NotModelled(f"the technique skips {where}: {why}") from None
     refuse_unmodelled(run)
     return run, graphs
 

@@ -49,7 +49,9 @@ def plot_scaling(df, techniques, batch, seq, path):
             ax_mem.plot(per_model.index, memory, "o-", color=color, label=f"{technique} measured")
             ax_tok.plot(per_model.index, per_model["tokens"], "o-", color=color, label=f"{technique} measured")
             drawn = True
-        planned = rows[predicted(rows) & (rows["technique"] == technique)].groupby("n_params")["mem_peak_mib"].last()
+        planned = rows[predicted(rows) & (rows["technique"] == technique)].groupby("n_params").agg(
+            alloc=("peak_alloc_mib", "last"), tracked=("mem_peak_mib", "last"))
+        planned = planned["alloc"].fillna(planned["tracked"])  # CUDA's allocated, as the title says, where planned
         if len(planned):
             ax_mem.plot(planned.index, planned / MIB_PER_GIB, "o--", mfc="none", color=color,
                         label=f"{technique} predicted")
