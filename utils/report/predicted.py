@@ -8,7 +8,13 @@ import pandas as pd
 from utils.analysis.stats import measured, predicted
 from utils.devices import by_name
 
-KEY = ["technique", "model", "batch", "seq"]
+KEY = ["technique", "model", "layers", "batch", "seq", "parallel", "world_size"]  # a plan of N GPUs is not of one
+
+
+def _keyed(rows):
+    """`rows` with one process's blank parallel columns filled, so that a plan and a run of one compare."""
+    return rows.assign(parallel=rows["parallel"].astype(object).fillna("none"),
+                       world_size=rows["world_size"].fillna(1).astype(int))
 
 
 def _gpu(device):
@@ -19,24 +25,26 @@ def section(df):
     """Markdown, or "" when no predicted row carries a time."""
     if "step_ms" not in df:
         return ""
-    rows = df[predicted(df) & df["step_ms"].notna()].copy()
+    rows = _keyed(df[predicted(df) & df["step_ms"].notna()])
     if rows.empty:
         return ""
     rows["gpu"] = rows["device"].map(_gpu)
-    ran = measured(df)
+    ran = _keyed(measured(df))
     lines = []
     for gpu, group in rows.groupby("gpu", sort=False):
         newest = group.groupby(KEY, sort=False).tail(1)
         lines += [f"### Predicted for {gpu}, not measured", "",
-                  "| technique | model | B | T | step ms | forward | backward | optimizer | tokens/s | MFU | "
-                  "measured here (median ms) | error |", "|" + "---|" * 12]
+                  "| technique | model | layers | B | T | GPUs | step ms | forward | backward | optimizer | tokens/s "
+                  "| MFU | measured here (median ms) | error |", "|" + "---|" * 14]
         for _, row in newest.iterrows():
             here = ran["device"].map(lambda d: getattr(by_name(d), "name", None)) == gpu
             same = ran[(ran[KEY] == row[KEY]).all(axis=1) & here]
             truth = same["step_ms"].median() if len(same) else float("nan")
             error = f"{row['step_ms'] / truth - 1:+.1%}" if truth == truth else "–"
             mfu = f"{row['mfu']:.1%}" if pd.notna(row.get("mfu")) else "–"
-            lines.append(f"| `{row['technique']}` | {row['model']} | {row['batch']} | {row['seq']} | "
+            gpus = "1" if row["parallel"] == "none" else f"{row['world_size']} ({row['parallel']})"
+            lines.append(f"| `{row['technique']}` | {row['model']} | {row['layers']} | {row['batch']} | {row['seq']} | "
+                         f"{gpus} | "
                          f"{row['step_ms']:.1f} | {row['forward_ms']:.1f} | {row['backward_ms']:.1f} | "
                          f"{row['optimizer_ms']:.1f} | {row['tokens_per_s']:,.0f} | {mfu} | "
                          f"{'–' if truth != truth else f'{truth:.1f}'} | {error} |")
