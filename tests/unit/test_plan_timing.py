@@ -168,6 +168,12 @@ def test_the_report_shows_predicted_times_apart_with_their_error(results_file, t
     section = text.split("## Predicted step time")[1]
     assert "### Predicted for H100 SXM 80GB, not measured" in section and "-50.0%" in section  # half the measured
     assert "**" not in section  # never bolded
+    # a plan of 4 GPUs is a row of its own, never the one-GPU plan's nor compared with a one-process run
+    sharded = {**planned.to_dict(), "run_id": "fsdp", "parallel": "fsdp", "world_size": 4,
+               "timestamp_utc": "2099-01-01T00:00:00+00:00"}
+    results.append_rows(results_file, [sharded])
+    section = report.build(results_file, tmp_path / "R.md", tmp_path / "plots").split("## Predicted step time")[1]
+    assert "| 4 (fsdp) |" in section and "| 1 |" in section and section.count("-50.0%") == 1
 
 
 def test_make_plan_prints_where_the_gpus_time_goes(results_file, monkeypatch, capsys):
