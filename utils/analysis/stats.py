@@ -134,13 +134,18 @@ def predicted(df):
     return df["kind"] == "predicted" if "kind" in df else pd.Series(False, index=df.index)
 
 
+def micro_batch_ms(rows):
+    """Each step's time per BATCH x SEQ tokens: its step_ms over the micro-batches it accumulated."""
+    return rows["step_ms"] / rows["accum"].fillna(1)
+
+
 def runs_of(df, technique, per_micro_batch=False):
     """Step times (ms) of each run of `technique`; per_micro_batch divides each by its
     accum, giving the time per BATCH x SEQ tokens, which is what a speedup compares."""
     rows = measured(df)
     rows = rows[rows["technique"] == technique]
     return [
-        (group["step_ms"] / (group["accum"].fillna(1) if per_micro_batch else 1)).to_numpy()
+        (micro_batch_ms(group) if per_micro_batch else group["step_ms"]).to_numpy()
         for _, group in rows.groupby("run_id", sort=False)
     ]
 
@@ -268,7 +273,7 @@ def time_differences(df, a, b):
     indexed by (run, step)."""
     rows = measured(df).copy()
     rows["run"] = rows.groupby("technique", sort=False)["run_id"].transform(lambda ids: pd.factorize(ids)[0])
-    rows["micro_batch_ms"] = rows["step_ms"] / rows["accum"].fillna(1)
+    rows["micro_batch_ms"] = micro_batch_ms(rows)
     by_step = [rows[rows["technique"] == name].groupby(["run", "step"])["micro_batch_ms"].mean() for name in (a, b)]
     joined = pd.concat(by_step, axis=1, keys=["a", "b"]).dropna()
     return joined["a"] - joined["b"]

@@ -37,7 +37,7 @@ def relative_windows(df, windows=10):
     rows = measured(df).copy()
     size = max(1, -(-int(rows["step"].max() + 1) // windows))  # ceil: at most `windows` windows
     rows["window"] = (rows["step"].astype(int) // size) * size
-    rows["micro_batch_ms"] = rows["step_ms"] / rows["accum"].fillna(1)
+    rows["micro_batch_ms"] = stats.micro_batch_ms(rows)
     table = rows.pivot_table(index="technique", columns="window", values="micro_batch_ms", aggfunc="median")
     if BASELINE not in table.index:
         return None
