@@ -45,6 +45,9 @@ class GPU:
 # "Gen3: 32 GB/s" are both ways together), GH200's NVLink-C2C (900 GB/s both ways); GeForce cards: PCIe 4.0
 # x16 (the Ada and Ampere whitepapers; the laptop RTX 3050 Ti: Gen4, its lanes taken as x16, an upper bound).
 PCIE = {3: 16.0, 4: 32.0, 5: 64.0}  # PCIe generation -> GB/s each way at x16
+# a node's GPUs at most: the 8 of an HGX / DGX board (NVSwitch between them, the datasheets above), beyond which
+# NCCL's model of one node's links (utils/plan/comm.py) stands for nothing built
+GPUS_PER_NODE = 8
 # h100-hbm2e: the H100 of torchtitan's published benchmarks (benchmarks/llama3_h100_202412_torchtitan.md
 # in its repository: 96 GB HBM2e at 2.4 TB/s, a 500 W limit, 8 per host over NVLink); its peak is
 # "between SXM and NVL" there, and SXM's is taken, as torchtitan's own MFU figures take it: an upper bound.
@@ -101,6 +104,19 @@ def by_key(key):
         if gpu.key == key:
             return gpu
     raise ValueError(f"unknown GPU {key!r} (known: {', '.join(g.key for g in GPUS)})")
+
+
+def resized(gpu, memory_gib):
+    """`gpu` with `memory_gib` of memory (a card of another size: GPU_MEMORY_GIB=), its name saying so."""
+    return dataclasses.replace(gpu, name=f"{gpu.name} at {memory_gib:g} GiB", memory_gib=memory_gib)
+
+
+def memory_gib_of(device):
+    """The memory of the GPU a device name names, GiB: a resized card's (resized), else the table's; None
+    where no GPU of the table matches."""
+    found = re.search(r" at ([0-9.e+-]+) GiB", str(device))
+    gpu = by_name(device)
+    return float(found.group(1)) if found and gpu else gpu.memory_gib if gpu else None
 
 
 def by_name(device):

@@ -192,8 +192,8 @@ SETTINGS = (
       _optional(_number)),
     S("PARALLEL", "", "make plan / maxbatch PLAN=1 / matrix PLAN=1: ddp or fsdp plans rank 0 of NPROC GPUs "
       "(blank: one GPU); make ddp / fsdp set it for their processes", "memory"),
-    S("NODES", "1", "make plan PARALLEL=...: the nodes the NPROC GPUs span (NPROC / NODES per node; the links "
-      "between them: utils/devices.py)", "memory", _int(1)),
+    S("NODES", "1", "make plan PARALLEL=...: the nodes the NPROC GPUs span (NPROC / NODES per node, at most "
+      f"{devices.GPUS_PER_NODE}; the links between them: utils/devices.py)", "memory", _int(1)),
     S("ALLOCATOR", "native", "planned CUDA caching allocator: native, or expandable_segments "
       "(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)", "memory", _choice(*devices.ALLOCATOR_MODES)),
     S("MODULE_LOADING", "lazy", "planned CUDA module loading: lazy (torch >= 1.13 with CUDA >= 11.7), or eager "

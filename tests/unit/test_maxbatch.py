@@ -71,3 +71,20 @@ def test_bad_input_is_one_line_and_writes_nothing(results_file, monkeypatch, cap
 @pytest.mark.parametrize("limit, start", [(37, 37), (37, 30), (37, 50), (5, 1), (1, 9), (0, 4)])
 def test_a_search_from_a_guess_finds_the_same_answer(limit, start):
     assert maxbatch.search(lambda b: b <= limit, start=start)[0] == limit
+
+
+@pytest.mark.parametrize("answer", [3, 60, 1000, 40000])
+def test_a_jump_in_the_planned_memory_costs_logarithmic_plans_not_one_a_batch(answer):
+    # memory affine in the batch up to the answer, then far past the GPU (a chord from there lands one past low)
+    def figure(b):
+        return b / 100 if b <= answer else 1e6
+
+    trials = []
+
+    def trial(b):
+        trials.append(b)
+        return figure(b) <= answer / 100 + 0.001
+
+    high = min(maxbatch.MAX_BATCH, 4 * answer)
+    assert maxbatch.narrow(2, high, trial, figure, answer / 100 + 0.001) == answer
+    assert len(trials) <= 2 * high.bit_length() + 1

@@ -81,3 +81,16 @@ def test_nodes_that_do_not_divide_the_gpus_are_refused(results_file, monkeypatch
     assert plan_command.main([]) == 2
     assert "NODES=3 does not divide the NPROC=4 GPUs planned" in capsys.readouterr().err
     assert not results_file.exists()
+
+
+def test_more_gpus_a_node_than_a_board_holds_are_refused(results_file, monkeypatch, capsys):
+    for name, value in {"RESULTS_FILE": str(results_file), "MODEL": "tiny", "TECHNIQUES": "baseline",
+                        "PARALLEL": "fsdp", "NPROC": "24", "NODES": "2"}.items():
+        set_env(monkeypatch, name, value)
+    assert plan_command.main([]) == 2
+    err = capsys.readouterr().err
+    # 12 a node; the fewest nodes of at most 8 GPUs that divide 24: 3 (4 for 28: 7 a node)
+    assert "NPROC=24 on NODES=2 is 12 GPUs a node" in err and "set NODES=3" in err
+    assert not results_file.exists()
+    set_env(monkeypatch, "NPROC", "28")
+    assert plan_command.main([]) == 2 and "set NODES=4" in capsys.readouterr().err

@@ -174,6 +174,14 @@ def test_the_report_shows_predicted_times_apart_with_their_error(results_file, t
     results.append_rows(results_file, [sharded])
     section = report.build(results_file, tmp_path / "R.md", tmp_path / "plots").split("## Predicted step time")[1]
     assert "| 4 (fsdp) |" in section and "| 1 |" in section and section.count("-50.0%") == 1
+    # a card too small for the plan's device total: said in both sections, with what it would need
+    small = {**planned.to_dict(), "run_id": "small", "device": "H100 SXM 80GB at 0.5 GiB (planned on a CPU)",
+             "device_total_mib": 900.0, "timestamp_utc": "2099-01-02T00:00:00+00:00"}
+    results.append_rows(results_file, [small])
+    text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots")
+    section = text.split("## Predicted step time")[1]
+    assert "### Predicted for H100 SXM 80GB at 0.5 GiB, not measured" in section and "| no (0.88 GiB) |" in section
+    assert section.count("| yes |") == 2 and "predicted for H100 SXM 80GB at 0.5 GiB, **does not fit**" in text
 
 
 def test_make_plan_prints_where_the_gpus_time_goes(results_file, monkeypatch, capsys):

@@ -107,7 +107,7 @@ def test_a_technique_that_fails_to_plan_costs_the_others_nothing(results_file, m
     assert _plan(monkeypatch, results_file, TECHNIQUES="fused baseline") == 1
     said = capsys.readouterr()
     assert "fused" in said.err and "failed: NotImplementedError: no rule registered" in said.err
-    assert "1 predicted rows appended" in said.out and "failed: fused" in said.out
+    assert "1 predicted row appended" in said.out and "failed: fused" in said.out
     assert list(results.read(results_file)["technique"]) == ["baseline"]  # kept, not lost with the failure
 
 

@@ -259,6 +259,8 @@ def test_the_pareto_front_keeps_only_the_undominated():
     ({"GPUS": "h100-sxm nope"}, "unknown GPU 'nope'"),
     ({"PARALLEL": "fsdp", "NPROC": "4", "GLOBAL_BATCH": "6"}, "GLOBAL_BATCH=6 is not a multiple of the 4 GPUs"),
     ({"TECHNIQUES": "lion nope"}, "unknown technique in TECHNIQUES: nope"),
+    # 0.5 GiB less the 10% margin, 461 MiB: below Hopper's measured context (utils/plan/device.py)
+    ({"GPU": "h100-sxm", "GPU_MEMORY_GIB": "0.5", "MEMORY_MARGIN": "0.1"}, "the CUDA context alone ("),
 ])
 def test_bad_input_is_refused_before_planning(monkeypatch, tmp_path, capsys, env, said):
     for name, value in {"MODEL": "tiny", "TUNE_REPORT": str(tmp_path / "TUNE.md"), **env}.items():

@@ -127,12 +127,10 @@ def planned_search(technique, target, given, limit=MAX_BATCH, planned=None):
     """(largest batch, trials) on the planned GPU, in a few plans: the planned peak is the
     larger of the optimizer step's (constant in the batch) and backward's (affine in it), a
     convex, piecewise-linear function: the line through B=1 and B=2 points past the answer (x2
-    steps beyond it where it fell short), and the chord between the last batch that fits and
-    the first that does not (regula falsi: a chord never lies below a convex function) lands
-    on the answer once both ends are in the affine part, a few plans where bisection takes
-    log2 of the answer (the replay's reserved memory follows the allocated peak in steps of
-    its segments, so the chord is a guess the bisection corrects). `planned`: DeviceMemory
-    already planned, by batch; `given`: the settings."""
+    steps beyond it where it fell short), then `narrow` between the last batch that fits and the
+    first that does not. Both are planned: the answer fits and one more sequence does not (a
+    larger batch that fits again, near the allocator's rounding, is not looked for). `planned`:
+    DeviceMemory already planned, by batch; `given`: the settings."""
     fits, trials = PlannedFit(technique, target, given), []
     fits.memory.update(planned or {})
 
@@ -150,15 +148,30 @@ def planned_search(technique, target, given, limit=MAX_BATCH, planned=None):
         if high == limit:
             return high, trials
         low, high = high, min(limit, high * 2)
+    return narrow(low, high, trial, fits.total_gib, fits.budget), trials
+
+
+def narrow(low, high, trial, figure, budget):
+    """The largest batch that fits between `low` (fits) and `high` (does not): the chord between
+    their `figure`s (GiB) where it crosses `budget` (regula falsi: a chord never lies below a convex
+    function, so it lands on the answer once both ends are in the affine part), and a bisection after
+    any chord that did not halve the interval (a jump in the figure, the replay's reserved memory
+    following the allocated peak in steps of its segments, would otherwise move one end a batch a
+    plan): at most about twice bisection's log2 plans."""
+    bisect = False
     while high - low > 1:
-        f_low, f_high = fits.total_gib(low), fits.total_gib(high)
-        b = low + int((fits.budget - f_low) * (high - low) / (f_high - f_low))
-        b = min(max(b, low + 1), high - 1)
+        width = high - low
+        if bisect:
+            b = (low + high) // 2
+        else:
+            f_low, f_high = figure(low), figure(high)
+            b = min(max(low + int((budget - f_low) * width / (f_high - f_low)), low + 1), high - 1)
         if trial(b):
             low = b
         else:
             high = b
-    return low, trials
+        bisect = not bisect and (high - low) * 2 > width
+    return low
 
 
 def techniques(given):

@@ -26,6 +26,8 @@ from utils.results import MEMORY_PARTS
 from utils.techniques import setup_of
 from utils.techniques.parallel import World
 
+FIGURE = max(10, *(len(h) for h in MEMORY_PARTS))  # the memory table's columns: its widest header
+
 
 def _mib(mib):
     return f"{mib:,.1f}"
@@ -38,8 +40,8 @@ def _header(first, target, memory, width):
           f"(fake tensors, {planner.STEPS} steps; MiB)")
     print(f"  allocated: the tensors' peak + cuBLAS workspaces; reserved: the caching allocator replayed; "
           f"device total: reserved + {memory.note}")
-    print(f"{'technique':<{width}} " + " ".join(f"{h:>10}" for h in ("allocated", "reserved", "total", *MEMORY_PARTS))
-          + "  fits   plan s")
+    print(f"{'technique':<{width}} " + " ".join(f"{h:>{FIGURE}}" for h in ("allocated", "reserved", "total",
+                                                                           *MEMORY_PARTS)) + "  fits   plan s")
 
 
 def _line(name, plan, seconds, width):
@@ -48,7 +50,8 @@ def _line(name, plan, seconds, width):
     # the allocator released its cache to go on (at the GPU's capacity); in the last step: every step's
     retries = f" (alloc retries: {memory.retries}, {memory.steady_retries} in the last step)" if memory.retries else ""
     figures = (memory.allocated_mib, memory.reserved_mib, memory.total_mib, *plan.breakdown.values())
-    return f"{name:<{width}} " + " ".join(f"{_mib(v):>10}" for v in figures) + f"  {fits:<6} {seconds:5.1f}{retries}"
+    columns = " ".join(f"{_mib(v):>{FIGURE}}" for v in figures)
+    return f"{name:<{width}} {columns}  {fits:<6} {seconds:5.1f}{retries}"
 
 
 def _memory_notes(plans, target):
@@ -128,12 +131,16 @@ def _band_table(plans):
     width = max(14, *(len(n) for n in plans))
     print("\nerror bands: predicted / measured - 1, lowest…highest (rows) among make plan_check's rows of the "
           "same kind (docs/plan_check.md): the spread seen, not a confidence interval")
-    print(f"{'technique':<{width}} {'kind':<26} " + " ".join(f"{f:>16}" for f in bands.FIGURES))
+    rows = {}
     for name, plan in plans.items():
         kinds = {figure: bands.kind_of(plan, figure) for figure in bands.FIGURES}
         step = kinds["step time"]
-        kind = kinds["allocated"] + (f" (step: {step})" if step != kinds["allocated"] else "")
-        print(f"{name:<{width}} {kind:<26} " + " ".join(f"{bands.band_text(found, f, kinds[f]):>16}" for f in kinds))
+        rows[name] = (kinds["allocated"] + (f" (step: {step})" if step != kinds["allocated"] else ""), kinds)
+    kind_width = max(len("kind"), *(len(kind) for kind, _ in rows.values()))
+    print(f"{'technique':<{width}} {'kind':<{kind_width}} " + " ".join(f"{f:>16}" for f in bands.FIGURES))
+    for name, (kind, kinds) in rows.items():
+        print(f"{name:<{width}} {kind:<{kind_width}} "
+              + " ".join(f"{bands.band_text(found, f, kinds[f]):>16}" for f in kinds))
 
 
 def plan_techniques(names, given):
@@ -182,7 +189,7 @@ def plan_techniques(names, given):
         _band_table(planned)
     print("modelled on the CUDA side: " + "; ".join(CUDA_MODEL))
     print("not modelled: " + "; ".join(NOT_MODELLED))
-    print(f"plan: {len(rows)} predicted rows appended to {first.results_file}"
+    print(f"plan: {len(rows)} predicted row{'s' * (len(rows) != 1)} appended to {first.results_file}"
           + (f"; failed: {' '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

@@ -3,7 +3,7 @@ GPU default), the GPU it is planned for, and its `predicted` row."""
 
 import dataclasses
 
-from utils import checks, results
+from utils import checks, devices, results
 from utils.devices import by_key, peak_tflops
 from utils.measure import config, env, preflight
 from utils.measure.memory import columns
@@ -95,7 +95,7 @@ def gpu_of(key, given):
     `given` where set (a card of another size)."""
     gpu, memory_gib = by_key(key), given.gpu_memory_gib
     if memory_gib is not None:
-        gpu = dataclasses.replace(gpu, name=f"{gpu.name} at {memory_gib:g} GiB", memory_gib=memory_gib)
+        gpu = devices.resized(gpu, memory_gib)
     return gpu
 
 
@@ -105,6 +105,11 @@ def load_target(given):
     ranks = planned_world(given).size
     if given.nodes > 1 and ranks % given.nodes:
         raise checks.BadInput(f"NODES={given.nodes} does not divide the NPROC={ranks} GPUs planned")
+    most = devices.GPUS_PER_NODE
+    if ranks > most * given.nodes:
+        nodes = next(n for n in range(-(-ranks // most), ranks + 1) if ranks % n == 0)  # the fewest that divide
+        raise checks.BadInput(f"NPROC={ranks} on NODES={given.nodes} is {ranks // given.nodes} GPUs a node; the "
+                              f"planner models nodes of at most {most} (an HGX / DGX board): set NODES={nodes}")
     return Target(gpu, given.allocator, given.module_loading, given.nodes)
 
 

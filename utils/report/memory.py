@@ -3,7 +3,8 @@
 - breakdown per technique (measured: the MemTracker step of each run; predicted: make plan),
   memory saved vs the baseline, the three CUDA figures (peak allocated, peak reserved, device
   total: measured, or predicted for the GPU named in the row), a predicted figure beside the
-  measured one of the same configuration with the error, allocator retries flagged;
+  measured one of the same configuration with the error, allocator retries flagged, a predicted row whose
+  device total passes its GPU's memory said not to fit;
 - the largest batch per technique (make maxbatch rows);
 - what fits in BUDGET_GIB, from measured or predicted peaks;
 - a stacked bar of the breakdown per technique (utils/plots/memory.py).
@@ -16,6 +17,7 @@ import pandas as pd
 from utils import checks
 from utils.analysis.stats import measured
 from utils.catalog import BASELINE
+from utils.devices import memory_gib_of
 from utils.plots.memory import plot_breakdown
 from utils.report.tables import image
 from utils.results import MEMORY_COLUMNS as COLUMNS
@@ -80,11 +82,25 @@ def breakdown_table(table):
     return "\n".join(lines)
 
 
+def planned_gpu(device):
+    """The GPU a predicted row's device names (utils/plan/config.py's planned_device: the GPU, then the
+    planning machine in brackets)."""
+    return str(device).split(" (planned on")[0]
+
+
+def planned_fit(row):
+    """Whether a predicted row's device total is within its GPU's memory (as `make plan`'s fits column
+    said), or None where the row has no device total or names no GPU of the table."""
+    capacity, total = memory_gib_of(planned_gpu(row["device"])), row.get("device_total_mib", float("nan"))
+    return None if capacity is None or total != total else bool(total <= capacity * MIB_PER_GIB)
+
+
 def _kind(row):
     if row["kind"] != "predicted":
         return row["kind"]
-    gpu = str(row["device"]).split(" (planned on")[0]
-    return f"predicted for {gpu}" if gpu and not gpu.startswith("CUDA GPU") else "predicted"
+    gpu = planned_gpu(row["device"])
+    said = f"predicted for {gpu}" if gpu and not gpu.startswith("CUDA GPU") else "predicted"
+    return said + (", **does not fit**" if planned_fit(row) is False else "")
 
 
 def largest_batches(df):

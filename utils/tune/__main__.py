@@ -31,11 +31,19 @@ MAX_GPUS = 64  # the FSDP2 search's ceiling: past it the answer is a cluster, no
 def _gpus(given):
     """The GPUs to search (GPUS=, else GPU=), each with GPU_MEMORY_GIB= where set."""
     from utils.plan.config import gpu_of
+    from utils.plan.device import context
 
     try:
-        return [gpu_of(key, given) for key in dict.fromkeys(given.gpus or (given.gpu,))]
+        gpus = [gpu_of(key, given) for key in dict.fromkeys(given.gpus or (given.gpu,))]
     except ValueError as err:
         raise checks.BadInput(f"GPUS: {err}") from None
+    for gpu in gpus:  # a card too small for anything: said as such, not as every configuration's failure
+        context_mib, budget = context(gpu, given.module_loading)[0], plans.budget_mib(gpu, given)
+        if context_mib >= budget:
+            raise checks.BadInput(f"{gpu.name}: the CUDA context alone ({context_mib:,.0f} MiB) takes the "
+                                  f"{budget:,.0f} MiB a step may use (its memory less MEMORY_MARGIN="
+                                  f"{given.memory_margin:g}): nothing runs there")
+    return gpus
 
 
 def shape(given):
