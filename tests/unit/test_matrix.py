@@ -89,3 +89,27 @@ def test_a_planned_2x2_marks_each_cell_and_what_it_predicts(results_file, tmp_pa
     peaks = df.set_index("technique")["mem_peak_mib"]
     assert peaks["bf16+checkpointing"] < peaks["bf16"] and peaks["flash"] < peaks["bf16"]  # what each factor saves
     assert "matrix: 4 cells, 4 plans" in capsys.readouterr().out
+    # the plans' roofline times, labelled predicted, and each cell's device total against the GPU's 40 GiB
+    assert "| fits | step ms (predicted) |" in text and "Δ step time ms (predicted)" in text
+    steps = df.set_index("technique")["step_ms"]
+    for name, line in zip(names, cells):
+        assert f"| yes | {steps[name]:.2f} |" in line
+
+
+def test_a_planned_cell_past_the_gpus_memory_is_marked_not_to_fit():
+    from types import SimpleNamespace
+
+    from utils.report.matrix import markdown
+
+    table = _synthetic()
+    # device totals 500 MiB + 5 per allocated MiB: the plain cell's (1,000 MiB) passes a 0.95 GiB card's 972.8 MiB,
+    # the cells with checkpointing (850 MiB at most) fit
+    table["device_total_mib"] = 500 + 5 * table["memory_mib"]
+    table["per_run"] = [{**r, "device_total_mib": [t]} for r, t in zip(table["per_run"], table["device_total_mib"])]
+    table["tokens_per_s"], table["max_batch"] = 1000.0, None
+    cfg = SimpleNamespace(model="tiny", layers=2, batch=4, seq=128)
+    text = markdown(table, ["checkpointing", "flash"], ["bf16"], cfg, "planned", True, capacity_gib=0.95)
+    cells = [line for line in text.split("## Main effects")[0].splitlines() if line.startswith("| `")]
+    fits = {line.split("`")[1]: line.split("|")[7].strip() for line in cells}
+    assert fits["bf16"] == "**no**" and fits["bf16+checkpointing"] == fits["bf16+checkpointing+flash"] == "yes"
+    assert "within the GPU's 0.95 GiB" in text

@@ -4,7 +4,8 @@ pair's interaction (does checkpointing save as much with flash as without?).
 
 A cell is a combination: BASE + the factors switched on + one optimizer. Its figures come
 from its runs (measured: median step time, median tokens/s, the peak memory compared on
-that device; predicted: the planner's peak) and its maxbatch row where there is one. With
+that device; predicted: the planner's peak and its roofline's step time) and its maxbatch row
+where there is one. With
 repeats every effect gets a bootstrap CI: each resample draws each cell's runs with
 replacement, then the effect is computed again (stats.RESAMPLES of them).
 """
@@ -51,10 +52,9 @@ def _run_figures(rows):
         alloc = steps["peak_alloc_mib"].max()
         memory = alloc if alloc == alloc else steps["mem_peak_mib"].max()
         cuda = [steps[c].max() if c in steps else np.nan for c in ("peak_reserved_mib", "device_total_mib")]
-        if planned:
-            out.append((np.nan, np.nan, memory, "predicted", *cuda))
-        else:
-            out.append((steps["step_ms"].median(), steps["tokens_per_s"].median(), memory, "measured", *cuda))
+        # a plan's time is its roofline (utils/plan/timing.py): one figure, blank where it has none
+        out.append((steps["step_ms"].median(), steps["tokens_per_s"].median(), memory,
+                    "predicted" if planned else "measured", *cuda))
     return out
 
 
@@ -82,7 +82,7 @@ def _median(values):
 
 def _mean(values):
     finite = values[~np.isnan(values)]
-    return finite.mean() if len(finite) else np.nan  # a predicted cell has no time: no effect on it
+    return finite.mean() if len(finite) else np.nan  # a cell with no figure (a plan without time): no effect
 
 
 def _effects(values, flags, cell_optimizers, factors):

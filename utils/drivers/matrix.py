@@ -117,7 +117,7 @@ def main():
     table = matrix.table(df[df["run_id"].isin(ids)], cells)
     on = (f"planned for {where(target, cfg.world)}, allocator {target.allocator}" if planned
           else env.capture(cfg.device)["device"])
-    text = markdown(table, factors, base, cfg, on, planned)
+    text = markdown(table, factors, base, cfg, on, planned, target.gpu.memory_gib if planned else None)
     out.write_text(text)
     print(text + f"\nmatrix: wrote {out}")
     return status

@@ -26,20 +26,27 @@ def _has(table, column):
     return column in table and table[column].notna().any()
 
 
-def _cells(table, factors, planned):
+def _fits(row, capacity_gib):
+    """A planned cell's device total against the GPU's memory: "yes", "no", or "–" where it has none."""
+    total = row["device_total_mib"]
+    return "–" if total != total else "yes" if total <= capacity_gib * MIB_PER_GIB else "**no**"
+
+
+def _cells(table, factors, planned, capacity_gib):
     unit, per = _unit(table)
     kind = " (predicted)" if planned else ""
     cuda = [c for c in ("reserved_mib", "device_total_mib") if _has(table, c)]
     names = {"reserved_mib": f"peak reserved {unit}{kind}", "device_total_mib": f"device total {unit}{kind}"}
     memory = f"peak allocated {unit}{kind}" if planned or cuda else f"peak memory {unit}"
-    header = ["cell", *factors, "optimizer", memory, *(names[c] for c in cuda), "step ms", "it/s", "tokens/s",
-              "max batch", "runs"]
+    fits = capacity_gib is not None and "device_total_mib" in cuda
+    header = ["cell", *factors, "optimizer", memory, *(names[c] for c in cuda), *(["fits"] * fits),
+              f"step ms{kind}", f"it/s{kind}", f"tokens/s{kind}", "max batch", "runs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in table.iterrows():
         cell = row["cell"]
         step = row["step_ms"]
         marks = ("✓" if on else "" for on in cell.on)
-        figures = [_num(row[c] / per, ".2f") for c in ("memory_mib", *cuda)]
+        figures = [_num(row[c] / per, ".2f") for c in ("memory_mib", *cuda)] + [_fits(row, capacity_gib)] * fits
         speed = [_num(step, ".2f"), _num(1e3 / step if step == step else math.nan, ".2f"),
                  _num(row["tokens_per_s"], ",.0f")]
         lines.append("| " + " | ".join([f"`{cell.name}`", *marks, cell.optimizer, *figures,
@@ -47,13 +54,14 @@ def _cells(table, factors, planned):
     return "\n".join(lines)
 
 
-def _effects(table, factors):
+def _effects(table, factors, planned):
     memory, memory_pairs = matrix.effects(table, factors, "memory_mib")
     step, step_pairs = matrix.effects(table, factors, "step_ms")
     total = matrix.effects(table, factors, "device_total_mib")[0] if _has(table, "device_total_mib") else None
     unit, per = _unit(table)
     extra = f" Δ device total {unit} [95% CI] |" if total else ""
-    lines = [f"| switched on | Δ peak allocated {unit} [95% CI] |{extra} Δ step time ms [95% CI] |",
+    kind = " (predicted)" if planned else ""
+    lines = [f"| switched on | Δ peak allocated {unit} [95% CI] |{extra} Δ step time ms{kind} [95% CI] |",
              "|---|---|---|" + "---|" * bool(total)]
     lines += [f"| `{name}` | {_ci(*memory[name], '+.2f', per)} |"
               + (f" {_ci(*total[name], '+.2f', per)} |" if total else "") + f" {_ci(*step[name], '+.2f')} |"
@@ -72,15 +80,17 @@ def _effects(table, factors):
     return "\n".join(lines)
 
 
-def markdown(table, factors, base, cfg, where, planned):
-    """MATRIX_REPORT's text."""
+def markdown(table, factors, base, cfg, where, planned, capacity_gib=None):
+    """MATRIX_REPORT's text; `capacity_gib`: the planned GPU's memory, which a cell's device total fits or not."""
     on_top = "+".join(base) or "the baseline"
     kind = ("predicted on fake tensors (`make plan`): the allocated peak, the caching allocator's reserved "
-            "peak replayed, and the device total (reserved + CUDA context: what nvidia-smi would show); no time"
+            "peak replayed, and the device total (reserved + CUDA context: what nvidia-smi would show; fits: "
+            f"within the GPU's {capacity_gib:g} GiB); the step time a roofline over the planned step's ops "
+            "(utils/plan/timing.py; its measured error: docs/plan_check.md), never a measurement"
             if planned else "measured on this device; memory is the peak allocated on CUDA, the "
             "tracked tensor peak (MemTracker) on a CPU")
     return (f"# Matrix: {on_top} × {{{', '.join(factors) or 'no factor'}}} × optimizers\n\n"
             f"{cfg.model} ({cfg.layers} layers) · B={cfg.batch} T={cfg.seq} · {where} · {kind}.\n\n"
-            f"{_cells(table, factors, planned)}\n\n## Main effects\n\nThe mean change when a factor is switched "
-            "on, over every setting of the others (an optimizer: against the first listed).\n\n"
-            f"{_effects(table, factors)}\n")
+            f"{_cells(table, factors, planned, capacity_gib)}\n\n## Main effects\n\nThe mean change when a factor is "
+            "switched on, over every setting of the others (an optimizer: against the first listed).\n\n"
+            f"{_effects(table, factors, planned)}\n")
