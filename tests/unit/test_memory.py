@@ -17,9 +17,9 @@ def _run(technique, peak_alloc, parts, retries=0, kind="measured", phase="measur
     tracked = memory.columns(dict(zip(results.MEMORY_PARTS, parts)), sum(parts))
     row = {**BASE, **tracked, "run_id": run_id or technique + kind, "technique": technique, "kind": kind,
            "phase": phase, "step": 0, "alloc_retries": retries, "peak_alloc_mib": peak_alloc,
-           "peak_reserved_mib": cuda[0], "device_total_mib": cuda[1]}
+           "peak_reserved_mib": cuda[0], "device_total_mib": cuda[1], "accum": 1}  # what ran, as runs and plans record
     if kind == "measured":
-        row.update(step_ms=10.0, tokens_per_s=1.0, loss=1.0, accum=1)
+        row.update(step_ms=10.0, tokens_per_s=1.0, loss=1.0)
     else:
         row["device"] = "H100 SXM 80GB (planned on AMD EPYC (2 threads))"
     return row
@@ -86,3 +86,21 @@ def test_the_memory_section_keeps_depths_and_planned_gpus_apart(results_file, tm
     assert "predicted for A100 40GB" in two and "predicted for T4" in two and "`flash` | measured" not in two
     assert "`flash` | measured" in four
     assert "| A100 40GB (planned on x) | 40 |" in text and "| T4 (planned on x) | 9 |" in text
+
+
+def test_a_plan_is_compared_only_with_a_run_of_its_gpu_and_world(results_file, tmp_path):
+    parts = [500, 500, 1000, 25000, 6000]
+    planned = {"kind": "predicted", "phase": "predicted"}
+    rows = [
+        {**_run("flash", 16000, parts, cuda=(17000, 17600)), "device": "Tesla T4"},  # measured on a T4
+        _run("flash", 16200, parts, run_id="one", cuda=(17500, 18300), **planned),  # planned for an H100
+        {**_run("flash", 9000, [130, 130, 250, 6500, 1990], run_id="four", cuda=(9500, 10100), **planned),
+         "parallel": "fsdp", "world_size": 4},  # rank 0 of 4 H100s
+    ]
+    results.append_rows(results_file, rows)
+    text = report.build(results_file, tmp_path / "REPORT.md", tmp_path / "plots").split("## Memory")[1]
+    one, four = text.split("### gpt2 · B=16 T=1024")[1:]
+    assert "rank 0 of 4 (fsdp)" in four and "| 9,000 |" in four and "9,000" not in one  # a section of its own
+    predicted = [line for line in text.splitlines() if line.startswith("| `flash` | predicted")]
+    assert len(predicted) == 2 and all("| – / – |" in line for line in predicted)  # a T4's run is no H100's truth
+    assert (tmp_path / "plots" / "memory_gpt2_b16_t1024_fsdp4.png").exists()

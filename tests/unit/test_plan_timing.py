@@ -174,6 +174,11 @@ def test_the_report_shows_predicted_times_apart_with_their_error(results_file, t
     results.append_rows(results_file, [sharded])
     section = report.build(results_file, tmp_path / "R.md", tmp_path / "plots").split("## Predicted step time")[1]
     assert "| 4 (fsdp) |" in section and "| 1 |" in section and section.count("-50.0%") == 1
+    # a run at another accumulation is another step: never pooled into the plan's truth
+    other = {**measured_row, "run_id": "accum", "accum": 8, "step_ms": planned["step_ms"] * 9}
+    results.append_rows(results_file, [other])
+    section = report.build(results_file, tmp_path / "R.md", tmp_path / "plots").split("## Predicted step time")[1]
+    assert section.count("-50.0%") == 1
     # a card too small for the plan's device total: said in both sections, with what it would need
     small = {**planned.to_dict(), "run_id": "small", "device": "H100 SXM 80GB at 0.5 GiB (planned on a CPU)",
              "device_total_mib": 900.0, "timestamp_utc": "2099-01-02T00:00:00+00:00"}

@@ -99,3 +99,11 @@ def test_a_file_of_an_older_version_is_read_but_not_appended_to(results_file):
 def test_a_run_records_every_what_ran_column():
     assert set(results.WHAT_RAN) - {"attention"} <= set(tiny_run().record())  # attention: probed as it runs
     assert set(results.WHAT_RAN) <= set(results.COLUMNS)
+
+
+def test_a_blank_read_back_is_written_blank_not_as_nan(results_file):
+    results.append_rows(results_file, [{"run_id": "a", "technique": "baseline", "status": "ok", "compile_mode": None}])
+    row = results.read(results_file).iloc[0].to_dict()  # its blanks are NaN, text columns included
+    results.append_rows(results_file, [{**row, "run_id": "b"}])
+    again = results.read(results_file)
+    assert again["compile_mode"].isna().all() and "nan" not in results_file.read_text()

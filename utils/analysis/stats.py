@@ -78,6 +78,9 @@ CONFIG = ["device", "model", "layers", "batch", "seq", "data", "parallel", "worl
 # what a technique's runs must share to be pooled in one row: one run again at another LR, accumulation,
 # adapter or compile choice is another experiment (the newest setting is reported, the others named)
 POOLED_ALIKE = ["lr", "accum", "adapter", "compile_mode", "compile_scope", "chunk_logits"]
+# of them, what changes a step's time and memory (the learning rate changes neither): a plan is compared with runs
+# alike in these
+STEP_ALIKE = [column for column in POOLED_ALIKE if column != "lr"]
 NOT_RUNS = ("predicted", "maxbatch")  # phases of rows that are answers about runs, not runs
 
 
@@ -97,13 +100,26 @@ def newest_alike(rows):
     return rows[~rows["run_id"].isin(left)], notes
 
 
+def with_world(rows):
+    """`rows` with one process's blank parallel columns filled: files older than them ran one process."""
+    return rows.assign(parallel=rows["parallel"].astype(object).fillna("none"),
+                       world_size=rows["world_size"].fillna(1).astype(int))
+
+
+def alike(rows, row, columns):
+    """Which of `rows` have `row`'s values in `columns`, a blank matching a blank."""
+    same = pd.Series(True, index=rows.index)
+    for column in columns:
+        value = row[column]
+        same &= rows[column].isna() if pd.isna(value) else rows[column] == value
+    return same
+
+
 def configurations(df, device_filter=""):
     """[(description, rows, notes)] per configuration, newest first, each technique's runs at its newest
     settings (newest_alike, the notes); device_filter: a substring of the device name (case-insensitive)
     that keeps only matching devices."""
-    # files older than the parallel columns ran one process
-    parallel = df["parallel"].astype(object).fillna("none")
-    df = df.assign(parallel=parallel, world_size=df["world_size"].fillna(1).astype(int))
+    df = with_world(df)
     if device_filter:
         df = df[df["device"].str.contains(device_filter, case=False, regex=False, na=False)]
     df = df[~df["phase"].isin(NOT_RUNS)]  # make plan / maxbatch answers: the report's memory section

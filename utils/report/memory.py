@@ -15,16 +15,17 @@ import os
 import pandas as pd
 
 from utils import checks
-from utils.analysis.stats import measured
+from utils.analysis.stats import STEP_ALIKE, alike, measured, with_world
 from utils.catalog import BASELINE
-from utils.devices import memory_gib_of
+from utils.devices import by_name, memory_gib_of
 from utils.plots.memory import plot_breakdown
 from utils.report.tables import image
 from utils.results import MEMORY_COLUMNS as COLUMNS
 from utils.results import MEMORY_PARTS as PARTS
 from utils.units import MIB_PER_GIB
 
-KEY = ["model", "layers", "batch", "seq"]  # a section each; a row per kind, device and technique
+# a section each (a plan of rank 0 of N GPUs is not of one); a row per kind, device and technique
+KEY = ["model", "layers", "batch", "seq", "parallel", "world_size"]
 # the CUDA figures a row may carry: the report's name -> results.csv's column
 CUDA = {"cuda_alloc_mib": "peak_alloc_mib", "cuda_reserved_mib": "peak_reserved_mib",
         "device_total_mib": "device_total_mib"}
@@ -35,7 +36,7 @@ def breakdowns(df):
     figures (measured, or predicted for a GPU) and the allocator's retries where the run recorded them."""
     if "mem_peak_mib" not in df:
         return pd.DataFrame()
-    rows = df[df["mem_peak_mib"].notna() & (df["status"] == "ok")].copy()
+    rows = with_world(df[df["mem_peak_mib"].notna() & (df["status"] == "ok")])
     rows["kind"] = rows["kind"].fillna("measured")
     out = []
     for (kind, *key, device, technique), group in rows.groupby(["kind", *KEY, "device", "technique"], sort=False,
@@ -45,7 +46,8 @@ def breakdowns(df):
         cuda = {name: source[column].max() if column in source and len(source) else float("nan")
                 for name, column in CUDA.items()}
         out.append({"kind": kind, **dict(zip(KEY, key)), "technique": technique, "device": device,
-                    **{c: last[c].iloc[0] for c in COLUMNS}, **cuda, "alloc_retries": last["alloc_retries"].max()})
+                    **{c: last[c].iloc[0] for c in (*COLUMNS, *STEP_ALIKE)}, **cuda,
+                    "alloc_retries": last["alloc_retries"].max()})
     return pd.DataFrame(out)
 
 
@@ -54,10 +56,13 @@ def _mib(v):
 
 
 def _error(row, measured_rows, name):
-    """A predicted figure against the measured one of the same technique: '+1.2%', or '–'."""
-    if row["kind"] != "predicted" or row["technique"] not in measured_rows.index:
+    """A predicted figure against the newest measured one of the same technique and settings on a GPU of the
+    planned name: '+1.2%', or '–'."""
+    if row["kind"] != "predicted":
         return "–"
-    truth = measured_rows.loc[row["technique"], name]
+    gpu = measured_rows["device"].map(lambda d: getattr(by_name(d), "name", None))
+    same = measured_rows[alike(measured_rows, row, ["technique", *STEP_ALIKE]) & (gpu == planned_gpu(row["device"]))]
+    truth = same[name].iloc[-1] if len(same) else float("nan")
     return f"{row[name] / truth - 1:+.1%}" if truth == truth and row[name] == row[name] else "–"
 
 
@@ -66,7 +71,7 @@ def breakdown_table(table):
              "allocated MiB | CUDA reserved MiB | device total MiB | predicted vs measured (allocated / device "
              "total) | allocator |", "|" + "---|" * (len(PARTS) + 9)]
     base = table[table["technique"] == BASELINE].set_index(["kind", "device"])["mem_peak_mib"]
-    measured_rows = table[table["kind"] == "measured"].drop_duplicates("technique", keep="last").set_index("technique")
+    measured_rows = table[table["kind"] == "measured"]
     for _, row in table.iterrows():
         saved = base.get((row["kind"], row["device"]), float("nan")) - row["mem_peak_mib"]
         errors = " / ".join(_error(row, measured_rows, name) for name in ("cuda_alloc_mib", "device_total_mib"))
@@ -138,11 +143,14 @@ def section(df, plots_dir, out, prefix="", budget_gib=None):
     """The markdown memory section (empty when the file has no memory rows)."""
     table = breakdowns(df)
     parts = []
-    for (model, layers, batch, seq), group in (table.groupby(KEY, sort=False, dropna=False) if not table.empty else []):
+    for (model, layers, batch, seq, parallel, world), group in (table.groupby(KEY, sort=False, dropna=False)
+                                                                 if not table.empty else []):
         depth = int(float(layers)) if layers == layers else None  # blank in files older than the column
-        title = f"{model}{f' · {depth} layers' if depth else ''} · B={batch} T={seq}"
+        ranks = f" · rank 0 of {world} ({parallel})" if parallel != "none" else ""
+        title = f"{model}{f' · {depth} layers' if depth else ''} · B={batch} T={seq}{ranks}"
         os.makedirs(plots_dir, exist_ok=True)
-        name = f"{prefix}memory_{checks.file_part(model)}{f'_l{depth}' if depth else ''}_b{batch}_t{seq}.png"
+        name = (f"{prefix}memory_{checks.file_part(model)}{f'_l{depth}' if depth else ''}_b{batch}_t{seq}"
+                f"{f'_{parallel}{world}' if ranks else ''}.png")
         path = plot_breakdown(group.reset_index(drop=True), f"Memory breakdown: {title}", os.path.join(plots_dir, name))
         parts.append(f"### {title}\n\n{breakdown_table(group)}\n\n{fits(group, budget_gib)}\n\n"
                      f"{image('memory breakdown', path, out)}")

@@ -5,38 +5,33 @@ of that name, where the file has one, and the error."""
 
 import pandas as pd
 
-from utils.analysis.stats import measured, predicted
+from utils.analysis.stats import STEP_ALIKE, alike, measured, predicted, with_world
 from utils.devices import by_name
 from utils.report.memory import planned_fit, planned_gpu
 from utils.units import MIB_PER_GIB
 
-KEY = ["technique", "model", "layers", "batch", "seq", "parallel", "world_size"]  # a plan of N GPUs is not of one
-
-
-def _keyed(rows):
-    """`rows` with one process's blank parallel columns filled, so that a plan and a run of one compare."""
-    return rows.assign(parallel=rows["parallel"].astype(object).fillna("none"),
-                       world_size=rows["world_size"].fillna(1).astype(int))
+# a plan of N GPUs is not of one, nor a plan at ACCUM=4 of a run at 8 (the data changes no step's time)
+KEY = ["technique", "model", "layers", "batch", "seq", "parallel", "world_size", *STEP_ALIKE]
 
 
 def section(df):
     """Markdown, or "" when no predicted row carries a time."""
     if "step_ms" not in df:
         return ""
-    rows = _keyed(df[predicted(df) & df["step_ms"].notna()])
+    rows = with_world(df[predicted(df) & df["step_ms"].notna()])
     if rows.empty:
         return ""
     rows["gpu"] = rows["device"].map(planned_gpu)
-    ran = _keyed(measured(df))
+    ran = with_world(measured(df))
     lines = []
     for gpu, group in rows.groupby("gpu", sort=False):
-        newest = group.groupby(KEY, sort=False).tail(1)
+        newest = group.groupby(KEY, sort=False, dropna=False).tail(1)  # a blank setting is a value too
         lines += [f"### Predicted for {gpu}, not measured", "",
                   "| technique | model | layers | B | T | GPUs | fits | step ms | forward | backward | optimizer "
                   "| tokens/s | MFU | measured here (median ms) | error |", "|" + "---|" * 15]
         for _, row in newest.iterrows():
             here = ran["device"].map(lambda d: getattr(by_name(d), "name", None)) == gpu
-            same = ran[(ran[KEY] == row[KEY]).all(axis=1) & here]
+            same = ran[alike(ran, row, KEY) & here]
             truth = same["step_ms"].median() if len(same) else float("nan")
             error = f"{row['step_ms'] / truth - 1:+.1%}" if truth == truth else "–"
             mfu = f"{row['mfu']:.1%}" if pd.notna(row.get("mfu")) else "–"

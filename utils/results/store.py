@@ -73,7 +73,8 @@ def check_appendable(path):
 def format_rows(rows):
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n", extrasaction="raise")
-    writer.writerows(rows)
+    # a blank is a blank: a NaN (a row built from a read one) would be written as the text "nan"
+    writer.writerows({k: None if isinstance(v, float) and v != v else v for k, v in row.items()} for row in rows)
     return buffer.getvalue()
 
 
