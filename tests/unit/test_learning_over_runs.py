@@ -1,5 +1,5 @@
 """Learning figures over repeats, each run counted: the final and best validation loss, the time to a target
-where some runs never reached it."""
+where some runs never reached it, and the grid's wall-clock answer from a cell's median run, not its luckiest."""
 
 import math
 
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from utils import results
-from utils.analysis import convergence, stats
+from utils.analysis import convergence, grid, stats
 
 NEVER = None  # a run that does not reach the target
 
@@ -66,3 +66,33 @@ def test_a_time_to_target_speedup_only_where_every_run_reached_it():
     assert convergence.target_speedup(summary.loc["mostly"], base) == "–"
     assert convergence.target_speedup(base, summary.loc["mostly"]) == "–"  # nor against a baseline that missed it
 
+
+def _grid(cells):
+    """{optimizer: [seconds to val loss 0.5, NEVER, or "diverged"]}: the runs' table and evaluations."""
+    table, ev = [], []
+    for optimizer, runs in cells.items():
+        for k, reached_at in enumerate(runs):
+            run_id, times = f"{optimizer}{k}", [0.0, 5.0, 9.0, 10.0, 10.5, 11.0, 30.0, 40.0]
+            losses = ([float("nan")] * len(times) if reached_at == "diverged" else
+                      [0.5 if reached_at is not NEVER and s >= reached_at else 1.0 for s in times])
+            ev += _evals(optimizer, run_id, losses, times)
+            finite = [v for v in losses if v == v]
+            table.append({"run_id": run_id, "arch": "GPT", "model": "tiny", "layers": 2, "optimizer": optimizer,
+                          "lr": 1e-3, "stalls": 0, "val_ppl": math.exp(min(finite)) if finite else np.nan,
+                          "train_ppl": 1.7, "exp": len(table) + 1, "epoch": 1, "at_step": 1, "at_s": 1.0,
+                          "train_s": 40.0, "memory_mib": 1.0, "memory_kind": "", "n_params": 1, "floor": np.nan})
+    return pd.DataFrame(table), _frame(ev)
+
+
+@pytest.mark.parametrize("sgd", [[9.0, 30.0, NEVER], [9.0, "diverged", "diverged"]])
+def test_the_grids_wall_clock_answer_is_a_cells_median_run_not_its_luckiest(sgd):
+    table, ev = _grid({"adam": [10.0, 10.5, 11.0], "sgd": sgd})
+    answer = grid.answer(table, ev, target=0.6)
+    assert "**Wall-clock:** GPT with 2 layers and adam (exp 1): validation loss 0.6 after 10.50 s" in answer
+    assert "(3 of its 3 reached it;" in answer
+
+
+def test_no_cell_with_a_median_run_at_the_target_is_no_answer():
+    table, ev = _grid({"sgd": [9.0, NEVER, NEVER]})
+    assert "no cell has a median time to validation loss 0.6" in grid.answer(table, ev, target=0.6)
+    assert "(1 of 3 runs did)" in grid.answer(table, ev, target=0.6)
