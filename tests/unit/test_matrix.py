@@ -113,3 +113,45 @@ def test_a_planned_cell_past_the_gpus_memory_is_marked_not_to_fit():
     fits = {line.split("`")[1]: line.split("|")[7].strip() for line in cells}
     assert fits["bf16"] == "**no**" and fits["bf16+checkpointing"] == fits["bf16+checkpointing+flash"] == "yes"
     assert "within the GPU's 0.95 GiB" in text
+
+
+def test_an_effect_that_needs_a_cell_without_a_figure_is_not_computed():
+    # checkpointing alone ran out of memory: averaging the other cells would mix flash on and off and give
+    # checkpointing's +4 ms as a different number; only the effects that do not need that cell remain
+    table = _synthetic(runs=3)
+    lost = [c.name for c in table["cell"]].index("bf16+checkpointing")
+    table.loc[lost, ["step_ms", "runs", "status"]] = [float("nan"), 0, "oom"]
+    table.at[lost, "per_run"] = {"memory_mib": table.at[lost, "per_run"]["memory_mib"], "step_ms": []}
+    step, step_pairs = matrix.effects(table, ["checkpointing", "flash"], "step_ms")
+    assert all(point != point and low != low for point, low, _ in step.values())  # every main effect needs it
+    (off, on), low, high = step_pairs["checkpointing", "flash"]
+    assert off != off and on == pytest.approx(4) and low != low  # with flash on, the cells are all there
+    memory, _ = matrix.effects(table, ["checkpointing", "flash"], "memory_mib")  # memory was measured: exact
+    assert memory["checkpointing"][0] == pytest.approx(-35) and memory["checkpointing"][1] <= -35
+    assert matrix.without_figure(table, "step_ms") == [("bf16+checkpointing", "oom")]
+    assert matrix.without_figure(table, "memory_mib") == []
+
+
+def test_the_report_names_the_cells_without_a_figure_and_not_a_metric_never_measured(results_file, tmp_path):
+    from types import SimpleNamespace
+
+    from helpers import rows_of
+
+    from utils.report.matrix import markdown
+
+    cells = matrix.cells(["bf16"], ["checkpointing", "flash"], ["adamw"], lambda parts: "+".join(parts))
+    rows = []
+    for cell in cells:
+        a, b = cell.on
+        for run in range(3):
+            rows += (rows_of(cell.name, 20.0 - 10 * b + 2 * a + run, steps=4, run_id=f"{cell.name}-{run}")
+                     if cell.name != "bf16+checkpointing" else
+                     rows_of(cell.name, 0, status="oom", reason="out of memory", run_id=f"oom-{run}"))
+    results.append_rows(results_file, rows)
+    table = matrix.table(results.read(results_file), cells)
+    assert table.set_index(table["cell"].map(lambda c: c.name)).loc["bf16+checkpointing", "status"] == "oom"
+    text = markdown(table, ["checkpointing", "flash"], ["bf16"], SimpleNamespace(model="tiny", layers=2, batch=4,
+                    seq=128), "cpu", False)
+    effects = text.split("## Main effects")[1]
+    assert "| `checkpointing` | – | – |" in effects  # memory: no cell has one (not tracked here), step: one cell lost
+    assert "- no step time: `bf16+checkpointing` (oom)" in effects and "no peak memory" not in effects

@@ -5,7 +5,10 @@ stats.py: a CSV from another machine works here.
 - time to target: a run reaches TARGET_LOSS at its first evaluation whose validation loss
   is at or below it; the steps and training wall-clock (warm-up included, evaluations
   excluded) before that evaluation are its cost. "Faster per step" (the speedup) and "faster
-  to the goal" then sit side by side.
+  to the goal" then sit side by side. A technique's figure is the median over all of its runs,
+  one that never reached the target counted as slower than any that did.
+- final and best validation loss: each run's last and lowest evaluation, then the mean and the
+  median over runs (final_and_best).
 - drift: a technique that should compute what the baseline computes (the same optimizer,
   learning rate, MLP, accumulation and seed, hence the same data in the same order, and no
   adapters: LoRA trains other weights) is
@@ -23,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from utils import checks
+from utils.analysis.stats import censored_median, final_over_runs
 from utils.catalog import BASELINE
 
 # largest |training loss - the baseline's| at the same step, in nats, that still counts as the
@@ -98,24 +102,34 @@ def time_to_target(df, target):
 
 
 def target_summary(df, target):
-    """Per technique: runs, runs that reached `target`, median steps and seconds of those."""
+    """Per technique: runs, runs that reached `target`, and the median steps and seconds to it over all of its
+    runs, a run that did not reach it counted as slower than any that did (stats.censored_median: none unless
+    more than half reached it): the runs that reached it alone would be a selection of the lucky ones."""
     runs = time_to_target(df, target)
-    if runs.empty:
-        return pd.DataFrame(columns=["runs", "reached", "steps", "seconds", "trained_steps"])
-    return runs.groupby("technique", sort=False).agg(
-        runs=("run_id", "size"),
-        reached=("reached", "sum"),
-        steps=("steps", "median"),
-        seconds=("seconds", "median"),
-        trained_steps=("trained_steps", "max"),
-    )
+    out = {}
+    for technique, mine in runs.groupby("technique", sort=False):
+        out[technique] = {"runs": len(mine), "reached": int(mine["reached"].sum()),
+                          "steps": censored_median(mine["steps"], mine["reached"]),
+                          "seconds": censored_median(mine["seconds"], mine["reached"]),
+                          "trained_steps": mine["trained_steps"].max()}
+    return pd.DataFrame.from_dict(out, orient="index", columns=["runs", "reached", "steps", "seconds", "trained_steps"])
 
 
 def target_cell(row):
     if not row["reached"]:
         return f"not reached in {int(row['trained_steps'])} steps"
-    some = f" ({int(row['reached'])}/{int(row['runs'])} runs)" if row["reached"] < row["runs"] else ""
-    return f"{row['steps']:.0f} steps, {row['seconds']:.2f} s{some}"
+    some = f"{int(row['reached'])}/{int(row['runs'])} runs reached it"
+    if row["seconds"] != row["seconds"]:
+        return f"{some}: no median"
+    return f"{row['steps']:.0f} steps, {row['seconds']:.2f} s" + (f" ({some})" if row["reached"] < row["runs"] else "")
+
+
+def target_speedup(row, base):
+    """The baseline's median seconds to the target over the technique's, only where every run of both reached
+    it: with a run that did not, the ratio would leave out the worst of them (the reach count says so)."""
+    if base is None or row["reached"] < row["runs"] or base["reached"] < base["runs"]:
+        return "–"
+    return f"{base['seconds'] / row['seconds']:.2f}×"
 
 
 def first_skipped_step(rows):
@@ -180,15 +194,23 @@ def fmt(value, spec):
     return "–" if value is None or value != value else format(value, spec)
 
 
+def final_and_best(ev):
+    """Per technique, from its evaluations: the final validation loss (each run's last evaluation, then their mean
+    as the summary's final loss: nan where a run diverged) and the best (each run's lowest, then their median:
+    the lowest over all runs would pick the luckiest)."""
+    ev = ev.sort_values("train_steps", kind="stable")  # stable: each run's evaluations stay in the order made
+    final = ev.groupby("technique", sort=False).apply(final_over_runs, "val_loss", include_groups=False)
+    best = ev.groupby(["technique", "run_id"], sort=False)["val_loss"].min().groupby("technique", sort=False).median()
+    return final, best
+
+
 def section(rows, summary, target=None):
     """The report's "does it still learn" table for one configuration (markdown), or "" if
     its runs made no evaluations."""
     ev = evaluations(rows)
     if ev.empty:
         return ""
-    finals = ev.sort_values("train_steps").groupby("technique", sort=False)
-    # the last evaluation as it was: a diverged run's nan stays nan (groupby's last skips it)
-    final, best = finals["val_loss"].agg(lambda losses: losses.iloc[-1]), finals["val_loss"].min()
+    final, best = final_and_best(ev)
     reached = target_summary(rows, target) if target is not None else None
     drifts = drift(rows)
     floor = ev["loss_floor"].dropna()
@@ -197,7 +219,7 @@ def section(rows, summary, target=None):
         header += [f"to val loss {target:g}", "time-to-target speedup"]
     header.append("drift vs baseline: max |Δ loss| (tolerance)")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    base_seconds = reached.loc[BASELINE, "seconds"] if reached is not None and BASELINE in reached.index else np.nan
+    base = reached.loc[BASELINE] if reached is not None and BASELINE in reached.index else None
     for technique in final.index:
         speed = summary.loc[technique] if technique in summary.index else {}
         cells = [
@@ -212,8 +234,7 @@ def section(rows, summary, target=None):
         ]
         if target is not None:
             row = reached.loc[technique]
-            ratio = base_seconds / row["seconds"]
-            cells += [target_cell(row), "–" if ratio != ratio else f"{ratio:.2f}×"]
+            cells += [target_cell(row), target_speedup(row, base)]
         cells.append(drift_cell(drifts.loc[technique]) if technique in drifts.index else "–")
         lines.append("| " + " | ".join(cells) + " |")
     notes = [
@@ -223,6 +244,8 @@ def section(rows, summary, target=None):
             if len(floor)
             else "; the data's floor is unknown"
         )
+        + ". Final val loss: each run's last evaluation, the mean over runs (nan where a run diverged); best: each "
+        "run's lowest evaluation, the median over runs"
         + ". Drift is asked of techniques with the baseline's optimizer, LR, MLP, accumulation, seed and data, "
         "training all of its weights (not adapters) "
         f"(tolerance {DRIFT_TOLERANCE['fp32']:g} nats in fp32, {DRIFT_TOLERANCE['reduced']:g} in tf32/bf16/fp16)."
@@ -230,6 +253,8 @@ def section(rows, summary, target=None):
     if target is not None:
         notes.append(
             "Time to target: training wall-clock (warm-up included, evaluations excluded) and steps before the first "
-            "evaluation at or below the target; its speedup is the baseline's seconds over the technique's."
+            "evaluation at or below the target, the median over all runs, one that did not reach it counted as "
+            "slower than any that did (no median unless more than half reached it); its speedup is the baseline's "
+            "seconds over the technique's, shown only where every run of both reached the target."
         )
     return "### Does it still learn\n\n" + "\n".join(lines) + "\n\n" + " ".join(notes)

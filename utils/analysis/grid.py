@@ -12,6 +12,7 @@ import pandas as pd
 
 from utils import models
 from utils.analysis.convergence import evaluations, fmt, time_to_target
+from utils.analysis.stats import censored_median
 
 STALL = 10  # a step over this many times its run's median step is a stall, not the model's time
 CELL = ["arch", "model", "layers", "optimizer", "lr"]
@@ -146,6 +147,9 @@ def best_table(table, target_runs=None):
     return "\n".join(lines)
 
 
+ALL_STALLED = "- **Wall-clock:** every run stalled (see the runs column): no wall-clock answer here."
+
+
 def _name(row):
     layers = f"{row['layers']} layer{'s' if row['layers'] != 1 else ''}"
     return f"{row['arch']} with {layers} and {row['optimizer']} (exp {row['exp']})"
@@ -156,7 +160,7 @@ def _wall_clock(ran, df):
     all (the shortest unstalled run's), from its unstalled runs; (line, runs left out)."""
     clean = ran[ran["stalls"] == 0]
     if clean.empty:
-        return "- **Wall-clock:** every run stalled (see the runs column): no wall-clock answer here.", len(ran)
+        return ALL_STALLED, len(ran)
     budget = clean["train_s"].min()
     ev = evaluations(df)
     within = ev[(ev["train_s"] <= budget) & ev["run_id"].isin(clean["run_id"])]
@@ -165,6 +169,31 @@ def _wall_clock(ran, df):
     winner = ran[ran[CELL].apply(tuple, axis=1) == per_cell.idxmin()].iloc[0]
     return (f"- **Wall-clock:** {_name(winner)}: the lowest validation perplexity within {budget:.2f} s of training "
             f"(the shortest run's time, so every run had it): {math.exp(per_cell.min()):.3f}.", len(ran) - len(clean))
+
+
+def _to_target(ran, df, target):
+    """The cell with the lowest median training seconds to `target` over its unstalled runs in `ran` (a diverged
+    one too), a run that did not reach it counted as slower than any that did (stats.censored_median: a cell
+    where no more than half reached it has no median); (line, runs left out)."""
+    clean = ran[ran["stalls"] == 0]
+    if clean.empty:
+        return ALL_STALLED, len(ran)
+    runs = time_to_target(df, target).set_index("run_id")
+    per_cell = []  # (median seconds, runs that reached it, runs, the cell's first run)
+    for _, mine in clean.groupby(CELL, sort=False, dropna=False):
+        reached = mine["run_id"].map(runs["reached"]).fillna(False).astype(bool)
+        per_cell.append((censored_median(mine["run_id"].map(runs["seconds"]), reached), int(reached.sum()),
+                         len(mine), mine.loc[mine["exp"].idxmin()]))
+    timed = [cell for cell in per_cell if cell[0] == cell[0]]
+    if not timed:
+        reached = sum(cell[1] for cell in per_cell)
+        return (f"- **Wall-clock:** no cell has a median time to validation loss {target:g}: in none did more than "
+                f"half of its unstalled runs reach it ({reached} of {len(clean)} runs did).", len(ran) - len(clean))
+    seconds, hits, runs_in_cell, winner = min(timed, key=lambda cell: cell[0])
+    return (f"- **Wall-clock:** {_name(winner)}: validation loss {target:g} after {seconds:.2f} s of training, the "
+            f"lowest median over a cell's runs ({hits} of its {runs_in_cell} reached it; a run that did not counts as "
+            f"slower than any that did); {len(timed)} of {len(per_cell)} cells have such a median.",
+            len(ran) - len(clean))
 
 
 def answer(table, df, target=None):
@@ -176,19 +205,9 @@ def answer(table, df, target=None):
         return "- No run reached a finite validation loss: nothing to recommend."
     lines, left_out = [], 0
     if target is not None:
-        runs = time_to_target(df, target).set_index("run_id")
-        clean = ran[ran["stalls"] == 0]
-        left_out = len(ran) - len(clean)
-        hits = clean[clean["run_id"].map(runs["reached"])]
-        if len(hits):
-            fastest = hits.loc[hits["run_id"].map(runs["seconds"]).idxmin()]
-            seconds = runs.loc[fastest["run_id"], "seconds"]
-            lines.append(
-                f"- **Wall-clock:** {_name(fastest)}: validation loss {target:g} after {seconds:.2f} s "
-                f"of training, the soonest of the {len(hits)} runs that reached it ({len(clean) - len(hits)} did not)."
-            )
-        else:
-            lines.append(f"- **Wall-clock:** no unstalled run reached validation loss {target:g}.")
+        # every run, a diverged one (no finite evaluation) too: it counts as not reaching the target
+        line, left_out = _to_target(table, df, target)
+        lines.append(line)
     else:
         line, left_out = _wall_clock(ran, df)
         lines.append(line)

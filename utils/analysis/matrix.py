@@ -1,6 +1,9 @@
 """A full factorial of techniques, from results.csv rows: each cell's figures, each factor's
 main effect (the mean change when it is switched on, over every other setting) and each
-pair's interaction (does checkpointing save as much with flash as without?).
+pair's interaction (does checkpointing save as much with flash as without?). An effect that
+needs a cell without a figure (an OOM, failed or skipped run, a plan without a time) is not
+computed: the mean of the other cells would compare "on" and "off" over different settings of
+the other factors.
 
 A cell is a combination: BASE + the factors switched on + one optimizer. Its figures come
 from its runs (measured: median step time, median tokens/s, the peak memory compared on
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from utils.analysis.stats import RESAMPLES, interval, measured, predicted
+from utils.analysis.stats import RESAMPLES, interval, measured, predicted, run_statuses
 
 METRICS = {"memory_mib": "peak memory, MiB", "step_ms": "step time, ms"}
 
@@ -59,14 +62,17 @@ def _run_figures(rows):
 
 
 def table(df, cell_list):
-    """One row per cell: its figures (medians over its runs), runs, kind, largest batch."""
+    """One row per cell: its figures (medians over its runs), runs, kind, largest batch, and its runs' statuses
+    (stats.run_statuses: why a cell without runs has no figure; "not run" where it has none)."""
     rows = []
     for cell in cell_list:
         mine = df[df["technique"] == cell.name]
-        figures = _run_figures(mine[mine["phase"] != "maxbatch"])
+        ran = mine[mine["phase"] != "maxbatch"]
+        figures = _run_figures(ran)
         batches = mine[mine["phase"] == "maxbatch"]
         step, tokens, memory, reserved, total = (_median([f[i] for f in figures]) for i in (0, 1, 2, 4, 5))
         rows.append({"cell": cell, "runs": len(figures), "kind": figures[0][3] if figures else "",
+                     "status": run_statuses(ran) if len(ran) else "not run",
                      "step_ms": step, "tokens_per_s": tokens, "memory_mib": memory, "reserved_mib": reserved,
                      "device_total_mib": total,
                      "max_batch": int(batches["batch"].iloc[-1]) if len(batches) else None,
@@ -81,8 +87,9 @@ def _median(values):
 
 
 def _mean(values):
-    finite = values[~np.isnan(values)]
-    return finite.mean() if len(finite) else np.nan  # a cell with no figure (a plan without time): no effect
+    # a cell without a figure leaves the mean without one: the mean of the others would compare "on" and "off"
+    # over different settings of the other factors, and could even flip an effect's sign
+    return values.mean()
 
 
 def _effects(values, flags, cell_optimizers, factors):
@@ -103,16 +110,19 @@ def _effects(values, flags, cell_optimizers, factors):
 
 def effects(cell_table, factors, metric, seed=0):
     """Main effects and interactions of `metric` over the cells: point estimates, and 95% CIs
-    where cells have repeats ({name: (point, low, high)}, {(f, g): ((off, on), CI of on - off)})."""
+    where cells have repeats ({name: (point, low, high)}, {(f, g): ((off, on), CI of on - off)});
+    NaN where a cell the effect needs has no figure (without_figure names them)."""
     flags = [c.on for c in cell_table["cell"]]
     optimizers = [c.optimizer for c in cell_table["cell"]]
     main, pairs = _effects(cell_table[metric], flags, optimizers, factors)
-    per_run = [r[metric] for r in cell_table["per_run"]]
-    repeated = all(len(v) > 1 for v in per_run)
+    # the runs a cell's figure is the median of (_median): a cell without any stays without one in every resample
+    per_run = [[v for v in r[metric] if v == v] for r in cell_table["per_run"]]
+    with_figures = [v for v in per_run if v]
+    repeated = bool(with_figures) and all(len(v) > 1 for v in with_figures)
     draws_main, draws_pairs = {k: [] for k in main}, {k: [] for k in pairs}
     rng = np.random.default_rng(seed)
     for _ in range(RESAMPLES if repeated else 0):
-        resampled = [np.median(rng.choice(v, size=len(v))) for v in per_run]
+        resampled = [np.median(rng.choice(v, size=len(v))) if v else np.nan for v in per_run]
         m, p = _effects(resampled, flags, optimizers, factors)
         for k in m:
             draws_main[k].append(m[k])
@@ -123,4 +133,21 @@ def effects(cell_table, factors, metric, seed=0):
 
 
 def _ci(draws):
-    return interval(draws) if draws else (np.nan, np.nan)
+    # an effect that needs a cell without a figure has none in any draw, so no CI either
+    return interval(draws) if draws and not np.isnan(draws).any() else (np.nan, np.nan)
+
+
+def without_figure(cell_table, metric):
+    """[(cell name, why)] of the cells with no `metric` figure, which leave every effect that needs them
+    uncomputed; [] where no cell has one (a metric not measured at all: every effect is blank, nothing to name)."""
+    blank = cell_table[cell_table[metric].isna()]
+    if len(blank) == len(cell_table):
+        return []
+    return [(row["cell"].name, _why(row)) for _, row in blank.iterrows()]
+
+
+def _why(row):
+    if not row["runs"]:  # the runs' statuses (oom, error, skipped); ok: they ran, but no step counted
+        status = row.get("status", "not run")
+        return "no measured step" if status == "ok" else status
+    return "planned without one" if row.get("kind") == "predicted" else "not recorded"

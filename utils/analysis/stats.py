@@ -176,6 +176,27 @@ def _memory_mib(rows):
     return np.nan, ""
 
 
+def run_statuses(rows):
+    """The statuses of the runs in `rows`: one ("ok", "oom"), or each with its count ("ok×2, oom×1")."""
+    counts = rows.drop_duplicates("run_id")["status"].value_counts()
+    return counts.index[0] if len(counts) == 1 else ", ".join(f"{s}×{n}" for s, n in counts.items())
+
+
+def final_over_runs(rows, column):
+    """The mean over runs of each run's last `column` (rows in the order they were made): a diverged run's nan
+    stays nan (groupby's last would skip it), and makes the mean nan, so one diverged repeat is never hidden."""
+    return rows.groupby("run_id", sort=False)[column].nth(-1).mean(skipna=False)
+
+
+def censored_median(values, reached):
+    """The median over every run of `values` (a time to a target), a run that never reached it counted as slower
+    than any that did: NaN unless more than half of the runs reached it (the middle run did not)."""
+    if not len(values):
+        return np.nan
+    middle = np.median(np.where(np.asarray(reached, dtype=bool), np.asarray(values, dtype=float), np.inf))
+    return float(middle) if np.isfinite(middle) else np.nan
+
+
 # the summary's columns, there (blank) even where no technique of the configuration ran
 SUMMARY_COLUMNS = [
     "status", "reason", "runs", "measured_runs", "one_run", *WHAT_RAN, "scaler_skipped", "wall_tokens_per_s", "steps",
@@ -196,9 +217,8 @@ def summary(df):
     for technique, group in df.groupby("technique", sort=False):
         last = group.iloc[-1]
         runs = runs_of(group, technique)
-        statuses = group.drop_duplicates("run_id")["status"].value_counts()
-        status = statuses.index[0] if len(statuses) == 1 else ", ".join(f"{s}×{n}" for s, n in statuses.items())
-        row = {"technique": technique, "status": status, "reason": last["reason"] if last["status"] != "ok" else "",
+        row = {"technique": technique, "status": run_statuses(group),
+               "reason": last["reason"] if last["status"] != "ok" else "",
                "runs": group["run_id"].nunique(), "measured_runs": len(runs)}
         for column in WHAT_RAN:
             row[column] = last[column]
@@ -216,8 +236,7 @@ def summary(df):
             row["peak_reserved_mib"] = ok["peak_reserved_mib"].max()
             row["memory_mib"], row["memory_kind"] = _memory_mib(ok)
             row["peak_rss_mib"] = ok["peak_rss_mib"].max()
-            # each run's last loss as it was: a diverged run's nan stays nan (groupby's last skips it)
-            row["final_loss"] = ok.groupby("run_id")["loss"].nth(-1).mean(skipna=False)
+            row["final_loss"] = final_over_runs(ok, "loss")
             warm = group[(group["status"] == "ok") & (group["phase"] == "warmup")]
             row["warmup_s"] = warm.groupby("run_id")["step_ms"].sum().median() / 1e3 if len(warm) else np.nan
             for phase in ("forward_ms", "backward_ms", "optimizer_ms"):

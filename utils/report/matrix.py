@@ -54,6 +54,20 @@ def _cells(table, factors, planned, capacity_gib):
     return "\n".join(lines)
 
 
+FIGURE_NAMES = {"memory_mib": "peak memory", "device_total_mib": "device total", "step_ms": "step time"}
+
+
+def _without_figures(table, metrics):
+    """Lines naming, per metric, the cells without a figure that leave the effects needing them blank."""
+    missing = {metric: matrix.without_figure(table, metric) for metric in metrics}
+    if not any(missing.values()):
+        return []
+    return ["", "An effect that needs a cell without a figure is not computed (–): the other cells alone would "
+            "compare on and off over different settings of the other factors.", "",
+            *(f"- no {FIGURE_NAMES[metric]}: " + ", ".join(f"`{name}` ({why})" for name, why in cells)
+              for metric, cells in missing.items() if cells)]
+
+
 def _effects(table, factors, planned):
     memory, memory_pairs = matrix.effects(table, factors, "memory_mib")
     step, step_pairs = matrix.effects(table, factors, "step_ms")
@@ -66,6 +80,7 @@ def _effects(table, factors, planned):
     lines += [f"| `{name}` | {_ci(*memory[name], '+.2f', per)} |"
               + (f" {_ci(*total[name], '+.2f', per)} |" if total else "") + f" {_ci(*step[name], '+.2f')} |"
               for name in memory]
+    lines += _without_figures(table, ["memory_mib", *(["device_total_mib"] * bool(total)), "step_ms"])
     if not memory_pairs:
         return "\n".join(lines)
     lines += ["", "Interactions: the effect of the first of a pair with the second off, with it on, and the "
