@@ -6,6 +6,7 @@ import torch
 from helpers import plan_cfg, set_env
 
 from utils import devices, registry
+from utils.devices import nodes_for
 from utils.plan import __main__ as plan_command
 from utils.plan import comm, planner, timing
 from utils.plan.config import Target
@@ -90,6 +91,7 @@ def test_more_gpus_a_node_than_a_board_holds_are_refused(results_file, monkeypat
     assert plan_command.main([]) == 2
     err = capsys.readouterr().err
     # 12 a node; the fewest nodes of at most 8 GPUs that divide 24: 3 (4 for 28: 7 a node)
+    assert [nodes_for(n) for n in (1, 8, 12, 24, 28, 128)] == [1, 1, 2, 3, 4, 16] and nodes_for(2, at_least=4) == 2
     assert "NPROC=24 on NODES=2 is 12 GPUs a node" in err and "set NODES=3" in err
     assert not results_file.exists()
     set_env(monkeypatch, "NPROC", "28")

@@ -61,6 +61,11 @@ def test_the_command_and_label_say_how_the_batch_is_reached():
     assert "on 8 GPUs (fsdp)" in many.label
     assert many.torchrun() == ("SUITE_PARALLEL=fsdp SUITE_BATCH=2 torchrun --standalone --nproc_per_node=8 "
                                "-m utils.measure.train flash+checkpointing")
+    # 32 GPUs are 4 machines of 8: torchrun's rendezvous on each, not make fsdp's one machine
+    nodes = Config("flash+checkpointing", "", batch=2, gpus=32, parallel="fsdp", nodes=4)
+    assert nodes.command() == nodes.torchrun() == (
+        "SUITE_PARALLEL=fsdp SUITE_BATCH=2 torchrun --nnodes=4 --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT "
+        "--nproc_per_node=8 -m utils.measure.train flash+checkpointing")
     blocks = Config("flash+compile", "default", batch=2, gpus=8, parallel="fsdp", compile_scope="blocks")
     assert blocks.command() == "make fsdp NPROC=8 TECHNIQUE=flash+compile BATCH=2 COMPILE_SCOPE=blocks"
     assert "SUITE_COMPILE_SCOPE=blocks torchrun" in blocks.torchrun() and "(by blocks)" in blocks.label
@@ -258,6 +263,7 @@ def test_the_pareto_front_keeps_only_the_undominated():
 @pytest.mark.parametrize(("env", "said"), [
     ({"GPUS": "h100-sxm nope"}, "unknown GPU 'nope'"),
     ({"PARALLEL": "fsdp", "NPROC": "4", "GLOBAL_BATCH": "6"}, "GLOBAL_BATCH=6 is not a multiple of the 4 GPUs"),
+    ({"PARALLEL": "fsdp", "NPROC": "16"}, "NPROC=16 on NODES=1 is 16 GPUs a node"),
     ({"TECHNIQUES": "lion nope"}, "unknown technique in TECHNIQUES: nope"),
     # 0.5 GiB less the 10% margin, 461 MiB: below Hopper's measured context (utils/plan/device.py)
     ({"GPU": "h100-sxm", "GPU_MEMORY_GIB": "0.5", "MEMORY_MARGIN": "0.1"}, "the CUDA context alone ("),

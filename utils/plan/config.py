@@ -105,11 +105,10 @@ def load_target(given):
     ranks = planned_world(given).size
     if given.nodes > 1 and ranks % given.nodes:
         raise checks.BadInput(f"NODES={given.nodes} does not divide the NPROC={ranks} GPUs planned")
-    most = devices.GPUS_PER_NODE
-    if ranks > most * given.nodes:
-        nodes = next(n for n in range(-(-ranks // most), ranks + 1) if ranks % n == 0)  # the fewest that divide
+    if ranks > devices.GPUS_PER_NODE * given.nodes:
         raise checks.BadInput(f"NPROC={ranks} on NODES={given.nodes} is {ranks // given.nodes} GPUs a node; the "
-                              f"planner models nodes of at most {most} (an HGX / DGX board): set NODES={nodes}")
+                              f"planner models nodes of at most {devices.GPUS_PER_NODE} (an HGX / DGX board): set "
+                              f"NODES={devices.nodes_for(ranks)}")
     return Target(gpu, given.allocator, given.module_loading, given.nodes)
 
 

@@ -25,7 +25,7 @@ allocator's reading is printed beside, not counted). What differs, and which way
 
 import dataclasses
 
-from utils.devices import GPUS_PER_NODE, by_key
+from utils.devices import by_key, nodes_for
 from utils.plan import bands, planner, timing
 from utils.plan.config import Target, load_config
 from utils.plan.device import device_memory
@@ -68,7 +68,7 @@ def rows(given, table_row, seen):
           f"within {TOKENS_BAR:.0%}"])
     table_row(["---"] * 10)
     for label, technique, gpus, tokens, gib in ROWS:
-        nodes = max(gpus // GPUS_PER_NODE, 1)
+        nodes = nodes_for(gpus)
         cfg = load_config(technique, given, batch=2, seq=8192, model="hf:llama-3.1-8b", world=World("fsdp", size=gpus),
                           compile_scope="blocks")
         plan = planner.plan(setup_of(technique)[1], cfg, dataclasses.replace(target, nodes=nodes))

@@ -20,6 +20,7 @@ import time
 
 from utils import checks, registry, settings
 from utils.catalog import BY_NAME, COMPILE_SCOPES, SAVES_MEMORY
+from utils.devices import nodes_for
 from utils.plan import workers
 from utils.tune import plans, report
 from utils.tune.search import SPLIT_TOP, Search
@@ -50,9 +51,10 @@ def shape(given):
     """(the run config at the settings, its depth for screening or None, the global batch, the world:
     (kind, GPUs)); refuses a global batch the GPUs cannot divide."""
     from utils.models import arch
-    from utils.plan.config import load_config, planned_world
+    from utils.plan.config import load_config, load_target, planned_world
 
     world = planned_world(given)
+    load_target(given)  # NODES against the GPUs asked for, refused as make plan refuses it
     cfg = load_config("baseline", given, world=world)
     gpus = world.size if world.kind else 1
     global_batch = given.global_batch or cfg.batch * gpus
@@ -124,7 +126,9 @@ def _search_world(pool, gpu, given, depth, global_batch, world, budget):
     kind, gpus = world
     configs, savers, pruned = space(given.techniques, gpu)
     searching = Search(pool, given, gpu, depth, budget, pruned)
-    configs = [dataclasses.replace(c, batch=global_batch // gpus, accum=1, gpus=gpus, parallel=kind) for c in configs]
+    nodes = nodes_for(gpus, given.nodes) if gpus > 1 else 1
+    configs = [dataclasses.replace(c, batch=global_batch // gpus, accum=1, gpus=gpus, parallel=kind, nodes=nodes)
+               for c in configs]
     eager = [c for c in configs if not c.compile_mode]
     fitting = _screened(searching, eager, savers, pruned)
     compiled = _compiled_of([c for c in configs if c.compile_mode], fitting, global_batch // gpus, given.compile_top,
@@ -150,7 +154,8 @@ def search_gpu(pool, gpu, given, depth, global_batch, world):
     for n in counts:
         # the probe is planned whole: its device total, not a screened bound, says whether n GPUs can do
         probe = Search(pool, given, gpu, None, budget, found.pruned)
-        lean = dataclasses.replace(leanest.config, batch=1, accum=global_batch // n, gpus=n, parallel="fsdp")
+        lean = dataclasses.replace(leanest.config, batch=1, accum=global_batch // n, gpus=n, parallel="fsdp",
+                                   nodes=nodes_for(n, given.nodes))
         probed = probe.screen([lean])[0]
         if not probed.fits:
             continue

@@ -128,7 +128,7 @@ def plan(given, config, gpu_key, depth):
     try:
         cfg = load_config(config.full_name, given, world=world, **fields)
         gpu = gpu_of(gpu_key, given)
-        target = Target(gpu, given.allocator, given.module_loading, given.nodes)
+        target = Target(gpu, given.allocator, given.module_loading, config.nodes)
         found = planner.plan(setup_of(config.full_name)[1], cfg, target)
     except planner.NotModelled as why:
         return f"not modelled: {why}"

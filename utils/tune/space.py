@@ -45,6 +45,7 @@ class Config:
     gpus: int = 1
     parallel: str = ""  # ddp or fsdp on several GPUs
     compile_scope: str = ""  # what it compiles: one of COMPILE_SCOPES (the whole model, or each block apart)
+    nodes: int = 1  # the machines the GPUs span (utils/devices.py's nodes_for: at most 8 GPUs each)
 
     @property
     def compiled_as(self):
@@ -79,18 +80,23 @@ class Config:
         """The command that runs it, as the user would paste it."""
         mode = "".join(f" {name}={value}" for name, value in self._settings().items())
         accum = f" ACCUM={self.accum}" if self.accum > 1 else ""
+        if self.nodes > 1:  # make ddp / fsdp start one machine's processes
+            return self.torchrun()
         if self.gpus > 1:
             return (f"make {self.parallel} NPROC={self.gpus} TECHNIQUE={self.full_name} BATCH={self.batch}{accum}"
                     f"{mode}")
         return f"make run T={self.full_name} BATCH={self.batch}{accum}{mode}"
 
     def torchrun(self):
-        """On N GPUs, the same as torchrun runs it (one node; utils/drivers/launch.py says how on several)."""
+        """On N GPUs, the same as torchrun runs it: on one node, or on each of several with torchrun's
+        rendezvous (utils/drivers/launch.py)."""
         settings = f"SUITE_PARALLEL={self.parallel} SUITE_BATCH={self.batch}" + (
             f" SUITE_ACCUM={self.accum}" if self.accum > 1 else "") + "".join(
             f" SUITE_{name}={value}" for name, value in self._settings().items())
         target = f"-m utils.measure.train {self.full_name}" if "+" in self.full_name else f"scripts/{self.full_name}.py"
-        return f"{settings} torchrun --standalone --nproc_per_node={self.gpus} {target}"
+        where = ("--standalone" if self.nodes == 1 else
+                 f"--nnodes={self.nodes} --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT")  # on each node
+        return f"{settings} torchrun {where} --nproc_per_node={self.gpus // self.nodes} {target}"
 
 
 def join(*names):
