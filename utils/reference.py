@@ -8,7 +8,7 @@ usage: python3 -m utils.reference help|docs   (stdlib only: make help needs no v
 
 import sys
 
-from utils import catalog, models, registry, settings
+from utils import catalog, models, registry, requirements, settings
 from utils.results.schema import COLUMNS
 
 # target -> what it does (the technique targets come from the scripts folder)
@@ -117,8 +117,9 @@ def docs_text():
     ]
     for group, title in settings.GROUPS.items():
         out += ["", f"### {title[0].upper()}{title[1:]}", "", "| variable | default | meaning |", "|---|---|---|"]
-        out += [f"| `{s.name}` | {s.default or '(blank)'} | {_cell(s.help)} |" for s in settings.SETTINGS
-                if s.group == group]
+        out += [f"| `{s.name}` | {s.default or '(blank)'} | {_cell(s.help)}"
+                f"{' (environment only: no flag)' if group == 'run' and not s.flag else ''} |"
+                for s in settings.SETTINGS if s.group == group]
     out += ["", "## Model presets (`MODEL=`)", "", "Besides these: `MODEL=hf:<config>` and "
             "`MODEL=path/to/file.py:function` (docs/models.md).", "",
             "| preset | architecture | layers | width | heads | vocabulary | batch | seq |",
@@ -128,6 +129,11 @@ def docs_text():
         out.append(f"| `{name}` | {models.arch(name)} | {shape['n_layer']} | {shape['n_embd']} | {heads} | "
                    f"{shape['vocab_size']} | {batch} | {seq} |")
     out += hf_table()
+    out += ["", "## Optional packages", "", "requirements.txt installs them all; an environment without one (`PYTHON=` "
+            "an existing one) skips what needs it, with the reason, and refuses only the make goals that need it.", "",
+            "| package | what needs it |", "|---|---|",
+            *(f"| {name} | {_cell(used)} |" for name, used in requirements.OPTIONAL.items()),
+            *(f"| {name} | make {', '.join(goals)} |" for name, goals in requirements.FOR_GOALS.items())]
     out += ["", "## results.csv columns", "", "| column | meaning |", "|---|---|"]
     out += [f"| `{name}` | {_cell(text)} |" for name, text in COLUMNS.items()]
     return "\n".join(out) + "\n"

@@ -9,8 +9,8 @@ COLUMNS = {
     "repeat": "which repeat of the technique this run was (0, 1, ... with REPEATS=N)",
     "status": "ok, skipped, oom or error",
     "reason": "why, for any status but ok",
-    "phase": "the run's phase: warmup or measured, or eval for an evaluation on held-out data; "
-    "blank on a status-only row (skipped / oom / error)",
+    "phase": "the run's phase: warmup or measured, or eval for an evaluation on held-out data; predicted (make plan's "
+    "rows) or maxbatch (make maxbatch's answers); blank on a status-only row (skipped / oom / error)",
     "step": "step index within its phase, from 0",
     "step_ms": "time of one optimizer step (all its parts) in ms: CUDA events on GPU, perf_counter on CPU",
     "forward_ms": "part of the step: forward pass and loss, ms (summed over micro-batches; blank under CUDA graphs)",
@@ -102,8 +102,8 @@ COLUMNS = {
     "when the peak falls in the optimizer step), MiB",
     "mem_activations_mib": "breakdown: activations saved for backward (and their recomputation), MiB",
     "mem_temporaries_mib": "breakdown: temporaries (backward's activation gradients, optimizer scratch), MiB",
-    "mem_peak_mib": "the tracked step's peak, MiB (the breakdown sums to it); predicted rows: the predicted CUDA "
-    "peak allocated",
+    "mem_peak_mib": "the tracked step's peak, MiB (the breakdown sums to it); predicted rows: the planned step's "
+    "tensor peak (the breakdown's sum; with cuBLAS workspaces and the allocator's rounding: peak_alloc_mib)",
     "alloc_retries": "CUDA: the caching allocator's num_alloc_retries so far in the run (cache flushed and retried: "
     "slow steps); blank on CPU",
     "alloc_ooms": "CUDA: the caching allocator's num_ooms so far in the run; blank on CPU",
