@@ -23,7 +23,7 @@ ALLOWED = {
     "catalog": set(),  # the techniques as data: stdlib, imports nothing
     "registry": {"checks", "catalog"},
     "results": {"checks"},
-    "reference": {"models", "registry", "settings", "results", "catalog"},
+    "reference": {"models", "registry", "settings", "results", "catalog", "requirements"},
     "models": {"checks"},
     "techniques": {"models", "registry", "checks", "catalog"},
     "measure": {"techniques", "models", "results", "settings", "checks", "devices", "registry", "requirements",
