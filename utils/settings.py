@@ -145,8 +145,8 @@ SETTINGS = (
     S("PLOTS_DIR", "plots", "where plots and profiles go", "report", path=True),
     S("PLOTSPREFIX", "", "prefix of plot file names, e.g. h100_", "report"),
     S("DEVICE_FILTER", "", "report / plots: only devices whose name contains this, e.g. H100", "report"),
-    S("BUDGET_GIB", "", "report: also name the fastest technique whose peak memory fits in this many GiB", "report",
-      _optional(_number)),
+    S("BUDGET_GIB", "", "report: also name the technique shown faster than the baseline (the greatest speedup) whose "
+      "peak memory fits in this many GiB", "report", _optional(_number)),
     S("A", "sgd", "make compare: the first technique", "report"),
     S("B", "adam", "make compare: the second technique", "report"),
     # one technique elsewhere: profile, lrsweep, torchrun
