@@ -125,7 +125,8 @@ SETTINGS = (
     S("TARGET_LOSS", "", "validation loss to reach: runs, report and grid say when it was (blank: none)", "run",
       _optional(_number), True),
     S("RESULTS_FILE", "results.csv", "the CSV rows are appended to (and read from)", "run", TEXT, True, True),
-    S("PEAK_TFLOPS", "table", "dense peak TFLOP/s for MFU (table: by device and dtype, utils/devices.py)", "run",
+    S("PEAK_TFLOPS", "table", "dense peak TFLOP/s for MFU on a device, or precision, the table has no peak for (the "
+      "run's and the report's rows of such devices; table: by device and dtype only, utils/devices.py)", "run",
       Parse(lambda name, text: None if text == "table" else checks.number(name, text), float | None), True),
     S("REPEAT", "0", "repeat index written to a run's rows (make all sets it for each run)", "run", _int(0), True),
     S("SUMMARY_FILE", "", "where a run also writes its one-line outcome as JSON, for the driver that started it "

@@ -113,6 +113,21 @@ def test_mfu_is_blank_without_a_peak_and_set_by_peak_tflops(synthetic, tmp_path)
 
 
 @pytest.mark.usefixtures("no_charts")
+def test_peak_tflops_is_the_peak_of_devices_the_table_has_none_for_only_and_the_header_says_which(
+        results_file, tmp_path):
+    h100 = {"device": "NVIDIA H100 80GB HBM3", "dtype": "bf16-autocast", "tflops": 494.7, "mfu": 0.5}
+    rows = rows_of("flops", 15.0, run_id="cpu", tflops=0.05) + rows_of("flops", 1.0, run_id="h100", **h100)
+    results.append_rows(results_file, rows)
+    text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots", peak_tflops=0.1)
+    h100_section, test_gpu_section = text.split("\n## ")[1:3]
+    assert _cell(h100_section, "flops", "MFU") == "50.0%"  # against the table's 989.4, not 0.1
+    assert _cell(test_gpu_section, "flops", "MFU") == "50.0%"  # against the given 0.1
+    assert "`PEAK_TFLOPS=0.1` is the peak of the measured rows of Test GPU:" in text
+    text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots", peak_tflops=0.1, device_filter="H100")
+    assert "`PEAK_TFLOPS=0.1` was not applied" in text
+
+
+@pytest.mark.usefixtures("no_charts")
 def test_warmup_time_is_its_own_column(synthetic, tmp_path):
     text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots")
     assert _cell(text, "fast", "warm-up s") == "5.0"  # the one 5000 ms warm-up step
