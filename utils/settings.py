@@ -37,9 +37,9 @@ class Parse:
         return self.parse(name, text)
 
 
-def _auto(check):
-    """`check`, or None for auto."""
-    return Parse(lambda name, text: None if text == "auto" else check(name, text), check.type | None)
+def _auto(check, word="auto"):
+    """`check`, or None for `word` (auto)."""
+    return Parse(lambda name, text: None if text == word else check(name, text), check.type | None)
 
 
 def _int(minimum, maximum=None):
@@ -125,9 +125,8 @@ SETTINGS = (
     S("TARGET_LOSS", "", "validation loss to reach: runs, report and grid say when it was (blank: none)", "run",
       _optional(_number), True),
     S("RESULTS_FILE", "results.csv", "the CSV rows are appended to (and read from)", "run", TEXT, True, True),
-    S("PEAK_TFLOPS", "table", "dense peak TFLOP/s for MFU on a device, or precision, the table has no peak for (the "
-      "run's and the report's rows of such devices; table: by device and dtype only, utils/devices.py)", "run",
-      Parse(lambda name, text: None if text == "table" else checks.number(name, text), float | None), True),
+    S("PEAK_TFLOPS", "table", "dense peak TFLOP/s for MFU on a device or precision the table has none for, a run's "
+      "and the report's rows (table: utils/devices.py only)", "run", _auto(_number, "table"), True),
     S("REPEAT", "0", "repeat index written to a run's rows (make all sets it for each run)", "run", _int(0), True),
     S("SUMMARY_FILE", "", "where a run also writes its one-line outcome as JSON, for the driver that started it "
       "(blank: nowhere)", "run", path=False),
