@@ -7,7 +7,8 @@ work is done).
 
 The peak is the datasheet's **dense** rate (no 2:4 sparsity) for the precision the matmuls
 ran in, so an fp32 run is judged against the fp32 peak, not the bf16 one. A device missing
-from the table gets no MFU, never a guessed one; PEAK_TFLOPS=... supplies one.
+from the table (or a precision its entry lacks) gets no MFU, never a guessed one; PEAK_TFLOPS=... supplies one
+for such a device only.
 Plain python: the report imports this without torch.
 """
 
@@ -131,11 +132,11 @@ def by_name(device):
 
 
 def peak_tflops(device, dtype, override=None):
-    """Dense peak TFLOP/s for this device and dtype column value (or `override`), or None."""
-    if override:
-        return float(override)
+    """Dense peak TFLOP/s for this device and dtype column value: the table's, else `override` (PEAK_TFLOPS), else
+    None. The table's datasheet figure is never overridden."""
     gpu = by_name(device)
-    return None if gpu is None else peak_of(gpu, dtype)
+    table = None if gpu is None else peak_of(gpu, dtype)
+    return table if table is not None else float(override) if override else None
 
 
 def peak_of(gpu, dtype):

@@ -37,9 +37,9 @@ class Parse:
         return self.parse(name, text)
 
 
-def _auto(check):
-    """`check`, or None for auto."""
-    return Parse(lambda name, text: None if text == "auto" else check(name, text), check.type | None)
+def _auto(check, word="auto"):
+    """`check`, or None for `word` (auto)."""
+    return Parse(lambda name, text: None if text == word else check(name, text), check.type | None)
 
 
 def _int(minimum, maximum=None):
@@ -125,8 +125,8 @@ SETTINGS = (
     S("TARGET_LOSS", "", "validation loss to reach: runs, report and grid say when it was (blank: none)", "run",
       _optional(_number), True),
     S("RESULTS_FILE", "results.csv", "the CSV rows are appended to (and read from)", "run", TEXT, True, True),
-    S("PEAK_TFLOPS", "table", "dense peak TFLOP/s for MFU (table: by device and dtype, utils/devices.py)", "run",
-      Parse(lambda name, text: None if text == "table" else checks.number(name, text), float | None), True),
+    S("PEAK_TFLOPS", "table", "dense peak TFLOP/s for MFU on a device or precision the table has none for, a run's "
+      "and the report's rows (table: utils/devices.py only)", "run", _auto(_number, "table"), True),
     S("REPEAT", "0", "repeat index written to a run's rows (make all sets it for each run)", "run", _int(0), True),
     S("SUMMARY_FILE", "", "where a run also writes its one-line outcome as JSON, for the driver that started it "
       "(blank: nowhere)", "run", path=False),
@@ -145,8 +145,8 @@ SETTINGS = (
     S("PLOTS_DIR", "plots", "where plots and profiles go", "report", path=True),
     S("PLOTSPREFIX", "", "prefix of plot file names, e.g. h100_", "report"),
     S("DEVICE_FILTER", "", "report / plots: only devices whose name contains this, e.g. H100", "report"),
-    S("BUDGET_GIB", "", "report: also name the fastest technique whose peak memory fits in this many GiB", "report",
-      _optional(_number)),
+    S("BUDGET_GIB", "", "report: also name the technique shown faster than the baseline (the greatest speedup) whose "
+      "peak memory fits in this many GiB", "report", _optional(_number)),
     S("A", "sgd", "make compare: the first technique", "report"),
     S("B", "adam", "make compare: the second technique", "report"),
     # one technique elsewhere: profile, lrsweep, torchrun

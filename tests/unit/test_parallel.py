@@ -9,10 +9,11 @@ from unittest import mock
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import run_config, set_env
+from helpers import rows_of, run_config, set_env
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.distributed.fsdp._fully_shard import _fsdp_param_group
 
+from utils import results
 from utils import techniques as t
 from utils.drivers import launch, runner
 from utils.measure import data
@@ -29,6 +30,26 @@ def test_the_outcome_names_the_rank_that_failed(tmp_path):
     assert outcome.line == "x: error: boom (rank 1); 1 other rank(s) stopped by torchrun; nothing was written"
     (tmp_path / "summary.json.1").unlink()  # a rank that left nothing was killed: it comes first
     assert runner.ranks_outcome(summary, 2, 1, "").line.startswith("rank 1 stopped without a summary (killed?)")
+
+
+def test_scaling_across_processes_draws_this_invocations_runs_only(results_file, tmp_path, monkeypatch, capsys):
+    ddp = {"parallel": "ddp"}
+    # another make scaling_gpus, of another model on 1, 3 and 4 processes, in the same file (the newer by its clock)
+    other = [row for n in (1, 3, 4) for row in rows_of("baseline", 10.0 / n, run_id=f"other{n}", world_size=n,
+                                                       model="gpt2", timestamp_utc="2026-11-24T00:00:00+00:00", **ddp)]
+    results.append_rows(results_file, other)
+
+    def launch_one(kind, technique, nproc, port, cfg, loss_check_on):  # 1 process: 100 ms a step, 2: 55 ms
+        results.append_rows(results_file, rows_of("baseline", 100.0 - 45 * (nproc - 1), run_id=f"new{nproc}",
+                                                  world_size=nproc, **ddp))
+        return 0, f"new{nproc}"
+
+    monkeypatch.setattr(launch, "launch", launch_one)
+    cfg = mock.Mock(results_file=results_file)
+    assert launch.scaling("ddp", "baseline", 2, None, cfg, tmp_path, "") == 0
+    said = [line for line in capsys.readouterr().out.splitlines() if "process(es):" in line]
+    assert said == ["scaling: 1 process(es): 5.1k tokens/s, efficiency 100%",
+                    "scaling: 2 process(es): 9.3k tokens/s, efficiency 91%"]
 
 
 def test_bad_launches_are_one_line_before_anything_starts(results_file, monkeypatch, capsys):

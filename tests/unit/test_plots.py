@@ -1,7 +1,7 @@
 """Plots, from a synthetic results.csv with known answers."""
 
 import pytest
-from helpers import rows_of, set_env
+from helpers import noisy, rows_of, set_env
 
 from utils import plots, results
 from utils.analysis import stats
@@ -66,10 +66,24 @@ def test_time_difference_pairs_steps_and_has_a_ci(results_file, tmp_path):
         results_file, rows_of("sgd", [10.0, 11.0, 12.0] * 10) + rows_of("adam", [12.0, 13.0, 14.0] * 10)
     )
     df, _ = plots.select(results_file)
-    path, mean, low, high = steps.plot_time_difference(df, "sgd", "adam", tmp_path / "d.png")
+    path, mean, low, high, verdict = steps.plot_time_difference(df, "sgd", "adam", tmp_path / "d.png")
     assert stats.time_differences(df, "sgd", "adam").tolist() == [-2.0] * 30
     assert mean == pytest.approx(-2.0) and low == pytest.approx(-2.0) and high == pytest.approx(-2.0)
+    assert verdict == steps.ONE_RUN_EACH  # one process each: however clear, step-to-step noise only
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("runs, said", [(1, "one run each: step-to-step noise only, not shown"),
+                                        (3, "sgd is faster")])
+def test_compare_names_a_faster_technique_only_across_runs(results_file, tmp_path, monkeypatch, capsys, runs, said):
+    rows = [row for r in range(runs) for name, ms in (("sgd", 20.0), ("adam", 20.4))
+            for row in rows_of(name, [float(v) for v in noisy(ms, seed=10 * r + len(name))[0]], run_id=f"{name}{r}")]
+    results.append_rows(results_file, rows)
+    for name, value in {"RESULTS_FILE": results_file, "PLOTS_DIR": tmp_path, "A": "sgd", "B": "adam"}.items():
+        set_env(monkeypatch, name, str(value))
+    assert plots_command.main(["--compare"]) == 0
+    verdict = next(line for line in capsys.readouterr().out.splitlines() if "95% CI" in line).rsplit("]: ", 1)[1]
+    assert verdict == said
 
 
 def test_compare_refuses_a_name_that_is_no_technique(results_file, tmp_path, monkeypatch, capsys):

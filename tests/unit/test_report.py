@@ -69,7 +69,36 @@ def test_table_bolds_the_best_of_each_column(synthetic, tmp_path):
 def test_recommendations_with_a_budget(synthetic, tmp_path):
     text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots", budget_gib=2.5)
     assert "**Fastest:** `fast`" in text and "**Least memory:** `lean`" in text
-    assert "**Fastest within 2.5 GiB:** `baseline`" in text or "**Fastest within 2.5 GiB:** `adamw`" in text
+    # baseline and adamw (an A/A pair) fit, `lean` fits but is slower, `fast` does not fit: no technique to name
+    assert ("**Fastest within 2.5 GiB:** no technique that fits is shown faster than the baseline; the baseline "
+            "itself fits, 2.00 GiB") in text
+    text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots", budget_gib=1.5)
+    assert "shown faster than the baseline, and the baseline itself, 2.00 GiB, does not fit" in text
+
+
+@pytest.mark.usefixtures("no_charts")
+def test_the_fastest_within_a_budget_is_shown_faster_across_runs_and_per_token(results_file, tmp_path):
+    # `single` is quickest and leanest but one run; `accum` takes 30 ms a step of 2 micro-batches, 15 ms per
+    # BATCH x SEQ tokens, so it beats `quick`'s 18 ms step though its steps are slower
+    memory = {"peak_alloc_mib": 1000.0, "peak_reserved_mib": 1000.0}
+    rows = (repeated("baseline", 20.0, 1, **memory) + repeated("accum", 30.0, 2, accum=2, **memory)
+            + repeated("quick", 18.0, 3, **memory) + repeated("big", 5.0, 4, peak_alloc_mib=9000.0)
+            + rows_of("single", noisy(10.0, 5), run_id="single", **memory))
+    results.append_rows(results_file, rows)
+    text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots", budget_gib=2)
+    assert "**Not shown by one run†:** `single`" in text and "**Fastest:** `big`" in text
+    assert "- **Fastest within 2 GiB:** `accum`, 30.0" in text
+
+
+@pytest.mark.usefixtures("no_charts")
+def test_a_technique_some_of_whose_runs_failed_is_neither_bold_nor_recommended_and_is_named(results_file, tmp_path):
+    rows = (repeated("baseline", 20.0, 1) + repeated("fast", 10.0, 2) + repeated("good", 15.0, 3)
+            + rows_of("fast", 0, status="oom", reason="CUDA out of memory", run_id="fast-3", repeat=3))
+    results.append_rows(results_file, rows)
+    text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots")
+    assert "**" not in _cell(text, "fast", "median ms") and "**" not in _cell(text, "fast", "speedup [95% CI]")
+    assert _cell(text, "good", "median ms").startswith("**") and "**Fastest:** `good`" in text
+    assert "- **Left out:** `fast` (1 of 4 runs oom)" in text
 
 
 @pytest.mark.usefixtures("no_charts")
@@ -81,6 +110,21 @@ def test_mfu_is_blank_without_a_peak_and_set_by_peak_tflops(synthetic, tmp_path)
     assert "50.0%" in _row_of(text, "flops")
     text = report.build(synthetic, tmp_path / "R.md", tmp_path / "plots", peak_tflops=25.0)
     assert "200.0% (> peak: wrong PEAK_TFLOPS?)" in _row_of(text, "flops")
+
+
+@pytest.mark.usefixtures("no_charts")
+def test_peak_tflops_is_the_peak_of_devices_the_table_has_none_for_only_and_the_header_says_which(
+        results_file, tmp_path):
+    h100 = {"device": "NVIDIA H100 80GB HBM3", "dtype": "bf16-autocast", "tflops": 494.7, "mfu": 0.5}
+    rows = rows_of("flops", 15.0, run_id="cpu", tflops=0.05) + rows_of("flops", 1.0, run_id="h100", **h100)
+    results.append_rows(results_file, rows)
+    text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots", peak_tflops=0.1)
+    h100_section, test_gpu_section = text.split("\n## ")[1:3]
+    assert _cell(h100_section, "flops", "MFU") == "50.0%"  # against the table's 989.4, not 0.1
+    assert _cell(test_gpu_section, "flops", "MFU") == "50.0%"  # against the given 0.1
+    assert "`PEAK_TFLOPS=0.1` is the peak of the measured rows of Test GPU:" in text
+    text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots", peak_tflops=0.1, device_filter="H100")
+    assert "`PEAK_TFLOPS=0.1` was not applied" in text
 
 
 @pytest.mark.usefixtures("no_charts")

@@ -82,6 +82,9 @@ def test_peak_table(device, dtype, peak):
 
 def test_override_and_mfu_stays_below_one_for_a_plausible_run():
     assert mfu.peak_tflops("anything", "fp32", override=100.0) == 100.0
+    # a device the table has, at a precision it has: its datasheet peak, never the override
+    assert mfu.peak_tflops("NVIDIA H100 80GB HBM3", "bf16-autocast", override=100.0) == 989.4
+    assert mfu.peak_tflops("Tesla T4", "bf16-autocast", override=100.0) == 100.0  # no bf16 peak in its entry
     # the reference bare loop: bf16 + flash + fused + compile, 471k tokens/s on an H100
     with torch.device("meta"):  # the model states its own cost; shapes only
         flops_per_token = build_model("gpt2", 1024).flops_per_token(1024)

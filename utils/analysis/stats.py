@@ -199,7 +199,8 @@ def censored_median(values, reached):
 
 # the summary's columns, there (blank) even where no technique of the configuration ran
 SUMMARY_COLUMNS = [
-    "status", "reason", "runs", "measured_runs", "one_run", *WHAT_RAN, "scaler_skipped", "wall_tokens_per_s", "steps",
+    "status", "failures", "reason", "runs", "measured_runs", "one_run", *WHAT_RAN, "scaler_skipped",
+    "wall_tokens_per_s", "steps",
     "median_ms", "median_lo", "median_hi", "mean_ms", "mean_lo", "mean_hi", "tokens_per_s", "tflops", "mfu",
     "peak_alloc_mib", "peak_reserved_mib", "peak_rss_mib", "memory_mib", "memory_kind", "memory_saved_mib",
     "final_loss", "warmup_s",
@@ -217,7 +218,9 @@ def summary(df):
     for technique, group in df.groupby("technique", sort=False):
         last = group.iloc[-1]
         runs = runs_of(group, technique)
-        row = {"technique": technique, "status": run_statuses(group),
+        counts = group.drop_duplicates("run_id")["status"].value_counts()
+        failures = ", ".join(f"{n} of {counts.sum()} runs {what}" for what, n in counts.items() if what != "ok")
+        row = {"technique": technique, "status": run_statuses(group), "failures": failures,
                "reason": last["reason"] if last["status"] != "ok" else "",
                "runs": group["run_id"].nunique(), "measured_runs": len(runs)}
         for column in WHAT_RAN:
@@ -262,6 +265,19 @@ def summary(df):
     tokens = table["tokens_per_s"].fillna(0)
     order = sorted(table.index, key=lambda t: (t != BASELINE, table.loc[t, "status"] != "ok", -tokens[t]))
     return table.loc[order]
+
+
+def every_run_ok(table):
+    """Per technique of a summary: measured, and every run of it finished ok. Where some repeats failed (an oom
+    in one of four) its figures are of the survivors alone, so it is neither a column's best nor recommended."""
+    return (table["status"] == "ok") & table["median_ms"].notna()
+
+
+def shown_faster(table):
+    """Per technique of a summary: shown faster than the baseline, the one rule of the report's bold speedup and
+    of its fastest recommendations: the verdict faster, across runs (not one_run), every run ok."""
+    across_runs = table["one_run"] != True  # noqa: E712 - blank is not True
+    return every_run_ok(table) & (table["verdict"] == "faster") & across_runs
 
 
 def aa_floor(table):

@@ -114,29 +114,36 @@ def tolerance(dtype, largest):
 
 
 def launch(kind, technique, nproc, port, cfg, loss_check_on):
-    """One run under torchrun, appended to RESULTS_FILE by rank 0; returns the exit status."""
+    """One run under torchrun, appended to RESULTS_FILE by rank 0; returns (the exit status, the run's id or
+    None)."""
     # torchrun's own default, set here so that it does not print a banner about it
     threads = os.environ.get("OMP_NUM_THREADS", "1")
     outcome = run(technique, {"PARALLEL": kind}, launcher=torchrun(nproc, port), ranks=nproc, threads=threads)
     if outcome.status == "error":  # rank 0 has said how an ok or skipped run went
         print(f"{kind}: error: {outcome.line}", file=sys.stderr, flush=True)
-        return 1
+        return 1, outcome.run_id
     with tempfile.TemporaryDirectory() as tmp:
         if loss_check_on and outcome.status == "ok":
             ok, text = loss_check(technique, nproc, outcome.run_id, cfg, tmp)
             print(text, flush=True)
-            return 0 if ok else 1
-    return 0
+            return 0 if ok else 1, outcome.run_id
+    return 0, outcome.run_id
 
 
 def scaling(kind, technique, nproc, port, cfg, out_dir, prefix):
     """Tokens/s at 1, 2, ... nproc processes, the efficiency against n x one process, a plot."""
+    run_ids = []  # this invocation's runs only: a file's older runs are of other models, shapes or machines
     for n in range(1, nproc + 1):
         print(f"\n=== scaling: {kind} {technique} on {n} process(es)", flush=True)
-        if launch(kind, technique, n, port, cfg, loss_check_on=False):
+        status, run_id = launch(kind, technique, n, port, cfg, loss_check_on=False)
+        if status:
             return 1
+        run_ids.append(run_id)
     df = results.read(cfg.results_file)
-    ran = df[(df["technique"] == technique) & (df["parallel"] == kind) & (df["status"] == "ok")]
+    ran = df[df["run_id"].isin(run_ids) & (df["status"] == "ok")]
+    if ran.empty:  # each skipped (a CUDA-only technique on CPUs): it said why
+        print("scaling: no run finished ok, so there is nothing to draw")
+        return 0
     lines, path = scaling_plot.draw(ran, nproc, Path(out_dir) / f"{prefix}scaling_{kind}_{technique}.png")
     for line in lines:
         print(f"scaling: {line}")
@@ -154,7 +161,7 @@ def start(command):
     prefix = checks.file_prefix("PLOTSPREFIX", given.plotsprefix)
     if command == "scaling":
         return scaling(kind, technique, nproc, port, cfg, out_dir, prefix)
-    return launch(kind, technique, nproc, port, cfg, given.loss_check)
+    return launch(kind, technique, nproc, port, cfg, given.loss_check)[0]
 
 
 def main(argv):

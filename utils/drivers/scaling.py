@@ -27,14 +27,15 @@ SHAPE = {"batch": 1, "seq": 256}  # one shape for every model (BATCH / SEQ overr
 
 
 def measure(technique, model, size, timeout):
-    """A short measured run at `size` ({batch, seq}); True if it finished ok within the timeout."""
+    """A short measured run at `size` ({batch, seq}): (True if it finished ok within the timeout, its run id or
+    None)."""
     shape = {name.upper(): value for name, value in size.items()}
     outcome = run(technique, {**RUN_STEPS, "MODEL": model, **shape}, capture=True, timeout=timeout)
     if outcome.status == "timeout":
         print(f"scaling: {technique} on {model}: over {timeout:g} s, planned from here on", flush=True)
-        return False
+        return False, None
     print(f"scaling: measured {outcome.line}", flush=True)
-    return outcome.status == "ok"
+    return outcome.status == "ok", outcome.run_id
 
 
 def shape(given):
@@ -59,18 +60,24 @@ def main():
         planner.check_modelled(setup_of(name)[1], cfg, target)
     any_cfg = next(iter(cfgs.values()))
     device = planned_device(target)
+    run_ids = []  # the figure's rows: a file's older runs are of other devices, shapes or settings
     for name in names:
         planning = False
         for model in sorted(sizes, key=params.get):
-            planning = planning or not measure(name, model, size, timeout)
+            if not planning:
+                finished, run_id = measure(name, model, size, timeout)
+                run_ids.append(run_id)
+                planning = not finished
             if planning:
                 plan = planner.plan(setup_of(name)[1], cfgs[name, model], target)
-                results.append_rows(any_cfg.results_file, [predicted_row(cfgs[name, model], name, plan, device)])
+                row = predicted_row(cfgs[name, model], name, plan, device)
+                results.append_rows(any_cfg.results_file, [row])
+                run_ids.append(row["run_id"])
                 print(f"scaling: planned {name} on {model}: {plan.memory.allocated_mib / 1024:.2f} GiB allocated, "
                       f"{plan.memory.total_mib / 1024:.2f} device total on {plan.memory.gpu}", flush=True)
     os.makedirs(plots_dir, exist_ok=True)
     path = os.path.join(plots_dir, f"{prefix}scaling.png")
-    drawn = plot_scaling(results.read(any_cfg.results_file), names, any_cfg.batch, any_cfg.seq, path)
+    drawn = plot_scaling(results.read(any_cfg.results_file), names, any_cfg.batch, any_cfg.seq, path, run_ids)
     print(f"scaling: wrote {drawn}" if drawn else "scaling: nothing to draw")
     return 0
 

@@ -19,9 +19,8 @@ def main(argv=None):
         # a combination by its canonical name, as its rows carry it (lion+flash: flash+lion); a typo refused
         a, b = (registry.check([name], variable)[0] for name, variable in ((given.a, "A"), (given.b, "B")))
         out.mkdir(parents=True, exist_ok=True)
-        path, mean, low, high = plot_time_difference(df, a, b, out / f"{prefix}timediff_{a}_vs_{b}.png")
+        path, mean, low, high, verdict = plot_time_difference(df, a, b, out / f"{prefix}timediff_{a}_vs_{b}.png")
         paths = [path]
-        verdict = "no detectable difference" if low <= 0 <= high else f"{a if mean < 0 else b} is faster"
         notes.append(f"{a} - {b}: mean {mean:+.3f} ms per step of BATCH x SEQ tokens, 95% CI [{low:+.3f}, "
                      f"{high:+.3f}]: {verdict}")
     else:

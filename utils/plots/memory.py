@@ -32,10 +32,11 @@ def plot_breakdown(table, title, path):
     return path
 
 
-def plot_scaling(df, techniques, batch, seq, path):
-    """Peak memory and tokens/s against parameter count per technique; measured solid,
-    predicted (make plan) hollow and dashed. Returns the path, or None with nothing to draw."""
-    rows = df[(df["batch"] == batch) & (df["seq"] == seq) & df["technique"].isin(techniques)]
+def plot_scaling(df, techniques, batch, seq, path, run_ids):
+    """Peak memory and tokens/s against parameter count per technique, of the runs `run_ids` only (one
+    make scaling's: never a file's other devices or settings pooled); measured solid, predicted (make plan)
+    hollow and dashed. Returns the path, or None with nothing to draw."""
+    rows = df[df["run_id"].isin(run_ids) & df["technique"].isin(techniques)]
     ran = measured(rows)
     fig, (ax_mem, ax_tok) = plt.subplots(1, 2, figsize=(13, 5))
     drawn = False

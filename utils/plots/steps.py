@@ -200,12 +200,27 @@ def plot_bootstrap(df, path):
     return _save(fig, path)
 
 
+# the report's one-run rule (†): a CI over one process's steps sees no variation between processes
+ONE_RUN_EACH = "one run each: step-to-step noise only, not shown"
+
+
+def difference_verdict(a, b, mean, low, high, runs):
+    """What a - b's CI over `runs` paired runs shows: which is faster, no detectable difference, or nothing
+    where one run of each is paired."""
+    if runs < 2:
+        return ONE_RUN_EACH
+    return "no detectable difference" if low <= 0 <= high else f"{a if mean < 0 else b} is faster"
+
+
 def plot_time_difference(df, a, b, path):
-    """Histogram of step time a - b, paired by (run, step): the coin-flip study's SGD - Adam plot."""
+    """Histogram of step time a - b, paired by (run, step): the coin-flip study's SGD - Adam plot.
+    Returns (path, mean, CI low, CI high, verdict)."""
     diffs = stats.time_differences(df, a, b)
     if not len(diffs):
         raise ResultsFileError(f"no measured steps of both {a} and {b} in this configuration: run make {a} {b}")
-    low, high = stats.interval(stats.bootstrap([group.to_numpy() for _, group in diffs.groupby(level="run")]))
+    by_run = [group.to_numpy() for _, group in diffs.groupby(level="run")]
+    low, high = stats.interval(stats.bootstrap(by_run))
+    verdict = difference_verdict(a, b, diffs.mean(), low, high, len(by_run))
     fig, ax = plt.subplots(figsize=(9, 5))
     ax.hist(diffs, bins=40, color="#457b9d")
     ax.axvline(0, color="black", linewidth=1)
@@ -213,7 +228,7 @@ def plot_time_difference(df, a, b, path):
         diffs.mean(),
         color="#e63946",
         linewidth=2,
-        label=f"mean {diffs.mean():+.3f} ms, 95% CI [{low:+.3f}, {high:+.3f}]",
+        label=f"mean {diffs.mean():+.3f} ms, 95% CI [{low:+.3f}, {high:+.3f}]: {verdict}",
     )
     ax.set(
         xlabel=f"step time {a} − {b} (ms); < 0: {a} is faster",
@@ -221,7 +236,7 @@ def plot_time_difference(df, a, b, path):
         title=title(df, f"Step time difference, {a} − {b}"),
     )
     ax.legend()
-    return _save(fig, path), diffs.mean(), low, high
+    return _save(fig, path), diffs.mean(), low, high, verdict
 
 
 def _save(fig, path):

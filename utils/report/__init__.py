@@ -13,7 +13,9 @@ utils.checks, utils.settings; never torch, so a CSV from another machine reports
 
 from pathlib import Path
 
-from utils import checks, results
+import pandas as pd
+
+from utils import checks, devices, results
 from utils.analysis import convergence, stats
 from utils.catalog import AA_CHECK
 from utils.plots import plots_for
@@ -30,19 +32,35 @@ def environment(df):
     return f"{row['device']}{host} · {cuda} · torch {row['torch']} · suite {shas} · runs {first} to {last}"
 
 
+def with_peak(df, peak_tflops):
+    """`df` with PEAK_TFLOPS the peak of each measured row whose device (at its precision) has none in the table,
+    every other row's MFU as it ran; and the header's sentence on the devices it was applied to ('' if not given)."""
+    if not peak_tflops:
+        return df, ""
+    here = df["kind"].fillna("measured") == "measured"  # a plan's MFU is against its GPU's peak
+    keys = list(zip(df["device"].fillna(""), df["dtype"].fillna("")))
+    tabled = {key: devices.peak_tflops(*key) is not None for key in set(keys)}  # a regex per device, not per row
+    unknown = here & pd.Series([not tabled[key] for key in keys], index=df.index)
+    df = df.copy()
+    df.loc[unknown, "peak_tflops"] = peak_tflops
+    df.loc[unknown, "mfu"] = df.loc[unknown, "tflops"] / peak_tflops
+    applied = ", ".join(dict.fromkeys(df.loc[unknown & df["tflops"].notna(), "device"]))
+    if not applied:
+        return df, f" `PEAK_TFLOPS={peak_tflops:g}` was not applied: every measured device has a peak in the table."
+    return df, (f" `PEAK_TFLOPS={peak_tflops:g}` is the peak of the measured rows of {applied}: the table has none "
+                "for that device at the precision that ran; every other row's MFU is against the table's.")
+
+
 def build(
     results_file, out, plots_dir, prefix="", device_filter="", budget_gib=None, peak_tflops=None, target_loss=None
 ):
     """Write the report; return its markdown."""
     df = results.read(results_file)
     convergence.check_target(df, target_loss)
-    if peak_tflops:  # judge every run measured here against the given peak instead of the table's
-        here = df["kind"].fillna("measured") == "measured"  # a plan's MFU is against its GPU's peak
-        df.loc[here, "peak_tflops"] = peak_tflops
-        df.loc[here, "mfu"] = df.loc[here, "tflops"] / peak_tflops
-    configs = stats.configurations(df, device_filter)
     if device_filter:  # the memory and predicted sections show the same devices as the tables
         df = df[df["device"].str.contains(device_filter, case=False, regex=False, na=False)]
+    df, given_peak = with_peak(df, peak_tflops)
+    configs = stats.configurations(df, device_filter)
     memory_section = memory.section(df, plots_dir, out, prefix, budget_gib)
     predicted_section = predicted.section(df)
     if not configs and not memory_section and not predicted_section:
@@ -58,6 +76,7 @@ def build(
         f"noise floor (how far `{AA_CHECK}`, an A/A copy of the baseline, lands from 1.0) as within "
         "the noise floor. MFU is against the dense peak of the precision "
         "that ran (blank where the device is not in the table; `PEAK_TFLOPS=` sets one). Best of each column in bold."
+        + given_peak
     ]
     for name, rows, pooled in configs:
         summary = stats.summary(rows)

@@ -7,7 +7,7 @@ import numpy as np
 from utils.analysis import stats
 from utils.analysis.convergence import DIVERGED
 from utils.analysis.convergence import fmt as _fmt
-from utils.catalog import AA_CHECK, compiled_by
+from utils.catalog import AA_CHECK, BASELINE, compiled_by
 from utils.units import MIB_PER_GIB
 
 ONE_RUN = "†"  # marks a row whose CIs rest on a single process
@@ -38,15 +38,16 @@ def _bold_best(cells, values, best, eligible=None):
     return [f"**{c}**" if c == shown and ok else c for c, ok in zip(cells, eligible)]
 
 
-def _memory_columns(summary, get):
+def _memory_columns(summary, get, eligible):
     """The memory column that is compared (bold: least), and on a CPU the process's RSS
     beside it, shown but never compared (mostly the Python process, not the technique)."""
     if summary["peak_alloc_mib"].notna().any():
         cells = [f"{a / MIB_PER_GIB:.2f} / {r / MIB_PER_GIB:.2f}" if a == a else "–"
                  for a, r in zip(summary["peak_alloc_mib"], summary["peak_reserved_mib"])]
-        return {"peak alloc / reserved GiB": _bold_best(cells, get("memory_mib"), min)}
+        return {"peak alloc / reserved GiB": _bold_best(cells, get("memory_mib"), min, eligible)}
     return {
-        "tensor peak MiB (tracked)": _bold_best([_fmt(v, ".1f") for v in get("memory_mib")], get("memory_mib"), min),
+        "tensor peak MiB (tracked)": _bold_best([_fmt(v, ".1f") for v in get("memory_mib")], get("memory_mib"), min,
+                                                eligible),
         "process peak RSS MiB": [_fmt(v, ".0f") for v in get("peak_rss_mib")],
     }
 
@@ -59,8 +60,9 @@ def table(summary):
 
     speed = get("speedup")
     one_run = [flag is True for flag in get("one_run")]
-    # only a speedup shown across runs can be the best
-    faster = [v == "faster" and not one for v, one in zip(get("verdict"), one_run)]
+    # the recommendations' rule: only a technique whose every run finished can be a column's best, and only a
+    # speedup shown across runs the best speedup
+    eligible, faster = stats.every_run_ok(summary).tolist(), stats.shown_faster(summary).tolist()
     speedup_cells = [
         _ci(v, lo, hi, ".2f")
         + VERDICT_NOTES.get(verdict, "")
@@ -70,33 +72,36 @@ def table(summary):
         for v, lo, hi, verdict, one in zip(speed, get("speedup_lo"), get("speedup_hi"), get("verdict"), one_run)
     ]
     columns = {
-        "median ms": _bold_best([_fmt(v, ".2f") for v in get("median_ms")], get("median_ms"), min),
+        "median ms": _bold_best([_fmt(v, ".2f") for v in get("median_ms")], get("median_ms"), min, eligible),
         "mean ms [95% CI]": _bold_best(
             [_ci(v, lo, hi, ".2f") for v, lo, hi in zip(get("mean_ms"), get("mean_lo"), get("mean_hi"))],
             get("mean_ms"),
             min,
+            eligible,
         ),
         "fwd / bwd / opt ms": [
             f"{f:.2f} / {b:.2f} / {o:.2f}" if f == f else "–"
             for f, b, o in zip(get("forward_ms"), get("backward_ms"), get("optimizer_ms"))
         ],
-        "tokens/s": _bold_best([_fmt(v, ",.0f") for v in get("tokens_per_s")], get("tokens_per_s"), max),
+        "tokens/s": _bold_best([_fmt(v, ",.0f") for v in get("tokens_per_s")], get("tokens_per_s"), max, eligible),
         # the whole measured phase by the wall clock: below tokens/s when the host is the limit
         "end-to-end tokens/s": _bold_best(
-            [_fmt(v, ",.0f") for v in get("wall_tokens_per_s")], get("wall_tokens_per_s"), max
+            [_fmt(v, ",.0f") for v in get("wall_tokens_per_s")], get("wall_tokens_per_s"), max, eligible
         ),
-        "TFLOP/s": _bold_best([_fmt(v, ".3g") for v in get("tflops")], get("tflops"), max),
+        "TFLOP/s": _bold_best([_fmt(v, ".3g") for v in get("tflops")], get("tflops"), max, eligible),
         # above 100% the peak cannot be this device's: say so rather than print a wrong figure
         "MFU": _bold_best(
-            [_fmt(v, ".1%") + (" (> peak: wrong PEAK_TFLOPS?)" if v > 1 else "") for v in get("mfu")], get("mfu"), max
+            [_fmt(v, ".1%") + (" (> peak: wrong PEAK_TFLOPS?)" if v > 1 else "") for v in get("mfu")], get("mfu"), max,
+            eligible,
         ),
-        **_memory_columns(summary, get),
+        **_memory_columns(summary, get, eligible),
         "memory saved MiB": _bold_best(
-            [_fmt(v, "+,.0f") for v in get("memory_saved_mib")], get("memory_saved_mib"), max
+            [_fmt(v, "+,.0f") for v in get("memory_saved_mib")], get("memory_saved_mib"), max, eligible
         ),
         "speedup [95% CI]": _bold_best(speedup_cells, speed, max, faster),
         "final loss": _bold_best([_fmt(v, ".3f") if v == v or not n else DIVERGED
-                                  for v, n in zip(get("final_loss"), get("measured_runs"))], get("final_loss"), min),
+                                  for v, n in zip(get("final_loss"), get("measured_runs"))], get("final_loss"), min,
+                                 eligible),
         "warm-up s": [_fmt(v, ".1f") for v in get("warmup_s")],
     }
     ran = [what_ran(row) for _, row in summary.iterrows()]
@@ -144,12 +149,16 @@ def what_ran(row):
 
 
 def recommendation(summary, budget_gib):
-    ok = summary[summary["status"] == "ok"].dropna(subset=["median_ms"])
+    """The closing lines: the fastest technique, the leanest, the fastest within BUDGET_GIB; each among the
+    techniques every run of which finished (stats.every_run_ok, the table's bold), the others named."""
+    eligible = stats.every_run_ok(summary)
+    ok, left_out = summary[eligible], _left_out(summary[~eligible & summary["median_ms"].notna()])
     if ok.empty:
-        return "No technique ran successfully in this configuration."
-    faster = ok[ok["verdict"] == "faster"]
-    single_run = faster["one_run"] == True  # noqa: E712 - blank is not True
-    shown, single = faster[~single_run], faster[single_run]
+        said = "No technique ran successfully in every run of this configuration." if left_out else (
+            "No technique ran successfully in this configuration.")
+        return "\n".join(filter(None, [said, left_out]))
+    shown = summary[stats.shown_faster(summary)]
+    single = ok[(ok["verdict"] == "faster") & (ok["one_run"] == True)]  # noqa: E712 - blank is not True
     if len(shown):
         best = shown["speedup"].idxmax()  # per token: accum steps hold more
         row = shown.loc[best]
@@ -166,21 +175,39 @@ def recommendation(summary, budget_gib):
             f"- **Not shown by one run{ONE_RUN}:** {named}: speedups over the baseline whose CIs see one "
             "process only; repeat (`REPEATS=3` or `CI_HALF_WIDTH=0.02`) before calling them faster"
         )
-    lines.append(floor_line(summary))
-    lines.append(least_memory(ok))
-    if budget_gib is None:
-        lines.append("- **Within a memory budget:** set `BUDGET_GIB=` to get the fastest technique that fits.")
-    else:
-        fits = ok[ok["memory_mib"] <= budget_gib * MIB_PER_GIB]
-        lines.append(
-            f"- **Fastest within {budget_gib:g} GiB:** "
-            + (
-                f"`{fits['median_ms'].idxmin()}`, {fits['median_ms'].min():.2f} ms/step"
-                if len(fits)
-                else "none of the techniques fits"
-            )
-        )
+    lines += [left_out] if left_out else []
+    lines += [floor_line(summary), least_memory(ok), within_budget(summary, shown, budget_gib)]
     return "\n".join(lines)
+
+
+def _left_out(partly_failed):
+    """The line naming the measured techniques some of whose runs failed, or ''."""
+    if partly_failed.empty:
+        return ""
+    named = ", ".join(f"`{t}` ({failures})" for t, failures in partly_failed["failures"].items())
+    return (f"- **Left out:** {named}: where some runs failed the times are of the others alone, so neither bold "
+            "nor recommended here; rerun to compare")
+
+
+def within_budget(summary, shown, budget_gib):
+    """The technique shown faster than the baseline (`shown`) whose peak fits BUDGET_GIB, the greatest speedup
+    (per token: an accumulated step holds ACCUM micro-batches), or why there is none."""
+    if budget_gib is None:
+        return "- **Within a memory budget:** set `BUDGET_GIB=` to name the fastest shown faster that fits."
+    said = f"- **Fastest within {budget_gib:g} GiB:** "
+    limit = budget_gib * MIB_PER_GIB
+    fits = shown[shown["memory_mib"] <= limit]
+    if len(fits):
+        best = fits["speedup"].idxmax()
+        row = fits.loc[best]
+        return said + (f"`{best}`, {row['median_ms']:.2f} ms/step, {_speedup(row)} the baseline, "
+                       f"{_size(row['memory_mib'])} at its peak")
+    said += "no technique that fits is shown faster than the baseline"
+    base = summary["memory_mib"].get(BASELINE, np.nan)
+    if base != base:
+        return said + "; the baseline's peak memory is not recorded here"
+    return said + (f"; the baseline itself fits, {_size(base)}" if base <= limit
+                   else f", and the baseline itself, {_size(base)}, does not fit")
 
 
 def _size(mib):
