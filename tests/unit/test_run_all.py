@@ -5,7 +5,7 @@ import pytest
 from helpers import rows_of, set_env
 
 from utils import checks, results, settings
-from utils.analysis import stats
+from utils.analysis import stats, stopping
 from utils.drivers import all as run_all
 from utils.drivers import runner
 
@@ -37,7 +37,7 @@ def _runs(technique, mean, runs, spread, seed):
 
 def _progress(results_file, rows):
     results.append_rows(results_file, rows)
-    return stats.judged_widths(stats.summary(results.read(results_file)))
+    return stopping.judged_widths(stats.summary(results.read(results_file)))
 
 
 def test_it_stops_when_every_ci_is_narrow_and_a_skipped_technique_does_not_block(results_file):
@@ -48,7 +48,7 @@ def test_it_stops_when_every_ci_is_narrow_and_a_skipped_technique_does_not_block
     )
     progress = _progress(results_file, rows)
     assert list(progress.index) == ["baseline", "fast"] and (progress["width"] < RULE["precision"]).all()
-    stop, why, resolved, unresolved = stats.adaptive_stop(progress, **RULE)
+    stop, why, resolved, unresolved = stopping.adaptive_stop(progress, **RULE)
     assert (
         stop and "every technique's CI is within ±2.0%" in why and resolved == ["baseline", "fast"] and unresolved == []
     )
@@ -57,10 +57,10 @@ def test_it_stops_when_every_ci_is_narrow_and_a_skipped_technique_does_not_block
 def test_noisy_runs_go_on_until_max_repeats_or_the_time_budget(results_file):
     progress = _progress(results_file, _runs("baseline", 20.0, 3, 0.2, 3) + _runs("fast", 10.0, 3, 0.2, 4))
     assert (progress["width"] > RULE["precision"]).all()
-    assert stats.adaptive_stop(progress, **RULE) == (False, "", [], ["baseline", "fast"])
-    stop, why, _, unresolved = stats.adaptive_stop(progress, **{**RULE, "rounds": 10})
+    assert stopping.adaptive_stop(progress, **RULE) == (False, "", [], ["baseline", "fast"])
+    stop, why, _, unresolved = stopping.adaptive_stop(progress, **{**RULE, "rounds": 10})
     assert stop and why == "MAX_REPEATS=10 runs per technique reached" and unresolved == ["baseline", "fast"]
-    stop, why, _, _ = stats.adaptive_stop(
+    stop, why, _, _ = stopping.adaptive_stop(
         progress, **{**RULE, "elapsed_s": 1795.0}
     )  # the next 10 s round would overrun
     assert stop and why.startswith("TIME_BUDGET_MIN=30: another round")
@@ -69,7 +69,7 @@ def test_noisy_runs_go_on_until_max_repeats_or_the_time_budget(results_file):
 def test_a_narrow_ci_from_too_few_runs_is_not_resolved(results_file):
     progress = _progress(results_file, _runs("baseline", 20.0, 2, 0.001, 5) + _runs("fast", 10.0, 2, 0.001, 6))
     assert (progress["width"] < RULE["precision"]).all()
-    stop, _, resolved, _ = stats.adaptive_stop(progress, **{**RULE, "rounds": 2})
+    stop, _, resolved, _ = stopping.adaptive_stop(progress, **{**RULE, "rounds": 2})
     assert not stop and resolved == []
 
 
@@ -77,7 +77,7 @@ def test_without_a_baseline_each_technique_is_judged_by_its_own_mean(results_fil
     progress = _progress(results_file, _runs("fast", 10.0, 3, 0.001, 7))
     summary = stats.summary(results.read(results_file))
     own = (summary.loc["fast", "mean_hi"] - summary.loc["fast", "mean_lo"]) / 2 / summary.loc["fast", "mean_ms"]
-    assert progress.loc["fast", "width"] == pytest.approx(own) and stats.adaptive_stop(progress, **RULE)[0]
+    assert progress.loc["fast", "width"] == pytest.approx(own) and stopping.adaptive_stop(progress, **RULE)[0]
 
 
 def test_only_the_runs_of_this_invocation_count(results_file):

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from utils import checks, registry, results, settings
-from utils.analysis import stats
+from utils.analysis import stats, stopping
 from utils.drivers.runner import FAILED, run
 from utils.measure import config
 
@@ -41,12 +41,12 @@ def repeat_settings(given):
 
 
 def judge(results_file, run_ids, precision, min_runs, rounds, max_rounds, elapsed_s, round_s, budget_s):
-    """Read this invocation's rows back and apply the stopping rule: stats.adaptive_stop's
+    """Read this invocation's rows back and apply the stopping rule: stopping.adaptive_stop's
     (stop, why, resolved, unresolved), and the widths judged."""
     rows = results.read(results_file)
-    progress = stats.judged_widths(stats.summary(rows[rows["run_id"].isin(run_ids)]))
+    progress = stopping.judged_widths(stats.summary(rows[rows["run_id"].isin(run_ids)]))
     return (
-        *stats.adaptive_stop(progress, precision, min_runs, rounds, max_rounds, elapsed_s, round_s, budget_s),
+        *stopping.adaptive_stop(progress, precision, min_runs, rounds, max_rounds, elapsed_s, round_s, budget_s),
         progress,
     )
 
