@@ -245,3 +245,15 @@ def test_a_diverged_run_ends_at_nan_and_runs_at_other_settings_are_not_pooled(re
                      "compares them"]
     text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots")
     assert "nan (diverged)" in _row_of(text, "sgd") and "_baseline: 1 run(s) at other settings (lr)" in text
+
+
+@pytest.mark.usefixtures("no_charts")
+def test_with_none_shown_faster_the_lowest_time_is_per_micro_batch(results_file, tmp_path):
+    # none beats the 20 ms baseline's noise; `accum`'s 36 ms step of 2 micro-batches is 18 ms per BATCH x SEQ tokens,
+    # below `near`'s 19 ms step, where a per-step ranking would name `near`
+    rows = (repeated("baseline", 20.0, 1, runs=1) + repeated("accum", 36.0, 2, runs=1, accum=2)
+            + repeated("near", 19.0, 3, runs=1))
+    results.append_rows(results_file, rows)
+    text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots")
+    fastest = next(line for line in text.splitlines() if line.startswith("- **Fastest:**"))
+    assert "no technique is shown faster than the baseline here" in fastest and "tokens is `accum`'s, 17.9" in fastest
