@@ -96,3 +96,13 @@ def test_no_cell_with_a_median_run_at_the_target_is_no_answer():
     table, ev = _grid({"sgd": [9.0, NEVER, NEVER]})
     assert "no cell has a median time to validation loss 0.6" in grid.answer(table, ev, target=0.6)
     assert "(1 of 3 runs did)" in grid.answer(table, ev, target=0.6)
+
+
+def test_the_grids_to_target_column_is_the_cells_median_as_the_answer_has_it():
+    table, ev = _grid({"adam": [11.0, 10.0, 10.5], "sgd": [9.0, 30.0, NEVER]})
+    text = grid.best_table(grid.cells(table), convergence.time_to_target(ev, 0.6))
+    rows = [[cell.strip().strip("*") for cell in line.split("|")] for line in text.splitlines()[2:]]
+    to_target = {row[4]: row[-2] for row in rows}  # by optimizer
+    # adam's median run (10.5 s), not its median-perplexity run's own time (a tie: the second, 10.0 s); sgd's middle
+    # of 9, 30 and never: 30
+    assert to_target == {"adam": "10.50 s (3/3)", "sgd": "30.00 s (2/3)"}

@@ -94,7 +94,8 @@ def cells(table):
         out.append({**dict(zip(CELL, key)), **{c: runs[c].median() for c in MEDIANS}, "exp": runs["exp"].min(),
                     "run_id": middle["run_id"], "epoch": middle["epoch"], "n_params": middle["n_params"],
                     "memory_kind": middle["memory_kind"], "floor": middle["floor"], "runs": len(runs),
-                    "stalled": int((runs["stalls"] > 0).sum())})
+                    "stalled": int((runs["stalls"] > 0).sum()), "unstalled": list(runs.loc[runs["stalls"] == 0,
+                                                                                             "run_id"])})
     return pd.DataFrame(out)
 
 
@@ -118,7 +119,7 @@ def best_table(table, target_runs=None):
         "runs",
     ]
     if target_runs is not None:
-        header.append("to target")
+        header.append("to target (median, runs that reached it)")
     best_of_arch = table.groupby("arch")["val_ppl"].transform("min")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, row in table.iterrows():
@@ -138,9 +139,9 @@ def best_table(table, target_runs=None):
             f"{row['runs']}" + (f" (⚠ {row['stalled']} stalled: left out of the wall-clock answer)" if row["stalled"]
                                 else ""),
         ]
-        if target_runs is not None:
-            hit = target_runs.set_index("run_id").loc[row["run_id"]]
-            cells.append(f"{hit['seconds']:.2f} s" if hit["reached"] else "not reached")
+        if target_runs is not None:  # as the wall-clock answer has it: the cell's unstalled runs
+            seconds, hits, runs = _time_to_target(row["unstalled"], target_runs.set_index("run_id"))
+            cells.append(f"{fmt(seconds, '.2f')} s ({hits}/{runs})" if runs else "– (every run stalled)")
         if row["val_ppl"] == best_of_arch[i]:  # never true of a NaN
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
@@ -181,9 +182,7 @@ def _to_target(ran, df, target):
     runs = time_to_target(df, target).set_index("run_id")
     per_cell = []  # (median seconds, runs that reached it, runs, the cell's first run)
     for _, mine in clean.groupby(CELL, sort=False, dropna=False):
-        reached = mine["run_id"].map(runs["reached"]).fillna(False).astype(bool)
-        per_cell.append((censored_median(mine["run_id"].map(runs["seconds"]), reached), int(reached.sum()),
-                         len(mine), mine.loc[mine["exp"].idxmin()]))
+        per_cell.append((*_time_to_target(list(mine["run_id"]), runs), mine.loc[mine["exp"].idxmin()]))
     timed = [cell for cell in per_cell if cell[0] == cell[0]]
     if not timed:
         reached = sum(cell[1] for cell in per_cell)
@@ -194,6 +193,14 @@ def _to_target(ran, df, target):
             f"lowest median over a cell's runs ({hits} of its {runs_in_cell} reached it; a run that did not counts as "
             f"slower than any that did); {len(timed)} of {len(per_cell)} cells have such a median.",
             len(ran) - len(clean))
+
+
+def _time_to_target(run_ids, runs):
+    """(the median training seconds to the target over `run_ids`, those that reached it, their count): a run that
+    did not reach it (or has no row in `runs`, time_to_target's by run_id) counted as slower than any that did."""
+    ids = pd.Series(run_ids, dtype=object)
+    reached = ids.map(runs["reached"]).fillna(False).astype(bool)
+    return censored_median(ids.map(runs["seconds"]), reached), int(reached.sum()), len(ids)
 
 
 def answer(table, df, target=None):
