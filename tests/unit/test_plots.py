@@ -1,5 +1,6 @@
 """Plots, from a synthetic results.csv with known answers."""
 
+import matplotlib
 import pytest
 from helpers import noisy, rows_of, set_env
 
@@ -111,3 +112,18 @@ def test_speedup_bars_hatch_single_runs_and_show_the_noise_floor(results_file, m
     assert any(line.startswith("noise floor: adamw") for line in legend) and any(
         line.startswith("one run") for line in legend
     )
+
+
+def test_a_speedup_bar_some_of_whose_runs_failed_is_grey_and_says_so(results_file, monkeypatch):
+    # `fast` is 2x in three runs and out of memory in a fourth: its figures are the survivors', so not compared
+    rows = [row for r in range(3) for name, ms in (("baseline", 20.0), ("fast", 10.0))
+            for row in rows_of(name, [ms + 0.01 * i for i in range(5)], run_id=f"{name}{r}")]
+    rows.append({**rows_of("fast", [10.0], run_id="fast3")[0], "status": "oom", "reason": "out of memory"})
+    results.append_rows(results_file, rows)
+    df, _ = plots.select(results_file)
+    summary = stats.summary(df)
+    monkeypatch.setattr(steps, "_save", lambda fig, path: fig)
+    ax = steps.plot_speedups(summary, df, "unused.png").axes[0]
+    bar = dict(zip(summary.index, ax.patches))["fast"]
+    assert bar.get_facecolor()[:3] == matplotlib.colors.to_rgb("gray")
+    assert any("1 of 4 runs oom: not compared" in text.get_text() for text in ax.texts)

@@ -109,18 +109,21 @@ COLORS = {"faster": "#2a9d8f", "slower": "#e76f51"}  # any other verdict: grey, 
 
 def plot_speedups(summary, df, path):
     """Bars of the speedup with 95% bootstrap CI whiskers, hatched where a CI rests on one
-    run; the noise floor as a band; techniques that did not run listed with the reason."""
+    run, grey where some runs failed (the report compares neither); the noise floor as a band;
+    techniques that did not run listed with the reason."""
     ran = summary[summary["speedup"].notna()]
     not_run = summary.drop(index=ran.index)
     labels = list(ran.index) + list(not_run.index)
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(labels) + 2))
     one_run = (ran["one_run"] == True).tolist()  # noqa: E712 - blank is not True
+    # where some repeats failed the figures are the survivors': the report's rule, neither best nor recommended
+    partly_failed = (~stats.every_run_ok(ran)).tolist()
     errors = [ran["speedup"] - ran["speedup_lo"], ran["speedup_hi"] - ran["speedup"]]
     ax.barh(
         range(len(ran)),
         ran["speedup"],
         xerr=errors,
-        color=[COLORS.get(v, "gray") for v in ran["verdict"]],
+        color=["gray" if failed else COLORS.get(v, "gray") for v, failed in zip(ran["verdict"], partly_failed)],
         capsize=3,
         hatch=["//" if one else "" for one in one_run],
         edgecolor="white",
@@ -128,6 +131,7 @@ def plot_speedups(summary, df, path):
     for i, (_, row) in enumerate(ran.iterrows()):
         note = "" if row["verdict"] in ("faster", "slower", "baseline") else f"  ({row['verdict']})"
         note += "  (one run)" if one_run[i] and row["verdict"] in ("faster", "slower") else ""
+        note = f"  ({row['failures']}: not compared)" if partly_failed[i] else note
         ax.text(
             row["speedup_hi"],
             i,
