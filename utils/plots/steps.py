@@ -107,6 +107,16 @@ def plot_heatmap(table, df, path):
 COLORS = {"faster": "#2a9d8f", "slower": "#e76f51"}  # any other verdict: grey, nothing shown
 
 
+def _label_bars(ax, ran, one_run, partly_failed):
+    """Each bar's speedup and CI at its whisker's end, with what keeps it from being shown."""
+    for i, (_, row) in enumerate(ran.iterrows()):
+        note = "" if row["verdict"] in ("faster", "slower", "baseline") else f"  ({row['verdict']})"
+        note += "  (one run)" if one_run[i] and row["verdict"] in ("faster", "slower") else ""
+        note = f"  ({row['failures']}: not compared)" if partly_failed[i] else note
+        ci = f"[{row['speedup_lo']:.2f}, {row['speedup_hi']:.2f}]"
+        ax.text(row["speedup_hi"], i, f" {row['speedup']:.2f}× {ci}{note}", va="center", fontsize=9)
+
+
 def plot_speedups(summary, df, path):
     """Bars of the speedup with 95% bootstrap CI whiskers, hatched where a CI rests on one
     run, grey where some runs failed (the report compares neither); the noise floor as a band;
@@ -128,17 +138,7 @@ def plot_speedups(summary, df, path):
         hatch=["//" if one else "" for one in one_run],
         edgecolor="white",
     )
-    for i, (_, row) in enumerate(ran.iterrows()):
-        note = "" if row["verdict"] in ("faster", "slower", "baseline") else f"  ({row['verdict']})"
-        note += "  (one run)" if one_run[i] and row["verdict"] in ("faster", "slower") else ""
-        note = f"  ({row['failures']}: not compared)" if partly_failed[i] else note
-        ax.text(
-            row["speedup_hi"],
-            i,
-            f" {row['speedup']:.2f}× [{row['speedup_lo']:.2f}, {row['speedup_hi']:.2f}]{note}",
-            va="center",
-            fontsize=9,
-        )
+    _label_bars(ax, ran, one_run, partly_failed)
     for i, (_, row) in enumerate(not_run.iterrows(), start=len(ran)):
         ax.text(
             0.02,
