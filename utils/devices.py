@@ -49,12 +49,6 @@ PCIE = {3: 16.0, 4: 32.0, 5: 64.0}  # PCIe generation -> GB/s each way at x16
 # a node's GPUs at most: the 8 of an HGX / DGX board (NVSwitch between them, the datasheets above), beyond which
 # NCCL's model of one node's links (utils/plan/comm.py) stands for nothing built
 GPUS_PER_NODE = 8
-
-
-def nodes_for(gpus, at_least=1):
-    """The fewest nodes, `at_least` of them (at most one a GPU), that hold `gpus` GPUs evenly at GPUS_PER_NODE or
-    fewer each."""
-    return next(n for n in range(max(min(at_least, gpus), -(-gpus // GPUS_PER_NODE)), gpus + 1) if gpus % n == 0)
 # h100-hbm2e: the H100 of torchtitan's published benchmarks (benchmarks/llama3_h100_202412_torchtitan.md
 # in its repository: 96 GB HBM2e at 2.4 TB/s, a 500 W limit, 8 per host over NVLink); its peak is
 # "between SXM and NVL" there, and SXM's is taken, as torchtitan's own MFU figures take it: an upper bound.
@@ -113,6 +107,12 @@ def by_key(key):
     raise ValueError(f"unknown GPU {key!r} (known: {', '.join(g.key for g in GPUS)})")
 
 
+def nodes_for(gpus, at_least=1):
+    """The fewest nodes, `at_least` of them (at most one a GPU), that hold `gpus` GPUs evenly at GPUS_PER_NODE or
+    fewer each."""
+    return next(n for n in range(max(min(at_least, gpus), -(-gpus // GPUS_PER_NODE)), gpus + 1) if gpus % n == 0)
+
+
 def resized(gpu, memory_gib):
     """`gpu` with `memory_gib` of memory (a card of another size: GPU_MEMORY_GIB=), its name saying so."""
     return dataclasses.replace(gpu, name=f"{gpu.name} at {memory_gib:g} GiB", memory_gib=memory_gib)
@@ -129,6 +129,11 @@ def memory_gib_of(device):
 def by_name(device):
     """The GPU whose pattern matches a device name torch reports, or None."""
     return next((gpu for gpu in GPUS if re.search(gpu.pattern, str(device))), None)
+
+
+def gpu_name(device):
+    """The table's name of the GPU a device name (as torch reports it) is, or None."""
+    return getattr(by_name(device), "name", None)
 
 
 def peak_tflops(device, dtype, override=None):

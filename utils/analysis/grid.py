@@ -121,6 +121,7 @@ def best_table(table, target_runs=None):
     if target_runs is not None:
         header.append("to target (median, runs that reached it)")
     best_of_arch = table.groupby("arch")["val_ppl"].transform("min")
+    by_run = target_runs.set_index("run_id") if target_runs is not None else None
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, row in table.iterrows():
         cells = [
@@ -140,7 +141,7 @@ def best_table(table, target_runs=None):
                                 else ""),
         ]
         if target_runs is not None:  # as the wall-clock answer has it: the cell's unstalled runs
-            seconds, hits, runs = _time_to_target(row["unstalled"], target_runs.set_index("run_id"))
+            seconds, hits, runs = _time_to_target(row["unstalled"], by_run)
             cells.append(f"{fmt(seconds, '.2f')} s ({hits}/{runs})" if runs else "– (every run stalled)")
         if row["val_ppl"] == best_of_arch[i]:  # never true of a NaN
             cells = [f"**{c}**" for c in cells]

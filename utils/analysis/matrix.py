@@ -72,7 +72,7 @@ def table(df, cell_list):
         batches = mine[mine["phase"] == "maxbatch"]
         step, tokens, memory, reserved, total = (_median([f[i] for f in figures]) for i in (0, 1, 2, 4, 5))
         rows.append({"cell": cell, "runs": len(figures), "kind": figures[0][3] if figures else "",
-                     "status": run_statuses(ran) if len(ran) else "not run",
+                     "status": run_statuses(ran)[0] if len(ran) else "not run",
                      "step_ms": step, "tokens_per_s": tokens, "memory_mib": memory, "reserved_mib": reserved,
                      "device_total_mib": total,
                      "max_batch": int(batches["batch"].iloc[-1]) if len(batches) else None,

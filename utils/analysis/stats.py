@@ -84,22 +84,6 @@ STEP_ALIKE = [column for column in POOLED_ALIKE if column != "lr"]
 NOT_RUNS = ("predicted", "maxbatch")  # phases of rows that are answers about runs, not runs
 
 
-def newest_alike(rows):
-    """`rows` with each technique's ok runs at the settings of its newest (POOLED_ALIKE), and a note per
-    technique whose runs at other settings were left out."""
-    ok = rows[rows["status"] == "ok"].drop_duplicates("run_id").sort_values("timestamp_utc")
-    left, notes = set(), []
-    for technique, runs in ok.groupby("technique", sort=False):
-        settings = runs[POOLED_ALIKE].astype(object).fillna("").astype(str)
-        other = settings.ne(settings.iloc[-1]).any(axis=1)
-        if other.any():
-            left |= set(runs.loc[other, "run_id"])
-            differ = [c for c in POOLED_ALIKE if settings[c].nunique() > 1]
-            notes.append(f"{technique}: {int(other.sum())} run(s) at other settings ({', '.join(differ)}) than its "
-                         f"newest left out; a file of their own compares them")
-    return rows[~rows["run_id"].isin(left)], notes
-
-
 def with_world(rows):
     """`rows` with one process's blank parallel columns filled: files older than them ran one process."""
     return rows.assign(parallel=rows["parallel"].astype(object).fillna("none"),
@@ -113,6 +97,21 @@ def alike(rows, row, columns):
         value = row[column]
         same &= rows[column].isna() if pd.isna(value) else rows[column] == value
     return same
+
+
+def newest_alike(rows):
+    """`rows` with each technique's ok runs at the settings of its newest (POOLED_ALIKE), and a note per
+    technique whose runs at other settings were left out."""
+    ok = rows[rows["status"] == "ok"].drop_duplicates("run_id").sort_values("timestamp_utc")
+    left, notes = set(), []
+    for technique, runs in ok.groupby("technique", sort=False):
+        other = ~alike(runs, runs.iloc[-1], POOLED_ALIKE)
+        if other.any():
+            left |= set(runs.loc[other, "run_id"])
+            differ = [c for c in POOLED_ALIKE if runs[c].nunique(dropna=False) > 1]
+            notes.append(f"{technique}: {int(other.sum())} run(s) at other settings ({', '.join(differ)}) than its "
+                         f"newest left out; a file of their own compares them")
+    return rows[~rows["run_id"].isin(left)], notes
 
 
 def configurations(df, device_filter=""):
@@ -177,9 +176,11 @@ def _memory_mib(rows):
 
 
 def run_statuses(rows):
-    """The statuses of the runs in `rows`: one ("ok", "oom"), or each with its count ("ok×2, oom×1")."""
+    """The statuses of the runs in `rows`: one ("ok", "oom") or each with its count ("ok×2, oom×1"); and the
+    failed ones among them ("1 of 3 runs oom"; "" where none failed)."""
     counts = rows.drop_duplicates("run_id")["status"].value_counts()
-    return counts.index[0] if len(counts) == 1 else ", ".join(f"{s}×{n}" for s, n in counts.items())
+    text = counts.index[0] if len(counts) == 1 else ", ".join(f"{s}×{n}" for s, n in counts.items())
+    return text, ", ".join(f"{n} of {counts.sum()} runs {what}" for what, n in counts.items() if what != "ok")
 
 
 def final_over_runs(rows, column):
@@ -218,9 +219,8 @@ def summary(df):
     for technique, group in df.groupby("technique", sort=False):
         last = group.iloc[-1]
         runs = runs_of(group, technique)
-        counts = group.drop_duplicates("run_id")["status"].value_counts()
-        failures = ", ".join(f"{n} of {counts.sum()} runs {what}" for what, n in counts.items() if what != "ok")
-        row = {"technique": technique, "status": run_statuses(group), "failures": failures,
+        status, failures = run_statuses(group)
+        row = {"technique": technique, "status": status, "failures": failures,
                "reason": last["reason"] if last["status"] != "ok" else "",
                "runs": group["run_id"].nunique(), "measured_runs": len(runs)}
         for column in WHAT_RAN:

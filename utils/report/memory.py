@@ -17,7 +17,7 @@ import pandas as pd
 from utils import checks
 from utils.analysis.stats import STEP_ALIKE, alike, measured, with_world
 from utils.catalog import BASELINE
-from utils.devices import by_name, memory_gib_of
+from utils.devices import gpu_name, memory_gib_of
 from utils.plots.memory import plot_breakdown
 from utils.report.tables import image
 from utils.results import MEMORY_COLUMNS as COLUMNS
@@ -57,11 +57,11 @@ def _mib(v):
 
 def _error(row, measured_rows, name):
     """A predicted figure against the newest measured one of the same technique and settings on a GPU of the
-    planned name: '+1.2%', or '–'."""
+    planned name (`measured_rows`' gpu column): '+1.2%', or '–'."""
     if row["kind"] != "predicted":
         return "–"
-    gpu = measured_rows["device"].map(lambda d: getattr(by_name(d), "name", None))
-    same = measured_rows[alike(measured_rows, row, ["technique", *STEP_ALIKE]) & (gpu == planned_gpu(row["device"]))]
+    same = measured_rows[alike(measured_rows, row, ["technique", *STEP_ALIKE])
+                         & (measured_rows["gpu"] == planned_gpu(row["device"]))]
     truth = same[name].iloc[-1] if len(same) else float("nan")
     return f"{row[name] / truth - 1:+.1%}" if truth == truth and row[name] == row[name] else "–"
 
@@ -72,6 +72,7 @@ def breakdown_table(table):
              "total) | allocator |", "|" + "---|" * (len(PARTS) + 9)]
     base = table[table["technique"] == BASELINE].set_index(["kind", "device"])["mem_peak_mib"]
     measured_rows = table[table["kind"] == "measured"]
+    measured_rows = measured_rows.assign(gpu=measured_rows["device"].map(gpu_name))
     for _, row in table.iterrows():
         saved = base.get((row["kind"], row["device"]), float("nan")) - row["mem_peak_mib"]
         errors = " / ".join(_error(row, measured_rows, name) for name in ("cuda_alloc_mib", "device_total_mib"))

@@ -6,7 +6,7 @@ of that name, where the file has one, and the error."""
 import pandas as pd
 
 from utils.analysis.stats import STEP_ALIKE, alike, measured, predicted, with_world
-from utils.devices import by_name
+from utils.devices import gpu_name
 from utils.report.memory import planned_fit, planned_gpu
 from utils.units import MIB_PER_GIB
 
@@ -23,6 +23,7 @@ def section(df):
         return ""
     rows["gpu"] = rows["device"].map(planned_gpu)
     ran = with_world(measured(df))
+    ran_on = ran["device"].map(gpu_name)
     lines = []
     for gpu, group in rows.groupby("gpu", sort=False):
         newest = group.groupby(KEY, sort=False, dropna=False).tail(1)  # a blank setting is a value too
@@ -30,8 +31,7 @@ def section(df):
                   "| technique | model | layers | B | T | GPUs | fits | step ms | forward | backward | optimizer "
                   "| tokens/s | MFU | measured here (median ms) | error |", "|" + "---|" * 15]
         for _, row in newest.iterrows():
-            here = ran["device"].map(lambda d: getattr(by_name(d), "name", None)) == gpu
-            same = ran[alike(ran, row, KEY) & here]
+            same = ran[alike(ran, row, KEY) & (ran_on == gpu)]
             truth = same["step_ms"].median() if len(same) else float("nan")
             error = f"{row['step_ms'] / truth - 1:+.1%}" if truth == truth else "–"
             mfu = f"{row['mfu']:.1%}" if pd.notna(row.get("mfu")) else "–"
