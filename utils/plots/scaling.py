@@ -8,10 +8,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def efficiency(df):
-    """{world_size: (median tokens/s, efficiency)} from the newest run at each world size."""
+    """{world_size: (median tokens/s, efficiency)} over the measured steps of the runs given (the caller picks
+    them: one invocation's runs, so a file's other models or machines never stand in for a world size)."""
     measured = df[df["phase"] == "measured"]
-    newest = measured.sort_values("timestamp_utc").groupby("world_size")["run_id"].last()
-    tokens = {int(n): measured[measured["run_id"] == run]["tokens_per_s"].median() for n, run in newest.items()}
+    tokens = {int(n): tps for n, tps in measured.groupby("world_size")["tokens_per_s"].median().items()}
     if 1 not in tokens:
         return {}
     return {n: (tps, tps / (n * tokens[1])) for n, tps in sorted(tokens.items())}

@@ -5,6 +5,7 @@ effect and each pair's interaction, with CIs where there were repeats."""
 import math
 
 from utils.analysis import matrix
+from utils.report.memory import fits_in
 from utils.units import MIB_PER_GIB
 
 
@@ -28,8 +29,7 @@ def _has(table, column):
 
 def _fits(row, capacity_gib):
     """A planned cell's device total against the GPU's memory: "yes", "no", or "–" where it has none."""
-    total = row["device_total_mib"]
-    return "–" if total != total else "yes" if total <= capacity_gib * MIB_PER_GIB else "**no**"
+    return {None: "–", True: "yes", False: "**no**"}[fits_in(row["device_total_mib"], capacity_gib)]
 
 
 def _cells(table, factors, planned, capacity_gib):

@@ -97,8 +97,12 @@ def planned_gpu(device):
 def planned_fit(row):
     """Whether a predicted row's device total is within its GPU's memory (as `make plan`'s fits column
     said), or None where the row has no device total or names no GPU of the table."""
-    capacity, total = memory_gib_of(planned_gpu(row["device"])), row.get("device_total_mib", float("nan"))
-    return None if capacity is None or total != total else bool(total <= capacity * MIB_PER_GIB)
+    return fits_in(row.get("device_total_mib", float("nan")), memory_gib_of(planned_gpu(row["device"])))
+
+
+def fits_in(total_mib, capacity_gib):
+    """Whether a device total is within a GPU's memory, or None where either is unknown."""
+    return None if capacity_gib is None or total_mib != total_mib else bool(total_mib <= capacity_gib * MIB_PER_GIB)
 
 
 def _kind(row):
