@@ -28,6 +28,9 @@ def compiled_by(scope):
     return f"by {scope.replace('_', ' ')}" if scope in BLOCK_SCOPES else ""
 
 
+# a part of the step: its results column and what a chart calls it (make compare, the box and bootstrap plots)
+STEP_PARTS = {"step": ("step_ms", "step time"), "forward": ("forward_ms", "forward time"),
+              "backward": ("backward_ms", "backward time"), "optimizer": ("optimizer_ms", "optimizer step time")}
 CHUNK_LOGITS = ("recompute", "keep")  # how chunked cross-entropy's backward has each chunk's logits
 STAGES = ("architecture", "precision", "attention", "adapters", "memory", "parallel", "optimizer", "compile", "step")
 # technique function -> (stage, the group of which a run holds one: two of a group conflict)

@@ -24,7 +24,7 @@ TARGETS = {
     "scaling_gpus": "TECHNIQUE under KIND at 1, 2, ... NPROC processes: tokens/s, efficiency, plot",
     "report": "REPORT: per configuration a table per technique (best bold), recommendations, learning and memory",
     "plots": "step-time lines, box plot, bootstrap means, heatmap and speedup bars into PLOTS_DIR",
-    "compare": "histogram of step time A - B, paired by step, with the mean difference's CI",
+    "compare": "histogram of A - B's step time (or PART's), paired by run and step, with the mean difference's CI",
     "profile": "torch.profiler over STEPS steps of TECHNIQUE: top operators as text, CSV and a bar plot",
     "grid": "the LSTM-vs-GPT grid: GRID_MODELS x GRID_LAYERS x GRID_OPTIMIZERS, fresh processes, then GRID_REPORT",
     "grid_report": "GRID_REPORT again from the grid's runs already in RESULTS_FILE (the newest of each cell)",

@@ -27,8 +27,7 @@ MODEL_HELP = (f"the model: a preset, hf:<name> (a Hugging Face causal LM from it
 
 @dataclass(frozen=True)
 class Parse:
-    """A setting's check, `parse(name, text)` -> value (raising checks.BadInput with one line),
-    and the type of the value, which types the Settings field."""
+    """A setting's check, `parse(name, text)` -> value (raising checks.BadInput), and its value's type."""
 
     parse: object
     type: object = str
@@ -105,8 +104,7 @@ SETTINGS = (
     S("LR", "auto", "learning rate (auto: the optimizer's default from its literature, stated in its script)", "run",
       _auto(_number), True),
     S("ACCUM", "4", "micro-batches of BATCH per optimizer step, for techniques that accumulate", "run", _int(1), True),
-    S("COMPILE_MODE", "default", "torch.compile mode of techniques that compile",
-      "run", _choice(*catalog.COMPILE_MODES), True),
+    S("COMPILE_MODE", "default", "torch.compile's mode", "run", _choice(*catalog.COMPILE_MODES), True),
     S("COMPILE_SCOPE", "model", "what techniques that compile compile: model (one graph), blocks (each block its own, "
       "a chunked loss's scoring too; a checkpoint inside its graph: torchtitan's way) or blocks_in_checkpoint (each "
       "compiled block inside its checkpoint: torchtune's way)", "run", _choice(*catalog.COMPILE_SCOPES), True),
@@ -134,8 +132,7 @@ SETTINGS = (
       "ddp / fsdp's loss check sets it)", "run", _int(1), True),
     # make all
     S("TECHNIQUES", "", "what make all, plan and maxbatch run, in order (blank: every script, baseline first); "
-      "make tune: the techniques that change what is learnt to add to its space (blank: none)",
-      "all", _words),
+      "make tune: the techniques that change what is learnt to add to its space (blank: none)", "all", _words),
     S("REPEATS", "1", "runs per technique, each a fresh process, interleaved A B C A B C", "all", _int(1)),
     S("CI_HALF_WIDTH", "", "e.g. 0.02: interleaved rounds until each technique's CI is within +-2%", "all", _fraction),
     S("MAX_REPEATS", "10", "with CI_HALF_WIDTH: at most this many runs per technique (3 at least)", "all", _int(3)),
@@ -149,6 +146,9 @@ SETTINGS = (
       "peak memory fits in this many GiB", "report", _optional(_number)),
     S("A", "sgd", "make compare: the first technique", "report"),
     S("B", "adam", "make compare: the second technique", "report"),
+    S("PART", "step", "make compare, plots' box and bootstrap: the part of the step timed: step (whole), forward, "
+      "backward, or optimizer (its step and zero_grad: the SGD-vs-Adam study's figure)", "report",
+      _choice(*catalog.STEP_PARTS)),
     # one technique elsewhere: profile, lrsweep, torchrun
     S("TECHNIQUE", "baseline", "the technique of make run, profile, lrsweep, ddp, fsdp, scaling_gpus (and maxbatch "
       "when given)", "technique"),

@@ -87,6 +87,33 @@ def test_compare_names_a_faster_technique_only_across_runs(results_file, tmp_pat
     assert verdict == said
 
 
+@pytest.mark.parametrize("part, said", [("step", "no detectable difference"), ("optimizer", "sgd is faster")])
+def test_compare_times_the_part_of_the_step_asked(results_file, tmp_path, monkeypatch, capsys, part, said):
+    # the coin-flip study's question: Adam's optimizer step is twice SGD's, hidden in the whole step's noise
+    rows = [row for r in range(3) for name, opt_ms in (("sgd", 0.5), ("adam", 1.0))
+            for row in rows_of(name, [float(v) for v in noisy(20.0, seed=10 * r + len(name))[0]], run_id=f"{name}{r}",
+                               optimizer_ms=opt_ms)]
+    results.append_rows(results_file, rows)
+    for name, value in {"RESULTS_FILE": results_file, "PLOTS_DIR": tmp_path, "PART": part}.items():
+        set_env(monkeypatch, name, str(value))
+    assert plots_command.main(["--compare"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "95% CI" in line)
+    assert line.rsplit("]: ", 1)[1] == said
+    if part == "optimizer":
+        assert "mean -0.500 ms of optimizer step time" in line
+        assert (tmp_path / "timediff_optimizer_sgd_vs_adam.png").exists()
+    assert plots_command.main([]) == 0  # make plots: the box and bootstrap of the same part
+    assert (tmp_path / f"{part}time_box.png").exists()
+
+
+def test_a_part_no_row_records_is_one_line(results_file, tmp_path, monkeypatch, capsys):
+    results.append_rows(results_file, rows_of("sgd", [10.0] * 5) + rows_of("adam", [12.0] * 5))  # no forward_ms
+    for name, value in {"RESULTS_FILE": results_file, "PLOTS_DIR": tmp_path, "PART": "forward"}.items():
+        set_env(monkeypatch, name, str(value))
+    assert plots_command.main(["--compare"]) == 2
+    assert "no measured steps of both sgd and adam with a forward time (forward_ms)" in capsys.readouterr().err
+
+
 def test_compare_refuses_a_name_that_is_no_technique(results_file, tmp_path, monkeypatch, capsys):
     results.append_rows(results_file, rows_of("sgd", [10.0] * 5) + rows_of("adam", [12.0] * 5))
     for name, value in {"RESULTS_FILE": results_file, "PLOTS_DIR": tmp_path, "A": "sgdd", "B": "adam"}.items():

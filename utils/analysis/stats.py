@@ -149,20 +149,18 @@ def predicted(df):
     return df["kind"] == "predicted" if "kind" in df else pd.Series(False, index=df.index)
 
 
-def micro_batch_ms(rows):
-    """Each step's time per BATCH x SEQ tokens: its step_ms over the micro-batches it accumulated."""
-    return rows["step_ms"] / rows["accum"].fillna(1)
+def micro_batch_ms(rows, column="step_ms"):
+    """Each step's time (or a part's, `column`) per BATCH x SEQ tokens: over the micro-batches it accumulated."""
+    return rows[column] / rows["accum"].fillna(1)
 
 
-def runs_of(df, technique, per_micro_batch=False):
-    """Step times (ms) of each run of `technique`; per_micro_batch divides each by its
-    accum, giving the time per BATCH x SEQ tokens, which is what a speedup compares."""
-    rows = measured(df)
+def runs_of(df, technique, per_micro_batch=False, column="step_ms"):
+    """Step times (ms; or a part's, `column`, where recorded) of each run of `technique`; per_micro_batch divides
+    each by its accum, giving the time per BATCH x SEQ tokens, which is what a speedup compares."""
+    rows = measured(df).dropna(subset=[column])
     rows = rows[rows["technique"] == technique]
-    return [
-        (micro_batch_ms(group) if per_micro_batch else group["step_ms"]).to_numpy()
-        for _, group in rows.groupby("run_id", sort=False)
-    ]
+    return [(micro_batch_ms(group, column) if per_micro_batch else group[column]).to_numpy()
+            for _, group in rows.groupby("run_id", sort=False)]
 
 
 def _memory_mib(rows):
@@ -288,13 +286,13 @@ def aa_floor(table):
     return noise_floor(*table.loc[AA_CHECK, ["speedup", "speedup_lo", "speedup_hi"]])
 
 
-def time_differences(df, a, b):
-    """Time per BATCH x SEQ tokens (a step over its accumulated micro-batches) of a minus b, paired by run
-    (the k-th run of each) and step: the coin-flip optimizer study's time-difference data, as a Series
-    indexed by (run, step)."""
+def time_differences(df, a, b, column="step_ms"):
+    """Time per BATCH x SEQ tokens (a step's, or a part's `column`, over its accumulated micro-batches) of a minus
+    b, paired by run (the k-th run of each) and step: the coin-flip optimizer study's time-difference data, as a
+    Series indexed by (run, step)."""
     rows = measured(df).copy()
     rows["run"] = rows.groupby("technique", sort=False)["run_id"].transform(lambda ids: pd.factorize(ids)[0])
-    rows["micro_batch_ms"] = micro_batch_ms(rows)
+    rows["micro_batch_ms"] = micro_batch_ms(rows, column)
     by_step = [rows[rows["technique"] == name].groupby(["run", "step"])["micro_batch_ms"].mean() for name in (a, b)]
     joined = pd.concat(by_step, axis=1, keys=["a", "b"]).dropna()
     return joined["a"] - joined["b"]

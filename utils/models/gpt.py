@@ -126,6 +126,8 @@ class GPT(Costed):
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.wte.weight = self.lm_head.weight  # weight tying, as in GPT-2
+        if self.lm_head.weight.is_meta:  # shapes only (a preflight, a plan): no values, and meta's normal_ is slow
+            return
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # scaled residual init (GPT-2 paper)

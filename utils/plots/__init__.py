@@ -18,16 +18,17 @@ from utils.plots import curves
 from utils.plots.steps import plot_bootstrap, plot_box, plot_heatmap, plot_lines, plot_speedups, relative_windows
 
 
-def plots_for(df, out_dir, prefix=""):
-    """Write the plots of one configuration; return (paths, notes)."""
+def plots_for(df, out_dir, prefix="", part="step"):
+    """Write the plots of one configuration, the box and bootstrap plots timing `part` of the step (a key of
+    catalog.STEP_PARTS); return (paths, notes)."""
     if measured(df).empty:
         raise results.ResultsFileError("no successful measured steps in this configuration")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [
         plot_lines(df, out / f"{prefix}steptime_lines.png"),
-        plot_box(df, out / f"{prefix}steptime_box.png"),
-        plot_bootstrap(df, out / f"{prefix}bootstrap_means.png"),
+        plot_box(df, out / f"{prefix}{part}time_box.png", part),
+        plot_bootstrap(df, out / f"{prefix}bootstrap_means{part_suffix(part)}.png", part),
     ]
     paths += curves.plots_for(df, out, prefix)  # learning curves, where the runs made evaluations
     table = relative_windows(df)
@@ -38,6 +39,11 @@ def plots_for(df, out_dir, prefix=""):
         plot_speedups(stats.summary(df), df, out / f"{prefix}speedup_bars.png"),
     ]
     return paths, []
+
+
+def part_suffix(part):
+    """How a plot file names the part of the step it times: nothing for the whole step."""
+    return "" if part == "step" else f"_{part}"
 
 
 def select(results_file, device_filter=""):

@@ -3,8 +3,8 @@
 
 import sys
 
-from utils import checks, registry, settings
-from utils.plots import plots_for, select
+from utils import catalog, checks, registry, settings
+from utils.plots import part_suffix, plots_for, select
 from utils.plots.steps import plot_time_difference
 
 
@@ -19,12 +19,13 @@ def main(argv=None):
         # a combination by its canonical name, as its rows carry it (lion+flash: flash+lion); a typo refused
         a, b = (registry.check([name], variable)[0] for name, variable in ((given.a, "A"), (given.b, "B")))
         out.mkdir(parents=True, exist_ok=True)
-        path, mean, low, high, verdict = plot_time_difference(df, a, b, out / f"{prefix}timediff_{a}_vs_{b}.png")
+        name = f"{prefix}timediff{part_suffix(given.part)}_{a}_vs_{b}.png"
+        path, mean, low, high, verdict = plot_time_difference(df, a, b, out / name, given.part)
         paths = [path]
-        notes.append(f"{a} - {b}: mean {mean:+.3f} ms per step of BATCH x SEQ tokens, 95% CI [{low:+.3f}, "
-                     f"{high:+.3f}]: {verdict}")
+        notes.append(f"{a} - {b}: mean {mean:+.3f} ms of {catalog.STEP_PARTS[given.part][1]} per BATCH x SEQ tokens, "
+                     f"95% CI [{low:+.3f}, {high:+.3f}]: {verdict}")
     else:
-        paths, more = plots_for(df, out, prefix)
+        paths, more = plots_for(df, out, prefix, given.part)
         notes += more
     for line in [*notes, *(f"wrote {p}" for p in paths)]:
         print(f"plots: {line}")

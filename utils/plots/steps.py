@@ -15,7 +15,7 @@ from matplotlib.ticker import FuncFormatter, ScalarFormatter  # noqa: E402
 
 from utils.analysis import stats  # noqa: E402
 from utils.analysis.stats import measured  # noqa: E402
-from utils.catalog import AA_CHECK, BASELINE  # noqa: E402
+from utils.catalog import AA_CHECK, BASELINE, STEP_PARTS  # noqa: E402
 from utils.results import ResultsFileError  # noqa: E402
 
 WIDE = 10  # above this max/min ratio of step times, time axes are logarithmic
@@ -170,35 +170,37 @@ def plot_speedups(summary, df, path):
     return _save(fig, path)
 
 
-def plot_box(df, path):
-    fig, ax = plt.subplots(figsize=(10, 0.5 * len(measured_order(df)) + 2))
-    sns.boxplot(
-        data=measured(df),
-        x="step_ms",
-        y="technique",
-        order=measured_order(df),
-        hue="technique",
-        legend=False,
-        fliersize=2,
-        ax=ax,
-    )
-    _log_if_wide(ax, measured(df)["step_ms"], axis="x")
-    ax.set(xlabel="step time (ms)", ylabel="technique", title=title(df, "Distribution of step times"))
+def timed(df, part):
+    """The measured rows that time `part` of the step (CUDA graphs time only the whole), and their techniques in
+    order; raises ResultsFileError where none does."""
+    column, name = STEP_PARTS[part]
+    rows = measured(df).dropna(subset=[column])
+    if rows.empty:
+        raise ResultsFileError(f"no measured step records its {name} ({column}) in this configuration")
+    return rows, [t for t in measured_order(df) if t in set(rows["technique"])]
+
+
+def plot_box(df, path, part="step"):
+    (column, name), (rows, order) = STEP_PARTS[part], timed(df, part)
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(order) + 2))
+    sns.boxplot(data=rows, x=column, y="technique", order=order, hue="technique", legend=False, fliersize=2, ax=ax)
+    _log_if_wide(ax, rows[column], axis="x")
+    ax.set(xlabel=f"{name} (ms)", ylabel="technique", title=title(df, f"Distribution of the {name}"))
     return _save(fig, path)
 
 
-def plot_bootstrap(df, path):
-    """Bootstrap distributions of each technique's mean step time, overlaid."""
-    draws = pd.concat(
-        [pd.DataFrame({"technique": t, "mean_ms": stats.bootstrap(stats.runs_of(df, t))}) for t in measured_order(df)]
-    )
+def plot_bootstrap(df, path, part="step"):
+    """Bootstrap distributions of each technique's mean step time (or `part`'s), overlaid."""
+    (column, name), (rows, order) = STEP_PARTS[part], timed(df, part)
+    draws = pd.concat([pd.DataFrame({"technique": t, "mean_ms": stats.bootstrap(stats.runs_of(rows, t, column=column))})
+                       for t in order])
     wide = bool(draws["mean_ms"].max() / draws["mean_ms"].min() > WIDE)  # seaborn wants a real bool
     fig, ax = plt.subplots(figsize=(10, 5.5))
     sns.histplot(data=draws, x="mean_ms", hue="technique", element="step", bins=120, log_scale=wide, alpha=0.4, ax=ax)
     ax.set(
-        xlabel="mean step time (ms), bootstrap resamples",
+        xlabel=f"mean {name} (ms), bootstrap resamples",
         ylabel=f"count of {stats.RESAMPLES} resamples",
-        title=title(df, "Bootstrap distributions of the mean step time"),
+        title=title(df, f"Bootstrap distributions of the mean {name}"),
     )
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1))
     return _save(fig, path)
@@ -216,12 +218,14 @@ def difference_verdict(a, b, mean, low, high, runs):
     return "no detectable difference" if low <= 0 <= high else f"{a if mean < 0 else b} is faster"
 
 
-def plot_time_difference(df, a, b, path):
-    """Histogram of step time a - b, paired by (run, step): the coin-flip study's SGD - Adam plot.
-    Returns (path, mean, CI low, CI high, verdict)."""
-    diffs = stats.time_differences(df, a, b)
+def plot_time_difference(df, a, b, path, part="step"):
+    """Histogram of step time (or `part`'s) a - b, paired by (run, step): the coin-flip study's SGD - Adam plot
+    (PART=optimizer: its optimizer step). Returns (path, mean, CI low, CI high, verdict)."""
+    column, name = STEP_PARTS[part]
+    diffs = stats.time_differences(df, a, b, column)
     if not len(diffs):
-        raise ResultsFileError(f"no measured steps of both {a} and {b} in this configuration: run make {a} {b}")
+        raise ResultsFileError(f"no measured steps of both {a} and {b} with a {name} ({column}) in this "
+                               f"configuration: run make {a} {b}")
     by_run = [group.to_numpy() for _, group in diffs.groupby(level="run")]
     low, high = stats.interval(stats.bootstrap(by_run))
     verdict = difference_verdict(a, b, diffs.mean(), low, high, len(by_run))
@@ -235,9 +239,9 @@ def plot_time_difference(df, a, b, path):
         label=f"mean {diffs.mean():+.3f} ms, 95% CI [{low:+.3f}, {high:+.3f}]: {verdict}",
     )
     ax.set(
-        xlabel=f"step time {a} − {b} (ms); < 0: {a} is faster",
+        xlabel=f"{name} {a} − {b} (ms); < 0: {a} is faster",
         ylabel="steps",
-        title=title(df, f"Step time difference, {a} − {b}"),
+        title=title(df, f"{name.capitalize()} difference, {a} − {b}"),
     )
     ax.legend()
     return _save(fig, path), diffs.mean(), low, high, verdict
