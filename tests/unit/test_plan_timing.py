@@ -10,7 +10,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from utils import devices, results
-from utils.analysis import stats
+from utils.analysis import configs, stats
 from utils.measure.memory import PeakTracker
 from utils.measure.train import build_run
 from utils.plan import machine, planner, timing
@@ -150,7 +150,7 @@ def test_predicted_times_never_enter_measured_statistics(results_file, monkeypat
     df = results.read(results_file)
     assert (df["step_ms"] > 0).all() and set(df["kind"]) == {"predicted"}
     assert df["device"].str.startswith("H100 SXM 80GB (planned on").all()
-    assert stats.measured(df).empty and not stats.configurations(df)
+    assert stats.measured(df).empty and not configs.configurations(df)
 
 
 def test_the_report_shows_predicted_times_apart_with_their_error(results_file, tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ from torch.distributed._tools import mem_tracker
 
 from utils import results
 from utils import techniques as t
-from utils.analysis import stats
+from utils.analysis import configs, stats
 from utils.measure import memory
 from utils.measure.data import batches
 from utils.measure.train import build_run
@@ -90,7 +90,7 @@ def test_predicted_rows_never_enter_step_time_statistics(results_file, monkeypat
     assert "\nbaseline " in out and "\nfused " in out and "not modelled:" in out
     df = results.read(results_file)
     assert set(df["kind"]) == {"predicted"} and set(df["phase"]) == {"predicted"}
-    assert stats.measured(df).empty and not stats.configurations(df)
+    assert stats.measured(df).empty and not configs.configurations(df)
     fake_timed = df.assign(step_ms=1.0)  # even if a predicted row carried a time, it stays out
     assert stats.measured(fake_timed).empty
 

@@ -5,7 +5,7 @@ from helpers import noisy as _noisy
 from helpers import rows_of, run_make
 
 from utils import report, results
-from utils.analysis import stats
+from utils.analysis import configs, stats
 
 
 def _cell(text, technique, column):
@@ -238,13 +238,31 @@ def test_a_diverged_run_ends_at_nan_and_runs_at_other_settings_are_not_pooled(re
     diverged = rows_of("sgd", 20.0, lr=1e6, loss=3.0)
     diverged[19]["loss"] = float("nan")  # its last measured step
     results.append_rows(results_file, base + again + diverged)
-    name, rows, notes = stats.configurations(results.read(results_file))[0]
+    name, rows, notes = configs.configurations(results.read(results_file))[0]
     summary = stats.summary(rows)
     assert summary.loc["baseline", "runs"] == 1 and summary.loc["baseline", "final_loss"] == 2.0  # the newest: b2
-    assert notes == ["baseline: 1 run(s) at other settings (lr) than its newest left out; a file of their own "
-                     "compares them"]
+    assert summary.loc["baseline (lr=0.0006)", "runs"] == 1  # the older LR: a row of its own, never pooled
+    assert summary.loc["baseline (lr=0.0006)", "final_loss"] == 1.0
+    assert notes == ["baseline: 1 run(s) at other settings than its newest, shown apart as `baseline (lr=0.0006)`"]
     text = report.build(results_file, tmp_path / "R.md", tmp_path / "plots")
-    assert "nan (diverged)" in _row_of(text, "sgd") and "_baseline: 1 run(s) at other settings (lr)" in text
+    assert "nan (diverged)" in _row_of(text, "sgd") and "shown apart as `baseline (lr=0.0006)`" in text
+
+
+def test_two_compile_modes_are_two_rows_each_with_its_speedup(results_file, tmp_path):
+    def run(name, ms, r, **extra):
+        return rows_of(name, noisy(ms, seed=r), run_id=f"{name}{ms}{r}", **extra)
+
+    later = {"timestamp_utc": "2026-11-24T00:00:00+00:00"}  # the default mode ran last: the plain row is its
+    results.append_rows(results_file, [row for r in range(3) for row in run("baseline", 20.0, r)
+                                       + run("compile", 10.0, r, compile_mode="max-autotune")
+                                       + run("compile", 15.0, r, compile_mode="default", **later)])
+    # a run that failed before it recorded its settings (blank) fails with the technique's newest
+    results.append_rows(results_file, rows_of("compile", 0, status="error", reason="boom", run_id="early", **later))
+    summary = stats.summary(configs.configurations(results.read(results_file))[0][1])
+    assert summary.loc["compile", "status"] == "ok×3, error×1"
+    assert summary.loc["compile (compile_mode=max-autotune)", "runs"] == 3
+    assert summary.loc["compile", "speedup"] == pytest.approx(20 / 15, rel=0.03)
+    assert summary.loc["compile (compile_mode=max-autotune)", "speedup"] == pytest.approx(2.0, rel=0.03)
 
 
 @pytest.mark.usefixtures("no_charts")

@@ -73,67 +73,6 @@ def noise_floor(speedup, low, high):
     return _off(speedup), 0.0 if low <= 1.0 <= high else ends[0], ends[1]
 
 
-# what must match for a comparison: a run on 2 ranks is never compared as if it were on 1
-CONFIG = ["device", "model", "layers", "batch", "seq", "data", "parallel", "world_size"]
-# what a technique's runs must share to be pooled in one row: one run again at another LR, accumulation,
-# adapter or compile choice is another experiment (the newest setting is reported, the others named)
-POOLED_ALIKE = ["lr", "accum", "adapter", "compile_mode", "compile_scope", "chunk_logits"]
-# of them, what changes a step's time and memory (the learning rate changes neither): a plan is compared with runs
-# alike in these
-STEP_ALIKE = [column for column in POOLED_ALIKE if column != "lr"]
-NOT_RUNS = ("predicted", "maxbatch")  # phases of rows that are answers about runs, not runs
-
-
-def with_world(rows):
-    """`rows` with one process's blank parallel columns filled: files older than them ran one process."""
-    return rows.assign(parallel=rows["parallel"].astype(object).fillna("none"),
-                       world_size=rows["world_size"].fillna(1).astype(int))
-
-
-def alike(rows, row, columns):
-    """Which of `rows` have `row`'s values in `columns`, a blank matching a blank."""
-    same = pd.Series(True, index=rows.index)
-    for column in columns:
-        value = row[column]
-        same &= rows[column].isna() if pd.isna(value) else rows[column] == value
-    return same
-
-
-def newest_alike(rows):
-    """`rows` with each technique's ok runs at the settings of its newest (POOLED_ALIKE), and a note per
-    technique whose runs at other settings were left out."""
-    ok = rows[rows["status"] == "ok"].drop_duplicates("run_id").sort_values("timestamp_utc")
-    left, notes = set(), []
-    for technique, runs in ok.groupby("technique", sort=False):
-        other = ~alike(runs, runs.iloc[-1], POOLED_ALIKE)
-        if other.any():
-            left |= set(runs.loc[other, "run_id"])
-            differ = [c for c in POOLED_ALIKE if runs[c].nunique(dropna=False) > 1]
-            notes.append(f"{technique}: {int(other.sum())} run(s) at other settings ({', '.join(differ)}) than its "
-                         f"newest left out; a file of their own compares them")
-    return rows[~rows["run_id"].isin(left)], notes
-
-
-def configurations(df, device_filter=""):
-    """[(description, rows, notes)] per configuration, newest first, each technique's runs at its newest
-    settings (newest_alike, the notes); device_filter: a substring of the device name (case-insensitive)
-    that keeps only matching devices."""
-    df = with_world(df)
-    if device_filter:
-        df = df[df["device"].str.contains(device_filter, case=False, regex=False, na=False)]
-    df = df[~df["phase"].isin(NOT_RUNS)]  # make plan / maxbatch answers: the report's memory section
-    number = df.groupby(CONFIG, sort=False, dropna=False).ngroup()  # a blank field (an older file's) is a value too
-    newest = df.groupby(number)["timestamp_utc"].max().sort_values(ascending=False)
-    out = []
-    for key in newest.index:
-        rows = df[number == key]
-        device, model, layers, batch, seq, data, kind, world_size = rows.iloc[0][CONFIG]
-        depth = f" · {int(layers)} layers" if layers == layers and layers else ""  # a float where a row has none
-        ranks = f" · {kind} on {world_size} processes, B per rank" if kind != "none" else ""
-        out.append((f"{device} · {model}{depth} · B={batch} T={seq} · {data}{ranks}", *newest_alike(rows)))
-    return out
-
-
 def _scaler_skipped(df):
     return df["scaler_skipped"].isin([True, "True"])  # blank in files older than the column
 

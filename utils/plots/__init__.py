@@ -13,6 +13,7 @@ from pathlib import Path
 
 from utils import results
 from utils.analysis import stats
+from utils.analysis.configs import configurations
 from utils.analysis.stats import measured
 from utils.plots import curves
 from utils.plots.steps import plot_bootstrap, plot_box, plot_heatmap, plot_lines, plot_speedups, relative_windows
@@ -49,7 +50,7 @@ def part_suffix(part):
 def select(results_file, device_filter=""):
     """The newest configuration's rows (matching device_filter) that has measured steps, and a
     note on the others."""
-    configs = stats.configurations(results.read(results_file), device_filter)
+    configs = configurations(results.read(results_file), device_filter)
     matching = f" on a device matching {device_filter!r}" if device_filter else ""
     if not configs:
         raise results.ResultsFileError(f"{results_file} has no runs{matching}")

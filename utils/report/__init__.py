@@ -17,6 +17,7 @@ import pandas as pd
 
 from utils import checks, devices, results
 from utils.analysis import convergence, stats
+from utils.analysis.configs import configurations
 from utils.catalog import AA_CHECK
 from utils.plots import plots_for
 from utils.report import memory, predicted
@@ -60,7 +61,7 @@ def build(
     if device_filter:  # the memory and predicted sections show the same devices as the tables
         df = df[df["device"].str.contains(device_filter, case=False, regex=False, na=False)]
     df, given_peak = with_peak(df, peak_tflops)
-    configs = stats.configurations(df, device_filter)
+    configs = configurations(df, device_filter)
     memory_section = memory.section(df, plots_dir, out, prefix, budget_gib)
     predicted_section = predicted.section(df)
     if not configs and not memory_section and not predicted_section:

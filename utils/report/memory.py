@@ -15,7 +15,8 @@ import os
 import pandas as pd
 
 from utils import checks
-from utils.analysis.stats import STEP_ALIKE, alike, measured, with_world
+from utils.analysis.configs import STEP_ALIKE, alike, with_world
+from utils.analysis.stats import measured
 from utils.catalog import BASELINE
 from utils.devices import gpu_name, memory_gib_of
 from utils.plots.memory import plot_breakdown

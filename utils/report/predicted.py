@@ -5,7 +5,8 @@ of that name, where the file has one, and the error."""
 
 import pandas as pd
 
-from utils.analysis.stats import STEP_ALIKE, alike, measured, predicted, with_world
+from utils.analysis.configs import STEP_ALIKE, alike, with_world
+from utils.analysis.stats import measured, predicted
 from utils.devices import gpu_name
 from utils.report.memory import planned_fit, planned_gpu
 from utils.units import MIB_PER_GIB
