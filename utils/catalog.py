@@ -64,6 +64,13 @@ NOT_PARALLEL = {
                     "collectives would need capturing too"),
     **dict.fromkeys(("adamw_8bit", "paged_adamw_8bit", "lion", "lion_8bit"), (("fsdp",), BNB_ON_DTENSORS)),
 }
+# functions that cannot clip gradients (GRAD_CLIP): why; refused before anything starts
+NOT_CLIPPED = {
+    "step_in_backward": "each parameter steps as its gradient is ready, before the global norm exists (torchtune's "
+    "recipes refuse clip_grad_norm with optimizer_in_bwd too)",
+    "offload_adamw": "torchao's CPUOffloadOptimizer copies each gradient to the host as backward makes it (its "
+    "post-accumulate-grad hook) and steps from those copies, which clipping afterwards never scales",
+}
 HOST_STEPPED = "cuda_graphs captures the whole step as GPU work, and this optimizer steps from the host"
 # pairs of functions that refuse each other, and why
 CONFLICTS = {

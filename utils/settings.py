@@ -62,6 +62,7 @@ TEXT = Parse(lambda name, text: text)
 _number = Parse(checks.number, float)
 _words = Parse(lambda name, text: tuple(text.split()), tuple)
 _flag = Parse(lambda name, text: checks.integer(name, text, 0, 1) == 1, bool)
+_probability = Parse(checks.probability, float)
 _fraction = Parse(lambda name, text: checks.optional(checks.number, name, text, 1), float | None)
 
 
@@ -104,6 +105,8 @@ SETTINGS = (
     S("LR", "auto", "learning rate (auto: the optimizer's default from its literature, stated in its script)", "run",
       _auto(_number), True),
     S("ACCUM", "4", "micro-batches of BATCH per optimizer step, for techniques that accumulate", "run", _int(1), True),
+    S("GRAD_CLIP", "", "clip the gradients' global norm to this before each optimizer step (clip_grad_norm_, after "
+      "fp16's GradScaler unscales them, as AMP's docs do; blank: no clipping)", "run", _optional(_number), True),
     S("COMPILE_MODE", "default", "torch.compile's mode", "run", _choice(*catalog.COMPILE_MODES), True),
     S("COMPILE_SCOPE", "model", "what techniques that compile compile: model (one graph), blocks (each block its own, "
       "a chunked loss's scoring too; a checkpoint inside its graph: torchtitan's way) or blocks_in_checkpoint (each "
@@ -112,8 +115,7 @@ SETTINGS = (
       "(all kept: torchtune's CEWithChunkedOutputLoss)", "run", _choice(*catalog.CHUNK_LOGITS), True),
     S("LORA_RANK", "8", "lora: the adapters' rank r (torchtune's Llama 3.1 8B LoRA: 8)", "run", _int(1), True),
     S("LORA_ALPHA", "16", "lora: the adapters' scale is alpha / r (torchtune's 8B LoRA: 16)", "run", _number, True),
-    S("LORA_DROPOUT", "0", "lora: dropout on the adapters' input, from 0 up to 1", "run",
-      Parse(checks.probability, float), True),
+    S("LORA_DROPOUT", "0", "lora: dropout on the adapters' input, from 0 up to 1", "run", _probability, True),
     S("LORA_TARGETS", "auto", "lora: the modules adapted, by name suffix, comma-separated (auto: the LoRA paper's "
       "query and value projections: q_proj,v_proj, or a fused qkv such as the suite's GPT's c_attn); a MoE "
       "block's expert weights by theirs (experts.gate_up_proj: PEFT's target_parameters)", "run", TEXT, True),
@@ -126,8 +128,7 @@ SETTINGS = (
     S("PEAK_TFLOPS", "table", "dense peak TFLOP/s for MFU on a device or precision the table has none for, a run's "
       "and the report's rows (table: utils/devices.py only)", "run", _auto(_number, "table"), True),
     S("REPEAT", "0", "repeat index written to a run's rows (make all sets it for each run)", "run", _int(0), True),
-    S("SUMMARY_FILE", "", "where a run also writes its one-line outcome as JSON, for the driver that started it "
-      "(blank: nowhere)", "run", path=False),
+    S("SUMMARY_FILE", "", "where a run also writes its outcome as JSON, for the driver that started it", "run"),
     S("REFERENCE_RANKS", "1", "train one process on N ranks' data, their N micro-batches accumulated per step (make "
       "ddp / fsdp's loss check sets it)", "run", _int(1), True),
     # make all
@@ -166,8 +167,7 @@ SETTINGS = (
     S("GRID_MODELS", "tiny lstm", "make grid: the model presets", "grid", _words),
     S("GRID_LAYERS", "1 2 4", "make grid: the depths", "grid", _words),
     S("GRID_OPTIMIZERS", "adam adamw sgd momentum", "make grid: the optimizer techniques", "grid", _words),
-    S("GRID_LRS", "", "make grid: per-optimizer LRs, e.g. 'sgd=0.3 momentum=0.03' (else each script's default)",
-      "grid"),
+    S("GRID_LRS", "", "make grid: per-optimizer LRs, e.g. 'sgd=0.3 momentum=0.03' (else each script's own)", "grid"),
     S("GRID_REPORT", "GRID.md", "where make grid writes its table, answer and figure links", "grid", path=True),
     # the matrix: a full factorial of techniques
     S("BASE", "", "make matrix: the technique or '+' combination every cell starts from, e.g. bf16 (blank: the "
@@ -211,7 +211,7 @@ SETTINGS = (
     S("GPUS", "", "make tune: the GPUs to rank, e.g. 'a100-40gb h100-sxm l4' (blank: GPU)", "tune", _words),
     S("COMPILE_TOP", "4", "make tune: plan torch.compile's modes on this many of the fastest eager configurations "
       "(0: on every one; each compiled plan costs seconds)", "tune", _int(0)),
-    S("MEMORY_MARGIN", "0.05", "make tune: the GPU memory's share left free", "tune", Parse(checks.probability, float)),
+    S("MEMORY_MARGIN", "0.05", "make tune: the GPU memory's share left free", "tune", _probability),
     S("VERIFY", "0", "make tune: measure the top k on this machine (tuned for it: its GPU, or on a CPU its "
       "roofline), fresh processes, and check the winner still learns", "tune", _int(0)),
     S("CONVERGENCE_STEPS", "300", "make tune VERIFY=k: steps of the learning check's two runs", "tune", _int(1)),

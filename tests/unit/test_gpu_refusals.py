@@ -90,6 +90,16 @@ def test_a_step_that_cannot_be_captured_says_why():
     assert "bitsandbytes.AdamW8bit steps from the host" in stages.step.uncapturable(run)
 
 
+def test_what_cannot_clip_or_accumulate_in_its_step_is_refused_up_front():
+    for technique in ("step_in_backward", "offload", "flash+step_in_backward"):
+        with pytest.raises(config.ConfigError, match=r"cannot clip gradients \(GRAD_CLIP=1\)"):
+            config.check_technique(technique, "default", 4, grad_clip=1.0)
+        config.check_technique(technique, "default", 4)  # without clipping: runs
+    config.check_technique("fp16+accum", "default", 4, grad_clip=1.0)  # unscaled, then clipped: runs
+    with pytest.raises(config.ConfigError, match="REFERENCE_RANKS=2: the optimizer steps in backward, once per"):
+        config.check_technique("step_in_backward", "default", 4, reference_ranks=2)
+
+
 def test_compile_graphed_modes_with_accumulation_are_refused_up_front(monkeypatch, capsys, results_file):
     with pytest.raises(config.ConfigError, match="pytorch/pytorch#169545"):
         config.check_technique("compile+accum", "reduce-overhead", 4)

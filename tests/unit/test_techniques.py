@@ -67,6 +67,25 @@ def test_without_a_scaler_the_step_reports_nothing_skipped():
     assert run.step(run, [_batch(1)])[1] is None
 
 
+@pytest.mark.parametrize("scaled", [False, True])
+def test_grad_clip_bounds_the_update_by_the_true_norm(scaled):
+    # plain SGD at LR 1: the update is the gradient, so its norm is the clipped one; under fp16's GradScaler
+    # (1,024 x here), clipping the scaled gradients instead would leave an update 1,024 times smaller
+    run = bare_run()
+    run.cfg = RunConfig(**{**run.cfg.__dict__, "grad_clip": 1e-3, "lr": 1.0})
+    if scaled:
+        t.autocast_fp16(run)
+        run.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)  # no overflow: the step is taken
+    t.sgd(run)
+    before = [p.detach().clone() for p in run.model.parameters()]
+    _, skipped = run.step(run, [_batch(1)])
+    assert not (skipped is not None and skipped.item())
+    moved = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p - b)
+                                                  for p, b in zip(run.model.parameters(), before)]))
+    assert moved.item() == pytest.approx(1e-3, rel=0.01)
+    assert run.record()["grad_clip"] == 1e-3
+
+
 def _cpu_graph_step():
     # capture and warm-up that run the body itself: the graph step's logic runs eagerly on a CPU
     return step.CudaGraphStep(capture=lambda body: body, warm=lambda body, n: [body() for _ in range(n)],

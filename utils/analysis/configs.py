@@ -1,6 +1,6 @@
 """Which rows are compared together: a configuration (device, model, shape, data, processes), and within it each
-technique's runs at the settings of its newest (a run at another learning rate, accumulation, adapter, compile mode
-or scope, or chunked-logits mode is a row of its own, named for what differs).
+technique's runs at the settings of its newest (a run at another learning rate, accumulation, clipping, adapter,
+compile mode or scope, or chunked-logits mode is a row of its own, named for what differs).
 
 Job: group results.csv rows for the statistics, the report and the plots (the package's imports apply).
 """
@@ -14,7 +14,7 @@ CONFIG = ["device", "model", "layers", "batch", "seq", "data", "parallel", "worl
 # what a technique's runs must share to be pooled in one row: one run again at another LR, accumulation,
 # adapter or compile choice is another experiment (the newest setting's row is the technique's, each other a row
 # of its own)
-POOLED_ALIKE = ["lr", "accum", "adapter", "compile_mode", "compile_scope", "chunk_logits"]
+POOLED_ALIKE = ["lr", "accum", "grad_clip", "adapter", "compile_mode", "compile_scope", "chunk_logits"]
 # of them, what changes a step's time and memory (the learning rate changes neither): a plan is compared with runs
 # alike in these
 STEP_ALIKE = [column for column in POOLED_ALIKE if column != "lr"]

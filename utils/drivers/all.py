@@ -154,7 +154,7 @@ def main(names=None):
     names = registry.check(names) if names else registry.chosen(given)
     cfg = config.load("all", given)  # one clear error for bad settings, not one per technique
     for name in names:
-        config.check_technique(name, cfg.compile_mode, cfg.accum)
+        config.check_technique(name, cfg.compile_mode, cfg.accum, grad_clip=cfg.grad_clip)
     repeats, precision, max_repeats, budget_s = repeat_settings(given)
     state = run_rounds(names, cfg.results_file, repeats, precision, max_repeats, budget_s)
     return summary(names, state, precision)

@@ -53,7 +53,7 @@ def check(kind, technique, given):
         raise LaunchError(f"unknown parallel kind {kind!r}; one of {', '.join(KINDS)}")
     cfg = config.load(technique, given)
     nproc, port = given.nproc, given.port
-    config.check_technique(technique, cfg.compile_mode, cfg.accum, parallel=kind)
+    config.check_technique(technique, cfg.compile_mode, cfg.accum, parallel=kind, grad_clip=cfg.grad_clip)
     limit = max_processes(cfg.device)
     if nproc > limit:
         what = f"{limit} GPU(s)" if cfg.device == "cuda" else f"{limit} CPU core(s)"

@@ -40,6 +40,7 @@ class RunConfig:
     compile_scope: str  # what they compile: the whole model, or each of its blocks
     chunk_logits: str  # read by chunked_ce: each chunk's logits recomputed in backward, or kept
     accum: int  # read by techniques that accumulate gradients
+    grad_clip: float | None  # the gradients' global norm clipped to this before each optimizer step (None: not)
     lora_rank: int  # read by lora: the adapters' rank
     lora_alpha: float  # their scale, alpha / rank
     lora_dropout: float  # dropout on their input
@@ -71,15 +72,22 @@ def _device(text):
     return "cpu"
 
 
-def check_technique(technique, compile_mode, accum, reference_ranks=1, parallel=""):
+def check_technique(technique, compile_mode, accum, reference_ranks=1, parallel="", grad_clip=None):
     """What a technique's settings forbid, refused before it builds anything: a part that cannot run
-    under `parallel` (ddp, fsdp: catalog.NOT_PARALLEL); compile's CUDA-graph modes with gradient
-    accumulation, whose graphs overwrite the outputs one micro-batch's backward still needs
+    under `parallel` (ddp, fsdp: catalog.NOT_PARALLEL) or with GRAD_CLIP (catalog.NOT_CLIPPED); compile's CUDA-graph
+    modes with gradient accumulation, whose graphs overwrite the outputs one micro-batch's backward still needs
     (pytorch/pytorch#169545: silently wrong gradients)."""
     functions = registry.functions_of(technique)
     refused = sorted(f for f in functions if parallel in catalog.NOT_PARALLEL.get(f, ((), ""))[0])
     if refused:
         raise ConfigError(f"{technique} cannot run under {parallel}: {catalog.NOT_PARALLEL[refused[0]][1]}")
+    unclipped = sorted(functions & catalog.NOT_CLIPPED.keys()) if grad_clip else []
+    if unclipped:
+        raise ConfigError(f"{technique} cannot clip gradients (GRAD_CLIP={grad_clip:g}): "
+                          f"{catalog.NOT_CLIPPED[unclipped[0]]}")
+    if "step_in_backward" in functions and reference_ranks > 1:  # accumulated micro-batches, as accum's conflict
+        raise ConfigError(f"{technique} with REFERENCE_RANKS={reference_ranks}: "
+                          f"{catalog.CONFLICTS[frozenset(('step_in_backward', 'accumulate'))]}")
     if compile_mode not in catalog.GRAPHED_COMPILE_MODES:
         return
     micro_batches = (accum if "accumulate" in functions else 1) * reference_ranks
@@ -159,6 +167,7 @@ def load(technique, settings, check_results=True, world=None):
         compile_scope=settings.compile_scope,
         chunk_logits=settings.chunk_logits,
         accum=settings.accum,
+        grad_clip=settings.grad_clip,
         lora_rank=settings.lora_rank,
         lora_alpha=settings.lora_alpha,
         lora_dropout=settings.lora_dropout,
@@ -174,7 +183,7 @@ def load(technique, settings, check_results=True, world=None):
     )
     _check_learning(cfg)
     if registry.is_technique(technique):
-        check_technique(technique, cfg.compile_mode, cfg.accum, cfg.reference_ranks, cfg.world.kind)
+        check_technique(technique, cfg.compile_mode, cfg.accum, cfg.reference_ranks, cfg.world.kind, cfg.grad_clip)
     if check_results:
         results.check_appendable(cfg.results_file)
     if settings.summary_file:  # the run's one-line outcome, for the driver that started it

@@ -44,6 +44,8 @@ COLUMNS = {
     "seq": "tokens per sequence",
     "data": "DATA as given: coinflip, fixed (one batch reused), markov, or the text or .bin token file read",
     "accum": "micro-batches of batch sequences per optimizer step (gradient accumulation; 1 without)",
+    "grad_clip": "the gradients' global norm was clipped to this before each optimizer step (GRAD_CLIP); blank: "
+    "not clipped",
     "dtype": "compute precision that ran: fp32, tf32, bf16-autocast, fp16-autocast or bf16-weights (weights, "
     "gradients and optimizer state in bf16)",
     "mlp": "MLP of the blocks: gelu, swiglu or geglu; own for a model from hf: or a file",
@@ -124,8 +126,7 @@ NUMERIC = tuple(c for c in COLUMNS if c not in TEXT + BOOLEAN)
 # what ran (the run's configuration as a technique applied it: utils/techniques/run.py Run.record
 # writes them, the report's summary carries them per technique)
 WHAT_RAN = ("dtype", "attention", "optimizer", "fused", "compiled", "checkpointing", "checkpoint_policy", "mlp",
-            "compile_mode", "compile_scope", "accum", "cuda_graphs", "loss_chunks", "chunk_logits",
-            "activation_offload",
-            "step_in_backward", "adapter", "trainable_params")
+            "compile_mode", "compile_scope", "accum", "grad_clip", "cuda_graphs", "loss_chunks", "chunk_logits",
+            "activation_offload", "step_in_backward", "adapter", "trainable_params")
 MEMORY_PARTS = ("params", "grads", "optimizer", "activations", "temporaries")
 MEMORY_COLUMNS = tuple(f"mem_{part}_mib" for part in MEMORY_PARTS) + ("mem_peak_mib",)

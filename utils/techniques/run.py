@@ -84,6 +84,7 @@ class Run:
             "adapter": self.adapter,
             "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
             "accum": self.accum,
+            "grad_clip": self.cfg.grad_clip,
             "cuda_graphs": self.step.graphed,
             "lr": self.lr if opt else "",
             "blocks": getattr(self.model, "blocks_text", ""),

@@ -20,6 +20,14 @@ def autocast(run, cache_enabled=True):
     return torch.autocast(run.cfg.device, dtype=dtype or torch.float32, enabled=on, cache_enabled=cache_enabled)
 
 
+def clip(run):
+    """Clip the gradients' global norm to GRAD_CLIP (nothing without it); fp16's scaled gradients are unscaled
+    first, so the norm is the true one (AMP's docs, "Gradient clipping"; the scaler's step then skips the unscale)."""
+    if run.cfg.grad_clip:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
+
+
 def _scale(scaler):
     # note: a device tensor, read without a sync. update() backs the scale off exactly when
     # the step was skipped for inf/nan grads, so "scale went down" is "step skipped"
@@ -44,6 +52,7 @@ class EagerStep:
                 mark("backward")
             total = total + loss.detach()
         before = _scale(run.scaler)
+        clip(run)
         # note: with a scaler, step() reads found_inf on the host (a sync) unless the optimizer is fused
         run.scaler.step(run.optimizer)
         run.scaler.update()
@@ -156,6 +165,7 @@ class CudaGraphStep:
                     loss = loss / len(self.inputs)
                 loss.backward()
                 total = total + loss.detach()
+            clip(run)  # capturable: a norm and a scale on the GPU, nothing read on the host
             run.optimizer.step()
             self.loss = total
 
