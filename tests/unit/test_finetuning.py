@@ -14,9 +14,11 @@ from torch.distributed._tools.common_utils import get_untyped_storages
 from utils import checks, registry
 from utils import techniques as t
 from utils.measure import data
+from utils.models import loss
 from utils.plan import fakes, planner
 from utils.registry import load_setup
 from utils.techniques import adapters, setup_of
+from utils.techniques.run import new_run
 
 CFG = run_config("x", steps=1, warmup=0, model="tiny", batch=4, seq=64, device="cpu", data="fixed", seed=0, lr=1e-3)
 
@@ -48,6 +50,39 @@ def test_pure_bf16_keeps_weights_gradients_and_state_in_bf16():
     states = [s for state in run.optimizer.state.values() for s in state.values() if s.dim()]
     assert {p.dtype for p in run.model.parameters()} == {s.dtype for s in states} == {torch.bfloat16}
     assert run.record()["dtype"] == "bf16-weights"
+
+
+def test_pure_bf16_casts_the_parameters_scores_in_fp32_and_leaves_buffers_as_built():
+    cfg = dataclasses.replace(CFG, model="hf:llama-tiny", seq=16)
+    run = new_run(cfg, "cpu")
+    t.strict_fp32(run)
+    t.bf16_weights(run)
+    assert {p.dtype for p in run.model.parameters()} == {torch.bfloat16}
+    # RoPE's inv_freq stays fp32, as transformers' bf16 models hold it: in bf16 a far position's angle drifts
+    assert {b.dtype for name, b in run.model.named_buffers() if name.endswith("inv_freq")} == {torch.float32}
+    x, y = _batch()
+    logits, loss = run.train_model(x, y)
+    assert logits.dtype == torch.bfloat16  # the logits are bf16, the loss theirs upcast (as transformers' own)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten()))
+
+
+@pytest.mark.parametrize("field", ["final_logit_softcapping", "logit_scale", "logits_scaling", "lm_head_multiplier"])
+def test_the_loss_is_not_chunked_where_transformers_scales_the_logits_after_the_projection(field):
+    run = new_run(dataclasses.replace(CFG, model="hf:llama-tiny", seq=16), "cpu")
+    setattr(run.model.module.config, field, 8.0)  # Granite's logits_scaling, FalconH1's lm_head_multiplier, ...
+    with pytest.raises(t.Skip, match="scales its logits after the output projection"):
+        t.chunked_cross_entropy(run)
+
+
+@pytest.mark.parametrize("chunk_logits", ["recompute", "keep"])
+def test_the_chunked_loss_is_a_mean_over_the_tokens_scored(chunk_logits):
+    torch.manual_seed(0)
+    hidden, head = torch.randn(2, 10, 8), torch.nn.Linear(8, 30)
+    targets = torch.randint(0, 30, (2, 10))
+    targets[0, :4] = loss.IGNORED  # padding: never scored, never counted
+    _, whole = loss.cross_entropy(hidden, head, targets)
+    _, chunked = loss.cross_entropy(hidden, head, targets, chunks=3, chunk_logits=chunk_logits)
+    torch.testing.assert_close(chunked, whole)
 
 
 def test_the_chunked_loss_is_the_whole_loss_and_its_gradient():
@@ -241,7 +276,8 @@ def test_lora_targets_auto_and_by_name(given, found):
 
 
 def test_lora_targets_naming_nothing_is_bad_input():
-    with pytest.raises(checks.BadInput, match="has no module or MoE expert weight named 'w_q'"):
+    with pytest.raises(checks.BadInput, match=r"has no module LoRA adapts \(a Linear, .*\) or MoE expert weight "
+                       "named 'w_q'"):
         adapters.targets("w_q", ["blocks.0.attn.c_attn"], "tiny")
 
 

@@ -31,6 +31,9 @@ KNOWN_BLOCKS = ("transformer.h", "model.layers", "gpt_neox.layers", "transformer
 # the suite's attention names <-> transformers' attn_implementation
 HF_ATTENTION = {"manual": "eager", "sdpa": "sdpa", "flash_attn": "flash_attention_2"}
 SUITE_ATTENTION = {v: k for k, v in HF_ATTENTION.items()}
+# config fields by which transformers' causal LMs scale their logits after the output projection (Gemma 2's softcap,
+# Cohere's logit_scale, Granite's logits_scaling, FalconH1's lm_head_multiplier): a chunked loss would not
+LOGIT_SCALES = ("final_logit_softcapping", "logit_scale", "logits_scaling", "lm_head_multiplier")
 
 
 class ContractError(ValueError):
@@ -150,7 +153,7 @@ class Foreign(Costed):
         if not self._calls_hf:
             return f"{self.spec.name} computes its own loss in its forward: the suite cannot chunk it"
         config = self.module.config
-        if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        if any(getattr(config, name, None) for name in LOGIT_SCALES):
             return f"{self.spec.name} scales its logits after the output projection: the chunks would not"
         return None
 
@@ -161,7 +164,8 @@ class Foreign(Costed):
                 hidden = self.module.base_model(input_ids=idx, use_cache=False).last_hidden_state
                 return self.loss(hidden, self.module.get_output_embeddings(), targets)
             logits = self.module(input_ids=idx, use_cache=False).logits  # (B, T, vocab)
-            return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+            # scored in fp32, as transformers' own loss (ForCausalLMLoss) and the chunked one do
+            return logits, F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
         try:
             return logits_and_loss(self.module(idx, targets))
         except ContractError as err:

@@ -19,6 +19,8 @@ chunk's logits are upcast to fp32 and scored on their own, in one of two ways (C
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+IGNORED = -100  # F.cross_entropy's ignore_index: a target never scored
+
 
 def score(logits, targets):
     """The chunk's cross-entropy summed, in fp32 (torchtune upcasts each chunk too): the caller
@@ -35,8 +37,8 @@ def cross_entropy(hidden, head, targets, chunks=1, chunk_logits="recompute", sco
     whole (chunks=1: the logits returned), or in `chunks` chunks whose logits are recomputed in
     backward or kept (`chunk_logits`; None returned), each scored by `scorer`."""
     if chunks <= 1:
-        whole = head(hidden)
-        return whole, F.cross_entropy(whole.view(-1, whole.size(-1)), targets.reshape(-1))
+        whole = head(hidden)  # scored in fp32, as each chunk is (score), transformers' and torchtune's losses are
+        return whole, F.cross_entropy(whole.float().view(-1, whole.size(-1)), targets.reshape(-1))
     flat, flat_targets = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)
     pieces = list(zip(flat.chunk(chunks), flat_targets.chunk(chunks)))
     if chunk_logits == "keep":
@@ -45,4 +47,4 @@ def cross_entropy(hidden, head, targets, chunks=1, chunk_logits="recompute", sco
         total = sum(scorer(chunk, t) for chunk, (_, t) in zip(projected, pieces))
     else:
         total = sum(checkpoint(_recomputed, h, t, head, scorer, use_reentrant=False) for h, t in pieces)
-    return None, total / flat_targets.numel()
+    return None, total / (flat_targets != IGNORED).sum()  # a mean over the tokens scored, as F.cross_entropy's

@@ -13,7 +13,7 @@ from utils.techniques import offload
 
 @contextlib.contextmanager
 def fake_modules_converted_in_place():
-    """module.to(dtype) (pure bf16 weights; PEFT moving its adapters beside their layer) on fake
+    """module.to(...) (PEFT moving its adapters beside their layer) on fake
     parameters: torch swaps a fake parameter for its converted copy (nn.Module._apply), which the
     fake mode's weak references to it forbid. A module with fake parameters is converted in place
     instead (`param.data = ...`, what _apply does for a plain tensor); any other as torch does."""

@@ -40,7 +40,8 @@ def targets(given, names, model, projections=()):
     missing = [t for t in wanted if not _matches(t, names)]
     if missing or not wanted:
         known = sorted({name.rsplit(".", 1)[-1] for name in projections})
-        raise checks.BadInput(f"LORA_TARGETS={given!r}: {model} has no module or MoE expert weight named "
+        raise checks.BadInput(f"LORA_TARGETS={given!r}: {model} has no module LoRA adapts (a Linear, Embedding, "
+                              "Conv or MultiheadAttention, as PEFT's LoRA layers take) or MoE expert weight named "
                               f"{missing[0] if missing else ''!r}"
                               + (f" (its projections: {', '.join(known)})" if known else ""))
     return wanted
@@ -57,8 +58,12 @@ def lora_adapters(run):
             from peft import LoraConfig, inject_adapter_in_model
     except ImportError as err:
         raise Skip(f"peft is not importable ({err}); pip install peft==0.21.2") from None
+    from transformers.pytorch_utils import Conv1D  # GPT-2's projections: PEFT adapts them too
+
     cfg = run.cfg
-    modules = dict(run.model.named_modules())
+    kinds = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
+             torch.nn.MultiheadAttention, Conv1D)  # peft/tuners/lora/model.py _create_new_module: what it takes
+    modules = {name: m for name, m in run.model.named_modules() if isinstance(m, kinds)}
     projections = [name for name, m in modules.items() if isinstance(m, torch.nn.Linear)]
     # a MoE block's experts are 3-D weights, not modules: PEFT adapts each expert's slice (target_parameters)
     experts = list(moe.expert_weights(run.model))

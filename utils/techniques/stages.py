@@ -129,7 +129,10 @@ def bf16_weights(run):
     per-parameter tensor; an update below a weight's bf16 spacing (8 mantissa bits) is lost."""
     if on_cuda(run) and not torch.cuda.is_bf16_supported(including_emulation=False):
         raise Skip("this GPU has no native bfloat16 (it needs compute capability 8.0 or newer)")
-    run.model.to(torch.bfloat16)
+    # the parameters only, as module.to casts them: buffers stay as built (RoPE's inv_freq in fp32, as transformers'
+    # bf16 models and torchtune's keep it: in bf16 a position's angle drifts by radians past a few thousand tokens)
+    for param in run.model.parameters():
+        param.data = param.data.to(torch.bfloat16)
     run.dtype = BF16_WEIGHTS
 
 
