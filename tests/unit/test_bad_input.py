@@ -28,7 +28,8 @@ from utils.report import __main__ as report_command
     [
         (["baseline", "STEPS=abc"], "baseline: error: STEPS must be a positive integer, got 'abc'"),
         (["all", "TECHNIQUES=baseline nope"], "unknown technique nope"),
-        (["nope"], "unknown target or technique 'nope'"),
+        (["nope"], "unknown target or technique 'nope' (techniques:"),
+        (["torch_compile"], "unknown target or technique 'torch_compile' (did you mean compile?)"),
     ],
 )
 def test_bad_settings_through_make(existing, args, expected):

@@ -7,11 +7,21 @@ a conflict is refused here, before anything starts.
 usage: python -m utils.drivers.one [NAME]   (no NAME: T, else TECHNIQUE)
 """
 
+import difflib
 import os
+import re
 import sys
 
 from utils import checks, registry, settings
 from utils.drivers import runner
+
+
+def nearest(name):
+    """The technique a mistyped or longer name most likely means: one of its words (torch_compile: compile,
+    flash_attention: flash), else the closest spelling; None where none is near."""
+    words = set(re.split(r"[_\-.]", name.lower()))
+    return next((known for known in registry.known() if known in words), None) or next(
+        iter(difflib.get_close_matches(name, registry.known(), n=1)), None)
 
 
 def main(name=None):
@@ -21,8 +31,10 @@ def main(name=None):
         print(f"{name or 'run'}: error: {err}", file=sys.stderr)
         return checks.EXIT_BAD_INPUT
     if name is not None and not registry.is_technique(name):  # make <name>: a typo reaches here too
-        print(f"make: unknown target or technique {name!r} (techniques: {' '.join(registry.known())}; a combination "
-              "is written with '+': flash+lion; see make help)", file=sys.stderr)
+        near = nearest(name)
+        print(f"make: unknown target or technique {name!r}{f' (did you mean {near}?)' if near else ''} (techniques: "
+              f"{' '.join(registry.known())}; a combination is written with '+': flash+lion; see make help)",
+              file=sys.stderr)
         return checks.EXIT_BAD_INPUT
     try:
         canonical = registry.check([name])[0] if name else registry.one_chosen(given)  # make run: T or TECHNIQUE

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from utils import checks
 from utils.models import file, flops, hf, moe
 from utils.models.costed import Costed
+from utils.models.loss import in_fp32
 from utils.models.spec import Checked
 
 KNOWN_BLOCKS = ("transformer.h", "model.layers", "gpt_neox.layers", "transformer.blocks", "model.decoder.layers",
@@ -164,8 +165,7 @@ class Foreign(Costed):
                 hidden = self.module.base_model(input_ids=idx, use_cache=False).last_hidden_state
                 return self.loss(hidden, self.module.get_output_embeddings(), targets)
             logits = self.module(input_ids=idx, use_cache=False).logits  # (B, T, vocab)
-            # scored in fp32, as transformers' own loss (ForCausalLMLoss) and the chunked one do
-            return logits, F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+            return logits, F.cross_entropy(in_fp32(logits).view(-1, logits.size(-1)), targets.reshape(-1))
         try:
             return logits_and_loss(self.module(idx, targets))
         except ContractError as err:

@@ -16,6 +16,7 @@ chunk's logits are upcast to fp32 and scored on their own, in one of two ways (C
 (compile_model under COMPILE_SCOPE=blocks passes it compiled).
 """
 
+import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
@@ -28,6 +29,13 @@ def score(logits, targets):
     return F.cross_entropy(logits.float(), targets, reduction="sum")
 
 
+def in_fp32(logits):
+    """The logits as cross-entropy scores them: in fp32. Under autocast its log_softmax is cast to fp32 already, and
+    an upcast here would hold one more bf16 copy of the logits at the peak; bf16 weights' logits (no autocast) are
+    upcast, as transformers' ForCausalLMLoss and torchtune's output projection do."""
+    return logits if torch.is_autocast_enabled(logits.device.type) else logits.float()
+
+
 def _recomputed(hidden, targets, head, scorer):
     return scorer(head(hidden), targets)
 
@@ -37,8 +45,8 @@ def cross_entropy(hidden, head, targets, chunks=1, chunk_logits="recompute", sco
     whole (chunks=1: the logits returned), or in `chunks` chunks whose logits are recomputed in
     backward or kept (`chunk_logits`; None returned), each scored by `scorer`."""
     if chunks <= 1:
-        whole = head(hidden)  # scored in fp32, as each chunk is (score), transformers' and torchtune's losses are
-        return whole, F.cross_entropy(whole.float().view(-1, whole.size(-1)), targets.reshape(-1))
+        whole = head(hidden)
+        return whole, F.cross_entropy(in_fp32(whole).view(-1, whole.size(-1)), targets.reshape(-1))
     flat, flat_targets = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)
     pieces = list(zip(flat.chunk(chunks), flat_targets.chunk(chunks)))
     if chunk_logits == "keep":
