@@ -86,7 +86,7 @@ def test_the_experts_are_the_3d_weights_of_experts_modules_and_lora_targets_only
     model = torch.nn.Sequential(torch.nn.Conv1d(8, 8, 3), Experts())
     assert {name: tuple(w.shape) for name, w in moe.expert_weights(model).items()} == {"1.gate_up_proj": (4, 8, 16)}
     # a convolution's 3-D weight is not offered to LoRA as an expert's
-    with pytest.raises(checks.BadInput, match=r"has no module LoRA adapts \(.*\) or MoE expert weight named '0.weight'"):
+    with pytest.raises(checks.BadInput, match=r"no module LoRA adapts \(.*\) or MoE expert weight named '0.weight'"):
         adapters.targets("0.weight", list(dict(model.named_modules())) + list(moe.expert_weights(model)), "m")
 
 
