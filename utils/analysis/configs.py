@@ -11,7 +11,7 @@ import pandas as pd
 
 # what must match for a comparison: a run on 2 ranks is never compared as if it were on 1
 CONFIG = ["device", "model", "layers", "batch", "seq", "data", "parallel", "world_size"]
-# what a technique's runs must share to be pooled in one row: one run again at another LR, accumulation,
+# what a technique's runs must share to be pooled in one row: one run again at another LR, accumulation, clipping,
 # adapter or compile choice is another experiment (the newest setting's row is the technique's, each other a row
 # of its own)
 POOLED_ALIKE = ["lr", "accum", "grad_clip", "adapter", "compile_mode", "compile_scope", "chunk_logits"]
