@@ -74,7 +74,8 @@ def _device(text):
 
 def check_technique(technique, compile_mode, accum, reference_ranks=1, parallel="", grad_clip=None):
     """What a technique's settings forbid, refused before it builds anything: a part that cannot run
-    under `parallel` (ddp, fsdp: catalog.NOT_PARALLEL) or with GRAD_CLIP (catalog.NOT_CLIPPED); compile's CUDA-graph
+    under `parallel` (ddp, fsdp: catalog.NOT_PARALLEL) or with GRAD_CLIP (catalog.NOT_CLIPPED); a part that refuses
+    accumulation (catalog.CONFLICTS) where REFERENCE_RANKS accumulates the ranks' micro-batches; compile's CUDA-graph
     modes with gradient accumulation, whose graphs overwrite the outputs one micro-batch's backward still needs
     (pytorch/pytorch#169545: silently wrong gradients)."""
     functions = registry.functions_of(technique)
@@ -85,9 +86,10 @@ def check_technique(technique, compile_mode, accum, reference_ranks=1, parallel=
     if unclipped:
         raise ConfigError(f"{technique} cannot clip gradients (GRAD_CLIP={grad_clip:g}): "
                           f"{catalog.NOT_CLIPPED[unclipped[0]]}")
-    if "step_in_backward" in functions and reference_ranks > 1:  # accumulated micro-batches, as accum's conflict
+    unaccumulated = sorted(f for f in functions if frozenset((f, "accumulate")) in catalog.CONFLICTS)
+    if unaccumulated and reference_ranks > 1:  # the ranks' micro-batches accumulated, as accum's are
         raise ConfigError(f"{technique} with REFERENCE_RANKS={reference_ranks}: "
-                          f"{catalog.CONFLICTS[frozenset(('step_in_backward', 'accumulate'))]}")
+                          f"{catalog.CONFLICTS[frozenset((unaccumulated[0], 'accumulate'))]}")
     if compile_mode not in catalog.GRAPHED_COMPILE_MODES:
         return
     micro_batches = (accum if "accumulate" in functions else 1) * reference_ranks

@@ -171,17 +171,17 @@ def plot_speedups(summary, df, path):
 
 
 def timed(df, part):
-    """The measured rows that time `part` of the step (CUDA graphs time only the whole), and their techniques in
-    order; raises ResultsFileError where none does."""
+    """`part` of the step's column and name (catalog.STEP_PARTS), the measured rows that time it (CUDA graphs time
+    only the whole step), and their techniques in order; raises ResultsFileError where none does."""
     column, name = STEP_PARTS[part]
     rows = measured(df).dropna(subset=[column])
     if rows.empty:
         raise ResultsFileError(f"no measured step records its {name} ({column}) in this configuration")
-    return rows, [t for t in measured_order(df) if t in set(rows["technique"])]
+    return column, name, rows, [t for t in measured_order(df) if t in set(rows["technique"])]
 
 
 def plot_box(df, path, part="step"):
-    (column, name), (rows, order) = STEP_PARTS[part], timed(df, part)
+    column, name, rows, order = timed(df, part)
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(order) + 2))
     sns.boxplot(data=rows, x=column, y="technique", order=order, hue="technique", legend=False, fliersize=2, ax=ax)
     _log_if_wide(ax, rows[column], axis="x")
@@ -191,7 +191,7 @@ def plot_box(df, path, part="step"):
 
 def plot_bootstrap(df, path, part="step"):
     """Bootstrap distributions of each technique's mean step time (or `part`'s), overlaid."""
-    (column, name), (rows, order) = STEP_PARTS[part], timed(df, part)
+    column, name, rows, order = timed(df, part)
     draws = pd.concat([pd.DataFrame({"technique": t, "mean_ms": stats.bootstrap(stats.runs_of(rows, t, column=column))})
                        for t in order])
     wide = bool(draws["mean_ms"].max() / draws["mean_ms"].min() > WIDE)  # seaborn wants a real bool
